@@ -1,0 +1,212 @@
+/**
+ * The `rendezvous` command. Parsing only: each subcommand reads its options and environment
+ * and calls into local/, client/ or relay/.
+ */
+import { createServer, type Socket } from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { exposeHiddenServer } from '../client/agent.js';
+import { connectToHiddenServer } from '../client/mobile.js';
+import { DEFAULT_TABLE } from '../core/config.js';
+import { isRendezvousError } from '../core/errors.js';
+import { textLog } from '../core/log.js';
+import { provisionIdentity } from '../core/registration.js';
+import { splice } from '../core/splice.js';
+import { Store } from '../core/store.js';
+import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('not a port number');
+  return n;
+}
+
+function hostPort(value: string, defaultHost: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':');
+  const host = i === -1 ? defaultHost : value.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return { host: host || defaultHost, port: port(i === -1 ? value : value.slice(i + 1)) };
+}
+
+function apiFrom(opt: string | undefined): string {
+  const api = opt ?? process.env.RENDEZVOUS_API;
+  if (!api) throw new InvalidArgumentError('--api URL (or RENDEZVOUS_API) is required');
+  return api;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`rendezvous: ${message}\n`);
+  process.exit(1);
+}
+
+/** Builds the command tree (exported for tests of the parser). */
+export function buildCli(): Command {
+  const program = new Command('rendezvous')
+    .description('Reach hidden servers behind NAT through a rendezvous relay')
+    .showHelpAfterError();
+
+  program
+    .command('dev')
+    .description('run the whole service locally: embedded store, registration API, relay')
+    .option('--api-port <port>', 'registration API port', port, LOCAL_DEFAULTS.apiPort)
+    .option('--relay-port <port>', 'relay port (generic protocol)', port, LOCAL_DEFAULTS.relayPort)
+    .option('--store-port <port>', 'embedded DynamoDB-compatible store port', port, LOCAL_DEFAULTS.storePort)
+    .option('--data <dir>', 'keep the store on disk in this folder (default: in memory)')
+    .option('--table <name>', 'table name', DEFAULT_TABLE)
+    .action(async (o) => {
+      const stack = await startLocalStack({
+        apiPort: o.apiPort,
+        relayPort: o.relayPort,
+        storePort: o.storePort,
+        dataDir: o.data,
+        table: o.table,
+        log: textLog('relay'),
+      }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
+      const out = process.stdout;
+      out.write('rendezvous local stack\n');
+      out.write(
+        `  store  ${stack.storeEndpoint} (${o.data ? `on disk: ${o.data}` : 'in memory'}), table ${stack.table}\n`,
+      );
+      out.write(`  api    ${stack.apiUrl}\n`);
+      out.write(`  relay  ${stack.relayHost}:${stack.relayPort}\n`);
+      out.write('environment for the CLI in another terminal:\n');
+      for (const [k, v] of Object.entries(stack.env)) out.write(`  export ${k}=${v}\n`);
+      out.write('ready\n');
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        out.write('stopping\n');
+        void stack.close().then(() => process.exit(0));
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+
+  program
+    .command('provision')
+    .description('create a hidden-server identity (uuid + TOTP secret) in the table')
+    .option('--uuid <uuid>', 'the identity (default: a random UUID)')
+    .option('--label <label>', 'a note for the operator')
+    .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
+    .option('--json', 'print {"uuid","secret","digits","step","otpauth"}')
+    .action(async (o) => {
+      const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      try {
+        const id = await provisionIdentity(store, { uuid: o.uuid, label: o.label });
+        if (o.json) {
+          const { uuid, secret, digits, step, otpauth } = id;
+          process.stdout.write(`${JSON.stringify({ uuid, secret, digits, step, otpauth })}\n`);
+        } else {
+          process.stdout.write(
+            `uuid     ${id.uuid}\nsecret   ${id.secret}\ndigits   ${id.digits}\nstep     ${id.step}s\notpauth  ${id.otpauth}\n` +
+              '\nThe secret is shown once. Hand it to the hidden server, e.g.:\n' +
+              `  RENDEZVOUS_SECRET=${id.secret} rendezvous expose --api URL --uuid ${id.uuid} --to 127.0.0.1:22\n`,
+          );
+        }
+      } catch (err) {
+        fail(isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`);
+      } finally {
+        store.close();
+      }
+    });
+
+  program
+    .command('expose')
+    .description(
+      'hidden-server agent: park at the relay and forward each rendezvous to a local port (secret from RENDEZVOUS_SECRET)',
+    )
+    .requiredOption('--uuid <uuid>', "this hidden server's identity")
+    .requiredOption('--to <[host:]port>', 'local service to forward to')
+    .option('--api <url>', 'registration API (default: RENDEZVOUS_API)')
+    .option('--pool <n>', 'parked connections kept ready', (v) => Math.max(1, Number.parseInt(v, 10) || 1), 1)
+    .action((o) => {
+      const secret = process.env.RENDEZVOUS_SECRET;
+      if (!secret) fail('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
+      let agent: ReturnType<typeof exposeHiddenServer>;
+      try {
+        agent = exposeHiddenServer({
+          api: apiFrom(o.api),
+          uuid: o.uuid,
+          secret,
+          target: hostPort(o.to, '127.0.0.1'),
+          pool: o.pool,
+          log: textLog('expose'),
+        });
+      } catch (err) {
+        fail((err as Error).message);
+      }
+      agent.on('parked', () => undefined);
+      agent.on('error', (err: Error) =>
+        fail(
+          isRendezvousError(err, 'AUTH_FAILED')
+            ? 'authentication failed: check --uuid and RENDEZVOUS_SECRET'
+            : err.message,
+        ),
+      );
+      const stop = () => {
+        agent.stop();
+        process.exit(0);
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+
+  program
+    .command('connect')
+    .description('mobile client: reach a hidden server on stdin/stdout (ssh ProxyCommand) or a local port')
+    .requiredOption('--uuid <uuid>', 'the hidden server to reach')
+    .option('--api <url>', 'registration API (default: RENDEZVOUS_API)')
+    .option('--listen <[host:]port>', 'listen locally; each accepted connection is one rendezvous')
+    .action(async (o) => {
+      const api = apiFrom(o.api);
+      if (!o.listen) {
+        let socket: Socket;
+        try {
+          socket = await connectToHiddenServer({ api, uuid: o.uuid });
+        } catch (err) {
+          fail((err as Error).message);
+        }
+        process.stdin.pipe(socket);
+        socket.pipe(process.stdout);
+        socket.on('error', (err) => fail(err.message));
+        socket.on('close', () => process.exit(0));
+        return;
+      }
+      const at = hostPort(o.listen, '127.0.0.1');
+      const log = textLog('connect');
+      const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
+        local.on('error', () => local.destroy());
+        connectToHiddenServer({ api, uuid: o.uuid }).then(
+          (remote) => splice(local, remote),
+          (err: Error) => {
+            log.warn('rendezvous failed', { reason: err.message });
+            local.destroy();
+          },
+        );
+      });
+      server.on('error', (err) => fail(err.message));
+      server.listen(at.port, at.host, () => {
+        const a = server.address();
+        log.info(`listening on ${typeof a === 'object' && a ? `${a.address}:${a.port}` : at.port}`);
+      });
+    });
+
+  program
+    .command('relay')
+    .description('run a relay configured from the environment (RELAY_PORT, RENDEZVOUS_TABLE, …)')
+    .action(async () => {
+      const { main } = await import('../relay/main.js');
+      await main();
+    });
+
+  return program;
+}
+
+/** Runs the CLI with `argv`. */
+export async function runCli(argv: string[] = process.argv): Promise<void> {
+  await buildCli().parseAsync(argv);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runCli().catch((err) => fail((err as Error).message));
+}

@@ -1,0 +1,225 @@
+/**
+ * The hidden-server agent (`rendezvous expose`): registers with a fresh TOTP code, keeps a pool
+ * of parked relay connections, and on each `+OK` connects to the local target and splices,
+ * parking again at once. Connection failures back off with jitter; a refused cookie makes it
+ * register again; a refused secret stops it with AUTH_FAILED instead of retrying forever.
+ */
+import { EventEmitter } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { Secret, URI } from 'otpauth';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import { type Log, silentLog } from '../core/log.js';
+import type { RendezvousTriple } from '../core/registration.js';
+import { splice } from '../core/splice.js';
+import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
+import { registerWithApi } from './api.js';
+import { dialRelay } from './relay-conn.js';
+
+/** Options of the agent. */
+export interface ExposeOptions {
+  api: string;
+  uuid: string;
+  /** Base32 secret, or an `otpauth://` URI (which also carries digits and step). */
+  secret: string;
+  /** The local service each rendezvous is spliced to. */
+  target: { host: string; port: number };
+  /** Parked connections kept at once (default 1). */
+  pool?: number;
+  backoff?: { minMs: number; maxMs: number };
+  log?: Log;
+}
+
+/** Backoff defaults: 250 ms doubling to 30 s. */
+export const BACKOFF_DEFAULTS = { minMs: 250, maxMs: 30_000 } as const;
+
+/** Turns a base32 secret or an otpauth URI into TOTP parameters. */
+export function totpParamsFrom(secret: string): TotpParams {
+  if (secret.startsWith('otpauth://')) {
+    const otp = URI.parse(secret);
+    if (!('period' in otp)) throw new RendezvousError('BAD_REQUEST', 'otpauth URI is not TOTP');
+    return {
+      secret: otp.secret.base32,
+      digits: otp.digits,
+      step: otp.period,
+      algorithm: otp.algorithm as TotpParams['algorithm'],
+    };
+  }
+  // Validates the base32 alphabet now rather than on the first registration.
+  return { secret: Secret.fromBase32(secret.replace(/\s+/g, '').toUpperCase()).base32, ...TOTP_DEFAULTS };
+}
+
+/** `-ERR` diagnostics that mean the registration is gone (see core/store resolveCookie). */
+const COOKIE_TROUBLE = /unknown cookie|cookie expired|cookie replaced/;
+
+/**
+ * A running agent. Events: `registered` (triple host/port), `parked`, `connection` (a
+ * rendezvous spliced to the target), `reconnecting` (delay ms), `error` (fatal, the agent stopped).
+ */
+export class HiddenServerAgent extends EventEmitter {
+  private readonly params: TotpParams;
+  private readonly log: Log;
+  private readonly backoff: { minMs: number; maxMs: number };
+  private stopped = false;
+  private triple: RendezvousTriple | undefined;
+  private registering: Promise<RendezvousTriple> | undefined;
+  private lastStep = -1;
+  private readonly idle = new Set<Socket>();
+  private readonly sleepers = new Set<() => void>();
+
+  constructor(private readonly opts: ExposeOptions) {
+    super();
+    this.params = totpParamsFrom(opts.secret);
+    this.log = opts.log ?? silentLog;
+    this.backoff = opts.backoff ?? BACKOFF_DEFAULTS;
+  }
+
+  /** Starts registering and parking. */
+  start(): this {
+    for (let i = 0; i < (this.opts.pool ?? 1); i++) void this.parkLoop(i);
+    return this;
+  }
+
+  /** Stops parking; live spliced connections are left to finish. */
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.idle) s.destroy();
+    for (const wake of this.sleepers) wake();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(t);
+        this.sleepers.delete(wake);
+        resolve();
+      };
+      const t = setTimeout(wake, ms);
+      this.sleepers.add(wake);
+    });
+  }
+
+  private delay(attempt: number): number {
+    const base = Math.min(this.backoff.maxMs, this.backoff.minMs * 2 ** attempt);
+    return Math.round(base / 2 + (Math.random() * base) / 2);
+  }
+
+  private ensureRegistered(): Promise<RendezvousTriple> {
+    if (this.triple) return Promise.resolve(this.triple);
+    this.registering ??= this.register().finally(() => {
+      this.registering = undefined;
+    });
+    return this.registering;
+  }
+
+  private async register(): Promise<RendezvousTriple> {
+    let attempt = 0;
+    let authRetried = false;
+    for (;;) {
+      if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
+      // A code is accepted once: after a registration in this step, use the next step's code
+      // (inside the ±1 drift window) rather than waiting up to 30 s.
+      const nowStep = timeStep(this.params, Date.now());
+      const step = Math.max(nowStep, this.lastStep + 1);
+      if (step > nowStep + 1) {
+        await this.sleep((step - 1) * this.params.step * 1000 - Date.now() + 50);
+        continue;
+      }
+      try {
+        const triple = await registerWithApi(this.opts.api, this.opts.uuid, codeForStep(this.params, step));
+        this.lastStep = step;
+        this.triple = triple;
+        this.log.info('registered', { relay: `${triple.host}:${triple.port}` });
+        this.emit('registered', { host: triple.host, port: triple.port });
+        return triple;
+      } catch (err) {
+        if (isRendezvousError(err, 'AUTH_FAILED') && !authRetried) {
+          // Another process may have used this step's code already; the next step's code tells
+          // a replay apart from a wrong secret.
+          authRetried = true;
+          this.lastStep = step;
+          continue;
+        }
+        if (isRendezvousError(err) && (err.code === 'AUTH_FAILED' || err.code === 'BAD_REQUEST')) {
+          throw err;
+        }
+        const wait = isRendezvousError(err) && err.retryAfter ? err.retryAfter * 1000 : this.delay(attempt++);
+        this.log.warn('registration failed, retrying', { reason: (err as Error).message, inMs: wait });
+        this.emit('reconnecting', wait);
+        await this.sleep(wait);
+      }
+    }
+  }
+
+  private async parkLoop(slot: number): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      let triple: RendezvousTriple;
+      try {
+        triple = await this.ensureRegistered();
+      } catch (err) {
+        if (this.stopped) return;
+        this.stopped = true;
+        for (const wake of this.sleepers) wake();
+        this.log.error('giving up', { reason: (err as Error).message });
+        this.emit('error', err);
+        return;
+      }
+      let relaySocket: Socket;
+      try {
+        let parkedSocket: Socket | undefined;
+        const paired = dialRelay(triple, {
+          onConnected: (s) => {
+            parkedSocket = s;
+            this.idle.add(s);
+            this.emit('parked', slot);
+          },
+        });
+        try {
+          relaySocket = (await paired).socket;
+        } finally {
+          if (parkedSocket) this.idle.delete(parkedSocket);
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        if (isRendezvousError(err, 'RELAY_REFUSED') && COOKIE_TROUBLE.test(err.message)) {
+          // Replaced, expired or unknown: the registration is gone; make a new one.
+          if (this.triple === triple) this.triple = undefined;
+          this.log.warn('relay refused cookie, registering again', { reason: err.message });
+          attempt = 0;
+          continue;
+        }
+        const wait = this.delay(attempt++);
+        this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+        this.emit('reconnecting', wait);
+        await this.sleep(wait);
+        continue;
+      }
+      attempt = 0;
+      this.bridge(relaySocket);
+    }
+  }
+
+  private bridge(relaySocket: Socket): void {
+    const target = connect({ ...this.opts.target, allowHalfOpen: true });
+    target.setNoDelay(true);
+    const onTargetError = (err: Error) => {
+      this.log.warn('target unreachable', {
+        target: `${this.opts.target.host}:${this.opts.target.port}`,
+        reason: err.message,
+      });
+      relaySocket.destroy();
+    };
+    target.once('error', onTargetError);
+    target.once('connect', () => {
+      target.off('error', onTargetError);
+      this.log.info('rendezvous', { target: `${this.opts.target.host}:${this.opts.target.port}` });
+      this.emit('connection');
+      splice(relaySocket, target);
+    });
+  }
+}
+
+/** Starts an agent exposing `opts.target` as hidden server `opts.uuid`. */
+export function exposeHiddenServer(opts: ExposeOptions): HiddenServerAgent {
+  return new HiddenServerAgent(opts).start();
+}

@@ -1,0 +1,30 @@
+/** Rendezvous cookies: random, bound to one uuid, with an expiry every read checks. */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** Random bytes in a cookie (144 bits, above the 128-bit floor of the security model). */
+export const COOKIE_BYTES = 18;
+
+/** Default lifetime of a registration and its cookie, in seconds. */
+export const DEFAULT_COOKIE_TTL_SECONDS = 24 * 60 * 60;
+
+/** A fresh cookie body (without the `R`/`I` prefix): base64url of CSPRNG bytes. */
+export function newCookie(): string {
+  return randomBytes(COOKIE_BYTES).toString('base64url');
+}
+
+/** Constant-time string equality for secrets (cookies, cluster secrets). */
+export function secretsEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  // Compare against itself on length mismatch so the time taken does not depend on where they differ.
+  if (ab.length !== bb.length) {
+    timingSafeEqual(ab, ab);
+    return false;
+  }
+  return timingSafeEqual(ab, bb);
+}
+
+/** True when an epoch-seconds expiry is still in the future. */
+export function isLive(expiresAt: number, nowMs: number = Date.now()): boolean {
+  return expiresAt * 1000 > nowMs;
+}

@@ -1,0 +1,68 @@
+/**
+ * Typed errors with stable codes. Adapters (the store, the API client) translate vendor
+ * errors into these; the edges (HTTP handlers, relay sessions) map them to status codes and
+ * `-ERR` lines in exactly one place each.
+ */
+
+/** Stable error codes shared by the API, the relay and the client library. */
+export type ErrorCode =
+  | 'BAD_REQUEST'
+  | 'METHOD_NOT_ALLOWED'
+  | 'NOT_FOUND'
+  | 'AUTH_FAILED'
+  | 'NOT_REGISTERED'
+  | 'TOO_MANY_ATTEMPTS'
+  | 'STORE_UNAVAILABLE'
+  | 'ALREADY_EXISTS'
+  | 'COOKIE_UNKNOWN'
+  | 'COOKIE_EXPIRED'
+  | 'COOKIE_REPLACED'
+  | 'LINE_TOO_LONG'
+  | 'MALFORMED_LINE'
+  | 'HANDSHAKE_TIMEOUT'
+  | 'NO_HIDDEN_SERVER'
+  | 'TOO_MANY_PARKED'
+  | 'PROTOCOL'
+  | 'RELAY_REFUSED'
+  | 'UNREACHABLE'
+  | 'ABORTED';
+
+/** Base class of every error this project raises on purpose. */
+export class RendezvousError extends Error {
+  readonly code: ErrorCode;
+  /** True when retrying the same request cannot succeed. */
+  readonly permanent: boolean;
+  /** Seconds after which a retry may succeed (429, 503). */
+  readonly retryAfter?: number;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { permanent?: boolean; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'RendezvousError';
+    this.code = code;
+    this.permanent = opts.permanent ?? true;
+    this.retryAfter = opts.retryAfter;
+  }
+}
+
+/** A parameter is missing or malformed (HTTP 400). */
+export const badRequest = (message: string) => new RendezvousError('BAD_REQUEST', message);
+
+/** Unknown uuid and wrong code must look the same, so there is one message for both. */
+export const authFailed = () =>
+  new RendezvousError('AUTH_FAILED', 'authentication failed', { permanent: true });
+
+/** The store could not be reached or refused the request for reasons of its own. */
+export const storeUnavailable = (cause?: unknown) =>
+  new RendezvousError('STORE_UNAVAILABLE', 'store unavailable, try again later', {
+    permanent: false,
+    retryAfter: 5,
+    cause,
+  });
+
+/** Narrowing helper for `catch (err)` blocks. */
+export const isRendezvousError = (err: unknown, code?: ErrorCode): err is RendezvousError =>
+  err instanceof RendezvousError && (code === undefined || err.code === code);

@@ -1,0 +1,130 @@
+/**
+ * The registration domain: provisioning identities, registering hidden servers (TOTP, replay,
+ * failure limits) and answering mobile look-ups with a rendezvous triple. Transport-free: the
+ * Lambda handlers and the CLI both call in here.
+ */
+import { randomUUID } from 'node:crypto';
+import { DEFAULT_COOKIE_TTL_SECONDS, newCookie } from './cookies.js';
+import { authFailed, badRequest, RendezvousError } from './errors.js';
+import type { Identity, Store } from './store.js';
+import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
+
+/** The triple handed to both sides; `cookie` carries its `R`/`I` prefix. */
+export interface RendezvousTriple {
+  host: string;
+  port: number;
+  cookie: string;
+}
+
+/** Where this deployment's relay is reached, and registration policy. */
+export interface RegistrationPolicy {
+  relayHost: string;
+  relayPort: number;
+  region?: string;
+  cookieTtlSeconds?: number;
+  /** Failed attempts per uuid tolerated inside `failureWindowSeconds`. */
+  maxFailures?: number;
+  failureWindowSeconds?: number;
+}
+
+/** Defaults of the failure limit: 10 failures per 5 minutes. */
+export const FAILURE_LIMIT_DEFAULTS = { maxFailures: 10, failureWindowSeconds: 300 } as const;
+
+const UUID_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/** Validates a hidden-server uuid parameter (printable, bounded, no separators that matter). */
+export function checkUuid(uuid: string | undefined): string {
+  if (uuid === undefined || uuid === '') throw badRequest('missing parameter: uuid');
+  if (!UUID_SHAPE.test(uuid)) throw badRequest('malformed parameter: uuid');
+  return uuid;
+}
+
+/** Validates a TOTP response parameter. */
+export function checkResponse(response: string | undefined): string {
+  if (response === undefined || response === '') throw badRequest('missing parameter: response');
+  if (!/^[0-9]{6,10}$/.test(response)) throw badRequest('malformed parameter: response');
+  return response;
+}
+
+/** What `provision` returns: shown once, then only the store has the secret. */
+export interface ProvisionedIdentity extends TotpParams {
+  uuid: string;
+  otpauth: string;
+}
+
+/** Creates a hidden-server identity with a fresh TOTP secret. */
+export async function provisionIdentity(
+  store: Store,
+  opts: { uuid?: string; label?: string; nowMs?: number } = {},
+): Promise<ProvisionedIdentity> {
+  const uuid = checkUuid(opts.uuid ?? randomUUID());
+  const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
+  await store.createIdentity({
+    uuid,
+    label: opts.label,
+    createdAt: Math.floor((opts.nowMs ?? Date.now()) / 1000),
+    ...params,
+  });
+  return { uuid, ...params, otpauth: otpauthUri(params, uuid) };
+}
+
+/**
+ * Authenticates a hidden server by TOTP and makes a new registration for it, replacing (and so
+ * invalidating) its previous cookie. Unknown uuid, disabled identity, wrong code and replayed code
+ * all fail with the same AUTH_FAILED.
+ */
+export async function registerHiddenServer(
+  store: Store,
+  policy: RegistrationPolicy,
+  uuid: string,
+  code: string,
+  nowMs: number = Date.now(),
+): Promise<RendezvousTriple> {
+  const identity: Identity | undefined = await store.getIdentity(uuid);
+  if (!identity || identity.disabled) throw authFailed();
+
+  const nowSec = Math.floor(nowMs / 1000);
+  const maxFailures = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
+  const windowEnds = (identity.failWindowStart ?? 0) + windowSec;
+  if ((identity.failCount ?? 0) >= maxFailures && windowEnds > nowSec) {
+    throw new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
+      permanent: false,
+      retryAfter: windowEnds - nowSec,
+    });
+  }
+
+  const step = verifyCode(identity, code, nowMs);
+  if (step === null) {
+    await store.recordFailure(uuid, nowSec, windowSec);
+    throw authFailed();
+  }
+  if (!(await store.acceptStep(uuid, step))) throw authFailed();
+
+  const cookie = newCookie();
+  await store.putRegistration({
+    uuid,
+    cookie,
+    host: policy.relayHost,
+    port: policy.relayPort,
+    region: policy.region,
+    registeredAt: nowSec,
+    expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
+  });
+  return { host: policy.relayHost, port: policy.relayPort, cookie: `R${cookie}` };
+}
+
+/** Answers a mobile client's look-up with the hidden server's triple (I-prefixed cookie). */
+export async function lookupHiddenServer(
+  store: Store,
+  uuid: string,
+  nowMs: number = Date.now(),
+): Promise<RendezvousTriple> {
+  const reg = await store.getRegistration(uuid, nowMs);
+  if (!reg) {
+    throw new RendezvousError('NOT_REGISTERED', 'hidden server not registered', {
+      permanent: false,
+    });
+  }
+  return { host: reg.host, port: reg.port, cookie: `I${reg.cookie}` };
+}

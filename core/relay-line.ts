@@ -1,0 +1,102 @@
+/**
+ * The generic protocol's relay line format, the one module that knows its bytes.
+ *
+ *   client → relay   "R" cookie "\n"     hidden server parks       (≤ MAX_COOKIE_LINE bytes)
+ *   client → relay   "I" cookie "\n"     mobile client pairs       (≤ MAX_COOKIE_LINE bytes)
+ *   relay  → client  "+OK\n"             paired: bytes flow from here on
+ *   relay  → client  "-ERR " text "\n"   refused; the relay closes after it
+ *
+ * A "\r" before the "\n" is tolerated (telnet, `nc -C`). Decoding is incremental and checks the
+ * limit before buffering more, so an endless line costs at most MAX_COOKIE_LINE bytes.
+ */
+import { RendezvousError } from './errors.js';
+
+/** Longest accepted cookie line, newline included. */
+export const MAX_COOKIE_LINE = 128;
+/** Longest status line a client accepts from a relay, newline included. */
+export const MAX_STATUS_LINE = 512;
+
+/** Who sent a cookie line: `R` is the hidden server, `I` the mobile client. */
+export type CookieRole = 'hidden' | 'mobile';
+
+/** A decoded cookie line. */
+export interface CookieLine {
+  role: CookieRole;
+  /** The cookie without its role prefix. */
+  cookie: string;
+}
+
+/** The status indicator a relay sends on pairing. */
+export const OK_LINE = Buffer.from('+OK\n', 'latin1');
+
+const COOKIE_BODY = /^[A-Za-z0-9_-]{1,120}$/;
+
+/** `-ERR <diagnostic>\n`, with the diagnostic forced onto one printable line. */
+export function encodeErrorLine(diagnostic: string): Buffer {
+  const clean = diagnostic.replace(/[^\x20-\x7e]+/g, ' ').slice(0, MAX_STATUS_LINE - 7);
+  return Buffer.from(`-ERR ${clean}\n`, 'latin1');
+}
+
+/** `R<c>\n` or `I<c>\n`. */
+export function encodeCookieLine(prefixedCookie: string): Buffer {
+  return Buffer.from(`${prefixedCookie}\n`, 'latin1');
+}
+
+/** Parses the text of a cookie line (without its newline). */
+export function parseCookieLine(text: string): CookieLine {
+  const role = text[0] === 'R' ? 'hidden' : text[0] === 'I' ? 'mobile' : undefined;
+  const cookie = text.slice(1);
+  if (role === undefined || !COOKIE_BODY.test(cookie)) {
+    throw new RendezvousError('MALFORMED_LINE', 'malformed cookie line');
+  }
+  return { role, cookie };
+}
+
+/** Splits a prefixed cookie (`R…`/`I…`) as handed out by the registration API. */
+export function splitPrefixedCookie(prefixed: string): CookieLine {
+  return parseCookieLine(prefixed);
+}
+
+/** A status line from the relay: `+OK…` or `-ERR …`. */
+export type StatusLine = { ok: true; text: string } | { ok: false; diagnostic: string };
+
+/** Parses a relay status line (without its newline). */
+export function parseStatusLine(text: string): StatusLine {
+  if (text.startsWith('+OK')) return { ok: true, text };
+  if (text.startsWith('-ERR')) return { ok: false, diagnostic: text.slice(4).trim() || 'error' };
+  throw new RendezvousError('PROTOCOL', 'malformed status line from relay');
+}
+
+/**
+ * Incremental decoder for one newline-terminated line. `push` returns the line and whatever
+ * bytes followed it once the newline arrives; it throws LINE_TOO_LONG as soon as `limit` bytes
+ * arrived without one, before anything more is buffered.
+ */
+export class LineDecoder {
+  private readonly chunks: Buffer[] = [];
+  private length = 0;
+
+  constructor(private readonly limit: number) {}
+
+  /** Feeds bytes; returns the line (without "\n" and an optional "\r") and the rest, or null. */
+  push(chunk: Buffer): { line: string; rest: Buffer } | null {
+    const nl = chunk.indexOf(0x0a);
+    if (nl === -1) {
+      if (this.length + chunk.length >= this.limit) {
+        throw new RendezvousError('LINE_TOO_LONG', 'line too long');
+      }
+      this.chunks.push(chunk);
+      this.length += chunk.length;
+      return null;
+    }
+    if (this.length + nl + 1 > this.limit) {
+      throw new RendezvousError('LINE_TOO_LONG', 'line too long');
+    }
+    this.chunks.push(chunk.subarray(0, nl));
+    let bytes = Buffer.concat(this.chunks);
+    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);
+    this.chunks.length = 0;
+    this.length = 0;
+    return { line: bytes.toString('latin1'), rest: chunk.subarray(nl + 1) };
+  }
+}

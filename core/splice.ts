@@ -1,0 +1,28 @@
+/**
+ * The copy loop between two sockets, used by the relay (mobile ⇄ hidden) and the agent
+ * (relay ⇄ target). `pipe` gives backpressure (it pauses the source when `write()` returns
+ * false and resumes on 'drain') and propagates a half-close with `end()` after the data in
+ * flight. An error or abrupt close on either side destroys the other; a graceful close of one
+ * side never cuts the other's data still being flushed.
+ */
+import type { Duplex } from 'node:stream';
+
+/** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
+export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
+  a.pipe(b);
+  b.pipe(a);
+  const abort = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', abort);
+  b.on('error', abort);
+  let closed = 0;
+  const onClose = (other: Duplex) => () => {
+    // Closed after both directions ended is graceful; anything else is an abort.
+    if (!(other.writableEnded && other.readableEnded)) other.destroy();
+    if (++closed === 2) onDone?.();
+  };
+  a.once('close', onClose(b));
+  b.once('close', onClose(a));
+}

@@ -1,0 +1,328 @@
+/**
+ * The state store: one DynamoDB table (`pk`/`sk`, TTL attribute `expiresAt`). This is the only
+ * module that imports the DynamoDB SDK. Every write is a single-item (conditional) write, so it
+ * runs on DynamoDB, DynamoDB Local and dynalite alike; SDK errors leave here as typed errors.
+ *
+ *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, failures
+ *   SERVER#<uuid> / REGISTRATION   current cookie, relay host/port, region, expiresAt
+ *   COOKIE#<c>    / COOKIE         uuid, expiresAt
+ */
+import {
+  ConditionalCheckFailedException,
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  ResourceInUseException,
+} from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { isLive } from './cookies.js';
+import { RendezvousError, storeUnavailable } from './errors.js';
+import type { TotpParams } from './totp.js';
+
+/** A hidden server's identity as provisioned by the operator. */
+export interface Identity extends TotpParams {
+  uuid: string;
+  label?: string;
+  createdAt: number;
+  /** Last accepted TOTP time step (replay protection). */
+  lastStep?: number;
+  failCount?: number;
+  /** Epoch seconds when the current failure window began. */
+  failWindowStart?: number;
+  disabled?: boolean;
+}
+
+/** Where a hidden server is registered now. */
+export interface Registration {
+  uuid: string;
+  cookie: string;
+  host: string;
+  port: number;
+  region?: string;
+  registeredAt: number;
+  /** Epoch seconds. */
+  expiresAt: number;
+}
+
+/** What a valid cookie resolves to. */
+export interface CookieBinding {
+  uuid: string;
+  expiresAt: number;
+}
+
+/** How to reach the table. */
+export interface StoreOptions {
+  table: string;
+  /** Overrides the SDK's endpoint (else `AWS_ENDPOINT_URL_DYNAMODB` / the default applies). */
+  endpoint?: string;
+  region?: string;
+}
+
+const serverKey = (uuid: string) => `SERVER#${uuid}`;
+const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
+
+function isLoopback(endpoint: string | undefined): boolean {
+  if (!endpoint) return false;
+  try {
+    const host = new URL(endpoint).hostname;
+    return host === 'localhost' || host === '[::1]' || host.startsWith('127.');
+  } catch {
+    return false;
+  }
+}
+
+/** DynamoDB-backed store. One instance (one SDK client) per process. */
+export class Store {
+  readonly table: string;
+  private readonly raw: DynamoDBClient;
+  private readonly doc: DynamoDBDocumentClient;
+
+  constructor(opts: StoreOptions) {
+    this.table = opts.table;
+    const endpoint = opts.endpoint ?? process.env.AWS_ENDPOINT_URL_DYNAMODB;
+    const local = isLoopback(endpoint);
+    const hasCreds = Boolean(process.env.AWS_ACCESS_KEY_ID || process.env.AWS_PROFILE);
+    this.raw = new DynamoDBClient({
+      endpoint,
+      region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      // Dummy credentials only for a local store, so a real deployment never runs on them.
+      ...(local && !hasCreds ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
+      // A dead store must fail fast: callers answer 503 / -ERR rather than hang.
+      maxAttempts: 2,
+      requestHandler: { connectionTimeout: 1_000, requestTimeout: 5_000 },
+    });
+    this.doc = DynamoDBDocumentClient.from(this.raw, {
+      marshallOptions: { removeUndefinedValues: true },
+    });
+  }
+
+  /** Creates the table if missing (local stacks and tests; CDK owns it on AWS). */
+  async ensureTable(): Promise<void> {
+    try {
+      await this.raw.send(
+        new CreateTableCommand({
+          TableName: this.table,
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: [
+            { AttributeName: 'pk', AttributeType: 'S' },
+            { AttributeName: 'sk', AttributeType: 'S' },
+          ],
+          KeySchema: [
+            { AttributeName: 'pk', KeyType: 'HASH' },
+            { AttributeName: 'sk', KeyType: 'RANGE' },
+          ],
+        }),
+      );
+    } catch (err) {
+      if (!(err instanceof ResourceInUseException)) throw storeUnavailable(err);
+    }
+    for (let i = 0; i < 100; i++) {
+      const t = await this.raw.send(new DescribeTableCommand({ TableName: this.table }));
+      if (t.Table?.TableStatus === 'ACTIVE') return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw storeUnavailable(new Error(`table ${this.table} did not become active`));
+  }
+
+  /** Releases the SDK client's sockets. */
+  close(): void {
+    this.raw.destroy();
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof RendezvousError || err instanceof ConditionalCheckFailedException) throw err;
+      throw storeUnavailable(err);
+    }
+  }
+
+  /** Creates an identity; ALREADY_EXISTS when the uuid is taken. */
+  async createIdentity(id: Identity): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: { pk: serverKey(id.uuid), sk: 'IDENTITY', ...id },
+            ConditionExpression: 'attribute_not_exists(pk)',
+          }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new RendezvousError('ALREADY_EXISTS', `identity ${id.uuid} already exists`);
+      }
+      throw err;
+    }
+  }
+
+  /** Reads an identity, or undefined. */
+  async getIdentity(uuid: string): Promise<Identity | undefined> {
+    const out = await this.call(() =>
+      this.doc.send(
+        new GetCommand({
+          TableName: this.table,
+          Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    if (!out.Item) return undefined;
+    const { pk: _pk, sk: _sk, ...rest } = out.Item;
+    return rest as Identity;
+  }
+
+  /**
+   * Records `step` as the last accepted TOTP step, only if it is newer than the one stored and
+   * the identity is enabled: the single conditional write that makes a code usable once.
+   * Returns false when the condition failed (replay, or disabled meanwhile).
+   */
+  async acceptStep(uuid: string, step: number): Promise<boolean> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+            UpdateExpression: 'SET lastStep = :step, failCount = :zero',
+            ConditionExpression:
+              'attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false)',
+            ExpressionAttributeValues: { ':step': step, ':zero': 0, ':false': false },
+          }),
+        ),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw err;
+    }
+  }
+
+  /** Counts a failed attempt in the current window (starting a new window when it lapsed). */
+  async recordFailure(uuid: string, nowSec: number, windowSec: number): Promise<void> {
+    const Key = { pk: serverKey(uuid), sk: 'IDENTITY' };
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key,
+            UpdateExpression: 'ADD failCount :one',
+            ConditionExpression: 'attribute_exists(pk) AND failWindowStart > :cutoff',
+            ExpressionAttributeValues: { ':one': 1, ':cutoff': nowSec - windowSec },
+          }),
+        ),
+      );
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      try {
+        await this.call(() =>
+          this.doc.send(
+            new UpdateCommand({
+              TableName: this.table,
+              Key,
+              UpdateExpression: 'SET failCount = :one, failWindowStart = :now',
+              ConditionExpression: 'attribute_exists(pk)',
+              ExpressionAttributeValues: { ':one': 1, ':now': nowSec },
+            }),
+          ),
+        );
+      } catch (inner) {
+        if (!(inner instanceof ConditionalCheckFailedException)) throw inner;
+      }
+    }
+  }
+
+  /**
+   * Makes `reg` the uuid's current registration: writes the new cookie, swaps the registration
+   * (returning the one it replaced) and deletes the replaced cookie. A crash between the writes
+   * leaves at worst an orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
+   */
+  async putRegistration(reg: Registration): Promise<Registration | undefined> {
+    await this.call(() =>
+      this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: {
+            pk: cookieKey(reg.cookie),
+            sk: 'COOKIE',
+            uuid: reg.uuid,
+            expiresAt: reg.expiresAt,
+          },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      ),
+    );
+    const out = await this.call(() =>
+      this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: serverKey(reg.uuid), sk: 'REGISTRATION', ...reg },
+          ReturnValues: 'ALL_OLD',
+        }),
+      ),
+    );
+    const old = out.Attributes as Registration | undefined;
+    if (old?.cookie && old.cookie !== reg.cookie) {
+      await this.call(() =>
+        this.doc.send(
+          new DeleteCommand({
+            TableName: this.table,
+            Key: { pk: cookieKey(old.cookie), sk: 'COOKIE' },
+          }),
+        ),
+      ).catch(() => undefined);
+    }
+    return old;
+  }
+
+  /** The uuid's live registration, or undefined (missing or expired). */
+  async getRegistration(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
+    const out = await this.call(() =>
+      this.doc.send(
+        new GetCommand({
+          TableName: this.table,
+          Key: { pk: serverKey(uuid), sk: 'REGISTRATION' },
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    const reg = out.Item as Registration | undefined;
+    if (!reg || !isLive(reg.expiresAt, nowMs)) return undefined;
+    return reg;
+  }
+
+  /**
+   * Resolves a cookie to its uuid, checking existence, expiry and that it is still the uuid's
+   * current cookie. Throws COOKIE_UNKNOWN, COOKIE_EXPIRED or COOKIE_REPLACED.
+   */
+  async resolveCookie(cookie: string, nowMs: number = Date.now()): Promise<CookieBinding> {
+    const out = await this.call(() =>
+      this.doc.send(
+        new GetCommand({
+          TableName: this.table,
+          Key: { pk: cookieKey(cookie), sk: 'COOKIE' },
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    const item = out.Item as CookieBinding | undefined;
+    if (!item) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie');
+    if (!isLive(item.expiresAt, nowMs)) {
+      throw new RendezvousError('COOKIE_EXPIRED', 'cookie expired, register again');
+    }
+    const reg = await this.getRegistration(item.uuid, nowMs);
+    if (!reg || reg.cookie !== cookie) {
+      throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
+    }
+    return { uuid: item.uuid, expiresAt: item.expiresAt };
+  }
+}

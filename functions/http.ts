@@ -1,0 +1,90 @@
+/**
+ * The registration API's edge: event parsing and the one place where errors become HTTP
+ * responses. A 500 body is a fixed string; nothing from an exception reaches the wire.
+ */
+import { Logger } from '@aws-lambda-powertools/logger';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { badRequest, type ErrorCode, isRendezvousError } from '../core/errors.js';
+import type { RendezvousTriple } from '../core/registration.js';
+
+/** A payload-v2 handler as API Gateway and the local adapter call it. */
+export type Handler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxyStructuredResultV2>;
+
+/** The methods the API serves at `/`. */
+export const ALLOWED_METHODS = 'GET, PUT';
+
+/** One logger per process; it never receives secrets or codes. */
+export const logger = new Logger({ serviceName: 'rendezvous' });
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  BAD_REQUEST: 400,
+  AUTH_FAILED: 401,
+  NOT_FOUND: 404,
+  NOT_REGISTERED: 404,
+  METHOD_NOT_ALLOWED: 405,
+  TOO_MANY_ATTEMPTS: 429,
+  STORE_UNAVAILABLE: 503,
+};
+
+const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+
+function json(
+  statusCode: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): APIGatewayProxyStructuredResultV2 {
+  return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
+}
+
+/** `200 {"result":{host,port,cookie}}`. */
+export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
+  return json(200, { result: { host: triple.host, port: triple.port, cookie: triple.cookie } });
+}
+
+/** `{"error":{"permanent","diagnostic"}}` with the status fitting the error. */
+export function errorResponse(err: unknown): APIGatewayProxyStructuredResultV2 {
+  if (isRendezvousError(err) && STATUS[err.code]) {
+    const headers: Record<string, string> = {};
+    if (err.retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, err.retryAfter));
+    if (err.code === 'METHOD_NOT_ALLOWED') headers.allow = ALLOWED_METHODS;
+    return json(
+      STATUS[err.code] as number,
+      { error: { permanent: err.permanent, diagnostic: err.message } },
+      headers,
+    );
+  }
+  logger.error('unexpected error', { error: err as Error });
+  return json(500, { error: { permanent: false, diagnostic: 'internal error' } });
+}
+
+/** 405 with `Allow`. */
+export function methodNotAllowed(): APIGatewayProxyStructuredResultV2 {
+  return json(
+    405,
+    { error: { permanent: true, diagnostic: 'method not allowed' } },
+    { allow: ALLOWED_METHODS },
+  );
+}
+
+/** 404 for paths other than `/`. */
+export function notFound(): APIGatewayProxyStructuredResultV2 {
+  return json(404, { error: { permanent: true, diagnostic: 'no such resource' } });
+}
+
+const MAX_PARAM = 1024;
+
+/** One query parameter; rejects oversize, repeated or non-printable values. */
+export function queryParam(event: APIGatewayProxyEventV2, name: string): string | undefined {
+  const value = event.queryStringParameters?.[name];
+  if (value === undefined) return undefined;
+  if (value.length > MAX_PARAM) throw badRequest(`parameter too long: ${name}`);
+  // API Gateway joins repeated parameters with commas; a uuid or code never holds one.
+  if (value.includes(',')) throw badRequest(`repeated parameter: ${name}`);
+  if (/[^\x20-\x7e]/.test(value)) throw badRequest(`malformed parameter: ${name}`);
+  return value;
+}
+
+/** The request method of a payload-v2 event. */
+export function methodOf(event: APIGatewayProxyEventV2): string {
+  return event.requestContext?.http?.method?.toUpperCase() ?? '';
+}

@@ -1,0 +1,101 @@
+/**
+ * The whole service on one machine with no AWS account: embedded store, API adapter calling
+ * the Lambda handlers, and one relay, all on 127.0.0.1.
+ */
+import { DEFAULT_TABLE } from '../core/config.js';
+import { type Log, silentLog } from '../core/log.js';
+import type { RegistrationPolicy } from '../core/registration.js';
+import { Store } from '../core/store.js';
+import { makeLookupHandler } from '../functions/lookup.js';
+import { makeRegisterHandler } from '../functions/register.js';
+import { type Relay, type RelayOptions, startRelay } from '../relay/server.js';
+import { startApiAdapter } from './api-adapter.js';
+import { startStoreServer } from './store-server.js';
+
+/** Ports (0 picks a free one) and options of the local stack. */
+export interface LocalStackOptions {
+  apiPort?: number;
+  relayPort?: number;
+  storePort?: number;
+  /** Keep the store on disk in this folder (default: memory). */
+  dataDir?: string;
+  table?: string;
+  /** Overrides of the registration policy (tests shorten windows). */
+  policy?: Partial<RegistrationPolicy>;
+  /** Overrides of relay limits (tests shorten deadlines). */
+  relay?: Partial<Omit<RelayOptions, 'store' | 'port' | 'host'>>;
+  log?: Log;
+}
+
+/** A running local stack. */
+export interface LocalStack {
+  apiUrl: string;
+  storeEndpoint: string;
+  relayHost: string;
+  relayPort: number;
+  table: string;
+  store: Store;
+  relay: Relay;
+  /** The environment the CLI needs to use this stack. */
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+/** Defaults of `npm start`. */
+export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, storePort: 8000 } as const;
+
+/** Starts store, relay and API; resolves once all three listen. */
+export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
+  const log = opts.log ?? silentLog;
+  const table = opts.table ?? DEFAULT_TABLE;
+  const storeServer = await startStoreServer({
+    port: opts.storePort ?? LOCAL_DEFAULTS.storePort,
+    path: opts.dataDir,
+  });
+  const store = new Store({ table, endpoint: storeServer.endpoint, region: 'local' });
+  const cleanup: Array<() => Promise<void> | void> = [() => storeServer.close(), () => store.close()];
+  try {
+    await store.ensureTable();
+    const relay = await startRelay({
+      ...opts.relay,
+      store,
+      port: opts.relayPort ?? LOCAL_DEFAULTS.relayPort,
+      host: '127.0.0.1',
+      log,
+    });
+    cleanup.unshift(() => relay.close());
+    const policy: RegistrationPolicy = {
+      relayHost: '127.0.0.1',
+      relayPort: relay.address.port,
+      region: 'local',
+      ...opts.policy,
+    };
+    const api = await startApiAdapter({
+      register: makeRegisterHandler(() => ({ store, policy })),
+      lookup: makeLookupHandler(() => ({ store })),
+      port: opts.apiPort ?? LOCAL_DEFAULTS.apiPort,
+    });
+    cleanup.unshift(() => api.close());
+    return {
+      apiUrl: api.url,
+      storeEndpoint: storeServer.endpoint,
+      relayHost: '127.0.0.1',
+      relayPort: relay.address.port,
+      table,
+      store,
+      relay,
+      env: {
+        AWS_ENDPOINT_URL_DYNAMODB: storeServer.endpoint,
+        AWS_REGION: 'local',
+        RENDEZVOUS_TABLE: table,
+        RENDEZVOUS_API: api.url,
+      },
+      close: async () => {
+        for (const fn of cleanup) await fn();
+      },
+    };
+  } catch (err) {
+    for (const fn of cleanup) await fn();
+    throw err;
+  }
+}

@@ -1,0 +1,35 @@
+// Bundles the Lambda handlers, the relay and the CLI with esbuild into dist/.
+import { build } from 'esbuild';
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  minify: true,
+  sourcemap: 'linked',
+  // Some dependencies are CommonJS and call require(); give ESM bundles one.
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+  },
+  logLevel: 'info',
+};
+
+await build({
+  ...common,
+  entryPoints: { register: 'functions/register.ts', lookup: 'functions/lookup.ts' },
+  outdir: 'dist/functions',
+  outExtension: { '.js': '.mjs' },
+});
+await build({
+  ...common,
+  entryPoints: { relay: 'relay/main.ts' },
+  outdir: 'dist',
+  outExtension: { '.js': '.mjs' },
+});
+await build({
+  ...common,
+  entryPoints: { cli: 'cli/main.ts' },
+  outdir: 'dist',
+  outExtension: { '.js': '.mjs' },
+});

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // Two cores: suites that open many sockets run better one file at a time per worker.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
