@@ -8,5 +8,7 @@ export default defineConfig({
     // Two cores: suites that open many sockets run better one file at a time per worker.
     pool: 'forks',
     maxWorkers: 2,
+    // Handler logs are asserted where they matter; elsewhere they only bury the report.
+    env: { POWERTOOLS_LOG_LEVEL: 'SILENT' },
   },
 });

@@ -15,6 +15,9 @@ import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
 
+// The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 function port(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('not a port number');

@@ -7,7 +7,7 @@ import { encodeCookieLine, LineDecoder, MAX_STATUS_LINE, parseStatusLine } from 
 /** Time allowed for the TCP connect to a relay. */
 export const CONNECT_TIMEOUT_MS = 10_000;
 
-/** A relay connection whose `+OK` arrived; `socket` is paused with early bytes unshifted. */
+/** A relay connection whose `+OK` arrived; bytes after it are unshifted, nothing is read yet. */
 export interface PairedConnection {
   socket: Socket;
 }
@@ -33,7 +33,7 @@ export function dialRelay(
     const cleanup = () => {
       clearTimeout(timer);
       timer = undefined;
-      socket.off('data', onData);
+      socket.off('readable', onReadable);
       socket.off('error', onError);
       socket.off('end', onEnd);
       opts.signal?.removeEventListener('abort', onAbort);
@@ -53,30 +53,39 @@ export function dialRelay(
       );
     const onEnd = () =>
       fail(new RendezvousError('UNREACHABLE', 'relay closed the connection', { permanent: false }));
-    const onData = (chunk: Buffer) => {
+    // Paused-mode reads: once the 'readable' listener is gone the socket is back to Node's initial
+    // state, so the caller uses it exactly like a fresh `net.connect` socket (on('data'), pipe, …).
+    const onReadable = () => {
+      for (;;) {
+        const chunk = socket.read() as Buffer | null;
+        if (chunk === null) return;
+        if (onChunk(chunk)) return;
+      }
+    };
+    const onChunk = (chunk: Buffer): boolean => {
       let decoded: ReturnType<LineDecoder['push']>;
       try {
         decoded = decoder.push(chunk);
       } catch {
         fail(new RendezvousError('PROTOCOL', 'status line from relay too long'));
-        return;
+        return true;
       }
-      if (!decoded) return;
+      if (!decoded) return false;
       let status: ReturnType<typeof parseStatusLine>;
       try {
         status = parseStatusLine(decoded.line);
       } catch (err) {
         fail(err as RendezvousError);
-        return;
+        return true;
       }
       if (!status.ok) {
         fail(new RendezvousError('RELAY_REFUSED', status.diagnostic, { permanent: false }));
-        return;
+        return true;
       }
       cleanup();
-      socket.pause();
       if (decoded.rest.length > 0) socket.unshift(decoded.rest);
       resolve({ socket });
+      return true;
     };
     if (opts.signal?.aborted) {
       onAbort();
@@ -96,7 +105,7 @@ export function dialRelay(
         : undefined;
       socket.write(encodeCookieLine(triple.cookie));
       opts.onConnected?.(socket);
-      socket.on('data', onData);
+      socket.on('readable', onReadable);
     });
   });
 }

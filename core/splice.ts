@@ -11,18 +11,26 @@ import type { Duplex } from 'node:stream';
 export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
   a.pipe(b);
   b.pipe(a);
+  // An abort travels on as an abort (RST), so the far peer cannot mistake it for a clean end.
   const abort = () => {
-    a.destroy();
-    b.destroy();
+    reset(a);
+    reset(b);
   };
   a.on('error', abort);
   b.on('error', abort);
   let closed = 0;
   const onClose = (other: Duplex) => () => {
     // Closed after both directions ended is graceful; anything else is an abort.
-    if (!(other.writableEnded && other.readableEnded)) other.destroy();
+    if (!(other.writableEnded && other.readableEnded)) reset(other);
     if (++closed === 2) onDone?.();
   };
   a.once('close', onClose(b));
   b.once('close', onClose(a));
+}
+
+function reset(s: Duplex): void {
+  const socket = s as Duplex & { resetAndDestroy?: () => void };
+  if (socket.destroyed) return;
+  if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+  else socket.destroy();
 }

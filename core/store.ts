@@ -14,13 +14,7 @@ import {
   DynamoDBClient,
   ResourceInUseException,
 } from '@aws-sdk/client-dynamodb';
-import {
-  DeleteCommand,
-  DynamoDBDocumentClient,
-  GetCommand,
-  PutCommand,
-  UpdateCommand,
-} from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { isLive } from './cookies.js';
 import { RendezvousError, storeUnavailable } from './errors.js';
 import type { TotpParams } from './totp.js';
@@ -242,9 +236,9 @@ export class Store {
   }
 
   /**
-   * Makes `reg` the uuid's current registration: writes the new cookie, swaps the registration
-   * (returning the one it replaced) and deletes the replaced cookie. A crash between the writes
-   * leaves at worst an orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
+   * Makes `reg` the uuid's current registration: writes the new cookie, then swaps the
+   * registration (returning the one it replaced). A crash between the writes leaves at worst an
+   * orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
    */
   async putRegistration(reg: Registration): Promise<Registration | undefined> {
     await this.call(() =>
@@ -270,17 +264,9 @@ export class Store {
         }),
       ),
     );
+    // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
+    // is no longer current, and can say so precisely ("replaced") rather than "unknown".
     const old = out.Attributes as Registration | undefined;
-    if (old?.cookie && old.cookie !== reg.cookie) {
-      await this.call(() =>
-        this.doc.send(
-          new DeleteCommand({
-            TableName: this.table,
-            Key: { pk: cookieKey(old.cookie), sk: 'COOKIE' },
-          }),
-        ),
-      ).catch(() => undefined);
-    }
     return old;
   }
 

@@ -1,0 +1,95 @@
+/** Socket helpers shared by the tests: real sockets on 127.0.0.1 only. */
+import { createHash } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+/** Hex sha256 of a buffer. */
+export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Starts a TCP echo server on 127.0.0.1 (half-close aware: echoes, then ends). */
+export async function startEchoServer(): Promise<{
+  port: number;
+  server: Server;
+  close: () => Promise<void>;
+}> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    server,
+    close: () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Connects to 127.0.0.1:port with half-close allowed. */
+export function dial(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** What a raw client saw: every byte until the relay closed, and how long that took. */
+export interface RawOutcome {
+  text: string;
+  closed: boolean;
+  ms: number;
+}
+
+/**
+ * Sends `payload` (optionally leaving the socket open) and collects bytes until the server
+ * closes or `waitMs` passes.
+ */
+export async function rawExchange(
+  port: number,
+  payload: Buffer | string | null,
+  waitMs = 3_000,
+): Promise<RawOutcome> {
+  const s = await dial(port);
+  const started = Date.now();
+  const chunks: Buffer[] = [];
+  return new Promise((resolve) => {
+    const finish = (closed: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed, ms: Date.now() - started });
+    };
+    const t = setTimeout(() => finish(false), waitMs);
+    s.on('data', (c) => chunks.push(c));
+    s.on('end', () => finish(true));
+    s.on('error', () => finish(true));
+    if (payload !== null) s.write(payload);
+  });
+}
+
+/** Reads everything until the socket ends. */
+export function readAll(s: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c) => chunks.push(c));
+    s.once('end', () => resolve(Buffer.concat(chunks)));
+    s.once('error', reject);
+  });
+}
+
+/** Resolves once `s` emits 'close', or rejects after `ms`. */
+export function closedWithin(s: Socket, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (s.destroyed) return resolve();
+    const t = setTimeout(() => reject(new Error(`socket not closed within ${ms} ms`)), ms);
+    s.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
