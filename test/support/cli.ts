@@ -1,0 +1,78 @@
+/** Running the real `rendezvous` command as a child process, the way a user does. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** Absolute path of the package's bin entry. */
+export const BIN = fileURLToPath(new URL('../../bin/rendezvous.js', import.meta.url));
+
+/** Spawns `rendezvous …args` with `env` added to this process's environment. */
+export function spawnCli(args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+}
+
+/** Collects a child's stdout until `pattern` matches; rejects on exit or after `ms`. */
+export function waitForOutput(
+  child: ChildProcess,
+  pattern: RegExp,
+  ms = 20_000,
+  stream: 'stdout' | 'stderr' = 'stdout',
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    let errText = '';
+    const t = setTimeout(() => done(new Error(`no ${pattern} within ${ms} ms; saw: ${text}${errText}`)), ms);
+    const onOut = (c: Buffer) => {
+      text += c.toString();
+      if (pattern.test(text)) done();
+    };
+    const onErr = (c: Buffer) => {
+      errText += c.toString();
+    };
+    const onExit = (code: number | null) =>
+      done(new Error(`exited ${code} before ${pattern}: ${text}${errText}`));
+    const done = (err?: Error) => {
+      clearTimeout(t);
+      child[stream]?.off('data', onOut);
+      child.stderr?.off('data', onErr);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(text);
+    };
+    child[stream]?.on('data', onOut);
+    if (stream !== 'stderr') child.stderr?.on('data', onErr);
+    child.on('exit', onExit);
+  });
+}
+
+/** Runs `rendezvous …args` to completion. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  input?: Buffer | string,
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawnCli(args, env);
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout?.on('data', (c) => out.push(c));
+    child.stderr?.on('data', (c) => {
+      err += c.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin?.end(input);
+  });
+}
+
+/** Stops a child with SIGTERM and waits for it. */
+export function stop(child: ChildProcess | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
+  });
+}
