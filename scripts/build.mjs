@@ -30,6 +30,8 @@ await build({
 await build({
   ...common,
   entryPoints: { cli: 'cli/main.ts' },
+  // dynalite loads a native LevelDB addon at run time; the CLI uses the installed package.
+  external: ['dynalite'],
   outdir: 'dist',
   outExtension: { '.js': '.mjs' },
 });
