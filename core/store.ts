@@ -15,7 +15,7 @@ import {
   ResourceInUseException,
 } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { isLive } from './cookies.js';
+import { isLive, secretsEqual } from './cookies.js';
 import { RendezvousError, storeUnavailable } from './errors.js';
 import type { TotpParams } from './totp.js';
 
@@ -138,6 +138,16 @@ export class Store {
     }
   }
 
+  /** A strongly consistent read of one item, without its keys. */
+  private async getItem<T>(pk: string, sk: string): Promise<T | undefined> {
+    const out = await this.call(() =>
+      this.doc.send(new GetCommand({ TableName: this.table, Key: { pk, sk }, ConsistentRead: true })),
+    );
+    if (!out.Item) return undefined;
+    const { pk: _pk, sk: _sk, ...rest } = out.Item;
+    return rest as T;
+  }
+
   /** Creates an identity; ALREADY_EXISTS when the uuid is taken. */
   async createIdentity(id: Identity): Promise<void> {
     try {
@@ -160,18 +170,7 @@ export class Store {
 
   /** Reads an identity, or undefined. */
   async getIdentity(uuid: string): Promise<Identity | undefined> {
-    const out = await this.call(() =>
-      this.doc.send(
-        new GetCommand({
-          TableName: this.table,
-          Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-          ConsistentRead: true,
-        }),
-      ),
-    );
-    if (!out.Item) return undefined;
-    const { pk: _pk, sk: _sk, ...rest } = out.Item;
-    return rest as Identity;
+    return this.getItem<Identity>(serverKey(uuid), 'IDENTITY');
   }
 
   /**
@@ -266,22 +265,12 @@ export class Store {
     );
     // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
     // is no longer current, and can say so precisely ("replaced") rather than "unknown".
-    const old = out.Attributes as Registration | undefined;
-    return old;
+    return out.Attributes as Registration | undefined;
   }
 
   /** The uuid's live registration, or undefined (missing or expired). */
   async getRegistration(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
-    const out = await this.call(() =>
-      this.doc.send(
-        new GetCommand({
-          TableName: this.table,
-          Key: { pk: serverKey(uuid), sk: 'REGISTRATION' },
-          ConsistentRead: true,
-        }),
-      ),
-    );
-    const reg = out.Item as Registration | undefined;
+    const reg = await this.getItem<Registration>(serverKey(uuid), 'REGISTRATION');
     if (!reg || !isLive(reg.expiresAt, nowMs)) return undefined;
     return reg;
   }
@@ -291,22 +280,13 @@ export class Store {
    * current cookie. Throws COOKIE_UNKNOWN, COOKIE_EXPIRED or COOKIE_REPLACED.
    */
   async resolveCookie(cookie: string, nowMs: number = Date.now()): Promise<CookieBinding> {
-    const out = await this.call(() =>
-      this.doc.send(
-        new GetCommand({
-          TableName: this.table,
-          Key: { pk: cookieKey(cookie), sk: 'COOKIE' },
-          ConsistentRead: true,
-        }),
-      ),
-    );
-    const item = out.Item as CookieBinding | undefined;
+    const item = await this.getItem<CookieBinding>(cookieKey(cookie), 'COOKIE');
     if (!item) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie');
     if (!isLive(item.expiresAt, nowMs)) {
       throw new RendezvousError('COOKIE_EXPIRED', 'cookie expired, register again');
     }
     const reg = await this.getRegistration(item.uuid, nowMs);
-    if (!reg || reg.cookie !== cookie) {
+    if (!reg || !secretsEqual(reg.cookie, cookie)) {
       throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
     }
     return { uuid: item.uuid, expiresAt: item.expiresAt };
