@@ -52,6 +52,7 @@ export function buildCli(): Command {
     .description('run the whole service locally: embedded store, registration API, relay')
     .option('--api-port <port>', 'registration API port', port, LOCAL_DEFAULTS.apiPort)
     .option('--relay-port <port>', 'relay port (generic protocol)', port, LOCAL_DEFAULTS.relayPort)
+    .option('--http-port <port>', 'relay port (HTTP-specific protocol)', port, LOCAL_DEFAULTS.httpPort)
     .option('--store-port <port>', 'embedded DynamoDB-compatible store port', port, LOCAL_DEFAULTS.storePort)
     .option('--data <dir>', 'keep the store on disk in this folder (default: in memory)')
     .option('--table <name>', 'table name', DEFAULT_TABLE)
@@ -59,7 +60,9 @@ export function buildCli(): Command {
       const stack = await startLocalStack({
         apiPort: o.apiPort,
         relayPort: o.relayPort,
+        httpPort: o.httpPort,
         storePort: o.storePort,
+        clusterSecret: process.env.RELAY_CLUSTER_SECRET || undefined,
         dataDir: o.data,
         table: o.table,
         log: textLog('relay'),
@@ -70,7 +73,13 @@ export function buildCli(): Command {
         `  store  ${stack.storeEndpoint} (${o.data ? `on disk: ${o.data}` : 'in memory'}), table ${stack.table}\n`,
       );
       out.write(`  api    ${stack.apiUrl}\n`);
-      out.write(`  relay  ${stack.relayHost}:${stack.relayPort}\n`);
+      out.write(
+        `  relay  ${stack.relayHost}:${stack.relayPort} (generic), ${stack.env.RENDEZVOUS_RELAY_HTTP} (HTTP)\n`,
+      );
+      if (stack.peer) {
+        out.write(`  peer   ${stack.peer} (cluster: extra relays started with \`rendezvous relay\`,\n`);
+        out.write('         the same RELAY_CLUSTER_SECRET and this store join it)\n');
+      }
       out.write('environment for the CLI in another terminal:\n');
       for (const [k, v] of Object.entries(stack.env)) out.write(`  export ${k}=${v}\n`);
       out.write('ready\n');
@@ -120,15 +129,29 @@ export function buildCli(): Command {
     )
     .requiredOption('--uuid <uuid>', "this hidden server's identity")
     .requiredOption('--to <[host:]port>', 'local service to forward to')
-    .option('--api <url>', 'registration API (default: RENDEZVOUS_API)')
+    .option(
+      '--protocol <protocol>',
+      'generic (any TCP, via the API) or http (CONNECT to the relay)',
+      'generic',
+    )
+    .option('--api <url>', 'registration API, generic protocol (default: RENDEZVOUS_API)')
+    .option('--relay <url>', 'relay HTTP endpoint, http protocol (default: RENDEZVOUS_RELAY_HTTP)')
     .option('--pool <n>', 'parked connections kept ready', (v) => Math.max(1, Number.parseInt(v, 10) || 1), 1)
     .action((o) => {
       const secret = process.env.RENDEZVOUS_SECRET;
       if (!secret) fail('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
       let agent: ReturnType<typeof exposeHiddenServer>;
       try {
+        const http = o.protocol === 'http';
+        if (!http && o.protocol !== 'generic')
+          throw new InvalidArgumentError('--protocol is generic or http');
+        const relay = o.relay ?? process.env.RENDEZVOUS_RELAY_HTTP;
+        if (http && !relay)
+          throw new InvalidArgumentError('--relay URL (or RENDEZVOUS_RELAY_HTTP) is required');
         agent = exposeHiddenServer({
-          api: apiFrom(o.api),
+          protocol: http ? 'http' : 'generic',
+          api: http ? undefined : apiFrom(o.api),
+          relay,
           uuid: o.uuid,
           secret,
           target: hostPort(o.to, '127.0.0.1'),

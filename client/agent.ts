@@ -6,18 +6,26 @@
  */
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Secret, URI } from 'otpauth';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { RendezvousTriple } from '../core/registration.js';
+import { readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
 import { registerWithApi } from './api.js';
-import { dialRelay } from './relay-conn.js';
+import { connectTcp, dialRelay } from './relay-conn.js';
 
 /** Options of the agent. */
 export interface ExposeOptions {
-  api: string;
+  /** `generic` (default): register with the API, park with `R<c>`. `http`: park with CONNECT. */
+  protocol?: 'generic' | 'http';
+  /** Registration API base URL (generic protocol). */
+  api?: string;
+  /** The relay's HTTP-specific endpoint, `http://host:port` or `https://host` (http protocol). */
+  relay?: string;
   uuid: string;
   /** Base32 secret, or an `otpauth://` URI (which also carries digits and step). */
   secret: string;
@@ -75,7 +83,12 @@ export class HiddenServerAgent extends EventEmitter {
 
   /** Starts registering and parking. */
   start(): this {
-    for (let i = 0; i < (this.opts.pool ?? 1); i++) void this.parkLoop(i);
+    const http = this.opts.protocol === 'http';
+    if (http && !this.opts.relay)
+      throw new RendezvousError('BAD_REQUEST', 'the http protocol needs the relay URL');
+    if (!http && !this.opts.api)
+      throw new RendezvousError('BAD_REQUEST', 'the generic protocol needs the API URL');
+    for (let i = 0; i < (this.opts.pool ?? 1); i++) void (http ? this.parkLoopHttp(i) : this.parkLoop(i));
     return this;
   }
 
@@ -111,21 +124,27 @@ export class HiddenServerAgent extends EventEmitter {
     return this.registering;
   }
 
+  /**
+   * The next usable code. A code is accepted once: after one was used in this step, take the next
+   * step's (inside the ±1 drift window) rather than waiting up to 30 s; past that, wait.
+   */
+  private async nextCode(): Promise<{ code: string; step: number }> {
+    for (;;) {
+      const nowStep = timeStep(this.params, Date.now());
+      const step = Math.max(nowStep, this.lastStep + 1);
+      if (step <= nowStep + 1) return { code: codeForStep(this.params, step), step };
+      await this.sleep((step - 1) * this.params.step * 1000 - Date.now() + 50);
+    }
+  }
+
   private async register(): Promise<RendezvousTriple> {
     let attempt = 0;
     let authRetried = false;
     for (;;) {
       if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
-      // A code is accepted once: after a registration in this step, use the next step's code
-      // (inside the ±1 drift window) rather than waiting up to 30 s.
-      const nowStep = timeStep(this.params, Date.now());
-      const step = Math.max(nowStep, this.lastStep + 1);
-      if (step > nowStep + 1) {
-        await this.sleep((step - 1) * this.params.step * 1000 - Date.now() + 50);
-        continue;
-      }
+      const { code, step } = await this.nextCode();
       try {
-        const triple = await registerWithApi(this.opts.api, this.opts.uuid, codeForStep(this.params, step));
+        const triple = await registerWithApi(this.opts.api as string, this.opts.uuid, code);
         this.lastStep = step;
         this.triple = triple;
         this.log.info('registered', { relay: `${triple.host}:${triple.port}` });
@@ -197,6 +216,154 @@ export class HiddenServerAgent extends EventEmitter {
       attempt = 0;
       this.bridge(relaySocket);
     }
+  }
+
+  private httpCookie: string | undefined;
+  private codeInFlight: Promise<void> | undefined;
+
+  /** Opens a connection to the relay's HTTP-specific endpoint (TLS for https URLs). */
+  private connectHttpRelay(): Promise<Socket> {
+    const url = new URL(this.opts.relay as string);
+    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+    if (url.protocol !== 'https:') return connectTcp(url.hostname, port);
+    return new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: url.hostname, port, servername: url.hostname });
+      s.once('secureConnect', () => resolve(s as unknown as Socket));
+      s.once('error', (err) =>
+        reject(new RendezvousError('UNREACHABLE', `relay unreachable: ${err.message}`, { permanent: false })),
+      );
+    });
+  }
+
+  /**
+   * One parked CONNECT at a time until a cookie is known (codes are single-use), then the cookie
+   * for every re-park and every pool slot.
+   */
+  private async parkLoopHttp(slot: number): Promise<void> {
+    let attempt = 0;
+    let authRetried = false;
+    while (!this.stopped) {
+      while (!this.httpCookie && this.codeInFlight) await this.codeInFlight;
+      if (this.stopped) return;
+      let release: (() => void) | undefined;
+      let cred: string;
+      let step: number | undefined;
+      if (this.httpCookie) {
+        cred = `cookie=${encodeURIComponent(this.httpCookie)}`;
+      } else {
+        this.codeInFlight = new Promise((r) => {
+          release = () => {
+            this.codeInFlight = undefined;
+            r();
+          };
+        });
+        const next = await this.nextCode();
+        step = next.step;
+        cred = `response=${next.code}`;
+      }
+      let socket: Socket | undefined;
+      let head: ResponseHead;
+      try {
+        socket = await this.connectHttpRelay();
+        this.idle.add(socket);
+        socket.write(
+          `CONNECT uuid:${encodeURIComponent(this.opts.uuid)}?${cred} HTTP/1.1\r\nHost: ${new URL(this.opts.relay as string).host}\r\n\r\n`,
+        );
+        const decoder = new HeadDecoder();
+        head = await readPreamble(
+          socket,
+          (chunk) => {
+            const d = decoder.push(chunk);
+            return d && { value: parseResponseHead(d.text), rest: d.rest };
+          },
+          { what: 'answer to CONNECT', timeoutMs: 30_000 },
+        );
+      } catch (err) {
+        if (socket) this.idle.delete(socket);
+        release?.();
+        if (this.stopped) return;
+        const wait = this.delay(attempt++);
+        this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+        this.emit('reconnecting', wait);
+        await this.sleep(wait);
+        continue;
+      }
+      if (head.status === 200) {
+        if (step !== undefined) this.lastStep = step;
+        const cookie = head.headers.find(([k]) => k.toLowerCase() === 'rendezvous-cookie')?.[1];
+        if (cookie) this.httpCookie = cookie;
+        release?.();
+        attempt = 0;
+        authRetried = false;
+        if (!this.registeredOnce) {
+          this.registeredOnce = true;
+          this.log.info('registered', { relay: this.opts.relay });
+          this.emit('registered', { relay: this.opts.relay });
+        }
+        this.emit('parked', slot);
+        const first = await this.waitForRendezvous(socket);
+        this.idle.delete(socket);
+        if (first) this.bridge(socket);
+        else if (!this.stopped) await this.sleep(this.delay(0));
+        continue;
+      }
+      this.idle.delete(socket);
+      socket.destroy();
+      if (head.status === 401 && !cred.startsWith('response=')) {
+        this.httpCookie = undefined; // expired or revoked: authenticate with a code again
+        continue;
+      }
+      if (step !== undefined) this.lastStep = Math.max(this.lastStep, step);
+      release?.();
+      if (head.status === 401 && !authRetried) {
+        authRetried = true;
+        continue;
+      }
+      if (head.status === 401 || head.status === 403 || head.status === 400) {
+        const err =
+          head.status === 401
+            ? new RendezvousError('AUTH_FAILED', 'authentication failed')
+            : new RendezvousError('BAD_REQUEST', `relay refused CONNECT (${head.status})`);
+        if (!this.stopped) {
+          this.stopped = true;
+          for (const wake of this.sleepers) wake();
+          this.log.error('giving up', { reason: err.message });
+          this.emit('error', err);
+        }
+        return;
+      }
+      const retryAfter = Number(head.headers.find(([k]) => k.toLowerCase() === 'retry-after')?.[1]);
+      const wait = retryAfter > 0 ? retryAfter * 1000 : this.delay(attempt++);
+      this.log.warn('CONNECT refused, retrying', { status: head.status, inMs: wait });
+      this.emit('reconnecting', wait);
+      await this.sleep(wait);
+    }
+  }
+
+  private registeredOnce = false;
+
+  /** Resolves true when the first bytes of a rendezvous arrive (left unread), false on close. */
+  private waitForRendezvous(socket: Socket): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (v: boolean) => {
+        socket.off('readable', onReadable);
+        socket.off('close', onClose);
+        socket.off('end', onClose);
+        resolve(v);
+      };
+      const onReadable = () => {
+        if (socket.readableLength > 0) done(true);
+        // At EOF 'readable' fires with nothing buffered; read(0) lets 'end' be emitted.
+        else socket.read(0);
+      };
+      const onClose = () => {
+        socket.destroy();
+        done(false);
+      };
+      socket.on('readable', onReadable);
+      socket.on('close', onClose);
+      socket.on('end', onClose);
+    });
   }
 
   private bridge(relaySocket: Socket): void {

@@ -19,14 +19,9 @@ export function tableFromEnv(env = process.env): string {
   return env.RENDEZVOUS_TABLE || DEFAULT_TABLE;
 }
 
-/** The registration policy of a handler process, from its environment. */
-export function policyFromEnv(env = process.env): RegistrationPolicy {
-  const relayHost = env.RELAY_PUBLIC_HOST;
-  if (!relayHost) throw new Error('RELAY_PUBLIC_HOST is not set');
+/** Cookie lifetime and the failure limit, shared by the register handler and the relay's CONNECT. */
+export function authPolicyFromEnv(env = process.env): Omit<RegistrationPolicy, 'relayHost' | 'relayPort'> {
   return {
-    relayHost,
-    relayPort: intFromEnv('RELAY_PUBLIC_PORT', 8899, env),
-    region: env.AWS_REGION,
     cookieTtlSeconds: intFromEnv('RENDEZVOUS_COOKIE_TTL', DEFAULT_COOKIE_TTL_SECONDS, env),
     maxFailures: intFromEnv('RENDEZVOUS_MAX_FAILURES', FAILURE_LIMIT_DEFAULTS.maxFailures, env),
     failureWindowSeconds: intFromEnv(
@@ -34,5 +29,17 @@ export function policyFromEnv(env = process.env): RegistrationPolicy {
       FAILURE_LIMIT_DEFAULTS.failureWindowSeconds,
       env,
     ),
+  };
+}
+
+/** The registration policy of a handler process, from its environment. */
+export function policyFromEnv(env = process.env): RegistrationPolicy {
+  const relayHost = env.RELAY_PUBLIC_HOST;
+  if (!relayHost) throw new Error('RELAY_PUBLIC_HOST is not set');
+  return {
+    ...authPolicyFromEnv(env),
+    relayHost,
+    relayPort: intFromEnv('RELAY_PUBLIC_PORT', 8899, env),
+    region: env.AWS_REGION,
   };
 }

@@ -4,7 +4,7 @@
  * Lambda handlers and the CLI both call in here.
  */
 import { randomUUID } from 'node:crypto';
-import { DEFAULT_COOKIE_TTL_SECONDS, newCookie } from './cookies.js';
+import { DEFAULT_COOKIE_TTL_SECONDS, isLive, newCookie, secretsEqual } from './cookies.js';
 import { authFailed, badRequest, RendezvousError } from './errors.js';
 import type { Identity, Store } from './store.js';
 import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
@@ -80,27 +80,11 @@ export async function registerHiddenServer(
   code: string,
   nowMs: number = Date.now(),
 ): Promise<RendezvousTriple> {
-  const identity: Identity | undefined = await store.getIdentity(uuid);
-  if (!identity || identity.disabled) throw authFailed();
+  const identity = await store.getIdentity(uuid);
+  const step = await verifyWithinLimits(store, policy, identity, code, nowMs);
+  if (!(await store.acceptStep(uuid, step, 'register'))) throw authFailed();
 
   const nowSec = Math.floor(nowMs / 1000);
-  const maxFailures = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
-  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
-  const windowEnds = (identity.failWindowStart ?? 0) + windowSec;
-  if ((identity.failCount ?? 0) >= maxFailures && windowEnds > nowSec) {
-    throw new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
-      permanent: false,
-      retryAfter: windowEnds - nowSec,
-    });
-  }
-
-  const step = verifyCode(identity, code, nowMs);
-  if (step === null) {
-    await store.recordFailure(uuid, nowSec, windowSec);
-    throw authFailed();
-  }
-  if (!(await store.acceptStep(uuid, step))) throw authFailed();
-
   const cookie = newCookie();
   await store.putRegistration({
     uuid,
@@ -112,6 +96,107 @@ export async function registerHiddenServer(
     expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
   });
   return { host: policy.relayHost, port: policy.relayPort, cookie: `R${cookie}` };
+}
+
+/**
+ * The checks every code goes through: identity enabled, failure limit not reached, code valid
+ * in the window (a wrong one is counted). Returns the code's time step; replay is the caller's
+ * conditional write.
+ */
+async function verifyWithinLimits(
+  store: Store,
+  policy: FailurePolicy,
+  identity: Identity | undefined,
+  code: string,
+  nowMs: number,
+): Promise<number> {
+  if (!identity || identity.disabled) throw authFailed();
+  const nowSec = Math.floor(nowMs / 1000);
+  const maxFailures = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
+  const windowEnds = (identity.failWindowStart ?? 0) + windowSec;
+  if ((identity.failCount ?? 0) >= maxFailures && windowEnds > nowSec) {
+    throw new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
+      permanent: false,
+      retryAfter: windowEnds - nowSec,
+    });
+  }
+  const step = verifyCode(identity, code, nowMs);
+  if (step === null) {
+    await store.recordFailure(identity.uuid, nowSec, windowSec);
+    throw authFailed();
+  }
+  return step;
+}
+
+/** The failure-limit part of a policy. */
+export type FailurePolicy = Pick<RegistrationPolicy, 'maxFailures' | 'failureWindowSeconds'>;
+
+/** How the relay authenticates CONNECTs of the HTTP-specific protocol. */
+export interface ConnectPolicy extends FailurePolicy {
+  /**
+   * `live-park` (default): a code a CONNECT already used is accepted again by CONNECT, inside its
+   * window, while a park made with it is live — what clients of the original, which repeat
+   * the TOTP on every re-park, need. `never`: strictly one use.
+   */
+  codeReuse?: 'live-park' | 'never';
+  cookieTtlSeconds?: number;
+}
+
+/** A successful CONNECT: the cookie to hand back, and the code step it used (if a code). */
+export interface ConnectGrant {
+  uuid: string;
+  cookie: string;
+  step?: number;
+}
+
+/**
+ * Authenticates `CONNECT uuid:<ID>?response=<TOTP>` or `?cookie=<c>`. A fresh code mints the
+ * uuid's CONNECT cookie; the cookie then stands in for codes until it expires. A code used by
+ * a PUT is never accepted here, nor a CONNECT's code by a PUT (they share `lastStep`).
+ */
+export async function authenticateConnect(
+  store: Store,
+  policy: ConnectPolicy,
+  uuid: string,
+  cred: { response?: string; cookie?: string },
+  liveParkMadeWith: (uuid: string, step: number) => Promise<boolean>,
+  nowMs: number = Date.now(),
+): Promise<ConnectGrant> {
+  const identity = await store.getIdentity(uuid);
+  if (cred.cookie !== undefined) {
+    if (
+      identity &&
+      !identity.disabled &&
+      identity.httpCookie &&
+      identity.httpCookieExpiresAt !== undefined &&
+      isLive(identity.httpCookieExpiresAt, nowMs) &&
+      secretsEqual(identity.httpCookie, cred.cookie)
+    ) {
+      return { uuid, cookie: identity.httpCookie };
+    }
+    throw authFailed();
+  }
+  const step = await verifyWithinLimits(store, policy, identity, cred.response ?? '', nowMs);
+  const cookie = newCookie();
+  const expiresAt = Math.floor(nowMs / 1000) + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS);
+  if (await store.acceptStep(uuid, step, 'connect', { cookie, expiresAt })) return { uuid, cookie, step };
+
+  // Already used. Only a CONNECT's code may come back, and only while its park lives.
+  if ((policy.codeReuse ?? 'live-park') === 'live-park') {
+    const now = await store.getIdentity(uuid);
+    if (
+      now &&
+      !now.disabled &&
+      now.lastStep === step &&
+      now.lastStepBy === 'connect' &&
+      now.httpCookie &&
+      (await liveParkMadeWith(uuid, step))
+    ) {
+      return { uuid, cookie: now.httpCookie, step };
+    }
+  }
+  throw authFailed();
 }
 
 /** Answers a mobile client's look-up with the hidden server's triple (I-prefixed cookie). */

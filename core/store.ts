@@ -6,6 +6,8 @@
  *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, failures
  *   SERVER#<uuid> / REGISTRATION   current cookie, relay host/port, region, expiresAt
  *   COOKIE#<c>    / COOKIE         uuid, expiresAt
+ *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked with <c>
+ *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
  */
 import {
   ConditionalCheckFailedException,
@@ -14,7 +16,14 @@ import {
   DynamoDBClient,
   ResourceInUseException,
 } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
 import { isLive, secretsEqual } from './cookies.js';
 import { RendezvousError, storeUnavailable } from './errors.js';
 import type { TotpParams } from './totp.js';
@@ -26,6 +35,11 @@ export interface Identity extends TotpParams {
   createdAt: number;
   /** Last accepted TOTP time step (replay protection). */
   lastStep?: number;
+  /** Which door accepted `lastStep`: a PUT registration or a relay CONNECT. */
+  lastStepBy?: 'register' | 'connect';
+  /** The cookie later CONNECTs may present instead of a code (HTTP-specific protocol). */
+  httpCookie?: string;
+  httpCookieExpiresAt?: number;
   failCount?: number;
   /** Epoch seconds when the current failure window began. */
   failWindowStart?: number;
@@ -49,6 +63,26 @@ export interface CookieBinding {
   uuid: string;
   expiresAt: number;
 }
+
+/** Which protocol a park record belongs to. */
+export type ParkKind = 'generic' | 'http';
+
+/** One relay's claim to hold parked sockets for a cookie (generic) or a uuid (http). */
+export interface ParkRecord {
+  relayId: string;
+  /** `host:port` of that relay's peer listener. */
+  peer: string;
+  count: number;
+  /** For http parks: the newest TOTP step a live park there was made with. */
+  step?: number;
+  /** Epoch seconds; a record not refreshed by then is stale. */
+  expiresAt: number;
+}
+
+const parkKeys = (kind: ParkKind, key: string) =>
+  kind === 'generic'
+    ? { pk: `COOKIE#${key}`, prefix: 'PARK#' }
+    : { pk: `SERVER#${key}`, prefix: 'HTTPPARK#' };
 
 /** How to reach the table. */
 export interface StoreOptions {
@@ -178,17 +212,30 @@ export class Store {
    * the identity is enabled: the single conditional write that makes a code usable once.
    * Returns false when the condition failed (replay, or disabled meanwhile).
    */
-  async acceptStep(uuid: string, step: number): Promise<boolean> {
+  async acceptStep(
+    uuid: string,
+    step: number,
+    by: 'register' | 'connect' = 'register',
+    httpCookie?: { cookie: string; expiresAt: number },
+  ): Promise<boolean> {
     try {
       await this.call(() =>
         this.doc.send(
           new UpdateCommand({
             TableName: this.table,
             Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-            UpdateExpression: 'SET lastStep = :step, failCount = :zero',
+            UpdateExpression: `SET lastStep = :step, lastStepBy = :by, failCount = :zero${
+              httpCookie ? ', httpCookie = :hc, httpCookieExpiresAt = :hce' : ''
+            }`,
             ConditionExpression:
               'attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false)',
-            ExpressionAttributeValues: { ':step': step, ':zero': 0, ':false': false },
+            ExpressionAttributeValues: {
+              ':step': step,
+              ':by': by,
+              ':zero': 0,
+              ':false': false,
+              ...(httpCookie ? { ':hc': httpCookie.cookie, ':hce': httpCookie.expiresAt } : {}),
+            },
           }),
         ),
       );
@@ -290,5 +337,43 @@ export class Store {
       throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
     }
     return { uuid: item.uuid, expiresAt: item.expiresAt };
+  }
+
+  /** Records (or refreshes) that relay `rec.relayId` holds parked sockets for `key`. */
+  async putPark(kind: ParkKind, key: string, rec: ParkRecord): Promise<void> {
+    const { pk, prefix } = parkKeys(kind, key);
+    await this.call(() =>
+      this.doc.send(
+        new PutCommand({ TableName: this.table, Item: { pk, sk: `${prefix}${rec.relayId}`, ...rec } }),
+      ),
+    );
+  }
+
+  /** Removes a relay's park record for `key`. */
+  async deletePark(kind: ParkKind, key: string, relayId: string): Promise<void> {
+    const { pk, prefix } = parkKeys(kind, key);
+    await this.call(() =>
+      this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk, sk: `${prefix}${relayId}` } })),
+    );
+  }
+
+  /** The live (unexpired) park records for `key`, freshest first. */
+  async listParks(kind: ParkKind, key: string, nowMs: number = Date.now()): Promise<ParkRecord[]> {
+    const { pk, prefix } = parkKeys(kind, key);
+    const out = await this.call(() =>
+      this.doc.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+          ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
+          ConsistentRead: true,
+          Limit: 50,
+        }),
+      ),
+    );
+    return ((out.Items ?? []) as Array<ParkRecord & { pk?: string; sk?: string }>)
+      .filter((r) => isLive(r.expiresAt, nowMs))
+      .map(({ pk: _pk, sk: _sk, ...r }) => r)
+      .sort((a, b) => b.expiresAt - a.expiresAt);
   }
 }

@@ -22,8 +22,12 @@ export interface LocalStackOptions {
   table?: string;
   /** Overrides of the registration policy (tests shorten windows). */
   policy?: Partial<RegistrationPolicy>;
+  /** HTTP-specific protocol port (default 8898; 0 picks one). */
+  httpPort?: number;
+  /** Joins relays started with `rendezvous relay` against the same store (enables the peer port). */
+  clusterSecret?: string;
   /** Overrides of relay limits (tests shorten deadlines). */
-  relay?: Partial<Omit<RelayOptions, 'store' | 'port' | 'host'>>;
+  relay?: Partial<Omit<RelayOptions, 'store' | 'port' | 'host' | 'httpPort'>>;
   log?: Log;
 }
 
@@ -33,6 +37,9 @@ export interface LocalStack {
   storeEndpoint: string;
   relayHost: string;
   relayPort: number;
+  httpPort: number;
+  /** `host:port` other relays of the cluster dial (when a cluster secret is set). */
+  peer?: string;
   table: string;
   store: Store;
   relay: Relay;
@@ -42,7 +49,7 @@ export interface LocalStack {
 }
 
 /** Defaults of `npm start`. */
-export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, storePort: 8000 } as const;
+export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, httpPort: 8898, storePort: 8000 } as const;
 
 /** Starts store, relay and API; resolves once all three listen. */
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
@@ -57,13 +64,18 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   try {
     await store.ensureTable();
     const relay = await startRelay({
+      peerPort: 0,
       ...opts.relay,
       store,
       port: opts.relayPort ?? LOCAL_DEFAULTS.relayPort,
+      httpPort: opts.httpPort ?? LOCAL_DEFAULTS.httpPort,
       host: '127.0.0.1',
+      clusterSecret: opts.clusterSecret,
+      connectPolicy: { ...opts.policy, ...opts.relay?.connectPolicy },
       log,
     });
     cleanup.unshift(() => relay.close());
+    const httpUrl = `http://127.0.0.1:${relay.httpAddress?.port}`;
     const policy: RegistrationPolicy = {
       relayHost: '127.0.0.1',
       relayPort: relay.address.port,
@@ -81,6 +93,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       storeEndpoint: storeServer.endpoint,
       relayHost: '127.0.0.1',
       relayPort: relay.address.port,
+      httpPort: relay.httpAddress?.port as number,
+      peer: relay.peerAddress ? `127.0.0.1:${relay.peerAddress.port}` : undefined,
       table,
       store,
       relay,
@@ -89,6 +103,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         AWS_REGION: 'local',
         RENDEZVOUS_TABLE: table,
         RENDEZVOUS_API: api.url,
+        RENDEZVOUS_RELAY_HTTP: httpUrl,
       },
       close: async () => {
         for (const fn of cleanup) await fn();

@@ -1,65 +1,98 @@
 /**
- * The relay process entry point (container and `rendezvous relay`): reads the environment,
- * starts the relay and its health endpoint, and stops cleanly on SIGTERM/SIGINT.
+ * The relay process entry point (the container, and `rendezvous relay`): reads the environment,
+ * starts the relay, and drains on SIGTERM/SIGINT, exiting 0.
  *
- *   RELAY_PORT            generic-protocol port (default 8899)
- *   RELAY_BIND            listen address (default 0.0.0.0)
- *   RELAY_HEALTH_PORT     `GET /healthz` port (unset: no health listener)
- *   RELAY_HANDSHAKE_MS    cookie-line deadline (default 10000)
- *   RELAY_PAIR_WAIT_MS    how long a mobile client waits for a parked socket (default 5000)
- *   RENDEZVOUS_TABLE      DynamoDB table (default rendezvous)
- *   AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the SDK's standard configuration
+ *   RELAY_PORT               generic-protocol port (8899)
+ *   RELAY_HTTP_PORT          HTTP-specific port (8898; "off" disables)
+ *   RELAY_BIND               listen address of the public ports (0.0.0.0)
+ *   RELAY_HEALTH_PORT        `GET /healthz` port (off when unset)
+ *   RELAY_CLUSTER_SECRET     shared by all relays of one deployment; enables the peer port
+ *   RELAY_PEER_PORT          peer port (8897)
+ *   RELAY_PEER_HOST          address other relays dial (on ECS: the task's private IP, read from
+ *                            the task metadata endpoint when unset)
+ *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here)
+ *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
+ *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
+ *   RELAY_MAX_PARKED         parked sockets per cookie or uuid (64)
+ *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
+ *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
+ *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
  */
-import { createServer } from 'node:http';
-import { intFromEnv, tableFromEnv } from '../core/config.js';
+import { pathToFileURL } from 'node:url';
+import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../core/config.js';
 import { jsonLog, type Log } from '../core/log.js';
 import { Store } from '../core/store.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
+
+/**
+ * The address other relays dial: RELAY_PEER_HOST, else on ECS the task's private IPv4 from the
+ * task metadata endpoint (v4), else the bind address when it is a specific one, else 127.0.0.1.
+ */
+export async function discoverPeerHost(env: NodeJS.ProcessEnv, bind: string): Promise<string> {
+  if (env.RELAY_PEER_HOST) return env.RELAY_PEER_HOST;
+  const metadata = env.ECS_CONTAINER_METADATA_URI_V4;
+  if (metadata) {
+    const res = await fetch(`${metadata}/task`, { signal: AbortSignal.timeout(2_000) });
+    const task = (await res.json()) as {
+      Containers?: Array<{ Networks?: Array<{ IPv4Addresses?: string[] }> }>;
+    };
+    for (const c of task.Containers ?? []) {
+      const ip = c.Networks?.[0]?.IPv4Addresses?.[0];
+      if (ip) return ip;
+    }
+    throw new Error('no IPv4 address in the ECS task metadata');
+  }
+  return bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
+}
 
 /** Starts a relay configured from `env`; resolves once it listens. */
 export async function runRelayFromEnv(
   env: NodeJS.ProcessEnv = process.env,
   log: Log = jsonLog('relay'),
-): Promise<{ relay: Relay; stop: () => Promise<void> }> {
+): Promise<{ relay: Relay; store: Store; graceMs: number }> {
+  const bind = env.RELAY_BIND || '0.0.0.0';
+  const secret = env.RELAY_CLUSTER_SECRET || undefined;
+  const reuse = env.RELAY_CONNECT_CODE_REUSE || 'live-park';
+  if (reuse !== 'live-park' && reuse !== 'never')
+    throw new Error('RELAY_CONNECT_CODE_REUSE must be live-park or never');
+  const httpPort =
+    env.RELAY_HTTP_PORT === 'off' ? undefined : intFromEnv('RELAY_HTTP_PORT', RELAY_DEFAULTS.httpPort, env);
   const store = new Store({ table: tableFromEnv(env) });
   const relay = await startRelay({
     store,
     port: intFromEnv('RELAY_PORT', RELAY_DEFAULTS.port, env),
-    host: env.RELAY_BIND || '0.0.0.0',
+    httpPort,
+    host: bind,
+    clusterSecret: secret,
+    peerPort: intFromEnv('RELAY_PEER_PORT', RELAY_DEFAULTS.peerPort, env),
+    peerHost: secret ? await discoverPeerHost(env, bind) : undefined,
+    healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
     handshakeTimeoutMs: intFromEnv('RELAY_HANDSHAKE_MS', RELAY_DEFAULTS.handshakeTimeoutMs, env),
     pairWaitMs: intFromEnv('RELAY_PAIR_WAIT_MS', RELAY_DEFAULTS.pairWaitMs, env),
+    maxParkedPerKey: intFromEnv('RELAY_MAX_PARKED', RELAY_DEFAULTS.maxParkedPerKey, env),
+    connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse },
     log,
   });
-  const healthPort = env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined;
-  const health =
-    healthPort === undefined
-      ? undefined
-      : createServer((req, res) => {
-          const ok = req.url === '/healthz';
-          res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });
-          res.end(JSON.stringify(ok ? { ok: true, parked: relay.lot.parkedCount } : { error: 'not found' }));
-        }).listen(healthPort, env.RELAY_BIND || '0.0.0.0');
-  const stop = async () => {
-    health?.close();
-    await relay.close();
-    store.close();
-  };
-  return { relay, stop };
+  if (env.RELAY_PUBLIC_HOST)
+    log.info('public address', { host: env.RELAY_PUBLIC_HOST, port: env.RELAY_PUBLIC_PORT });
+  return { relay, store, graceMs: intFromEnv('RELAY_DRAIN_GRACE_MS', RELAY_DEFAULTS.drainGraceMs, env) };
 }
 
-/** Runs until SIGTERM/SIGINT. */
+/** Runs until SIGTERM/SIGINT, then drains and exits 0. */
 export async function main(): Promise<void> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const log = jsonLog('relay');
-  const { stop } = await runRelayFromEnv(process.env, log);
-  const onSignal = (sig: string) => {
-    log.info('stopping', { signal: sig });
-    void stop().then(() => process.exit(0));
+  const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
+  const onSignal = (signal: string) => {
+    log.info('stopping', { signal });
+    void relay.drain(graceMs).then(() => {
+      store.close();
+      process.exit(0);
+    });
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
 }
-
-import { pathToFileURL } from 'node:url';
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().catch((err) => {

@@ -1,88 +1,213 @@
 /**
- * The relay's listener for the generic protocol. The accept loop only starts sessions; a
- * session's failure never reaches it. Parked cookies are re-checked against the store
- * periodically, so a registration made elsewhere (another relay, the API) still evicts
- * sockets parked with the cookie it replaced.
+ * One relay process: the generic-protocol listener, the HTTP-specific listener, the peer
+ * listener (when in a cluster), the health endpoint, and the drain. Accept loops only start
+ * sessions; a session's failure never reaches them.
  */
-
+import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
 import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
-import { ParkingLot } from './pairing.js';
-import { type CookieResolver, startSession } from './session.js';
+import type { ConnectPolicy } from '../core/registration.js';
+import type { Store } from '../core/store.js';
+import type { RelayContext } from './context.js';
+import { startHttpSession } from './http.js';
+import { ParkRecords } from './park-records.js';
+import { ParkingLot } from './parking.js';
+import { startPeerListener } from './peer.js';
+import { refuse } from './refuse.js';
+import { startSession } from './session.js';
 
 /** Relay settings; every limit has a default. */
 export interface RelayOptions {
-  store: CookieResolver;
+  store: Store;
+  /** Generic-protocol port (default 8899; 0 picks one). */
   port?: number;
+  /** HTTP-specific port (default: none). */
+  httpPort?: number;
+  /** Listen address of the public listeners (default 127.0.0.1). */
   host?: string;
-  /** Deadline for the cookie line (default 10 s). */
+  /** Cluster: secret shared by all relays; without it the relay runs alone. */
+  clusterSecret?: string;
+  /** Cluster: peer listener port (0 picks one) and the address other relays dial. */
+  peerPort?: number;
+  peerHost?: string;
+  /** Listen address of the peer listener (default: `host`). */
+  peerBind?: string;
+  /** `GET /healthz` port (default: none). */
+  healthPort?: number;
   handshakeTimeoutMs?: number;
-  /** How long a mobile client waits for a parked socket (default 5 s). */
   pairWaitMs?: number;
-  /** Parked sockets per cookie (default 64). */
-  maxParkedPerCookie?: number;
+  maxParkedPerKey?: number;
   /** Period of the parked-cookie re-check (default 10 s). */
   revalidateMs?: number;
+  /** TCP keepalive on accepted sockets, below the NLB's 350 s idle timeout. */
+  keepAliveMs?: number;
+  connectPolicy?: ConnectPolicy;
   log?: Log;
 }
 
 /** Relay defaults, named so the CLI and docs can show them. */
 export const RELAY_DEFAULTS = {
   port: 8899,
+  httpPort: 8898,
+  peerPort: 8897,
   handshakeTimeoutMs: 10_000,
   pairWaitMs: 5_000,
-  maxParkedPerCookie: 64,
+  maxParkedPerKey: 64,
   revalidateMs: 10_000,
+  keepAliveMs: 60_000,
+  drainGraceMs: 60_000,
 } as const;
 
 /** A running relay. */
 export interface Relay {
+  /** Generic-protocol address. */
   address: AddressInfo;
+  httpAddress?: AddressInfo;
+  peerAddress?: AddressInfo;
+  healthAddress?: AddressInfo;
+  relayId: string;
   lot: ParkingLot;
-  /** Refuses parked and waiting sockets, stops listening and ends live splices. */
+  /** Live splices. */
+  readonly splices: number;
+  readonly draining: boolean;
+  /**
+   * Stops accepting, tells parked hidden servers `-ERR relay shutting down` (so they re-park
+   * elsewhere), removes this relay's park records, lets live splices run up to `graceMs`, then
+   * ends what is left.
+   */
+  drain(graceMs?: number): Promise<void>;
+  /** Drain with no grace. */
   close(): Promise<void>;
 }
 
-/** Starts the generic-protocol relay. */
-export async function startRelay(opts: RelayOptions): Promise<Relay> {
-  const log = opts.log ?? silentLog;
-  const lot = new ParkingLot(
-    {
-      pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
-      maxParkedPerCookie: opts.maxParkedPerCookie ?? RELAY_DEFAULTS.maxParkedPerCookie,
-    },
-    log,
-  );
-  const limits = { handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs };
-  const sockets = new Set<Socket>();
-  // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
-  const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    startSession(socket, opts.store, lot, limits, log);
-  });
-  server.on('error', (err) => log.error('listener error', { error: err.message }));
-  await new Promise<void>((resolve, reject) => {
+function listen(
+  server: Server | ReturnType<typeof createHttpServer>,
+  port: number,
+  host: string,
+): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? RELAY_DEFAULTS.port, opts.host ?? '127.0.0.1', () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
-      resolve();
+      resolve(server.address() as AddressInfo);
     });
   });
+}
+
+/** Starts a relay. */
+export async function startRelay(opts: RelayOptions): Promise<Relay> {
+  const log = opts.log ?? silentLog;
+  const host = opts.host ?? '127.0.0.1';
+  const relayId = randomUUID();
+  const keepAliveMs = opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs;
+  let splices = 0;
+  let draining = false;
+  const countSplice = (delta: 1 | -1) => {
+    splices += delta;
+  };
+
+  let records: ParkRecords | undefined;
+  const lot = new ParkingLot(opts.maxParkedPerKey ?? RELAY_DEFAULTS.maxParkedPerKey, {
+    onCount: (kind, key, count) => records?.onCount(kind, key, count),
+  });
+  const sockets = new Set<Socket>();
+  const closers: Array<() => Promise<void>> = [];
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.setKeepAlive(true, keepAliveMs);
+    socket.setNoDelay(true);
+    socket.on('error', () => socket.destroy());
+  };
+
+  let peerAddress: AddressInfo | undefined;
+  let peerSockets: Set<Socket> | undefined;
+  if (opts.clusterSecret) {
+    const peer = await startPeerListener({
+      port: opts.peerPort ?? RELAY_DEFAULTS.peerPort,
+      host: opts.peerBind ?? host,
+      secret: opts.clusterSecret,
+      lot,
+      log,
+      onSplice: countSplice,
+    });
+    peerAddress = peer.server.address() as AddressInfo;
+    peerSockets = peer.sockets;
+    closers.push(() => new Promise((r) => peer.server.close(() => r())));
+    const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
+    records = new ParkRecords(opts.store, relayId, `${peerHost}:${peer.port}`, log);
+    records.start(lot);
+  }
+
+  const ctx: RelayContext = {
+    store: opts.store,
+    lot,
+    cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret } : undefined,
+    limits: {
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs,
+      pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
+    },
+    connectPolicy: opts.connectPolicy ?? {},
+    log,
+    countSplice,
+  };
+
+  // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
+  const generic = createServer({ allowHalfOpen: true }, (socket) => {
+    track(socket);
+    startSession(socket, ctx);
+  });
+  generic.on('error', (err) => log.error('listener error', { error: err.message }));
+  const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
+  closers.push(() => new Promise((r) => generic.close(() => r())));
+
+  let httpAddress: AddressInfo | undefined;
+  if (opts.httpPort !== undefined) {
+    const http = createServer({ allowHalfOpen: true }, (socket) => {
+      track(socket);
+      startHttpSession(socket, ctx);
+    });
+    http.on('error', (err) => log.error('http listener error', { error: err.message }));
+    httpAddress = await listen(http, opts.httpPort, host);
+    closers.push(() => new Promise((r) => http.close(() => r())));
+  }
+
+  let healthAddress: AddressInfo | undefined;
+  if (opts.healthPort !== undefined) {
+    const health = createHttpServer((req, res) => {
+      const ok = req.url === '/healthz' || req.url?.startsWith('/healthz?');
+      const status = !ok ? 404 : draining ? 503 : 200;
+      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+      res.end(
+        JSON.stringify(ok ? { ok: !draining, relayId, parked: lot.size, splices } : { error: 'not found' }),
+      );
+    });
+    healthAddress = await listen(health, opts.healthPort, host);
+    closers.push(
+      () =>
+        new Promise((r) => {
+          health.close(() => r());
+          health.closeAllConnections();
+        }),
+    );
+  }
 
   let checking = false;
   const revalidate = setInterval(async () => {
     if (checking) return;
     checking = true;
     try {
-      for (const cookie of lot.parkedCookies()) {
+      for (const cookie of lot.keys('generic')) {
         try {
           await opts.store.resolveCookie(cookie);
         } catch (err) {
           // A dead store is not a reason to drop parked servers; only a definite "no" is.
-          if (isRendezvousError(err) && err.code.startsWith('COOKIE_')) lot.evict(cookie, err.message);
+          if (isRendezvousError(err) && err.code.startsWith('COOKIE_')) {
+            for (const p of lot.takeAll('generic', cookie)) refuse(p.socket, err.message);
+          }
         }
       }
     } finally {
@@ -91,20 +216,53 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   }, opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs);
   revalidate.unref();
 
-  const address = server.address() as AddressInfo;
-  log.info('relay listening', { host: address.address, port: address.port });
+  log.info('relay listening', {
+    relayId,
+    generic: `${address.address}:${address.port}`,
+    http: httpAddress ? `${httpAddress.address}:${httpAddress.port}` : undefined,
+    peer: records?.peer,
+    health: healthAddress ? `${healthAddress.address}:${healthAddress.port}` : undefined,
+  });
+
+  let drained: Promise<void> | undefined;
+  const drain = (graceMs: number = RELAY_DEFAULTS.drainGraceMs): Promise<void> => {
+    drained ??= (async () => {
+      draining = true;
+      clearInterval(revalidate);
+      log.info('draining', { parked: lot.size, splices, graceMs });
+      const listenersClosed = Promise.all(closers.map((c) => c()));
+      for (const p of lot.drainAll()) {
+        if (p.kind === 'generic') refuse(p.socket, 'relay shutting down');
+        else p.socket.destroy();
+      }
+      await records?.removeAll();
+      records?.stop();
+      // Let the -ERR lines reach the parked hidden servers before anything is cut.
+      await new Promise((r) => setTimeout(r, 100));
+      const until = Date.now() + graceMs;
+      while (splices > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      for (const s of sockets) s.destroy();
+      for (const s of peerSockets ?? []) s.destroy();
+      await listenersClosed;
+      log.info('drained', { cut: splices });
+    })();
+    return drained;
+  };
+
   return {
     address,
+    httpAddress,
+    peerAddress,
+    healthAddress,
+    relayId,
     lot,
-    close: async () => {
-      clearInterval(revalidate);
-      lot.evictAll('relay shutting down');
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) if (!s.writableEnded) s.destroy();
-      setTimeout(() => {
-        for (const s of sockets) s.destroy();
-      }, 100).unref();
-      await closed;
+    get splices() {
+      return splices;
     },
+    get draining() {
+      return draining;
+    },
+    drain,
+    close: () => drain(0),
   };
 }

@@ -1,61 +1,46 @@
 /**
- * One relay connection's handshake: read the cookie line under a deadline and a size limit,
- * check the cookie against the store, then park it (hidden) or pair it (mobile). Whatever goes
- * wrong ends this connection alone with `-ERR`.
+ * One generic-protocol connection: read the cookie line under a deadline and a size limit,
+ * check the cookie against the store, then park it (`R`, hidden server) or pair it (`I`, mobile
+ * client). Whatever goes wrong ends this connection alone with `-ERR`.
  */
 import type { Socket } from 'node:net';
 import { isRendezvousError } from '../core/errors.js';
-import type { Log } from '../core/log.js';
-import { LineDecoder, MAX_COOKIE_LINE, parseCookieLine } from '../core/relay-line.js';
-import type { CookieBinding } from '../core/store.js';
-import type { ParkingLot } from './pairing.js';
+import { LineDecoder, MAX_COOKIE_LINE, OK_LINE, parseCookieLine } from '../core/relay-line.js';
+import { splice } from '../core/splice.js';
+import type { RelayContext } from './context.js';
+import { claimHiddenServer } from './pairing.js';
 import { refuse } from './refuse.js';
 
-/** What a session needs of the store. */
-export interface CookieResolver {
-  resolveCookie(cookie: string): Promise<CookieBinding>;
-}
-
-/** Per-connection limits. */
-export interface SessionLimits {
-  /** Time from accept to a complete cookie line. */
-  handshakeTimeoutMs: number;
-}
-
-/** Runs the handshake of one accepted socket. */
-export function startSession(
+/** Reads one line from a fresh socket under the handshake deadline. */
+export function readHandshake<T>(
   socket: Socket,
-  store: CookieResolver,
-  lot: ParkingLot,
-  limits: SessionLimits,
-  log: Log,
+  ctx: RelayContext,
+  decode: (chunk: Buffer) => T | null,
+  onDone: (result: T) => void,
+  onError: (err: Error) => void,
 ): void {
-  socket.setNoDelay(true);
-  socket.on('error', () => socket.destroy());
-  const decoder = new LineDecoder(MAX_COOKIE_LINE);
-
   const deadline = setTimeout(() => {
     done();
-    refuse(socket, 'handshake timeout');
-  }, limits.handshakeTimeoutMs);
+    onError(new Error('handshake timeout'));
+  }, ctx.limits.handshakeTimeoutMs);
   const onEnd = () => {
     done();
     socket.destroy();
   };
   const onData = (chunk: Buffer) => {
-    let decoded: ReturnType<LineDecoder['push']>;
+    let decoded: T | null;
     try {
-      decoded = decoder.push(chunk);
+      decoded = decode(chunk);
     } catch (err) {
       done();
-      refuse(socket, (err as Error).message);
+      onError(err as Error);
       return;
     }
     if (!decoded) return;
     done();
     // Hold further bytes in the kernel (backpressure) until the session knows where they go.
     socket.pause();
-    void dispatch(decoded.line, decoded.rest);
+    onDone(decoded);
   };
   const done = () => {
     clearTimeout(deadline);
@@ -64,24 +49,72 @@ export function startSession(
   };
   socket.on('data', onData);
   socket.on('end', onEnd);
+}
 
-  const dispatch = async (line: string, rest: Buffer) => {
-    try {
-      const { role, cookie } = parseCookieLine(line);
-      const binding = await store.resolveCookie(cookie);
-      if (socket.destroyed) return;
-      if (role === 'hidden') {
-        if (rest.length > 0) {
-          refuse(socket, 'data before +OK');
-          return;
-        }
-        lot.parkHiddenServer(socket, cookie, binding.uuid);
-      } else {
-        lot.pairMobileClient(socket, cookie, rest);
-      }
-    } catch (err) {
-      if (!isRendezvousError(err)) log.error('session failed', { error: String(err) });
-      refuse(socket, isRendezvousError(err) ? err.message : 'internal error');
+/** Runs the generic-protocol handshake of one accepted socket. */
+export function startSession(socket: Socket, ctx: RelayContext): void {
+  const decoder = new LineDecoder(MAX_COOKIE_LINE);
+  readHandshake(
+    socket,
+    ctx,
+    (chunk) => decoder.push(chunk),
+    (d) => void dispatch(socket, ctx, d.line, d.rest),
+    (err) => refuse(socket, err.message),
+  );
+}
+
+async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): Promise<void> {
+  try {
+    const { role, cookie } = parseCookieLine(line);
+    const binding = await ctx.store.resolveCookie(cookie);
+    if (socket.destroyed) return;
+    if (role === 'hidden') {
+      if (rest.length > 0) return refuse(socket, 'data before +OK');
+      parkHiddenServer(socket, ctx, cookie, binding.uuid);
+    } else {
+      await pairMobileClient(socket, ctx, cookie, rest);
     }
-  };
+  } catch (err) {
+    if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
+    refuse(socket, isRendezvousError(err) ? err.message : 'internal error');
+  }
+}
+
+/** Parks an `R` socket; sockets parked here with the uuid's older cookies are told `-ERR`. */
+function parkHiddenServer(socket: Socket, ctx: RelayContext, cookie: string, uuid: string): void {
+  for (const old of ctx.lot.keysOfUuid('generic', uuid)) {
+    if (old === cookie) continue;
+    for (const p of ctx.lot.takeAll('generic', old))
+      refuse(p.socket, 'cookie replaced by a newer registration');
+  }
+  const parked = ctx.lot.park({ socket, kind: 'generic', key: cookie, uuid }, (p) =>
+    refuse(p.socket, 'data before +OK'),
+  );
+  if (!parked) refuse(socket, 'too many parked connections for this cookie');
+}
+
+/** Pairs an `I` socket with a hidden server parked here or on another relay. */
+async function pairMobileClient(
+  socket: Socket,
+  ctx: RelayContext,
+  cookie: string,
+  early: Buffer,
+): Promise<void> {
+  const hidden = await claimHiddenServer(
+    ctx.lot,
+    ctx.cluster,
+    'generic',
+    cookie,
+    ctx.limits.pairWaitMs,
+    () => socket.destroyed,
+  );
+  if (!hidden) return refuse(socket, 'no hidden server parked for this cookie');
+  if (socket.destroyed) {
+    hidden.destroy();
+    return;
+  }
+  if (early.length > 0) hidden.write(early);
+  socket.write(OK_LINE);
+  ctx.countSplice(1);
+  splice(hidden, socket, () => ctx.countSplice(-1));
 }

@@ -22,6 +22,7 @@ beforeAll(async () => {
   stack = await startLocalStack({
     apiPort: 0,
     relayPort: 0,
+    httpPort: 0,
     storePort: 0,
     relay: { handshakeTimeoutMs: HANDSHAKE_MS, pairWaitMs: 2_000, revalidateMs: 200 },
   });
@@ -130,7 +131,7 @@ async function parkByHand() {
   }
   const socket = await dial(stack.relayPort);
   socket.write(`${manualCookie}\n`);
-  await waitFor(() => stack.relay.lot.parkedCookies().includes(manualCookie.slice(1)));
+  await waitFor(() => stack.relay.lot.keys('generic').includes(manualCookie.slice(1)));
   return { socket };
 }
 let manualCookie = '';
@@ -209,7 +210,7 @@ describe('bad inputs on the wire', () => {
     const parked = await dial(stack.relayPort);
     parked.write(`${first.body.result.cookie}\n`);
     const saw = readAll(parked);
-    await waitFor(() => stack.relay.lot.parkedCookies().includes(first.body.result.cookie.slice(1)));
+    await waitFor(() => stack.relay.lot.keys('generic').includes(first.body.result.cookie.slice(1)));
     const second = await api('PUT', `uuid=rotating&response=${codeForStep(rot, step + 1)}`);
     expect(second.status).toBe(200);
     expect((await saw).toString()).toBe('-ERR cookie replaced by a newer registration\n');

@@ -1,0 +1,45 @@
+/**
+ * The relay-to-relay peer link request, one line, signed with the cluster secret so the secret
+ * itself never crosses the wire:
+ *
+ *   "PEER" SP kind SP key SP unix-seconds SP base64url(HMAC-SHA256(secret, kind SP key SP seconds)) "\n"
+ *
+ * kind is "R" (generic protocol, key = cookie) or "H" (HTTP-specific, key = uuid). The answer is
+ * a relay status line: "+OK\n" then the parked socket's bytes, or "-ERR …\n".
+ */
+import { createHmac } from 'node:crypto';
+import { secretsEqual } from './cookies.js';
+import { RendezvousError } from './errors.js';
+import type { ParkKind } from './store.js';
+
+/** Longest peer line, newline included. */
+export const MAX_PEER_LINE = 256;
+/** How far a peer line's timestamp may be from now. */
+export const PEER_CLOCK_SKEW_SECONDS = 60;
+
+const sign = (secret: string, kind: string, key: string, ts: number) =>
+  createHmac('sha256', secret).update(`${kind} ${key} ${ts}`).digest('base64url');
+
+/** Encodes a peer request for `key`. */
+export function encodePeerLine(secret: string, kind: ParkKind, key: string, nowMs = Date.now()): Buffer {
+  const k = kind === 'generic' ? 'R' : 'H';
+  const ts = Math.floor(nowMs / 1000);
+  return Buffer.from(`PEER ${k} ${key} ${ts} ${sign(secret, k, key, ts)}\n`, 'latin1');
+}
+
+/** Decodes and verifies a peer line; throws PROTOCOL or AUTH_FAILED. */
+export function verifyPeerLine(
+  secret: string,
+  line: string,
+  nowMs = Date.now(),
+): { kind: ParkKind; key: string } {
+  const m = /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,12}) ([A-Za-z0-9_-]{43})$/.exec(line);
+  if (!m) throw new RendezvousError('PROTOCOL', 'malformed peer line');
+  const [, k, key, tsText, mac] = m as unknown as [string, string, string, string, string];
+  const ts = Number(tsText);
+  const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS;
+  // Compare first, always, so timing says nothing about which check failed.
+  const valid = secretsEqual(sign(secret, k, key, ts), mac);
+  if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
+  return { kind: k === 'R' ? 'generic' : 'http', key };
+}

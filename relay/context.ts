@@ -1,0 +1,26 @@
+/** What every listener of one relay process shares. */
+import type { Log } from '../core/log.js';
+import type { ConnectPolicy } from '../core/registration.js';
+import type { Store } from '../core/store.js';
+import type { ClusterLink } from './pairing.js';
+import type { ParkingLot } from './parking.js';
+
+/** Per-connection limits. */
+export interface RelayLimits {
+  /** Time from accept to a complete cookie line or request head. */
+  handshakeTimeoutMs: number;
+  /** How long a mobile client waits for a parked socket. */
+  pairWaitMs: number;
+}
+
+/** The relay's shared state, handed to each session. */
+export interface RelayContext {
+  store: Store;
+  lot: ParkingLot;
+  cluster?: ClusterLink;
+  limits: RelayLimits;
+  connectPolicy: ConnectPolicy;
+  log: Log;
+  /** Counts live splices (drain waits for them). */
+  countSplice(delta: 1 | -1): void;
+}

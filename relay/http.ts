@@ -1,0 +1,170 @@
+/**
+ * The HTTP-specific protocol on the relay's HTTP port. A hidden server parks with
+ * `CONNECT uuid:<ID>?response=<TOTP>` (or `?cookie=<c>`) and waits after `200 OK`; any other
+ * request is a mobile client naming the hidden server by `?rendezvous=<ID>`, a Digest username
+ * or a Basic user: its head (without `Authorization`) and what follows go to a parked socket,
+ * then the two are spliced. CONNECT never dials anywhere: its target is an identity, not an address.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { isRendezvousError, type RendezvousError } from '../core/errors.js';
+import {
+  encodeResponse,
+  HeadDecoder,
+  HttpError,
+  namedHiddenServer,
+  parseConnectTarget,
+  parseRequestHead,
+  type RequestHead,
+  serializeHead,
+} from '../core/http-head.js';
+import { authenticateConnect, checkUuid } from '../core/registration.js';
+import { splice } from '../core/splice.js';
+import type { RelayContext } from './context.js';
+import { claimHiddenServer } from './pairing.js';
+import { readHandshake } from './session.js';
+
+/** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
+export const COOKIE_HEADER = 'Rendezvous-Cookie';
+
+const STATUS_OF: Record<string, number> = {
+  AUTH_FAILED: 401,
+  TOO_MANY_ATTEMPTS: 429,
+  STORE_UNAVAILABLE: 503,
+  BAD_REQUEST: 400,
+};
+
+/** Answers with an HTTP error (JSON body) and closes after it is flushed. */
+export function respondError(
+  socket: Socket,
+  status: number,
+  diagnostic: string,
+  headers: Record<string, string> = {},
+): void {
+  if (socket.destroyed) return;
+  socket.removeAllListeners('data');
+  socket.on('data', () => {});
+  socket.on('error', () => {});
+  socket.end(encodeResponse(status, headers, { permanent: status !== 429 && status < 500, diagnostic }));
+  socket.resume();
+  setTimeout(() => socket.destroy(), 2_000).unref();
+}
+
+/** The one place where errors become HTTP responses on the relay's HTTP port. */
+function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext): void {
+  if (err instanceof HttpError) {
+    respondError(socket, err.status, err.message);
+  } else if (isRendezvousError(err) && STATUS_OF[err.code]) {
+    const e = err as RendezvousError;
+    const headers: Record<string, string> = e.retryAfter ? { 'Retry-After': String(e.retryAfter) } : {};
+    respondError(socket, STATUS_OF[e.code] as number, e.message, headers);
+  } else {
+    ctx.log.error('http session failed', { error: String(err) });
+    respondError(socket, 500, 'internal error');
+  }
+}
+
+/** Runs one connection on the HTTP port. */
+export function startHttpSession(socket: Socket, ctx: RelayContext): void {
+  const decoder = new HeadDecoder();
+  readHandshake(
+    socket,
+    ctx,
+    (chunk) => decoder.push(chunk),
+    ({ text, rest }) => {
+      let head: RequestHead;
+      try {
+        head = parseRequestHead(text);
+      } catch (err) {
+        return respondRendezvousError(socket, err, ctx);
+      }
+      const run =
+        head.method === 'CONNECT'
+          ? parkConnect(socket, ctx, head, rest)
+          : pairHttpMobile(socket, ctx, head, rest);
+      run.catch((err) => respondRendezvousError(socket, err, ctx));
+    },
+    (err) =>
+      err instanceof HttpError
+        ? respondError(socket, err.status, err.message)
+        : respondError(socket, 408, err.message),
+  );
+}
+
+async function parkConnect(
+  socket: Socket,
+  ctx: RelayContext,
+  head: RequestHead,
+  rest: Buffer,
+): Promise<void> {
+  const target = parseConnectTarget(head.target);
+  checkUuid(target.uuid);
+  // The hidden server must wait for the 200; bytes before it (now or during the check) are a 409.
+  let early = rest.length > 0;
+  const onEarly = () => {
+    early = true;
+  };
+  socket.on('data', onEarly);
+  socket.resume();
+  let grant: Awaited<ReturnType<typeof authenticateConnect>>;
+  try {
+    grant = await authenticateConnect(
+      ctx.store,
+      ctx.connectPolicy,
+      target.uuid,
+      { response: target.response, cookie: target.cookie },
+      async (uuid, step) =>
+        ctx.lot.hasParkWithStep(uuid, step) || (await remoteParkWithStep(ctx, uuid, step)),
+    );
+  } finally {
+    socket.off('data', onEarly);
+    socket.pause();
+  }
+  if (early) return respondError(socket, 409, 'data sent before 200');
+  if (socket.destroyed) return;
+  socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
+  const parked = ctx.lot.park(
+    { socket, kind: 'http', key: grant.uuid, uuid: grant.uuid, step: grant.step },
+    (p) => p.socket.destroy(),
+  );
+  if (!parked) socket.destroy();
+}
+
+async function remoteParkWithStep(ctx: RelayContext, uuid: string, step: number): Promise<boolean> {
+  if (!ctx.cluster) return false;
+  const records = await ctx.cluster.records.others('http', uuid);
+  return records.some((r) => r.step === step);
+}
+
+async function pairHttpMobile(
+  socket: Socket,
+  ctx: RelayContext,
+  head: RequestHead,
+  rest: Buffer,
+): Promise<void> {
+  const id = namedHiddenServer(head);
+  if (!id) {
+    const nonce = randomBytes(16).toString('hex');
+    return respondError(socket, 401, 'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username', {
+      'WWW-Authenticate': `Digest realm="rendezvous", qop="auth", nonce="${nonce}", algorithm=MD5`,
+    });
+  }
+  checkUuid(id);
+  const hidden = await claimHiddenServer(
+    ctx.lot,
+    ctx.cluster,
+    'http',
+    id,
+    ctx.limits.pairWaitMs,
+    () => socket.destroyed,
+  );
+  if (!hidden) return respondError(socket, 404, 'hidden server not parked');
+  if (socket.destroyed) {
+    hidden.destroy();
+    return;
+  }
+  hidden.write(serializeHead(head, ['authorization']));
+  if (rest.length > 0) hidden.write(rest);
+  ctx.countSplice(1);
+  splice(hidden, socket, () => ctx.countSplice(-1));
+}

@@ -1,0 +1,97 @@
+/**
+ * This relay's park records in the store: the cluster's way of finding which relay holds a
+ * parked socket. A key's record is written when its first socket parks, refreshed while any
+ * stay parked (so a dead relay's records expire), and deleted when the last one leaves.
+ */
+import type { Log } from '../core/log.js';
+import type { ParkKind, ParkRecord, Store } from '../core/store.js';
+import type { ParkingLot } from './parking.js';
+
+/** Park records live this long without a refresh. */
+export const PARK_RECORD_TTL_SECONDS = 60;
+
+/** Keeps this relay's park records in step with its parking lot. */
+export class ParkRecords {
+  private timer: NodeJS.Timeout | undefined;
+  private lot: ParkingLot | undefined;
+  private readonly written = new Set<string>();
+
+  constructor(
+    private readonly store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>,
+    /** This relay's identity in the records. */
+    readonly relayId: string,
+    /** `host:port` other relays dial. */
+    readonly peer: string,
+    private readonly log: Log,
+    private readonly ttlSeconds = PARK_RECORD_TTL_SECONDS,
+  ) {}
+
+  /** Starts the refresh loop over `lot`. */
+  start(lot: ParkingLot): void {
+    this.lot = lot;
+    this.timer = setInterval(() => void this.refreshAll(), (this.ttlSeconds * 1000) / 3);
+    this.timer.unref();
+  }
+
+  /** Hook for the parking lot: a key's count changed. */
+  onCount(kind: ParkKind, key: string, count: number): void {
+    const k = `${kind} ${key}`;
+    if (count === 0) {
+      this.written.delete(k);
+      this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
+    } else if (!this.written.has(k) || kind === 'http') {
+      // HTTP records also carry the newest code step, which the code-reuse rule reads.
+      this.written.add(k);
+      this.write(kind, key, count).catch((err) => this.fail(err));
+    }
+  }
+
+  /** Live records of other relays for (kind, key). */
+  async others(kind: ParkKind, key: string): Promise<ParkRecord[]> {
+    return (await this.store.listParks(kind, key)).filter((r) => r.relayId !== this.relayId);
+  }
+
+  /** Deletes every record this relay wrote (drain). */
+  async removeAll(): Promise<void> {
+    clearInterval(this.timer);
+    const lot = this.lot;
+    if (!lot) return;
+    const jobs: Promise<void>[] = [];
+    for (const k of this.written) {
+      const [kind, key] = k.split(' ') as [ParkKind, string];
+      jobs.push(this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err)));
+    }
+    this.written.clear();
+    await Promise.all(jobs);
+  }
+
+  /** Stops refreshing. */
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async write(kind: ParkKind, key: string, count: number): Promise<void> {
+    const rec: ParkRecord = {
+      relayId: this.relayId,
+      peer: this.peer,
+      count,
+      expiresAt: Math.floor(Date.now() / 1000) + this.ttlSeconds,
+    };
+    if (kind === 'http') rec.step = this.lot?.newestStep(key);
+    await this.store.putPark(kind, key, rec);
+  }
+
+  private async refreshAll(): Promise<void> {
+    const lot = this.lot;
+    if (!lot) return;
+    for (const kind of ['generic', 'http'] as const) {
+      for (const key of lot.keys(kind)) {
+        await this.write(kind, key, lot.count(kind, key)).catch((err) => this.fail(err));
+      }
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.log.warn('park record write failed', { reason: (err as Error).message });
+  }
+}

@@ -1,0 +1,228 @@
+/**
+ * Parked hidden-server sockets of this relay process, keyed by protocol and key (the cookie for
+ * the generic protocol, the uuid for the HTTP-specific one), and the mobile clients waiting
+ * here for one. Nothing in here talks to the store or to other relays: `hooks` report when a
+ * key gains its first or loses its last parked socket, and the park records follow from that.
+ */
+import type { Socket } from 'node:net';
+import type { ParkKind } from '../core/store.js';
+
+/** One parked socket. */
+export interface Parked {
+  socket: Socket;
+  kind: ParkKind;
+  key: string;
+  uuid: string;
+  /** HTTP parks: the TOTP step the CONNECT authenticated with (code-reuse rule). */
+  step?: number;
+}
+
+/** Reports from the lot to whoever keeps park records. */
+export interface ParkingHooks {
+  /** The number of sockets parked under (kind, key) changed. */
+  onCount(kind: ParkKind, key: string, count: number): void;
+}
+
+interface Entry extends Parked {
+  detach: () => void;
+}
+
+interface Waiter {
+  resolve: (p: Parked | undefined) => void;
+  timer: NodeJS.Timeout;
+}
+
+const id = (kind: ParkKind, key: string) => `${kind}\u0000${key}`;
+
+/** Parked hidden servers and waiting mobile clients of one relay process. */
+export class ParkingLot {
+  private readonly parked = new Map<string, Entry[]>();
+  private readonly waiters = new Map<string, Waiter[]>();
+
+  constructor(
+    private readonly maxPerKey: number,
+    private readonly hooks: ParkingHooks = { onCount() {} },
+  ) {}
+
+  /** Parked sockets in all. */
+  get size(): number {
+    let n = 0;
+    for (const list of this.parked.values()) n += list.length;
+    return n;
+  }
+
+  /** Keys of one kind with at least one parked socket. */
+  keys(kind: ParkKind): string[] {
+    const out: string[] = [];
+    for (const list of this.parked.values()) {
+      const first = list[0];
+      if (first && first.kind === kind) out.push(first.key);
+    }
+    return out;
+  }
+
+  /** Parked sockets under (kind, key). */
+  count(kind: ParkKind, key: string): number {
+    return this.parked.get(id(kind, key))?.length ?? 0;
+  }
+
+  /** The newest code step among live HTTP parks of `uuid`, if any. */
+  newestStep(uuid: string): number | undefined {
+    let step: number | undefined;
+    for (const e of this.parked.get(id('http', uuid)) ?? []) {
+      if (e.step !== undefined && (step === undefined || e.step > step)) step = e.step;
+    }
+    return step;
+  }
+
+  /** True when a live HTTP park of `uuid` was made with code step `step`. */
+  hasParkWithStep(uuid: string, step: number): boolean {
+    return (this.parked.get(id('http', uuid)) ?? []).some((e) => e.step === step && !e.socket.destroyed);
+  }
+
+  /**
+   * Parks a socket, or hands it straight to a mobile client waiting for its key. Returns false
+   * when the key is at its limit (the caller refuses the socket). `onEarlyData` runs if the
+   * hidden server sends before its rendezvous; the socket is already out of the lot then.
+   */
+  park(p: Parked, onEarlyData: (p: Parked) => void): boolean {
+    const k = id(p.kind, p.key);
+    const waiting = this.waiters.get(k)?.shift();
+    if (waiting) {
+      if (this.waiters.get(k)?.length === 0) this.waiters.delete(k);
+      clearTimeout(waiting.timer);
+      waiting.resolve(p);
+      return true;
+    }
+    const list = this.parked.get(k) ?? [];
+    if (list.length >= this.maxPerKey) return false;
+    const entry: Entry = { ...p, detach: () => {} };
+    const gone = () => {
+      this.remove(entry);
+      p.socket.destroy();
+    };
+    const early = () => {
+      this.remove(entry);
+      onEarlyData(p);
+    };
+    p.socket.on('data', early);
+    p.socket.on('end', gone);
+    p.socket.on('close', gone);
+    entry.detach = () => {
+      p.socket.off('data', early);
+      p.socket.off('end', gone);
+      p.socket.off('close', gone);
+    };
+    p.socket.resume();
+    list.push(entry);
+    this.parked.set(k, list);
+    this.hooks.onCount(p.kind, p.key, list.length);
+    return true;
+  }
+
+  /** Takes one live parked socket for (kind, key), oldest first, detached from the lot. */
+  take(kind: ParkKind, key: string): Parked | undefined {
+    const list = this.parked.get(id(kind, key));
+    while (list && list.length > 0) {
+      const entry = list[0] as Entry;
+      this.remove(entry);
+      if (!entry.socket.destroyed && entry.socket.writable) {
+        entry.socket.pause();
+        const { detach: _d, ...parked } = entry;
+        return parked;
+      }
+      entry.socket.destroy();
+    }
+    return undefined;
+  }
+
+  /** Waits up to `ms` for a socket to be parked under (kind, key); it is handed over, not parked. */
+  waitFor(
+    kind: ParkKind,
+    key: string,
+    ms: number,
+  ): { promise: Promise<Parked | undefined>; cancel: () => void } {
+    const k = id(kind, key);
+    let waiter: Waiter | undefined;
+    const promise = new Promise<Parked | undefined>((resolve) => {
+      waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          this.dropWaiter(k, waiter as Waiter);
+          resolve(undefined);
+        }, ms),
+      };
+      const list = this.waiters.get(k) ?? [];
+      list.push(waiter);
+      this.waiters.set(k, list);
+    });
+    return {
+      promise,
+      cancel: () => {
+        if (!waiter) return;
+        clearTimeout(waiter.timer);
+        this.dropWaiter(k, waiter);
+        waiter.resolve(undefined);
+      },
+    };
+  }
+
+  /** Removes and returns every socket parked under (kind, key). */
+  takeAll(kind: ParkKind, key: string): Parked[] {
+    const out: Parked[] = [];
+    for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
+      this.remove(entry);
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /** Removes and returns every parked socket (shutdown); waiting mobile clients get nothing. */
+  drainAll(): Parked[] {
+    const out: Parked[] = [];
+    for (const list of [...this.parked.values()]) {
+      for (const entry of [...list]) {
+        this.remove(entry);
+        out.push(entry);
+      }
+    }
+    for (const list of [...this.waiters.values()]) {
+      for (const w of [...list]) {
+        clearTimeout(w.timer);
+        w.resolve(undefined);
+      }
+    }
+    this.waiters.clear();
+    return out;
+  }
+
+  /** Keys of one kind whose parked sockets belong to `uuid`. */
+  keysOfUuid(kind: ParkKind, uuid: string): string[] {
+    const out: string[] = [];
+    for (const list of this.parked.values()) {
+      const first = list[0];
+      if (first && first.kind === kind && first.uuid === uuid) out.push(first.key);
+    }
+    return out;
+  }
+
+  private dropWaiter(k: string, w: Waiter): void {
+    const list = this.waiters.get(k);
+    if (!list) return;
+    const i = list.indexOf(w);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.waiters.delete(k);
+  }
+
+  private remove(entry: Entry): void {
+    entry.detach();
+    const k = id(entry.kind, entry.key);
+    const list = this.parked.get(k);
+    if (!list) return;
+    const i = list.indexOf(entry);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.parked.delete(k);
+    this.hooks.onCount(entry.kind, entry.key, list.length);
+  }
+}

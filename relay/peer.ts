@@ -1,0 +1,133 @@
+/**
+ * Links between relays. A relay holding a parked socket serves other relays' requests for it on
+ * its peer port (`startPeerListener`); a relay whose mobile client's hidden server is parked
+ * elsewhere asks there (`dialPeer`). Exactly one hop: the peer listener only hands out sockets
+ * parked locally, never forwards and never waits.
+ */
+
+import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { RendezvousError } from '../core/errors.js';
+import type { Log } from '../core/log.js';
+import { encodePeerLine, MAX_PEER_LINE, verifyPeerLine } from '../core/peer-line.js';
+import { LineDecoder, MAX_STATUS_LINE, OK_LINE, parseStatusLine } from '../core/relay-line.js';
+import { readPreamble } from '../core/socket-reader.js';
+import { splice } from '../core/splice.js';
+import type { ParkKind } from '../core/store.js';
+import type { ParkingLot } from './parking.js';
+import { refuse } from './refuse.js';
+
+/** Deadline for a peer's request line, and for a peer's answer. */
+export const PEER_TIMEOUT_MS = 3_000;
+
+/** Starts the peer listener; resolves once it listens. */
+export async function startPeerListener(opts: {
+  port: number;
+  host: string;
+  secret: string;
+  lot: ParkingLot;
+  log: Log;
+  onSplice: (delta: 1 | -1) => void;
+}): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (link) => {
+    sockets.add(link);
+    link.once('close', () => sockets.delete(link));
+    link.setNoDelay(true);
+    link.on('error', () => link.destroy());
+    const decoder = new LineDecoder(MAX_PEER_LINE);
+    const deadline = setTimeout(() => refuse(link, 'handshake timeout'), PEER_TIMEOUT_MS);
+    const onData = (chunk: Buffer) => {
+      let got: ReturnType<LineDecoder['push']>;
+      try {
+        got = decoder.push(chunk);
+      } catch (err) {
+        clearTimeout(deadline);
+        refuse(link, (err as Error).message);
+        return;
+      }
+      if (!got) return;
+      clearTimeout(deadline);
+      link.off('data', onData);
+      link.pause();
+      let req: { kind: ParkKind; key: string };
+      try {
+        req = verifyPeerLine(opts.secret, got.line);
+      } catch (err) {
+        opts.log.warn('peer link refused', { remote: link.remoteAddress, reason: (err as Error).message });
+        refuse(link, (err as Error).message);
+        return;
+      }
+      const parked = opts.lot.take(req.kind, req.key);
+      if (!parked) {
+        refuse(link, 'no hidden server parked here');
+        return;
+      }
+      if (req.kind === 'generic') parked.socket.write(OK_LINE);
+      if (got.rest.length > 0) parked.socket.write(got.rest);
+      link.write(OK_LINE);
+      opts.onSplice(1);
+      splice(parked.socket, link, () => opts.onSplice(-1));
+    };
+    link.on('data', onData);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => opts.log.error('peer listener error', { error: err.message }));
+  return { server, port: (server.address() as AddressInfo).port, sockets };
+}
+
+/**
+ * Asks the relay at `peer` (`host:port`) for a socket parked under (kind, key). Resolves to the
+ * link, past its `+OK`, or undefined when that relay has none or cannot be reached (a stale
+ * record). Never throws.
+ */
+export async function dialPeer(
+  peer: string,
+  secret: string,
+  kind: ParkKind,
+  key: string,
+): Promise<Socket | undefined> {
+  const i = peer.lastIndexOf(':');
+  const host = peer.slice(0, i);
+  const port = Number(peer.slice(i + 1));
+  let link: Socket | undefined;
+  try {
+    link = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host, port, allowHalfOpen: true });
+      const t = setTimeout(() => {
+        s.destroy();
+        reject(new Error('peer connect timeout'));
+      }, PEER_TIMEOUT_MS);
+      s.once('error', (err) => {
+        clearTimeout(t);
+        reject(err);
+      });
+      s.once('connect', () => {
+        clearTimeout(t);
+        resolve(s);
+      });
+    });
+    link.setNoDelay(true);
+    link.write(encodePeerLine(secret, kind, key));
+    const decoder = new LineDecoder(MAX_STATUS_LINE);
+    const status = await readPreamble(
+      link,
+      (chunk) => {
+        const d = decoder.push(chunk);
+        return d && { value: parseStatusLine(d.line), rest: d.rest };
+      },
+      { timeoutMs: PEER_TIMEOUT_MS, what: 'answer from peer' },
+    );
+    if (!status.ok) throw new RendezvousError('RELAY_REFUSED', status.diagnostic);
+    return link;
+  } catch {
+    link?.destroy();
+    return undefined;
+  }
+}
