@@ -108,6 +108,7 @@ const REASONS: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   407: 'Proxy Authentication Required',
+  408: 'Request Timeout',
   409: 'Conflict',
   429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',

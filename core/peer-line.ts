@@ -2,10 +2,12 @@
  * The relay-to-relay peer link request, one line, signed with the cluster secret so the secret
  * itself never crosses the wire:
  *
- *   "PEER" SP kind SP key SP unix-seconds SP base64url(HMAC-SHA256(secret, kind SP key SP seconds)) "\n"
+ *   "PEER" SP kind SP key SP wait-ms SP unix-seconds SP mac "\n"
+ *   mac = base64url(HMAC-SHA256(secret, kind SP key SP wait-ms SP unix-seconds))
  *
- * kind is "R" (generic protocol, key = cookie) or "H" (HTTP-specific, key = uuid). The answer is
- * a relay status line: "+OK\n" then the parked socket's bytes, or "-ERR …\n".
+ * kind is "R" (generic protocol, key = cookie) or "H" (HTTP-specific, key = uuid); wait-ms is how
+ * long the holder may wait for a socket to be parked there (queued fairly with its own mobile
+ * clients). The answer is a relay status line: "+OK\n" then the parked socket's bytes, or "-ERR …\n".
  */
 import { createHmac } from 'node:crypto';
 import { secretsEqual } from './cookies.js';
@@ -16,15 +18,24 @@ import type { ParkKind } from './store.js';
 export const MAX_PEER_LINE = 256;
 /** How far a peer line's timestamp may be from now. */
 export const PEER_CLOCK_SKEW_SECONDS = 60;
+/** Longest wait a peer may ask for. */
+export const MAX_PEER_WAIT_MS = 10_000;
 
-const sign = (secret: string, kind: string, key: string, ts: number) =>
-  createHmac('sha256', secret).update(`${kind} ${key} ${ts}`).digest('base64url');
+const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number) =>
+  createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts}`).digest('base64url');
 
 /** Encodes a peer request for `key`. */
-export function encodePeerLine(secret: string, kind: ParkKind, key: string, nowMs = Date.now()): Buffer {
+export function encodePeerLine(
+  secret: string,
+  kind: ParkKind,
+  key: string,
+  waitMs = 0,
+  nowMs = Date.now(),
+): Buffer {
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
-  return Buffer.from(`PEER ${k} ${key} ${ts} ${sign(secret, k, key, ts)}\n`, 'latin1');
+  const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
+  return Buffer.from(`PEER ${k} ${key} ${w} ${ts} ${sign(secret, k, key, w, ts)}\n`, 'latin1');
 }
 
 /** Decodes and verifies a peer line; throws PROTOCOL or AUTH_FAILED. */
@@ -32,14 +43,17 @@ export function verifyPeerLine(
   secret: string,
   line: string,
   nowMs = Date.now(),
-): { kind: ParkKind; key: string } {
-  const m = /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,12}) ([A-Za-z0-9_-]{43})$/.exec(line);
+): { kind: ParkKind; key: string; waitMs: number } {
+  const m = /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{43})$/.exec(
+    line,
+  );
   if (!m) throw new RendezvousError('PROTOCOL', 'malformed peer line');
-  const [, k, key, tsText, mac] = m as unknown as [string, string, string, string, string];
+  const [, k, key, waitText, tsText, mac] = m as unknown as [string, string, string, string, string, string];
   const ts = Number(tsText);
-  const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS;
+  const waitMs = Number(waitText);
+  const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS && waitMs <= MAX_PEER_WAIT_MS;
   // Compare first, always, so timing says nothing about which check failed.
-  const valid = secretsEqual(sign(secret, k, key, ts), mac);
+  const valid = secretsEqual(sign(secret, k, key, waitMs, ts), mac);
   if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
-  return { kind: k === 'R' ? 'generic' : 'http', key };
+  return { kind: k === 'R' ? 'generic' : 'http', key, waitMs };
 }

@@ -2,6 +2,7 @@
 import type { Log } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import type { Store } from '../core/store.js';
+import type { CookieCache } from './cookie-cache.js';
 import type { ClusterLink } from './pairing.js';
 import type { ParkingLot } from './parking.js';
 
@@ -16,6 +17,8 @@ export interface RelayLimits {
 /** The relay's shared state, handed to each session. */
 export interface RelayContext {
   store: Store;
+  /** Coalesced cookie checks (the store's resolveCookie behind a short cache). */
+  cookies: CookieCache;
   lot: ParkingLot;
   cluster?: ClusterLink;
   limits: RelayLimits;

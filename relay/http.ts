@@ -45,7 +45,9 @@ export function respondError(
   socket.removeAllListeners('data');
   socket.on('data', () => {});
   socket.on('error', () => {});
-  socket.end(encodeResponse(status, headers, { permanent: status !== 429 && status < 500, diagnostic }));
+  // 404 (not parked now), 408, 429 and 5xx may go away on a retry; the rest will not.
+  const permanent = ![404, 408, 429].includes(status) && status < 500;
+  socket.end(encodeResponse(status, headers, { permanent, diagnostic }));
   socket.resume();
   setTimeout(() => socket.destroy(), 2_000).unref();
 }

@@ -13,6 +13,8 @@ import { dialPeer } from './peer.js';
 
 /** How often a waiting mobile client re-reads the park records. */
 export const REMOTE_POLL_MS = 250;
+/** How long one peer request may wait at the holder, in line with the holder's own mobiles. */
+export const PEER_WAIT_SLICE_MS = 1_000;
 
 /** The cluster side of pairing; absent when the relay runs alone. */
 export interface ClusterLink {
@@ -45,7 +47,14 @@ export async function claimHiddenServer(
       const records = await cluster.records.others(kind, key).catch(() => []);
       for (const rec of records) {
         if (gone()) return undefined;
-        const link = await dialPeer(rec.peer, cluster.secret, kind, key);
+        const left = deadline - Date.now();
+        const link = await dialPeer(
+          rec.peer,
+          cluster.secret,
+          kind,
+          key,
+          Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
+        );
         if (link) return link;
       }
     }

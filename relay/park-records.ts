@@ -9,12 +9,20 @@ import type { ParkingLot } from './parking.js';
 
 /** Park records live this long without a refresh. */
 export const PARK_RECORD_TTL_SECONDS = 60;
+/**
+ * A key's record outlives its last parked socket this long: under load a hidden server's pool is
+ * empty for moments between rendezvous, and peers asking then should queue here, not give up.
+ */
+export const PARK_RECORD_LINGER_MS = 2_000;
+/** How long one query of other relays' records serves every waiting mobile client. */
+export const OTHERS_CACHE_MS = 200;
 
 /** Keeps this relay's park records in step with its parking lot. */
 export class ParkRecords {
   private timer: NodeJS.Timeout | undefined;
   private lot: ParkingLot | undefined;
   private readonly written = new Set<string>();
+  private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>,
@@ -36,9 +44,16 @@ export class ParkRecords {
   /** Hook for the parking lot: a key's count changed. */
   onCount(kind: ParkKind, key: string, count: number): void {
     const k = `${kind} ${key}`;
+    clearTimeout(this.pendingDeletes.get(k));
+    this.pendingDeletes.delete(k);
     if (count === 0) {
-      this.written.delete(k);
-      this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
+      const t = setTimeout(() => {
+        this.pendingDeletes.delete(k);
+        this.written.delete(k);
+        this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
+      }, PARK_RECORD_LINGER_MS);
+      t.unref();
+      this.pendingDeletes.set(k, t);
     } else if (!this.written.has(k) || kind === 'http') {
       // HTTP records also carry the newest code step, which the code-reuse rule reads.
       this.written.add(k);
@@ -46,14 +61,31 @@ export class ParkRecords {
     }
   }
 
-  /** Live records of other relays for (kind, key). */
-  async others(kind: ParkKind, key: string): Promise<ParkRecord[]> {
-    return (await this.store.listParks(kind, key)).filter((r) => r.relayId !== this.relayId);
+  private readonly lookups = new Map<string, { at: number; records: Promise<ParkRecord[]> }>();
+
+  /**
+   * Live records of other relays for (kind, key). Every mobile client waiting for one key on this
+   * relay shares one store query per OTHERS_CACHE_MS instead of each polling on its own.
+   */
+  others(kind: ParkKind, key: string): Promise<ParkRecord[]> {
+    const k = `${kind} ${key}`;
+    const now = Date.now();
+    const cached = this.lookups.get(k);
+    if (cached && now - cached.at < OTHERS_CACHE_MS) return cached.records;
+    const records = this.store
+      .listParks(kind, key)
+      .then((all) => all.filter((r) => r.relayId !== this.relayId));
+    records.catch(() => this.lookups.delete(k));
+    if (this.lookups.size > 10_000) this.lookups.clear();
+    this.lookups.set(k, { at: now, records });
+    return records;
   }
 
   /** Deletes every record this relay wrote (drain). */
   async removeAll(): Promise<void> {
     clearInterval(this.timer);
+    for (const t of this.pendingDeletes.values()) clearTimeout(t);
+    this.pendingDeletes.clear();
     const lot = this.lot;
     if (!lot) return;
     const jobs: Promise<void>[] = [];
@@ -68,6 +100,7 @@ export class ParkRecords {
   /** Stops refreshing. */
   stop(): void {
     clearInterval(this.timer);
+    for (const t of this.pendingDeletes.values()) clearTimeout(t);
   }
 
   private async write(kind: ParkKind, key: string, count: number): Promise<void> {

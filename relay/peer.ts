@@ -50,7 +50,7 @@ export async function startPeerListener(opts: {
       clearTimeout(deadline);
       link.off('data', onData);
       link.pause();
-      let req: { kind: ParkKind; key: string };
+      let req: { kind: ParkKind; key: string; waitMs: number };
       try {
         req = verifyPeerLine(opts.secret, got.line);
       } catch (err) {
@@ -58,19 +58,35 @@ export async function startPeerListener(opts: {
         refuse(link, (err as Error).message);
         return;
       }
-      const parked = opts.lot.take(req.kind, req.key);
-      if (!parked) {
-        refuse(link, 'no hidden server parked here');
-        return;
-      }
-      if (req.kind === 'generic') parked.socket.write(OK_LINE);
-      if (got.rest.length > 0) parked.socket.write(got.rest);
-      link.write(OK_LINE);
-      opts.onSplice(1);
-      splice(parked.socket, link, () => opts.onSplice(-1));
+      void serve(link, req, got.rest);
     };
     link.on('data', onData);
   });
+
+  /** Hands a socket parked here (waiting up to the asked time, in line with local mobiles) to the link. */
+  const serve = async (link: Socket, req: { kind: ParkKind; key: string; waitMs: number }, rest: Buffer) => {
+    let parked = opts.lot.take(req.kind, req.key);
+    if (!parked && req.waitMs > 0) {
+      const wait = opts.lot.waitFor(req.kind, req.key, req.waitMs);
+      link.once('close', wait.cancel);
+      parked = await wait.promise;
+      link.off('close', wait.cancel);
+    }
+    if (!parked) {
+      refuse(link, 'no hidden server parked here');
+      return;
+    }
+    if (link.destroyed) {
+      // The asking relay gave up meanwhile: put the socket back rather than lose it.
+      if (!opts.lot.park(parked, (p) => p.socket.destroy())) parked.socket.destroy();
+      return;
+    }
+    if (req.kind === 'generic') parked.socket.write(OK_LINE);
+    if (rest.length > 0) parked.socket.write(rest);
+    link.write(OK_LINE);
+    opts.onSplice(1);
+    splice(parked.socket, link, () => opts.onSplice(-1));
+  };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
@@ -92,6 +108,7 @@ export async function dialPeer(
   secret: string,
   kind: ParkKind,
   key: string,
+  waitMs = 0,
 ): Promise<Socket | undefined> {
   const i = peer.lastIndexOf(':');
   const host = peer.slice(0, i);
@@ -114,7 +131,7 @@ export async function dialPeer(
       });
     });
     link.setNoDelay(true);
-    link.write(encodePeerLine(secret, kind, key));
+    link.write(encodePeerLine(secret, kind, key, waitMs));
     const decoder = new LineDecoder(MAX_STATUS_LINE);
     const status = await readPreamble(
       link,
@@ -122,7 +139,7 @@ export async function dialPeer(
         const d = decoder.push(chunk);
         return d && { value: parseStatusLine(d.line), rest: d.rest };
       },
-      { timeoutMs: PEER_TIMEOUT_MS, what: 'answer from peer' },
+      { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' },
     );
     if (!status.ok) throw new RendezvousError('RELAY_REFUSED', status.diagnostic);
     return link;

@@ -12,6 +12,7 @@ import { type Log, silentLog } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import type { Store } from '../core/store.js';
 import type { RelayContext } from './context.js';
+import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
 import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
@@ -142,8 +143,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records.start(lot);
   }
 
+  const cookies = new CookieCache(opts.store);
   const ctx: RelayContext = {
     store: opts.store,
+    cookies,
     lot,
     cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret } : undefined,
     limits: {
@@ -204,6 +207,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
         try {
           await opts.store.resolveCookie(cookie);
         } catch (err) {
+          cookies.forget(cookie);
           // A dead store is not a reason to drop parked servers; only a definite "no" is.
           if (isRendezvousError(err) && err.code.startsWith('COOKIE_')) {
             for (const p of lot.takeAll('generic', cookie)) refuse(p.socket, err.message);

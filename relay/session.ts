@@ -66,7 +66,7 @@ export function startSession(socket: Socket, ctx: RelayContext): void {
 async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): Promise<void> {
   try {
     const { role, cookie } = parseCookieLine(line);
-    const binding = await ctx.store.resolveCookie(cookie);
+    const binding = await ctx.cookies.resolveCookie(cookie);
     if (socket.destroyed) return;
     if (role === 'hidden') {
       if (rest.length > 0) return refuse(socket, 'data before +OK');
@@ -84,6 +84,7 @@ async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: B
 function parkHiddenServer(socket: Socket, ctx: RelayContext, cookie: string, uuid: string): void {
   for (const old of ctx.lot.keysOfUuid('generic', uuid)) {
     if (old === cookie) continue;
+    ctx.cookies.forget(old);
     for (const p of ctx.lot.takeAll('generic', old))
       refuse(p.socket, 'cookie replaced by a newer registration');
   }

@@ -97,6 +97,42 @@ describe('rendezvous CLI', () => {
     }
   });
 
+  it('expose --protocol http parks with CONNECT; curl ?rendezvous= reaches the hidden web server', async () => {
+    const web: Server = createServer((req, res) =>
+      res.end(`http-protocol hidden server, ${req.method} ${req.url}`),
+    );
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    try {
+      const p = await runCli(['provision', '--uuid', 'cli-http', '--json'], env);
+      const id = JSON.parse(p.stdout.toString());
+      const agent = spawnCli(
+        [
+          'expose',
+          '--protocol',
+          'http',
+          '--uuid',
+          'cli-http',
+          '--to',
+          String((web.address() as AddressInfo).port),
+        ],
+        { ...env, RENDEZVOUS_SECRET: id.otpauth },
+      );
+      agents.push(agent);
+      await waitForOutput(agent, /registered/, 20_000, 'stderr');
+      for (let i = 0; i < 3; i++) {
+        const { stdout } = await promisify(execFile)('curl', [
+          '-sS',
+          '--max-time',
+          '10',
+          `${env.RENDEZVOUS_RELAY_HTTP}/p${i}?rendezvous=cli-http`,
+        ]);
+        expect(stdout).toBe(`http-protocol hidden server, GET /p${i}?rendezvous=cli-http`);
+      }
+    } finally {
+      web.close();
+    }
+  });
+
   it('connect fails with a clear message and exit code 1 for an unregistered uuid', async () => {
     const r = await runCli(['connect', '--uuid', 'nobody'], env, '');
     expect(r.code).toBe(1);

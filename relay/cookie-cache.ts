@@ -1,0 +1,51 @@
+/**
+ * Cookie checks for the relay, coalesced: concurrent checks of one cookie share one store read,
+ * and a positive answer is reused for a second (its expiry still checked on every use). Under
+ * load — a pool of parked sockets re-parking after every rendezvous, crowds of mobile clients —
+ * this turns thousands of identical reads into a few.
+ */
+import { isLive } from '../core/cookies.js';
+import type { CookieBinding, Store } from '../core/store.js';
+
+/** How long a positive cookie check is reused. */
+export const COOKIE_CACHE_MS = 1_000;
+
+/** A `resolveCookie` with coalescing and a short positive cache. */
+export class CookieCache {
+  private readonly inFlight = new Map<string, Promise<CookieBinding>>();
+  private readonly good = new Map<string, { binding: CookieBinding; until: number }>();
+
+  constructor(
+    private readonly store: Pick<Store, 'resolveCookie'>,
+    private readonly ttlMs = COOKIE_CACHE_MS,
+  ) {}
+
+  /** Resolves a cookie like `Store.resolveCookie`. */
+  resolveCookie(cookie: string): Promise<CookieBinding> {
+    const now = Date.now();
+    const hit = this.good.get(cookie);
+    if (hit && hit.until > now && isLive(hit.binding.expiresAt, now)) return Promise.resolve(hit.binding);
+    const pending = this.inFlight.get(cookie);
+    if (pending) return pending;
+    const p = this.store.resolveCookie(cookie).then(
+      (binding) => {
+        this.inFlight.delete(cookie);
+        if (this.good.size > 10_000) this.good.clear();
+        this.good.set(cookie, { binding, until: Date.now() + this.ttlMs });
+        return binding;
+      },
+      (err) => {
+        this.inFlight.delete(cookie);
+        this.good.delete(cookie);
+        throw err;
+      },
+    );
+    this.inFlight.set(cookie, p);
+    return p;
+  }
+
+  /** Forgets a cookie (it was refused, replaced or evicted). */
+  forget(cookie: string): void {
+    this.good.delete(cookie);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * Three relays on one store behave as one: hidden servers parked on relay 1 are reached through
+ * relays 2 and 3, for both protocols, with real sockets, curl and Node's http client.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exposeHiddenServer, type HiddenServerAgent } from '../../client/agent.js';
+import { encodePeerLine } from '../../core/peer-line.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
+import { currentCode } from '../../core/totp.js';
+import { startCluster } from '../support/cluster.js';
+import { dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
+
+const curl = promisify(execFile);
+let cluster: Awaited<ReturnType<typeof startCluster>>;
+let echo: Awaited<ReturnType<typeof startEchoServer>>;
+let web: Server;
+let webPort: number;
+const agents: HiddenServerAgent[] = [];
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5_000) {
+  const until = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeAll(async () => {
+  cluster = await startCluster(3);
+  echo = await startEchoServer();
+  // A hidden web server: echoes the request body, and says which path it was asked for.
+  web = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    res.setHeader('x-auth-seen', req.headers.authorization ? 'yes' : 'no');
+    res.end(chunks.length ? Buffer.concat(chunks) : `hidden web server here, path ${req.url}`);
+  });
+  await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+  webPort = (web.address() as AddressInfo).port;
+});
+
+afterAll(async () => {
+  for (const a of agents) a.stop();
+  web?.close();
+  await echo?.close();
+  await cluster?.close();
+});
+
+async function exposeGeneric(uuid: string, pool: number): Promise<ProvisionedIdentity> {
+  const id = await provisionIdentity(cluster.store, { uuid });
+  const agent = exposeHiddenServer({
+    api: cluster.apiUrl,
+    uuid,
+    secret: id.secret,
+    target: { host: '127.0.0.1', port: echo.port },
+    pool,
+  });
+  agents.push(agent);
+  await waitFor(
+    () => cluster.relays[0]?.lot.size !== undefined && cluster.relays[0].lot.keys('generic').length > 0,
+  );
+  return id;
+}
+
+async function lookupCookie(uuid: string): Promise<string> {
+  const res = await fetch(`${cluster.apiUrl}/?uuid=${uuid}`);
+  return ((await res.json()) as { result: { cookie: string } }).result.cookie;
+}
+
+/** A mobile client speaking the raw generic protocol to relay `i`; resolves to what came back. */
+async function mobileThrough(i: number, cookie: string, payload: Buffer): Promise<Buffer> {
+  const s = await dial(cluster.relays[i]?.address.port as number);
+  const all = readAll(s);
+  s.end(Buffer.concat([Buffer.from(`${cookie}\n`), payload]));
+  const got = await all;
+  expect(got.subarray(0, 4).toString()).toBe('+OK\n');
+  return got.subarray(4);
+}
+
+describe('generic protocol across relays', () => {
+  it('reaches a hidden server parked on relay 1 through relays 2 and 3, sha256-equal both ways', async () => {
+    await exposeGeneric('cluster-echo', 2);
+    const cookie = await lookupCookie('cluster-echo');
+    for (const i of [1, 2]) {
+      const payload = randomBytes(4 << 20);
+      const back = await mobileThrough(i, cookie, payload);
+      expect(back.length).toBe(payload.length);
+      expect(sha256(back)).toBe(sha256(payload));
+    }
+  });
+
+  it('carries 200 concurrent rendezvous spread over the three relays', async () => {
+    await exposeGeneric('cluster-many', 32);
+    await waitFor(() => (cluster.relays[0]?.lot.size ?? 0) >= 32);
+    const cookie = await lookupCookie('cluster-many');
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async (_, n) => {
+        const payload = randomBytes(16 * 1024);
+        const t0 = Date.now();
+        try {
+          const back = await mobileThrough(n % 3, cookie, payload);
+          if (process.env.DEBUG_CLUSTER) console.log('ok', n % 3, Date.now() - t0);
+          return sha256(back) === sha256(payload);
+        } catch (err) {
+          if (process.env.DEBUG_CLUSTER) console.log('fail', n % 3, Date.now() - t0, String(err));
+          throw err;
+        }
+      }),
+    );
+    expect(results.filter(Boolean).length).toBe(200);
+  }, 60_000);
+
+  it('skips a stale park record (a relay that is gone) and pairs with a live one', async () => {
+    const id = await provisionIdentity(cluster.store, { uuid: 'cluster-stale' });
+    const reg = await fetch(`${cluster.apiUrl}/?uuid=cluster-stale&response=${currentCode(id)}`, {
+      method: 'PUT',
+    });
+    const rCookie = ((await reg.json()) as { result: { cookie: string } }).result.cookie;
+    await cluster.store.putPark('generic', rCookie.slice(1), {
+      relayId: 'dead-relay',
+      peer: '127.0.0.1:1',
+      count: 1,
+      expiresAt: Math.floor(Date.now() / 1000) + 600,
+    });
+    const hidden = await dial(cluster.relays[0]?.address.port as number);
+    hidden.write(`${rCookie}\n`);
+    await waitFor(async () => (await cluster.store.listParks('generic', rCookie.slice(1))).length === 2);
+    const hiddenSaw = readAll(hidden);
+    const back = rawExchange(cluster.relays[1]?.address.port as number, `I${rCookie.slice(1)}\nping`);
+    await waitFor(() => (cluster.relays[0]?.lot.count('generic', rCookie.slice(1)) ?? 1) === 0);
+    hidden.end('pong');
+    expect((await back).text).toBe('+OK\npong');
+    expect((await hiddenSaw).toString()).toBe('+OK\nping');
+  });
+
+  it('two relays racing for one parked socket: one pairs, the other answers -ERR', async () => {
+    const id = await provisionIdentity(cluster.store, { uuid: 'cluster-race' });
+    const reg = await fetch(`${cluster.apiUrl}/?uuid=cluster-race&response=${currentCode(id)}`, {
+      method: 'PUT',
+    });
+    const rCookie = ((await reg.json()) as { result: { cookie: string } }).result.cookie;
+    const hidden = await dial(cluster.relays[0]?.address.port as number);
+    hidden.write(`${rCookie}\n`);
+    await waitFor(async () => (await cluster.store.listParks('generic', rCookie.slice(1))).length === 1);
+    const line = `I${rCookie.slice(1)}\n`;
+    const [a, b] = await Promise.all([
+      rawExchange(cluster.relays[1]?.address.port as number, line, 1_000),
+      rawExchange(cluster.relays[2]?.address.port as number, line, 6_000),
+    ]);
+    const texts = [a.text, b.text].sort();
+    expect(texts).toEqual(['+OK\n', '-ERR no hidden server parked for this cookie\n']);
+    hidden.destroy();
+  });
+
+  it('refuses and logs a peer link with a wrong cluster secret', async () => {
+    const peerPort = cluster.relays[0]?.peerAddress?.port as number;
+    const r = await rawExchange(
+      peerPort,
+      encodePeerLine('not-the-secret', 'generic', 'abcdefghijklmnopqrstuvwx'),
+    );
+    expect(r).toMatchObject({ text: '-ERR peer authentication failed\n', closed: true });
+    expect(cluster.logs[0]?.some((l) => l.level === 'warn' && l.msg === 'peer link refused')).toBe(true);
+    const ok = await rawExchange(
+      peerPort,
+      encodePeerLine('cluster-secret-for-tests', 'generic', 'abcdefghijklmnopqrstuvwx'),
+    );
+    expect(ok.text).toBe('-ERR no hidden server parked here\n');
+  });
+});
+
+describe('HTTP-specific protocol across relays', () => {
+  let id: ProvisionedIdentity;
+
+  beforeAll(async () => {
+    id = await provisionIdentity(cluster.store, { uuid: 'web-1' });
+    const agent = exposeHiddenServer({
+      protocol: 'http',
+      relay: cluster.httpUrl(0),
+      uuid: 'web-1',
+      secret: id.secret,
+      target: { host: '127.0.0.1', port: webPort },
+      pool: 3,
+    });
+    agents.push(agent);
+    await waitFor(() => (cluster.relays[0]?.lot.count('http', 'web-1') ?? 0) >= 3);
+  });
+
+  it("curl ?rendezvous=ID through relay 2 gets the hidden server's response", async () => {
+    const { stdout } = await curl('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      `${cluster.httpUrl(1)}/some/path?rendezvous=web-1`,
+    ]);
+    expect(stdout).toBe('hidden web server here, path /some/path?rendezvous=web-1');
+  });
+
+  it('curl --digest -u ID:x through relay 3 gets it too, without the Authorization header', async () => {
+    const { stdout } = await curl('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      '--digest',
+      '-u',
+      'web-1:x',
+      '-D',
+      '-',
+      `${cluster.httpUrl(2)}/digest/path`,
+    ]);
+    expect(stdout).toMatch(/^HTTP\/1\.1 401 Unauthorized\r\n/);
+    expect(stdout).toMatch(/WWW-Authenticate: Digest realm="rendezvous"/);
+    expect(stdout).toContain('x-auth-seen: no');
+    expect(stdout.endsWith('hidden web server here, path /digest/path')).toBe(true);
+  });
+
+  it('Basic credentials name the hidden server as well', async () => {
+    const { stdout } = await curl('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      '-u',
+      'web-1:whatever',
+      `${cluster.httpUrl(0)}/basic`,
+    ]);
+    expect(stdout).toBe('hidden web server here, path /basic');
+  });
+
+  it('carries a 4 MiB body both ways through relays 2 and 3, sha256-equal', async () => {
+    for (const i of [1, 2]) {
+      const body = randomBytes(4 << 20);
+      const back = await new Promise<Buffer>((resolve, reject) => {
+        const req = request(
+          `${cluster.httpUrl(i)}/upload?rendezvous=web-1`,
+          { method: 'POST', agent: false },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c) => chunks.push(c));
+            res.on('end', () => resolve(Buffer.concat(chunks)));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+      expect(sha256(back)).toBe(sha256(body));
+    }
+  });
+
+  it('a request naming nobody gets 401 with a Digest challenge; an unknown one 404 JSON', async () => {
+    const none = await fetch(`${cluster.httpUrl(1)}/`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Digest realm="rendezvous"/);
+    const unknown = await fetch(`${cluster.httpUrl(1)}/?rendezvous=nobody-parked`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({
+      error: { permanent: false, diagnostic: 'hidden server not parked' },
+    });
+  }, 15_000);
+});
