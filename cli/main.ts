@@ -195,7 +195,8 @@ export function buildCli(): Command {
         process.stdin.pipe(socket);
         socket.pipe(process.stdout);
         socket.on('error', (err) => fail(err.message));
-        socket.on('close', () => process.exit(0));
+        // stdout may be a socket whose writes are asynchronous: exit only once the last byte is out.
+        socket.on('close', () => process.stdout.write('', () => process.exit(0)));
         return;
       }
       const at = hostPort(o.listen, '127.0.0.1');
