@@ -15,23 +15,29 @@ const common = {
   logLevel: 'info',
 };
 
-await build({
-  ...common,
-  entryPoints: { register: 'functions/register.ts', lookup: 'functions/lookup.ts' },
-  outdir: 'dist/functions',
-  outExtension: { '.js': '.mjs' },
-});
-await build({
-  ...common,
-  entryPoints: { relay: 'relay/main.ts' },
-  outdir: 'dist',
-  outExtension: { '.js': '.mjs' },
-});
-await build({
-  ...common,
-  entryPoints: { cli: 'cli/main.ts' },
-  // dynalite loads a native LevelDB addon at run time; the CLI uses the installed package.
-  external: ['dynalite'],
-  outdir: 'dist',
-  outExtension: { '.js': '.mjs' },
-});
+// `node scripts/build.mjs relay` builds only the relay (what the CDK app needs for the image).
+const only = process.argv[2];
+
+if (!only || only === 'functions')
+  await build({
+    ...common,
+    entryPoints: { register: 'functions/register.ts', lookup: 'functions/lookup.ts' },
+    outdir: 'dist/functions',
+    outExtension: { '.js': '.mjs' },
+  });
+if (!only || only === 'relay')
+  await build({
+    ...common,
+    entryPoints: { relay: 'relay/main.ts' },
+    outdir: 'dist',
+    outExtension: { '.js': '.mjs' },
+  });
+if (!only || only === 'cli')
+  await build({
+    ...common,
+    entryPoints: { cli: 'cli/main.ts' },
+    // dynalite loads a native LevelDB addon at run time; the CLI uses the installed package.
+    external: ['dynalite'],
+    outdir: 'dist',
+    outExtension: { '.js': '.mjs' },
+  });
