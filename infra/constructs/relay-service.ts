@@ -34,6 +34,7 @@ import {
 } from 'aws-cdk-lib/aws-ecs';
 import {
   ListenerCertificate,
+  type NetworkListener,
   NetworkLoadBalancer,
   type NetworkTargetGroup,
   Protocol,
@@ -197,24 +198,24 @@ export class RelayService extends Construct {
       vpcSubnets: { subnetType: SubnetType.PRIVATE_WITH_EGRESS },
     });
 
-    const healthCheck = {
-      protocol: Protocol.HTTP,
-      port: String(RELAY_PORTS.health),
-      path: '/healthz',
-      interval: Duration.seconds(10),
-      healthyThresholdCount: 2,
-      unhealthyThresholdCount: 2,
-    };
+    // Both listeners reach the same tasks on their own container port, health-checked on /healthz.
+    const relayTargets = (listener: NetworkListener, id: string, containerPort: number) =>
+      listener.addTargets(id, {
+        port: containerPort,
+        protocol: Protocol.TCP,
+        targets: [this.service.loadBalancerTarget({ containerName: 'relay', containerPort })],
+        deregistrationDelay: RELAY_TIMING.deregistrationDelay,
+        healthCheck: {
+          protocol: Protocol.HTTP,
+          port: String(RELAY_PORTS.health),
+          path: '/healthz',
+          interval: Duration.seconds(10),
+          healthyThresholdCount: 2,
+          unhealthyThresholdCount: 2,
+        },
+      });
     const generic = this.nlb.addListener('Generic', { port: props.publicPort, protocol: Protocol.TCP });
-    this.genericTargets = generic.addTargets('GenericRelays', {
-      port: RELAY_PORTS.generic,
-      protocol: Protocol.TCP,
-      targets: [
-        this.service.loadBalancerTarget({ containerName: 'relay', containerPort: RELAY_PORTS.generic }),
-      ],
-      deregistrationDelay: RELAY_TIMING.deregistrationDelay,
-      healthCheck,
-    });
+    this.genericTargets = relayTargets(generic, 'GenericRelays', RELAY_PORTS.generic);
     if (props.certificateArn) {
       const https = this.nlb.addListener('Https', {
         port: 443,
@@ -222,15 +223,7 @@ export class RelayService extends Construct {
         certificates: [ListenerCertificate.fromArn(props.certificateArn)],
         sslPolicy: SslPolicy.RECOMMENDED_TLS,
       });
-      this.httpTargets = https.addTargets('HttpRelays', {
-        port: RELAY_PORTS.http,
-        protocol: Protocol.TCP,
-        targets: [
-          this.service.loadBalancerTarget({ containerName: 'relay', containerPort: RELAY_PORTS.http }),
-        ],
-        deregistrationDelay: RELAY_TIMING.deregistrationDelay,
-        healthCheck,
-      });
+      this.httpTargets = relayTargets(https, 'HttpRelays', RELAY_PORTS.http);
     }
 
     const scaling = this.service.autoScaleTaskCount({
