@@ -5,8 +5,8 @@
 import { createServer, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { exposeHiddenServer } from '../client/agent.js';
-import { connectToHiddenServer } from '../client/mobile.js';
+import { exposeHiddenServer } from '../client/hidden-server.js';
+import { connect as connectToHiddenServer } from '../client/mobile.js';
 import { DEFAULT_TABLE } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
@@ -170,7 +170,7 @@ export function buildCli(): Command {
         ),
       );
       const stop = () => {
-        agent.stop();
+        agent.close();
         process.exit(0);
       };
       process.on('SIGINT', stop);

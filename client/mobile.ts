@@ -1,24 +1,57 @@
-/** The mobile side: look a hidden server up and get a connected socket to it. */
+/** The mobile side as a library: reach a hidden server the way `net.connect` feels. */
 import type { Socket } from 'node:net';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { lookupWithApi } from './api.js';
 import { dialRelay } from './relay-conn.js';
 
-/** Options of `connectToHiddenServer`. */
-export interface MobileConnectOptions {
+/** Options of `connect`. */
+export interface ConnectOptions {
   /** Registration API base URL. */
   api: string;
+  /** The hidden server to reach. */
   uuid: string;
-  /** Bound on the wait for `+OK` (default 15 s). */
+  /** Bound on the whole attempt — look-up, relay connect, wait for `+OK` (default 15 s). */
   timeoutMs?: number;
+  /** Aborts a pending attempt; it rejects at once with an ABORTED error. */
   signal?: AbortSignal;
 }
 
-/** Looks `uuid` up and resolves to a socket spliced to the hidden server (after `+OK`). */
-export async function connectToHiddenServer(opts: MobileConnectOptions): Promise<Socket> {
-  const triple = await lookupWithApi(opts.api, opts.uuid, opts.signal);
-  const { socket } = await dialRelay(triple, {
-    statusTimeoutMs: opts.timeoutMs ?? 15_000,
-    signal: opts.signal,
-  });
-  return socket;
+/** Default bound on one `connect` attempt. */
+export const CONNECT_TIMEOUT_MS = 15_000;
+
+/**
+ * Looks `uuid` up and resolves to a socket spliced to the hidden server, after `+OK`. Rejects
+ * with a RendezvousError: NOT_REGISTERED, RELAY_REFUSED (the relay's `-ERR`), UNREACHABLE,
+ * TIMEOUT or ABORTED.
+ */
+export async function connect(opts: ConnectOptions): Promise<Socket> {
+  const timeoutMs = opts.timeoutMs ?? CONNECT_TIMEOUT_MS;
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
+  try {
+    const triple = await lookupWithApi(opts.api, opts.uuid, signal);
+    const { socket } = await dialRelay(triple, { statusTimeoutMs: timeoutMs, signal });
+    return socket;
+  } catch (err) {
+    if (timeout.signal.aborted && !opts.signal?.aborted && isRendezvousError(err, 'ABORTED')) {
+      throw new RendezvousError('TIMEOUT', `no rendezvous within ${timeoutMs} ms`, { permanent: false });
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** @deprecated name of `connect`, kept for the CLI's first releases. */
+export const connectToHiddenServer = connect;
+
+/**
+ * The URL that reaches hidden server `uuid` through a relay's HTTP-specific endpoint, for any
+ * HTTP client: `fetch(rendezvousUrl('https://relay.example.com', 'my-web', '/status'))`.
+ */
+export function rendezvousUrl(relay: string, uuid: string, path = '/'): string {
+  const url = new URL(path, relay);
+  url.searchParams.set('rendezvous', uuid);
+  return url.toString();
 }

@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'PROTOCOL'
   | 'RELAY_REFUSED'
   | 'UNREACHABLE'
+  | 'TIMEOUT'
   | 'ABORTED';
 
 /** Base class of every error this project raises on purpose. */

@@ -41,3 +41,15 @@ if (!only || only === 'cli')
     outdir: 'dist',
     outExtension: { '.js': '.mjs' },
   });
+
+// The library entry (package root): dependencies stay external, the application installs them.
+if (!only || only === 'library')
+  await build({
+    ...common,
+    entryPoints: { index: 'index.ts' },
+    outdir: 'dist',
+    outExtension: { '.js': '.mjs' },
+    packages: 'external',
+    minify: false,
+    banner: undefined,
+  });

@@ -19,6 +19,17 @@ describe('build', () => {
     expect(stdout.trim()).toBe('function');
   });
 
+  it('the library bundle (package root) exports the API', async () => {
+    const { stdout } = await run(process.execPath, [
+      '--input-type=module',
+      '-e',
+      "const m = await import('./dist/index.mjs'); console.log(Object.keys(m).sort().join(','));",
+    ]);
+    expect(stdout.trim()).toBe(
+      'HiddenServer,RendezvousError,connect,createHiddenServer,exposeHiddenServer,isRendezvousError,rendezvousUrl',
+    );
+  });
+
   it('the CLI bundle runs', async () => {
     const { stdout } = await run(process.execPath, ['dist/cli.mjs', '--help']);
     expect(stdout).toContain('provision');

@@ -8,7 +8,7 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exposeHiddenServer, type HiddenServerAgent } from '../../client/agent.js';
+import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { encodePeerLine } from '../../core/peer-line.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
@@ -20,7 +20,7 @@ let cluster: Awaited<ReturnType<typeof startCluster>>;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
 let web: Server;
 let webPort: number;
-const agents: HiddenServerAgent[] = [];
+const agents: HiddenServer[] = [];
 
 async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5_000) {
   const until = Date.now() + ms;
@@ -45,7 +45,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const a of agents) a.stop();
+  for (const a of agents) a.close();
   web?.close();
   await echo?.close();
   await cluster?.close();

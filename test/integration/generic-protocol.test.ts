@@ -4,8 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exposeHiddenServer, type HiddenServerAgent } from '../../client/agent.js';
-import { connectToHiddenServer } from '../../client/mobile.js';
+import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
+import { connect as connectToHiddenServer } from '../../client/mobile.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
@@ -14,7 +14,7 @@ import { closedWithin, dial, rawExchange, readAll, sha256, startEchoServer } fro
 let stack: LocalStack;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
 let id: ProvisionedIdentity;
-let agent: HiddenServerAgent;
+let agent: HiddenServer;
 
 const HANDSHAKE_MS = 400;
 

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exposeHiddenServer, type HiddenServerAgent } from '../../client/agent.js';
+import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
@@ -29,7 +29,7 @@ let balancer: Awaited<ReturnType<typeof startBalancer>>;
 let api: Awaited<ReturnType<typeof startApiAdapter>>;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
 const relays: RelayProcess[] = [];
-const agents: HiddenServerAgent[] = [];
+const agents: HiddenServer[] = [];
 
 async function spawnRelay(): Promise<RelayProcess> {
   const child = spawn(process.execPath, [BIN, 'relay'], {
@@ -100,7 +100,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const a of agents) a.stop();
+  for (const a of agents) a.close();
   for (const r of relays) r.child.kill('SIGKILL');
   await api?.close();
   await balancer?.close();

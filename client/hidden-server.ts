@@ -1,8 +1,10 @@
 /**
- * The hidden-server agent (`rendezvous expose`): registers with a fresh TOTP code, keeps a pool
- * of parked relay connections, and on each `+OK` connects to the local target and splices,
- * parking again at once. Connection failures back off with jitter; a refused cookie makes it
- * register again; a refused secret stops it with AUTH_FAILED instead of retrying forever.
+ * The hidden side as a library, shaped like `net.Server`: `listen()` registers and keeps a pool
+ * of parked relay connections; each rendezvous arrives as a `'connection'` socket (after `+OK`,
+ * early bytes unread); the pool re-parks at once. Connection failures back off with jitter; a
+ * refused cookie makes it register again; a refused secret stops it with an AUTH_FAILED error
+ * instead of retrying forever. `exposeHiddenServer` (the CLI's `expose`) splices each
+ * connection to a local port.
  */
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
@@ -18,8 +20,8 @@ import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/t
 import { registerWithApi } from './api.js';
 import { connectTcp, dialRelay } from './relay-conn.js';
 
-/** Options of the agent. */
-export interface ExposeOptions {
+/** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
+export interface HiddenServerOptions {
   /** `generic` (default): register with the API, park with `R<c>`. `http`: park with CONNECT. */
   protocol?: 'generic' | 'http';
   /** Registration API base URL (generic protocol). */
@@ -29,12 +31,17 @@ export interface ExposeOptions {
   uuid: string;
   /** Base32 secret, or an `otpauth://` URI (which also carries digits and step). */
   secret: string;
-  /** The local service each rendezvous is spliced to. */
-  target: { host: string; port: number };
   /** Parked connections kept at once (default 1). */
   pool?: number;
+  /** Reconnect backoff bounds (default 250 ms → 30 s, jittered). */
   backoff?: { minMs: number; maxMs: number };
   log?: Log;
+}
+
+/** Options of `exposeHiddenServer`: a hidden server that forwards to a local port. */
+export interface ExposeOptions extends HiddenServerOptions {
+  /** The local service each rendezvous is spliced to. */
+  target: { host: string; port: number };
 }
 
 /** Backoff defaults: 250 ms doubling to 30 s. */
@@ -60,10 +67,12 @@ export function totpParamsFrom(secret: string): TotpParams {
 const COOKIE_TROUBLE = /unknown cookie|cookie expired|cookie replaced/;
 
 /**
- * A running agent. Events: `registered` (triple host/port), `parked`, `connection` (a
- * rendezvous spliced to the target), `reconnecting` (delay ms), `error` (fatal, the agent stopped).
+ * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
+ * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
+ * ms), `error` (a RendezvousError; fatal ones — AUTH_FAILED, BAD_REQUEST — stop it), `close`
+ * (after `close()`, once live connections have ended).
  */
-export class HiddenServerAgent extends EventEmitter {
+export class HiddenServer extends EventEmitter {
   private readonly params: TotpParams;
   private readonly log: Log;
   private readonly backoff: { minMs: number; maxMs: number };
@@ -74,15 +83,57 @@ export class HiddenServerAgent extends EventEmitter {
   private readonly idle = new Set<Socket>();
   private readonly sleepers = new Set<() => void>();
 
-  constructor(private readonly opts: ExposeOptions) {
+  private readonly live = new Set<Socket>();
+  private started = false;
+  private closing = false;
+
+  constructor(private readonly opts: HiddenServerOptions) {
     super();
     this.params = totpParamsFrom(opts.secret);
     this.log = opts.log ?? silentLog;
     this.backoff = opts.backoff ?? BACKOFF_DEFAULTS;
   }
 
-  /** Starts registering and parking. */
+  /** True between `listen()` and `close()`. */
+  get listening(): boolean {
+    return this.started && !this.stopped;
+  }
+
+  /** Live rendezvous connections, like `net.Server#getConnections`. */
+  getConnections(cb: (err: Error | null, count: number) => void): void {
+    cb(null, this.live.size);
+  }
+
+  /** Registers and starts parking; `cb` runs on the first park (`'listening'`). */
+  listen(cb?: () => void): this {
+    if (cb) this.once('listening', cb);
+    return this.start();
+  }
+
+  /**
+   * Stops parking (parked sockets are closed); live connections go on. `cb` and `'close'` come
+   * once the last of them has ended.
+   */
+  close(cb?: (err?: Error) => void): this {
+    if (cb) this.once('close', cb);
+    this.closing = true;
+    this.stop();
+    this.maybeClosed();
+    return this;
+  }
+
+  private maybeClosed(): void {
+    if (this.closing && this.live.size === 0) {
+      this.closing = false;
+      setImmediate(() => this.emit('close'));
+    }
+  }
+
+  /** Starts registering and parking (`listen()` without a callback). */
   start(): this {
+    if (this.started) return this;
+    this.started = true;
+    this.once('parked', () => this.emit('listening'));
     const http = this.opts.protocol === 'http';
     if (http && !this.opts.relay)
       throw new RendezvousError('BAD_REQUEST', 'the http protocol needs the relay URL');
@@ -188,6 +239,8 @@ export class HiddenServerAgent extends EventEmitter {
         let parkedSocket: Socket | undefined;
         const paired = dialRelay(triple, {
           onConnected: (s) => {
+            // close() may have come while this connection was being made.
+            if (this.stopped) return void s.destroy();
             parkedSocket = s;
             this.idle.add(s);
             this.emit('parked', slot);
@@ -214,7 +267,7 @@ export class HiddenServerAgent extends EventEmitter {
         continue;
       }
       attempt = 0;
-      this.bridge(relaySocket);
+      this.handOver(relaySocket);
     }
   }
 
@@ -265,6 +318,11 @@ export class HiddenServerAgent extends EventEmitter {
       let head: ResponseHead;
       try {
         socket = await this.connectHttpRelay();
+        if (this.stopped) {
+          socket.destroy();
+          release?.();
+          return;
+        }
         this.idle.add(socket);
         socket.write(
           `CONNECT uuid:${encodeURIComponent(this.opts.uuid)}?${cred} HTTP/1.1\r\nHost: ${new URL(this.opts.relay as string).host}\r\n\r\n`,
@@ -303,7 +361,7 @@ export class HiddenServerAgent extends EventEmitter {
         this.emit('parked', slot);
         const first = await this.waitForRendezvous(socket);
         this.idle.delete(socket);
-        if (first) this.bridge(socket);
+        if (first) this.handOver(socket);
         else if (!this.stopped) await this.sleep(this.delay(0));
         continue;
       }
@@ -366,27 +424,48 @@ export class HiddenServerAgent extends EventEmitter {
     });
   }
 
-  private bridge(relaySocket: Socket): void {
-    const target = connect({ ...this.opts.target, allowHalfOpen: true });
-    target.setNoDelay(true);
-    const onTargetError = (err: Error) => {
-      this.log.warn('target unreachable', {
-        target: `${this.opts.target.host}:${this.opts.target.port}`,
-        reason: err.message,
-      });
-      relaySocket.destroy();
-    };
-    target.once('error', onTargetError);
-    target.once('connect', () => {
-      target.off('error', onTargetError);
-      this.log.info('rendezvous', { target: `${this.opts.target.host}:${this.opts.target.port}` });
-      this.emit('connection');
-      splice(relaySocket, target);
+  /** A rendezvous: hand the socket to the application. */
+  private handOver(socket: Socket): void {
+    this.live.add(socket);
+    socket.once('close', () => {
+      this.live.delete(socket);
+      this.maybeClosed();
     });
+    if (this.listenerCount('connection') === 0) {
+      // Nobody to serve it: end it rather than leave the mobile client hanging.
+      socket.destroy();
+      return;
+    }
+    this.emit('connection', socket);
   }
 }
 
-/** Starts an agent exposing `opts.target` as hidden server `opts.uuid`. */
-export function exposeHiddenServer(opts: ExposeOptions): HiddenServerAgent {
-  return new HiddenServerAgent(opts).start();
+/** A hidden server (`listen()` it); `onConnection` is added as a `'connection'` listener. */
+export function createHiddenServer(
+  options: HiddenServerOptions,
+  onConnection?: (socket: Socket) => void,
+): HiddenServer {
+  const server = new HiddenServer(options);
+  if (onConnection) server.on('connection', onConnection);
+  return server;
+}
+
+/** A hidden server that splices every rendezvous to `opts.target` — the CLI's `expose`. */
+export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
+  const log = opts.log ?? silentLog;
+  const target = `${opts.target.host}:${opts.target.port}`;
+  return createHiddenServer(opts, (relaySocket) => {
+    const local = connect({ ...opts.target, allowHalfOpen: true });
+    local.setNoDelay(true);
+    const onError = (err: Error) => {
+      log.warn('target unreachable', { target, reason: err.message });
+      relaySocket.destroy();
+    };
+    local.once('error', onError);
+    local.once('connect', () => {
+      local.off('error', onError);
+      log.info('rendezvous', { target });
+      splice(relaySocket, local);
+    });
+  }).listen();
 }

@@ -1,0 +1,15 @@
+/**
+ * rendezvous as a library. Hidden side: `createHiddenServer` (a `net.Server`-like object whose
+ * 'connection' sockets are rendezvous) and `exposeHiddenServer` (forward to a local port).
+ * Mobile side: `connect` (a `net.connect`-like promise) and `rendezvousUrl` (for HTTP clients).
+ */
+export {
+  createHiddenServer,
+  type ExposeOptions,
+  exposeHiddenServer,
+  HiddenServer,
+  type HiddenServerOptions,
+} from './client/hidden-server.js';
+export { type ConnectOptions, connect, rendezvousUrl } from './client/mobile.js';
+export { type ErrorCode, isRendezvousError, RendezvousError } from './core/errors.js';
+export type { Log, LogFields } from './core/log.js';
