@@ -7,13 +7,14 @@ import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { exposeHiddenServer } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../client/mobile.js';
-import { DEFAULT_TABLE } from '../core/config.js';
+import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
 import { provisionIdentity } from '../core/registration.js';
 import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
+import { relayLimitsFromEnv } from '../relay/main.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -63,6 +64,9 @@ export function buildCli(): Command {
         httpPort: o.httpPort,
         storePort: o.storePort,
         clusterSecret: process.env.RELAY_CLUSTER_SECRET || undefined,
+        // The relay and API limits a deployment reads from its environment apply here too.
+        relay: relayLimitsFromEnv(process.env),
+        policy: authPolicyFromEnv(process.env),
         dataDir: o.data,
         table: o.table,
         log: textLog('relay'),
@@ -234,6 +238,9 @@ export async function runCli(argv: string[] = process.argv): Promise<void> {
   await buildCli().parseAsync(argv);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (
+  /(cli[\\/]main\.ts|cli\.mjs)$/.test(process.argv[1] ?? '') &&
+  import.meta.url === pathToFileURL(process.argv[1] ?? '').href
+) {
   runCli().catch((err) => fail((err as Error).message));
 }

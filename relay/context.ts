@@ -1,4 +1,5 @@
 /** What every listener of one relay process shares. */
+import type { Socket } from 'node:net';
 import type { Log } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import type { Store } from '../core/store.js';
@@ -24,6 +25,11 @@ export interface RelayContext {
   limits: RelayLimits;
   connectPolicy: ConnectPolicy;
   log: Log;
+  /**
+   * Admits a fresh connection into its handshake, or says why not (too many handshakes from its
+   * source address or in all). `release` is idempotent and also runs when the socket closes.
+   */
+  admit(socket: Socket): { ok: true; release: () => void } | { ok: false; reason: string };
   /** Counts live splices (drain waits for them). */
   countSplice(delta: 1 | -1): void;
 }

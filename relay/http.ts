@@ -89,7 +89,9 @@ export function startHttpSession(socket: Socket, ctx: RelayContext): void {
     (err) =>
       err instanceof HttpError
         ? respondError(socket, err.status, err.message)
-        : respondError(socket, 408, err.message),
+        : respondError(socket, (err as { tooMany?: boolean }).tooMany ? 503 : 408, err.message, {
+            ...((err as { tooMany?: boolean }).tooMany ? { 'Retry-After': '1' } : {}),
+          }),
   );
 }
 

@@ -14,6 +14,8 @@
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
  *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
  *   RELAY_MAX_PARKED         parked sockets per cookie or uuid (64)
+ *   RELAY_MAX_HANDSHAKES_PER_SOURCE / RELAY_MAX_HANDSHAKES
+ *                            connections still in handshake per source address (64) and in all (10000)
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
  *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
  *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
@@ -45,6 +47,25 @@ export async function discoverPeerHost(env: NodeJS.ProcessEnv, bind: string): Pr
   return bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
 }
 
+/** The relay limits and policies the environment sets (shared with `rendezvous dev`). */
+export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
+  const reuse = env.RELAY_CONNECT_CODE_REUSE || 'live-park';
+  if (reuse !== 'live-park' && reuse !== 'never')
+    throw new Error('RELAY_CONNECT_CODE_REUSE must be live-park or never');
+  return {
+    handshakeTimeoutMs: intFromEnv('RELAY_HANDSHAKE_MS', RELAY_DEFAULTS.handshakeTimeoutMs, env),
+    pairWaitMs: intFromEnv('RELAY_PAIR_WAIT_MS', RELAY_DEFAULTS.pairWaitMs, env),
+    maxParkedPerKey: intFromEnv('RELAY_MAX_PARKED', RELAY_DEFAULTS.maxParkedPerKey, env),
+    maxHandshakesPerSource: intFromEnv(
+      'RELAY_MAX_HANDSHAKES_PER_SOURCE',
+      RELAY_DEFAULTS.maxHandshakesPerSource,
+      env,
+    ),
+    maxHandshakes: intFromEnv('RELAY_MAX_HANDSHAKES', RELAY_DEFAULTS.maxHandshakes, env),
+    connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse as 'live-park' | 'never' },
+  };
+}
+
 /** Starts a relay configured from `env`; resolves once it listens. */
 export async function runRelayFromEnv(
   env: NodeJS.ProcessEnv = process.env,
@@ -67,10 +88,7 @@ export async function runRelayFromEnv(
     peerPort: intFromEnv('RELAY_PEER_PORT', RELAY_DEFAULTS.peerPort, env),
     peerHost: secret ? await discoverPeerHost(env, bind) : undefined,
     healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
-    handshakeTimeoutMs: intFromEnv('RELAY_HANDSHAKE_MS', RELAY_DEFAULTS.handshakeTimeoutMs, env),
-    pairWaitMs: intFromEnv('RELAY_PAIR_WAIT_MS', RELAY_DEFAULTS.pairWaitMs, env),
-    maxParkedPerKey: intFromEnv('RELAY_MAX_PARKED', RELAY_DEFAULTS.maxParkedPerKey, env),
-    connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse },
+    ...relayLimitsFromEnv(env),
     log,
   });
   if (env.RELAY_PUBLIC_HOST)
@@ -81,6 +99,8 @@ export async function runRelayFromEnv(
 /** Runs until SIGTERM/SIGINT, then drains and exits 0. */
 export async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // A closed log pipe must not take the relay (and every splice on it) down.
+  process.stdout.on('error', () => {});
   const log = jsonLog('relay');
   const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
   const onSignal = (signal: string) => {
@@ -94,7 +114,11 @@ export async function main(): Promise<void> {
   process.once('SIGINT', () => onSignal('SIGINT'));
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// Run only as the entry point itself (source or bundle), never when bundled into another entry.
+if (
+  /(relay[\\/]main\.ts|relay\.mjs)$/.test(process.argv[1] ?? '') &&
+  import.meta.url === pathToFileURL(process.argv[1] ?? '').href
+) {
   main().catch((err) => {
     process.stderr.write(`relay: ${(err as Error).message}\n`);
     process.exit(1);

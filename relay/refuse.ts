@@ -22,5 +22,7 @@ export function refuse(socket: Socket, diagnostic: string): void {
   socket.on('error', () => {});
   socket.end(encodeErrorLine(diagnostic));
   socket.resume();
-  setTimeout(() => socket.destroy(), REFUSE_LINGER_MS).unref();
+  const linger = setTimeout(() => socket.destroy(), REFUSE_LINGER_MS).unref();
+  // Cleared on close, so a flood of refusals does not keep thousands of sockets alive for the linger.
+  socket.once('close', () => clearTimeout(linger));
 }

@@ -43,6 +43,9 @@ export interface RelayOptions {
   maxParkedPerKey?: number;
   /** Period of the parked-cookie re-check (default 10 s). */
   revalidateMs?: number;
+  /** Connections still in their handshake, from one source address (default 64) and in all (default 10,000). */
+  maxHandshakesPerSource?: number;
+  maxHandshakes?: number;
   /** TCP keepalive on accepted sockets, below the NLB's 350 s idle timeout. */
   keepAliveMs?: number;
   connectPolicy?: ConnectPolicy;
@@ -59,6 +62,8 @@ export const RELAY_DEFAULTS = {
   maxParkedPerKey: 64,
   revalidateMs: 10_000,
   keepAliveMs: 60_000,
+  maxHandshakesPerSource: 64,
+  maxHandshakes: 10_000,
   drainGraceMs: 60_000,
 } as const;
 
@@ -143,6 +148,32 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records.start(lot);
   }
 
+  // Handshake admission: a flood from one address (or from everywhere) is refused at once,
+  // before it costs a timer, a decoder or a store read.
+  const maxPerSource = opts.maxHandshakesPerSource ?? RELAY_DEFAULTS.maxHandshakesPerSource;
+  const maxTotal = opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes;
+  let handshaking = 0;
+  const perSource = new Map<string, number>();
+  const admit: RelayContext['admit'] = (socket) => {
+    const source = socket.remoteAddress ?? '?';
+    const mine = perSource.get(source) ?? 0;
+    if (handshaking >= maxTotal) return { ok: false, reason: 'too many connections in handshake, try again' };
+    if (mine >= maxPerSource)
+      return { ok: false, reason: 'too many connections in handshake from your address' };
+    handshaking++;
+    perSource.set(source, mine + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      handshaking--;
+      const n = (perSource.get(source) ?? 1) - 1;
+      if (n <= 0) perSource.delete(source);
+      else perSource.set(source, n);
+    };
+    socket.once('close', release);
+    return { ok: true, release };
+  };
   const cookies = new CookieCache(opts.store);
   const ctx: RelayContext = {
     store: opts.store,
@@ -155,6 +186,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     },
     connectPolicy: opts.connectPolicy ?? {},
     log,
+    admit,
     countSplice,
   };
 

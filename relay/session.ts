@@ -19,6 +19,11 @@ export function readHandshake<T>(
   onDone: (result: T) => void,
   onError: (err: Error) => void,
 ): void {
+  const admission = ctx.admit(socket);
+  if (!admission.ok) {
+    onError(Object.assign(new Error(admission.reason), { tooMany: true }));
+    return;
+  }
   const deadline = setTimeout(() => {
     done();
     onError(new Error('handshake timeout'));
@@ -43,6 +48,7 @@ export function readHandshake<T>(
     onDone(decoded);
   };
   const done = () => {
+    admission.release();
     clearTimeout(deadline);
     socket.off('data', onData);
     socket.off('end', onEnd);

@@ -168,19 +168,23 @@ export class RelayService extends Construct {
       description: 'rendezvous relay tasks',
       allowAllOutbound: true,
     });
-    // IP targets see the NLB's private addresses, so the public ports need only the VPC range.
-    const fromNlb = Peer.ipv4('10.80.0.0/16');
+    // The NLB preserves client addresses (the relay limits handshakes per source address), so the
+    // public ports accept any source; the tasks sit in private subnets, reachable only via the NLB.
     this.securityGroup.addIngressRule(
-      fromNlb,
+      Peer.anyIpv4(),
       Port.tcp(RELAY_PORTS.generic),
-      'generic protocol, from the NLB',
+      'generic protocol, via the NLB',
     );
     this.securityGroup.addIngressRule(
-      fromNlb,
+      Peer.anyIpv4(),
       Port.tcp(RELAY_PORTS.http),
-      'HTTP-specific protocol, from the NLB',
+      'HTTP-specific protocol, via the NLB',
     );
-    this.securityGroup.addIngressRule(fromNlb, Port.tcp(RELAY_PORTS.health), 'health checks, from the NLB');
+    this.securityGroup.addIngressRule(
+      Peer.ipv4('10.80.0.0/16'),
+      Port.tcp(RELAY_PORTS.health),
+      'health checks, from the NLB inside the VPC',
+    );
     this.securityGroup.addIngressRule(
       this.securityGroup,
       Port.tcp(RELAY_PORTS.peer),
@@ -205,6 +209,8 @@ export class RelayService extends Construct {
         protocol: Protocol.TCP,
         targets: [this.service.loadBalancerTarget({ containerName: 'relay', containerPort })],
         deregistrationDelay: RELAY_TIMING.deregistrationDelay,
+        // The relay sees real client addresses, which its per-source handshake limit needs.
+        preserveClientIp: true,
         healthCheck: {
           protocol: Protocol.HTTP,
           port: String(RELAY_PORTS.health),
@@ -270,6 +276,13 @@ export class RelayService extends Construct {
         id: 'AwsSolutions-SMG4',
         reason:
           'The cluster secret only signs peer links inside the VPC; rotating it needs every task restarted at once, which a redeploy does.',
+      },
+    ]);
+    NagSuppressions.addResourceSuppressions(this.securityGroup, [
+      {
+        id: 'AwsSolutions-EC23',
+        reason:
+          'The relay ports are public by design and the NLB preserves client addresses; the tasks are in private subnets, so only NLB traffic arrives, and health and peer ports stay VPC-only.',
       },
     ]);
     NagSuppressions.addResourceSuppressions(this.nlb, [

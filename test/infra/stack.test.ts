@@ -218,7 +218,17 @@ describe('relay service', () => {
     expect(peer.length).toBe(1);
     expect(JSON.stringify(peer[0]?.SourceSecurityGroupId)).toMatch(/RelayRelaySecurityGroup/);
     expect(peer[0]?.CidrIp).toBeUndefined();
-    for (const r of rules) expect(r.CidrIp).not.toBe('0.0.0.0/0');
+    // Only the two public protocol ports are open to any source (via the NLB, client IPs preserved).
+    const open = rules.filter((r) => r.CidrIp === '0.0.0.0/0').map((r) => r.FromPort);
+    expect(open.sort()).toEqual([8898, 8899]);
+  });
+
+  it('preserves client IPs at the NLB, so the relay can limit handshakes per source address', () => {
+    for (const g of resourcesOf(owner, 'AWS::ElasticLoadBalancingV2::TargetGroup')) {
+      expect(g.Properties.TargetGroupAttributes).toEqual(
+        expect.arrayContaining([{ Key: 'preserve_client_ip.enabled', Value: 'true' }]),
+      );
+    }
   });
 
   it('generates the cluster secret in Secrets Manager', () => {

@@ -2,6 +2,9 @@
  * The HTTP-specific protocol's edges on one relay, with raw sockets: CONNECT authentication by
  * code, by cookie and by a repeated code (clients of the original), and every refusal.
  */
+
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
@@ -140,6 +143,44 @@ describe('HTTP-specific refusals: each answered, the connection closed, the rela
     expect(r.closed).toBe(true);
     expect(r.text).toMatch(expected);
     expect(r.text).toContain('"error":{');
+  });
+
+  it('CONNECT to a live address gets 403 and nothing is dialled', async () => {
+    let dialled = 0;
+    const target = createServer(() => {
+      dialled++;
+    });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+    const port = (target.address() as AddressInfo).port;
+    try {
+      for (const t of [
+        `127.0.0.1:${port}`,
+        `localhost:${port}`,
+        `http://127.0.0.1:${port}/`,
+        `[::1]:${port}`,
+      ]) {
+        const r = await rawExchange(httpPort, `CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\n\r\n`);
+        expect(r.text).toMatch(/^HTTP\/1\.1 403 /);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      expect(dialled).toBe(0);
+    } finally {
+      target.close();
+    }
+  });
+
+  it('after all the refusals the relay still parks and pairs', async () => {
+    const id = await provisionIdentity(cluster.store, { uuid: 'h-after' });
+    const parked = await connectPark(httpPort, `uuid:h-after?response=${currentCode(id)}`);
+    expect(parked.status).toBe(200);
+    await waitParked('h-after', 1);
+    const mobile = rawExchange(httpPort, 'GET /x?rendezvous=h-after HTTP/1.1\r\nHost: r\r\n\r\n');
+    const request = await new Promise<string>((resolve) =>
+      parked.socket.once('data', (c: Buffer) => resolve(c.toString())),
+    );
+    expect(request).toBe('GET /x?rendezvous=h-after HTTP/1.1\r\nHost: r\r\n\r\n');
+    parked.socket.end('HTTP/1.1 204 No Content\r\n\r\n');
+    expect((await mobile).text).toBe('HTTP/1.1 204 No Content\r\n\r\n');
   });
 
   it('data sent before the 200 → 409', async () => {
