@@ -24,8 +24,14 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
     if (!(other.writableEnded && other.readableEnded)) reset(other);
     if (++closed === 2) onDone?.();
   };
-  a.once('close', onClose(b));
-  b.once('close', onClose(a));
+  // A side already closed before the splice began counts as closed now (its 'close' is gone).
+  for (const [s, other] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    if (s.closed) process.nextTick(onClose(other));
+    else s.once('close', onClose(other));
+  }
 }
 
 function reset(s: Duplex): void {

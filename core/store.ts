@@ -92,6 +92,9 @@ export interface StoreOptions {
   region?: string;
 }
 
+/** Longest a single store request may take before it counts as a failure. */
+export const STORE_REQUEST_TIMEOUT_MS = 3_000;
+
 const serverKey = (uuid: string) => `SERVER#${uuid}`;
 const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
 
@@ -121,9 +124,14 @@ export class Store {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
       // Dummy credentials only for a local store, so a real deployment never runs on them.
       ...(local && !hasCreds ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
-      // A dead store must fail fast: callers answer 503 / -ERR rather than hang.
+      // A dead or frozen store must fail fast: callers answer 503 / -ERR rather than hang. Without
+      // throwOnRequestTimeout the SDK only logs a warning when requestTimeout passes.
       maxAttempts: 2,
-      requestHandler: { connectionTimeout: 1_000, requestTimeout: 5_000 },
+      requestHandler: {
+        connectionTimeout: 1_000,
+        requestTimeout: STORE_REQUEST_TIMEOUT_MS,
+        throwOnRequestTimeout: true,
+      },
     });
     this.doc = DynamoDBDocumentClient.from(this.raw, {
       marshallOptions: { removeUndefinedValues: true },

@@ -204,6 +204,26 @@ describe('register (PUT) and lookup (GET)', () => {
   });
 });
 
+describe('regression: a frozen store hung every request (the SDK only warned on requestTimeout)', () => {
+  it('a store that accepts connections and never answers gives 503 within seconds', async () => {
+    const { createServer } = await import('node:net');
+    const frozen = createServer(() => {});
+    await new Promise<void>((r) => frozen.listen(0, '127.0.0.1', r));
+    const port = (frozen.address() as { port: number }).port;
+    const stuck = new Store({ table: 't', endpoint: `http://127.0.0.1:${port}`, region: 'local' });
+    const started = Date.now();
+    try {
+      const r = await makeLookupHandler(() => ({ store: stuck }))(event('GET', { uuid: 'a' }));
+      expect(r.statusCode).toBe(503);
+      expect(r.headers?.['retry-after']).toBeDefined();
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      stuck.close();
+      frozen.close();
+    }
+  }, 20_000);
+});
+
 describe('logs', () => {
   it('name the uuid and outcome but never the secret, the code or the cookie', async () => {
     const id = await provisionIdentity(env.store, { uuid: 'hs-logs' });

@@ -1,0 +1,162 @@
+/**
+ * Container harness: builds the relay's own Dockerfile and a dynalite store image with
+ * testcontainers, and runs them with host networking (every address is 127.0.0.1). No registry
+ * is needed when NODE_IMAGE names a local base (see node-base.sh; .ci/run builds one); without it
+ * the Dockerfiles' public Node 22 default is pulled, as on a developer's laptop.
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { GenericContainer, StartedTestContainer } from 'testcontainers';
+
+const run = promisify(execFile);
+
+// No registry here: testcontainers must not pull its ryuk/alpine helpers. Set before it loads.
+process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
+process.env.TESTCONTAINERS_HOST_OVERRIDE ??= '127.0.0.1';
+const tc = () => import('testcontainers');
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** Fails with instructions when no Docker engine answers. */
+export async function requireDocker(): Promise<void> {
+  try {
+    await run('docker', ['info'], { timeout: 20_000 });
+  } catch {
+    throw new Error(
+      'No Docker engine answers. Start one (Docker Desktop, or `apt-get install -y docker.io && dockerd &`), ' +
+        'then run the tests again. .ci/run does this on CI machines.',
+    );
+  }
+}
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** dynalite and the packages it needs, found the way Node would find them. */
+function dependencyClosure(
+  name: string,
+  from: string,
+  seen = new Map<string, string>(),
+): Map<string, string> {
+  let dir = from;
+  for (;;) {
+    const candidate = join(dir, 'node_modules', name);
+    if (existsSync(join(candidate, 'package.json'))) {
+      if (seen.has(candidate)) return seen;
+      seen.set(candidate, candidate.slice(ROOT.length));
+      const pkg = JSON.parse(readFileSync(join(candidate, 'package.json'), 'utf8'));
+      for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
+        dependencyClosure(dep, candidate, seen);
+      }
+      return seen;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return seen;
+    dir = parent;
+  }
+}
+
+/**
+ * The base image for both builds. On Linux, unless RENDEZVOUS_PULL_BASE=1, a local base made from
+ * this machine's node (node-base.sh), so nothing is pulled; elsewhere (Docker Desktop on a Mac)
+ * the Dockerfiles' public Node 22 default.
+ */
+async function baseImage(): Promise<Record<string, string>> {
+  if (process.env.NODE_IMAGE) return { NODE_IMAGE: process.env.NODE_IMAGE };
+  if (process.platform !== 'linux' || process.env.RENDEZVOUS_PULL_BASE === '1') return {};
+  const { stdout } = await run('bash', [join(HERE, 'node-base.sh')], { timeout: 120_000 });
+  return { NODE_IMAGE: stdout.trim() };
+}
+
+/** Builds the relay image from relay/Dockerfile (after bundling the relay) and the store image. */
+export async function buildImages(): Promise<{ relay: GenericContainer; store: GenericContainer }> {
+  await requireDocker();
+  const { GenericContainer } = await tc();
+  const args = await baseImage();
+  await run(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: ROOT, timeout: 60_000 });
+  const relay = await GenericContainer.fromDockerfile(ROOT, 'relay/Dockerfile')
+    .withBuildArgs(args)
+    .build('rendezvous-relay:test', { deleteOnExit: false });
+  const context = mkdtempSync(join(tmpdir(), 'rendezvous-store-'));
+  cpSync(join(HERE, 'store'), context, { recursive: true });
+  for (const [abs, rel] of dependencyClosure('dynalite', ROOT))
+    cpSync(abs, join(context, rel), { recursive: true });
+  const store = await GenericContainer.fromDockerfile(context)
+    .withBuildArgs(args)
+    .build('rendezvous-store:test', { deleteOnExit: false });
+  return { relay, store };
+}
+
+/** Starts the store container on `port`. */
+export async function startStore(image: GenericContainer, port: number): Promise<StartedTestContainer> {
+  const { Wait } = await tc();
+  return image
+    .withNetworkMode('host')
+    .withEnvironment({ STORE_PORT: String(port) })
+    .withWaitStrategy(Wait.forLogMessage(/store listening/))
+    .withStartupTimeout(30_000)
+    .start();
+}
+
+/** Ports of one relay container. */
+export interface RelayPorts {
+  generic: number;
+  http: number;
+  peer: number;
+  health: number;
+}
+
+/** Starts a relay container: host networking, its own ports, the shared store and cluster secret. */
+export async function startRelay(
+  image: GenericContainer,
+  opts: { storeEndpoint: string; table: string; secret: string; env?: Record<string, string> },
+): Promise<{ container: StartedTestContainer; ports: RelayPorts; startMs: number }> {
+  const { Wait } = await tc();
+  const ports: RelayPorts = {
+    generic: await freePort(),
+    http: await freePort(),
+    peer: await freePort(),
+    health: await freePort(),
+  };
+  const started = Date.now();
+  const container = await image
+    .withNetworkMode('host')
+    .withEnvironment({
+      AWS_ENDPOINT_URL_DYNAMODB: opts.storeEndpoint,
+      AWS_REGION: 'local',
+      AWS_ACCESS_KEY_ID: 'local',
+      AWS_SECRET_ACCESS_KEY: 'local',
+      RENDEZVOUS_TABLE: opts.table,
+      RELAY_BIND: '127.0.0.1',
+      RELAY_PORT: String(ports.generic),
+      RELAY_HTTP_PORT: String(ports.http),
+      RELAY_PEER_PORT: String(ports.peer),
+      RELAY_HEALTH_PORT: String(ports.health),
+      RELAY_PEER_HOST: '127.0.0.1',
+      RELAY_CLUSTER_SECRET: opts.secret,
+      ...opts.env,
+    })
+    .withWaitStrategy(Wait.forLogMessage(/relay listening/))
+    .withStartupTimeout(30_000)
+    .start();
+  return { container, ports, startMs: Date.now() - started };
+}
+
+/** Runs a docker CLI command (kill, stop, pause, unpause, inspect). */
+export async function docker(...args: string[]): Promise<string> {
+  const { stdout } = await run('docker', args, { timeout: 60_000 });
+  return stdout;
+}
