@@ -1,0 +1,628 @@
+/**
+ * `npm run bench [-- --quick]`: the relay and the registration path, measured side by side with
+ * what people would use instead, in one run, on real sockets on 127.0.0.1. Every process under
+ * test is a child; its CPU comes from /proc/<pid>/stat (user+sys), steadier on a shared 2-core
+ * machine than wall-clock throughput. Bounded in count and time; stops by itself. Prints a table
+ * and writes bench/results/latest.json.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { provisionIdentity } from '../core/registration.js';
+import { Store } from '../core/store.js';
+import { currentCode } from '../core/totp.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const QUICK = process.argv.includes('--quick');
+/** `--only throughput|pairing|memory|registration`: one group, for iterating on it. */
+const ONLY = process.argv[process.argv.indexOf('--only') + 1];
+const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
+const RUNS = QUICK ? 3 : 5;
+const STREAM_BYTES = (QUICK ? 128 : 512) * 2 ** 20;
+const PAIRINGS = QUICK ? 600 : 2_000;
+const PARKED = 10_000;
+const CLK_TCK = 100;
+const started = Date.now();
+const DEADLINE = started + (QUICK ? 150_000 : 600_000);
+
+// ---------------------------------------------------------------- helpers
+
+/**
+ * user+sys CPU seconds of a process and its live children (socat forks one per connection), plus
+ * what its reaped children used (cutime+cstime).
+ */
+function cpuSeconds(pid: number): number {
+  let total = 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    total += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLK_TCK;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const kids = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      for (const kid of kids ? kids.split(' ') : []) total += cpuSeconds(Number(kid));
+    }
+  } catch {
+    // The process (or a child) is gone.
+  }
+  return total;
+}
+const rssBytes = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+
+/** A summary over runs. */
+interface Figure {
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+  unit: string;
+}
+function summary(values: number[], unit: string): Figure {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median =
+    sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+  return {
+    median,
+    min: sorted[0] as number,
+    max: sorted[sorted.length - 1] as number,
+    runs: values.length,
+    unit,
+  };
+}
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+};
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function dial(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => resolve(s));
+    s.setNoDelay(true);
+    s.once('error', reject);
+  });
+}
+
+/** Spawns a child and waits until its output matches `ready`. */
+function spawnReady(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ready: RegExp,
+): Promise<{ child: ChildProcess; out: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 30_000);
+    const on = (c: Buffer) => {
+      out += c.toString();
+      if (ready.test(out)) {
+        clearTimeout(t);
+        resolve({ child, out: () => out });
+      }
+    };
+    child.stdout?.on('data', on);
+    child.stderr?.on('data', on);
+    child.once('exit', (code) => reject(new Error(`${cmd} exited ${code}: ${out}`)));
+  });
+}
+
+const children: ChildProcess[] = [];
+function track<T extends { child: ChildProcess }>(x: T): T {
+  children.push(x.child);
+  return x;
+}
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** A sink server: counts bytes, reports when `expect` bytes arrived on all streams. */
+async function startSink(): Promise<{ port: number; server: Server; received: () => number }> {
+  let total = 0;
+  const server = createServer((s) => {
+    s.on('data', (c: Buffer) => {
+      total += c.length;
+    });
+    s.on('error', () => s.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, server, received: () => total };
+}
+
+/** Pushes `bytes` over each of `sockets` (respecting backpressure) and waits until `done()`. */
+async function pushStreams(sockets: Socket[], bytes: number, done: () => boolean): Promise<number> {
+  const chunk = randomBytes(256 * 1024);
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    sockets.map(async (s) => {
+      let sent = 0;
+      while (sent < bytes) {
+        sent += chunk.length;
+        if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
+      }
+    }),
+  );
+  while (!done()) await new Promise((r) => setImmediate(r));
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+// ---------------------------------------------------------------- the service under test
+
+const table = 'rendezvous';
+let storeEndpoint = '';
+let apiUrl = '';
+let store: Store;
+const SECRET = 'bench-cluster-secret';
+
+async function startService() {
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT, stdio: 'ignore' });
+  const dev = track(
+    await spawnReady(
+      process.execPath,
+      [
+        join(ROOT, 'bin/rendezvous.js'),
+        'dev',
+        '--api-port',
+        '0',
+        '--relay-port',
+        '0',
+        '--http-port',
+        '0',
+        '--store-port',
+        '0',
+      ],
+      { POWERTOOLS_LOG_LEVEL: 'ERROR' },
+      /^ready$/m,
+    ),
+  );
+  storeEndpoint = /AWS_ENDPOINT_URL_DYNAMODB=(\S+)/.exec(dev.out())?.[1] as string;
+  apiUrl = /RENDEZVOUS_API=(\S+)/.exec(dev.out())?.[1] as string;
+  store = new Store({ table, endpoint: storeEndpoint, region: 'local' });
+  return dev;
+}
+
+/** A relay process from the production bundle (dist/relay.mjs), as the container runs it. */
+async function startRelayProcess(): Promise<{ child: ChildProcess; pid: number; port: number }> {
+  const port = await freePort();
+  const r = track(
+    await spawnReady(
+      process.execPath,
+      [join(ROOT, 'dist/relay.mjs')],
+      {
+        AWS_ENDPOINT_URL_DYNAMODB: storeEndpoint,
+        AWS_REGION: 'local',
+        RENDEZVOUS_TABLE: table,
+        RELAY_BIND: '127.0.0.1',
+        RELAY_PORT: String(port),
+        RELAY_HTTP_PORT: 'off',
+        RELAY_PEER_PORT: '0',
+        RELAY_PEER_HOST: '127.0.0.1',
+        RELAY_CLUSTER_SECRET: SECRET,
+        RELAY_MAX_PARKED: String(PARKED + 100),
+        RELAY_MAX_HANDSHAKES_PER_SOURCE: '100000',
+        RELAY_MAX_HANDSHAKES: '100000',
+      },
+      /relay listening/,
+    ),
+  );
+  return { child: r.child, pid: r.child.pid as number, port };
+}
+
+async function registerCookie(uuid: string): Promise<string> {
+  const id = await provisionIdentity(store, { uuid });
+  const res = await fetch(`${apiUrl}/?uuid=${uuid}&response=${currentCode(id)}`, { method: 'PUT' });
+  return ((await res.json()) as { result: { cookie: string } }).result.cookie.slice(1);
+}
+
+/** Parks one raw hidden socket on `port` with cookie `c`. */
+async function park(port: number, c: string): Promise<Socket> {
+  const s = await dial(port);
+  s.write(`R${c}\n`);
+  return s;
+}
+
+// ---------------------------------------------------------------- 1. throughput
+
+interface Forwarder {
+  name: string;
+  pid: number;
+  /** Port that forwards to the sink (the forwarders) — or undefined for our relay. */
+  port?: number;
+}
+
+async function startForwarders(sinkPort: number): Promise<Forwarder[]> {
+  const out: Forwarder[] = [];
+  const naivePort = await freePort();
+  const naive = track(
+    await spawnReady(
+      process.execPath,
+      [
+        '-e',
+        `const net=require('net');net.createServer(a=>{const b=net.connect(${sinkPort},'127.0.0.1');a.pipe(b).pipe(a);a.on('error',()=>b.destroy());b.on('error',()=>a.destroy());}).listen(${naivePort},'127.0.0.1',()=>console.log('ready'))`,
+      ],
+      {},
+      /ready/,
+    ),
+  );
+  out.push({ name: 'naive Node pipe', pid: naive.child.pid as number, port: naivePort });
+  if (has('socat')) {
+    const p = await freePort();
+    const socat = spawn('socat', [
+      '-b',
+      '65536',
+      `TCP-LISTEN:${p},bind=127.0.0.1,fork,reuseaddr`,
+      `TCP:127.0.0.1:${sinkPort}`,
+    ]);
+    children.push(socat);
+    await waitListening(p);
+    out.push({ name: 'socat -b 65536', pid: socat.pid as number, port: p });
+  }
+  const streamModule = [
+    '/usr/lib/nginx/modules/ngx_stream_module.so',
+    '/usr/lib64/nginx/modules/ngx_stream_module.so',
+  ].find((f) => {
+    try {
+      return statSync(f).isFile();
+    } catch {
+      return false;
+    }
+  });
+  if (has('nginx')) {
+    const p = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'bench-nginx-'));
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `${streamModule ? `load_module ${streamModule};\n` : ''}daemon off; master_process off; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events { worker_connections 4096; }
+stream { server { listen 127.0.0.1:${p}; proxy_pass 127.0.0.1:${sinkPort}; proxy_buffer_size 64k; } }\n`,
+    );
+    const nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir]);
+    children.push(nginx);
+    await waitListening(p);
+    out.push({ name: 'nginx stream', pid: nginx.pid as number, port: p });
+  }
+  return out;
+}
+
+function has(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitListening(port: number) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      (await dial(port)).destroy();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** One throughput run through a forwarder: `streams` parallel streams of STREAM_BYTES each. */
+async function runForwarder(f: Forwarder, sink: Awaited<ReturnType<typeof startSink>>, streams: number) {
+  const sockets = await Promise.all(Array.from({ length: streams }, () => dial(f.port as number)));
+  const base = sink.received();
+  const cpu0 = cpuSeconds(f.pid);
+  const want = base + streams * STREAM_BYTES;
+  const secs = await pushStreams(sockets, STREAM_BYTES, () => sink.received() >= want);
+  const cpu = cpuSeconds(f.pid) - cpu0;
+  for (const s of sockets) s.destroy();
+  const gib = (streams * STREAM_BYTES) / 2 ** 30;
+  return { mbps: (streams * STREAM_BYTES) / 1e6 / secs, cpuPerGiB: cpu / gib };
+}
+
+/** One throughput run through our relay: pair `streams` rendezvous, then stream mobile → hidden. */
+async function runRelay(relay: { pid: number; port: number }, cookie: string, streams: number) {
+  let received = 0;
+  const hiddens = await Promise.all(Array.from({ length: streams }, () => park(relay.port, cookie)));
+  for (const h of hiddens) h.on('data', (c: Buffer) => (received += c.length));
+  await new Promise((r) => setTimeout(r, 100));
+  const mobiles = await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const m = await dial(relay.port);
+      m.write(`I${cookie}\n`);
+      await new Promise((r) => m.once('data', r));
+      return m;
+    }),
+  );
+  received = 0;
+  const cpu0 = cpuSeconds(relay.pid);
+  const secs = await pushStreams(mobiles, STREAM_BYTES, () => received >= streams * STREAM_BYTES);
+  const cpu = cpuSeconds(relay.pid) - cpu0;
+  for (const s of [...mobiles, ...hiddens]) s.destroy();
+  const gib = (streams * STREAM_BYTES) / 2 ** 30;
+  return { mbps: (streams * STREAM_BYTES) / 1e6 / secs, cpuPerGiB: cpu / gib };
+}
+
+// ---------------------------------------------------------------- 2. pairing
+
+async function runPairings(
+  parkAt: { pid: number; port: number },
+  mobileAt: { pid: number; port: number },
+  inFlight: number,
+) {
+  const cookie = await registerCookie(`bench-pair-${inFlight}-${parkAt.port}-${mobileAt.port}-${Date.now()}`);
+  const hiddens = await Promise.all(Array.from({ length: PAIRINGS }, () => park(parkAt.port, cookie)));
+  for (const h of hiddens) {
+    h.on('data', () => h.end());
+    h.on('error', () => {});
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const pids = [...new Set([parkAt.pid, mobileAt.pid])];
+  const cpu0 = pids.map(cpuSeconds);
+  const latencies: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < PAIRINGS) {
+      next++;
+      const t0 = process.hrtime.bigint();
+      const m = await dial(mobileAt.port);
+      m.write(`I${cookie}\n`);
+      await new Promise((r) => m.once('data', r));
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      m.end();
+      await new Promise((r) => m.once('close', r));
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  await new Promise((r) => setTimeout(r, 200));
+  const cpu = pids.map(cpuSeconds).reduce((a, b, i) => a + b - (cpu0[i] as number), 0);
+  for (const h of hiddens) h.destroy();
+  return {
+    cpuUsPerPairing: (cpu * 1e6) / PAIRINGS,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+  };
+}
+
+// ---------------------------------------------------------------- 3. memory
+
+async function runParkedMemory(relay: { pid: number; port: number }) {
+  const cookie = await registerCookie(`bench-mem-${Date.now()}`);
+  // A warm-up batch, so the baseline includes the heap the relay grows into anyway.
+  const warm = await Promise.all(Array.from({ length: 200 }, () => park(relay.port, cookie)));
+  for (const s of warm) s.destroy();
+  await new Promise((r) => setTimeout(r, 1_000));
+  const before = rssBytes(relay.pid);
+  const parked: Socket[] = [];
+  for (let i = 0; i < PARKED; i += 500) {
+    parked.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(500, PARKED - i) }, () => park(relay.port, cookie)),
+      )),
+    );
+  }
+  await new Promise((r) => setTimeout(r, 1_500));
+  const perSocket = (rssBytes(relay.pid) - before) / PARKED;
+  for (const s of parked) s.destroy();
+  await new Promise((r) => setTimeout(r, 1_000));
+  return perSocket;
+}
+
+// ---------------------------------------------------------------- 4. registration
+
+async function runRegistration(n: number, concurrency: number) {
+  const stamp = Date.now();
+  const ids = await Promise.all(
+    Array.from({ length: n }, (_, i) => provisionIdentity(store, { uuid: `bench-reg-${stamp}-${i}` })),
+  );
+  const timed = async (jobs: Array<() => Promise<void>>) => {
+    const lat: number[] = [];
+    let next = 0;
+    const t0 = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < jobs.length) {
+          const job = jobs[next++] as () => Promise<void>;
+          const s = process.hrtime.bigint();
+          await job();
+          lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+        }
+      }),
+    );
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    return { p50: percentile(lat, 50), p99: percentile(lat, 99), rps: jobs.length / secs };
+  };
+  const put = await timed(
+    ids.map((id) => async () => {
+      const res = await fetch(`${apiUrl}/?uuid=${id.uuid}&response=${currentCode(id)}`, { method: 'PUT' });
+      if (res.status !== 200) throw new Error(`PUT ${res.status}`);
+      await res.arrayBuffer();
+    }),
+  );
+  const get = await timed(
+    ids.map((id) => async () => {
+      const res = await fetch(`${apiUrl}/?uuid=${id.uuid}`);
+      if (res.status !== 200) throw new Error(`GET ${res.status}`);
+      await res.arrayBuffer();
+    }),
+  );
+  return { put, get };
+}
+
+function coldImport(file: string): number {
+  const out = execFileSync(process.execPath, [
+    '--input-type=module',
+    '-e',
+    `const t = performance.now(); await import(${JSON.stringify(file)}); console.log(performance.now() - t);`,
+  ]);
+  return Number(out.toString().trim());
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const figures: Record<string, Figure> = {};
+  const add = (name: string, values: number[], unit: string) => {
+    figures[name] = summary(values, unit);
+  };
+  const timeLeft = () => Date.now() < DEADLINE;
+  console.error(`bench: ${QUICK ? 'quick' : 'full'} run, ${RUNS} runs per figure`);
+  await startService();
+  const relayA = await startRelayProcess();
+  const relayB = await startRelayProcess();
+  const sink = await startSink();
+  const forwarders = await startForwarders(sink.port);
+
+  // 1. throughput
+  for (const streams of want('throughput') ? [1, 8] : []) {
+    const relayCookie = await registerCookie(`bench-stream-${streams}`);
+    const contenders: Array<{ name: string; run: () => Promise<{ mbps: number; cpuPerGiB: number }> }> = [
+      { name: 'rendezvous relay', run: () => runRelay(relayA, relayCookie, streams) },
+      ...forwarders.map((f) => ({ name: f.name, run: () => runForwarder(f, sink, streams) })),
+    ];
+    const results = new Map<string, { mbps: number[]; cpu: number[] }>();
+    for (let r = 0; r < RUNS && timeLeft(); r++) {
+      // Interleaved, so drift in the machine's load hits every contender alike.
+      for (const c of contenders) {
+        const x = await c.run();
+        const slot = results.get(c.name) ?? { mbps: [], cpu: [] };
+        slot.mbps.push(x.mbps);
+        slot.cpu.push(x.cpuPerGiB);
+        results.set(c.name, slot);
+      }
+    }
+    for (const [name, v] of results) {
+      add(`throughput ${streams} stream${streams > 1 ? 's' : ''}: ${name}`, v.mbps, 'MB/s');
+      add(`cpu per GiB ${streams} stream${streams > 1 ? 's' : ''}: ${name}`, v.cpu, 's/GiB');
+    }
+  }
+
+  // 2. pairing
+  for (const [label, parkAt, mobileAt] of want('pairing')
+    ? ([
+        ['local', relayA, relayA],
+        ['cross-relay', relayA, relayB],
+      ] as const)
+    : []) {
+    for (const inFlight of [1, 50]) {
+      const cpu: number[] = [];
+      const p50: number[] = [];
+      const p99: number[] = [];
+      for (let r = 0; r < RUNS && timeLeft(); r++) {
+        const x = await runPairings(parkAt, mobileAt, inFlight);
+        cpu.push(x.cpuUsPerPairing);
+        p50.push(x.p50);
+        p99.push(x.p99);
+      }
+      add(`pairing ${label}, ${inFlight} in flight: relay CPU per pairing`, cpu, 'µs');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p50`, p50, 'ms');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p99`, p99, 'ms');
+    }
+  }
+
+  // 3. memory
+  const mem: number[] = [];
+  for (let r = 0; r < Math.min(RUNS, 3) && timeLeft() && want('memory'); r++)
+    mem.push(await runParkedMemory(relayA));
+  if (mem.length) add(`memory: RSS per parked socket (${PARKED.toLocaleString('en')} parked)`, mem, 'bytes');
+
+  // 4. registration
+  const reg = {
+    putP50: [] as number[],
+    putP99: [] as number[],
+    putRps: [] as number[],
+    getP50: [] as number[],
+    getP99: [] as number[],
+    getRps: [] as number[],
+  };
+  for (let r = 0; r < RUNS && timeLeft() && want('registration'); r++) {
+    const x = await runRegistration(QUICK ? 200 : 500, 8);
+    reg.putP50.push(x.put.p50);
+    reg.putP99.push(x.put.p99);
+    reg.putRps.push(x.put.rps);
+    reg.getP50.push(x.get.p50);
+    reg.getP99.push(x.get.p99);
+    reg.getRps.push(x.get.rps);
+  }
+  if (reg.putP50.length) {
+    add('registration PUT p50 (local adapter, 8 concurrent)', reg.putP50, 'ms');
+    add('registration PUT p99', reg.putP99, 'ms');
+    add('registration PUT throughput', reg.putRps, 'req/s');
+    add('registration GET p50', reg.getP50, 'ms');
+    add('registration GET p99', reg.getP99, 'ms');
+    add('registration GET throughput', reg.getRps, 'req/s');
+  }
+  for (const fn of want('registration') ? ['register', 'lookup'] : []) {
+    const file = join(ROOT, `dist/functions/${fn}.mjs`);
+    add(`lambda bundle size: ${fn}`, [statSync(file).size / 1000], 'KB');
+    add(
+      `lambda cold import: ${fn}`,
+      Array.from({ length: RUNS }, () => coldImport(file)),
+      'ms',
+    );
+  }
+
+  // ratios (medians)
+  const m = (name: string) => figures[name]?.median ?? Number.NaN;
+  const ratios: Record<string, number> = {};
+  for (const streams of ['1 stream', '8 streams']) {
+    for (const other of forwarders.map((f) => f.name)) {
+      const key = other.split(' ')[0] as string;
+      ratios[`cpu per GiB ${streams}: relay/${key}`] =
+        m(`cpu per GiB ${streams}: rendezvous relay`) / m(`cpu per GiB ${streams}: ${other}`);
+      ratios[`throughput ${streams}: relay/${key}`] =
+        m(`throughput ${streams}: rendezvous relay`) / m(`throughput ${streams}: ${other}`);
+    }
+  }
+  ratios['pairing CPU cross-relay/local (1 in flight)'] =
+    m('pairing cross-relay, 1 in flight: relay CPU per pairing') /
+    m('pairing local, 1 in flight: relay CPU per pairing');
+
+  const result = {
+    date: new Date().toISOString(),
+    mode: QUICK ? 'quick' : 'full',
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      node: process.version,
+      platform: process.platform,
+    },
+    seconds: Math.round((Date.now() - started) / 1000),
+    figures,
+    ratios,
+  };
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+  const fmt = (n: number) =>
+    Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
+  const rows = Object.entries(figures).map(
+    ([name, f]) => `| ${name} | ${fmt(f.median)} ${f.unit} | ${fmt(f.min)}–${fmt(f.max)} | ${f.runs} |`,
+  );
+  console.log(
+    `\n${result.machine.cpus}× ${result.machine.model}, Node ${result.machine.node}, ${result.mode} run, ${result.seconds} s\n`,
+  );
+  console.log('| figure | median | min–max | runs |\n|---|---|---|---|');
+  console.log(rows.join('\n'));
+  console.log('\n| ratio (medians) | value |\n|---|---|');
+  for (const [k, v] of Object.entries(ratios)) console.log(`| ${k} | ${fmt(v)} |`);
+  store.close();
+  for (const c of children) c.kill('SIGKILL');
+  process.exit(0);
+}
+
+main().catch((err) => {
+  console.error(err);
+  for (const c of children) c.kill('SIGKILL');
+  process.exit(1);
+});
