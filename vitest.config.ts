@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // CI logs name every test (the container suite must visibly run, not be skipped).
+    reporters: process.env.CI ? ['verbose'] : ['default'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Two cores: suites that open many sockets run better one file at a time per worker.

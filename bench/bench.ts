@@ -199,7 +199,8 @@ async function startRelayProcess(): Promise<{ child: ChildProcess; pid: number; 
   const r = track(
     await spawnReady(
       process.execPath,
-      [join(ROOT, 'dist/relay.mjs')],
+      // BENCH_RELAY_FLAGS: node flags for the relays only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+      [...(process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? []), join(ROOT, 'dist/relay.mjs')],
       {
         AWS_ENDPOINT_URL_DYNAMODB: storeEndpoint,
         AWS_REGION: 'local',
@@ -617,6 +618,8 @@ async function main() {
   console.log('\n| ratio (medians) | value |\n|---|---|');
   for (const [k, v] of Object.entries(ratios)) console.log(`| ${k} | ${fmt(v)} |`);
   store.close();
+  for (const c of children) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 1_500));
   for (const c of children) c.kill('SIGKILL');
   process.exit(0);
 }

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
-import { sha256, startEchoServer } from '../support/net.js';
+import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let dev: ChildProcess;
 const env: Record<string, string> = {};
@@ -226,5 +226,65 @@ describe('ssh through the rendezvous (real sshd, real ssh client, connect as Pro
       { env: { ...process.env, ...env }, timeout: 30_000 },
     ).toString();
     expect(out.trim()).toBe('ssh-through-rendezvous-ok');
+  });
+});
+
+describe('rendezvous dev with RELAY_CLUSTER_SECRET: a `rendezvous relay` joins it', () => {
+  let clusterDev: ChildProcess | undefined;
+  let extra: ChildProcess | undefined;
+
+  afterAll(async () => {
+    await stop(extra);
+    await stop(clusterDev);
+  });
+
+  it('a mobile client on the extra relay reaches a hidden server parked on the dev relay', async () => {
+    clusterDev = spawnCli(
+      ['dev', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
+      {
+        RELAY_CLUSTER_SECRET: 'dev-cluster-secret',
+      },
+    );
+    const out = await waitForOutput(clusterDev, /^ready$/m);
+    expect(out).toMatch(/peer {3}127\.0\.0\.1:\d+ \(cluster/);
+    const devEnv: Record<string, string> = {};
+    for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) devEnv[m[1] as string] = m[2] as string;
+    const extraPort = await new Promise<number>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    extra = spawnCli(['relay'], {
+      ...devEnv,
+      RELAY_CLUSTER_SECRET: 'dev-cluster-secret',
+      RELAY_BIND: '127.0.0.1',
+      RELAY_PORT: String(extraPort),
+      RELAY_HTTP_PORT: 'off',
+      RELAY_PEER_PORT: '0',
+      RELAY_PEER_HOST: '127.0.0.1',
+    });
+    await waitForOutput(extra, /relay listening/);
+    const echoServer = await startEchoServer();
+    try {
+      const p = await runCli(['provision', '--uuid', 'dev-cluster', '--json'], devEnv);
+      const id = JSON.parse(p.stdout.toString());
+      const agent = spawnCli(['expose', '--uuid', 'dev-cluster', '--to', String(echoServer.port)], {
+        ...devEnv,
+        RENDEZVOUS_SECRET: id.secret,
+      });
+      agents.push(agent);
+      await waitForOutput(agent, /registered/, 20_000, 'stderr');
+      const lookup = (await (await fetch(`${devEnv.RENDEZVOUS_API}/?uuid=dev-cluster`)).json()) as {
+        result: { cookie: string };
+      };
+      const m = await dial(extraPort);
+      const got = readAll(m);
+      m.end(`${lookup.result.cookie}\nacross the cluster`);
+      expect((await got).toString()).toBe('+OK\nacross the cluster');
+    } finally {
+      await echoServer.close();
+    }
   });
 });
