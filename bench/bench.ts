@@ -603,7 +603,9 @@ async function main() {
     ratios,
   };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-  writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+  // A partial run (--only) must not overwrite the full results the README quotes.
+  const file = process.argv.includes('--only') ? `only-${ONLY}.json` : 'latest.json';
+  writeFileSync(join(ROOT, 'bench/results', file), `${JSON.stringify(result, null, 2)}\n`);
 
   const fmt = (n: number) =>
     Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
