@@ -5,6 +5,7 @@
 import { createServer, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
+import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
 import { exposeHiddenServer } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../client/mobile.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
@@ -220,6 +221,27 @@ export function buildCli(): Command {
         const a = server.address();
         log.info(`listening on ${typeof a === 'object' && a ? `${a.address}:${a.port}` : at.port}`);
       });
+    });
+
+  program
+    .command('admin')
+    .description(
+      'operator console on 127.0.0.1: list, create, rotate, disable and delete hidden-server identities',
+    )
+    .option('--port <port>', 'console port', port, ADMIN_PORT)
+    .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
+    .action(async (o) => {
+      const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      const admin = await startAdminConsole({
+        store,
+        port: o.port,
+        apiUrl: process.env.RENDEZVOUS_API,
+        log: textLog('admin'),
+      }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
+      process.stdout.write(`rendezvous admin console: ${admin.url}/ (127.0.0.1 only; Ctrl-C stops it)\n`);
+      const stop = () => void admin.close().then(() => process.exit(0));
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
     });
 
   program

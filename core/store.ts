@@ -22,6 +22,7 @@ import {
   GetCommand,
   PutCommand,
   QueryCommand,
+  ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { isLive, secretsEqual } from './cookies.js';
@@ -341,7 +342,9 @@ export class Store {
       throw new RendezvousError('COOKIE_EXPIRED', 'cookie expired, register again');
     }
     const reg = await this.getRegistration(item.uuid, nowMs);
-    if (!reg || !secretsEqual(reg.cookie, cookie)) {
+    // No registration at all: the identity was disabled or deleted by the operator.
+    if (!reg) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie (registration revoked)');
+    if (!secretsEqual(reg.cookie, cookie)) {
       throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
     }
     return { uuid: item.uuid, expiresAt: item.expiresAt };
@@ -383,5 +386,98 @@ export class Store {
       .filter((r) => isLive(r.expiresAt, nowMs))
       .map(({ pk: _pk, sk: _sk, ...r }) => r)
       .sort((a, b) => b.expiresAt - a.expiresAt);
+  }
+
+  /** Every identity (operator console). Secrets stay in the items; callers must not show them. */
+  async listIdentities(): Promise<Identity[]> {
+    const out: Identity[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.call(() =>
+        this.doc.send(
+          new ScanCommand({
+            TableName: this.table,
+            FilterExpression: 'sk = :identity',
+            ExpressionAttributeValues: { ':identity': 'IDENTITY' },
+            ExclusiveStartKey: start,
+          }),
+        ),
+      );
+      for (const item of page.Items ?? []) {
+        const { pk: _pk, sk: _sk, ...rest } = item;
+        out.push(rest as Identity);
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return out.sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /**
+   * Disables or enables an identity. Disabling also removes its registration, so every relay
+   * refuses its cookie at the next check and tells its parked sockets `-ERR`.
+   */
+  async setDisabled(uuid: string, disabled: boolean): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+            UpdateExpression: disabled ? 'SET disabled = :t REMOVE httpCookie' : 'SET disabled = :f',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: disabled ? { ':t': true } : { ':f': false },
+          }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException)
+        throw new RendezvousError('NOT_FOUND', 'no such identity');
+      throw err;
+    }
+    if (disabled) await this.deleteRegistration(uuid);
+  }
+
+  /** Replaces an identity's TOTP secret (and drops its CONNECT cookie); replay protection stays. */
+  async rotateSecret(uuid: string, secret: string): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+            UpdateExpression: 'SET secret = :s REMOVE httpCookie, httpCookieExpiresAt',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: { ':s': secret },
+          }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException)
+        throw new RendezvousError('NOT_FOUND', 'no such identity');
+      throw err;
+    }
+  }
+
+  /** Deletes an identity and its registration. */
+  async deleteIdentity(uuid: string): Promise<void> {
+    await this.deleteRegistration(uuid);
+    await this.call(() =>
+      this.doc.send(
+        new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'IDENTITY' } }),
+      ),
+    );
+  }
+
+  private async deleteRegistration(uuid: string): Promise<void> {
+    await this.call(() =>
+      this.doc.send(
+        new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'REGISTRATION' } }),
+      ),
+    );
+  }
+
+  /** The uuid's registration even when expired (operator console: "last registration"). */
+  async getRegistrationRecord(uuid: string): Promise<Registration | undefined> {
+    return this.getItem<Registration>(serverKey(uuid), 'REGISTRATION');
   }
 }

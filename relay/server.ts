@@ -145,8 +145,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
     const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
     records = new ParkRecords(opts.store, relayId, `${peerHost}:${peer.port}`, log);
-    records.start(lot);
+  } else {
+    // A relay alone still records its parks (the operator console shows who is online); with no
+    // peer address, no other relay will try to dial it.
+    records = new ParkRecords(opts.store, relayId, '', log);
   }
+  records.start(lot);
 
   // Handshake admission: a flood from one address (or from everywhere) is refused at once,
   // before it costs a timer, a decoder or a store read.
@@ -244,6 +248,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
           if (isRendezvousError(err) && err.code.startsWith('COOKIE_')) {
             for (const p of lot.takeAll('generic', cookie)) refuse(p.socket, err.message);
           }
+        }
+      }
+      // HTTP parks are keyed by uuid: drop those of identities disabled or deleted meanwhile.
+      for (const uuid of lot.keys('http')) {
+        const identity = await opts.store.getIdentity(uuid).catch(() => 'unknown' as const);
+        if (identity === undefined || (identity !== 'unknown' && identity.disabled)) {
+          for (const p of lot.takeAll('http', uuid)) p.socket.destroy();
         }
       }
     } finally {
