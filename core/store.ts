@@ -412,50 +412,47 @@ export class Store {
     return out.sort((a, b) => a.createdAt - b.createdAt);
   }
 
+  /** Updates an existing identity; NOT_FOUND when there is none. */
+  private async updateIdentity(
+    uuid: string,
+    expression: string,
+    values: Record<string, unknown>,
+  ): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+            UpdateExpression: expression,
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: values,
+          }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException)
+        throw new RendezvousError('NOT_FOUND', 'no such identity');
+      throw err;
+    }
+  }
+
   /**
    * Disables or enables an identity. Disabling also removes its registration, so every relay
    * refuses its cookie at the next check and tells its parked sockets `-ERR`.
    */
   async setDisabled(uuid: string, disabled: boolean): Promise<void> {
-    try {
-      await this.call(() =>
-        this.doc.send(
-          new UpdateCommand({
-            TableName: this.table,
-            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-            UpdateExpression: disabled ? 'SET disabled = :t REMOVE httpCookie' : 'SET disabled = :f',
-            ConditionExpression: 'attribute_exists(pk)',
-            ExpressionAttributeValues: disabled ? { ':t': true } : { ':f': false },
-          }),
-        ),
-      );
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException)
-        throw new RendezvousError('NOT_FOUND', 'no such identity');
-      throw err;
-    }
+    await this.updateIdentity(uuid, disabled ? 'SET disabled = :d REMOVE httpCookie' : 'SET disabled = :d', {
+      ':d': disabled,
+    });
     if (disabled) await this.deleteRegistration(uuid);
   }
 
   /** Replaces an identity's TOTP secret (and drops its CONNECT cookie); replay protection stays. */
   async rotateSecret(uuid: string, secret: string): Promise<void> {
-    try {
-      await this.call(() =>
-        this.doc.send(
-          new UpdateCommand({
-            TableName: this.table,
-            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-            UpdateExpression: 'SET secret = :s REMOVE httpCookie, httpCookieExpiresAt',
-            ConditionExpression: 'attribute_exists(pk)',
-            ExpressionAttributeValues: { ':s': secret },
-          }),
-        ),
-      );
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException)
-        throw new RendezvousError('NOT_FOUND', 'no such identity');
-      throw err;
-    }
+    await this.updateIdentity(uuid, 'SET secret = :s REMOVE httpCookie, httpCookieExpiresAt', {
+      ':s': secret,
+    });
   }
 
   /** Deletes an identity and its registration. */

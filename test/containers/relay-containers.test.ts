@@ -18,6 +18,7 @@ import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { startBalancer } from '../support/balancer.js';
 import { closedWithin, dial, readAll, sha256, startEchoServer } from '../support/net.js';
+import { parkedOnHealth, waitFor } from '../support/wait.js';
 import { buildImages, docker, freePort, type RelayPorts, startRelay, startStore } from './harness.js';
 
 const SECRET = 'container-cluster-secret';
@@ -50,24 +51,7 @@ function retire(r: (typeof relays)[number]) {
   balancer.targets.splice(balancer.targets.indexOf(r.ports.generic), 1);
 }
 
-async function parkedOn(r: (typeof relays)[number]): Promise<number> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${r.ports.health}/healthz`, {
-      signal: AbortSignal.timeout(1_000),
-    });
-    return ((await res.json()) as { parked: number }).parked;
-  } catch {
-    return 0;
-  }
-}
-
-async function waitFor(cond: () => Promise<boolean>, ms: number, what: string) {
-  const until = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const parkedOnHealthOf = (r: { ports: RelayPorts }) => parkedOnHealth(r.ports.health);
 
 beforeAll(async () => {
   images = await buildImages();
@@ -166,7 +150,11 @@ describe('relay containers', () => {
       const hidden = await dial(relays[0]?.ports.generic as number);
       hidden.write(`${rCookie}\n`);
       const hiddenGot = readAll(hidden);
-      await waitFor(async () => (await parkedOn(relays[0] as (typeof relays)[number])) > 0, 5_000, 'parked');
+      await waitFor(
+        async () => (await parkedOnHealthOf(relays[0] as (typeof relays)[number])) > 0,
+        5_000,
+        'parked',
+      );
       const toHidden = randomBytes(8 << 20);
       const toMobile = randomBytes(8 << 20);
       const m = await dial(target?.ports.generic as number);
@@ -217,7 +205,8 @@ describe('relay containers', () => {
   it('300 concurrent rendezvous spread over the three containers all succeed', async () => {
     await exposeEcho('c-many', 32);
     await waitFor(
-      async () => (await Promise.all(relays.map(parkedOn))).reduce((a, b) => a + b, 0) >= 32,
+      async () =>
+        (await Promise.all(relays.map((r) => parkedOnHealthOf(r)))).reduce((a, b) => a + b, 0) >= 32,
       15_000,
       'pool',
     );

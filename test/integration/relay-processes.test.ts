@@ -16,6 +16,7 @@ import { startBalancer } from '../support/balancer.js';
 import { BIN } from '../support/cli.js';
 import { closedWithin, dial, readAll, sha256, startEchoServer } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';
+import { parkedOnHealth, waitFor } from '../support/wait.js';
 
 interface RelayProcess {
   child: ChildProcess;
@@ -69,22 +70,7 @@ async function spawnRelay(): Promise<RelayProcess> {
   return { child, port, health, exit };
 }
 
-async function parkedOn(r: RelayProcess): Promise<number> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${r.health}/healthz`);
-    return ((await res.json()) as { parked: number }).parked;
-  } catch {
-    return 0;
-  }
-}
-
-async function waitFor(cond: () => Promise<boolean>, ms: number, what: string) {
-  const until = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const parkedOnHealthOf = (r: { health: number }) => parkedOnHealth(r.health);
 
 beforeAll(async () => {
   store = await embeddedStore();
@@ -143,7 +129,7 @@ describe('relay processes behind a balancer', () => {
     let holder: RelayProcess | undefined;
     await waitFor(
       async () => {
-        for (const r of relays) if ((await parkedOn(r)) > 0) holder = r;
+        for (const r of relays) if ((await parkedOnHealthOf(r)) > 0) holder = r;
         return holder !== undefined;
       },
       10_000,
@@ -167,7 +153,7 @@ describe('relay processes behind a balancer', () => {
     balancer.targets.splice(balancer.targets.indexOf(victim.port), 1);
     relays.splice(relays.indexOf(victim), 1);
     await waitFor(
-      async () => (await Promise.all(relays.map(parkedOn))).some((n) => n > 0),
+      async () => (await Promise.all(relays.map((r) => parkedOnHealthOf(r)))).some((n) => n > 0),
       10_000,
       're-parked',
     );
@@ -192,11 +178,11 @@ describe('relay processes behind a balancer', () => {
       }),
     );
     await waitFor(
-      async () => (await Promise.all(relays.map(parkedOn))).reduce((a, b) => a + b, 0) >= 4,
+      async () => (await Promise.all(relays.map((r) => parkedOnHealthOf(r)))).reduce((a, b) => a + b, 0) >= 4,
       10_000,
       'pool parked',
     );
-    const counts = await Promise.all(relays.map(parkedOn));
+    const counts = await Promise.all(relays.map((r) => parkedOnHealthOf(r)));
     const draining = relays[(counts[0] as number) >= (counts[1] as number) ? 0 : 1] as RelayProcess;
     const survivor = relays.find((r) => r !== draining) as RelayProcess;
     const cookie = await lookupCookie('proc-drain');
@@ -204,7 +190,11 @@ describe('relay processes behind a balancer', () => {
     const mobile = await mobileOn(draining, cookie);
     mobile.socket.write('before ');
     draining.child.kill('SIGTERM');
-    await waitFor(async () => (await parkedOn(survivor)) >= 4, 10_000, 'agents re-parked on the survivor');
+    await waitFor(
+      async () => (await parkedOnHealthOf(survivor)) >= 4,
+      10_000,
+      'agents re-parked on the survivor',
+    );
     await new Promise((r) => setTimeout(r, 500));
     mobile.socket.end('after');
     expect((await mobile.received).toString()).toBe('before after');
