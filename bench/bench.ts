@@ -483,6 +483,8 @@ async function main() {
   const relayB = await startRelayProcess();
   const sink = await startSink();
   const forwarders = await startForwarders(sink.port);
+  if (process.env.BENCH_DEBUG)
+    console.error(`pids relay=${relayA.pid} ${forwarders.map((f) => `${f.name}=${f.pid}`).join(' ')}`);
 
   // 1. throughput
   for (const streams of want('throughput') ? [1, 8] : []) {
