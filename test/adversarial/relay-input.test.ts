@@ -124,8 +124,11 @@ describe('relay line input', () => {
     expect(outcomes.length).toBe(10_000);
     for (const [i, [name, , expected]] of kinds.entries()) {
       const mine = outcomes.filter((o) => o.kind === i);
-      const wrong = mine.filter((o) => !expected.test(o.text));
+      // Each gets its own -ERR, or — when a loaded machine delays its bytes past the deadline —
+      // the deadline's; nothing else, and never silence.
+      const wrong = mine.filter((o) => !expected.test(o.text) && o.text !== '-ERR handshake timeout\n');
       expect(wrong.slice(0, 3), name).toEqual([]);
+      expect(mine.filter((o) => expected.test(o.text)).length, name).toBeGreaterThan(mine.length * 0.9);
       if (name === 'nothing at all') {
         // Closed at the deadline, not before and not much after.
         expect(Math.min(...mine.map((o) => o.ms))).toBeGreaterThanOrEqual(HANDSHAKE_MS - 50);
