@@ -27,6 +27,12 @@ const STREAM_BYTES = (QUICK ? 128 : 512) * 2 ** 20;
 const PAIRINGS = QUICK ? 600 : 2_000;
 const PARKED = 10_000;
 const CLK_TCK = 100;
+/** Node flags from relay/Dockerfile's ENTRYPOINT (between "node" and the script). */
+const RELAY_NODE_FLAGS = (() => {
+  const entry =
+    /^ENTRYPOINT \[(.*)\]$/m.exec(readFileSync(join(ROOT, 'relay/Dockerfile'), 'utf8'))?.[1] ?? '';
+  return (JSON.parse(`[${entry}]`) as string[]).filter((a) => a.startsWith('--'));
+})();
 const started = Date.now();
 const DEADLINE = started + (QUICK ? 150_000 : 600_000);
 
@@ -200,7 +206,12 @@ async function startRelayProcess(): Promise<{ child: ChildProcess; pid: number; 
     await spawnReady(
       process.execPath,
       // BENCH_RELAY_FLAGS: node flags for the relays only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-      [...(process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? []), join(ROOT, 'dist/relay.mjs')],
+      // The node flags of relay/Dockerfile's ENTRYPOINT, so the relay is measured as deployed.
+      [
+        ...RELAY_NODE_FLAGS,
+        ...(process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? []),
+        join(ROOT, 'dist/relay.mjs'),
+      ],
       {
         AWS_ENDPOINT_URL_DYNAMODB: storeEndpoint,
         AWS_REGION: 'local',
