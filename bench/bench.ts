@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
@@ -113,6 +113,8 @@ function spawnReady(
     let out = '';
     const t = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 30_000);
     const on = (c: Buffer) => {
+      // BENCH_DEBUG keeps every child's output (e.g. --trace-gc) in /tmp/bench-child-<pid>.log.
+      if (process.env.BENCH_DEBUG) appendFileSync(`/tmp/bench-child-${child.pid}.log`, c);
       out += c.toString();
       if (ready.test(out)) {
         clearTimeout(t);
