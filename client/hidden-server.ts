@@ -14,11 +14,11 @@ import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { RendezvousTriple } from '../core/registration.js';
-import { readPreamble } from '../core/socket-reader.js';
+import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
 import { registerWithApi } from './api.js';
-import { connectTcp, dialRelay } from './relay-conn.js';
+import { CONNECT_TIMEOUT_MS, dialRelay } from './relay-conn.js';
 
 /** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
 export interface HiddenServerOptions {
@@ -278,7 +278,7 @@ export class HiddenServer extends EventEmitter {
   private connectHttpRelay(): Promise<Socket> {
     const url = new URL(this.opts.relay as string);
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
-    if (url.protocol !== 'https:') return connectTcp(url.hostname, port);
+    if (url.protocol !== 'https:') return connectTcp(url.hostname, port, { timeoutMs: CONNECT_TIMEOUT_MS });
     return new Promise((resolve, reject) => {
       const s = tlsConnect({ host: url.hostname, port, servername: url.hostname });
       s.once('secureConnect', () => resolve(s as unknown as Socket));

@@ -43,9 +43,6 @@ export async function connect(opts: ConnectOptions): Promise<Socket> {
   }
 }
 
-/** @deprecated name of `connect`, kept for the CLI's first releases. */
-export const connectToHiddenServer = connect;
-
 /**
  * The URL that reaches hidden server `uuid` through a relay's HTTP-specific endpoint, for any
  * HTTP client: `fetch(rendezvousUrl('https://relay.example.com', 'my-web', '/status'))`.

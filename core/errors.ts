@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'LINE_TOO_LONG'
   | 'MALFORMED_LINE'
   | 'HANDSHAKE_TIMEOUT'
+  | 'BUSY'
   | 'NO_HIDDEN_SERVER'
   | 'TOO_MANY_PARKED'
   | 'PROTOCOL'

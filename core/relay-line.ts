@@ -52,11 +52,6 @@ export function parseCookieLine(text: string): CookieLine {
   return { role, cookie };
 }
 
-/** Splits a prefixed cookie (`R…`/`I…`) as handed out by the registration API. */
-export function splitPrefixedCookie(prefixed: string): CookieLine {
-  return parseCookieLine(prefixed);
-}
-
 /** A status line from the relay: `+OK…` or `-ERR …`. */
 export type StatusLine = { ok: true; text: string } | { ok: false; diagnostic: string };
 

@@ -4,8 +4,9 @@
  * after the preamble are unshifted and the socket is back in Node's initial state, so the caller
  * uses it like a fresh socket (on('data'), pipe, splice).
  */
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { RendezvousError } from './errors.js';
+import { LineDecoder, MAX_STATUS_LINE, parseStatusLine } from './relay-line.js';
 
 /** Feeds chunks to `decode` until it returns a value (the preamble) or throws. */
 export function readPreamble<T>(
@@ -66,5 +67,76 @@ export function readPreamble<T>(
     socket.on('error', onError);
     socket.on('end', onEnd);
     socket.on('readable', onReadable);
+  });
+}
+
+/**
+ * Reads a relay's status line (`+OK` / `-ERR …`) and resolves when it is `+OK`, leaving what
+ * follows unread. Rejects with RELAY_REFUSED carrying the `-ERR` diagnostic (the socket is
+ * destroyed), PROTOCOL for a line too long or malformed, or what `readPreamble` rejects with.
+ */
+export async function expectOk(
+  socket: Socket,
+  opts: { timeoutMs?: number; signal?: AbortSignal; what: string },
+): Promise<void> {
+  const decoder = new LineDecoder(MAX_STATUS_LINE);
+  const status = await readPreamble(
+    socket,
+    (chunk) => {
+      let d: ReturnType<LineDecoder['push']>;
+      try {
+        d = decoder.push(chunk);
+      } catch {
+        throw new RendezvousError('PROTOCOL', `${opts.what}: status line too long`);
+      }
+      return d && { value: parseStatusLine(d.line), rest: d.rest };
+    },
+    opts,
+  );
+  if (!status.ok) {
+    socket.destroy();
+    throw new RendezvousError('RELAY_REFUSED', status.diagnostic, { permanent: false });
+  }
+}
+
+/**
+ * Connects with half-close allowed (the far side's FIN must not end our write side) and no
+ * Nagle delay. Rejects with UNREACHABLE (refused, or not connected within `timeoutMs`) or ABORTED.
+ */
+export function connectTcp(
+  host: string,
+  port: number,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, allowHalfOpen: true });
+    socket.setNoDelay(true);
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+      socket.off('connect', onConnect);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else resolve(socket);
+    };
+    const onError = (err: Error) =>
+      done(
+        new RendezvousError('UNREACHABLE', `unreachable ${host}:${port}: ${err.message}`, {
+          permanent: false,
+          cause: err,
+        }),
+      );
+    const onConnect = () => done();
+    const onAbort = () => done(new RendezvousError('ABORTED', 'aborted'));
+    const timer = setTimeout(
+      () => done(new RendezvousError('UNREACHABLE', `connect timeout ${host}:${port}`, { permanent: false })),
+      opts.timeoutMs,
+    );
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener('abort', onAbort);
+    socket.once('error', onError);
+    socket.once('connect', onConnect);
   });
 }

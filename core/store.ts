@@ -326,7 +326,7 @@ export class Store {
 
   /** The uuid's live registration, or undefined (missing or expired). */
   async getRegistration(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
-    const reg = await this.getItem<Registration>(serverKey(uuid), 'REGISTRATION');
+    const reg = await this.getRegistrationRecord(uuid);
     if (!reg || !isLive(reg.expiresAt, nowMs)) return undefined;
     return reg;
   }

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { isRendezvousError, type RendezvousError } from '../core/errors.js';
+import { isRendezvousError } from '../core/errors.js';
 import {
   encodeResponse,
   HeadDecoder,
@@ -22,12 +22,15 @@ import { authenticateConnect, checkUuid } from '../core/registration.js';
 import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
+import { endWith } from './refuse.js';
 import { readHandshake } from './session.js';
 
 /** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
 export const COOKIE_HEADER = 'Rendezvous-Cookie';
 
 const STATUS_OF: Record<string, number> = {
+  HANDSHAKE_TIMEOUT: 408,
+  BUSY: 503,
   AUTH_FAILED: 401,
   TOO_MANY_ATTEMPTS: 429,
   STORE_UNAVAILABLE: 503,
@@ -41,15 +44,9 @@ export function respondError(
   diagnostic: string,
   headers: Record<string, string> = {},
 ): void {
-  if (socket.destroyed) return;
-  socket.removeAllListeners('data');
-  socket.on('data', () => {});
-  socket.on('error', () => {});
   // 404 (not parked now), 408, 429 and 5xx may go away on a retry; the rest will not.
   const permanent = ![404, 408, 429].includes(status) && status < 500;
-  socket.end(encodeResponse(status, headers, { permanent, diagnostic }));
-  socket.resume();
-  setTimeout(() => socket.destroy(), 2_000).unref();
+  endWith(socket, encodeResponse(status, headers, { permanent, diagnostic }));
 }
 
 /** The one place where errors become HTTP responses on the relay's HTTP port. */
@@ -57,9 +54,8 @@ function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext)
   if (err instanceof HttpError) {
     respondError(socket, err.status, err.message);
   } else if (isRendezvousError(err) && STATUS_OF[err.code]) {
-    const e = err as RendezvousError;
-    const headers: Record<string, string> = e.retryAfter ? { 'Retry-After': String(e.retryAfter) } : {};
-    respondError(socket, STATUS_OF[e.code] as number, e.message, headers);
+    const headers: Record<string, string> = err.retryAfter ? { 'Retry-After': String(err.retryAfter) } : {};
+    respondError(socket, STATUS_OF[err.code] as number, err.message, headers);
   } else {
     ctx.log.error('http session failed', { error: String(err) });
     respondError(socket, 500, 'internal error');
@@ -86,12 +82,7 @@ export function startHttpSession(socket: Socket, ctx: RelayContext): void {
           : pairHttpMobile(socket, ctx, head, rest);
       run.catch((err) => respondRendezvousError(socket, err, ctx));
     },
-    (err) =>
-      err instanceof HttpError
-        ? respondError(socket, err.status, err.message)
-        : respondError(socket, (err as { tooMany?: boolean }).tooMany ? 503 : 408, err.message, {
-            ...((err as { tooMany?: boolean }).tooMany ? { 'Retry-After': '1' } : {}),
-          }),
+    (err) => respondRendezvousError(socket, err, ctx),
   );
 }
 

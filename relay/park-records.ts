@@ -86,8 +86,6 @@ export class ParkRecords {
     clearInterval(this.timer);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
     this.pendingDeletes.clear();
-    const lot = this.lot;
-    if (!lot) return;
     const jobs: Promise<void>[] = [];
     for (const k of this.written) {
       const [kind, key] = k.split(' ') as [ParkKind, string];

@@ -6,12 +6,11 @@
  */
 
 import type { AddressInfo } from 'node:net';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { RendezvousError } from '../core/errors.js';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Log } from '../core/log.js';
 import { encodePeerLine, MAX_PEER_LINE, verifyPeerLine } from '../core/peer-line.js';
-import { LineDecoder, MAX_STATUS_LINE, OK_LINE, parseStatusLine } from '../core/relay-line.js';
-import { readPreamble } from '../core/socket-reader.js';
+import { LineDecoder, OK_LINE } from '../core/relay-line.js';
+import { connectTcp, expectOk } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import type { ParkKind } from '../core/store.js';
 import type { ParkingLot } from './parking.js';
@@ -115,33 +114,9 @@ export async function dialPeer(
   const port = Number(peer.slice(i + 1));
   let link: Socket | undefined;
   try {
-    link = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host, port, allowHalfOpen: true });
-      const t = setTimeout(() => {
-        s.destroy();
-        reject(new Error('peer connect timeout'));
-      }, PEER_TIMEOUT_MS);
-      s.once('error', (err) => {
-        clearTimeout(t);
-        reject(err);
-      });
-      s.once('connect', () => {
-        clearTimeout(t);
-        resolve(s);
-      });
-    });
-    link.setNoDelay(true);
+    link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
     link.write(encodePeerLine(secret, kind, key, waitMs));
-    const decoder = new LineDecoder(MAX_STATUS_LINE);
-    const status = await readPreamble(
-      link,
-      (chunk) => {
-        const d = decoder.push(chunk);
-        return d && { value: parseStatusLine(d.line), rest: d.rest };
-      },
-      { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' },
-    );
-    if (!status.ok) throw new RendezvousError('RELAY_REFUSED', status.diagnostic);
+    await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
     return link;
   } catch {
     link?.destroy();

@@ -4,7 +4,7 @@
  * client). Whatever goes wrong ends this connection alone with `-ERR`.
  */
 import type { Socket } from 'node:net';
-import { isRendezvousError } from '../core/errors.js';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { LineDecoder, MAX_COOKIE_LINE, OK_LINE, parseCookieLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
@@ -21,12 +21,12 @@ export function readHandshake<T>(
 ): void {
   const admission = ctx.admit(socket);
   if (!admission.ok) {
-    onError(Object.assign(new Error(admission.reason), { tooMany: true }));
+    onError(new RendezvousError('BUSY', admission.reason, { permanent: false, retryAfter: 1 }));
     return;
   }
   const deadline = setTimeout(() => {
     done();
-    onError(new Error('handshake timeout'));
+    onError(new RendezvousError('HANDSHAKE_TIMEOUT', 'handshake timeout'));
   }, ctx.limits.handshakeTimeoutMs);
   const onEnd = () => {
     done();

@@ -6,23 +6,18 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
-import { type DevProcess, startDevProcess } from '../support/dev-process.js';
+import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, rawExchange, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
 
 let dev: DevProcess;
-let store: Store;
+let store: ReturnType<typeof storeOf>;
 const ledger = new SecretLedger();
 
 beforeAll(async () => {
   dev = await startDevProcess({ RELAY_PAIR_WAIT_MS: '500' });
-  store = new Store({
-    table: dev.env.RENDEZVOUS_TABLE as string,
-    endpoint: dev.env.AWS_ENDPOINT_URL_DYNAMODB,
-    region: 'local',
-  });
+  store = storeOf(dev);
 });
 afterAll(async () => {
   store?.close();

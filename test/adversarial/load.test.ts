@@ -7,23 +7,18 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { currentCode } from '../../core/totp.js';
-import { type DevProcess, startDevProcess } from '../support/dev-process.js';
+import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, readAll, sha256 } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
 
 let dev: DevProcess;
-let store: Store;
+let store: ReturnType<typeof storeOf>;
 const ledger = new SecretLedger();
 
 beforeAll(async () => {
   dev = await startDevProcess({ RELAY_MAX_PARKED: '128', RELAY_MAX_HANDSHAKES_PER_SOURCE: '4000' });
-  store = new Store({
-    table: dev.env.RENDEZVOUS_TABLE as string,
-    endpoint: dev.env.AWS_ENDPOINT_URL_DYNAMODB,
-    region: 'local',
-  });
+  store = storeOf(dev);
 });
 afterAll(async () => {
   store?.close();

@@ -6,9 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { currentCode } from '../../core/totp.js';
-import { type DevProcess, startDevProcess } from '../support/dev-process.js';
+import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
 
@@ -65,11 +64,7 @@ const kinds: Array<[string, () => Buffer | null, RegExp]> = [
 ];
 
 async function working(): Promise<void> {
-  const store = new Store({
-    table: dev.env.RENDEZVOUS_TABLE as string,
-    endpoint: dev.env.AWS_ENDPOINT_URL_DYNAMODB,
-    region: 'local',
-  });
+  const store = storeOf(dev);
   try {
     const uuid = `adv-alive-${Date.now()}`;
     const id = await provisionIdentity(store, { uuid });

@@ -5,7 +5,7 @@
  * store paused, and the image's user and start time.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { GenericContainer, StartedTestContainer } from 'testcontainers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { startBalancer } from '../support/balancer.js';
-import { closedWithin, dial, readAll, sha256, startEchoServer } from '../support/net.js';
+import { closedWithin, dial, postBody, readAll, sha256, startEchoServer } from '../support/net.js';
 import { parkedOnHealth, waitFor } from '../support/wait.js';
 import { buildImages, docker, freePort, type RelayPorts, startRelay, startStore } from './harness.js';
 
@@ -185,19 +185,7 @@ describe('relay containers', () => {
     await new Promise<void>((r) => hidden.listen(() => r()));
     for (const target of [relays[1], relays[2]]) {
       const body = randomBytes(8 << 20);
-      const back = await new Promise<Buffer>((resolve, reject) => {
-        const req = request(
-          `http://127.0.0.1:${target?.ports.http}/up?rendezvous=c-web`,
-          { method: 'POST', agent: false },
-          (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c) => chunks.push(c));
-            res.on('end', () => resolve(Buffer.concat(chunks)));
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
+      const back = await postBody(`http://127.0.0.1:${target?.ports.http}/up?rendezvous=c-web`, body);
       expect(sha256(back)).toBe(sha256(body));
     }
   }, 60_000);

@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { encodePeerLine } from '../../core/peer-line.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { startCluster } from '../support/cluster.js';
-import { dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
+import { dial, postBody, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 
 const curl = promisify(execFile);
 let cluster: Awaited<ReturnType<typeof startCluster>>;
@@ -233,19 +233,7 @@ describe('HTTP-specific protocol across relays', () => {
   it('carries a 4 MiB body both ways through relays 2 and 3, sha256-equal', async () => {
     for (const i of [1, 2]) {
       const body = randomBytes(4 << 20);
-      const back = await new Promise<Buffer>((resolve, reject) => {
-        const req = request(
-          `${cluster.httpUrl(i)}/upload?rendezvous=web-1`,
-          { method: 'POST', agent: false },
-          (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c) => chunks.push(c));
-            res.on('end', () => resolve(Buffer.concat(chunks)));
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
+      const back = await postBody(`${cluster.httpUrl(i)}/upload?rendezvous=web-1`, body);
       expect(sha256(back)).toBe(sha256(body));
     }
   });

@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { Store } from '../../core/store.js';
 import { BIN } from './cli.js';
 
 /** A running `rendezvous dev`. */
@@ -68,4 +69,13 @@ export async function startDevProcess(env: Record<string, string> = {}): Promise
         setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
       }),
   };
+}
+
+/** A Store on the dev process's embedded store and table (close it when done). */
+export function storeOf(dev: DevProcess): Store {
+  return new Store({
+    table: dev.env.RENDEZVOUS_TABLE as string,
+    endpoint: dev.env.AWS_ENDPOINT_URL_DYNAMODB,
+    region: 'local',
+  });
 }

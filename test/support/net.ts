@@ -1,5 +1,6 @@
 /** Socket helpers shared by the tests: real sockets on 127.0.0.1 only. */
 import { createHash } from 'node:crypto';
+import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
@@ -91,5 +92,19 @@ export function closedWithin(s: Socket, ms: number): Promise<void> {
       clearTimeout(t);
       resolve();
     });
+  });
+}
+
+/** POSTs `body` to `url` on a fresh connection and resolves to the response body. */
+export function postBody(url: string, body: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve(Buffer.concat(chunks)));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }
