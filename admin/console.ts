@@ -13,9 +13,14 @@ import QRCode from 'qrcode';
 import { secretsEqual } from '../core/cookies.js';
 import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
-import { checkUuid, type ProvisionedIdentity, provisionIdentity } from '../core/registration.js';
+import {
+  checkUuid,
+  type ProvisionedIdentity,
+  provisionIdentity,
+  rotateIdentitySecret,
+  setIdentityDisabled,
+} from '../core/registration.js';
 import type { Identity, Store } from '../core/store.js';
-import { newTotpSecret, otpauthUri, TOTP_DEFAULTS } from '../core/totp.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;
@@ -240,19 +245,12 @@ export RENDEZVOUS_API=${e(api)}</pre>
       const uuid = checkUuid(decodeURIComponent(m[1] as string));
       const verb = m[2] as string;
       if (verb === 'rotate') {
-        const secret = newTotpSecret();
-        await opts.store.rotateSecret(uuid, secret);
+        const rotated = await rotateIdentitySecret(opts.store, uuid);
         log.info('admin: secret rotated', { uuid });
-        const params = { secret, ...TOTP_DEFAULTS };
-        return send(
-          res,
-          200,
-          await secretPage({ uuid, ...params, otpauth: otpauthUri(params, uuid) }, 'New secret'),
-          headers,
-        );
+        return send(res, 200, await secretPage(rotated, 'New secret'), headers);
       }
       if (verb === 'delete') await opts.store.deleteIdentity(uuid);
-      else await opts.store.setDisabled(uuid, verb === 'disable');
+      else await setIdentityDisabled(opts.store, uuid, verb === 'disable');
       log.info(`admin: identity ${verb}d`, { uuid });
       res.writeHead(303, { location: '/', 'cache-control': 'no-store', ...headers });
       res.end();

@@ -19,11 +19,16 @@ export function tableFromEnv(env = process.env): string {
   return env.RENDEZVOUS_TABLE || DEFAULT_TABLE;
 }
 
-/** Cookie lifetime and the failure limit, shared by the register handler and the relay's CONNECT. */
+/** Cookie lifetime and the guess limits, shared by the register handler and the relay's CONNECT. */
 export function authPolicyFromEnv(env = process.env): Omit<RegistrationPolicy, 'relayHost' | 'relayPort'> {
   return {
     cookieTtlSeconds: intFromEnv('RENDEZVOUS_COOKIE_TTL', DEFAULT_COOKIE_TTL_SECONDS, env),
     maxFailures: intFromEnv('RENDEZVOUS_MAX_FAILURES', FAILURE_LIMIT_DEFAULTS.maxFailures, env),
+    maxFailuresPerSource: intFromEnv(
+      'RENDEZVOUS_MAX_FAILURES_PER_SOURCE',
+      FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource,
+      env,
+    ),
     failureWindowSeconds: intFromEnv(
       'RENDEZVOUS_FAILURE_WINDOW',
       FAILURE_LIMIT_DEFAULTS.failureWindowSeconds,

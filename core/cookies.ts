@@ -1,5 +1,5 @@
 /** Rendezvous cookies: random, bound to one uuid, with an expiry every read checks. */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Random bytes in a cookie (144 bits, above the 128-bit floor of the security model). */
 export const COOKIE_BYTES = 18;
@@ -10,6 +10,23 @@ export const DEFAULT_COOKIE_TTL_SECONDS = 24 * 60 * 60;
 /** A fresh cookie body (without the `R`/`I` prefix): base64url of CSPRNG bytes. */
 export function newCookie(): string {
   return randomBytes(COOKIE_BYTES).toString('base64url');
+}
+
+/** Length of a mobile (`I`) cookie body: 24 base64url characters, 144 bits. */
+export const MOBILE_COOKIE_LENGTH = 24;
+
+const MOBILE_COOKIE_CONTEXT = 'rendezvous I cookie v1\u0000';
+
+/**
+ * The mobile (`I`) cookie that pairs with a hidden server's (`R`) cookie: a one-way derivation,
+ * so the public look-up's `I` cookie tells nobody the `R` cookie that parks as the hidden server.
+ * The store and the relay key everything by this value; the `R` cookie is never stored.
+ */
+export function mobileCookieFor(hiddenCookie: string): string {
+  return createHash('sha256')
+    .update(MOBILE_COOKIE_CONTEXT + hiddenCookie)
+    .digest('base64url')
+    .slice(0, MOBILE_COOKIE_LENGTH);
 }
 
 /** Constant-time string equality for secrets (cookies, cluster secrets). */

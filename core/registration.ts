@@ -4,9 +4,10 @@
  * Lambda handlers and the CLI both call in here.
  */
 import { randomUUID } from 'node:crypto';
-import { DEFAULT_COOKIE_TTL_SECONDS, isLive, newCookie, secretsEqual } from './cookies.js';
+import { isIP } from 'node:net';
+import { DEFAULT_COOKIE_TTL_SECONDS, isLive, mobileCookieFor, newCookie, secretsEqual } from './cookies.js';
 import { authFailed, badRequest, RendezvousError } from './errors.js';
-import type { Identity, Store } from './store.js';
+import { type Identity, type Reservation, SPLIT_COOKIE_SCHEME, type Store } from './store.js';
 import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
 
 /** The triple handed to both sides; `cookie` carries its `R`/`I` prefix. */
@@ -22,13 +23,40 @@ export interface RegistrationPolicy {
   relayPort: number;
   region?: string;
   cookieTtlSeconds?: number;
-  /** Failed attempts per uuid tolerated inside `failureWindowSeconds`. */
+  /** Wrong-code guesses per uuid evaluated inside `failureWindowSeconds`. */
   maxFailures?: number;
+  /** Wrong-code guesses per source address (IPv4 address, IPv6 /64) inside the window. */
+  maxFailuresPerSource?: number;
   failureWindowSeconds?: number;
 }
 
-/** Defaults of the failure limit: 10 failures per 5 minutes. */
-export const FAILURE_LIMIT_DEFAULTS = { maxFailures: 10, failureWindowSeconds: 300 } as const;
+/** Defaults of the guess limits: 10 per uuid and 5 per source address per 5 minutes. */
+export const FAILURE_LIMIT_DEFAULTS = {
+  maxFailures: 10,
+  maxFailuresPerSource: 5,
+  failureWindowSeconds: 300,
+} as const;
+
+/** Source addresses remembered per identity as having registered (exempt from its lockout). */
+export const MAX_TRUSTED_SOURCES = 8;
+
+/**
+ * The key a source address is counted under: an IPv4 address as is, an IPv6 address by its /64
+ * (one host usually holds a whole /64), anything else (no address known) under one shared key.
+ */
+export function sourceKeyOf(address: string | undefined): string {
+  const a = (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  if (isIP(a) === 4) return a;
+  if (isIP(a) !== 6) return 'unknown';
+  const [head = '', tail = ''] = a.toLowerCase().split('::');
+  const h = head ? head.split(':') : [];
+  const t = a.includes('::') && tail ? tail.split(':') : [];
+  const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
 
 const UUID_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
@@ -69,6 +97,22 @@ export async function provisionIdentity(
 }
 
 /**
+ * Replaces an identity's TOTP secret; every registration, cookie and park made with the old one
+ * ends (the store deletes the registration and cookie, relays drop parks at their next check).
+ * The new secret is returned once. The CLI and the admin console both call this.
+ */
+export async function rotateIdentitySecret(store: Store, uuid: string): Promise<ProvisionedIdentity> {
+  const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
+  await store.rotateSecret(checkUuid(uuid), params.secret);
+  return { uuid, ...params, otpauth: otpauthUri(params, uuid) };
+}
+
+/** Disables (ending its registration, cookie and parks, as a rotation does) or re-enables an identity. */
+export async function setIdentityDisabled(store: Store, uuid: string, disabled: boolean): Promise<void> {
+  await store.setDisabled(checkUuid(uuid), disabled);
+}
+
+/**
  * Authenticates a hidden server by TOTP and makes a new registration for it, replacing (and so
  * invalidating) its previous cookie. Unknown uuid, disabled identity, wrong code and replayed code
  * all fail with the same AUTH_FAILED.
@@ -79,58 +123,103 @@ export async function registerHiddenServer(
   uuid: string,
   code: string,
   nowMs: number = Date.now(),
+  /** The caller's address (API Gateway's `sourceIp`), for the per-source guess limit. */
+  source?: string,
 ): Promise<RendezvousTriple> {
   const identity = await store.getIdentity(uuid);
-  const step = await verifyWithinLimits(store, policy, identity, code, nowMs);
-  if (!(await store.acceptStep(uuid, step, 'register'))) throw authFailed();
+  const src = sourceKeyOf(source);
+  const step = await verifyWithinLimits(store, policy, uuid, identity, code, src, nowMs);
+  const generation = (identity as Identity).generation ?? 0;
+  if (
+    !(await store.acceptStep(uuid, step, 'register', undefined, {
+      generation,
+      trustedSources: trust(identity, src),
+    }))
+  )
+    throw authFailed();
 
   const nowSec = Math.floor(nowMs / 1000);
-  const cookie = newCookie();
+  // The hidden server gets R<hiddenCookie>; everything stored, and the look-up, use the one-way
+  // derivation, so knowing the public I cookie does not let anyone park as the hidden server.
+  const hiddenCookie = newCookie();
+  const cookie = mobileCookieFor(hiddenCookie);
   await store.putRegistration({
     uuid,
     cookie,
+    cookieScheme: SPLIT_COOKIE_SCHEME,
+    generation,
     host: policy.relayHost,
     port: policy.relayPort,
     region: policy.region,
     registeredAt: nowSec,
     expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
   });
-  return { host: policy.relayHost, port: policy.relayPort, cookie: `R${cookie}` };
+  // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
+  const after = await store.getIdentity(uuid);
+  if (!after || after.disabled || (after.generation ?? 0) !== generation) {
+    await store.deleteRegistration(uuid, cookie);
+    throw authFailed();
+  }
+  return { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` };
 }
 
+/** The identity's trusted sources with `src` added (newest last, bounded). */
+function trust(identity: Identity | undefined, src: string): string[] {
+  const list = (identity?.trustedSources ?? []).filter((s) => s !== src);
+  return [...list, src].slice(-MAX_TRUSTED_SOURCES);
+}
+
+const tooManyAttempts = (retryAfter: number) =>
+  new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
+    permanent: false,
+    retryAfter,
+  });
+
 /**
- * The checks every code goes through: identity enabled, failure limit not reached, code valid
- * in the window (a wrong one is counted). Returns the code's time step; replay is the caller's
- * conditional write.
+ * The checks every code goes through. A guess is reserved before it is evaluated — first against
+ * its source address's budget, then against the uuid's — so concurrent guesses cannot exceed
+ * either. When the uuid's budget is spent, only sources that registered it before are still
+ * evaluated (the real agent keeps working during an attack); everyone else gets 429. Unknown,
+ * disabled and known uuids go through exactly the same steps and answers. A valid code (even a
+ * replayed one) is no guess: its reservations are given back, so an agent restarting within one
+ * step trips nothing. Returns the code's time step; replay is the caller's conditional write.
  */
 async function verifyWithinLimits(
   store: Store,
   policy: FailurePolicy,
+  uuid: string,
   identity: Identity | undefined,
   code: string,
+  src: string,
   nowMs: number,
 ): Promise<number> {
-  if (!identity || identity.disabled) throw authFailed();
   const nowSec = Math.floor(nowMs / 1000);
-  const maxFailures = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
   const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
-  const windowEnds = (identity.failWindowStart ?? 0) + windowSec;
-  if ((identity.failCount ?? 0) >= maxFailures && windowEnds > nowSec) {
-    throw new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
-      permanent: false,
-      retryAfter: windowEnds - nowSec,
-    });
+
+  const bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
+  const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
+  if (!byUuid.ok && !(identity?.trustedSources ?? []).includes(src)) {
+    // Not evaluated: the source's reservation goes back.
+    await store.refundAttempt('source', src, bySource.windowStart);
+    throw tooManyAttempts(byUuid.retryAfter);
   }
-  const step = verifyCode(identity, code, nowMs);
-  if (step === null) {
-    await store.recordFailure(identity.uuid, nowSec, windowSec);
-    throw authFailed();
-  }
+  const step = identity && !identity.disabled ? verifyCode(identity, code, nowMs) : null;
+  if (step === null) throw authFailed();
+  await Promise.all([
+    store.refundAttempt('source', src, bySource.windowStart),
+    byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
+  ]);
   return step;
 }
 
 /** The failure-limit part of a policy. */
-export type FailurePolicy = Pick<RegistrationPolicy, 'maxFailures' | 'failureWindowSeconds'>;
+export type FailurePolicy = Pick<
+  RegistrationPolicy,
+  'maxFailures' | 'maxFailuresPerSource' | 'failureWindowSeconds'
+>;
 
 /** How the relay authenticates CONNECTs of the HTTP-specific protocol. */
 export interface ConnectPolicy extends FailurePolicy {
@@ -148,6 +237,8 @@ export interface ConnectGrant {
   uuid: string;
   cookie: string;
   step?: number;
+  /** The identity's generation the grant was made in (the relay drops parks of older ones). */
+  generation: number;
 }
 
 /**
@@ -159,7 +250,8 @@ export async function authenticateConnect(
   store: Store,
   policy: ConnectPolicy,
   uuid: string,
-  cred: { response?: string; cookie?: string },
+  /** `source`: the CONNECT's remote address, for the per-source guess limit. */
+  cred: { response?: string; cookie?: string; source?: string },
   liveParkMadeWith: (uuid: string, step: number) => Promise<boolean>,
   nowMs: number = Date.now(),
 ): Promise<ConnectGrant> {
@@ -173,14 +265,25 @@ export async function authenticateConnect(
       isLive(identity.httpCookieExpiresAt, nowMs) &&
       secretsEqual(identity.httpCookie, cred.cookie)
     ) {
-      return { uuid, cookie: identity.httpCookie };
+      return { uuid, cookie: identity.httpCookie, generation: identity.generation ?? 0 };
     }
     throw authFailed();
   }
-  const step = await verifyWithinLimits(store, policy, identity, cred.response ?? '', nowMs);
+  const src = sourceKeyOf(cred.source);
+  const step = await verifyWithinLimits(store, policy, uuid, identity, cred.response ?? '', src, nowMs);
+  const generation = (identity as Identity).generation ?? 0;
   const cookie = newCookie();
   const expiresAt = Math.floor(nowMs / 1000) + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS);
-  if (await store.acceptStep(uuid, step, 'connect', { cookie, expiresAt })) return { uuid, cookie, step };
+  if (
+    await store.acceptStep(
+      uuid,
+      step,
+      'connect',
+      { cookie, expiresAt },
+      { generation, trustedSources: trust(identity, src) },
+    )
+  )
+    return { uuid, cookie, step, generation };
 
   // Already used. Only a CONNECT's code may come back, and only while its park lives.
   if ((policy.codeReuse ?? 'live-park') === 'live-park') {
@@ -191,15 +294,19 @@ export async function authenticateConnect(
       now.lastStep === step &&
       now.lastStepBy === 'connect' &&
       now.httpCookie &&
+      (now.generation ?? 0) === generation &&
       (await liveParkMadeWith(uuid, step))
     ) {
-      return { uuid, cookie: now.httpCookie, step };
+      return { uuid, cookie: now.httpCookie, step, generation };
     }
   }
   throw authFailed();
 }
 
-/** Answers a mobile client's look-up with the hidden server's triple (I-prefixed cookie). */
+/**
+ * Answers a mobile client's look-up with the hidden server's triple (I-prefixed cookie). A
+ * registration from before the R/I split counts as none (`getRegistration` skips it).
+ */
 export async function lookupHiddenServer(
   store: Store,
   uuid: string,

@@ -3,11 +3,18 @@
  * module that imports the DynamoDB SDK. Every write is a single-item (conditional) write, so it
  * runs on DynamoDB, DynamoDB Local and dynalite alike; SDK errors leave here as typed errors.
  *
- *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, failures
- *   SERVER#<uuid> / REGISTRATION   current cookie, relay host/port, region, expiresAt
+ *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, generation,
+ *                                  trusted sources
+ *   SERVER#<uuid> / REGISTRATION   current mobile cookie <c>, scheme, relay host/port, region, expiresAt
+ *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window (exists for any uuid
+ *                                  anyone guessed at, known or not, so the two look the same)
+ *   SOURCE#<addr> / ATTEMPTS       guesses from one source address in the current window
  *   COOKIE#<c>    / COOKIE         uuid, expiresAt
- *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked with <c>
+ *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
  *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
+ *
+ * <c> is always the mobile (`I`) cookie; the hidden server's `R` cookie is never stored (the relay
+ * derives <c> from it, see `mobileCookieFor`).
  */
 import {
   ConditionalCheckFailedException,
@@ -41,16 +48,34 @@ export interface Identity extends TotpParams {
   /** The cookie later CONNECTs may present instead of a code (HTTP-specific protocol). */
   httpCookie?: string;
   httpCookieExpiresAt?: number;
+  /** Legacy failure counter (before per-uuid/per-source attempt items); no longer read. */
   failCount?: number;
-  /** Epoch seconds when the current failure window began. */
   failWindowStart?: number;
   disabled?: boolean;
+  /**
+   * Bumped by every rotation and disable: HTTP parks remember the generation they were made in,
+   * and the relay drops those of an older one. Absent means 0.
+   */
+  generation?: number;
+  /** Source addresses (newest last, bounded) that registered successfully: exempt from the uuid's lockout. */
+  trustedSources?: string[];
 }
+
+/** The registration scheme whose `R` and `I` cookies differ (`I` derived one-way from `R`). */
+export const SPLIT_COOKIE_SCHEME = 'split-v1';
 
 /** Where a hidden server is registered now. */
 export interface Registration {
   uuid: string;
+  /** The mobile (`I`) cookie. */
   cookie: string;
+  /**
+   * `split-v1` for registrations whose `R` cookie differs from `I`; absent on registrations made
+   * before the split, whose one shared cookie was public: those are treated as not registered.
+   */
+  cookieScheme?: typeof SPLIT_COOKIE_SCHEME;
+  /** The identity's generation when it registered (a rotation in between voids it). */
+  generation?: number;
   host: string;
   port: number;
   region?: string;
@@ -98,6 +123,24 @@ export const STORE_REQUEST_TIMEOUT_MS = 3_000;
 
 const serverKey = (uuid: string) => `SERVER#${uuid}`;
 const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
+
+/** What a guess counter is kept for: one uuid, or one source address. */
+export type AttemptScope = 'uuid' | 'source';
+
+/** A guess counter's current window. */
+export interface AttemptWindow {
+  count: number;
+  /** Epoch seconds. */
+  windowStart: number;
+}
+
+/** The outcome of reserving one guess. */
+export type Reservation = { ok: true; windowStart: number } | { ok: false; retryAfter: number };
+
+const attemptsKey = (scope: AttemptScope, key: string) => ({
+  pk: scope === 'uuid' ? serverKey(key) : `SOURCE#${key}`,
+  sk: 'ATTEMPTS',
+});
 
 function isLoopback(endpoint: string | undefined): boolean {
   if (!endpoint) return false;
@@ -226,24 +269,29 @@ export class Store {
     step: number,
     by: 'register' | 'connect' = 'register',
     httpCookie?: { cookie: string; expiresAt: number },
+    /** The generation the code was checked in (a rotation since fails the write), and the new trusted list. */
+    extra: { generation?: number; trustedSources?: string[] } = {},
   ): Promise<boolean> {
+    const generation = extra.generation ?? 0;
     try {
       await this.call(() =>
         this.doc.send(
           new UpdateCommand({
             TableName: this.table,
             Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-            UpdateExpression: `SET lastStep = :step, lastStepBy = :by, failCount = :zero${
+            UpdateExpression: `SET lastStep = :step, lastStepBy = :by${
               httpCookie ? ', httpCookie = :hc, httpCookieExpiresAt = :hce' : ''
-            }`,
-            ConditionExpression:
-              'attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false)',
+            }${extra.trustedSources ? ', trustedSources = :ts' : ''}`,
+            ConditionExpression: `attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false) AND (${
+              generation === 0 ? 'attribute_not_exists(generation) OR ' : ''
+            }generation = :gen)`,
             ExpressionAttributeValues: {
               ':step': step,
               ':by': by,
-              ':zero': 0,
               ':false': false,
+              ':gen': generation,
               ...(httpCookie ? { ':hc': httpCookie.cookie, ':hce': httpCookie.expiresAt } : {}),
+              ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
             },
           }),
         ),
@@ -255,39 +303,103 @@ export class Store {
     }
   }
 
-  /** Counts a failed attempt in the current window (starting a new window when it lapsed). */
-  async recordFailure(uuid: string, nowSec: number, windowSec: number): Promise<void> {
-    const Key = { pk: serverKey(uuid), sk: 'IDENTITY' };
-    try {
-      await this.call(() =>
-        this.doc.send(
-          new UpdateCommand({
-            TableName: this.table,
-            Key,
-            UpdateExpression: 'ADD failCount :one',
-            ConditionExpression: 'attribute_exists(pk) AND failWindowStart > :cutoff',
-            ExpressionAttributeValues: { ':one': 1, ':cutoff': nowSec - windowSec },
-          }),
-        ),
-      );
-    } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  /**
+   * Reserves one guess in a counter's window, atomically: one conditional write that succeeds only
+   * while the window holds fewer than `limit` (or has lapsed, starting a new one). However many
+   * guesses arrive at once, at most `limit` reservations succeed per window, so at most that many
+   * codes are evaluated. The item exists for unknown uuids too (and expires with its window).
+   */
+  async reserveAttempt(
+    scope: AttemptScope,
+    key: string,
+    limit: number,
+    nowSec: number,
+    windowSec: number,
+  ): Promise<Reservation> {
+    const Key = attemptsKey(scope, key);
+    const cutoff = nowSec - windowSec;
+    const names = { '#n': 'guesses' };
+    const inWindow = async (): Promise<Reservation | undefined> => {
       try {
+        const out = await this.call(() =>
+          this.doc.send(
+            new UpdateCommand({
+              TableName: this.table,
+              Key,
+              UpdateExpression: 'SET #n = #n + :one',
+              ConditionExpression: 'windowStart > :cutoff AND #n < :limit',
+              ExpressionAttributeNames: names,
+              ExpressionAttributeValues: { ':one': 1, ':cutoff': cutoff, ':limit': limit },
+              ReturnValues: 'ALL_NEW',
+            }),
+          ),
+        );
+        return { ok: true, windowStart: Number(out.Attributes?.windowStart) };
+      } catch (err) {
+        if (err instanceof ConditionalCheckFailedException) return undefined;
+        throw err;
+      }
+    };
+    const first = await inWindow();
+    if (first) return first;
+    if (limit > 0) {
+      try {
+        // No window, or a lapsed one: this guess opens a new window.
         await this.call(() =>
           this.doc.send(
             new UpdateCommand({
               TableName: this.table,
               Key,
-              UpdateExpression: 'SET failCount = :one, failWindowStart = :now',
-              ConditionExpression: 'attribute_exists(pk)',
-              ExpressionAttributeValues: { ':one': 1, ':now': nowSec },
+              UpdateExpression: 'SET #n = :one, windowStart = :now, expiresAt = :exp',
+              ConditionExpression: 'attribute_not_exists(windowStart) OR windowStart <= :cutoff',
+              ExpressionAttributeNames: names,
+              ExpressionAttributeValues: {
+                ':one': 1,
+                ':now': nowSec,
+                ':cutoff': cutoff,
+                ':exp': nowSec + windowSec,
+              },
             }),
           ),
         );
-      } catch (inner) {
-        if (!(inner instanceof ConditionalCheckFailedException)) throw inner;
+        return { ok: true, windowStart: nowSec };
+      } catch (err) {
+        if (!(err instanceof ConditionalCheckFailedException)) throw err;
       }
+      // Someone else opened the window meanwhile: try once more inside it.
+      const second = await inWindow();
+      if (second) return second;
     }
+    const current = await this.getAttempts(scope, key);
+    const ends = (current?.windowStart ?? nowSec) + windowSec;
+    return { ok: false, retryAfter: Math.max(1, ends - nowSec) };
+  }
+
+  /** Gives back a reservation (the code was valid: not a guess), if its window is still the current one. */
+  async refundAttempt(scope: AttemptScope, key: string, windowStart: number): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: attemptsKey(scope, key),
+            UpdateExpression: 'SET #n = #n - :one',
+            ConditionExpression: 'windowStart = :ws AND #n > :zero',
+            ExpressionAttributeNames: { '#n': 'guesses' },
+            ExpressionAttributeValues: { ':one': 1, ':ws': windowStart, ':zero': 0 },
+          }),
+        ),
+      );
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    }
+  }
+
+  /** A guess counter's window, or undefined (never guessed at, or expired from the table). */
+  async getAttempts(scope: AttemptScope, key: string): Promise<AttemptWindow | undefined> {
+    const { pk, sk } = attemptsKey(scope, key);
+    const item = await this.getItem<{ guesses: number; windowStart: number }>(pk, sk);
+    return item ? { count: item.guesses, windowStart: item.windowStart } : undefined;
   }
 
   /**
@@ -328,6 +440,8 @@ export class Store {
   async getRegistration(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
     const reg = await this.getRegistrationRecord(uuid);
     if (!reg || !isLive(reg.expiresAt, nowMs)) return undefined;
+    // Made before the R/I split: its one cookie was public, so anyone could have parked with it.
+    if (reg.cookieScheme !== SPLIT_COOKIE_SCHEME) return undefined;
     return reg;
   }
 
@@ -342,7 +456,8 @@ export class Store {
       throw new RendezvousError('COOKIE_EXPIRED', 'cookie expired, register again');
     }
     const reg = await this.getRegistration(item.uuid, nowMs);
-    // No registration at all: the identity was disabled or deleted by the operator.
+    // No registration at all: the identity was disabled, rotated or deleted by the operator, or
+    // registered before the R/I split (which must register again).
     if (!reg) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie (registration revoked)');
     if (!secretsEqual(reg.cookie, cookie)) {
       throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
@@ -442,17 +557,30 @@ export class Store {
    * refuses its cookie at the next check and tells its parked sockets `-ERR`.
    */
   async setDisabled(uuid: string, disabled: boolean): Promise<void> {
-    await this.updateIdentity(uuid, disabled ? 'SET disabled = :d REMOVE httpCookie' : 'SET disabled = :d', {
-      ':d': disabled,
-    });
+    await this.updateIdentity(
+      uuid,
+      disabled
+        ? 'SET disabled = :d ADD generation :one REMOVE httpCookie, httpCookieExpiresAt'
+        : 'SET disabled = :d',
+      disabled ? { ':d': disabled, ':one': 1 } : { ':d': disabled },
+    );
     if (disabled) await this.deleteRegistration(uuid);
   }
 
-  /** Replaces an identity's TOTP secret (and drops its CONNECT cookie); replay protection stays. */
+  /**
+   * Replaces an identity's TOTP secret and ends everything made with the old one: the CONNECT
+   * cookie, the registration and its cookie record (so the cookie no longer looks up or parks),
+   * and — through the bumped generation the relays re-check — HTTP parks. Replay protection stays.
+   * The identity is updated before the registration is deleted, so a registration racing with the
+   * rotation either sees the new generation (and withdraws itself) or is deleted here.
+   */
   async rotateSecret(uuid: string, secret: string): Promise<void> {
-    await this.updateIdentity(uuid, 'SET secret = :s REMOVE httpCookie, httpCookieExpiresAt', {
-      ':s': secret,
-    });
+    await this.updateIdentity(
+      uuid,
+      'SET secret = :s ADD generation :one REMOVE httpCookie, httpCookieExpiresAt',
+      { ':s': secret, ':one': 1 },
+    );
+    await this.deleteRegistration(uuid);
   }
 
   /** Deletes an identity and its registration. */
@@ -465,12 +593,37 @@ export class Store {
     );
   }
 
-  private async deleteRegistration(uuid: string): Promise<void> {
-    await this.call(() =>
-      this.doc.send(
-        new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'REGISTRATION' } }),
-      ),
-    );
+  /**
+   * Deletes the uuid's registration and its cookie record; with `onlyCookie`, only while that is
+   * still the current cookie (a registration withdrawing itself must not delete a newer one).
+   */
+  async deleteRegistration(uuid: string, onlyCookie?: string): Promise<void> {
+    let old: Registration | undefined;
+    try {
+      const out = await this.call(() =>
+        this.doc.send(
+          new DeleteCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'REGISTRATION' },
+            ReturnValues: 'ALL_OLD',
+            ...(onlyCookie === undefined
+              ? {}
+              : { ConditionExpression: 'cookie = :c', ExpressionAttributeValues: { ':c': onlyCookie } }),
+          }),
+        ),
+      );
+      old = out.Attributes as Registration | undefined;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return;
+      throw err;
+    }
+    if (old?.cookie) {
+      await this.call(() =>
+        this.doc.send(
+          new DeleteCommand({ TableName: this.table, Key: { pk: cookieKey(old.cookie), sk: 'COOKIE' } }),
+        ),
+      );
+    }
   }
 
   /** The uuid's registration even when expired (operator console: "last registration"). */

@@ -25,7 +25,8 @@ export function makeRegisterHandler(deps: () => { store: Store; policy: Registra
       const uuid = checkUuid(queryParam(event, 'uuid'));
       const code = checkResponse(queryParam(event, 'response'));
       const { store, policy } = deps();
-      const triple = await registerHiddenServer(store, policy, uuid, code);
+      const source = event.requestContext?.http?.sourceIp;
+      const triple = await registerHiddenServer(store, policy, uuid, code, Date.now(), source);
       logger.info('registered', { uuid });
       return resultResponse(triple);
     } catch (err) {

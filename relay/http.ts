@@ -107,7 +107,7 @@ async function parkConnect(
       ctx.store,
       ctx.connectPolicy,
       target.uuid,
-      { response: target.response, cookie: target.cookie },
+      { response: target.response, cookie: target.cookie, source: socket.remoteAddress },
       async (uuid, step) =>
         ctx.lot.hasParkWithStep(uuid, step) || (await remoteParkWithStep(ctx, uuid, step)),
     );
@@ -119,7 +119,14 @@ async function parkConnect(
   if (socket.destroyed) return;
   socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
   const parked = ctx.lot.park(
-    { socket, kind: 'http', key: grant.uuid, uuid: grant.uuid, step: grant.step },
+    {
+      socket,
+      kind: 'http',
+      key: grant.uuid,
+      uuid: grant.uuid,
+      step: grant.step,
+      generation: grant.generation,
+    },
     (p) => p.socket.destroy(),
   );
   if (!parked) socket.destroy();

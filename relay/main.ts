@@ -13,6 +13,7 @@
  *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
  *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
+ *   RELAY_REVALIDATE_MS      period of re-checking parked cookies and identities (10000)
  *   RELAY_MAX_PARKED         parked sockets per cookie or uuid (64)
  *   RELAY_MAX_HANDSHAKES_PER_SOURCE / RELAY_MAX_HANDSHAKES
  *                            connections still in handshake per source address (64) and in all (10000)
@@ -55,6 +56,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
   return {
     handshakeTimeoutMs: intFromEnv('RELAY_HANDSHAKE_MS', RELAY_DEFAULTS.handshakeTimeoutMs, env),
     pairWaitMs: intFromEnv('RELAY_PAIR_WAIT_MS', RELAY_DEFAULTS.pairWaitMs, env),
+    revalidateMs: intFromEnv('RELAY_REVALIDATE_MS', RELAY_DEFAULTS.revalidateMs, env),
     maxParkedPerKey: intFromEnv('RELAY_MAX_PARKED', RELAY_DEFAULTS.maxParkedPerKey, env),
     maxHandshakesPerSource: intFromEnv(
       'RELAY_MAX_HANDSHAKES_PER_SOURCE',

@@ -15,6 +15,8 @@ export interface Parked {
   uuid: string;
   /** HTTP parks: the TOTP step the CONNECT authenticated with (code-reuse rule). */
   step?: number;
+  /** HTTP parks: the identity generation the CONNECT authenticated in (rotation ends older ones). */
+  generation?: number;
 }
 
 /** Reports from the lot to whoever keeps park records. */
@@ -165,6 +167,17 @@ export class ParkingLot {
         waiter.resolve(undefined);
       },
     };
+  }
+
+  /** Removes and returns the sockets parked under (kind, key) that `pred` selects. */
+  takeWhere(kind: ParkKind, key: string, pred: (p: Parked) => boolean): Parked[] {
+    const out: Parked[] = [];
+    for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
+      if (!pred(entry)) continue;
+      this.remove(entry);
+      out.push(entry);
+    }
+    return out;
   }
 
   /** Removes and returns every socket parked under (kind, key). */

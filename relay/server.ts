@@ -7,7 +7,6 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
-import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import type { Store } from '../core/store.js';
@@ -18,6 +17,7 @@ import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
 import { refuse } from './refuse.js';
+import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
 
 /** Relay settings; every limit has a default. */
@@ -41,7 +41,7 @@ export interface RelayOptions {
   handshakeTimeoutMs?: number;
   pairWaitMs?: number;
   maxParkedPerKey?: number;
-  /** Period of the parked-cookie re-check (default 10 s). */
+  /** Period of the parked-cookie/identity re-check (default 10 s, jittered ±20%). */
   revalidateMs?: number;
   /** Connections still in their handshake, from one source address (default 64) and in all (default 10,000). */
   maxHandshakesPerSource?: number;
@@ -234,34 +234,15 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     );
   }
 
-  let checking = false;
-  const revalidate = setInterval(async () => {
-    if (checking) return;
-    checking = true;
-    try {
-      for (const cookie of lot.keys('generic')) {
-        try {
-          await opts.store.resolveCookie(cookie);
-        } catch (err) {
-          cookies.forget(cookie);
-          // A dead store is not a reason to drop parked servers; only a definite "no" is.
-          if (isRendezvousError(err) && err.code.startsWith('COOKIE_')) {
-            for (const p of lot.takeAll('generic', cookie)) refuse(p.socket, err.message);
-          }
-        }
-      }
-      // HTTP parks are keyed by uuid: drop those of identities disabled or deleted meanwhile.
-      for (const uuid of lot.keys('http')) {
-        const identity = await opts.store.getIdentity(uuid).catch(() => 'unknown' as const);
-        if (identity === undefined || (identity !== 'unknown' && identity.disabled)) {
-          for (const p of lot.takeAll('http', uuid)) p.socket.destroy();
-        }
-      }
-    } finally {
-      checking = false;
-    }
-  }, opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs);
-  revalidate.unref();
+  // Revocations (rotation, disable, replacement) reach sockets parked before them.
+  const revalidation = startRevalidation({
+    store: opts.store,
+    lot,
+    cookies,
+    log,
+    refuseGeneric: (p, reason) => refuse(p.socket, reason),
+    periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
+  });
 
   log.info('relay listening', {
     relayId,
@@ -275,7 +256,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const drain = (graceMs: number = RELAY_DEFAULTS.drainGraceMs): Promise<void> => {
     drained ??= (async () => {
       draining = true;
-      clearInterval(revalidate);
+      revalidation.stop();
       log.info('draining', { parked: lot.size, splices, graceMs });
       const listenersClosed = Promise.all(closers.map((c) => c()));
       for (const p of lot.drainAll()) {

@@ -4,6 +4,7 @@
  * client). Whatever goes wrong ends this connection alone with `-ERR`.
  */
 import type { Socket } from 'node:net';
+import { mobileCookieFor } from '../core/cookies.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { LineDecoder, MAX_COOKIE_LINE, OK_LINE, parseCookieLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
@@ -71,7 +72,11 @@ export function startSession(socket: Socket, ctx: RelayContext): void {
 
 async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): Promise<void> {
   try {
-    const { role, cookie } = parseCookieLine(line);
+    const parsed = parseCookieLine(line);
+    // R carries the hidden server's secret cookie; everything is keyed by the mobile cookie
+    // derived from it, which is what I carries (and what the public look-up hands out).
+    const cookie = parsed.role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie;
+    const role = parsed.role;
     const binding = await ctx.cookies.resolveCookie(cookie);
     if (socket.destroyed) return;
     if (role === 'hidden') {
