@@ -1,22 +1,33 @@
 /**
- * Adversarial: TOTP single use and failure limits, cookie rules, and the registration API's
- * input handling — against `rendezvous dev` in its own process, whose log output is searched
+ * Adversarial: TOTP single use and failure limits, cookie rules (the R/I split), revocation by
+ * rotation and disable, and the registration API's input handling — against `rendezvous dev` in its own process, whose log output is searched
  * for secrets at the end.
  */
+
+import type { Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
+import { mobileCookieFor } from '../../core/cookies.js';
+import { provisionIdentity, rotateIdentitySecret, setIdentityDisabled } from '../../core/registration.js';
+import { SPLIT_COOKIE_SCHEME } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, rawExchange, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
 
+const REVALIDATE_MS = 300;
 let dev: DevProcess;
 let store: ReturnType<typeof storeOf>;
 const ledger = new SecretLedger();
 
 beforeAll(async () => {
-  dev = await startDevProcess({ RELAY_PAIR_WAIT_MS: '500' });
+  dev = await startDevProcess({
+    RELAY_PAIR_WAIT_MS: '500',
+    // Revocations must reach parked sockets within this period (issue 12.9).
+    RELAY_REVALIDATE_MS: String(REVALIDATE_MS),
+    // Every request here comes from 127.0.0.1; the per-source limit has its own tests.
+    RENDEZVOUS_MAX_FAILURES_PER_SOURCE: '1000',
+  });
   store = storeOf(dev);
 });
 afterAll(async () => {
@@ -87,7 +98,8 @@ describe('cookies', () => {
     const past = Math.floor(Date.now() / 1000) - 10;
     await store.putRegistration({
       uuid: 'adv-expired',
-      cookie: 'EXPIREDcookieEXPIREDcookie',
+      cookie: mobileCookieFor('EXPIREDcookieEXPIREDcookie'),
+      cookieScheme: SPLIT_COOKIE_SCHEME,
       host: '127.0.0.1',
       port: dev.relayPort,
       registeredAt: past - 100,
@@ -97,9 +109,9 @@ describe('cookies', () => {
     expect((await rawExchange(dev.relayPort, 'REXPIREDcookieEXPIREDcookie\n')).text).toBe(
       '-ERR cookie expired, register again\n',
     );
-    expect((await rawExchange(dev.relayPort, 'IEXPIREDcookieEXPIREDcookie\n')).text).toBe(
-      '-ERR cookie expired, register again\n',
-    );
+    expect(
+      (await rawExchange(dev.relayPort, `I${mobileCookieFor('EXPIREDcookieEXPIREDcookie')}\n`)).text,
+    ).toBe('-ERR cookie expired, register again\n');
   });
 
   it("a replaced registration's cookie is refused", async () => {
@@ -110,7 +122,7 @@ describe('cookies', () => {
     expect((await rawExchange(dev.relayPort, `${first}\n`)).text).toBe(
       '-ERR cookie replaced by a newer registration\n',
     );
-    expect((await rawExchange(dev.relayPort, `I${first.slice(1)}\n`)).text).toBe(
+    expect((await rawExchange(dev.relayPort, `I${mobileCookieFor(first.slice(1))}\n`)).text).toBe(
       '-ERR cookie replaced by a newer registration\n',
     );
   });
@@ -125,11 +137,124 @@ describe('cookies', () => {
     const sawB = readAll(hiddenB);
     await new Promise((r) => setTimeout(r, 200));
     // A's mobile cookie, with only B parked: no pairing, whatever the wait.
-    const r = await rawExchange(dev.relayPort, `I${ra.slice(1)}\nfor-a-only`, 3_000);
+    const r = await rawExchange(dev.relayPort, `I${mobileCookieFor(ra.slice(1))}\nfor-a-only`, 3_000);
     expect(r.text).toBe('-ERR no hidden server parked for this cookie\n');
     hiddenB.end();
     expect((await sawB).toString()).not.toContain('for-a-only');
   });
+});
+
+async function lookup(uuid: string) {
+  const res = await fetch(`${dev.apiUrl}/?uuid=${encodeURIComponent(uuid)}`);
+  const body = (await res.json()) as { result?: { cookie: string }; error?: { diagnostic: string } };
+  return { status: res.status, body };
+}
+
+/** Waits until the socket ends (or `ms` pass) and returns what it received. */
+function endsWithin(s: Socket, ms: number): Promise<{ text: string; ended: boolean }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const t = setTimeout(() => finish(false), ms);
+    const finish = (ended: boolean) => {
+      clearTimeout(t);
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), ended });
+    };
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => finish(true));
+    s.on('close', () => finish(true));
+    s.on('error', () => finish(true));
+  });
+}
+
+describe('regression: the look-up handed out the cookie that parks as the hidden server (issue 12.1)', () => {
+  it('a stranger holding the public I cookie cannot park; mobiles reach the real hidden server', async () => {
+    const id = await provision('adv-split');
+    const r = (await put('adv-split', currentCode(id))).body.result?.cookie as string;
+    const i = (await lookup('adv-split')).body.result?.cookie as string;
+    ledger.add(r.slice(1), i.slice(1));
+    expect(i.slice(1)).not.toBe(r.slice(1));
+    // The stranger tries to park with what the look-up told everyone.
+    const stranger = await rawExchange(dev.relayPort, `R${i.slice(1)}\n`, 2_000);
+    expect(stranger.text).toBe('-ERR unknown cookie\n');
+    // The real hidden server parks with its R cookie and gets the mobile client.
+    const hidden = await dial(dev.relayPort);
+    hidden.write(`${r}\n`);
+    const sawHidden = readAll(hidden);
+    await new Promise((res) => setTimeout(res, 200));
+    const mobile = await dial(dev.relayPort);
+    const sawMobile = readAll(mobile);
+    mobile.end(`${i}\nhello-real-server`);
+    // The mobile's half-close reaches the hidden server after its bytes; then the hidden side ends.
+    expect((await sawHidden).toString()).toBe('+OK\nhello-real-server');
+    hidden.end();
+    expect((await sawMobile).toString()).toBe('+OK\n');
+  });
+
+  it('a registration from before the split is refused everywhere until the agent registers again', async () => {
+    const id = await provision('adv-legacy');
+    const now = Math.floor(Date.now() / 1000);
+    const shared = 'LEGACYsharedCOOKIE0123456';
+    // What the old code wrote: the one cookie both sides used, no scheme marker.
+    await store.putRegistration({
+      uuid: 'adv-legacy',
+      cookie: shared,
+      host: '127.0.0.1',
+      port: dev.relayPort,
+      registeredAt: now,
+      expiresAt: now + 3600,
+    });
+    expect((await lookup('adv-legacy')).status).toBe(404);
+    expect((await rawExchange(dev.relayPort, `R${shared}\n`)).text).toMatch(/^-ERR /);
+    expect((await rawExchange(dev.relayPort, `I${shared}\n`)).text).toMatch(/^-ERR /);
+    // Registering again yields a split registration that works.
+    const r = (await put('adv-legacy', currentCode(id))).body.result?.cookie as string;
+    const i = (await lookup('adv-legacy')).body.result?.cookie as string;
+    expect(i).toBe(`I${mobileCookieFor(r.slice(1))}`);
+  });
+});
+
+describe('regression: rotating a secret revoked nothing (issue 12.9)', () => {
+  for (const how of ['rotate', 'disable'] as const) {
+    it(`after ${how}, the old cookie no longer looks up or parks, and earlier parks (generic and HTTP) end`, async () => {
+      const uuid = `adv-${how}`;
+      const id = await provision(uuid);
+      const step = timeStep(id, Date.now());
+      const r = (await put(uuid, codeForStep(id, step))).body.result?.cookie as string;
+      const i = (await lookup(uuid)).body.result?.cookie as string;
+      // A generic park and an HTTP park, both made with the old secret.
+      const generic = await dial(dev.relayPort);
+      generic.write(`${r}\n`);
+      const genericEnd = endsWithin(generic, 20 * REVALIDATE_MS);
+      const http = await dial(dev.httpPort);
+      ledger.add(codeForStep(id, step + 1));
+      http.write(`CONNECT uuid:${uuid}?response=${codeForStep(id, step + 1)} HTTP/1.1\r\n\r\n`);
+      const httpEnd = endsWithin(http, 20 * REVALIDATE_MS);
+      await new Promise((res) => setTimeout(res, 300));
+
+      if (how === 'rotate') ledger.add((await rotateIdentitySecret(store, uuid)).secret);
+      else await setIdentityDisabled(store, uuid, true);
+
+      expect((await lookup(uuid)).status).toBe(404);
+      expect((await rawExchange(dev.relayPort, `${r}\n`)).text).toMatch(/^-ERR /);
+      // Parks made before: ended within a few revalidation periods.
+      const g = await genericEnd;
+      expect(g.ended).toBe(true);
+      expect(g.text).toMatch(/^-ERR /);
+      const h = await httpEnd;
+      expect(h.ended).toBe(true);
+      expect(h.text).toMatch(/^HTTP\/1\.1 200 /);
+      // Neither receives mobiles any more.
+      expect((await rawExchange(dev.relayPort, `${i}\nhello`, 2_000)).text).toMatch(/^-ERR /);
+      const m = await rawExchange(
+        dev.httpPort,
+        `GET /?rendezvous=${uuid} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        3_000,
+      );
+      expect(m.text).toMatch(/^HTTP\/1\.1 404 /);
+      generic.destroy();
+      http.destroy();
+    });
+  }
 });
 
 describe('registration API input', () => {

@@ -1,5 +1,6 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { isRendezvousError } from '../../core/errors.js';
 import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
 import { Store } from '../../core/store.js';
@@ -9,7 +10,11 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { embeddedStore } from '../support/store.js';
 
-function event(method: string, query: Record<string, string> = {}): APIGatewayProxyEventV2 {
+function event(
+  method: string,
+  query: Record<string, string> = {},
+  sourceIp = '127.0.0.1',
+): APIGatewayProxyEventV2 {
   const qs = new URLSearchParams(query).toString();
   return {
     version: '2.0',
@@ -23,7 +28,7 @@ function event(method: string, query: Record<string, string> = {}): APIGatewayPr
       apiId: 'test',
       domainName: 'test',
       domainPrefix: 'test',
-      http: { method, path: '/', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'test' },
+      http: { method, path: '/', protocol: 'HTTP/1.1', sourceIp, userAgent: 'test' },
       requestId: 'r',
       routeKey: '$default',
       stage: '$default',
@@ -41,6 +46,8 @@ const policy: RegistrationPolicy = {
   relayHost: 'relay.example',
   relayPort: 8899,
   maxFailures: 3,
+  // Per-source limits have their own tests (guess-limits.test.ts); here every request shares one address.
+  maxFailuresPerSource: 1_000,
   failureWindowSeconds: 60,
 };
 let register: ReturnType<typeof makeRegisterHandler>;
@@ -54,7 +61,7 @@ beforeAll(async () => {
 afterAll(() => env.close());
 
 describe('register (PUT) and lookup (GET)', () => {
-  it('registers with a valid code and answers lookups with the same cookie, I-prefixed', async () => {
+  it('registers with a valid code and answers lookups with the derived mobile cookie, I-prefixed', async () => {
     const id = await provisionIdentity(env.store, { uuid: 'hs-ok' });
     const r = await register(event('PUT', { uuid: 'hs-ok', response: currentCode(id) }));
     expect(r.statusCode).toBe(200);
@@ -64,7 +71,7 @@ describe('register (PUT) and lookup (GET)', () => {
     const l = await lookup(event('GET', { uuid: 'hs-ok' }));
     expect(l.statusCode).toBe(200);
     expect(body(l)).toEqual({
-      result: { host: 'relay.example', port: 8899, cookie: `I${triple.cookie.slice(1)}` },
+      result: { host: 'relay.example', port: 8899, cookie: `I${mobileCookieFor(triple.cookie.slice(1))}` },
     });
     expect(l.headers?.['content-type']).toBe('application/json');
   });
@@ -167,17 +174,19 @@ describe('register (PUT) and lookup (GET)', () => {
       await register(event('PUT', { uuid: 'hs-replace', response: codeForStep(id, step + 1) })),
     ).result;
     expect(second.cookie).not.toBe(first.cookie);
-    await expect(env.store.resolveCookie(first.cookie.slice(1))).rejects.toSatisfy(
+    await expect(env.store.resolveCookie(mobileCookieFor(first.cookie.slice(1)))).rejects.toSatisfy(
       (e) => isRendezvousError(e) && (e.code === 'COOKIE_UNKNOWN' || e.code === 'COOKIE_REPLACED'),
     );
-    expect((await env.store.resolveCookie(second.cookie.slice(1))).uuid).toBe('hs-replace');
+    expect((await env.store.resolveCookie(mobileCookieFor(second.cookie.slice(1)))).uuid).toBe('hs-replace');
   });
 
   it('refuses a cookie past its expiry even while it is still in the table', async () => {
     const id = await provisionIdentity(env.store, { uuid: 'hs-expiry' });
-    const cookie = body(
-      await register(event('PUT', { uuid: 'hs-expiry', response: currentCode(id) })),
-    ).result.cookie.slice(1);
+    const cookie = mobileCookieFor(
+      body(
+        await register(event('PUT', { uuid: 'hs-expiry', response: currentCode(id) })),
+      ).result.cookie.slice(1),
+    );
     const later = Date.now() + 2 * 24 * 3600 * 1000;
     await expect(env.store.resolveCookie(cookie, later)).rejects.toSatisfy((e) =>
       isRendezvousError(e, 'COOKIE_EXPIRED'),
