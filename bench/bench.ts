@@ -21,6 +21,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mobileCookieFor } from '../core/cookies.js';
 import { provisionIdentity } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { currentCode } from '../core/totp.js';
@@ -361,7 +362,7 @@ async function runRelay(relay: { pid: number; port: number }, cookie: string, st
   const mobiles = await Promise.all(
     Array.from({ length: streams }, async () => {
       const m = await dial(relay.port);
-      m.write(`I${cookie}\n`);
+      m.write(`I${mobileCookieFor(cookie)}\n`);
       await new Promise((r) => m.once('data', r));
       return m;
     }),
@@ -398,7 +399,7 @@ async function runPairings(
       next++;
       const t0 = process.hrtime.bigint();
       const m = await dial(mobileAt.port);
-      m.write(`I${cookie}\n`);
+      m.write(`I${mobileCookieFor(cookie)}\n`);
       await new Promise((r) => m.once('data', r));
       latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
       m.end();

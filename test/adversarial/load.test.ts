@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
@@ -56,7 +57,7 @@ describe('backpressure', () => {
     const otherHidden = await park(otherCookie);
     await new Promise((r) => setTimeout(r, 200));
     const mobile = await dial(dev.relayPort);
-    mobile.write(`I${stalledCookie}\n`);
+    mobile.write(`I${mobileCookieFor(stalledCookie)}\n`);
     await firstBytes(hidden);
     // The mobile client reads its +OK and then nothing more.
     await firstBytes(mobile);
@@ -79,7 +80,7 @@ describe('backpressure', () => {
     })();
     // Meanwhile another rendezvous moves 16 MiB each way.
     const otherMobile = await dial(dev.relayPort);
-    otherMobile.write(`I${otherCookie}\n`);
+    otherMobile.write(`I${mobileCookieFor(otherCookie)}\n`);
     await firstBytes(otherHidden);
     const fromMobile = randomBytes(16 << 20);
     const fromHidden = randomBytes(16 << 20);
@@ -129,7 +130,12 @@ describe('integrity under load', () => {
     const mobileOk = hiddens.map(async (_, i) => {
       const mobile = await dial(dev.relayPort);
       const got = readAll(mobile);
-      mobile.end(Buffer.concat([Buffer.from(`I${cookies[i % 10]}\n`), framed(16 * 1024 + (i % 89))]));
+      mobile.end(
+        Buffer.concat([
+          Buffer.from(`I${mobileCookieFor(cookies[i % 10] as string)}\n`),
+          framed(16 * 1024 + (i % 89)),
+        ]),
+      );
       const m = await got;
       return m.subarray(0, 4).toString() === '+OK\n' && intact(m.subarray(4));
     });

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
@@ -79,7 +80,7 @@ async function working(): Promise<void> {
     const hiddenSaw = readAll(hidden);
     await new Promise((r) => setTimeout(r, 100));
     const mobile = await dial(dev.relayPort);
-    mobile.end(`I${cookie.slice(1)}\nstill serving`);
+    mobile.end(`I${mobileCookieFor(cookie.slice(1))}\nstill serving`);
     const mobileSaw = readAll(mobile);
     await new Promise((r) => setTimeout(r, 100));
     hidden.end('yes');

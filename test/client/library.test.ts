@@ -9,6 +9,7 @@ import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { provisionIdentity } from '../../core/registration.js';
 import {
   connect,
@@ -84,7 +85,7 @@ describe('createHiddenServer + connect (generic protocol)', () => {
     const cookie = (await (await fetch(`${stack.apiUrl}/?uuid=lib-close`)).json()) as {
       result: { cookie: string };
     };
-    expect(stack.relay.lot.count('generic', cookie.result.cookie.slice(1))).toBe(0);
+    expect(stack.relay.lot.count('generic', mobileCookieFor(cookie.result.cookie.slice(1)))).toBe(0);
     live.end('after close');
     expect((await received).toString()).toBe('before close, after close');
     await closed;

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { GenericContainer, StartedTestContainer } from 'testcontainers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHiddenServer, exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { Store } from '../../core/store.js';
 import { currentCode } from '../../core/totp.js';
@@ -112,7 +113,7 @@ async function cookieOf(uuid: string): Promise<string> {
 
 /** The relays holding park records for `uuid`'s cookie. */
 async function holdersOf(cookie: string): Promise<Array<(typeof relays)[number]>> {
-  const records = await store.listParks('generic', cookie.slice(1));
+  const records = await store.listParks('generic', mobileCookieFor(cookie.slice(1)));
   return relays.filter((r) => records.some((rec) => rec.peer.endsWith(`:${r.ports.peer}`)));
 }
 
@@ -159,7 +160,7 @@ describe('relay containers', () => {
       const toMobile = randomBytes(8 << 20);
       const m = await dial(target?.ports.generic as number);
       const mobileGot = readAll(m);
-      m.end(Buffer.concat([Buffer.from(`I${rCookie.slice(1)}\n`), toHidden]));
+      m.end(Buffer.concat([Buffer.from(`I${mobileCookieFor(rCookie.slice(1))}\n`), toHidden]));
       await new Promise((r) => hidden.once('data', r));
       hidden.end(toMobile);
       const [h, mm] = await Promise.all([hiddenGot, mobileGot]);
@@ -230,7 +231,7 @@ describe('relay containers', () => {
     retire(victim);
     await waitFor(
       async () =>
-        (await store.listParks('generic', cookie.slice(1))).some(
+        (await store.listParks('generic', mobileCookieFor(cookie.slice(1)))).some(
           (rec) => !rec.peer.endsWith(`:${victim.ports.peer}`),
         ),
       15_000,
@@ -273,7 +274,7 @@ describe('relay containers', () => {
     // Its parked agents were told -ERR and parked again on the live relays.
     await waitFor(
       async () => {
-        const records = await store.listParks('generic', cookie.slice(1));
+        const records = await store.listParks('generic', mobileCookieFor(cookie.slice(1)));
         const live = records.filter((r) => !r.peer.endsWith(`:${draining.ports.peer}`));
         return records.length > 0 && records.length === live.length;
       },

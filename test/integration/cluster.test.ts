@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { encodePeerLine } from '../../core/peer-line.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
@@ -121,7 +122,7 @@ describe('generic protocol across relays', () => {
       method: 'PUT',
     });
     const rCookie = ((await reg.json()) as { result: { cookie: string } }).result.cookie;
-    await cluster.store.putPark('generic', rCookie.slice(1), {
+    await cluster.store.putPark('generic', mobileCookieFor(rCookie.slice(1)), {
       relayId: 'dead-relay',
       peer: '127.0.0.1:1',
       count: 1,
@@ -129,10 +130,17 @@ describe('generic protocol across relays', () => {
     });
     const hidden = await dial(cluster.relays[0]?.address.port as number);
     hidden.write(`${rCookie}\n`);
-    await waitFor(async () => (await cluster.store.listParks('generic', rCookie.slice(1))).length === 2);
+    await waitFor(
+      async () => (await cluster.store.listParks('generic', mobileCookieFor(rCookie.slice(1)))).length === 2,
+    );
     const hiddenSaw = readAll(hidden);
-    const back = rawExchange(cluster.relays[1]?.address.port as number, `I${rCookie.slice(1)}\nping`);
-    await waitFor(() => (cluster.relays[0]?.lot.count('generic', rCookie.slice(1)) ?? 1) === 0);
+    const back = rawExchange(
+      cluster.relays[1]?.address.port as number,
+      `I${mobileCookieFor(rCookie.slice(1))}\nping`,
+    );
+    await waitFor(
+      () => (cluster.relays[0]?.lot.count('generic', mobileCookieFor(rCookie.slice(1))) ?? 1) === 0,
+    );
     hidden.end('pong');
     expect((await back).text).toBe('+OK\npong');
     expect((await hiddenSaw).toString()).toBe('+OK\nping');
@@ -146,8 +154,10 @@ describe('generic protocol across relays', () => {
     const rCookie = ((await reg.json()) as { result: { cookie: string } }).result.cookie;
     const hidden = await dial(cluster.relays[0]?.address.port as number);
     hidden.write(`${rCookie}\n`);
-    await waitFor(async () => (await cluster.store.listParks('generic', rCookie.slice(1))).length === 1);
-    const line = `I${rCookie.slice(1)}\n`;
+    await waitFor(
+      async () => (await cluster.store.listParks('generic', mobileCookieFor(rCookie.slice(1)))).length === 1,
+    );
+    const line = `I${mobileCookieFor(rCookie.slice(1))}\n`;
     const [a, b] = await Promise.all([
       rawExchange(cluster.relays[1]?.address.port as number, line, 1_000),
       rawExchange(cluster.relays[2]?.address.port as number, line, 6_000),

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../../client/mobile.js';
+import { mobileCookieFor } from '../../core/cookies.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
@@ -131,7 +132,7 @@ async function parkByHand() {
   }
   const socket = await dial(stack.relayPort);
   socket.write(`${manualCookie}\n`);
-  await waitFor(() => stack.relay.lot.keys('generic').includes(manualCookie.slice(1)));
+  await waitFor(() => stack.relay.lot.keys('generic').includes(mobileCookieFor(manualCookie.slice(1))));
   return { socket };
 }
 let manualCookie = '';
@@ -199,7 +200,11 @@ describe('bad inputs on the wire', () => {
   it('relay: a mobile client with no hidden server parked gets -ERR after the wait', async () => {
     const lonely = await provisionIdentity(stack.store, { uuid: 'lonely' });
     const reg = await api('PUT', `uuid=lonely&response=${currentCode(lonely)}`);
-    const r = await rawExchange(stack.relayPort, `I${reg.body.result.cookie.slice(1)}\n`, 5_000);
+    const r = await rawExchange(
+      stack.relayPort,
+      `I${mobileCookieFor(reg.body.result.cookie.slice(1))}\n`,
+      5_000,
+    );
     expect(r).toMatchObject({ text: '-ERR no hidden server parked for this cookie\n', closed: true });
   });
 
@@ -210,12 +215,17 @@ describe('bad inputs on the wire', () => {
     const parked = await dial(stack.relayPort);
     parked.write(`${first.body.result.cookie}\n`);
     const saw = readAll(parked);
-    await waitFor(() => stack.relay.lot.keys('generic').includes(first.body.result.cookie.slice(1)));
+    await waitFor(() =>
+      stack.relay.lot.keys('generic').includes(mobileCookieFor(first.body.result.cookie.slice(1))),
+    );
     const second = await api('PUT', `uuid=rotating&response=${codeForStep(rot, step + 1)}`);
     expect(second.status).toBe(200);
     expect((await saw).toString()).toBe('-ERR cookie replaced by a newer registration\n');
     // The old mobile cookie is refused too.
-    const old = await rawExchange(stack.relayPort, `I${first.body.result.cookie.slice(1)}\n`);
+    const old = await rawExchange(
+      stack.relayPort,
+      `I${mobileCookieFor(first.body.result.cookie.slice(1))}\n`,
+    );
     expect(old.text).toMatch(/^-ERR (unknown cookie|cookie replaced)/);
   });
 
