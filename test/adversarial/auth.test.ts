@@ -257,6 +257,48 @@ describe('regression: rotating a secret revoked nothing (issue 12.9)', () => {
   }
 });
 
+describe('after a rotation, the new secret works and its parks stay', () => {
+  it('a CONNECT with the new secret parks, survives revalidation and receives mobiles', async () => {
+    const uuid = 'adv-rotated-new';
+    await provision(uuid);
+    const rotated = await rotateIdentitySecret(store, uuid);
+    ledger.add(rotated.secret);
+    const code = currentCode(rotated);
+    ledger.add(code);
+    const http = await dial(dev.httpPort);
+    http.write(`CONNECT uuid:${uuid}?response=${code} HTTP/1.1\r\n\r\n`);
+    const hiddenSaw = endsWithin(http, 30_000);
+    // Several revalidation rounds pass; the park made in the new generation stays.
+    await new Promise((res) => setTimeout(res, 5 * REVALIDATE_MS));
+    const mobile = await dial(dev.httpPort);
+    mobile.write(`GET /?rendezvous=${uuid} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await new Promise((res) => setTimeout(res, 500));
+    http.end('HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n');
+    const m = await readAll(mobile);
+    mobile.end();
+    expect(m.toString()).toMatch(/^HTTP\/1\.1 204 /);
+    expect((await hiddenSaw).text).toContain(`GET /?rendezvous=${uuid} HTTP/1.1`);
+  });
+});
+
+describe('regression: only real uuids ever answered 429, on CONNECT too (issue 12.7)', () => {
+  it('a known and an unknown uuid answer the same status lines to the same wrong codes', async () => {
+    await provision('adv-enum-known');
+    const statuses: Record<string, string[]> = { 'adv-enum-known': [], 'adv-enum-nobody': [] };
+    for (const uuid of Object.keys(statuses)) {
+      for (let n = 0; n < 12; n++) {
+        const r = await rawExchange(
+          dev.httpPort,
+          `CONNECT uuid:${uuid}?response=00000${n % 10} HTTP/1.1\r\n\r\n`,
+        );
+        statuses[uuid]?.push(r.text.split('\r\n')[0] as string);
+      }
+    }
+    expect(statuses['adv-enum-known']).toEqual(statuses['adv-enum-nobody']);
+    expect(statuses['adv-enum-known']).toContain('HTTP/1.1 429 Too Many Requests');
+  });
+});
+
 describe('registration API input', () => {
   const bad: Array<[string, string, string]> = [
     ['PUT', '', 'missing parameter: uuid'],

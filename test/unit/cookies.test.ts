@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { COOKIE_BYTES, isLive, newCookie, secretsEqual } from '../../core/cookies.js';
+import {
+  COOKIE_BYTES,
+  isLive,
+  MOBILE_COOKIE_LENGTH,
+  mobileCookieFor,
+  newCookie,
+  secretsEqual,
+} from '../../core/cookies.js';
+import { sourceKeyOf } from '../../core/registration.js';
 import { parseCookieLine } from '../../core/relay-line.js';
 
 describe('cookies', () => {
@@ -24,5 +32,35 @@ describe('cookies', () => {
     expect(secretsEqual('abc', 'abc')).toBe(true);
     expect(secretsEqual('abc', 'abd')).toBe(false);
     expect(secretsEqual('abc', 'abcd')).toBe(false);
+  });
+
+  it('derive the mobile (I) cookie one-way from the hidden (R) cookie: fixed vector, 144 bits, line-safe', () => {
+    const r = newCookie();
+    const i = mobileCookieFor(r);
+    expect(i).toHaveLength(MOBILE_COOKIE_LENGTH);
+    expect(Buffer.from(i, 'base64url').length * 8).toBe(144);
+    expect(i).not.toBe(r);
+    expect(mobileCookieFor(r)).toBe(i);
+    expect(parseCookieLine(`I${i}`).cookie).toBe(i);
+    // sha256("rendezvous I cookie v1\0" + r), base64url, first 24 characters.
+    expect(mobileCookieFor('AAAAAAAAAAAAAAAAAAAAAAAA')).toBe('1Lmc77Ar7QQqQilX6mp1lgr7');
+    // Applying it again (a stranger sending R<i>) does not lead back to i.
+    expect(mobileCookieFor(i)).not.toBe(i);
+  });
+});
+
+describe('source keys of the per-source guess limit', () => {
+  it.each([
+    ['203.0.113.7', '203.0.113.7'],
+    ['::ffff:203.0.113.7', '203.0.113.7'],
+    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::9', '2001:db8:1:2::/64'],
+    ['2001:0db8:0001:0002:ffff::1', '2001:db8:1:2::/64'],
+    ['::1', '0:0:0:0::/64'],
+    [undefined, 'unknown'],
+    ['', 'unknown'],
+    ['not-an-address', 'unknown'],
+  ])('%s → %s', (address, key) => {
+    expect(sourceKeyOf(address)).toBe(key);
   });
 });
