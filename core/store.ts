@@ -48,9 +48,6 @@ export interface Identity extends TotpParams {
   /** The cookie later CONNECTs may present instead of a code (HTTP-specific protocol). */
   httpCookie?: string;
   httpCookieExpiresAt?: number;
-  /** Legacy failure counter (before per-uuid/per-source attempt items); no longer read. */
-  failCount?: number;
-  failWindowStart?: number;
   disabled?: boolean;
   /**
    * Bumped by every rotation and disable: HTTP parks remember the generation they were made in,
