@@ -99,7 +99,7 @@ export async function provisionIdentity(
 /**
  * Replaces an identity's TOTP secret; every registration, cookie and park made with the old one
  * ends (the store deletes the registration and cookie, relays drop parks at their next check).
- * The new secret is returned once. The CLI and the admin console both call this.
+ * The new secret is returned once. The operator console calls this; so should any other tool.
  */
 export async function rotateIdentitySecret(store: Store, uuid: string): Promise<ProvisionedIdentity> {
   const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
