@@ -190,6 +190,17 @@ describe('regression: the look-up handed out the cookie that parks as the hidden
     expect((await sawMobile).toString()).toBe('+OK\n');
   });
 
+  it("neither the look-up's cookie nor the generic R cookie opens a CONNECT park", async () => {
+    const id = await provision('adv-split-http');
+    const r = (await put('adv-split-http', currentCode(id))).body.result?.cookie as string;
+    const i = (await lookup('adv-split-http')).body.result?.cookie as string;
+    ledger.add(r.slice(1), i.slice(1));
+    for (const c of [i.slice(1), r.slice(1), mobileCookieFor(r.slice(1))]) {
+      const res = await rawExchange(dev.httpPort, `CONNECT uuid:adv-split-http?cookie=${c} HTTP/1.1\r\n\r\n`);
+      expect(res.text).toMatch(/^HTTP\/1\.1 401 /);
+    }
+  });
+
   it('a registration from before the split is refused everywhere until the agent registers again', async () => {
     const id = await provision('adv-legacy');
     const now = Math.floor(Date.now() / 1000);
