@@ -113,7 +113,7 @@ async function cookieOf(uuid: string): Promise<string> {
 
 /** The relays holding park records for `uuid`'s cookie. */
 async function holdersOf(cookie: string): Promise<Array<(typeof relays)[number]>> {
-  const records = await store.listParks('generic', mobileCookieFor(cookie.slice(1)));
+  const records = await store.listParks('generic', cookie.slice(1));
   return relays.filter((r) => records.some((rec) => rec.peer.endsWith(`:${r.ports.peer}`)));
 }
 
@@ -231,7 +231,7 @@ describe('relay containers', () => {
     retire(victim);
     await waitFor(
       async () =>
-        (await store.listParks('generic', mobileCookieFor(cookie.slice(1)))).some(
+        (await store.listParks('generic', cookie.slice(1))).some(
           (rec) => !rec.peer.endsWith(`:${victim.ports.peer}`),
         ),
       15_000,
@@ -274,7 +274,7 @@ describe('relay containers', () => {
     // Its parked agents were told -ERR and parked again on the live relays.
     await waitFor(
       async () => {
-        const records = await store.listParks('generic', mobileCookieFor(cookie.slice(1)));
+        const records = await store.listParks('generic', cookie.slice(1));
         const live = records.filter((r) => !r.peer.endsWith(`:${draining.ports.peer}`));
         return records.length > 0 && records.length === live.length;
       },
