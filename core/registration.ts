@@ -37,6 +37,10 @@ export const FAILURE_LIMIT_DEFAULTS = {
   failureWindowSeconds: 300,
 } as const;
 
+/** Further looks at a full per-source budget before a 429, and the base pause between them. */
+export const SOURCE_RESERVE_RETRIES = 3;
+export const SOURCE_RESERVE_RETRY_MS = 50;
+
 /** Source addresses remembered per identity as having registered (exempt from its lockout). */
 export const MAX_TRUSTED_SOURCES = 8;
 
@@ -198,7 +202,14 @@ async function verifyWithinLimits(
   const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
   const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
 
-  const bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  let bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  // Valid codes hold a reservation for a few milliseconds before giving it back, so a burst of
+  // them from one address (hidden servers behind one NAT starting together) can find the budget
+  // full for a moment: look again briefly before answering 429. Each look is still a reservation.
+  for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
+    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
+    bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  }
   if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
   const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
   if (!byUuid.ok && !(identity?.trustedSources ?? []).includes(src)) {

@@ -6,7 +6,8 @@
 import { createHash } from 'node:crypto';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
+import { provisionIdentity, type RegistrationPolicy, registerHiddenServer } from '../../core/registration.js';
+import type { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
@@ -197,5 +198,39 @@ describe('regression: anyone who knew a uuid could lock its hidden server out (i
     // ... and registers with the next step's code.
     expect((await put('lock-restarts', codeForStep(id, step + 1), source)).statusCode).toBe(200);
     expect((await env.store.getAttempts('source', source))?.count ?? 0).toBe(0);
+  });
+});
+
+describe('a burst of valid codes from one address', () => {
+  it('looks again at a per-source budget that valid codes held for a moment, instead of answering 429', async () => {
+    const id = await provisionIdentity(env.store, { uuid: 'burst-valid' });
+    let refusals = 2;
+    // The real store, except that the first two per-source reservations find the budget full,
+    // as they do while other valid codes from the same address hold it.
+    const busy = new Proxy(env.store, {
+      get(target, prop, receiver) {
+        if (prop === 'reserveAttempt') {
+          return async (...args: Parameters<Store['reserveAttempt']>) => {
+            if (args[0] === 'source' && refusals > 0) {
+              refusals--;
+              return { ok: false, retryAfter: 300 };
+            }
+            return target.reserveAttempt(...args);
+          };
+        }
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const triple = await registerHiddenServer(
+      busy,
+      policy,
+      'burst-valid',
+      currentCode(id),
+      Date.now(),
+      '192.0.2.99',
+    );
+    expect(triple.cookie).toMatch(/^R/);
+    expect(refusals).toBe(0);
   });
 });
