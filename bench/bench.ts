@@ -190,6 +190,7 @@ async function startService() {
       [
         join(ROOT, 'bin/rendezvous.js'),
         'dev',
+        '--memory',
         '--api-port',
         '0',
         '--relay-port',
