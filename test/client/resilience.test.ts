@@ -8,12 +8,12 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
+import { newTotpSecret, otpauthUri } from '../../core/totp.js';
 import {
   connect,
   createHiddenServer,
   exposeHiddenServer,
   type HiddenServer,
-  isRendezvousError,
   rendezvousUrl,
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
@@ -89,7 +89,9 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
 
   it('exposeHiddenServer (HTTP-specific) keeps serving through a flood of resets', async () => {
     const web: HttpServer = createHttpServer((req, res) => setTimeout(() => res.end(`page ${req.url}`), 2));
-    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    // Dual-stack, so that the agent's target `localhost` (a name: a DNS look-up before each
+    // connect, as `--to localhost:3000` does) answers on either family.
+    await new Promise<void>((r) => web.listen(0, r));
     try {
       const id = await provisionIdentity(stack.store, { uuid: 'rst-http' });
       const server = exposeHiddenServer({
@@ -98,7 +100,7 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
         uuid: 'rst-http',
         secret: id.secret,
         pool: 4,
-        target: { host: '127.0.0.1', port: (web.address() as AddressInfo).port },
+        target: { host: 'localhost', port: (web.address() as AddressInfo).port },
         backoff: { minMs: 10, maxMs: 100 },
       });
       await listening(server);
@@ -151,4 +153,23 @@ describe('a hidden server whose target is down tells the mobile side (issue 13)'
     // Nothing of the target's reaches the mobile side; the socket ends instead of hanging.
     expect(got).not.toContain('hello');
   });
+});
+
+describe('restarts inside one TOTP step (issue 13)', () => {
+  it('five hidden servers of one identity, each started as the last closes, all register and serve', async () => {
+    // A 5 s step (an identity parameter): six registrations in a row need three or four steps.
+    const params = { secret: newTotpSecret(), digits: 6, step: 5, algorithm: 'SHA1' as const };
+    await stack.store.createIdentity({
+      uuid: 'restart-lib',
+      createdAt: Math.floor(Date.now() / 1000),
+      ...params,
+    });
+    const secret = otpauthUri(params, 'restart-lib');
+    for (let i = 0; i < 6; i++) {
+      const server = createHiddenServer({ api: stack.apiUrl, uuid: 'restart-lib', secret }, (s) => s.pipe(s));
+      await listening(server);
+      expect(await echoRoundTrip('restart-lib', `run ${i}`)).toBe(`run ${i}`);
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  }, 60_000);
 });
