@@ -191,6 +191,7 @@ async function startService() {
       [
         join(ROOT, 'bin/rendezvous.js'),
         'dev',
+        '--memory',
         '--api-port',
         '0',
         '--relay-port',

@@ -2,7 +2,9 @@
  * The `rendezvous` command. Parsing only: each subcommand reads its options and environment
  * and calls into local/, client/ or relay/.
  */
+import { mkdirSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
@@ -16,9 +18,13 @@ import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
+import { bridgeStdio } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** Where `rendezvous dev` keeps its store unless told otherwise (relative to the current folder). */
+export const DEFAULT_DATA_DIR = '.rendezvous';
 
 function port(value: string): number {
   const n = Number(value);
@@ -56,9 +62,17 @@ export function buildCli(): Command {
     .option('--relay-port <port>', 'relay port (generic protocol)', port, LOCAL_DEFAULTS.relayPort)
     .option('--http-port <port>', 'relay port (HTTP-specific protocol)', port, LOCAL_DEFAULTS.httpPort)
     .option('--store-port <port>', 'embedded DynamoDB-compatible store port', port, LOCAL_DEFAULTS.storePort)
-    .option('--data <dir>', 'keep the store on disk in this folder (default: in memory)')
+    .option(
+      '--data <dir>',
+      `keep the store on disk in this folder (default: ${DEFAULT_DATA_DIR} in the current folder)`,
+    )
+    .option('--memory', 'a throw-away store in memory: identities are gone when it stops')
     .option('--table <name>', 'table name', DEFAULT_TABLE)
     .action(async (o) => {
+      if (o.memory && o.data) fail('--memory and --data exclude each other');
+      // On disk by default: identities and registrations outlive a restart of `npm start`.
+      const dataDir = o.memory ? undefined : resolve(o.data ?? DEFAULT_DATA_DIR);
+      if (dataDir) mkdirSync(dataDir, { recursive: true });
       const stack = await startLocalStack({
         apiPort: o.apiPort,
         relayPort: o.relayPort,
@@ -68,14 +82,26 @@ export function buildCli(): Command {
         // The relay and API limits a deployment reads from its environment apply here too.
         relay: relayLimitsFromEnv(process.env),
         policy: authPolicyFromEnv(process.env),
-        dataDir: o.data,
+        dataDir,
         table: o.table,
         log: textLog('relay'),
-      }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
+      }).catch((err) =>
+        fail(
+          `cannot start: ${(err as Error).message}${
+            dataDir && /lock/i.test(String((err as Error).message) + String((err as Error).cause ?? ''))
+              ? ` (is another \`rendezvous dev\` using ${dataDir}? give it --data DIR or --memory)`
+              : ''
+          }`,
+        ),
+      );
       const out = process.stdout;
       out.write('rendezvous local stack\n');
       out.write(
-        `  store  ${stack.storeEndpoint} (${o.data ? `on disk: ${o.data}` : 'in memory'}), table ${stack.table}\n`,
+        `  store  ${stack.storeEndpoint} (${
+          dataDir
+            ? `on disk: ${dataDir}, kept across restarts; --memory for a throw-away store`
+            : 'in memory: forgotten when this stops'
+        }), table ${stack.table}\n`,
       );
       out.write(`  api    ${stack.apiUrl}\n`);
       out.write(
@@ -170,7 +196,7 @@ export function buildCli(): Command {
       agent.on('error', (err: Error) =>
         fail(
           isRendezvousError(err, 'AUTH_FAILED')
-            ? 'authentication failed: check --uuid and RENDEZVOUS_SECRET'
+            ? `authentication failed: the registry does not know uuid ${o.uuid} or RENDEZVOUS_SECRET is wrong (a local \`npm start --memory\`, or one started in another folder, forgets identities: provision again)`
             : err.message,
         ),
       );
@@ -197,12 +223,7 @@ export function buildCli(): Command {
         } catch (err) {
           fail((err as Error).message);
         }
-        process.stdin.pipe(socket);
-        socket.pipe(process.stdout);
-        socket.on('error', (err) => fail(err.message));
-        // stdout may be a socket whose writes are asynchronous: exit only once the last byte is out.
-        socket.on('close', () => process.stdout.write('', () => process.exit(0)));
-        return;
+        process.exit(await bridgeStdio(socket));
       }
       const at = hostPort(o.listen, '127.0.0.1');
       const log = textLog('connect');

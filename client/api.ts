@@ -1,5 +1,5 @@
 /** The registration API as a client sees it: PUT to register, GET to look up. */
-import { RendezvousError } from '../core/errors.js';
+import { type ErrorCode, RendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/registration.js';
 
 /** Request timeout for API calls. */
@@ -31,23 +31,36 @@ async function call(
   } catch {
     body = {};
   }
-  if (res.ok && body.result && typeof body.result.cookie === 'string') return body.result;
+  if (res.ok && body.result && typeof body.result.cookie === 'string' && !body.error) return body.result;
   const diagnostic = body.error?.diagnostic ?? `HTTP ${res.status}`;
   const retryAfter = Number(res.headers.get('retry-after')) || undefined;
   const code =
-    res.status === 401
-      ? 'AUTH_FAILED'
-      : res.status === 404
-        ? 'NOT_REGISTERED'
-        : res.status === 429
-          ? 'TOO_MANY_ATTEMPTS'
-          : res.status === 400
-            ? 'BAD_REQUEST'
-            : 'UNREACHABLE';
+    res.ok && body.error
+      ? originalErrorCode(method, diagnostic)
+      : res.status === 401
+        ? 'AUTH_FAILED'
+        : res.status === 404
+          ? 'NOT_REGISTERED'
+          : res.status === 429
+            ? 'TOO_MANY_ATTEMPTS'
+            : res.status === 400
+              ? 'BAD_REQUEST'
+              : 'UNREACHABLE';
   throw new RendezvousError(code, diagnostic, {
     permanent: body.error?.permanent ?? res.status < 500,
     retryAfter,
   });
+}
+
+/**
+ * The original servers answer errors as `200 {"error":{…}}`: a bad code or unknown uuid is
+ * "invalid request" on a PUT, an unregistered uuid "not registered" on a GET. Taken for what
+ * they mean, not for an unreachable API (which would be retried forever).
+ */
+function originalErrorCode(method: 'GET' | 'PUT', diagnostic: string): ErrorCode {
+  if (/not registered/i.test(diagnostic)) return 'NOT_REGISTERED';
+  if (method === 'PUT') return 'AUTH_FAILED';
+  return 'BAD_REQUEST';
 }
 
 /** Registers a hidden server with a TOTP code; resolves to its `R` triple. */

@@ -35,6 +35,12 @@ export interface HiddenServerOptions {
   pool?: number;
   /** Reconnect backoff bounds (default 250 ms → 30 s, jittered). */
   backoff?: { minMs: number; maxMs: number };
+  /**
+   * Refused codes tolerated on the steps after the first refused one before the secret is taken
+   * for wrong (default AUTH_RETRY_STEPS). A restarted agent's first codes are often refused as
+   * replays of what the previous process used in the same step.
+   */
+  authRetrySteps?: number;
   log?: Log;
 }
 
@@ -46,6 +52,16 @@ export interface ExposeOptions extends HiddenServerOptions {
 
 /** Backoff defaults: 250 ms doubling to 30 s. */
 export const BACKOFF_DEFAULTS = { minMs: 250, maxMs: 30_000 } as const;
+
+/**
+ * Steps after the first refused code whose codes are tried before giving up: the current step,
+ * then three more (each taken as soon as the ±1 drift window admits it), so a wrong secret is
+ * concluded after about two to three steps (60–90 s at 30 s steps) and never earlier.
+ */
+export const AUTH_RETRY_STEPS = 3;
+
+/** The longest `Retry-After` the agent honours as given; longer ones are capped to this. */
+export const MAX_RETRY_AFTER_MS = 300_000;
 
 /** Turns a base32 secret or an otpauth URI into TOTP parameters. */
 export function totpParamsFrom(secret: string): TotpParams {
@@ -63,14 +79,12 @@ export function totpParamsFrom(secret: string): TotpParams {
   return { secret: Secret.fromBase32(secret.replace(/\s+/g, '').toUpperCase()).base32, ...TOTP_DEFAULTS };
 }
 
-/** `-ERR` diagnostics that mean the registration is gone (see core/store resolveCookie). */
-const COOKIE_TROUBLE = /unknown cookie|cookie expired|cookie replaced/;
-
 /**
  * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
- * ms), `error` (a RendezvousError; fatal ones — AUTH_FAILED, BAD_REQUEST — stop it), `close`
- * (after `close()`, once live connections have ended).
+ * ms), `error` (a RendezvousError; fatal ones — AUTH_FAILED, BAD_REQUEST — stop it; emitted only
+ * when someone listens, otherwise logged and raised as a process warning), `close` (after
+ * `close()` or a fatal error, once live connections have ended).
  */
 export class HiddenServer extends EventEmitter {
   private readonly params: TotpParams;
@@ -80,8 +94,12 @@ export class HiddenServer extends EventEmitter {
   private triple: RendezvousTriple | undefined;
   private registering: Promise<RendezvousTriple> | undefined;
   private lastStep = -1;
+  /** Codes refused in a row, each on a later step than the one before. */
+  private authRefusals = 0;
   private readonly idle = new Set<Socket>();
   private readonly sleepers = new Set<() => void>();
+  /** Aborted by `stop()`: ends pending API calls, relay connects and status reads at once. */
+  private readonly stopper = new AbortController();
 
   private readonly live = new Set<Socket>();
   private started = false;
@@ -146,11 +164,32 @@ export class HiddenServer extends EventEmitter {
   /** Stops parking; live spliced connections are left to finish. */
   stop(): void {
     this.stopped = true;
+    this.stopper.abort();
     for (const s of this.idle) s.destroy();
     for (const wake of this.sleepers) wake();
   }
 
+  /**
+   * A fatal error: stop, then tell the application. An 'error' event nobody listens to would
+   * crash the process (Node's rule), so without a listener it is logged and raised as a process
+   * warning instead; `'close'` follows either way.
+   */
+  private fail(err: RendezvousError): void {
+    if (this.stopped) return;
+    this.stop();
+    this.closing = true;
+    this.log.error('giving up', { reason: err.message });
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else
+      process.emitWarning(
+        `rendezvous hidden server ${this.opts.uuid} stopped: ${err.message}`,
+        'RendezvousWarning',
+      );
+    this.maybeClosed();
+  }
+
   private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const wake = () => {
         clearTimeout(t);
@@ -167,6 +206,16 @@ export class HiddenServer extends EventEmitter {
     return Math.round(base / 2 + (Math.random() * base) / 2);
   }
 
+  /** How long to wait after a transient refusal: its Retry-After (capped) or the backoff. */
+  private waitAfter(err: unknown, attempt: number): number {
+    const retryAfter = isRendezvousError(err) ? err.retryAfter : undefined;
+    if (retryAfter && retryAfter > 0) {
+      // Jittered a little so agents told the same Retry-After do not return in one burst.
+      return Math.min(MAX_RETRY_AFTER_MS, retryAfter * 1000) + Math.round(Math.random() * 250);
+    }
+    return this.delay(attempt);
+  }
+
   private ensureRegistered(): Promise<RendezvousTriple> {
     if (this.triple) return Promise.resolve(this.triple);
     this.registering ??= this.register().finally(() => {
@@ -176,11 +225,13 @@ export class HiddenServer extends EventEmitter {
   }
 
   /**
-   * The next usable code. A code is accepted once: after one was used in this step, take the next
-   * step's (inside the ±1 drift window) rather than waiting up to 30 s; past that, wait.
+   * The next usable code. A code is accepted once: after one was used or refused in this step,
+   * take the next step's (inside the ±1 drift window) rather than waiting; past that, wait until
+   * the window admits it.
    */
   private async nextCode(): Promise<{ code: string; step: number }> {
     for (;;) {
+      if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
       const nowStep = timeStep(this.params, Date.now());
       const step = Math.max(nowStep, this.lastStep + 1);
       if (step <= nowStep + 1) return { code: codeForStep(this.params, step), step };
@@ -188,31 +239,46 @@ export class HiddenServer extends EventEmitter {
     }
   }
 
+  /**
+   * A code was refused (401, or the original's 200 "invalid request"). The same answer means a
+   * replay — a previous process of this agent used the step's code moments ago — or a wrong
+   * secret; only refusals on several later steps tell them apart. Returns true when it is time
+   * to conclude the secret (or uuid) is wrong.
+   */
+  private codeRefused(step: number): boolean {
+    this.lastStep = Math.max(this.lastStep, step);
+    this.authRefusals++;
+    const give = this.authRefusals > (this.opts.authRetrySteps ?? AUTH_RETRY_STEPS);
+    if (!give) this.log.warn('code refused (used already, or a wrong secret), trying the next step');
+    return give;
+  }
+
   private async register(): Promise<RendezvousTriple> {
     let attempt = 0;
-    let authRetried = false;
     for (;;) {
-      if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
       const { code, step } = await this.nextCode();
       try {
-        const triple = await registerWithApi(this.opts.api as string, this.opts.uuid, code);
+        const triple = await registerWithApi(
+          this.opts.api as string,
+          this.opts.uuid,
+          code,
+          this.stopper.signal,
+        );
         this.lastStep = step;
+        this.authRefusals = 0;
         this.triple = triple;
         this.log.info('registered', { relay: `${triple.host}:${triple.port}` });
         this.emit('registered', { host: triple.host, port: triple.port });
         return triple;
       } catch (err) {
-        if (isRendezvousError(err, 'AUTH_FAILED') && !authRetried) {
-          // Another process may have used this step's code already; the next step's code tells
-          // a replay apart from a wrong secret.
-          authRetried = true;
-          this.lastStep = step;
+        if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
+        if (isRendezvousError(err, 'AUTH_FAILED')) {
+          if (this.codeRefused(step)) throw err;
           continue;
         }
-        if (isRendezvousError(err) && (err.code === 'AUTH_FAILED' || err.code === 'BAD_REQUEST')) {
-          throw err;
-        }
-        const wait = isRendezvousError(err) && err.retryAfter ? err.retryAfter * 1000 : this.delay(attempt++);
+        if (isRendezvousError(err, 'BAD_REQUEST')) throw err;
+        // 429, 503, unreachable, an answer that is not JSON: transient.
+        const wait = this.waitAfter(err, attempt++);
         this.log.warn('registration failed, retrying', { reason: (err as Error).message, inMs: wait });
         this.emit('reconnecting', wait);
         await this.sleep(wait);
@@ -227,21 +293,20 @@ export class HiddenServer extends EventEmitter {
       try {
         triple = await this.ensureRegistered();
       } catch (err) {
-        if (this.stopped) return;
-        this.stopped = true;
-        for (const wake of this.sleepers) wake();
-        this.log.error('giving up', { reason: (err as Error).message });
-        this.emit('error', err);
+        if (!this.stopped) this.fail(err as RendezvousError);
         return;
       }
       let relaySocket: Socket;
+      let parkedAt = 0;
       try {
         let parkedSocket: Socket | undefined;
         const paired = dialRelay(triple, {
+          signal: this.stopper.signal,
           onConnected: (s) => {
             // close() may have come while this connection was being made.
             if (this.stopped) return void s.destroy();
             parkedSocket = s;
+            parkedAt = Date.now();
             this.idle.add(s);
             this.emit('parked', slot);
           },
@@ -253,15 +318,18 @@ export class HiddenServer extends EventEmitter {
         }
       } catch (err) {
         if (this.stopped) return;
-        if (isRendezvousError(err, 'RELAY_REFUSED') && COOKIE_TROUBLE.test(err.message)) {
-          // Replaced, expired or unknown: the registration is gone; make a new one.
-          if (this.triple === triple) this.triple = undefined;
-          this.log.warn('relay refused cookie, registering again', { reason: err.message });
-          attempt = 0;
-          continue;
-        }
+        // A park that lived a while before it failed starts the backoff afresh.
+        if (parkedAt && Date.now() - parkedAt > 10_000) attempt = 0;
         const wait = this.delay(attempt++);
-        this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+        if (isRendezvousError(err, 'RELAY_REFUSED')) {
+          // Any -ERR on a park (ours: unknown, expired or replaced cookie, draining relay; the
+          // original's: "not registered", "invalid cookie") means this registration cannot be
+          // parked on: register again, after the backoff so a refusing relay is not hammered.
+          if (this.triple === triple) this.triple = undefined;
+          this.log.warn('relay refused the park, registering again', { reason: err.message, inMs: wait });
+        } else {
+          this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+        }
         this.emit('reconnecting', wait);
         await this.sleep(wait);
         continue;
@@ -278,13 +346,26 @@ export class HiddenServer extends EventEmitter {
   private connectHttpRelay(): Promise<Socket> {
     const url = new URL(this.opts.relay as string);
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
-    if (url.protocol !== 'https:') return connectTcp(url.hostname, port, { timeoutMs: CONNECT_TIMEOUT_MS });
+    const signal = this.stopper.signal;
+    if (url.protocol !== 'https:')
+      return connectTcp(url.hostname, port, { timeoutMs: CONNECT_TIMEOUT_MS, signal });
     return new Promise((resolve, reject) => {
       const s = tlsConnect({ host: url.hostname, port, servername: url.hostname });
-      s.once('secureConnect', () => resolve(s as unknown as Socket));
-      s.once('error', (err) =>
-        reject(new RendezvousError('UNREACHABLE', `relay unreachable: ${err.message}`, { permanent: false })),
-      );
+      const onAbort = () => {
+        s.destroy();
+        reject(new RendezvousError('ABORTED', 'aborted'));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      s.once('secureConnect', () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(s as unknown as Socket);
+      });
+      s.on('error', (err) => {
+        signal.removeEventListener('abort', onAbort);
+        s.destroy();
+        reject(new RendezvousError('UNREACHABLE', `relay unreachable: ${err.message}`, { permanent: false }));
+      });
     });
   }
 
@@ -294,7 +375,6 @@ export class HiddenServer extends EventEmitter {
    */
   private async parkLoopHttp(slot: number): Promise<void> {
     let attempt = 0;
-    let authRetried = false;
     while (!this.stopped) {
       while (!this.httpCookie && this.codeInFlight) await this.codeInFlight;
       if (this.stopped) return;
@@ -310,9 +390,14 @@ export class HiddenServer extends EventEmitter {
             r();
           };
         });
-        const next = await this.nextCode();
-        step = next.step;
-        cred = `response=${next.code}`;
+        try {
+          const next = await this.nextCode();
+          step = next.step;
+          cred = `response=${next.code}`;
+        } catch {
+          release?.();
+          return; // stopped
+        }
       }
       let socket: Socket | undefined;
       let head: ResponseHead;
@@ -334,10 +419,13 @@ export class HiddenServer extends EventEmitter {
             const d = decoder.push(chunk);
             return d && { value: parseResponseHead(d.text), rest: d.rest };
           },
-          { what: 'answer to CONNECT', timeoutMs: 30_000 },
+          { what: 'answer to CONNECT', timeoutMs: 30_000, signal: this.stopper.signal },
         );
       } catch (err) {
-        if (socket) this.idle.delete(socket);
+        if (socket) {
+          this.idle.delete(socket);
+          socket.destroy();
+        }
         release?.();
         if (this.stopped) return;
         const wait = this.delay(attempt++);
@@ -347,12 +435,14 @@ export class HiddenServer extends EventEmitter {
         continue;
       }
       if (head.status === 200) {
-        if (step !== undefined) this.lastStep = step;
+        if (step !== undefined) {
+          this.lastStep = step;
+          this.authRefusals = 0;
+        }
         const cookie = head.headers.find(([k]) => k.toLowerCase() === 'rendezvous-cookie')?.[1];
         if (cookie) this.httpCookie = cookie;
         release?.();
         attempt = 0;
-        authRetried = false;
         if (!this.registeredOnce) {
           this.registeredOnce = true;
           this.log.info('registered', { relay: this.opts.relay });
@@ -371,27 +461,25 @@ export class HiddenServer extends EventEmitter {
         this.httpCookie = undefined; // expired or revoked: authenticate with a code again
         continue;
       }
-      if (step !== undefined) this.lastStep = Math.max(this.lastStep, step);
       release?.();
-      if (head.status === 401 && !authRetried) {
-        authRetried = true;
-        continue;
-      }
+      if (head.status === 401 && step !== undefined && !this.codeRefused(step)) continue;
       if (head.status === 401 || head.status === 403 || head.status === 400) {
-        const err =
+        this.fail(
           head.status === 401
             ? new RendezvousError('AUTH_FAILED', 'authentication failed')
-            : new RendezvousError('BAD_REQUEST', `relay refused CONNECT (${head.status})`);
-        if (!this.stopped) {
-          this.stopped = true;
-          for (const wake of this.sleepers) wake();
-          this.log.error('giving up', { reason: err.message });
-          this.emit('error', err);
-        }
+            : new RendezvousError('BAD_REQUEST', `relay refused CONNECT (${head.status})`),
+        );
         return;
       }
+      if (step !== undefined) this.lastStep = Math.max(this.lastStep, step);
+      // 429, 503 (Retry-After), 408, 409, 5xx: transient.
       const retryAfter = Number(head.headers.find(([k]) => k.toLowerCase() === 'retry-after')?.[1]);
-      const wait = retryAfter > 0 ? retryAfter * 1000 : this.delay(attempt++);
+      const wait = this.waitAfter(
+        new RendezvousError('UNREACHABLE', 'refused', {
+          retryAfter: retryAfter > 0 ? retryAfter : undefined,
+        }),
+        attempt++,
+      );
       this.log.warn('CONNECT refused, retrying', { status: head.status, inMs: wait });
       this.emit('reconnecting', wait);
       await this.sleep(wait);
@@ -407,6 +495,7 @@ export class HiddenServer extends EventEmitter {
         socket.off('readable', onReadable);
         socket.off('close', onClose);
         socket.off('end', onClose);
+        socket.off('error', onClose);
         resolve(v);
       };
       const onReadable = () => {
@@ -414,6 +503,7 @@ export class HiddenServer extends EventEmitter {
         // At EOF 'readable' fires with nothing buffered; read(0) lets 'end' be emitted.
         else socket.read(0);
       };
+      // A reset while parked is as good as a close: park again.
       const onClose = () => {
         socket.destroy();
         done(false);
@@ -421,12 +511,17 @@ export class HiddenServer extends EventEmitter {
       socket.on('readable', onReadable);
       socket.on('close', onClose);
       socket.on('end', onClose);
+      socket.on('error', onClose);
     });
   }
 
   /** A rendezvous: hand the socket to the application. */
   private handOver(socket: Socket): void {
     this.live.add(socket);
+    // A mobile client that resets must not take the process down with an unhandled 'error':
+    // this listener stays for the socket's life (the application may add its own; the error
+    // also shows as 'close' with hadError).
+    socket.on('error', (err) => this.log.info('rendezvous connection error', { reason: err.message }));
     socket.once('close', () => {
       this.live.delete(socket);
       this.maybeClosed();
@@ -450,16 +545,42 @@ export function createHiddenServer(
   return server;
 }
 
+/** What an HTTP-specific mobile client reads when the hidden server's target is down. */
+const TARGET_DOWN_BODY = JSON.stringify({
+  error: { permanent: false, diagnostic: "the hidden server's target is unreachable" },
+});
+
+/**
+ * Tells the mobile side that the target refused. HTTP: a `502` with the error JSON. Generic:
+ * a reset (RST) before any byte, which the relay passes on as a reset, so `rendezvous connect`
+ * can say that the far end failed rather than that it ended normally.
+ */
+function refuseTargetDown(relaySocket: Socket, http: boolean): void {
+  if (!http) {
+    if (!relaySocket.destroyed) relaySocket.resetAndDestroy();
+    return;
+  }
+  relaySocket.resume(); // the request is not going anywhere; let it drain
+  relaySocket.end(
+    'HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncache-control: no-store\r\n' +
+      `content-length: ${Buffer.byteLength(TARGET_DOWN_BODY)}\r\nconnection: close\r\n\r\n${TARGET_DOWN_BODY}`,
+  );
+  // Bounded: a mobile client that never closes its side does not hold the socket forever.
+  relaySocket.setTimeout(10_000, () => relaySocket.destroy());
+}
+
 /** A hidden server that splices every rendezvous to `opts.target` — the CLI's `expose`. */
 export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
   const log = opts.log ?? silentLog;
   const target = `${opts.target.host}:${opts.target.port}`;
+  const http = opts.protocol === 'http';
   return createHiddenServer(opts, (relaySocket) => {
     const local = connect({ ...opts.target, allowHalfOpen: true });
     local.setNoDelay(true);
     const onError = (err: Error) => {
       log.warn('target unreachable', { target, reason: err.message });
-      relaySocket.destroy();
+      local.destroy();
+      refuseTargetDown(relaySocket, http);
     };
     local.once('error', onError);
     local.once('connect', () => {

@@ -20,7 +20,8 @@ export interface ConnectOptions {
 export const CONNECT_TIMEOUT_MS = 15_000;
 
 /**
- * Looks `uuid` up and resolves to a socket spliced to the hidden server, after `+OK`. Rejects
+ * Looks `uuid` up and resolves to a socket spliced to the hidden server, after `+OK` (it
+ * carries a default 'error' listener, so a reset never goes unhandled). Rejects
  * with a RendezvousError: NOT_REGISTERED, RELAY_REFUSED (the relay's `-ERR`), UNREACHABLE,
  * TIMEOUT or ABORTED.
  */
@@ -32,6 +33,9 @@ export async function connect(opts: ConnectOptions): Promise<Socket> {
   try {
     const triple = await lookupWithApi(opts.api, opts.uuid, signal);
     const { socket } = await dialRelay(triple, { statusTimeoutMs: timeoutMs, signal });
+    // A reset from the far side must not crash an application that added no 'error' listener
+    // (its own listeners still see the error; 'close' reports hadError).
+    socket.on('error', () => undefined);
     return socket;
   } catch (err) {
     if (timeout.signal.aborted && !opts.signal?.aborted && isRendezvousError(err, 'ABORTED')) {

@@ -11,21 +11,45 @@ import { type Handler, methodNotAllowed, notFound } from '../functions/http.js';
 /** Largest request body the adapter accepts (API Gateway's own limit is far larger; ours needs none). */
 export const MAX_BODY = 64 * 1024;
 
-/** Builds a payload-v2 event from a Node request. */
-export function toEventV2(req: IncomingMessage, body: string): APIGatewayProxyEventV2 {
-  const url = new URL(req.url ?? '/', 'http://local');
+/**
+ * An origin-form request target (`/path?query`) API Gateway would accept: one leading slash (a
+ * `//` target is scheme-relative and names no path of ours), no whitespace or fragment, and
+ * every `%` followed by two hex digits.
+ */
+const ORIGIN_FORM = /^\/(?!\/)[^\s#]*$/;
+const BAD_PERCENT = /%(?![0-9A-Fa-f]{2})/;
+
+/** Splits a request target into path and query, or returns undefined when it is malformed. */
+export function parseTarget(target: string): { path: string; query: string } | undefined {
+  if (!ORIGIN_FORM.test(target) || BAD_PERCENT.test(target)) return undefined;
+  const q = target.indexOf('?');
+  const path = q === -1 ? target : target.slice(0, q);
+  try {
+    decodeURIComponent(path); // a valid escape that is not UTF-8 (%E0%A4) is malformed too
+  } catch {
+    return undefined;
+  }
+  return { path, query: q === -1 ? '' : target.slice(q + 1) };
+}
+
+/** Builds a payload-v2 event from a Node request whose target `parseTarget` accepted. */
+export function toEventV2(
+  req: IncomingMessage,
+  body: string,
+  target: { path: string; query: string },
+): APIGatewayProxyEventV2 {
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) {
     if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
   }
   const query: Record<string, string> = {};
-  for (const [k, v] of url.searchParams) query[k] = k in query ? `${query[k]},${v}` : v;
+  for (const [k, v] of new URLSearchParams(target.query)) query[k] = k in query ? `${query[k]},${v}` : v;
   const now = new Date();
   return {
     version: '2.0',
     routeKey: '$default',
-    rawPath: url.pathname,
-    rawQueryString: url.search.slice(1),
+    rawPath: target.path,
+    rawQueryString: target.query,
     headers,
     queryStringParameters: Object.keys(query).length ? query : undefined,
     requestContext: {
@@ -35,7 +59,7 @@ export function toEventV2(req: IncomingMessage, body: string): APIGatewayProxyEv
       domainPrefix: 'local',
       http: {
         method: req.method ?? 'GET',
-        path: url.pathname,
+        path: target.path,
         protocol: `HTTP/${req.httpVersion}`,
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: headers['user-agent'] ?? '',
@@ -51,6 +75,16 @@ export function toEventV2(req: IncomingMessage, body: string): APIGatewayProxyEv
   };
 }
 
+type HandlerResult = Awaited<ReturnType<Handler>>;
+
+function jsonError(statusCode: number, diagnostic: string): HandlerResult {
+  return {
+    statusCode,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ error: { permanent: statusCode < 500, diagnostic } }),
+  };
+}
+
 /** Starts the adapter; `handlers` are the same functions Lambda runs. */
 export async function startApiAdapter(opts: {
   register: Handler;
@@ -58,37 +92,53 @@ export async function startApiAdapter(opts: {
   port: number;
   host?: string;
 }): Promise<{ server: Server; url: string; close: () => Promise<void> }> {
-  const server = createServer(async (req, res) => {
+  const answer = async (req: IncomingMessage): Promise<{ result: HandlerResult; tooLarge: boolean }> => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let tooLarge = false;
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > MAX_BODY) {
-        tooLarge = true;
-        break;
-      }
+      if (size > MAX_BODY) return { result: jsonError(413, 'request body too large'), tooLarge: true };
       chunks.push(chunk);
     }
-    let result: Awaited<ReturnType<Handler>>;
-    if (tooLarge) {
-      result = {
-        statusCode: 413,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ error: { permanent: true, diagnostic: 'request body too large' } }),
-      };
-    } else {
-      const event = toEventV2(req, Buffer.concat(chunks).toString('utf8'));
-      const method = event.requestContext.http.method;
-      if (event.rawPath !== '/') result = notFound();
-      else if (method === 'GET' || method === 'HEAD') result = await opts.lookup(event);
-      else if (method === 'PUT') result = await opts.register(event);
-      else result = methodNotAllowed();
+    const target = parseTarget(req.url ?? '');
+    if (!target) {
+      // A client that sends this may send anything next: answer, then end the connection.
+      const result = jsonError(400, 'malformed request target');
+      return { result: { ...result, headers: { ...result.headers, connection: 'close' } }, tooLarge: false };
     }
-    const headers = { ...(result.headers ?? {}) } as Record<string, string>;
-    res.writeHead(result.statusCode ?? 200, headers);
-    res.end(req.method === 'HEAD' ? undefined : result.body);
-    if (tooLarge) req.socket.destroySoon();
+    const event = toEventV2(req, Buffer.concat(chunks).toString('utf8'), target);
+    const method = event.requestContext.http.method;
+    let result: HandlerResult;
+    if (event.rawPath !== '/') result = notFound();
+    else if (method === 'GET' || method === 'HEAD') result = await opts.lookup(event);
+    else if (method === 'PUT') result = await opts.register(event);
+    else result = methodNotAllowed();
+    return { result, tooLarge: false };
+  };
+  const server = createServer((req, res) => {
+    // One request's failure is its own: it gets an answer (or its socket ends), never the process.
+    answer(req)
+      .catch((): { result: HandlerResult; tooLarge: boolean } => ({
+        result: jsonError(500, 'internal error'),
+        tooLarge: false,
+      }))
+      .then(({ result, tooLarge }) => {
+        if (res.headersSent || res.destroyed) return;
+        res.writeHead(result.statusCode ?? 200, { ...(result.headers ?? {}) } as Record<string, string>);
+        res.end(req.method === 'HEAD' ? undefined : result.body);
+        if (tooLarge) req.socket.destroySoon();
+      })
+      .catch(() => req.socket.destroy());
+  });
+  // A request Node's parser rejects (garbage, a head over its limit) still gets an HTTP answer.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const body = JSON.stringify({ error: { permanent: true, diagnostic: 'malformed request' } });
+    socket.end(
+      `HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;

@@ -120,7 +120,13 @@ describe('createHiddenServer + connect (generic protocol)', () => {
 
   it('a wrong secret surfaces as a typed AUTH_FAILED error, not a retry loop', async () => {
     await provisionIdentity(stack.store, { uuid: 'lib-wrong' });
-    const server = createHiddenServer({ api: stack.apiUrl, uuid: 'lib-wrong', secret: 'JBSWY3DPEHPK3PXP' });
+    // A 1 s step: the agent tries the next steps' codes (a restart's replay looks the same)
+    // before it concludes the secret is wrong.
+    const server = createHiddenServer({
+      api: stack.apiUrl,
+      uuid: 'lib-wrong',
+      secret: 'otpauth://totp/lib-wrong?secret=JBSWY3DPEHPK3PXP&period=1',
+    });
     servers.push(server);
     let reconnects = 0;
     server.on('reconnecting', () => reconnects++);

@@ -9,12 +9,16 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
+import { Store } from '../../core/store.js';
+import { newTotpSecret, otpauthUri } from '../../core/totp.js';
+import { connect as connectToHidden } from '../../index.js';
+import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
+import { floodGenericResets, floodHttpResets } from '../support/flood.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let dev: ChildProcess;
@@ -33,12 +37,12 @@ afterAll(async () => {
   await stop(dev);
 });
 
-async function provisionAndExpose(uuid: string, targetPort: number) {
+async function provisionAndExpose(uuid: string, targetPort: number, extra: string[] = []) {
   const p = await runCli(['provision', '--uuid', uuid, '--json'], env);
   expect(p.code, p.stderr).toBe(0);
   const id = JSON.parse(p.stdout.toString());
   expect(Object.keys(id).sort()).toEqual(['digits', 'otpauth', 'secret', 'step', 'uuid']);
-  const agent = spawnCli(['expose', '--uuid', uuid, '--to', `127.0.0.1:${targetPort}`], {
+  const agent = spawnCli(['expose', '--uuid', uuid, '--to', `127.0.0.1:${targetPort}`, ...extra], {
     ...env,
     RENDEZVOUS_SECRET: id.secret,
   });
@@ -142,9 +146,10 @@ describe('rendezvous CLI', () => {
   it('expose stops with an authentication error for a wrong secret instead of retrying', async () => {
     await runCli(['provision', '--uuid', 'cli-wrong'], env);
     const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      // A 5 s step: the agent tries the next steps' codes before it concludes (about 3 steps).
       const child = spawnCli(['expose', '--uuid', 'cli-wrong', '--to', '1'], {
         ...env,
-        RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP',
+        RENDEZVOUS_SECRET: 'otpauth://totp/cli-wrong?secret=JBSWY3DPEHPK3PXP&period=5',
       });
       let stderr = '';
       child.stderr?.on('data', (c) => {
@@ -153,9 +158,231 @@ describe('rendezvous CLI', () => {
       child.on('exit', (code) => resolve({ code, stderr }));
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('authentication failed: check --uuid and RENDEZVOUS_SECRET');
+    // Names both causes: an identity this registry does not know (a store that was wiped) and
+    // a wrong secret.
+    expect(r.stderr).toContain(
+      'authentication failed: the registry does not know uuid cli-wrong or RENDEZVOUS_SECRET is wrong',
+    );
     expect(r.stderr).not.toContain('JBSWY3DPEHPK3PXP');
+  }, 60_000);
+
+  it('printf "GET / HTTP/1.0" | connect prints the page and exits (issue 13)', async () => {
+    const web: Server = createServer((req, res) => res.end(`page for ${req.url}`));
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    try {
+      await provisionAndExpose('cli-printf', (web.address() as AddressInfo).port);
+      const child = spawnCli(['connect', '--uuid', 'cli-printf'], env);
+      let out = '';
+      child.stdout?.on('data', (c) => {
+        out += c.toString();
+      });
+      child.stdin?.end('GET /printf HTTP/1.0\r\n\r\n');
+      expect(await exitWithin(child, 15_000)).toBe(0);
+      expect(out).toMatch(/^HTTP\/1\.[01] 200 OK\r\n[\s\S]*\r\n\r\npage for \/printf$/);
+    } finally {
+      web.close();
+    }
   });
+
+  it('connect on stdio gets EOF on stdout when the far side ends, while stdin is still open', async () => {
+    // The hidden service says one line and closes; the mobile side never ends its stdin.
+    const talker = createNetServer((s) => s.end('bye\n'));
+    await new Promise<void>((r) => talker.listen(0, '127.0.0.1', r));
+    try {
+      await provisionAndExpose('cli-halfclose', (talker.address() as AddressInfo).port);
+      const child = spawnCli(['connect', '--uuid', 'cli-halfclose'], env);
+      let out = '';
+      child.stdout?.on('data', (c) => {
+        out += c.toString();
+      });
+      const stdoutEnded = new Promise<void>((r) => child.stdout?.once('end', () => r()));
+      await Promise.race([
+        stdoutEnded,
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error(`no EOF on stdout; got ${out}`)), 15_000),
+        ),
+      ]);
+      expect(out).toBe('bye\n');
+      // Our direction is still open until stdin ends; then connect exits 0.
+      child.stdin?.end();
+      expect(await exitWithin(child, 15_000)).toBe(0);
+    } finally {
+      talker.close();
+    }
+  });
+});
+
+describe('expose under a flood of resetting mobile clients (issue 12 item 2)', () => {
+  it('generic: expose keeps serving after 300 mobile clients reset mid-rendezvous', async () => {
+    const echo = await startEchoServer();
+    try {
+      const { agent } = await provisionAndExpose('cli-rst', echo.port, ['--pool', '4']);
+      await floodGenericResets(env.RENDEZVOUS_API as string, 'cli-rst', 300);
+      expect(agent.exitCode).toBeNull();
+      const r = await runCli(['connect', '--uuid', 'cli-rst'], env, 'after the flood');
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.toString()).toBe('after the flood');
+      expect(agent.exitCode).toBeNull();
+    } finally {
+      await echo.close();
+    }
+  });
+
+  it('HTTP-specific: expose --protocol http keeps serving after 300 mobile requests reset', async () => {
+    const web: Server = createServer((req, res) => setTimeout(() => res.end(`still serving ${req.url}`), 2));
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    try {
+      const p = await runCli(['provision', '--uuid', 'cli-rst-http', '--json'], env);
+      const id = JSON.parse(p.stdout.toString());
+      const agent = spawnCli(
+        [
+          'expose',
+          '--protocol',
+          'http',
+          '--pool',
+          '4',
+          '--uuid',
+          'cli-rst-http',
+          '--to',
+          String((web.address() as AddressInfo).port),
+        ],
+        { ...env, RENDEZVOUS_SECRET: id.secret },
+      );
+      agents.push(agent);
+      await waitForOutput(agent, /registered/, 20_000, 'stderr');
+      const httpPort = Number(new URL(env.RENDEZVOUS_RELAY_HTTP as string).port);
+      await floodHttpResets(httpPort, 'cli-rst-http', 300);
+      expect(agent.exitCode).toBeNull();
+      const { stdout } = await promisify(execFile)('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        `${env.RENDEZVOUS_RELAY_HTTP}/after?rendezvous=cli-rst-http`,
+      ]);
+      expect(stdout).toBe('still serving /after?rendezvous=cli-rst-http');
+      expect(agent.exitCode).toBeNull();
+    } finally {
+      web.close();
+    }
+  });
+
+  it('HTTP-specific: a target that is down answers the mobile client 502 with a JSON body', async () => {
+    const p = await runCli(['provision', '--uuid', 'cli-down-http', '--json'], env);
+    const id = JSON.parse(p.stdout.toString());
+    const agent = spawnCli(['expose', '--protocol', 'http', '--uuid', 'cli-down-http', '--to', '1'], {
+      ...env,
+      RENDEZVOUS_SECRET: id.secret,
+    });
+    agents.push(agent);
+    await waitForOutput(agent, /registered/, 20_000, 'stderr');
+    const { stdout } = await promisify(execFile)('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      '-w',
+      '\n%{http_code}',
+      `${env.RENDEZVOUS_RELAY_HTTP}/x?rendezvous=cli-down-http`,
+    ]);
+    const [body, status] = stdout.split('\n');
+    expect(status).toBe('502');
+    expect(JSON.parse(body as string)).toEqual({
+      error: { permanent: false, diagnostic: "the hidden server's target is unreachable" },
+    });
+  });
+});
+
+describe('agent restarts inside one TOTP step (issue 13)', () => {
+  it('an agent restarted five times in a row stays up: every process registers and serves', async () => {
+    // A 5 s step (an identity parameter) so that six registrations need several steps quickly.
+    const store = new Store({
+      table: env.RENDEZVOUS_TABLE as string,
+      endpoint: env.AWS_ENDPOINT_URL_DYNAMODB,
+      region: 'local',
+    });
+    const params = { secret: newTotpSecret(), digits: 6, step: 5, algorithm: 'SHA1' as const };
+    try {
+      await store.createIdentity({
+        uuid: 'cli-restart',
+        createdAt: Math.floor(Date.now() / 1000),
+        ...params,
+      });
+    } finally {
+      store.close();
+    }
+    const secret = otpauthUri(params, 'cli-restart');
+    const echo = await startEchoServer();
+    try {
+      for (let i = 0; i < 6; i++) {
+        const agent = spawnCli(['expose', '--uuid', 'cli-restart', '--to', String(echo.port)], {
+          ...env,
+          RENDEZVOUS_SECRET: secret,
+        });
+        agents.push(agent);
+        await waitForOutput(agent, /registered/, 40_000, 'stderr');
+        // The library's connect (in this process) keeps each round short, so that restarts
+        // come faster than the 5 s step.
+        const socket = await connectToHidden({ api: env.RENDEZVOUS_API as string, uuid: 'cli-restart' });
+        const back = readAll(socket);
+        socket.end(`run ${i}`);
+        expect((await back).toString()).toBe(`run ${i}`);
+        await stop(agent);
+      }
+    } finally {
+      await echo.close();
+    }
+  }, 120_000);
+});
+
+describe('npm start keeps its state across restarts (issue 13)', () => {
+  let folder: string | undefined;
+  let first: ChildProcess | undefined;
+  let second: ChildProcess | undefined;
+  afterAll(async () => {
+    await stop(first);
+    await stop(second);
+    if (folder) rmSync(folder, { recursive: true, force: true });
+  });
+
+  it('dev keeps identities in .rendezvous/ by default and says where; --memory does not', async () => {
+    folder = mkdtempSync(join(tmpdir(), 'rendezvous-dev-'));
+    const ports = ['--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'];
+    const envOf = (out: string) => {
+      const e: Record<string, string> = {};
+      for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) e[m[1] as string] = m[2] as string;
+      return e;
+    };
+    first = spawnCli(['dev', ...ports], {}, folder);
+    const out1 = await waitForOutput(first, /^ready$/m);
+    expect(out1).toContain(`on disk: ${join(folder, '.rendezvous')}`);
+    const env1 = envOf(out1);
+    const p = await runCli(['provision', '--uuid', 'kept', '--json'], env1);
+    expect(p.code, p.stderr).toBe(0);
+    const id = JSON.parse(p.stdout.toString());
+    await stop(first);
+
+    second = spawnCli(['dev', ...ports], {}, folder);
+    const env2 = envOf(await waitForOutput(second, /^ready$/m));
+    const echo = await startEchoServer();
+    try {
+      const agent = spawnCli(['expose', '--uuid', 'kept', '--to', String(echo.port)], {
+        ...env2,
+        RENDEZVOUS_SECRET: id.secret,
+      });
+      agents.push(agent);
+      await waitForOutput(agent, /registered/, 20_000, 'stderr');
+      const r = await runCli(['connect', '--uuid', 'kept'], env2, 'survived a restart');
+      expect(r.stdout.toString(), r.stderr).toBe('survived a restart');
+    } finally {
+      await echo.close();
+    }
+    await stop(second);
+    const mem = spawnCli(['dev', '--memory', ...ports], {}, folder);
+    try {
+      expect(await waitForOutput(mem, /^ready$/m)).toContain('in memory');
+    } finally {
+      await stop(mem);
+    }
+  }, 90_000);
 });
 
 describe('ssh through the rendezvous (real sshd, real ssh client, connect as ProxyCommand)', () => {
@@ -227,6 +454,42 @@ describe('ssh through the rendezvous (real sshd, real ssh client, connect as Pro
     ).toString();
     expect(out.trim()).toBe('ssh-through-rendezvous-ok');
   });
+
+  it("ssh ends within seconds, with a message, when the hidden side's sshd is down (issue 13)", async () => {
+    // A port nothing listens on: the agent's target refuses every connection.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const deadPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    await provisionAndExpose('cli-ssh-down', deadPort);
+    const proxy = `${process.execPath} ${BIN} connect --uuid cli-ssh-down`;
+    const ssh = spawn(
+      'ssh',
+      [
+        '-i',
+        join(dir, 'user_key'),
+        '-o',
+        'StrictHostKeyChecking=no',
+        '-o',
+        'UserKnownHostsFile=/dev/null',
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        `ProxyCommand=${proxy}`,
+        `${userInfo().username}@hidden-server`,
+        'echo never',
+      ],
+      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    ssh.stderr?.on('data', (c) => {
+      stderr += c.toString();
+    });
+    // ssh has no timeout of its own for the server's banner: before the fix it waited forever.
+    const code = await exitWithin(ssh, 15_000);
+    expect(code).toBe(255);
+    expect(stderr).toContain('rendezvous: the hidden server ended the connection before sending anything');
+  });
 });
 
 describe('rendezvous dev with RELAY_CLUSTER_SECRET: a `rendezvous relay` joins it', () => {
@@ -240,7 +503,7 @@ describe('rendezvous dev with RELAY_CLUSTER_SECRET: a `rendezvous relay` joins i
 
   it('a mobile client on the extra relay reaches a hidden server parked on the dev relay', async () => {
     clusterDev = spawnCli(
-      ['dev', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
+      ['dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
       {
         RELAY_CLUSTER_SECRET: 'dev-cluster-secret',
       },

@@ -5,11 +5,27 @@ import { fileURLToPath } from 'node:url';
 /** Absolute path of the package's bin entry. */
 export const BIN = fileURLToPath(new URL('../../bin/rendezvous.js', import.meta.url));
 
-/** Spawns `rendezvous …args` with `env` added to this process's environment. */
-export function spawnCli(args: string[], env: Record<string, string> = {}): ChildProcess {
+/** Spawns `rendezvous …args` with `env` added to this process's environment (in `cwd` if given). */
+export function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string): ChildProcess {
   return spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    cwd,
+  });
+}
+
+/** Resolves with the child's exit code, or rejects after `ms` (the child is then killed). */
+export function exitWithin(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`still running after ${ms} ms`));
+    }, ms);
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      resolve(code);
+    });
   });
 }
 

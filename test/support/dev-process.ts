@@ -25,7 +25,7 @@ export interface DevProcess {
 export async function startDevProcess(env: Record<string, string> = {}): Promise<DevProcess> {
   const child = spawn(
     process.execPath,
-    [BIN, 'dev', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
+    [BIN, 'dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
     { env: { ...process.env, POWERTOOLS_LOG_LEVEL: 'INFO', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
