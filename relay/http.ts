@@ -22,6 +22,7 @@ import { authenticateConnect, checkUuid } from '../core/registration.js';
 import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
+import { isGone } from './parking.js';
 import { endWith } from './refuse.js';
 import { readHandshake } from './session.js';
 
@@ -116,7 +117,11 @@ async function parkConnect(
     socket.pause();
   }
   if (early) return respondError(socket, 409, 'data sent before 200');
-  if (socket.destroyed) return;
+  // Hung up while its code was checked: nothing to park (and nobody to answer).
+  if (isGone(socket)) {
+    socket.destroy();
+    return;
+  }
   socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
   const parked = ctx.lot.park(
     { socket, kind: 'http', key: grant.uuid, uuid: grant.uuid, step: grant.step },
