@@ -14,12 +14,15 @@ export interface SpliceOptions {
   idleMs?: number;
   /** Runs when the idle timeout ends the splice (for a log line). */
   onIdle?: () => void;
+  /** Bytes from `b` to `a` pass through this (it may hold back or drop what must not reach `a`). */
+  intoA?: Duplex;
 }
 
 /** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
 export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOptions = {}): void {
   a.pipe(b);
-  b.pipe(a);
+  if (opts.intoA) b.pipe(opts.intoA).pipe(a);
+  else b.pipe(a);
   // An abort travels on as an abort (RST), so the far peer cannot mistake it for a clean end.
   const abort = () => {
     reset(a);
@@ -27,6 +30,7 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOp
   };
   a.on('error', abort);
   b.on('error', abort);
+  opts.intoA?.on('error', abort);
   let closed = 0;
   let finished = false;
   const finish = () => {

@@ -7,19 +7,22 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { type Duplex, Transform } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
 import {
   encodeResponse,
   HeadDecoder,
   HttpError,
+  headerValue,
+  MAX_HEAD,
   namedHiddenServer,
   parseConnectTarget,
   parseRequestHead,
+  RequestBodyFramer,
   type RequestHead,
   serializeHead,
 } from '../core/http-head.js';
 import { authenticateConnect, checkUuid } from '../core/registration.js';
-import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';
@@ -142,7 +145,7 @@ async function pairHttpMobile(
   head: RequestHead,
   rest: Buffer,
 ): Promise<void> {
-  const id = namedHiddenServer(head);
+  const id = namedHiddenServer(head, ctx.httpDomain);
   if (!id) {
     const nonce = randomBytes(16).toString('hex');
     return respondError(socket, 401, 'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username', {
@@ -150,21 +153,100 @@ async function pairHttpMobile(
     });
   }
   checkUuid(id);
+  ctx.perUuid.check(id);
+  // A name that is no identity is still waited for (so timing does not tell which names exist),
+  // but only here: no store polling for it.
+  const cluster = ctx.cluster && (await ctx.names.known(id)) ? ctx.cluster : undefined;
   const hidden = await claimHiddenServer(
     ctx.lot,
-    ctx.cluster,
+    cluster,
     'http',
     id,
     ctx.limits.pairWaitMs,
     () => socket.destroyed,
+    () => ctx.waiting.enter(socket),
   );
   if (!hidden) return respondError(socket, 404, 'hidden server not parked');
   if (socket.destroyed) {
     hidden.destroy();
     return;
   }
-  hidden.write(serializeHead(head, ['authorization']));
-  if (rest.length > 0) hidden.write(rest);
-  ctx.countSplice(1);
-  splice(hidden, socket, () => ctx.countSplice(-1));
+  const upgrade = isUpgrade(head);
+  // One request per connection: the hidden server is told to close after its answer, and no
+  // later request on this connection (which may name another hidden server) ever reaches it.
+  hidden.write(
+    upgrade
+      ? serializeHead(head, ['authorization'])
+      : serializeHead(head, ['authorization', 'connection', 'keep-alive'], [['Connection', 'close']]),
+  );
+  const gate = new OneRequestGate(new RequestBodyFramer(head), upgrade);
+  if (upgrade) watchUpgrade(hidden, gate);
+  if (rest.length > 0) gate.write(rest);
+  ctx.spliceHidden(hidden, socket, id, gate);
+}
+
+/** True for a request asking to switch protocols (WebSocket): its tunnel stays with one hidden server. */
+function isUpgrade(head: RequestHead): boolean {
+  const connection = headerValue(head, 'connection') ?? '';
+  return (
+    headerValue(head, 'upgrade') !== undefined &&
+    connection.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')
+  );
+}
+
+/** Opens the gate once the hidden server answers `101 Switching Protocols`, shuts it on anything else. */
+function watchUpgrade(hidden: Duplex, gate: OneRequestGate): void {
+  let status = '';
+  const onData = (chunk: Buffer) => {
+    status += chunk.subarray(0, 16).toString('latin1');
+    if (status.length < 12) return;
+    hidden.off('data', onData);
+    gate.decide(/^HTTP\/1\.[01] 101/.test(status));
+  };
+  hidden.on('data', onData);
+}
+
+/**
+ * Passes the mobile client's bytes to the hidden server up to the end of the first request's
+ * body, and drops whatever follows (another request, perhaps for another hidden server) unless
+ * the connection was upgraded. Dropping rather than ending: a hidden server that sees the mobile
+ * side's FIN mid-answer may abort its answer.
+ */
+class OneRequestGate extends Transform {
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  /** Upgrades: undecided until the hidden server's status line; then pass-through or drop. */
+  private upgraded: boolean | undefined;
+
+  constructor(
+    private readonly framer: RequestBodyFramer,
+    private readonly upgrade: boolean,
+  ) {
+    super();
+    this.upgraded = upgrade ? undefined : false;
+  }
+
+  /** Upgrades only: the hidden server answered 101 (pass the rest through) or not (drop it). */
+  decide(upgraded: boolean): void {
+    this.upgraded = upgraded;
+    if (upgraded) for (const b of this.held) this.push(b);
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    if (this.upgraded) {
+      this.push(chunk);
+      done();
+      return;
+    }
+    const body = this.framer.done ? 0 : this.framer.push(chunk);
+    if (body > 0) this.push(chunk.subarray(0, body));
+    const after = chunk.subarray(body);
+    if (after.length > 0 && this.upgrade && this.upgraded === undefined && this.heldBytes < MAX_HEAD) {
+      this.held.push(after);
+      this.heldBytes += after.length;
+    }
+    done();
+  }
 }

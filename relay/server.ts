@@ -7,13 +7,16 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
+import { splice } from '../core/splice.js';
 import type { Store } from '../core/store.js';
 import type { RelayContext } from './context.js';
 import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
+import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
 import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
@@ -48,6 +51,15 @@ export interface RelayOptions {
   maxHandshakes?: number;
   /** TCP keepalive on accepted sockets, below the NLB's 350 s idle timeout. */
   keepAliveMs?: number;
+  /** Mobile clients waiting for a hidden server to park, from one source address (default 128) and in all (default 10,000). */
+  maxWaitingPerSource?: number;
+  maxWaiting?: number;
+  /** Live splices per hidden server (uuid) on this relay (default 100). */
+  maxSplicesPerUuid?: number;
+  /** A splice with no byte either way for this long is ended (default 1 h; 0: never). */
+  idleTimeoutMs?: number;
+  /** HTTP-specific: `<id>.<httpDomain>` in a request's Host names hidden server `<id>` (default: off). */
+  httpDomain?: string;
   connectPolicy?: ConnectPolicy;
   log?: Log;
 }
@@ -64,6 +76,13 @@ export const RELAY_DEFAULTS = {
   keepAliveMs: 60_000,
   maxHandshakesPerSource: 64,
   maxHandshakes: 10_000,
+  maxWaitingPerSource: 128,
+  maxWaiting: 10_000,
+  maxSplicesPerUuid: 100,
+  // An hour: an interactive session left idle (a shell, a database console) survives a long
+  // meeting; TCP keepalive (keepAliveMs) already keeps the NLB's 350 s flow timeout from cutting
+  // it, so this bound is the relay's own and only ends rendezvous nobody uses.
+  idleTimeoutMs: 3_600_000,
   drainGraceMs: 60_000,
 } as const;
 
@@ -129,6 +148,33 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     socket.on('error', () => socket.destroy());
   };
 
+  const limitLog = new LimitLog(log);
+  const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid, limitLog);
+  const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
+  const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, intoHidden?: Duplex) => {
+    countSplice(1);
+    const release = perUuid.add(uuid);
+    splice(
+      hidden,
+      mobile,
+      () => {
+        release();
+        countSplice(-1);
+      },
+      {
+        idleMs: idleTimeoutMs,
+        onIdle: () => log.info('idle splice ended', { uuid, idleTimeoutMs }),
+        intoA: intoHidden,
+      },
+    );
+  };
+  // Accept failures (EMFILE/ENFILE at the descriptor ceiling) are logged at a bounded rate, not per attempt.
+  const onListenerError = (listener: string) => (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE')
+      limitLog.hit('file descriptors', { listener, code: err.code });
+    else log.error('listener error', { listener, error: err.message });
+  };
+
   let peerAddress: AddressInfo | undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
@@ -138,7 +184,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       secret: opts.clusterSecret,
       lot,
       log,
-      onSplice: countSplice,
+      perUuid,
+      spliceHidden,
+      onError: onListenerError('peer'),
     });
     peerAddress = peer.server.address() as AddressInfo;
     peerSockets = peer.sockets;
@@ -161,9 +209,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const admit: RelayContext['admit'] = (socket) => {
     const source = socket.remoteAddress ?? '?';
     const mine = perSource.get(source) ?? 0;
-    if (handshaking >= maxTotal) return { ok: false, reason: 'too many connections in handshake, try again' };
-    if (mine >= maxPerSource)
+    if (handshaking >= maxTotal) {
+      limitLog.hit('connections in handshake', { source });
+      return { ok: false, reason: 'too many connections in handshake, try again' };
+    }
+    if (mine >= maxPerSource) {
+      limitLog.hit('connections in handshake per source', { source });
       return { ok: false, reason: 'too many connections in handshake from your address' };
+    }
     handshaking++;
     perSource.set(source, mine + 1);
     let released = false;
@@ -187,11 +240,22 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     limits: {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs,
       pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
+      idleTimeoutMs,
     },
     connectPolicy: opts.connectPolicy ?? {},
     log,
     admit,
     countSplice,
+    httpDomain: opts.httpDomain || undefined,
+    waiting: new WaitingClients(
+      opts.maxWaitingPerSource ?? RELAY_DEFAULTS.maxWaitingPerSource,
+      opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
+      limitLog,
+    ),
+    perUuid,
+    names: new KnownNames(opts.store),
+    limitLog,
+    spliceHidden,
   };
 
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
@@ -199,7 +263,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     track(socket);
     startSession(socket, ctx);
   });
-  generic.on('error', (err) => log.error('listener error', { error: err.message }));
+  generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
   closers.push(() => new Promise((r) => generic.close(() => r())));
 
@@ -209,7 +273,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       track(socket);
       startHttpSession(socket, ctx);
     });
-    http.on('error', (err) => log.error('http listener error', { error: err.message }));
+    http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
     closers.push(() => new Promise((r) => http.close(() => r())));
   }
@@ -225,6 +289,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       );
     });
     healthAddress = await listen(health, opts.healthPort, host);
+    health.on('error', onListenerError('health'));
     closers.push(
       () =>
         new Promise((r) => {

@@ -81,10 +81,14 @@ describe('a socket that closes right after parking', () => {
       // A mobile client refused while the dead ones are sorted out may try again; never a dead pairing.
       expect(got).toMatch(/^-ERR /);
     }
-    await waitFor(async () => {
-      const h = await health(c);
-      return h.parked === 0 && h.splices === 0;
-    }, 5_000, 'counters back to zero');
+    await waitFor(
+      async () => {
+        const h = await health(c);
+        return h.parked === 0 && h.splices === 0;
+      },
+      5_000,
+      'counters back to zero',
+    );
   });
 
   it('HTTP-specific: a CONNECT closed at once is never paired; the request reaches a live park', async () => {
@@ -116,10 +120,14 @@ describe('a socket that closes right after parking', () => {
     live.end('HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n');
     expect((await readAll(mobile)).toString()).toMatch(/^HTTP\/1\.1 204 /);
     mobile.destroy();
-    await waitFor(async () => {
-      const h = await health(c);
-      return h.parked === 0 && h.splices === 0;
-    }, 5_000, 'counters back to zero');
+    await waitFor(
+      async () => {
+        const h = await health(c);
+        return h.parked === 0 && h.splices === 0;
+      },
+      5_000,
+      'counters back to zero',
+    );
   });
 });
 

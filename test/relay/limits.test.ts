@@ -46,8 +46,8 @@ async function registerGeneric(c: Cluster, uuid: string) {
   const id = await provisionIdentity(c.store, { uuid });
   const put = await fetch(`${c.apiUrl}/?uuid=${uuid}&response=${currentCode(id)}`, { method: 'PUT' });
   const r = ((await put.json()) as { result: { cookie: string } }).result.cookie;
-  const i = ((await (await fetch(`${c.apiUrl}/?uuid=${uuid}`)).json()) as { result: { cookie: string } }).result
-    .cookie;
+  const i = ((await (await fetch(`${c.apiUrl}/?uuid=${uuid}`)).json()) as { result: { cookie: string } })
+    .result.cookie;
   return { r, i };
 }
 
@@ -97,6 +97,8 @@ describe('waiting mobile clients', () => {
       };
     }
     const http = c.relays[0]?.httpAddress?.port as number;
+    // The previous test's waiting clients hung up; their waits end at the 3 s pair wait.
+    await new Promise((r) => setTimeout(r, 3_200));
     // Four names, each asked by three clients in turn (3 s wait each would poll about 12 times per client).
     const results = await Promise.all(
       [0, 1, 2, 3].map(async (n) => {
@@ -139,7 +141,9 @@ describe('per hidden server', () => {
       const m = await dial(port);
       m.write(`${i}\nping`);
       mobiles.push(m);
-      expect((await new Promise<Buffer>((res) => m.once('data', res))).toString()).toMatch(/^\+OK\n/);
+      expect((await new Promise<Buffer>((res) => m.once('data', res))).toString(), `mobile ${k}`).toMatch(
+        /^\+OK\n/,
+      );
     }
     const third = await answer(await from('127.0.0.1', port, `${i}\n`));
     expect(third.text).toBe('-ERR too many live rendezvous for this hidden server\n');
@@ -150,7 +154,9 @@ describe('per hidden server', () => {
     let cookie = '';
     for (let k = 0; k < 3; k++) {
       const s = await dial(http);
-      s.write(`CONNECT uuid:limits-cap-http?${cookie ? `cookie=${cookie}` : `response=${currentCode(id)}`} HTTP/1.1\r\n\r\n`);
+      s.write(
+        `CONNECT uuid:limits-cap-http?${cookie ? `cookie=${cookie}` : `response=${currentCode(id)}`} HTTP/1.1\r\n\r\n`,
+      );
       const head = await new Promise<string>((res) => s.once('data', (d: Buffer) => res(d.toString())));
       cookie ||= /Rendezvous-Cookie: (\S+)/.exec(head)?.[1] ?? '';
       parks.push(s);
@@ -160,11 +166,13 @@ describe('per hidden server', () => {
       httpMobiles.push(await from('127.0.0.1', http, 'GET /?rendezvous=limits-cap-http HTTP/1.1\r\n\r\n'));
     }
     await waitFor(() => c.relays[0]?.lot.count('http', 'limits-cap-http') === 1, 3_000, 'two paired');
-    const over = await answer(await from('127.0.0.1', http, 'GET /?rendezvous=limits-cap-http HTTP/1.1\r\n\r\n'));
+    const over = await answer(
+      await from('127.0.0.1', http, 'GET /?rendezvous=limits-cap-http HTTP/1.1\r\n\r\n'),
+    );
     expect(over.text).toMatch(/^HTTP\/1\.1 503 /);
     expect(over.text).toContain('"diagnostic":"too many live rendezvous for this hidden server"');
     // One generic splice ends: the next mobile pairs again.
-    mobiles[0]?.destroy();
+    mobiles[0]?.resetAndDestroy();
     await new Promise((res) => setTimeout(res, 200));
     const again = await dial(port);
     again.write(`${i}\n`);
@@ -191,8 +199,12 @@ describe('per hidden server', () => {
     const ticker = setInterval(() => busy.m.write('x'), 100);
     const idleEnded = readAll(idle.m).catch(() => Buffer.alloc(0));
     await idleEnded;
+    await waitFor(() => c.relays[0]?.splices === 1, 3_000, 'the idle splice counted out');
+    // The busy one, older than the idle timeout by now, still runs.
+    await new Promise((res) => setTimeout(res, 1_000));
     expect(busy.m.destroyed).toBe(false);
     expect(c.relays[0]?.splices).toBe(1);
+    expect(c.logs[0]?.some((l) => l.msg === 'idle splice ended')).toBe(true);
     clearInterval(ticker);
     busy.m.destroy();
     busy.h.destroy();

@@ -47,7 +47,9 @@ describe('peer lines', () => {
     let cookie = '';
     for (let k = 0; k < 2; k++) {
       const s = await dial(http);
-      s.write(`CONNECT uuid:peer-replay?${cookie ? `cookie=${cookie}` : `response=${code}`} HTTP/1.1\r\n\r\n`);
+      s.write(
+        `CONNECT uuid:peer-replay?${cookie ? `cookie=${cookie}` : `response=${code}`} HTTP/1.1\r\n\r\n`,
+      );
       const head = await new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
       cookie ||= /Rendezvous-Cookie: (\S+)/.exec(head)?.[1] ?? '';
       parks.push(s);

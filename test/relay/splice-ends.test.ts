@@ -75,7 +75,8 @@ describe('a mixed run through the relay', () => {
       const hiddenGot = new Promise<void>((res) => hidden.once('data', () => res()));
       mobile.write(`${i}\nhello ${k}`);
       await hiddenGot;
-      const closed = (s: Socket) => new Promise<void>((res) => (s.closed ? res() : s.once('close', () => res())));
+      const closed = (s: Socket) =>
+        new Promise<void>((res) => (s.closed ? res() : s.once('close', () => res())));
       switch (k % 5) {
         case 0: // normal end, both ways
           hidden.end('bye');
@@ -110,7 +111,9 @@ describe('a mixed run through the relay', () => {
     for (let k = 0; k < 40; k++) await round(k);
     await waitFor(() => (c.relays[0]?.splices ?? -1) === 0, 5_000, 'splices back to zero');
     await waitFor(() => c.relays[0]?.lot.size === 0, 5_000, 'nothing parked');
-    const h = (await (await fetch(`http://127.0.0.1:${c.relays[0]?.healthAddress?.port}/healthz`)).json()) as {
+    const h = (await (
+      await fetch(`http://127.0.0.1:${c.relays[0]?.healthAddress?.port}/healthz`)
+    ).json()) as {
       parked: number;
       splices: number;
     };
