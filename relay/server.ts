@@ -4,13 +4,16 @@
  * sessions; a session's failure never reaches them.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
+import { encodeResponse } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
+import { encodeErrorLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
 import type { Store } from '../core/store.js';
 import type { RelayContext } from './context.js';
@@ -60,6 +63,8 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** HTTP-specific: `<id>.<httpDomain>` in a request's Host names hidden server `<id>` (default: off). */
   httpDomain?: string;
+  /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
+  fdLimit?: number;
   connectPolicy?: ConnectPolicy;
   log?: Log;
 }
@@ -85,6 +90,19 @@ export const RELAY_DEFAULTS = {
   idleTimeoutMs: 3_600_000,
   drainGraceMs: 60_000,
 } as const;
+
+/** Share of the descriptor limit kept free of client connections (store, health, peers, logs). */
+export const FD_HEADROOM_SHARE = 0.2;
+
+/** The soft limit on open descriptors (Linux /proc), or undefined where it cannot be read. */
+export function readFdLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A running relay. */
 export interface Relay {
@@ -167,6 +185,22 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
         intoA: intoHidden,
       },
     );
+  };
+  // The descriptor ceiling: past it the kernel's accept fails and libuv resets new connections
+  // silently, and /healthz and the store's connections fail too. So the relay stops short of it,
+  // keeping FD_HEADROOM_SHARE of the limit for itself, and says so on the wire and in the log.
+  const fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
+  const maxClientSockets = fdLimit ? Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16 : undefined;
+  const atCeiling = (socket: Socket) => {
+    if (maxClientSockets === undefined || sockets.size <= maxClientSockets) return false;
+    limitLog.hit('file descriptors', { open: sockets.size, fdLimit, source: socket.remoteAddress });
+    return true;
+  };
+  // At the ceiling a refusal must free its descriptor at once (no linger): answer, then close.
+  const shed = (socket: Socket, answer: Buffer) => {
+    socket.end(answer);
+    socket.once('finish', () => socket.destroy());
+    setTimeout(() => socket.destroy(), 1_000).unref();
   };
   // Accept failures (EMFILE/ENFILE at the descriptor ceiling) are logged at a bounded rate, not per attempt.
   const onListenerError = (listener: string) => (err: NodeJS.ErrnoException) => {
@@ -261,6 +295,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
     track(socket);
+    if (atCeiling(socket)) return shed(socket, encodeErrorLine('relay at capacity, try again'));
     startSession(socket, ctx);
   });
   generic.on('error', onListenerError('generic'));
@@ -271,6 +306,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
       track(socket);
+      if (atCeiling(socket)) {
+        const body = { permanent: false, diagnostic: 'relay at capacity, try again' };
+        return shed(socket, encodeResponse(503, { 'Retry-After': '1' }, body));
+      }
       startHttpSession(socket, ctx);
     });
     http.on('error', onListenerError('http'));
