@@ -278,11 +278,14 @@ export class RequestBodyFramer {
   private sizeText = '';
   private sawNewline = false;
 
-  constructor(head: RequestHead) {
-    const te = headerValue(head, 'transfer-encoding');
-    const length = Number(headerValue(head, 'content-length') ?? '0');
-    this.left = te ? 0 : length;
-    this.state = te ? 'size' : length > 0 ? 'length' : 'done';
+  /** A request's framing from its head, or an explicit one (a response's, read by the relay). */
+  constructor(framing: RequestHead | { chunked: boolean; length: number }) {
+    const chunked =
+      'headers' in framing ? headerValue(framing, 'transfer-encoding') !== undefined : framing.chunked;
+    const length =
+      'headers' in framing ? Number(headerValue(framing, 'content-length') ?? '0') : framing.length;
+    this.left = chunked ? 0 : length;
+    this.state = chunked ? 'size' : length > 0 ? 'length' : 'done';
   }
 
   /** True once the whole body has passed. */

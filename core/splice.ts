@@ -16,11 +16,14 @@ export interface SpliceOptions {
   onIdle?: () => void;
   /** Bytes from `b` to `a` pass through this (it may hold back or drop what must not reach `a`). */
   intoA?: Duplex;
+  /** Bytes from `a` to `b` pass through this. */
+  intoB?: Duplex;
 }
 
 /** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
 export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOptions = {}): void {
-  a.pipe(b);
+  if (opts.intoB) a.pipe(opts.intoB).pipe(b);
+  else a.pipe(b);
   if (opts.intoA) b.pipe(opts.intoA).pipe(a);
   else b.pipe(a);
   // An abort travels on as an abort (RST), so the far peer cannot mistake it for a clean end.
@@ -31,6 +34,7 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOp
   a.on('error', abort);
   b.on('error', abort);
   opts.intoA?.on('error', abort);
+  opts.intoB?.on('error', abort);
   let closed = 0;
   let finished = false;
   const finish = () => {

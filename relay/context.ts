@@ -48,7 +48,15 @@ export interface RelayContext {
   limitLog: LimitLog;
   /**
    * Splices a hidden server's stream with a mobile client's (or a peer link's) socket: counted in
-   * all and per uuid, ended after the idle timeout. `intoHidden` filters the bytes toward the hidden side.
+   * all and per uuid, ended after the idle timeout. The filters see the bytes of one direction each.
    */
-  spliceHidden(hidden: Duplex, mobile: Duplex, uuid: string, intoHidden?: Duplex): void;
+  spliceHidden(hidden: Duplex, mobile: Duplex, uuid: string, filters?: SpliceFilters): void;
+}
+
+/** Streams the bytes of a splice pass through, one per direction. */
+export interface SpliceFilters {
+  /** Mobile client → hidden server. */
+  intoHidden?: Duplex;
+  /** Hidden server → mobile client. */
+  intoMobile?: Duplex;
 }

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { type Duplex, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
 import {
   encodeResponse,
@@ -179,10 +179,10 @@ async function pairHttpMobile(
       ? serializeHead(head, ['authorization'])
       : serializeHead(head, ['authorization', 'connection', 'keep-alive'], [['Connection', 'close']]),
   );
-  const gate = new OneRequestGate(new RequestBodyFramer(head), upgrade);
-  if (upgrade) watchUpgrade(hidden, gate);
-  if (rest.length > 0) gate.write(rest);
-  ctx.spliceHidden(hidden, socket, id, gate);
+  const requests = new OneRequestGate(new RequestBodyFramer(head), upgrade);
+  const responses = new OneResponseGate(head.method === 'HEAD', (switched) => requests.decide(switched));
+  if (rest.length > 0) requests.write(rest);
+  ctx.spliceHidden(hidden, socket, id, { intoHidden: requests, intoMobile: responses });
 }
 
 /** True for a request asking to switch protocols (WebSocket): its tunnel stays with one hidden server. */
@@ -192,18 +192,6 @@ function isUpgrade(head: RequestHead): boolean {
     headerValue(head, 'upgrade') !== undefined &&
     connection.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')
   );
-}
-
-/** Opens the gate once the hidden server answers `101 Switching Protocols`, shuts it on anything else. */
-function watchUpgrade(hidden: Duplex, gate: OneRequestGate): void {
-  let status = '';
-  const onData = (chunk: Buffer) => {
-    status += chunk.subarray(0, 16).toString('latin1');
-    if (status.length < 12) return;
-    hidden.off('data', onData);
-    gate.decide(/^HTTP\/1\.[01] 101/.test(status));
-  };
-  hidden.on('data', onData);
 }
 
 /**
@@ -226,10 +214,11 @@ class OneRequestGate extends Transform {
     this.upgraded = upgrade ? undefined : false;
   }
 
-  /** Upgrades only: the hidden server answered 101 (pass the rest through) or not (drop it). */
-  decide(upgraded: boolean): void {
-    this.upgraded = upgraded;
-    if (upgraded) for (const b of this.held) this.push(b);
+  /** The hidden server answered 101 (pass the rest through, upgrades only) or a final status. */
+  decide(switched: boolean): void {
+    if (this.upgraded !== undefined) return;
+    this.upgraded = switched;
+    if (switched) for (const b of this.held) this.push(b);
     this.held = [];
     this.heldBytes = 0;
   }
@@ -248,5 +237,120 @@ class OneRequestGate extends Transform {
       this.heldBytes += after.length;
     }
     done();
+  }
+}
+
+/** Largest response head the relay rewrites; a larger one passes through unchanged. */
+const MAX_RESPONSE_HEAD = 64 * 1024;
+
+/**
+ * Reads the hidden server's answer so that the mobile client sees `Connection: close` on it and
+ * the connection ends right after it, whatever the hidden server does with keep-alive. Interim
+ * answers (1xx) pass unchanged; a 101 turns the connection into a tunnel; an answer the relay
+ * cannot read (no head within 64 KiB) passes through unchanged until the hidden server closes.
+ */
+class OneResponseGate extends Transform {
+  private head: Buffer[] = [];
+  private headBytes = 0;
+  private mode: 'head' | 'body' | 'through' | 'done' = 'head';
+  private framer: RequestBodyFramer | undefined;
+
+  constructor(
+    private readonly noBody: boolean,
+    private readonly onStatus: (switched: boolean) => void,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    let rest = chunk;
+    while (rest.length > 0) {
+      if (this.mode === 'through') {
+        this.push(rest);
+        break;
+      }
+      if (this.mode === 'done') break;
+      if (this.mode === 'body') {
+        const n = (this.framer as RequestBodyFramer).push(rest);
+        if (n > 0) this.push(rest.subarray(0, n));
+        rest = rest.subarray(n);
+        if ((this.framer as RequestBodyFramer).done) this.finish();
+        continue;
+      }
+      rest = this.readHead(rest);
+    }
+    done();
+  }
+
+  /** Buffers head bytes; once the head is whole, forwards it (rewritten) and returns what follows. */
+  private readHead(chunk: Buffer): Buffer {
+    this.head.push(chunk);
+    this.headBytes += chunk.length;
+    const all = Buffer.concat(this.head, this.headBytes);
+    const end = all.indexOf('\r\n\r\n', 0, 'latin1');
+    if (end === -1) {
+      if (this.headBytes > MAX_RESPONSE_HEAD) this.passThrough(all);
+      return Buffer.alloc(0);
+    }
+    this.head = [];
+    this.headBytes = 0;
+    const text = all.subarray(0, end).toString('latin1');
+    const after = all.subarray(end + 4);
+    const status = /^HTTP\/1\.[01] ([0-9]{3})/.exec(text);
+    if (!status) {
+      this.passThrough(all);
+      return Buffer.alloc(0);
+    }
+    const code = Number(status[1]);
+    if (code === 101) {
+      this.onStatus(true);
+      this.push(all);
+      this.mode = 'through';
+      return Buffer.alloc(0);
+    }
+    if (code < 200) {
+      // 100 Continue, 103 Early Hints: the final answer is still to come.
+      this.push(all.subarray(0, end + 4));
+      return after;
+    }
+    this.onStatus(false);
+    const lines = text.split('\r\n');
+    const kept = lines.filter((l, i) => i === 0 || !/^(connection|keep-alive)\s*:/i.test(l));
+    this.push(Buffer.from(`${[...kept, 'Connection: close'].join('\r\n')}\r\n\r\n`, 'latin1'));
+    const value = (name: string) =>
+      lines
+        .find((l) => l.toLowerCase().startsWith(`${name}:`))
+        ?.slice(name.length + 1)
+        .trim();
+    const te = value('transfer-encoding');
+    const length = value('content-length');
+    if (this.noBody || code === 204 || code === 304) {
+      this.finish();
+    } else if (te && te.split(',').pop()?.trim().toLowerCase() === 'chunked') {
+      this.framer = new RequestBodyFramer({ chunked: true, length: 0 });
+      this.mode = 'body';
+    } else if (!te && length !== undefined && /^[0-9]{1,15}$/.test(length)) {
+      this.framer = new RequestBodyFramer({ chunked: false, length: Number(length) });
+      this.mode = 'body';
+      if (this.framer.done) this.finish();
+    } else {
+      // Delimited by the close: pass everything until the hidden server ends.
+      this.mode = 'through';
+    }
+    return after;
+  }
+
+  private passThrough(bytes: Buffer): void {
+    this.head = [];
+    this.headBytes = 0;
+    this.onStatus(false);
+    this.push(bytes);
+    this.mode = 'through';
+  }
+
+  /** The answer is complete: end the mobile side (its `Connection: close` said so). */
+  private finish(): void {
+    this.mode = 'done';
+    this.push(null);
   }
 }

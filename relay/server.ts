@@ -16,7 +16,7 @@ import type { ConnectPolicy } from '../core/registration.js';
 import { encodeErrorLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
 import type { Store } from '../core/store.js';
-import type { RelayContext } from './context.js';
+import type { RelayContext, SpliceFilters } from './context.js';
 import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
 import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
@@ -169,7 +169,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const limitLog = new LimitLog(log);
   const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid, limitLog);
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, intoHidden?: Duplex) => {
+  const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, filters: SpliceFilters = {}) => {
     countSplice(1);
     const release = perUuid.add(uuid);
     splice(
@@ -182,7 +182,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       {
         idleMs: idleTimeoutMs,
         onIdle: () => log.info('idle splice ended', { uuid, idleTimeoutMs }),
-        intoA: intoHidden,
+        intoA: filters.intoHidden,
+        intoB: filters.intoMobile,
       },
     );
   };

@@ -134,6 +134,53 @@ describe('keep-alive never crosses tenants', () => {
   });
 });
 
+describe('a hidden server that ignores Connection: close', () => {
+  /** Parks a raw socket for `uuid` that answers `reply` and then keeps its connection open. */
+  async function rawPark(uuid: string, reply: string): Promise<{ request: Promise<string>; socket: Socket }> {
+    const s = await dial(port);
+    parked.push(s);
+    const cred = cookies[uuid]
+      ? `cookie=${cookies[uuid]}`
+      : `response=${currentCode(await provisionIdentity(c.store, { uuid }))}`;
+    s.write(`CONNECT uuid:${uuid}?${cred} HTTP/1.1\r\n\r\n`);
+    const head = await new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString('latin1'))));
+    cookies[uuid] ??= /Rendezvous-Cookie: (\S+)/.exec(head)?.[1] ?? '';
+    const request = new Promise<string>((r) =>
+      s.once('data', (d: Buffer) => {
+        r(d.toString('latin1'));
+        s.write(reply);
+      }),
+    );
+    return { request, socket: s };
+  }
+
+  it('the mobile client still sees Connection: close and the connection ends after the answer', async () => {
+    const replies = [
+      'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhi',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n',
+      'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n',
+    ];
+    for (const [k, reply] of replies.entries()) {
+      const uuid = `carol-${k}`;
+      const hidden = await rawPark(uuid, reply);
+      await waitFor(() => (c.relays[0]?.lot.count('http', uuid) ?? 0) === 1, 3_000, 'parked');
+      const mobile = await dial(port);
+      mobile.write(`GET /?rendezvous=${uuid} HTTP/1.1\r\nHost: r\r\nConnection: keep-alive\r\n\r\n`);
+      expect(await hidden.request).toMatch(/\r\nConnection: close\r\n\r\n$/);
+      const text = (await readAll(mobile)).toString('latin1');
+      expect(text).toMatch(/\r\nConnection: close\r\n\r\n/);
+      expect(text).not.toMatch(/keep-alive/i);
+      if (k === 0) expect(text).toBe('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi');
+      if (k === 1) expect(text).toMatch(/\r\n\r\n2\r\nhi\r\n0\r\n\r\n$/);
+      if (k === 2)
+        expect(text).toMatch(
+          /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 204 No Content\r\nConnection: close\r\n\r\n$/,
+        );
+      mobile.destroy();
+    }
+  });
+});
+
 describe('host-based routing', () => {
   it('Host: <id>.<domain> names the hidden server (port optional, case-insensitive domain)', async () => {
     const ask = async (host: string, path = '/x') => {
