@@ -181,6 +181,44 @@ describe('a hidden server that ignores Connection: close', () => {
   });
 });
 
+describe('upgrades', () => {
+  it('a 101 turns the connection into a tunnel to that one hidden server', async () => {
+    const id = await provisionIdentity(c.store, { uuid: 'dave' });
+    const s = await dial(port);
+    parked.push(s);
+    s.write(`CONNECT uuid:dave?response=${currentCode(id)} HTTP/1.1\r\n\r\n`);
+    await new Promise((r) => s.once('data', r));
+    await waitFor(() => (c.relays[0]?.lot.count('http', 'dave') ?? 0) === 1, 3_000, 'parked');
+    const got: Buffer[] = [];
+    s.once('data', (d: Buffer) => {
+      expect(d.toString('latin1')).toMatch(
+        /^GET \/ws\?rendezvous=dave HTTP\/1\.1\r\n.*Connection: Upgrade\r\n/s,
+      );
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      s.on('data', (more: Buffer) => {
+        got.push(more);
+        s.write(more);
+      });
+    });
+    const mobile = await dial(port);
+    mobile.write(
+      'GET /ws?rendezvous=dave HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+    );
+    let text = '';
+    mobile.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
+    await waitFor(() => text.includes('\r\n\r\n'), 3_000, '101');
+    expect(text).toMatch(/^HTTP\/1\.1 101 /);
+    mobile.write('frame-1');
+    await waitFor(() => text.endsWith('frame-1'), 3_000, 'echo 1');
+    mobile.write('GET /?rendezvous=bob HTTP/1.1\r\n\r\n');
+    await waitFor(() => text.endsWith('GET /?rendezvous=bob HTTP/1.1\r\n\r\n'), 3_000, 'echo 2');
+    expect(Buffer.concat(got).toString()).toBe('frame-1GET /?rendezvous=bob HTTP/1.1\r\n\r\n');
+    mobile.destroy();
+  });
+});
+
 describe('host-based routing', () => {
   it('Host: <id>.<domain> names the hidden server (port optional, case-insensitive domain)', async () => {
     const ask = async (host: string, path = '/x') => {
