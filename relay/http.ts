@@ -1,9 +1,12 @@
 /**
  * The HTTP-specific protocol on the relay's HTTP port. A hidden server parks with
  * `CONNECT uuid:<ID>?response=<TOTP>` (or `?cookie=<c>`) and waits after `200 OK`; any other
- * request is a mobile client naming the hidden server by `?rendezvous=<ID>`, a Digest username
- * or a Basic user: its head (without `Authorization`) and what follows go to a parked socket,
- * then the two are spliced. CONNECT never dials anywhere: its target is an identity, not an address.
+ * request is a mobile client naming the hidden server by its Host (`<ID>.<httpDomain>`),
+ * `?rendezvous=<ID>`, a Digest username or a Basic user: its head (without `Authorization`, with
+ * `Connection: close`) and its body go to a parked socket, the answer comes back with
+ * `Connection: close`, and the connection ends after it — one request per connection, so a
+ * keep-alive client's next request is routed afresh. CONNECT never dials anywhere: its target
+ * is an identity, not an address.
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
