@@ -2,14 +2,17 @@
  * The relay-to-relay peer link request, one line, signed with the cluster secret so the secret
  * itself never crosses the wire:
  *
- *   "PEER" SP kind SP key SP wait-ms SP unix-seconds SP mac "\n"
- *   mac = base64url(HMAC-SHA256(secret, kind SP key SP wait-ms SP unix-seconds))
+ *   "PEER" SP kind SP key SP wait-ms SP unix-seconds SP nonce SP mac "\n"
+ *   nonce = base64url(16 random bytes)          (22 characters)
+ *   mac = base64url(HMAC-SHA256(secret, kind SP key SP wait-ms SP unix-seconds SP nonce))
  *
  * kind is "R" (generic protocol, key = cookie) or "H" (HTTP-specific, key = uuid); wait-ms is how
  * long the holder may wait for a socket to be parked there (queued fairly with its own mobile
  * clients). The answer is a relay status line: "+OK\n" then the parked socket's bytes, or "-ERR …\n".
+ * The holder remembers each nonce for the line's validity window (`PeerNonces`) and refuses a
+ * line it has seen: a captured line cannot be replayed.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { secretsEqual } from './cookies.js';
 import { RendezvousError } from './errors.js';
 import type { ParkKind } from './store.js';
@@ -21,8 +24,8 @@ export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
 export const MAX_PEER_WAIT_MS = 10_000;
 
-const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number) =>
-  createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts}`).digest('base64url');
+const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number, nonce: string) =>
+  createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts} ${nonce}`).digest('base64url');
 
 /** Encodes a peer request for `key`. */
 export function encodePeerLine(
@@ -35,25 +38,64 @@ export function encodePeerLine(
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
   const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
-  return Buffer.from(`PEER ${k} ${key} ${w} ${ts} ${sign(secret, k, key, w, ts)}\n`, 'latin1');
+  const nonce = randomBytes(16).toString('base64url');
+  return Buffer.from(
+    `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce)}\n`,
+    'latin1',
+  );
 }
 
-/** Decodes and verifies a peer line; throws PROTOCOL or AUTH_FAILED. */
+/**
+ * Nonces of peer lines already honoured, each kept until its line could no longer pass the
+ * freshness check; bounded (a flood of valid lines needs the cluster secret anyway).
+ */
+export class PeerNonces {
+  private readonly seen = new Map<string, number>();
+
+  constructor(private readonly max = 100_000) {}
+
+  /** Records `nonce` (valid until `expiresAtS`); false when it was seen already. */
+  remember(nonce: string, expiresAtS: number, nowS: number): boolean {
+    if (this.seen.size >= this.max || this.seen.size % 1024 === 0) {
+      for (const [n, until] of this.seen) if (until < nowS) this.seen.delete(n);
+    }
+    if (this.seen.has(nonce)) return false;
+    // Still full of live nonces: refuse rather than forget one (a replay must never pass).
+    if (this.seen.size >= this.max) return false;
+    this.seen.set(nonce, expiresAtS);
+    return true;
+  }
+}
+
+/** Decodes and verifies a peer line; throws PROTOCOL or AUTH_FAILED (a replayed nonce included). */
 export function verifyPeerLine(
   secret: string,
   line: string,
   nowMs = Date.now(),
+  nonces?: PeerNonces,
 ): { kind: ParkKind; key: string; waitMs: number } {
-  const m = /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{43})$/.exec(
-    line,
-  );
+  const m =
+    /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{22}) ([A-Za-z0-9_-]{43})$/.exec(
+      line,
+    );
   if (!m) throw new RendezvousError('PROTOCOL', 'malformed peer line');
-  const [, k, key, waitText, tsText, mac] = m as unknown as [string, string, string, string, string, string];
+  const [, k, key, waitText, tsText, nonce, mac] = m as unknown as string[] as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   const ts = Number(tsText);
   const waitMs = Number(waitText);
   const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS && waitMs <= MAX_PEER_WAIT_MS;
   // Compare first, always, so timing says nothing about which check failed.
-  const valid = secretsEqual(sign(secret, k, key, waitMs, ts), mac);
+  const valid = secretsEqual(sign(secret, k, key, waitMs, ts, nonce), mac);
   if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
+  if (nonces && !nonces.remember(nonce, ts + PEER_CLOCK_SKEW_SECONDS + 1, Math.floor(nowMs / 1000))) {
+    throw new RendezvousError('AUTH_FAILED', 'peer line replayed');
+  }
   return { kind: k === 'R' ? 'generic' : 'http', key, waitMs };
 }

@@ -3,14 +3,29 @@
  * (relay ⇄ target). `pipe` gives backpressure (it pauses the source when `write()` returns
  * false and resumes on 'drain') and propagates a half-close with `end()` after the data in
  * flight. An error or abrupt close on either side destroys the other; a graceful close of one
- * side never cuts the other's data still being flushed.
+ * side never cuts the other's data still being flushed. Whatever happens, both sides end up
+ * destroyed and `onDone` runs exactly once.
  */
 import type { Duplex } from 'node:stream';
 
+/** Options of a splice. */
+export interface SpliceOptions {
+  /** Ends both sides when no byte has moved either way for this long (0 or absent: never). */
+  idleMs?: number;
+  /** Runs when the idle timeout ends the splice (for a log line). */
+  onIdle?: () => void;
+  /** Bytes from `b` to `a` pass through this (it may hold back or drop what must not reach `a`). */
+  intoA?: Duplex;
+  /** Bytes from `a` to `b` pass through this. */
+  intoB?: Duplex;
+}
+
 /** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
-export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
-  a.pipe(b);
-  b.pipe(a);
+export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOptions = {}): void {
+  if (opts.intoB) a.pipe(opts.intoB).pipe(b);
+  else a.pipe(b);
+  if (opts.intoA) b.pipe(opts.intoA).pipe(a);
+  else b.pipe(a);
   // An abort travels on as an abort (RST), so the far peer cannot mistake it for a clean end.
   const abort = () => {
     reset(a);
@@ -18,11 +33,20 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
   };
   a.on('error', abort);
   b.on('error', abort);
+  opts.intoA?.on('error', abort);
+  opts.intoB?.on('error', abort);
   let closed = 0;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    idle?.stop();
+    onDone?.();
+  };
   const onClose = (other: Duplex) => () => {
     // Closed after both directions ended is graceful; anything else is an abort.
     if (!(other.writableEnded && other.readableEnded)) reset(other);
-    if (++closed === 2) onDone?.();
+    if (++closed === 2) finish();
   };
   // A side already closed before the splice began counts as closed now (its 'close' is gone).
   for (const [s, other] of [
@@ -32,11 +56,64 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void): void {
     if (s.closed) process.nextTick(onClose(other));
     else s.once('close', onClose(other));
   }
+  const idle = opts.idleMs
+    ? idleTimer(a, b, opts.idleMs, () => {
+        opts.onIdle?.();
+        abort();
+      })
+    : undefined;
 }
 
+/** Calls `onIdle` when neither side has carried a byte for `ms`. */
+function idleTimer(a: Duplex, b: Duplex, ms: number, onIdle: () => void): { stop: () => void } {
+  let moved = false;
+  const touch = () => {
+    moved = true;
+  };
+  // Every byte one side reads is written to the other, so watching both reads watches both ways.
+  a.on('data', touch);
+  b.on('data', touch);
+  // Checked every ms/2: a splice ends between ms and 1.5 ms after its last byte, at no per-byte cost.
+  let quiet = 0;
+  const t = setInterval(
+    () => {
+      if (moved) {
+        moved = false;
+        quiet = 0;
+        return;
+      }
+      if (++quiet >= 2) {
+        stop();
+        onIdle();
+      }
+    },
+    Math.max(1, Math.floor(ms / 2)),
+  );
+  t.unref();
+  const stop = () => {
+    clearInterval(t);
+    a.off('data', touch);
+    b.off('data', touch);
+  };
+  return { stop };
+}
+
+/**
+ * Destroys with a RST where that is safe. `resetAndDestroy()` on a socket whose FIN is being
+ * sent (end() called, shutdown not finished) fails with EINVAL inside Node and the handle is
+ * then never closed — no 'close', a leaked descriptor — so such a socket is destroyed plainly.
+ */
 function reset(s: Duplex): void {
-  const socket = s as Duplex & { resetAndDestroy?: () => void };
+  const socket = s as Duplex & { resetAndDestroy?: () => void; connecting?: boolean };
   if (socket.destroyed) return;
-  if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
-  else socket.destroy();
+  const shuttingDown = socket.writableEnded && !socket.writableFinished;
+  if (typeof socket.resetAndDestroy !== 'function' || shuttingDown || socket.connecting) {
+    socket.destroy();
+    return;
+  }
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
 }

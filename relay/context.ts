@@ -1,9 +1,11 @@
 /** What every listener of one relay process shares. */
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import type { Store } from '../core/store.js';
 import type { CookieCache } from './cookie-cache.js';
+import type { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
 import type { ClusterLink } from './pairing.js';
 import type { ParkingLot } from './parking.js';
 
@@ -13,6 +15,8 @@ export interface RelayLimits {
   handshakeTimeoutMs: number;
   /** How long a mobile client waits for a parked socket. */
   pairWaitMs: number;
+  /** A splice with no byte either way for this long is ended (0: never). */
+  idleTimeoutMs: number;
 }
 
 /** The relay's shared state, handed to each session. */
@@ -32,4 +36,27 @@ export interface RelayContext {
   admit(socket: Socket): { ok: true; release: () => void } | { ok: false; reason: string };
   /** Counts live splices (drain waits for them). */
   countSplice(delta: 1 | -1): void;
+  /** HTTP-specific: the domain under which `<id>.<domain>` names hidden server `<id>`. */
+  httpDomain?: string;
+  /** Bounds on mobile clients waiting for a hidden server. */
+  waiting: WaitingClients;
+  /** Live splices per hidden server, capped. */
+  perUuid: SplicesPerUuid;
+  /** Which names are identities (negative answers cached briefly). */
+  names: KnownNames;
+  /** The rate-limited "limit reached" log line. */
+  limitLog: LimitLog;
+  /**
+   * Splices a hidden server's stream with a mobile client's (or a peer link's) socket: counted in
+   * all and per uuid, ended after the idle timeout. The filters see the bytes of one direction each.
+   */
+  spliceHidden(hidden: Duplex, mobile: Duplex, uuid: string, filters?: SpliceFilters): void;
+}
+
+/** Streams the bytes of a splice pass through, one per direction. */
+export interface SpliceFilters {
+  /** Mobile client → hidden server. */
+  intoHidden?: Duplex;
+  /** Hidden server → mobile client. */
+  intoMobile?: Duplex;
 }

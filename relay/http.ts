@@ -1,27 +1,34 @@
 /**
  * The HTTP-specific protocol on the relay's HTTP port. A hidden server parks with
  * `CONNECT uuid:<ID>?response=<TOTP>` (or `?cookie=<c>`) and waits after `200 OK`; any other
- * request is a mobile client naming the hidden server by `?rendezvous=<ID>`, a Digest username
- * or a Basic user: its head (without `Authorization`) and what follows go to a parked socket,
- * then the two are spliced. CONNECT never dials anywhere: its target is an identity, not an address.
+ * request is a mobile client naming the hidden server by its Host (`<ID>.<httpDomain>`),
+ * `?rendezvous=<ID>`, a Digest username or a Basic user: its head (without `Authorization`, with
+ * `Connection: close`) and its body go to a parked socket, the answer comes back with
+ * `Connection: close`, and the connection ends after it — one request per connection, so a
+ * keep-alive client's next request is routed afresh. CONNECT never dials anywhere: its target
+ * is an identity, not an address.
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { Transform } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
 import {
   encodeResponse,
   HeadDecoder,
   HttpError,
+  headerValue,
+  MAX_HEAD,
   namedHiddenServer,
   parseConnectTarget,
   parseRequestHead,
+  RequestBodyFramer,
   type RequestHead,
   serializeHead,
 } from '../core/http-head.js';
 import { authenticateConnect, checkUuid } from '../core/registration.js';
-import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
+import { isGone } from './parking.js';
 import { endWith } from './refuse.js';
 import { readHandshake } from './session.js';
 
@@ -116,7 +123,11 @@ async function parkConnect(
     socket.pause();
   }
   if (early) return respondError(socket, 409, 'data sent before 200');
-  if (socket.destroyed) return;
+  // Hung up while its code was checked: nothing to park (and nobody to answer).
+  if (isGone(socket)) {
+    socket.destroy();
+    return;
+  }
   socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
   const parked = ctx.lot.park(
     {
@@ -144,7 +155,7 @@ async function pairHttpMobile(
   head: RequestHead,
   rest: Buffer,
 ): Promise<void> {
-  const id = namedHiddenServer(head);
+  const id = namedHiddenServer(head, ctx.httpDomain);
   if (!id) {
     const nonce = randomBytes(16).toString('hex');
     return respondError(socket, 401, 'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username', {
@@ -152,21 +163,204 @@ async function pairHttpMobile(
     });
   }
   checkUuid(id);
+  ctx.perUuid.check(id);
+  // A name that is no identity is still waited for (so timing does not tell which names exist),
+  // but only here: no store polling for it.
+  const cluster = ctx.cluster && (await ctx.names.known(id)) ? ctx.cluster : undefined;
   const hidden = await claimHiddenServer(
     ctx.lot,
-    ctx.cluster,
+    cluster,
     'http',
     id,
     ctx.limits.pairWaitMs,
     () => socket.destroyed,
+    () => ctx.waiting.enter(socket),
   );
   if (!hidden) return respondError(socket, 404, 'hidden server not parked');
   if (socket.destroyed) {
     hidden.destroy();
     return;
   }
-  hidden.write(serializeHead(head, ['authorization']));
-  if (rest.length > 0) hidden.write(rest);
-  ctx.countSplice(1);
-  splice(hidden, socket, () => ctx.countSplice(-1));
+  const upgrade = isUpgrade(head);
+  // One request per connection: the hidden server is told to close after its answer, and no
+  // later request on this connection (which may name another hidden server) ever reaches it.
+  hidden.write(
+    upgrade
+      ? serializeHead(head, ['authorization'])
+      : serializeHead(head, ['authorization', 'connection', 'keep-alive'], [['Connection', 'close']]),
+  );
+  const requests = new OneRequestGate(new RequestBodyFramer(head), upgrade);
+  const responses = new OneResponseGate(head.method === 'HEAD', (switched) => requests.decide(switched));
+  if (rest.length > 0) requests.write(rest);
+  ctx.spliceHidden(hidden, socket, id, { intoHidden: requests, intoMobile: responses });
+}
+
+/** True for a request asking to switch protocols (WebSocket): its tunnel stays with one hidden server. */
+function isUpgrade(head: RequestHead): boolean {
+  const connection = headerValue(head, 'connection') ?? '';
+  return (
+    headerValue(head, 'upgrade') !== undefined &&
+    connection.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')
+  );
+}
+
+/**
+ * Passes the mobile client's bytes to the hidden server up to the end of the first request's
+ * body, and drops whatever follows (another request, perhaps for another hidden server) unless
+ * the connection was upgraded. Dropping rather than ending: a hidden server that sees the mobile
+ * side's FIN mid-answer may abort its answer.
+ */
+class OneRequestGate extends Transform {
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  /** Upgrades: undecided until the hidden server's status line; then pass-through or drop. */
+  private upgraded: boolean | undefined;
+
+  constructor(
+    private readonly framer: RequestBodyFramer,
+    private readonly upgrade: boolean,
+  ) {
+    super();
+    this.upgraded = upgrade ? undefined : false;
+  }
+
+  /** The hidden server answered 101 (pass the rest through, upgrades only) or a final status. */
+  decide(switched: boolean): void {
+    if (this.upgraded !== undefined) return;
+    this.upgraded = switched;
+    if (switched) for (const b of this.held) this.push(b);
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    if (this.upgraded) {
+      this.push(chunk);
+      done();
+      return;
+    }
+    const body = this.framer.done ? 0 : this.framer.push(chunk);
+    if (body > 0) this.push(chunk.subarray(0, body));
+    const after = chunk.subarray(body);
+    if (after.length > 0 && this.upgrade && this.upgraded === undefined && this.heldBytes < MAX_HEAD) {
+      this.held.push(after);
+      this.heldBytes += after.length;
+    }
+    done();
+  }
+}
+
+/** Largest response head the relay rewrites; a larger one passes through unchanged. */
+const MAX_RESPONSE_HEAD = 64 * 1024;
+
+/**
+ * Reads the hidden server's answer so that the mobile client sees `Connection: close` on it and
+ * the connection ends right after it, whatever the hidden server does with keep-alive. Interim
+ * answers (1xx) pass unchanged; a 101 turns the connection into a tunnel; an answer the relay
+ * cannot read (no head within 64 KiB) passes through unchanged until the hidden server closes.
+ */
+class OneResponseGate extends Transform {
+  private head: Buffer[] = [];
+  private headBytes = 0;
+  private mode: 'head' | 'body' | 'through' | 'done' = 'head';
+  private framer: RequestBodyFramer | undefined;
+
+  constructor(
+    private readonly noBody: boolean,
+    private readonly onStatus: (switched: boolean) => void,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    let rest = chunk;
+    while (rest.length > 0) {
+      if (this.mode === 'through') {
+        this.push(rest);
+        break;
+      }
+      if (this.mode === 'done') break;
+      if (this.mode === 'body') {
+        const n = (this.framer as RequestBodyFramer).push(rest);
+        if (n > 0) this.push(rest.subarray(0, n));
+        rest = rest.subarray(n);
+        if ((this.framer as RequestBodyFramer).done) this.finish();
+        continue;
+      }
+      rest = this.readHead(rest);
+    }
+    done();
+  }
+
+  /** Buffers head bytes; once the head is whole, forwards it (rewritten) and returns what follows. */
+  private readHead(chunk: Buffer): Buffer {
+    this.head.push(chunk);
+    this.headBytes += chunk.length;
+    const all = Buffer.concat(this.head, this.headBytes);
+    const end = all.indexOf('\r\n\r\n', 0, 'latin1');
+    if (end === -1) {
+      if (this.headBytes > MAX_RESPONSE_HEAD) this.passThrough(all);
+      return Buffer.alloc(0);
+    }
+    this.head = [];
+    this.headBytes = 0;
+    const text = all.subarray(0, end).toString('latin1');
+    const after = all.subarray(end + 4);
+    const status = /^HTTP\/1\.[01] ([0-9]{3})/.exec(text);
+    if (!status) {
+      this.passThrough(all);
+      return Buffer.alloc(0);
+    }
+    const code = Number(status[1]);
+    if (code === 101) {
+      this.onStatus(true);
+      this.push(all);
+      this.mode = 'through';
+      return Buffer.alloc(0);
+    }
+    if (code < 200) {
+      // 100 Continue, 103 Early Hints: the final answer is still to come.
+      this.push(all.subarray(0, end + 4));
+      return after;
+    }
+    this.onStatus(false);
+    const lines = text.split('\r\n');
+    const kept = lines.filter((l, i) => i === 0 || !/^(connection|keep-alive)\s*:/i.test(l));
+    this.push(Buffer.from(`${[...kept, 'Connection: close'].join('\r\n')}\r\n\r\n`, 'latin1'));
+    const value = (name: string) =>
+      lines
+        .find((l) => l.toLowerCase().startsWith(`${name}:`))
+        ?.slice(name.length + 1)
+        .trim();
+    const te = value('transfer-encoding');
+    const length = value('content-length');
+    if (this.noBody || code === 204 || code === 304) {
+      this.finish();
+    } else if (te && te.split(',').pop()?.trim().toLowerCase() === 'chunked') {
+      this.framer = new RequestBodyFramer({ chunked: true, length: 0 });
+      this.mode = 'body';
+    } else if (!te && length !== undefined && /^[0-9]{1,15}$/.test(length)) {
+      this.framer = new RequestBodyFramer({ chunked: false, length: Number(length) });
+      this.mode = 'body';
+      if (this.framer.done) this.finish();
+    } else {
+      // Delimited by the close: pass everything until the hidden server ends.
+      this.mode = 'through';
+    }
+    return after;
+  }
+
+  private passThrough(bytes: Buffer): void {
+    this.head = [];
+    this.headBytes = 0;
+    this.onStatus(false);
+    this.push(bytes);
+    this.mode = 'through';
+  }
+
+  /** The answer is complete: end the mobile side (its `Connection: close` said so). */
+  private finish(): void {
+    this.mode = 'done';
+    this.push(null);
+  }
 }

@@ -17,6 +17,12 @@
  *   RELAY_MAX_PARKED         parked sockets per cookie or uuid (64)
  *   RELAY_MAX_HANDSHAKES_PER_SOURCE / RELAY_MAX_HANDSHAKES
  *                            connections still in handshake per source address (64) and in all (10000)
+ *   RELAY_MAX_WAITING_PER_SOURCE / RELAY_MAX_WAITING
+ *                            mobile clients waiting for a hidden server to park, per source
+ *                            address (128) and in all (10000)
+ *   RELAY_MAX_SPLICES_PER_UUID  live rendezvous per hidden server on this relay (100)
+ *   RELAY_IDLE_TIMEOUT_MS    a rendezvous with no byte either way for this long is ended (3600000; 0 never)
+ *   RELAY_HTTP_DOMAIN        HTTP-specific: `<id>.<domain>` in Host names hidden server <id> (off)
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
  *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
  *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
@@ -48,6 +54,15 @@ export async function discoverPeerHost(env: NodeJS.ProcessEnv, bind: string): Pr
   return bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
 }
 
+/** RELAY_HTTP_DOMAIN, checked to be a host name (`relay.example.com`), or undefined. */
+function httpDomainFromEnv(env: NodeJS.ProcessEnv): string | undefined {
+  const domain = env.RELAY_HTTP_DOMAIN?.trim().toLowerCase().replace(/\.$/, '');
+  if (!domain) return undefined;
+  if (!/^(?=.{1,253}$)[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*$/.test(domain))
+    throw new Error('RELAY_HTTP_DOMAIN must be a host name such as relay.example.com');
+  return domain;
+}
+
 /** The relay limits and policies the environment sets (shared with `rendezvous dev`). */
 export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
   const reuse = env.RELAY_CONNECT_CODE_REUSE || 'live-park';
@@ -64,6 +79,11 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
       env,
     ),
     maxHandshakes: intFromEnv('RELAY_MAX_HANDSHAKES', RELAY_DEFAULTS.maxHandshakes, env),
+    maxWaitingPerSource: intFromEnv('RELAY_MAX_WAITING_PER_SOURCE', RELAY_DEFAULTS.maxWaitingPerSource, env),
+    maxWaiting: intFromEnv('RELAY_MAX_WAITING', RELAY_DEFAULTS.maxWaiting, env),
+    maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
+    idleTimeoutMs: intFromEnv('RELAY_IDLE_TIMEOUT_MS', RELAY_DEFAULTS.idleTimeoutMs, env),
+    httpDomain: httpDomainFromEnv(env),
     connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse as 'live-park' | 'never' },
   };
 }

@@ -25,7 +25,9 @@ export interface ClusterLink {
 /**
  * Resolves to a stream that reaches the hidden server — ready for the mobile client's bytes
  * (a generic-protocol hidden server has had its `+OK`) — or undefined after `waitMs`.
- * `gone()` lets a departed mobile client stop the search early.
+ * `gone()` lets a departed mobile client stop the search early. `beforeWait` runs once, when
+ * nothing is parked here and the client must wait: it may refuse (throw) and returns what ends
+ * the wait's accounting. Throws BUSY when the only relay holding one says the cap is reached.
  */
 export async function claimHiddenServer(
   lot: ParkingLot,
@@ -34,12 +36,34 @@ export async function claimHiddenServer(
   key: string,
   waitMs: number,
   gone: () => boolean,
+  beforeWait: () => () => void = () => () => {},
+): Promise<Duplex | undefined> {
+  const here = lot.take(kind, key);
+  if (here) return hiddenStream(kind, here);
+  const release = beforeWait();
+  try {
+    return await search(lot, cluster, kind, key, waitMs, gone);
+  } finally {
+    release();
+  }
+}
+
+function hiddenStream(kind: ParkKind, p: { socket: Duplex }): Duplex {
+  if (kind === 'generic') p.socket.write(OK_LINE);
+  return p.socket;
+}
+
+async function search(
+  lot: ParkingLot,
+  cluster: ClusterLink | undefined,
+  kind: ParkKind,
+  key: string,
+  waitMs: number,
+  gone: () => boolean,
 ): Promise<Duplex | undefined> {
   const deadline = Date.now() + waitMs;
-  const local = (p: { socket: Duplex }) => {
-    if (kind === 'generic') p.socket.write(OK_LINE);
-    return p.socket;
-  };
+  const local = (p: { socket: Duplex }) => hiddenStream(kind, p);
+  let busy: unknown;
   for (;;) {
     const here = lot.take(kind, key);
     if (here) return local(here);
@@ -48,17 +72,23 @@ export async function claimHiddenServer(
       for (const rec of records) {
         if (gone()) return undefined;
         const left = deadline - Date.now();
-        const link = await dialPeer(
-          rec.peer,
-          cluster.secret,
-          kind,
-          key,
-          Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
-        );
-        if (link) return link;
+        try {
+          const link = await dialPeer(
+            rec.peer,
+            cluster.secret,
+            kind,
+            key,
+            Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
+          );
+          if (link) return link;
+        } catch (err) {
+          // That relay's hidden server is at its cap; another relay may still have room.
+          busy = err;
+        }
       }
     }
     const left = deadline - Date.now();
+    if (busy) throw busy;
     if (left <= 0 || gone()) return undefined;
     // Wait here for a local park; with a cluster, look at the records again every REMOTE_POLL_MS.
     const wait = lot.waitFor(kind, key, cluster ? Math.min(left, REMOTE_POLL_MS) : left);

@@ -36,6 +36,15 @@ interface Waiter {
 
 const id = (kind: ParkKind, key: string) => `${kind}\u0000${key}`;
 
+/**
+ * True when a socket can no longer carry a rendezvous: destroyed, its write side gone, or its
+ * peer's FIN already read (a hidden server that hung up right after parking).
+ */
+export function isGone(socket: Socket): boolean {
+  const state = (socket as Socket & { _readableState?: { ended?: boolean } })._readableState;
+  return socket.destroyed || !socket.writable || socket.readableEnded || state?.ended === true;
+}
+
 /** Parked hidden servers and waiting mobile clients of one relay process. */
 export class ParkingLot {
   private readonly parked = new Map<string, Entry[]>();
@@ -89,6 +98,12 @@ export class ParkingLot {
    */
   park(p: Parked, onEarlyData: (p: Parked) => void): boolean {
     const k = id(p.kind, p.key);
+    // A socket that is already gone is never parked nor handed over: it is closed, and "parked" is
+    // still the answer (there is nobody to refuse).
+    if (isGone(p.socket)) {
+      p.socket.destroy();
+      return true;
+    }
     const waiting = this.waiters.get(k)?.shift();
     if (waiting) {
       if (this.waiters.get(k)?.length === 0) this.waiters.delete(k);
@@ -110,10 +125,12 @@ export class ParkingLot {
     p.socket.on('data', early);
     p.socket.on('end', gone);
     p.socket.on('close', gone);
+    p.socket.on('error', gone);
     entry.detach = () => {
       p.socket.off('data', early);
       p.socket.off('end', gone);
       p.socket.off('close', gone);
+      p.socket.off('error', gone);
     };
     p.socket.resume();
     list.push(entry);
@@ -128,7 +145,7 @@ export class ParkingLot {
     while (list && list.length > 0) {
       const entry = list[0] as Entry;
       this.remove(entry);
-      if (!entry.socket.destroyed && entry.socket.writable) {
+      if (!isGone(entry.socket)) {
         entry.socket.pause();
         const { detach: _d, ...parked } = entry;
         return parked;

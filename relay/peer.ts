@@ -7,12 +7,14 @@
 
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { Log } from '../core/log.js';
-import { encodePeerLine, MAX_PEER_LINE, verifyPeerLine } from '../core/peer-line.js';
+import { encodePeerLine, MAX_PEER_LINE, PeerNonces, verifyPeerLine } from '../core/peer-line.js';
 import { LineDecoder, OK_LINE } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
-import { splice } from '../core/splice.js';
 import type { ParkKind } from '../core/store.js';
+import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
 import type { ParkingLot } from './parking.js';
 import { refuse } from './refuse.js';
 
@@ -26,9 +28,12 @@ export async function startPeerListener(opts: {
   secret: string;
   lot: ParkingLot;
   log: Log;
-  onSplice: (delta: 1 | -1) => void;
+  perUuid: SplicesPerUuid;
+  spliceHidden: (hidden: Duplex, link: Duplex, uuid: string) => void;
+  onError: (err: NodeJS.ErrnoException) => void;
 }): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
   const sockets = new Set<Socket>();
+  const nonces = new PeerNonces();
   const server = createServer({ allowHalfOpen: true }, (link) => {
     sockets.add(link);
     link.once('close', () => sockets.delete(link));
@@ -51,7 +56,7 @@ export async function startPeerListener(opts: {
       link.pause();
       let req: { kind: ParkKind; key: string; waitMs: number };
       try {
-        req = verifyPeerLine(opts.secret, got.line);
+        req = verifyPeerLine(opts.secret, got.line, Date.now(), nonces);
       } catch (err) {
         opts.log.warn('peer link refused', { remote: link.remoteAddress, reason: (err as Error).message });
         refuse(link, (err as Error).message);
@@ -75,16 +80,23 @@ export async function startPeerListener(opts: {
       refuse(link, 'no hidden server parked here');
       return;
     }
-    if (link.destroyed) {
-      // The asking relay gave up meanwhile: put the socket back rather than lose it.
+    let capped = false;
+    try {
+      opts.perUuid.check(parked.uuid);
+    } catch {
+      capped = true;
+    }
+    if (link.destroyed || capped) {
+      // The asking relay gave up meanwhile, or the hidden server is at its cap: put the socket
+      // back rather than lose it.
       if (!opts.lot.park(parked, (p) => p.socket.destroy())) parked.socket.destroy();
+      if (capped) refuse(link, SPLICE_CAP_MESSAGE);
       return;
     }
     if (req.kind === 'generic') parked.socket.write(OK_LINE);
     if (rest.length > 0) parked.socket.write(rest);
     link.write(OK_LINE);
-    opts.onSplice(1);
-    splice(parked.socket, link, () => opts.onSplice(-1));
+    opts.spliceHidden(parked.socket, link, parked.uuid);
   };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -93,14 +105,14 @@ export async function startPeerListener(opts: {
       resolve();
     });
   });
-  server.on('error', (err) => opts.log.error('peer listener error', { error: err.message }));
+  server.on('error', opts.onError);
   return { server, port: (server.address() as AddressInfo).port, sockets };
 }
 
 /**
  * Asks the relay at `peer` (`host:port`) for a socket parked under (kind, key). Resolves to the
  * link, past its `+OK`, or undefined when that relay has none or cannot be reached (a stale
- * record). Never throws.
+ * record). Throws only BUSY, when that relay says the hidden server is at its cap of live splices.
  */
 export async function dialPeer(
   peer: string,
@@ -118,8 +130,11 @@ export async function dialPeer(
     link.write(encodePeerLine(secret, kind, key, waitMs));
     await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
     return link;
-  } catch {
+  } catch (err) {
     link?.destroy();
+    if (isRendezvousError(err, 'RELAY_REFUSED') && err.message === SPLICE_CAP_MESSAGE) {
+      throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
+    }
     return undefined;
   }
 }

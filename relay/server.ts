@@ -4,15 +4,21 @@
  * sessions; a session's failure never reaches them.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { encodeResponse } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { ConnectPolicy } from '../core/registration.js';
+import { encodeErrorLine } from '../core/relay-line.js';
+import { splice } from '../core/splice.js';
 import type { Store } from '../core/store.js';
-import type { RelayContext } from './context.js';
+import type { RelayContext, SpliceFilters } from './context.js';
 import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
+import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
 import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
@@ -48,6 +54,17 @@ export interface RelayOptions {
   maxHandshakes?: number;
   /** TCP keepalive on accepted sockets, below the NLB's 350 s idle timeout. */
   keepAliveMs?: number;
+  /** Mobile clients waiting for a hidden server to park, from one source address (default 128) and in all (default 10,000). */
+  maxWaitingPerSource?: number;
+  maxWaiting?: number;
+  /** Live splices per hidden server (uuid) on this relay (default 100). */
+  maxSplicesPerUuid?: number;
+  /** A splice with no byte either way for this long is ended (default 1 h; 0: never). */
+  idleTimeoutMs?: number;
+  /** HTTP-specific: `<id>.<httpDomain>` in a request's Host names hidden server `<id>` (default: off). */
+  httpDomain?: string;
+  /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
+  fdLimit?: number;
   connectPolicy?: ConnectPolicy;
   log?: Log;
 }
@@ -64,8 +81,28 @@ export const RELAY_DEFAULTS = {
   keepAliveMs: 60_000,
   maxHandshakesPerSource: 64,
   maxHandshakes: 10_000,
+  maxWaitingPerSource: 128,
+  maxWaiting: 10_000,
+  maxSplicesPerUuid: 100,
+  // An hour: an interactive session left idle (a shell, a database console) survives a long
+  // meeting; TCP keepalive (keepAliveMs) already keeps the NLB's 350 s flow timeout from cutting
+  // it, so this bound is the relay's own and only ends rendezvous nobody uses.
+  idleTimeoutMs: 3_600_000,
   drainGraceMs: 60_000,
 } as const;
+
+/** Share of the descriptor limit kept free of client connections (store, health, peers, logs). */
+export const FD_HEADROOM_SHARE = 0.2;
+
+/** The soft limit on open descriptors (Linux /proc), or undefined where it cannot be read. */
+export function readFdLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A running relay. */
 export interface Relay {
@@ -129,6 +166,50 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     socket.on('error', () => socket.destroy());
   };
 
+  const limitLog = new LimitLog(log);
+  const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid, limitLog);
+  const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
+  const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, filters: SpliceFilters = {}) => {
+    countSplice(1);
+    const release = perUuid.add(uuid);
+    splice(
+      hidden,
+      mobile,
+      () => {
+        release();
+        countSplice(-1);
+      },
+      {
+        idleMs: idleTimeoutMs,
+        onIdle: () => log.info('idle splice ended', { uuid, idleTimeoutMs }),
+        intoA: filters.intoHidden,
+        intoB: filters.intoMobile,
+      },
+    );
+  };
+  // The descriptor ceiling: past it the kernel's accept fails and libuv resets new connections
+  // silently, and /healthz and the store's connections fail too. So the relay stops short of it,
+  // keeping FD_HEADROOM_SHARE of the limit for itself, and says so on the wire and in the log.
+  const fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
+  const maxClientSockets = fdLimit ? Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16 : undefined;
+  const atCeiling = (socket: Socket) => {
+    if (maxClientSockets === undefined || sockets.size <= maxClientSockets) return false;
+    limitLog.hit('file descriptors', { open: sockets.size, fdLimit, source: socket.remoteAddress });
+    return true;
+  };
+  // At the ceiling a refusal must free its descriptor at once (no linger): answer, then close.
+  const shed = (socket: Socket, answer: Buffer) => {
+    socket.end(answer);
+    socket.once('finish', () => socket.destroy());
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  };
+  // Accept failures (EMFILE/ENFILE at the descriptor ceiling) are logged at a bounded rate, not per attempt.
+  const onListenerError = (listener: string) => (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE')
+      limitLog.hit('file descriptors', { listener, code: err.code });
+    else log.error('listener error', { listener, error: err.message });
+  };
+
   let peerAddress: AddressInfo | undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
@@ -138,7 +219,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       secret: opts.clusterSecret,
       lot,
       log,
-      onSplice: countSplice,
+      perUuid,
+      spliceHidden,
+      onError: onListenerError('peer'),
     });
     peerAddress = peer.server.address() as AddressInfo;
     peerSockets = peer.sockets;
@@ -161,9 +244,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const admit: RelayContext['admit'] = (socket) => {
     const source = socket.remoteAddress ?? '?';
     const mine = perSource.get(source) ?? 0;
-    if (handshaking >= maxTotal) return { ok: false, reason: 'too many connections in handshake, try again' };
-    if (mine >= maxPerSource)
+    if (handshaking >= maxTotal) {
+      limitLog.hit('connections in handshake', { source });
+      return { ok: false, reason: 'too many connections in handshake, try again' };
+    }
+    if (mine >= maxPerSource) {
+      limitLog.hit('connections in handshake per source', { source });
       return { ok: false, reason: 'too many connections in handshake from your address' };
+    }
     handshaking++;
     perSource.set(source, mine + 1);
     let released = false;
@@ -187,19 +275,31 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     limits: {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs,
       pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
+      idleTimeoutMs,
     },
     connectPolicy: opts.connectPolicy ?? {},
     log,
     admit,
     countSplice,
+    httpDomain: opts.httpDomain || undefined,
+    waiting: new WaitingClients(
+      opts.maxWaitingPerSource ?? RELAY_DEFAULTS.maxWaitingPerSource,
+      opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
+      limitLog,
+    ),
+    perUuid,
+    names: new KnownNames(opts.store),
+    limitLog,
+    spliceHidden,
   };
 
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
     track(socket);
+    if (atCeiling(socket)) return shed(socket, encodeErrorLine('relay at capacity, try again'));
     startSession(socket, ctx);
   });
-  generic.on('error', (err) => log.error('listener error', { error: err.message }));
+  generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
   closers.push(() => new Promise((r) => generic.close(() => r())));
 
@@ -207,9 +307,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
       track(socket);
+      if (atCeiling(socket)) {
+        const body = { permanent: false, diagnostic: 'relay at capacity, try again' };
+        return shed(socket, encodeResponse(503, { 'Retry-After': '1' }, body));
+      }
       startHttpSession(socket, ctx);
     });
-    http.on('error', (err) => log.error('http listener error', { error: err.message }));
+    http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
     closers.push(() => new Promise((r) => http.close(() => r())));
   }
@@ -225,6 +329,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       );
     });
     healthAddress = await listen(health, opts.healthPort, host);
+    health.on('error', onListenerError('health'));
     closers.push(
       () =>
         new Promise((r) => {

@@ -7,7 +7,6 @@ import type { Socket } from 'node:net';
 import { mobileCookieFor } from '../core/cookies.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { LineDecoder, MAX_COOKIE_LINE, OK_LINE, parseCookieLine } from '../core/relay-line.js';
-import { splice } from '../core/splice.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import { refuse } from './refuse.js';
@@ -83,7 +82,7 @@ async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: B
       if (rest.length > 0) return refuse(socket, 'data before +OK');
       parkHiddenServer(socket, ctx, cookie, binding.uuid);
     } else {
-      await pairMobileClient(socket, ctx, cookie, rest);
+      await pairMobileClient(socket, ctx, cookie, binding.uuid, rest);
     }
   } catch (err) {
     if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
@@ -110,8 +109,10 @@ async function pairMobileClient(
   socket: Socket,
   ctx: RelayContext,
   cookie: string,
+  uuid: string,
   early: Buffer,
 ): Promise<void> {
+  ctx.perUuid.check(uuid);
   const hidden = await claimHiddenServer(
     ctx.lot,
     ctx.cluster,
@@ -119,6 +120,7 @@ async function pairMobileClient(
     cookie,
     ctx.limits.pairWaitMs,
     () => socket.destroyed,
+    () => ctx.waiting.enter(socket),
   );
   if (!hidden) return refuse(socket, 'no hidden server parked for this cookie');
   if (socket.destroyed) {
@@ -127,6 +129,5 @@ async function pairMobileClient(
   }
   if (early.length > 0) hidden.write(early);
   socket.write(OK_LINE);
-  ctx.countSplice(1);
-  splice(hidden, socket, () => ctx.countSplice(-1));
+  ctx.spliceHidden(hidden, socket, uuid);
 }

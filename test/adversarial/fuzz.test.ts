@@ -13,6 +13,7 @@ import {
   namedHiddenServer,
   parseConnectTarget,
   parseRequestHead,
+  RequestBodyFramer,
   serializeHead,
 } from '../../core/http-head.js';
 import { encodePeerLine, verifyPeerLine } from '../../core/peer-line.js';
@@ -177,15 +178,83 @@ describe('HTTP head parser', () => {
           expect(err).toBeInstanceOf(HttpError);
         }
         expect(() =>
-          namedHiddenServer({
-            method: 'GET',
-            target,
-            version: 'HTTP/1.1',
-            headers: [['Authorization', target]],
-          }),
+          namedHiddenServer(
+            {
+              method: 'GET',
+              target,
+              version: 'HTTP/1.1',
+              headers: [
+                ['Authorization', target],
+                ['Host', target],
+              ],
+            },
+            'relay.example.com',
+          ),
         ).not.toThrow();
       }),
       { numRuns: 2_000 },
+    );
+  });
+});
+
+describe('request body framing (one request per connection)', () => {
+  /** Feeds `wire` in the given pieces; returns how many bytes the framer took as body. */
+  const frame = (head: string, wire: Buffer, cuts: number[]) => {
+    const f = new RequestBodyFramer(parseRequestHead(head));
+    let taken = 0;
+    let at = 0;
+    for (const p of [...new Set(cuts.map((c) => c % (wire.length + 1)))]
+      .sort((x, y) => x - y)
+      .concat(wire.length)) {
+      const piece = wire.subarray(at, p);
+      at = p;
+      if (f.done) continue;
+      const n = f.push(piece);
+      expect(n).toBeLessThanOrEqual(piece.length);
+      taken += n;
+      if (n < piece.length) expect(f.done).toBe(true);
+    }
+    return { taken, done: f.done };
+  };
+  const after = fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a));
+  const cuts = fc.array(fc.nat(), { maxLength: 8 });
+
+  it('a chunked body ends exactly where its last chunk and trailers end, however it is split', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 1, maxLength: 50 }), { maxLength: 5 }),
+        fc.array(fc.tuple(token, fc.stringMatching(/^[a-z0-9]{0,10}$/)), { maxLength: 2 }),
+        fc.boolean(),
+        after,
+        cuts,
+        (pieces, trailers, ext, rest, at) => {
+          const body = Buffer.concat([
+            ...pieces.map((p) =>
+              Buffer.concat([
+                Buffer.from(`${p.length.toString(16)}${ext ? ';x=y' : ''}\r\n`),
+                Buffer.from(p),
+                Buffer.from('\r\n'),
+              ]),
+            ),
+            Buffer.from(`0\r\n${trailers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`),
+          ]);
+          const got = frame('POST / HTTP/1.1\r\nTransfer-Encoding: chunked', Buffer.concat([body, rest]), at);
+          expect(got).toEqual({ taken: body.length, done: true });
+        },
+      ),
+    );
+  });
+
+  it('Content-Length frames exactly that many bytes; no framing means no body', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 80 }), after, cuts, (b, rest, at) => {
+        const wire = Buffer.concat([Buffer.from(b), rest]);
+        expect(frame(`POST / HTTP/1.1\r\nContent-Length: ${b.length}`, wire, at)).toEqual({
+          taken: b.length,
+          done: true,
+        });
+        expect(frame('GET / HTTP/1.1', rest, at)).toEqual({ taken: 0, done: true });
+      }),
     );
   });
 });

@@ -18,7 +18,14 @@ let store: ReturnType<typeof storeOf>;
 const ledger = new SecretLedger();
 
 beforeAll(async () => {
-  dev = await startDevProcess({ RELAY_MAX_PARKED: '128', RELAY_MAX_HANDSHAKES_PER_SOURCE: '4000' });
+  // Every client comes from 127.0.0.1 and each of the 10 hidden servers gets 100 splices at once:
+  // lift the per-source and per-hidden-server limits this test is not about.
+  dev = await startDevProcess({
+    RELAY_MAX_PARKED: '128',
+    RELAY_MAX_HANDSHAKES_PER_SOURCE: '4000',
+    RELAY_MAX_WAITING_PER_SOURCE: '4000',
+    RELAY_MAX_SPLICES_PER_UUID: '1000',
+  });
   store = storeOf(dev);
 });
 afterAll(async () => {

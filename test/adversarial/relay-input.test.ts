@@ -176,6 +176,36 @@ describe('handshake admission', () => {
   });
 });
 
+describe('worst-case request heads (issue 12 item 4)', () => {
+  /** Ten heads of about 16 KiB sent at once to the HTTP port, then a probe on the generic port. */
+  const probeDuring = async (head: string): Promise<number> => {
+    const heads = Array.from({ length: 10 }, () => badClient(dev.httpPort, Buffer.from(head, 'latin1')));
+    // Let the heads arrive, so the probe lands while the relay parses them.
+    await new Promise((r) => setTimeout(r, 30));
+    const probe = await badClient(dev.relayPort, Buffer.from('Rnope\n'));
+    expect(probe.text).toBe('-ERR unknown cookie\n');
+    for (const h of await Promise.all(heads)) expect(h.text).toMatch(/^HTTP\/1\.1 401 /);
+    return probe.ms;
+  };
+  const size = 16 * 1024 - 200;
+
+  it('do not stall the relay: a probe answers about as fast as next to normal heads', async () => {
+    const normal = `GET / HTTP/1.1\r\nHost: r\r\nX-A: ${'a'.repeat(size)}\r\n\r\n`;
+    const worst = `GET / HTTP/1.1\r\nHost: r\r\nX-A: a${' '.repeat(size)}b\r\n\r\n`;
+    const bases: number[] = [];
+    const bads: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      bases.push(await probeDuring(normal));
+      bads.push(await probeDuring(worst));
+    }
+    const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[1] as number;
+    const base = median(bases);
+    const bad = median(bads);
+    // A floor of 100 ms keeps scheduling noise on a busy machine from making a ratio of two tiny numbers.
+    expect(bad / Math.max(base, 100)).toBeLessThan(10);
+  });
+});
+
 describe('logs', () => {
   it('contain no TOTP secret, code, cookie or cluster secret', () => {
     const out = dev.output();

@@ -259,3 +259,39 @@ describe('HTTP-specific protocol across relays', () => {
     });
   }, 15_000);
 });
+
+describe('the cap on live rendezvous per hidden server, across relays', () => {
+  it('the relay holding the hidden side refuses past the cap, and the mobile client hears why', async () => {
+    const capped = await startCluster(3, { relay: { maxSplicesPerUuid: 1, pairWaitMs: 1_500 } });
+    try {
+      const id = await provisionIdentity(capped.store, { uuid: 'cluster-cap' });
+      const put = await fetch(`${capped.apiUrl}/?uuid=cluster-cap&response=${currentCode(id)}`, {
+        method: 'PUT',
+      });
+      const r = ((await put.json()) as { result: { cookie: string } }).result.cookie;
+      const get = await fetch(`${capped.apiUrl}/?uuid=cluster-cap`);
+      const i = ((await get.json()) as { result: { cookie: string } }).result.cookie;
+      // Two hidden sockets parked on relay 0.
+      const hidden = [];
+      for (let k = 0; k < 2; k++) {
+        const s = await dial(capped.relays[0]?.address.port as number);
+        s.write(`${r}\n`);
+        hidden.push(s);
+      }
+      await waitFor(() => capped.relays[0]?.lot.count('generic', r.slice(1)) === 2);
+      // The first mobile, on relay 1, pairs through relay 0.
+      const first = await dial(capped.relays[1]?.address.port as number);
+      first.write(`${i}\n`);
+      expect((await new Promise<Buffer>((res) => first.once('data', res))).toString()).toMatch(/^\+OK\n/);
+      // The second, on relay 2 (which has no splice of its own for it), is refused by relay 0's cap.
+      const second = await rawExchange(capped.relays[2]?.address.port as number, `${i}\n`);
+      expect(second.text).toBe('-ERR too many live rendezvous for this hidden server\n');
+      // The refused request put the hidden socket back.
+      expect(capped.relays[0]?.lot.count('generic', r.slice(1))).toBe(1);
+      first.destroy();
+      for (const s of hidden) s.destroy();
+    } finally {
+      await capped.close();
+    }
+  });
+});

@@ -178,9 +178,11 @@ describe('HTTP-specific refusals: each answered, the connection closed, the rela
     const request = await new Promise<string>((resolve) =>
       parked.socket.once('data', (c: Buffer) => resolve(c.toString())),
     );
-    expect(request).toBe('GET /x?rendezvous=h-after HTTP/1.1\r\nHost: r\r\n\r\n');
+    // One request per connection: the hidden server is told to close after answering it.
+    expect(request).toBe('GET /x?rendezvous=h-after HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n');
     parked.socket.end('HTTP/1.1 204 No Content\r\n\r\n');
-    expect((await mobile).text).toBe('HTTP/1.1 204 No Content\r\n\r\n');
+    // The answer tells the mobile client the connection ends with it.
+    expect((await mobile).text).toBe('HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n');
   });
 
   it('data sent before the 200 → 409', async () => {

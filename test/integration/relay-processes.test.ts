@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { provisionIdentity } from '../../core/registration.js';
+import { currentCode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
@@ -21,8 +22,11 @@ import { parkedOnHealth, waitFor } from '../support/wait.js';
 interface RelayProcess {
   child: ChildProcess;
   port: number;
+  httpPort: number;
   health: number;
   exit: Promise<number | null>;
+  /** Everything the relay wrote on stdout so far. */
+  output: () => string;
 }
 
 let store: Awaited<ReturnType<typeof embeddedStore>>;
@@ -32,8 +36,12 @@ let echo: Awaited<ReturnType<typeof startEchoServer>>;
 const relays: RelayProcess[] = [];
 const agents: HiddenServer[] = [];
 
-async function spawnRelay(): Promise<RelayProcess> {
-  const child = spawn(process.execPath, [BIN, 'relay'], {
+async function spawnRelay(extra: Record<string, string> = {}, nofile?: number): Promise<RelayProcess> {
+  // With `nofile`, the relay runs under that descriptor limit (as the task definition sets one).
+  const [cmd, args] = nofile
+    ? ['sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, BIN, 'relay']]
+    : [process.execPath, [BIN, 'relay']];
+  const child = spawn(cmd as string, args as string[], {
     env: {
       ...process.env,
       AWS_ENDPOINT_URL_DYNAMODB: store.endpoint,
@@ -48,26 +56,32 @@ async function spawnRelay(): Promise<RelayProcess> {
       RELAY_CLUSTER_SECRET: 'process-cluster-secret',
       RELAY_DRAIN_GRACE_MS: '4000',
       RELAY_PAIR_WAIT_MS: '4000',
+      ...extra,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const listening = await new Promise<{ generic: string; health: string }>((resolve, reject) => {
-    let text = '';
-    const t = setTimeout(() => reject(new Error(`relay did not start: ${text}`)), 20_000);
-    child.stdout?.on('data', (c: Buffer) => {
-      text += c.toString();
-      for (const line of text.split('\n')) {
-        if (line.includes('"relay listening"')) {
-          clearTimeout(t);
-          resolve(JSON.parse(line));
-        }
-      }
-    });
+  let text = '';
+  child.stdout?.on('data', (c: Buffer) => {
+    text += c.toString();
   });
+  const listening = await new Promise<{ generic: string; health: string; http: string }>(
+    (resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`relay did not start: ${text}`)), 20_000);
+      child.stdout?.on('data', () => {
+        for (const line of text.split('\n')) {
+          if (line.includes('"relay listening"')) {
+            clearTimeout(t);
+            resolve(JSON.parse(line));
+          }
+        }
+      });
+    },
+  );
   const port = Number(listening.generic.split(':').pop());
   const health = Number(listening.health.split(':').pop());
-  return { child, port, health, exit };
+  const httpPort = Number(listening.http.split(':').pop());
+  return { child, port, httpPort, health, exit, output: () => text };
 }
 
 const parkedOnHealthOf = (r: { health: number }) => parkedOnHealth(r.health);
@@ -200,5 +214,79 @@ describe('relay processes behind a balancer', () => {
     expect((await mobile.received).toString()).toBe('before after');
     expect(await draining.exit).toBe(0);
     relays.splice(relays.indexOf(draining), 1);
+  }, 60_000);
+});
+
+describe('ends and limits of one relay process', () => {
+  it('SIGTERM with no live splice exits at once (grace 60 s), even after parks that closed at once', async () => {
+    const r = await spawnRelay({ RELAY_DRAIN_GRACE_MS: '60000' });
+    try {
+      const id = await provisionIdentity(store.store, { uuid: 'proc-quick-drain' });
+      const code = currentCode(id);
+      const put = await fetch(`${api.url}/?uuid=proc-quick-drain&response=${code}`, { method: 'PUT' });
+      const hiddenCookie = ((await put.json()) as { result: { cookie: string } }).result.cookie;
+      for (let k = 0; k < 5; k++) {
+        const g = await dial(r.port);
+        g.on('error', () => {});
+        g.end(`${hiddenCookie}\n`);
+        const h = await dial(r.httpPort);
+        h.on('error', () => {});
+        h.end(`CONNECT uuid:proc-quick-drain?response=${code} HTTP/1.1\r\n\r\n`);
+      }
+      await new Promise((res) => setTimeout(res, 500));
+      // Mobile clients that keep their side open: none may be paired with a dead park.
+      const mobile = await dial(r.port);
+      mobile.write(`${await lookupCookie('proc-quick-drain')}\n`);
+      const said = await new Promise<string>((res) => mobile.once('data', (c: Buffer) => res(c.toString())));
+      expect(said).toMatch(/^-ERR /);
+      mobile.destroy();
+      await waitFor(
+        async () => {
+          const h = (await (await fetch(`http://127.0.0.1:${r.health}/healthz`)).json()) as {
+            parked: number;
+            splices: number;
+          };
+          return h.parked === 0 && h.splices === 0;
+        },
+        5_000,
+        'healthz counters at zero',
+      );
+      const started = Date.now();
+      r.child.kill('SIGTERM');
+      expect(await r.exit).toBe(0);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      r.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('at the descriptor ceiling the relay logs it (rate-limited) and serves again once descriptors free up', async () => {
+    const r = await spawnRelay({}, 96);
+    const open: Socket[] = [];
+    try {
+      for (let k = 0; k < 160; k++) {
+        const s = await dial(r.port).catch(() => undefined);
+        if (!s) break;
+        s.on('error', () => {});
+        open.push(s);
+      }
+      await waitFor(() => /"limit":"file descriptors"/.test(r.output()), 10_000, 'fd ceiling logged');
+      // Past the ceiling a connection is told why, not reset.
+      const excess = await dial(r.port);
+      expect((await readAll(excess)).toString()).toBe('-ERR relay at capacity, try again\n');
+      const lines = r
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"limit":"file descriptors"'));
+      expect(lines.length).toBeLessThanOrEqual(2);
+      for (const s of open) s.destroy();
+      await new Promise((res) => setTimeout(res, 500));
+      const s = await dial(r.port);
+      s.write('Rnope\n');
+      expect((await readAll(s)).toString()).toBe('-ERR unknown cookie\n');
+    } finally {
+      for (const s of open) s.destroy();
+      r.child.kill('SIGKILL');
+    }
   }, 60_000);
 });

@@ -1,0 +1,172 @@
+/**
+ * The relay's bounds past the handshake, in one place: mobile clients waiting for a hidden
+ * server (per source address and in all), live splices per hidden server, a negative cache of
+ * names that are no identity (so waiting for them costs no store polling), and the rate-limited
+ * log line that says a limit was hit.
+ */
+import type { Socket } from 'node:net';
+import { RendezvousError } from '../core/errors.js';
+import type { Log, LogFields } from '../core/log.js';
+import type { Store } from '../core/store.js';
+
+/** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
+export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';
+/** At most one "limit reached" line per limit in this period; the others are counted. */
+export const LIMIT_LOG_PERIOD_MS = 10_000;
+/** How long "this name is no identity" is believed, and how long "it is" is. */
+export const UNKNOWN_NAME_TTL_MS = 10_000;
+export const KNOWN_NAME_TTL_MS = 60_000;
+
+/** A warn line per limit at most every LIMIT_LOG_PERIOD_MS, carrying how many were not logged. */
+export class LimitLog {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly log: Log,
+    private readonly periodMs = LIMIT_LOG_PERIOD_MS,
+    private readonly now = Date.now,
+  ) {}
+
+  /** Reports that `limit` refused something. */
+  hit(limit: string, fields: LogFields = {}): void {
+    const t = this.now();
+    const seen = this.last.get(limit);
+    if (seen && t - seen.at < this.periodMs) {
+      seen.suppressed++;
+      return;
+    }
+    this.last.set(limit, { at: t, suppressed: 0 });
+    this.log.warn('limit reached', { limit, suppressedSinceLast: seen?.suppressed ?? 0, ...fields });
+  }
+}
+
+/** Counts held per key (a source address, a uuid) and in all, each with its own ceiling. */
+export class Slots {
+  private total = 0;
+  private readonly byKey = new Map<string, number>();
+
+  constructor(
+    private readonly perKey: number,
+    private readonly max: number,
+  ) {}
+
+  /** Held slots of `key`. */
+  of(key: string): number {
+    return this.byKey.get(key) ?? 0;
+  }
+
+  /** Takes one slot of `key`: 'key' or 'total' when a ceiling is reached, else an idempotent release. */
+  take(key: string): 'key' | 'total' | (() => void) {
+    const mine = this.of(key);
+    if (mine >= this.perKey) return 'key';
+    if (this.total >= this.max) return 'total';
+    this.total++;
+    this.byKey.set(key, mine + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.total--;
+      const n = this.of(key) - 1;
+      if (n <= 0) this.byKey.delete(key);
+      else this.byKey.set(key, n);
+    };
+  }
+}
+
+/** Bounds on mobile clients that wait for a hidden server to park. */
+export class WaitingClients {
+  private readonly slots: Slots;
+
+  constructor(
+    perSource: number,
+    max: number,
+    private readonly limits: LimitLog,
+  ) {
+    this.slots = new Slots(perSource, max);
+  }
+
+  /** A waiting slot for `socket`, released by the returned function; throws BUSY when full. */
+  enter(socket: Socket): () => void {
+    const source = socket.remoteAddress ?? '?';
+    const got = this.slots.take(source);
+    if (typeof got === 'function') {
+      // A client that hangs up frees its slot at once, not when its wait runs out.
+      socket.once('close', got);
+      return got;
+    }
+    const message =
+      got === 'key' ? 'too many waiting clients from your address' : 'too many waiting clients, try again';
+    this.limits.hit(got === 'key' ? 'waiting clients per source' : 'waiting clients', { source });
+    throw new RendezvousError('BUSY', message, { permanent: false, retryAfter: 1 });
+  }
+}
+
+/** Live splices per hidden server (uuid) on this relay, with a cap. */
+export class SplicesPerUuid {
+  private readonly live = new Map<string, number>();
+
+  constructor(
+    private readonly cap: number,
+    private readonly limits: LimitLog,
+  ) {}
+
+  /** Throws BUSY when `uuid` is at its cap (checked before a mobile client is paired). */
+  check(uuid: string): void {
+    if ((this.live.get(uuid) ?? 0) < this.cap) return;
+    this.limits.hit('live splices per hidden server', { uuid });
+    throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
+  }
+
+  /** Counts one live splice of `uuid` (a race past `check` is still counted); returns its idempotent release. */
+  add(uuid: string): () => void {
+    this.live.set(uuid, (this.live.get(uuid) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.live.get(uuid) ?? 1) - 1;
+      if (n <= 0) this.live.delete(uuid);
+      else this.live.set(uuid, n);
+    };
+  }
+}
+
+/**
+ * Whether a name is an identity, cached (negative answers briefly), with concurrent checks of
+ * one name sharing a read. A store failure counts as "known": the relay then polls as before.
+ */
+export class KnownNames {
+  private readonly cache = new Map<string, { known: boolean; until: number }>();
+  private readonly inFlight = new Map<string, Promise<boolean>>();
+
+  constructor(
+    private readonly store: Pick<Store, 'getIdentity'>,
+    private readonly now = Date.now,
+  ) {}
+
+  /** True unless `uuid` is no (enabled) identity. */
+  known(uuid: string): Promise<boolean> {
+    const hit = this.cache.get(uuid);
+    if (hit && hit.until > this.now()) return Promise.resolve(hit.known);
+    const pending = this.inFlight.get(uuid);
+    if (pending) return pending;
+    const p = this.store
+      .getIdentity(uuid)
+      .then(
+        (identity) => {
+          const known = identity !== undefined && !identity.disabled;
+          if (this.cache.size > 10_000) this.cache.clear();
+          this.cache.set(uuid, {
+            known,
+            until: this.now() + (known ? KNOWN_NAME_TTL_MS : UNKNOWN_NAME_TTL_MS),
+          });
+          return known;
+        },
+        () => true,
+      )
+      .finally(() => this.inFlight.delete(uuid));
+    this.inFlight.set(uuid, p);
+    return p;
+  }
+}
