@@ -26,7 +26,7 @@ const env: Record<string, string> = {};
 const agents: ChildProcess[] = [];
 
 beforeAll(async () => {
-  dev = spawnCli(['dev', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0']);
+  dev = spawnCli(['dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0']);
   const out = await waitForOutput(dev, /^ready$/m);
   for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) env[m[1] as string] = m[2] as string;
   expect(env.RENDEZVOUS_API).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);

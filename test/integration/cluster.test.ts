@@ -278,7 +278,7 @@ describe('the cap on live rendezvous per hidden server, across relays', () => {
         s.write(`${r}\n`);
         hidden.push(s);
       }
-      await waitFor(() => capped.relays[0]?.lot.count('generic', r.slice(1)) === 2);
+      await waitFor(() => capped.relays[0]?.lot.count('generic', i.slice(1)) === 2);
       // The first mobile, on relay 1, pairs through relay 0.
       const first = await dial(capped.relays[1]?.address.port as number);
       first.write(`${i}\n`);
@@ -287,7 +287,7 @@ describe('the cap on live rendezvous per hidden server, across relays', () => {
       const second = await rawExchange(capped.relays[2]?.address.port as number, `${i}\n`);
       expect(second.text).toBe('-ERR too many live rendezvous for this hidden server\n');
       // The refused request put the hidden socket back.
-      expect(capped.relays[0]?.lot.count('generic', r.slice(1))).toBe(1);
+      expect(capped.relays[0]?.lot.count('generic', i.slice(1))).toBe(1);
       first.destroy();
       for (const s of hidden) s.destroy();
     } finally {

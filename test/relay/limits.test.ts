@@ -135,7 +135,7 @@ describe('per hidden server', () => {
       s.write(`${r}\n`);
       hidden.push(s);
     }
-    await waitFor(() => c.relays[0]?.lot.count('generic', r.slice(1)) === 4, 3_000, 'parked');
+    await waitFor(() => c.relays[0]?.lot.count('generic', i.slice(1)) === 4, 3_000, 'parked');
     const mobiles = [];
     for (let k = 0; k < 2; k++) {
       const m = await dial(port);
@@ -187,7 +187,7 @@ describe('per hidden server', () => {
     const open = async () => {
       const h = await dial(port);
       h.write(`${r}\n`);
-      await waitFor(() => (c.relays[0]?.lot.count('generic', r.slice(1)) ?? 0) > 0, 3_000, 'parked');
+      await waitFor(() => (c.relays[0]?.lot.count('generic', i.slice(1)) ?? 0) > 0, 3_000, 'parked');
       const m = await dial(port);
       m.write(`${i}\n`);
       await new Promise((res) => m.once('data', res));

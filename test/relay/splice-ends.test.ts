@@ -69,7 +69,7 @@ describe('a mixed run through the relay', () => {
       const hidden = await dial(port);
       hidden.on('error', () => {});
       hidden.write(`${r}\n`);
-      await waitFor(() => (c.relays[0]?.lot.count('generic', r.slice(1)) ?? 0) > 0, 3_000, 'parked');
+      await waitFor(() => (c.relays[0]?.lot.count('generic', i.slice(1)) ?? 0) > 0, 3_000, 'parked');
       const mobile = await dial(port);
       mobile.on('error', () => {});
       const hiddenGot = new Promise<void>((res) => hidden.once('data', () => res()));
