@@ -18,7 +18,7 @@ import { Store } from '../../core/store.js';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
 import { connect as connectToHidden } from '../../index.js';
 import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
-import { floodGenericResets, floodHttpResets } from '../support/flood.js';
+import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let dev: ChildProcess;
@@ -228,30 +228,23 @@ describe('expose under a flood of resetting mobile clients (issue 12 item 2)', (
     }
   });
 
-  it('HTTP-specific: expose --protocol http keeps serving after 300 mobile requests reset', async () => {
-    const web: Server = createServer((req, res) => setTimeout(() => res.end(`still serving ${req.url}`), 2));
-    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+  it('HTTP-specific: expose --protocol http keeps serving after mobile requests reset', async () => {
+    const web = await startFreezableWebServer();
     try {
       const p = await runCli(['provision', '--uuid', 'cli-rst-http', '--json'], env);
       const id = JSON.parse(p.stdout.toString());
       const agent = spawnCli(
-        [
-          'expose',
-          '--protocol',
-          'http',
-          '--pool',
-          '4',
-          '--uuid',
-          'cli-rst-http',
-          '--to',
-          String((web.address() as AddressInfo).port),
-        ],
+        ['expose', '--protocol', 'http', '--pool', '4', '--uuid', 'cli-rst-http', '--to', String(web.port)],
         { ...env, RENDEZVOUS_SECRET: id.secret },
       );
       agents.push(agent);
       await waitForOutput(agent, /registered/, 20_000, 'stderr');
       const httpPort = Number(new URL(env.RENDEZVOUS_RELAY_HTTP as string).port);
-      await floodHttpResets(httpPort, 'cli-rst-http', 300);
+      // Resets while the agent is still reaching its (frozen) target, then while it serves.
+      await web.freeze();
+      await floodHttpResets(httpPort, 'cli-rst-http', 40);
+      web.thaw();
+      await floodHttpResets(httpPort, 'cli-rst-http', 200);
       expect(agent.exitCode).toBeNull();
       const { stdout } = await promisify(execFile)('curl', [
         '-sS',
