@@ -101,7 +101,7 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
       await listening(server);
       // Resets while the agent is still reaching its (frozen) target, then while it serves.
       await web.freeze();
-      await floodHttpResets(stack.httpPort, 'rst-http', 40);
+      await floodHttpResets(stack.httpPort, 'rst-http', 150);
       web.thaw();
       await floodHttpResets(stack.httpPort, 'rst-http', 200);
       expect(server.listening).toBe(true);

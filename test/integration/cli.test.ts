@@ -26,7 +26,18 @@ const env: Record<string, string> = {};
 const agents: ChildProcess[] = [];
 
 beforeAll(async () => {
-  dev = spawnCli(['dev', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0']);
+  dev = spawnCli([
+    'dev',
+    '--memory',
+    '--api-port',
+    '0',
+    '--relay-port',
+    '0',
+    '--http-port',
+    '0',
+    '--store-port',
+    '0',
+  ]);
   const out = await waitForOutput(dev, /^ready$/m);
   for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) env[m[1] as string] = m[2] as string;
   expect(env.RENDEZVOUS_API).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -242,7 +253,7 @@ describe('expose under a flood of resetting mobile clients (issue 12 item 2)', (
       const httpPort = Number(new URL(env.RENDEZVOUS_RELAY_HTTP as string).port);
       // Resets while the agent is still reaching its (frozen) target, then while it serves.
       await web.freeze();
-      await floodHttpResets(httpPort, 'cli-rst-http', 40);
+      await floodHttpResets(httpPort, 'cli-rst-http', 150);
       web.thaw();
       await floodHttpResets(httpPort, 'cli-rst-http', 200);
       expect(agent.exitCode).toBeNull();

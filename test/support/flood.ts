@@ -6,13 +6,16 @@
 import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 
+/** Delays after the request at which the timed variants reset: the handshake, pairing, the splice. */
+const RESET_DELAYS_MS = [0, 1, 3, 10, 30, 100];
+
 function resetAt(s: Socket, variant: number): void {
   const rst = () => {
     if (!s.destroyed) s.resetAndDestroy();
   };
   if (variant === 0) setImmediate(rst);
   else if (variant === 1) s.once('data', rst);
-  else setTimeout(rst, variant - 2);
+  else setTimeout(rst, RESET_DELAYS_MS[variant - 2]);
 }
 
 function one(port: number, payload: string, variant: number): Promise<void> {
