@@ -359,6 +359,10 @@ describe('npm start keeps its state across restarts (issue 13)', () => {
     const out1 = await waitForOutput(first, /^ready$/m);
     expect(out1).toContain(`on disk: ${join(folder, '.rendezvous')}`);
     const env1 = envOf(out1);
+    // A second dev on the same folder says so instead of fighting over the store.
+    const clash = await runCli(['dev', ...ports], {}, undefined, folder);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain('is in use by another rendezvous dev');
     const p = await runCli(['provision', '--uuid', 'kept', '--json'], env1);
     expect(p.code, p.stderr).toBe(0);
     const id = JSON.parse(p.stdout.toString());
