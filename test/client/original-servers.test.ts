@@ -106,3 +106,41 @@ describe('original relay texts', () => {
     expect(server.listening).toBe(true);
   });
 });
+
+describe('transient refusals', () => {
+  it('429 and 503 with Retry-After are waited out, then the agent registers', async () => {
+    const holder: Server = createServer((s) => s.on('error', () => undefined));
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    cleanup.push(() => holder.close());
+    let n = 0;
+    const server: HttpServer = createHttpServer((_req, res) => {
+      n++;
+      if (n === 1) res.writeHead(429, { 'retry-after': '1' });
+      else if (n === 2) res.writeHead(503, { 'retry-after': '1' });
+      res.end(
+        JSON.stringify(
+          n <= 2
+            ? { error: { permanent: false, diagnostic: 'try again later' } }
+            : { result: { host: '127.0.0.1', port: (holder.address() as AddressInfo).port, cookie: 'Rabc' } },
+        ),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanup.push(() => server.close());
+    const agent = track(
+      createHiddenServer({
+        api: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        uuid: 'transient',
+        secret: SECRET,
+      }),
+    );
+    const waits: number[] = [];
+    agent.on('reconnecting', (ms: number) => waits.push(ms));
+    agent.on('error', () => undefined);
+    await new Promise<void>((resolve) => agent.once('registered', () => resolve()).listen());
+    expect(n).toBe(3);
+    expect(waits.length).toBe(2);
+    for (const w of waits) expect(w).toBeGreaterThanOrEqual(1_000);
+    expect(agent.listening).toBe(true);
+  });
+});
