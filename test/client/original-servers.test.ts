@@ -9,6 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { totpParamsFrom } from '../../client/hidden-server.js';
+import { codeForStep, timeStep } from '../../core/totp.js';
 import { connect, createHiddenServer, type HiddenServer, isRendezvousError } from '../../index.js';
 import { waitFor } from '../support/wait.js';
 
@@ -19,13 +21,13 @@ afterEach(() => {
 
 /** An original-style registration API: `answer` decides each request's 200 body. */
 async function originalApi(
-  answer: (method: string) => unknown,
+  answer: (method: string, url: string) => unknown,
 ): Promise<{ url: string; puts: () => number }> {
   let puts = 0;
   const server: HttpServer = createHttpServer((req, res) => {
     if (req.method === 'PUT') puts++;
     // The original sends no Content-Type.
-    res.end(JSON.stringify(answer(req.method ?? 'GET')));
+    res.end(JSON.stringify(answer(req.method ?? 'GET', req.url ?? '/')));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.push(() => server.close());
@@ -86,7 +88,13 @@ describe('original relay texts', () => {
       relay.close();
     });
     const relayPort = (relay.address() as AddressInfo).port;
-    const api = await originalApi(() => {
+    // The original API: only the current step's code (no drift window), reusable within it.
+    const params = totpParamsFrom(SECRET);
+    const api = await originalApi((_method, url) => {
+      const code = new URL(url, 'http://x').searchParams.get('response');
+      if (code !== codeForStep(params, timeStep(params, Date.now()))) {
+        return { error: { permanent: false, diagnostic: 'invalid request' } };
+      }
       const c = randomUUID();
       cookies.push(c);
       return { result: { host: '127.0.0.1', port: relayPort, cookie: `R${c}` } };
