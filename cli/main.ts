@@ -2,9 +2,7 @@
  * The `rendezvous` command. Parsing only: each subcommand reads its options and environment
  * and calls into local/, client/ or relay/.
  */
-import { mkdirSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
@@ -16,15 +14,13 @@ import { textLog } from '../core/log.js';
 import { provisionIdentity } from '../core/registration.js';
 import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
+import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { bridgeStdio } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
-/** Where `rendezvous dev` keeps its store unless told otherwise (relative to the current folder). */
-export const DEFAULT_DATA_DIR = '.rendezvous';
 
 function port(value: string): number {
   const n = Number(value);
@@ -71,8 +67,12 @@ export function buildCli(): Command {
     .action(async (o) => {
       if (o.memory && o.data) fail('--memory and --data exclude each other');
       // On disk by default: identities and registrations outlive a restart of `npm start`.
-      const dataDir = o.memory ? undefined : resolve(o.data ?? DEFAULT_DATA_DIR);
-      if (dataDir) mkdirSync(dataDir, { recursive: true });
+      let dataDir: string | undefined;
+      try {
+        dataDir = o.memory ? undefined : claimDataDir(o.data ?? DEFAULT_DATA_DIR);
+      } catch (err) {
+        fail(`cannot start: ${(err as Error).message}`);
+      }
       const stack = await startLocalStack({
         apiPort: o.apiPort,
         relayPort: o.relayPort,
@@ -85,15 +85,7 @@ export function buildCli(): Command {
         dataDir,
         table: o.table,
         log: textLog('relay'),
-      }).catch((err) =>
-        fail(
-          `cannot start: ${(err as Error).message}${
-            dataDir && /lock/i.test(String((err as Error).message) + String((err as Error).cause ?? ''))
-              ? ` (is another \`rendezvous dev\` using ${dataDir}? give it --data DIR or --memory)`
-              : ''
-          }`,
-        ),
-      );
+      }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
       const out = process.stdout;
       out.write('rendezvous local stack\n');
       out.write(

@@ -31,6 +31,8 @@ export function bridgeStdio(
       if (!stdout.write(chunk)) socket.pause();
     });
     stdout.on('drain', () => socket.resume());
+    // The reader went away (EPIPE): nobody is left to read the far side; end the rendezvous.
+    stdout.on('error', () => socket.destroy());
     // Far side ended its direction: once stdout has taken every byte, close it so the reader
     // (ssh, a pipe) sees EOF now; stdin may still have data for the far side.
     socket.on('end', () => {

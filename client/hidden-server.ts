@@ -54,9 +54,10 @@ export interface ExposeOptions extends HiddenServerOptions {
 export const BACKOFF_DEFAULTS = { minMs: 250, maxMs: 30_000 } as const;
 
 /**
- * Steps after the first refused code whose codes are tried before giving up: the current step,
- * then three more (each taken as soon as the ±1 drift window admits it), so a wrong secret is
- * concluded after about two to three steps (60–90 s at 30 s steps) and never earlier.
+ * Distinct steps beyond the first whose codes are tried before giving up: the current step,
+ * then three more (each taken as soon as the ±1 drift window admits it, and a refused early
+ * one again once it is current), so a wrong secret is concluded at the second step boundary
+ * after the first refusal (30–60 s at 30 s steps), never earlier.
  */
 export const AUTH_RETRY_STEPS = 3;
 
@@ -94,8 +95,10 @@ export class HiddenServer extends EventEmitter {
   private triple: RendezvousTriple | undefined;
   private registering: Promise<RendezvousTriple> | undefined;
   private lastStep = -1;
-  /** Codes refused in a row, each on a later step than the one before. */
-  private authRefusals = 0;
+  /** Steps whose codes were refused since the last accepted one. */
+  private readonly refusedSteps = new Set<number>();
+  /** A step whose code was refused while it was still ahead of the clock (-1: none). */
+  private aheadRefused = -1;
   private readonly idle = new Set<Socket>();
   private readonly sleepers = new Set<() => void>();
   /** Aborted by `stop()`: ends pending API calls, relay connects and status reads at once. */
@@ -227,15 +230,22 @@ export class HiddenServer extends EventEmitter {
   /**
    * The next usable code. A code is accepted once: after one was used or refused in this step,
    * take the next step's (inside the ±1 drift window) rather than waiting; past that, wait until
-   * the window admits it.
+   * the window admits it. A code refused while its step was still ahead is sent once more when
+   * that step is current: servers without a drift window (the original's) accept only that.
    */
-  private async nextCode(): Promise<{ code: string; step: number }> {
+  private async nextCode(): Promise<{ code: string; step: number; ahead: boolean }> {
     for (;;) {
       if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
-      const nowStep = timeStep(this.params, Date.now());
+      const now = Date.now();
+      const nowStep = timeStep(this.params, now);
       const step = Math.max(nowStep, this.lastStep + 1);
-      if (step <= nowStep + 1) return { code: codeForStep(this.params, step), step };
-      await this.sleep((step - 1) * this.params.step * 1000 - Date.now() + 50);
+      const stepMs = this.params.step * 1000;
+      if (step === this.aheadRefused && step > nowStep) {
+        await this.sleep(step * stepMs - now + 50);
+        continue;
+      }
+      if (step <= nowStep + 1) return { code: codeForStep(this.params, step), step, ahead: step > nowStep };
+      await this.sleep((step - 1) * stepMs - now + 50);
     }
   }
 
@@ -245,27 +255,36 @@ export class HiddenServer extends EventEmitter {
    * secret; only refusals on several later steps tell them apart. Returns true when it is time
    * to conclude the secret (or uuid) is wrong.
    */
-  private codeRefused(step: number): boolean {
-    this.lastStep = Math.max(this.lastStep, step);
-    this.authRefusals++;
-    const give = this.authRefusals > (this.opts.authRetrySteps ?? AUTH_RETRY_STEPS);
+  private codeRefused(sent: { step: number; ahead: boolean }): boolean {
+    this.refusedSteps.add(sent.step);
+    if (sent.ahead) {
+      this.aheadRefused = sent.step;
+      this.lastStep = Math.max(this.lastStep, sent.step - 1);
+    } else this.lastStep = Math.max(this.lastStep, sent.step);
+    const give = this.refusedSteps.size > (this.opts.authRetrySteps ?? AUTH_RETRY_STEPS);
     if (!give) this.log.warn('code refused (used already, or a wrong secret), trying the next step');
     return give;
+  }
+
+  /** A code was accepted: the refusals before it were replays, not a wrong secret. */
+  private codeAccepted(step: number): void {
+    this.lastStep = step;
+    this.refusedSteps.clear();
+    this.aheadRefused = -1;
   }
 
   private async register(): Promise<RendezvousTriple> {
     let attempt = 0;
     for (;;) {
-      const { code, step } = await this.nextCode();
+      const sent = await this.nextCode();
       try {
         const triple = await registerWithApi(
           this.opts.api as string,
           this.opts.uuid,
-          code,
+          sent.code,
           this.stopper.signal,
         );
-        this.lastStep = step;
-        this.authRefusals = 0;
+        this.codeAccepted(sent.step);
         this.triple = triple;
         this.log.info('registered', { relay: `${triple.host}:${triple.port}` });
         this.emit('registered', { host: triple.host, port: triple.port });
@@ -273,7 +292,7 @@ export class HiddenServer extends EventEmitter {
       } catch (err) {
         if (this.stopped) throw new RendezvousError('ABORTED', 'agent stopped');
         if (isRendezvousError(err, 'AUTH_FAILED')) {
-          if (this.codeRefused(step)) throw err;
+          if (this.codeRefused(sent)) throw err;
           continue;
         }
         if (isRendezvousError(err, 'BAD_REQUEST')) throw err;
@@ -380,7 +399,7 @@ export class HiddenServer extends EventEmitter {
       if (this.stopped) return;
       let release: (() => void) | undefined;
       let cred: string;
-      let step: number | undefined;
+      let sent: { step: number; ahead: boolean } | undefined;
       if (this.httpCookie) {
         cred = `cookie=${encodeURIComponent(this.httpCookie)}`;
       } else {
@@ -392,7 +411,7 @@ export class HiddenServer extends EventEmitter {
         });
         try {
           const next = await this.nextCode();
-          step = next.step;
+          sent = next;
           cred = `response=${next.code}`;
         } catch {
           release?.();
@@ -435,10 +454,7 @@ export class HiddenServer extends EventEmitter {
         continue;
       }
       if (head.status === 200) {
-        if (step !== undefined) {
-          this.lastStep = step;
-          this.authRefusals = 0;
-        }
+        if (sent) this.codeAccepted(sent.step);
         const cookie = head.headers.find(([k]) => k.toLowerCase() === 'rendezvous-cookie')?.[1];
         if (cookie) this.httpCookie = cookie;
         release?.();
@@ -462,7 +478,7 @@ export class HiddenServer extends EventEmitter {
         continue;
       }
       release?.();
-      if (head.status === 401 && step !== undefined && !this.codeRefused(step)) continue;
+      if (head.status === 401 && sent && !this.codeRefused(sent)) continue;
       if (head.status === 401 || head.status === 403 || head.status === 400) {
         this.fail(
           head.status === 401
@@ -471,7 +487,7 @@ export class HiddenServer extends EventEmitter {
         );
         return;
       }
-      if (step !== undefined) this.lastStep = Math.max(this.lastStep, step);
+      if (sent) this.lastStep = Math.max(this.lastStep, sent.step);
       // 429, 503 (Retry-After), 408, 409, 5xx: transient.
       const retryAfter = Number(head.headers.find(([k]) => k.toLowerCase() === 'retry-after')?.[1]);
       const wait = this.waitAfter(

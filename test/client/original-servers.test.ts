@@ -9,6 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { totpParamsFrom } from '../../client/hidden-server.js';
+import { codeForStep, timeStep } from '../../core/totp.js';
 import { connect, createHiddenServer, type HiddenServer, isRendezvousError } from '../../index.js';
 import { waitFor } from '../support/wait.js';
 
@@ -19,13 +21,13 @@ afterEach(() => {
 
 /** An original-style registration API: `answer` decides each request's 200 body. */
 async function originalApi(
-  answer: (method: string) => unknown,
+  answer: (method: string, url: string) => unknown,
 ): Promise<{ url: string; puts: () => number }> {
   let puts = 0;
   const server: HttpServer = createHttpServer((req, res) => {
     if (req.method === 'PUT') puts++;
     // The original sends no Content-Type.
-    res.end(JSON.stringify(answer(req.method ?? 'GET')));
+    res.end(JSON.stringify(answer(req.method ?? 'GET', req.url ?? '/')));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.push(() => server.close());
@@ -86,7 +88,13 @@ describe('original relay texts', () => {
       relay.close();
     });
     const relayPort = (relay.address() as AddressInfo).port;
-    const api = await originalApi(() => {
+    // The original API: only the current step's code (no drift window), reusable within it.
+    const params = totpParamsFrom(SECRET);
+    const api = await originalApi((_method, url) => {
+      const code = new URL(url, 'http://x').searchParams.get('response');
+      if (code !== codeForStep(params, timeStep(params, Date.now()))) {
+        return { error: { permanent: false, diagnostic: 'invalid request' } };
+      }
       const c = randomUUID();
       cookies.push(c);
       return { result: { host: '127.0.0.1', port: relayPort, cookie: `R${c}` } };
@@ -104,5 +112,43 @@ describe('original relay texts', () => {
     await waitFor(() => parkedWithNewCookie, 15_000, `a park with a fresh cookie (${api.puts()} PUTs)`);
     expect(api.puts()).toBeGreaterThanOrEqual(2);
     expect(server.listening).toBe(true);
+  });
+});
+
+describe('transient refusals', () => {
+  it('429 and 503 with Retry-After are waited out, then the agent registers', async () => {
+    const holder: Server = createServer((s) => s.on('error', () => undefined));
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    cleanup.push(() => holder.close());
+    let n = 0;
+    const server: HttpServer = createHttpServer((_req, res) => {
+      n++;
+      if (n === 1) res.writeHead(429, { 'retry-after': '1' });
+      else if (n === 2) res.writeHead(503, { 'retry-after': '1' });
+      res.end(
+        JSON.stringify(
+          n <= 2
+            ? { error: { permanent: false, diagnostic: 'try again later' } }
+            : { result: { host: '127.0.0.1', port: (holder.address() as AddressInfo).port, cookie: 'Rabc' } },
+        ),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanup.push(() => server.close());
+    const agent = track(
+      createHiddenServer({
+        api: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        uuid: 'transient',
+        secret: SECRET,
+      }),
+    );
+    const waits: number[] = [];
+    agent.on('reconnecting', (ms: number) => waits.push(ms));
+    agent.on('error', () => undefined);
+    await new Promise<void>((resolve) => agent.once('registered', () => resolve()).listen());
+    expect(n).toBe(3);
+    expect(waits.length).toBe(2);
+    for (const w of waits) expect(w).toBeGreaterThanOrEqual(1_000);
+    expect(agent.listening).toBe(true);
   });
 });

@@ -4,8 +4,6 @@
  * and APIs that answer the way the original servers do. An unhandled 'error' anywhere in the
  * library would crash this worker and fail the file.
  */
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity } from '../../core/registration.js';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
@@ -17,7 +15,7 @@ import {
   rendezvousUrl,
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { floodGenericResets, floodHttpResets } from '../support/flood.js';
+import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { readAll, startEchoServer } from '../support/net.js';
 
 let stack: LocalStack;
@@ -88,10 +86,7 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
   });
 
   it('exposeHiddenServer (HTTP-specific) keeps serving through a flood of resets', async () => {
-    const web: HttpServer = createHttpServer((req, res) => setTimeout(() => res.end(`page ${req.url}`), 2));
-    // Dual-stack, so that the agent's target `localhost` (a name: a DNS look-up before each
-    // connect, as `--to localhost:3000` does) answers on either family.
-    await new Promise<void>((r) => web.listen(0, r));
+    const web = await startFreezableWebServer();
     try {
       const id = await provisionIdentity(stack.store, { uuid: 'rst-http' });
       const server = exposeHiddenServer({
@@ -100,14 +95,18 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
         uuid: 'rst-http',
         secret: id.secret,
         pool: 4,
-        target: { host: 'localhost', port: (web.address() as AddressInfo).port },
+        target: { host: '127.0.0.1', port: web.port },
         backoff: { minMs: 10, maxMs: 100 },
       });
       await listening(server);
-      await floodHttpResets(stack.httpPort, 'rst-http', 300);
+      // Resets while the agent is still reaching its (frozen) target, then while it serves.
+      await web.freeze();
+      await floodHttpResets(stack.httpPort, 'rst-http', 150);
+      web.thaw();
+      await floodHttpResets(stack.httpPort, 'rst-http', 200);
       expect(server.listening).toBe(true);
       const res = await fetch(rendezvousUrl(`http://127.0.0.1:${stack.httpPort}`, 'rst-http', '/after'));
-      expect(await res.text()).toBe('page /after?rendezvous=rst-http');
+      expect(await res.text()).toBe('still serving /after?rendezvous=rst-http');
     } finally {
       web.close();
     }

@@ -18,7 +18,7 @@ import { Store } from '../../core/store.js';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
 import { connect as connectToHidden } from '../../index.js';
 import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
-import { floodGenericResets, floodHttpResets } from '../support/flood.js';
+import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let dev: ChildProcess;
@@ -26,7 +26,18 @@ const env: Record<string, string> = {};
 const agents: ChildProcess[] = [];
 
 beforeAll(async () => {
-  dev = spawnCli(['dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0']);
+  dev = spawnCli([
+    'dev',
+    '--memory',
+    '--api-port',
+    '0',
+    '--relay-port',
+    '0',
+    '--http-port',
+    '0',
+    '--store-port',
+    '0',
+  ]);
   const out = await waitForOutput(dev, /^ready$/m);
   for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) env[m[1] as string] = m[2] as string;
   expect(env.RENDEZVOUS_API).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -228,30 +239,23 @@ describe('expose under a flood of resetting mobile clients (issue 12 item 2)', (
     }
   });
 
-  it('HTTP-specific: expose --protocol http keeps serving after 300 mobile requests reset', async () => {
-    const web: Server = createServer((req, res) => setTimeout(() => res.end(`still serving ${req.url}`), 2));
-    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+  it('HTTP-specific: expose --protocol http keeps serving after mobile requests reset', async () => {
+    const web = await startFreezableWebServer();
     try {
       const p = await runCli(['provision', '--uuid', 'cli-rst-http', '--json'], env);
       const id = JSON.parse(p.stdout.toString());
       const agent = spawnCli(
-        [
-          'expose',
-          '--protocol',
-          'http',
-          '--pool',
-          '4',
-          '--uuid',
-          'cli-rst-http',
-          '--to',
-          String((web.address() as AddressInfo).port),
-        ],
+        ['expose', '--protocol', 'http', '--pool', '4', '--uuid', 'cli-rst-http', '--to', String(web.port)],
         { ...env, RENDEZVOUS_SECRET: id.secret },
       );
       agents.push(agent);
       await waitForOutput(agent, /registered/, 20_000, 'stderr');
       const httpPort = Number(new URL(env.RENDEZVOUS_RELAY_HTTP as string).port);
-      await floodHttpResets(httpPort, 'cli-rst-http', 300);
+      // Resets while the agent is still reaching its (frozen) target, then while it serves.
+      await web.freeze();
+      await floodHttpResets(httpPort, 'cli-rst-http', 150);
+      web.thaw();
+      await floodHttpResets(httpPort, 'cli-rst-http', 200);
       expect(agent.exitCode).toBeNull();
       const { stdout } = await promisify(execFile)('curl', [
         '-sS',
@@ -355,6 +359,10 @@ describe('npm start keeps its state across restarts (issue 13)', () => {
     const out1 = await waitForOutput(first, /^ready$/m);
     expect(out1).toContain(`on disk: ${join(folder, '.rendezvous')}`);
     const env1 = envOf(out1);
+    // A second dev on the same folder says so instead of fighting over the store.
+    const clash = await runCli(['dev', ...ports], {}, undefined, folder);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain('is in use by another rendezvous dev');
     const p = await runCli(['provision', '--uuid', 'kept', '--json'], env1);
     expect(p.code, p.stderr).toBe(0);
     const id = JSON.parse(p.stdout.toString());

@@ -63,14 +63,15 @@ export function waitForOutput(
   });
 }
 
-/** Runs `rendezvous …args` to completion. */
+/** Runs `rendezvous …args` to completion (in `cwd` if given). */
 export function runCli(
   args: string[],
   env: Record<string, string> = {},
   input?: Buffer | string,
+  cwd?: string,
 ): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawnCli(args, env);
+    const child = spawnCli(args, env, cwd);
     const out: Buffer[] = [];
     let err = '';
     child.stdout?.on('data', (c) => out.push(c));
