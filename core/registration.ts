@@ -9,17 +9,24 @@ import { authFailed, badRequest, RendezvousError } from './errors.js';
 import type { Identity, Store } from './store.js';
 import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
 
-/** The triple handed to both sides; `cookie` carries its `R`/`I` prefix. */
+/**
+ * The triple handed to both sides; `cookie` carries its `R`/`I` prefix. `tlsPort` is additive
+ * (original clients ignore unknown fields and use `port` in plain TCP): where set, the same host
+ * speaks the generic protocol over TLS on that port, and our agent and client use it.
+ */
 export interface RendezvousTriple {
   host: string;
   port: number;
   cookie: string;
+  tlsPort?: number;
 }
 
 /** Where this deployment's relay is reached, and registration policy. */
 export interface RegistrationPolicy {
   relayHost: string;
   relayPort: number;
+  /** The relay's generic protocol over TLS (same host), when it has a TLS listener. */
+  relayTlsPort?: number;
   region?: string;
   cookieTtlSeconds?: number;
   /** Failed attempts per uuid tolerated inside `failureWindowSeconds`. */
@@ -91,11 +98,15 @@ export async function registerHiddenServer(
     cookie,
     host: policy.relayHost,
     port: policy.relayPort,
+    ...(policy.relayTlsPort ? { tlsPort: policy.relayTlsPort } : {}),
     region: policy.region,
     registeredAt: nowSec,
     expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
   });
-  return { host: policy.relayHost, port: policy.relayPort, cookie: `R${cookie}` };
+  return withTls(
+    { host: policy.relayHost, port: policy.relayPort, cookie: `R${cookie}` },
+    policy.relayTlsPort,
+  );
 }
 
 /**
@@ -211,5 +222,10 @@ export async function lookupHiddenServer(
       permanent: false,
     });
   }
-  return { host: reg.host, port: reg.port, cookie: `I${reg.cookie}` };
+  return withTls({ host: reg.host, port: reg.port, cookie: `I${reg.cookie}` }, reg.tlsPort);
+}
+
+/** Adds `tlsPort` to a triple only when there is one (the seed's triple has three fields). */
+function withTls(triple: RendezvousTriple, tlsPort: number | undefined): RendezvousTriple {
+  return tlsPort ? { ...triple, tlsPort } : triple;
 }

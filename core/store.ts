@@ -53,6 +53,8 @@ export interface Registration {
   cookie: string;
   host: string;
   port: number;
+  /** The relay's TLS port for the generic protocol, when it has one. */
+  tlsPort?: number;
   region?: string;
   registeredAt: number;
   /** Epoch seconds. */

@@ -38,7 +38,8 @@ function json(
 
 /** `200 {"result":{host,port,cookie}}`. */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
-  return json(200, { result: { host: triple.host, port: triple.port, cookie: triple.cookie } });
+  const { host, port, cookie, tlsPort } = triple;
+  return json(200, { result: tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie } });
 }
 
 /** `{"error":{"permanent","diagnostic"}}` with the status fitting the error. */
