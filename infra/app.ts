@@ -66,7 +66,7 @@ export function buildApp(app: App = new App()): { app: App; table: TableStack; s
       nodeImage: plan.nodeImage,
     });
     // The region's replica must exist first; service stacks do not depend on each other.
-    stack.addDependency(table);
+    stack.addStackDependency(table);
     return stack;
   });
   Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
