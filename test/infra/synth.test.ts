@@ -125,10 +125,10 @@ describe('cdk synth (the CLI, offline, on a fresh copy)', () => {
   it('stages the relay image context with the bundle of this source, built before staging', () => {
     expect(first.relay.dockerFile).toBe('relay/Dockerfile');
     const staged = readFileSync(join(first.relay.dir, 'dist/relay.mjs'), 'utf8');
-    expect(staged).toContain('marker-A-7f3c');
+    expect(staged.includes('marker-A-7f3c'), 'the staged bundle carries this source').toBe(true);
     // The staged file is exactly what the build script makes of this source now.
     execFileSync(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: clone, stdio: 'ignore' });
-    expect(staged).toBe(readFileSync(join(clone, 'dist/relay.mjs'), 'utf8'));
+    expect(staged === readFileSync(join(clone, 'dist/relay.mjs'), 'utf8'), 'staged = fresh build').toBe(true);
     // The context holds the image's inputs only (.dockerignore), not the repository.
     expect(existsSync(join(first.relay.dir, 'node_modules'))).toBe(false);
     expect(existsSync(join(first.relay.dir, 'relay/Dockerfile'))).toBe(true);
@@ -140,8 +140,8 @@ describe('cdk synth (the CLI, offline, on a fresh copy)', () => {
     const second = await synth(clone, join(clone, 'cdk.out'));
     expect(second.relay.hash).not.toBe(first.relay.hash);
     const staged = readFileSync(join(second.relay.dir, 'dist/relay.mjs'), 'utf8');
-    expect(staged).toContain('marker-B-91d2');
-    expect(staged).not.toContain('marker-A-7f3c');
+    expect(staged.includes('marker-B-91d2'), 'the staged bundle carries the changed source').toBe(true);
+    expect(staged.includes('marker-A-7f3c'), 'the old code is gone').toBe(false);
   }, 300_000);
 
   it('synthesises the table stack and one stack per region for three regions, each clean under cdk-nag', async () => {
