@@ -35,7 +35,14 @@ export const TABLE_STACK = 'Rendezvous-Table';
  * image (on a fresh clone the build fails; elsewhere the image keeps the old code, same hash).
  */
 export function bundleRelay(): void {
-  execFileSync(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: PROJECT_ROOT, stdio: 'ignore' });
+  try {
+    execFileSync(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: PROJECT_ROOT, stdio: 'pipe' });
+  } catch (err) {
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim();
+    throw new Error(
+      `bundling the relay (node scripts/build.mjs relay) failed, so no image can be staged:\n${stderr}`,
+    );
+  }
 }
 
 /** Builds the app from its context; exported so tests synthesise exactly what `cdk synth` does. */
