@@ -181,4 +181,15 @@ describe('cdk synth (the CLI, offline, on a fresh copy)', () => {
     );
     expect(err?.stderr).toMatch(/one global-table replica per update/);
   }, 300_000);
+  it("a relay that does not bundle stops synth with the bundler's message (never a stale image)", async () => {
+    const main = join(clone, 'relay/main.ts');
+    writeFileSync(main, `${readFileSync(main, 'utf8')}\nconst broken = ;\n`);
+    const err = await synth(clone, join(clone, 'cdk.out')).then(
+      () => undefined,
+      (e: { stderr?: string }) => e,
+    );
+    expect(err?.stderr).toMatch(
+      /bundling the relay \(node scripts\/build\.mjs relay\) failed[\s\S]*relay\/main\.ts/,
+    );
+  }, 300_000);
 });
