@@ -36,7 +36,7 @@ function json(
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
 
-/** `200 {"result":{host,port,cookie}}`. */
+/** `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one. */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
   const { host, port, cookie, tlsPort } = triple;
   return json(200, { result: tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie } });
