@@ -45,6 +45,7 @@ export function policyFromEnv(env = process.env): RegistrationPolicy {
     ...authPolicyFromEnv(env),
     relayHost,
     relayPort: intFromEnv('RELAY_PUBLIC_PORT', 8899, env),
+    relayTlsPort: intFromEnv('RELAY_PUBLIC_TLS_PORT', 0, env) || undefined,
     region: env.AWS_REGION,
   };
 }

@@ -10,17 +10,24 @@ import { authFailed, badRequest, RendezvousError } from './errors.js';
 import { type Identity, type Reservation, SPLIT_COOKIE_SCHEME, type Store } from './store.js';
 import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
 
-/** The triple handed to both sides; `cookie` carries its `R`/`I` prefix. */
+/**
+ * The triple handed to both sides; `cookie` carries its `R`/`I` prefix. `tlsPort` is additive
+ * (original clients ignore unknown fields and use `port` in plain TCP): where set, the same host
+ * speaks the generic protocol over TLS on that port, and our agent and client use it.
+ */
 export interface RendezvousTriple {
   host: string;
   port: number;
   cookie: string;
+  tlsPort?: number;
 }
 
 /** Where this deployment's relay is reached, and registration policy. */
 export interface RegistrationPolicy {
   relayHost: string;
   relayPort: number;
+  /** The relay's generic protocol over TLS (same host), when it has a TLS listener. */
+  relayTlsPort?: number;
   region?: string;
   cookieTtlSeconds?: number;
   /** Wrong-code guesses per uuid evaluated inside `failureWindowSeconds`. */
@@ -154,6 +161,7 @@ export async function registerHiddenServer(
     generation,
     host: policy.relayHost,
     port: policy.relayPort,
+    ...(policy.relayTlsPort ? { tlsPort: policy.relayTlsPort } : {}),
     region: policy.region,
     registeredAt: nowSec,
     expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
@@ -164,7 +172,10 @@ export async function registerHiddenServer(
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();
   }
-  return { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` };
+  return withTls(
+    { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` },
+    policy.relayTlsPort,
+  );
 }
 
 /** The identity's trusted sources with `src` added (newest last, bounded). */
@@ -329,5 +340,10 @@ export async function lookupHiddenServer(
       permanent: false,
     });
   }
-  return { host: reg.host, port: reg.port, cookie: `I${reg.cookie}` };
+  return withTls({ host: reg.host, port: reg.port, cookie: `I${reg.cookie}` }, reg.tlsPort);
+}
+
+/** Adds `tlsPort` to a triple only when there is one (the seed's triple has three fields). */
+function withTls(triple: RendezvousTriple, tlsPort: number | undefined): RendezvousTriple {
+  return tlsPort ? { ...triple, tlsPort } : triple;
 }

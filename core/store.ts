@@ -75,6 +75,8 @@ export interface Registration {
   generation?: number;
   host: string;
   port: number;
+  /** The relay's TLS port for the generic protocol, when it has one. */
+  tlsPort?: number;
   region?: string;
   registeredAt: number;
   /** Epoch seconds. */

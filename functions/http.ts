@@ -36,9 +36,10 @@ function json(
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
 
-/** `200 {"result":{host,port,cookie}}`. */
+/** `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one. */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
-  return json(200, { result: { host: triple.host, port: triple.port, cookie: triple.cookie } });
+  const { host, port, cookie, tlsPort } = triple;
+  return json(200, { result: tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie } });
 }
 
 /** `{"error":{"permanent","diagnostic"}}` with the status fitting the error. */

@@ -1,4 +1,7 @@
-/** One region of the service: table (or its replica), registration API, relay service, observability. */
+/**
+ * One region of the service: registration API, relay service, observability, over the local
+ * replica of the state table (created by the table stack, which this stack depends on).
+ */
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { NagSuppressions } from 'cdk-nag';
@@ -11,14 +14,15 @@ import { StateTable } from './constructs/state-table.js';
 /** Everything a region's stack is told by the app. */
 export interface RendezvousStackProps extends StackProps {
   tableName: string;
-  /** True in the first region of the rollout: it owns the global table. */
-  tableOwner: boolean;
-  /** The other regions of the rollout (replicas; owner only). */
-  replicaRegions: string[];
   relayPort: number;
+  /** Generic protocol over TLS (with a certificate). */
+  relayTlsPort?: number;
+  /** Plain HTTP-specific listener (without a certificate). */
+  relayHttpPort?: number;
   relayDesiredCount: number;
   relayArchitecture: 'x86_64' | 'arm64';
   certificateArn?: string;
+  /** This region's own relay name. */
   relayDomain?: string;
   alarmEmail?: string;
   nodeImage?: string;
@@ -34,14 +38,12 @@ export class RendezvousStack extends Stack {
   constructor(scope: Construct, id: string, props: RendezvousStackProps) {
     super(scope, id, props);
     const logRetention = RetentionDays.ONE_MONTH;
-    this.table = new StateTable(this, 'State', {
-      tableName: props.tableName,
-      owner: props.tableOwner,
-      replicaRegions: props.replicaRegions,
-    });
+    this.table = new StateTable(this, 'State', { tableName: props.tableName });
     this.relay = new RelayService(this, 'Relay', {
       table: this.table,
       publicPort: props.relayPort,
+      tlsPort: props.relayTlsPort,
+      httpPort: props.relayHttpPort,
       certificateArn: props.certificateArn,
       domainName: props.relayDomain,
       desiredCount: props.relayDesiredCount,
@@ -53,11 +55,13 @@ export class RendezvousStack extends Stack {
       table: this.table,
       relayHost: this.relay.publicHost,
       relayPort: props.relayPort,
+      relayTlsPort: this.relay.tlsPort,
       logRetention,
     });
     this.observability = new Observability(this, 'Observability', {
       api: this.api,
       relay: this.relay,
+      tableName: props.tableName,
       alarmEmail: props.alarmEmail,
     });
     new CfnOutput(this, 'TableName', {

@@ -1,18 +1,23 @@
 /**
- * Alarms and one dashboard for a region: API 5xx, Lambda errors and throttles, unhealthy relay
- * targets, relay CPU. Alarms notify an encrypted SNS topic (and an e-mail address when given).
+ * Alarms and one dashboard for a region: API 5xx, Lambda errors and throttles, per relay target
+ * group (generic, generic over TLS, HTTP-specific) "no healthy relay" and unhealthy targets,
+ * relay CPU, DynamoDB throttling. Alarms notify an SNS topic encrypted with a customer-managed
+ * key whose policy lets CloudWatch use it (an `alias/aws/sns` topic silently drops alarm
+ * notifications: CloudWatch cannot use that AWS-managed key), and an e-mail address when given.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import {
   Alarm,
   ComparisonOperator,
   Dashboard,
   GraphWidget,
   type IMetric,
+  Metric,
   TreatMissingData,
 } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
-import { Alias } from 'aws-cdk-lib/aws-kms';
+import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Key } from 'aws-cdk-lib/aws-kms';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
@@ -23,21 +28,39 @@ import type { RelayService } from './relay-service.js';
 export interface ObservabilityProps {
   api: RegistrationApi;
   relay: RelayService;
+  /** The state table's name (its local replica is alarmed on throttling). */
+  tableName: string;
   alarmEmail?: string;
 }
 
 /** Alarms, their topic, and the dashboard. */
 export class Observability extends Construct {
   readonly topic: Topic;
+  /** The topic's customer-managed key. */
+  readonly key: Key;
   readonly alarms: Alarm[] = [];
   readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
-    this.topic = new Topic(this, 'AlarmTopic', {
-      enforceSSL: true,
-      masterKey: Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+    this.key = new Key(this, 'AlarmKey', {
+      description: 'rendezvous alarm topic encryption (CloudWatch alarms may use it)',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+      pendingWindow: Duration.days(7),
     });
+    // As AWS documents for SNS topics that AWS services publish to: the service principal may
+    // generate and decrypt data keys. Who may publish is still the topic policy's decision
+    // (this account only), so the grant lets no one else reach the topic.
+    this.key.addToResourcePolicy(
+      new PolicyStatement({
+        sid: 'AllowCloudWatchAlarmsToUseTheKey',
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
+    this.topic = new Topic(this, 'AlarmTopic', { enforceSSL: true, masterKey: this.key });
     if (props.alarmEmail) this.topic.addSubscription(new EmailSubscription(props.alarmEmail));
     const five = Duration.minutes(5);
     const alarm = (
@@ -46,13 +69,14 @@ export class Observability extends Construct {
       threshold: number,
       evaluationPeriods: number,
       description: string,
+      how: { comparison?: ComparisonOperator; missing?: TreatMissingData } = {},
     ) => {
       const a = new Alarm(this, name, {
         metric,
         threshold,
         evaluationPeriods,
-        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: TreatMissingData.NOT_BREACHING,
+        comparisonOperator: how.comparison ?? ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: how.missing ?? TreatMissingData.NOT_BREACHING,
         alarmDescription: description,
       });
       a.addAlarmAction(new SnsAction(this.topic));
@@ -86,13 +110,40 @@ export class Observability extends Construct {
         `${name} function throttled`,
       );
     }
-    alarm(
-      'UnhealthyRelays',
-      relay.genericTargets.metrics.unHealthyHostCount({ period: Duration.minutes(1), statistic: 'Maximum' }),
-      1,
-      3,
-      'a relay task fails its /healthz check',
-    );
+    const minute = Duration.minutes(1);
+    for (const { name, group } of relay.targetGroups) {
+      // An empty target group publishes no HealthyHostCount at all: missing data is breaching,
+      // so "no task registered" alarms like "no task healthy".
+      alarm(
+        `NoHealthyRelay${name}`,
+        group.metrics.healthyHostCount({ period: minute, statistic: 'Minimum' }),
+        1,
+        3,
+        `no healthy relay behind the ${name} listener`,
+        { comparison: ComparisonOperator.LESS_THAN_THRESHOLD, missing: TreatMissingData.BREACHING },
+      );
+      alarm(
+        `UnhealthyRelays${name}`,
+        group.metrics.unHealthyHostCount({ period: minute, statistic: 'Maximum' }),
+        1,
+        3,
+        `a relay task behind the ${name} listener fails its /healthz check`,
+      );
+    }
+    for (const metricName of ['ReadThrottleEvents', 'WriteThrottleEvents'])
+      alarm(
+        `Table${metricName}`,
+        new Metric({
+          namespace: 'AWS/DynamoDB',
+          metricName,
+          dimensionsMap: { TableName: props.tableName },
+          period: five,
+          statistic: 'Sum',
+        }),
+        1,
+        1,
+        `DynamoDB throttled the state table (${metricName})`,
+      );
     alarm(
       'RelayCpu',
       relay.service.metricCpuUtilization({ period: five, statistic: 'Average' }),

@@ -18,6 +18,8 @@ export interface RegistrationApiProps {
   /** What triples name: the relay's public host and generic-protocol port. */
   relayHost: string;
   relayPort: number;
+  /** The generic protocol's TLS port, when the relay has one (triples carry it as `tlsPort`). */
+  relayTlsPort?: number;
   logRetention: RetentionDays;
   /** Steady requests per second and burst, for the whole stage. */
   throttle?: { rateLimit: number; burstLimit: number };
@@ -37,6 +39,7 @@ export class RegistrationApi extends Construct {
       RENDEZVOUS_TABLE: props.table.tableName,
       RELAY_PUBLIC_HOST: props.relayHost,
       RELAY_PUBLIC_PORT: String(props.relayPort),
+      ...(props.relayTlsPort ? { RELAY_PUBLIC_TLS_PORT: String(props.relayTlsPort) } : {}),
     };
     this.register = new RendezvousFunction(this, 'Register', {
       entry: 'functions/register.ts',

@@ -1,8 +1,15 @@
 /**
  * The relay tier: a VPC over two AZs, an ECS cluster, a Fargate service built from
- * relay/Dockerfile, and a Network Load Balancer in front (TCP for the generic protocol; TLS 443
- * for the HTTP-specific one when a certificate is given). The peer port is reachable only from
- * the relay's own security group; the cluster secret lives in Secrets Manager.
+ * relay/Dockerfile, and a Network Load Balancer in front with its own security group.
+ * Listeners: TCP `publicPort` (8899) for the generic protocol, always (original clients speak
+ * plain TCP); without a certificate a plain TCP listener for the HTTP-specific protocol on
+ * `httpPort` (8898); with one, TLS 443 for the HTTP-specific protocol and TLS `tlsPort` (8443) for
+ * the generic protocol (our agent and client use it when the triple says `tlsPort`).
+ *
+ * Packet paths (and no others; test/infra/network-paths.test.ts walks them): internet → NLB
+ * security group on the listener ports → task security group on the target ports and the health
+ * port (NLB health checks obey the NLB group's egress rules); the peer port only between relay
+ * tasks. Targets admit the NLB's group, which AWS documents to hold with client IP preservation.
  *
  * Timing: on a stop, ECS first deregisters the task (the NLB sends it no new connections for
  * `deregistrationDelay`, existing flows go on), then sends SIGTERM; the relay tells parked hidden
@@ -31,6 +38,7 @@ import {
   FargateTaskDefinition,
   LogDrivers,
   OperatingSystemFamily,
+  UlimitName,
 } from 'aws-cdk-lib/aws-ecs';
 import {
   ListenerCertificate,
@@ -50,6 +58,16 @@ import type { StateTable } from './state-table.js';
 /** Container ports of the relay (fixed in relay/Dockerfile). */
 export const RELAY_PORTS = { generic: 8899, http: 8898, peer: 8897, health: 8896 } as const;
 
+/**
+ * Open-file limit of the relay task (soft = hard). Every parked socket and both ends of every
+ * splice hold a descriptor; Fargate's default is 65535 but set here so the relay's own limits
+ * (issue 12) can be sized against a known ceiling rather than an implicit one.
+ */
+export const RELAY_NOFILE = 65_536;
+
+/** Default public ports: generic over TLS, HTTP-specific in plain TCP (no certificate). */
+export const PUBLIC_PORT_DEFAULTS = { tls: 8443, http: 8898 } as const;
+
 /** Drain timing, kept consistent with each other (see the module comment). */
 export const RELAY_TIMING = {
   deregistrationDelay: Duration.seconds(30),
@@ -62,9 +80,16 @@ export interface RelayServiceProps {
   table: StateTable;
   /** Public port of the generic-protocol TCP listener. */
   publicPort: number;
-  /** ACM certificate (this region) for the TLS 443 listener of the HTTP-specific protocol. */
+  /** Public port of the generic protocol over TLS (with a certificate; default 8443). */
+  tlsPort?: number;
+  /** Public port of the plain HTTP-specific listener (without a certificate; default 8898). */
+  httpPort?: number;
+  /**
+   * ACM certificate (this region) for the TLS listeners: 443 (HTTP-specific) and `tlsPort`
+   * (generic). It must name `domainName` (and `*.domainName` for host-based routing).
+   */
   certificateArn?: string;
-  /** A DNS name (CNAME to the NLB) to put in triples instead of the NLB's own name. */
+  /** This region's relay name (CNAME to the NLB), put in triples instead of the NLB's own name. */
   domainName?: string;
   desiredCount: number;
   maxCount?: number;
@@ -79,15 +104,30 @@ export class RelayService extends Construct {
   readonly vpc: Vpc;
   readonly service: FargateService;
   readonly nlb: NetworkLoadBalancer;
+  /** The relay tasks' security group. */
   readonly securityGroup: SecurityGroup;
+  /** The NLB's own security group. */
+  readonly nlbSecurityGroup: SecurityGroup;
   readonly genericTargets: NetworkTargetGroup;
-  readonly httpTargets?: NetworkTargetGroup;
+  /** Generic protocol over TLS (with a certificate). */
+  readonly genericTlsTargets?: NetworkTargetGroup;
+  /** HTTP-specific protocol: plain TCP without a certificate, TLS 443 with one. */
+  readonly httpTargets: NetworkTargetGroup;
+  /** Every target group, labelled (for alarms). */
+  readonly targetGroups: Array<{ name: string; group: NetworkTargetGroup }> = [];
+  /** The TLS port of the generic protocol, when there is a TLS listener. */
+  readonly tlsPort?: number;
   readonly clusterSecret: Secret;
   /** The host triples name. */
   readonly publicHost: string;
 
   constructor(scope: Construct, id: string, props: RelayServiceProps) {
     super(scope, id);
+    if (props.certificateArn && !props.domainName)
+      throw new Error(
+        "a certificate needs the relay domain it names: clients check the name, and the NLB's own name is not on it. " +
+          'Add -c relayDomain=relay.{region}.example.com (certificate for that name and *.that name).',
+      );
     this.vpc = new Vpc(this, 'Vpc', {
       // A literal range, so rules that read it (security groups, cdk-nag) see a value, not a token.
       ipAddresses: IpAddresses.cidr('10.80.0.0/16'),
@@ -118,11 +158,18 @@ export class RelayService extends Construct {
       generateSecretString: { passwordLength: 48, excludePunctuation: true },
     });
 
+    // The NLB's own group: listener ports in from anywhere, out only to the tasks (rules below).
+    this.nlbSecurityGroup = new SecurityGroup(this, 'NlbSecurityGroup', {
+      vpc: this.vpc,
+      description: 'rendezvous relay NLB: listener ports in, relay target and health ports out',
+      allowAllOutbound: false,
+    });
     this.nlb = new NetworkLoadBalancer(this, 'Nlb', {
       vpc: this.vpc,
       internetFacing: true,
       crossZoneEnabled: true,
       vpcSubnets: { subnetType: SubnetType.PUBLIC },
+      securityGroups: [this.nlbSecurityGroup],
     });
     this.publicHost = props.domainName ?? this.nlb.loadBalancerDnsName;
 
@@ -155,7 +202,10 @@ export class RelayService extends Construct {
         RELAY_PUBLIC_HOST: this.publicHost,
         RELAY_PUBLIC_PORT: String(props.publicPort),
         RELAY_DRAIN_GRACE_MS: String(RELAY_TIMING.drainGrace.toMilliseconds()),
+        // Host-based routing of the HTTP-specific protocol (<id>.<domain>); needs *.<domain> on TLS.
+        ...(props.domainName ? { RELAY_HTTP_DOMAIN: props.domainName } : {}),
       },
+      ulimits: [{ name: UlimitName.NOFILE, softLimit: RELAY_NOFILE, hardLimit: RELAY_NOFILE }],
       secrets: { RELAY_CLUSTER_SECRET: EcsSecret.fromSecretsManager(this.clusterSecret) },
       portMappings: Object.values(RELAY_PORTS).map((containerPort) => ({ containerPort })),
       stopTimeout: RELAY_TIMING.stopTimeout,
@@ -163,28 +213,13 @@ export class RelayService extends Construct {
     });
     props.table.grant(task.taskRole, ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query']);
 
+    // Outbound open: the tasks reach DynamoDB (gateway endpoint), Secrets Manager, ECR and
+    // CloudWatch Logs through the NAT gateway. Inbound: only the rules below.
     this.securityGroup = new SecurityGroup(this, 'RelaySecurityGroup', {
       vpc: this.vpc,
       description: 'rendezvous relay tasks',
       allowAllOutbound: true,
     });
-    // The NLB preserves client addresses (the relay limits handshakes per source address), so the
-    // public ports accept any source; the tasks sit in private subnets, reachable only via the NLB.
-    this.securityGroup.addIngressRule(
-      Peer.anyIpv4(),
-      Port.tcp(RELAY_PORTS.generic),
-      'generic protocol, via the NLB',
-    );
-    this.securityGroup.addIngressRule(
-      Peer.anyIpv4(),
-      Port.tcp(RELAY_PORTS.http),
-      'HTTP-specific protocol, via the NLB',
-    );
-    this.securityGroup.addIngressRule(
-      Peer.ipv4('10.80.0.0/16'),
-      Port.tcp(RELAY_PORTS.health),
-      'health checks, from the NLB inside the VPC',
-    );
     this.securityGroup.addIngressRule(
       this.securityGroup,
       Port.tcp(RELAY_PORTS.peer),
@@ -202,9 +237,30 @@ export class RelayService extends Construct {
       vpcSubnets: { subnetType: SubnetType.PRIVATE_WITH_EGRESS },
     });
 
-    // Both listeners reach the same tasks on their own container port, health-checked on /healthz.
-    const relayTargets = (listener: NetworkListener, id: string, containerPort: number) =>
-      listener.addTargets(id, {
+    // Every listener reaches the tasks on its container port, health-checked on /healthz.
+    const healthPort = Port.tcp(RELAY_PORTS.health);
+    this.securityGroup.connections.allowFrom(this.nlbSecurityGroup, healthPort, 'NLB health checks');
+    const opened = new Set<number>();
+    const listen = (
+      id: string,
+      listenerProps: { port: number; protocol: Protocol; certificates?: ListenerCertificate[] },
+      containerPort: number,
+      label: string,
+    ) => {
+      this.nlbSecurityGroup.addIngressRule(Peer.anyIpv4(), Port.tcp(listenerProps.port), label);
+      if (!opened.has(containerPort)) {
+        opened.add(containerPort);
+        this.securityGroup.connections.allowFrom(
+          this.nlbSecurityGroup,
+          Port.tcp(containerPort),
+          `${label}, from the NLB`,
+        );
+      }
+      const listener: NetworkListener = this.nlb.addListener(id, {
+        ...listenerProps,
+        ...(listenerProps.protocol === Protocol.TLS ? { sslPolicy: SslPolicy.RECOMMENDED_TLS } : {}),
+      });
+      const group = listener.addTargets(`${id}Relays`, {
         port: containerPort,
         protocol: Protocol.TCP,
         targets: [this.service.loadBalancerTarget({ containerName: 'relay', containerPort })],
@@ -220,16 +276,37 @@ export class RelayService extends Construct {
           unhealthyThresholdCount: 2,
         },
       });
-    const generic = this.nlb.addListener('Generic', { port: props.publicPort, protocol: Protocol.TCP });
-    this.genericTargets = relayTargets(generic, 'GenericRelays', RELAY_PORTS.generic);
+      this.targetGroups.push({ name: id, group });
+      return group;
+    };
+    this.genericTargets = listen(
+      'Generic',
+      { port: props.publicPort, protocol: Protocol.TCP },
+      RELAY_PORTS.generic,
+      'generic protocol',
+    );
     if (props.certificateArn) {
-      const https = this.nlb.addListener('Https', {
-        port: 443,
-        protocol: Protocol.TLS,
-        certificates: [ListenerCertificate.fromArn(props.certificateArn)],
-        sslPolicy: SslPolicy.RECOMMENDED_TLS,
-      });
-      this.httpTargets = relayTargets(https, 'HttpRelays', RELAY_PORTS.http);
+      const certificates = [ListenerCertificate.fromArn(props.certificateArn)];
+      this.tlsPort = props.tlsPort ?? PUBLIC_PORT_DEFAULTS.tls;
+      this.genericTlsTargets = listen(
+        'GenericTls',
+        { port: this.tlsPort, protocol: Protocol.TLS, certificates },
+        RELAY_PORTS.generic,
+        'generic protocol over TLS',
+      );
+      this.httpTargets = listen(
+        'Https',
+        { port: 443, protocol: Protocol.TLS, certificates },
+        RELAY_PORTS.http,
+        'HTTP-specific protocol over TLS',
+      );
+    } else {
+      this.httpTargets = listen(
+        'Http',
+        { port: props.httpPort ?? PUBLIC_PORT_DEFAULTS.http, protocol: Protocol.TCP },
+        RELAY_PORTS.http,
+        'HTTP-specific protocol',
+      );
     }
 
     const scaling = this.service.autoScaleTaskCount({
@@ -253,11 +330,19 @@ export class RelayService extends Construct {
       value: String(props.publicPort),
       description: 'generic-protocol port',
     });
+    new CfnOutput(this, 'RelayTlsPort', {
+      value: this.tlsPort ? String(this.tlsPort) : 'none (give -c certificateArn=… and relayDomain)',
+      description: 'generic protocol over TLS (triples carry it as tlsPort)',
+    });
     new CfnOutput(this, 'RelayHttpUrl', {
       value: props.certificateArn
         ? `https://${this.publicHost}`
-        : 'none (give -c certificateArn=… for the TLS listener)',
+        : `http://${this.publicHost}:${props.httpPort ?? PUBLIC_PORT_DEFAULTS.http}`,
       description: 'RENDEZVOUS_RELAY_HTTP for expose --protocol http',
+    });
+    new CfnOutput(this, 'NlbDnsName', {
+      value: this.nlb.loadBalancerDnsName,
+      description: 'point the relay domain (and *.domain) here with a CNAME or alias',
     });
 
     NagSuppressions.addResourceSuppressions(
@@ -278,18 +363,18 @@ export class RelayService extends Construct {
           'The cluster secret only signs peer links inside the VPC; rotating it needs every task restarted at once, which a redeploy does.',
       },
     ]);
-    NagSuppressions.addResourceSuppressions(this.securityGroup, [
+    NagSuppressions.addResourceSuppressions(this.nlbSecurityGroup, [
       {
         id: 'AwsSolutions-EC23',
         reason:
-          'The relay ports are public by design and the NLB preserves client addresses; the tasks are in private subnets, so only NLB traffic arrives, and health and peer ports stay VPC-only.',
+          'The NLB is the public relay endpoint: its listener ports admit any source by design (mobile clients and hidden servers connect from anywhere). The tasks admit only this group.',
       },
     ]);
     NagSuppressions.addResourceSuppressions(this.nlb, [
       {
         id: 'AwsSolutions-ELB2',
         reason:
-          'NLB access logs cover only TLS listeners; the relay logs every rendezvous itself and flow logs cover the VPC.',
+          'NLB access logs record only TLS listeners, not the plain TCP ones original clients need; the VPC flow logs (enabled above) record every connection to the NLB and the tasks instead.',
       },
     ]);
     NagSuppressions.addResourceSuppressions(

@@ -1,7 +1,9 @@
 /**
- * The one DynamoDB table (`pk`/`sk`, TTL on `expiresAt`). The rollout's first region owns it as a
- * global table with a replica in every other region; every region's stack grants against its
- * local replica by the table's (fixed) name. Grants name exact actions, never `dynamodb:*`.
+ * The one DynamoDB table (`pk`/`sk`, TTL on `expiresAt`). `GlobalStateTable` creates it, as a
+ * global table with a replica in every region of the rollout, inside the table stack (nothing
+ * else lives there, so no failed service resource can roll it back half-owned). `StateTable` is
+ * a region's handle on its local replica, by the table's (fixed) name: grants name exact
+ * actions, never `dynamodb:*`.
  */
 import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { AttributeType, Billing, TableV2 } from 'aws-cdk-lib/aws-dynamodb';
@@ -11,40 +13,49 @@ import { Construct } from 'constructs';
 /** Data-plane actions a component may be granted. */
 export type TableAction = 'GetItem' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'Query';
 
-/** Props of the state table. */
-export interface StateTableProps {
+/** Props of the global table. */
+export interface GlobalStateTableProps {
   tableName: string;
-  /** True in the region that owns the global table. */
-  owner: boolean;
-  /** Regions that get a replica (owner only). */
+  /** Regions that get a replica besides the stack's own. */
   replicaRegions: string[];
 }
 
-/** The state table of one region. */
+/** The global table itself (in the table stack's region, with its replicas). */
+export class GlobalStateTable extends Construct {
+  readonly table: TableV2;
+
+  constructor(scope: Construct, id: string, props: GlobalStateTableProps) {
+    super(scope, id);
+    this.table = new TableV2(this, 'Table', {
+      tableName: props.tableName,
+      partitionKey: { name: 'pk', type: AttributeType.STRING },
+      sortKey: { name: 'sk', type: AttributeType.STRING },
+      billing: Billing.onDemand(),
+      timeToLiveAttribute: 'expiresAt',
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      deletionProtection: true,
+      // Identities and their secrets live here: never deleted with the stack.
+      removalPolicy: RemovalPolicy.RETAIN,
+      // Sorted: reordering the non-home regions in `regions` changes nothing in the template.
+      replicas: [...props.replicaRegions].sort().map((region) => ({ region })),
+    });
+  }
+}
+
+/** Props of a region's handle on the table. */
+export interface StateTableProps {
+  tableName: string;
+}
+
+/** A region's view of the state table: its local replica, by name. */
 export class StateTable extends Construct {
   readonly tableName: string;
-  /** ARN of the table (or replica) in this stack's region. */
+  /** ARN of the table (replica) in this stack's region. */
   readonly tableArn: string;
-  /** The global table resource, in the owning region only. */
-  readonly table?: TableV2;
 
   constructor(scope: Construct, id: string, props: StateTableProps) {
     super(scope, id);
     this.tableName = props.tableName;
-    if (props.owner) {
-      this.table = new TableV2(this, 'Table', {
-        tableName: props.tableName,
-        partitionKey: { name: 'pk', type: AttributeType.STRING },
-        sortKey: { name: 'sk', type: AttributeType.STRING },
-        billing: Billing.onDemand(),
-        timeToLiveAttribute: 'expiresAt',
-        pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-        deletionProtection: true,
-        // Identities and their secrets live here: never deleted with the stack.
-        removalPolicy: RemovalPolicy.RETAIN,
-        replicas: props.replicaRegions.map((region) => ({ region })),
-      });
-    }
     this.tableArn = Stack.of(this).formatArn({
       service: 'dynamodb',
       resource: 'table',

@@ -1,8 +1,10 @@
 /**
- * Container harness: builds the relay's own Dockerfile and a dynalite store image with
- * testcontainers, and runs them with host networking (every address is 127.0.0.1). No registry
- * is needed when NODE_IMAGE names a local base (see node-base.sh; .ci/run builds one); without it
- * the Dockerfiles' public Node 22 default is pulled, as on a developer's laptop.
+ * Container harness: builds the relay image from the Docker asset `cdk synth` staged in cdk.out
+ * (the very context and Dockerfile `cdk deploy` would build and push), and a dynalite store image,
+ * with testcontainers, and runs them with host networking (every address is 127.0.0.1). No
+ * registry is needed when NODE_IMAGE names a local base (see node-base.sh; .ci/run builds one),
+ * passed as the Dockerfile's build argument; without it the public Node 22 default is pulled, as
+ * on a developer's laptop.
  */
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -81,15 +83,64 @@ async function baseImage(): Promise<Record<string, string>> {
   return { NODE_IMAGE: stdout.trim() };
 }
 
-/** Builds the relay image from relay/Dockerfile (after bundling the relay) and the store image. */
-export async function buildImages(): Promise<{ relay: GenericContainer; store: GenericContainer }> {
+/** The relay's Docker image asset as `cdk synth` staged it. */
+export interface StagedRelayImage {
+  /** The asset hash (the image tag `cdk deploy` pushes). */
+  hash: string;
+  /** The staged build context inside cdk.out, and the Dockerfile within it. */
+  directory: string;
+  dockerFile: string;
+  /** Build arguments the asset carries (none unless the nodeImage context is set). */
+  buildArgs: Record<string, string>;
+}
+
+/**
+ * Runs `npx cdk synth` on this tree as an operator would (offline: no AWS credentials, no Docker
+ * needed, no telemetry) into `cdk.out`, and returns the relay image asset it staged.
+ */
+export async function synthRelayAsset(outdir = join(ROOT, 'cdk.out')): Promise<StagedRelayImage> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env))
+    if (!k.startsWith('AWS_') && !k.startsWith('CDK_')) env[k] = v;
+  await run('npx', ['cdk', 'synth', '--no-notices', '-q', '-o', outdir], {
+    cwd: ROOT,
+    env: { ...env, CDK_DISABLE_CLI_TELEMETRY: 'true', CDK_DOCKER: '/bin/false' },
+    timeout: 300_000,
+    maxBuffer: 16 << 20,
+  });
+  const assets = JSON.parse(readFileSync(join(outdir, 'Rendezvous-us-east-1.assets.json'), 'utf8')) as {
+    dockerImages: Record<
+      string,
+      { source: { directory: string; dockerFile: string; dockerBuildArgs?: Record<string, string> } }
+    >;
+  };
+  const images = Object.entries(assets.dockerImages);
+  if (images.length !== 1) throw new Error(`expected one Docker image asset, found ${images.length}`);
+  const [hash, { source }] = images[0] as (typeof images)[number];
+  return {
+    hash,
+    directory: join(outdir, source.directory),
+    dockerFile: source.dockerFile,
+    buildArgs: source.dockerBuildArgs ?? {},
+  };
+}
+
+/**
+ * Builds the relay image from the asset `cdk synth` staged (see synthRelayAsset) with the local
+ * base as NODE_IMAGE, and the store image. Returns the staged asset too.
+ */
+export async function buildImages(): Promise<{
+  relay: GenericContainer;
+  store: GenericContainer;
+  asset: StagedRelayImage;
+}> {
   await requireDocker();
   const { GenericContainer } = await tc();
   const args = await baseImage();
-  await run(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: ROOT, timeout: 60_000 });
-  const relay = await GenericContainer.fromDockerfile(ROOT, 'relay/Dockerfile')
-    .withBuildArgs(args)
-    .build('rendezvous-relay:test', { deleteOnExit: false });
+  const asset = await synthRelayAsset();
+  const relay = await GenericContainer.fromDockerfile(asset.directory, asset.dockerFile)
+    .withBuildArgs({ ...asset.buildArgs, ...args })
+    .build(`rendezvous-relay:asset-${asset.hash.slice(0, 12)}`, { deleteOnExit: false });
   const context = mkdtempSync(join(tmpdir(), 'rendezvous-store-'));
   cpSync(join(HERE, 'store'), context, { recursive: true });
   for (const [abs, rel] of dependencyClosure('dynalite', ROOT))
@@ -97,7 +148,7 @@ export async function buildImages(): Promise<{ relay: GenericContainer; store: G
   const store = await GenericContainer.fromDockerfile(context)
     .withBuildArgs(args)
     .build('rendezvous-store:test', { deleteOnExit: false });
-  return { relay, store };
+  return { relay, store, asset };
 }
 
 /** Starts the store container on `port`. */

@@ -1,12 +1,15 @@
 /**
- * The relay as users run it — its own image, several containers — with a dynalite store
- * container, all on host networking. Scenarios: cross-container rendezvous for both protocols,
+ * The relay as users run it — the image `cdk deploy` would build (from the asset `cdk synth`
+ * staged in cdk.out), several containers — with a dynalite store container, all on host networking. Scenarios: cross-container rendezvous for both protocols,
  * 300 concurrent rendezvous, a container killed mid-transfer, a container stopped (drain), the
  * store paused, and the image's user and start time.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { GenericContainer, StartedTestContainer } from 'testcontainers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHiddenServer, exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
@@ -20,11 +23,20 @@ import { startApiAdapter } from '../../local/api-adapter.js';
 import { startBalancer } from '../support/balancer.js';
 import { closedWithin, dial, postBody, readAll, sha256, startEchoServer } from '../support/net.js';
 import { parkedOnHealth, waitFor } from '../support/wait.js';
-import { buildImages, docker, freePort, type RelayPorts, startRelay, startStore } from './harness.js';
+import {
+  buildImages,
+  docker,
+  freePort,
+  type RelayPorts,
+  ROOT,
+  type StagedRelayImage,
+  startRelay,
+  startStore,
+} from './harness.js';
 
 const SECRET = 'container-cluster-secret';
 const TABLE = 'rendezvous';
-let images: { relay: GenericContainer; store: GenericContainer };
+let images: { relay: GenericContainer; store: GenericContainer; asset: StagedRelayImage };
 let storeContainer: StartedTestContainer;
 let store: Store;
 let storeEndpoint: string;
@@ -70,7 +82,7 @@ beforeAll(async () => {
     port: 0,
   });
   echo = await startEchoServer();
-}, 240_000);
+}, 480_000);
 
 afterAll(async () => {
   for (const s of servers) s.close();
@@ -128,6 +140,24 @@ async function mobileRoundTrip(port: number, cookie: string, payload: Buffer): P
 }
 
 describe('relay containers', () => {
+  it('run the image built from the asset cdk synth staged in cdk.out, which the template deploys', async () => {
+    const { asset } = images;
+    expect(asset.directory.startsWith(join(ROOT, 'cdk.out'))).toBe(true);
+    // The task definition names this asset's image (the tag cdk deploy pushes is the hash).
+    const template = readFileSync(join(ROOT, 'cdk.out', 'Rendezvous-us-east-1.template.json'), 'utf8');
+    expect(template).toContain(`:${asset.hash}`);
+    const staged = readFileSync(join(asset.directory, 'dist/relay.mjs'));
+    const copy = mkdtempSync(join(tmpdir(), 'relay-image-'));
+    for (const r of relays) {
+      expect((await docker('inspect', '-f', '{{.Config.Image}}', r.container.getId())).trim()).toBe(
+        `rendezvous-relay:asset-${asset.hash.slice(0, 12)}`,
+      );
+      // What runs in the container is byte for byte the staged bundle.
+      await docker('cp', `${r.container.getId()}:/app/relay.mjs`, join(copy, 'relay.mjs'));
+      expect(sha256(readFileSync(join(copy, 'relay.mjs')))).toBe(sha256(staged));
+    }
+  });
+
   it('run as a non-root user and start in under 2 s', async () => {
     for (const r of relays) {
       const pid = (await docker('inspect', '-f', '{{.State.Pid}}', r.container.getId())).trim();

@@ -1,0 +1,142 @@
+/**
+ * The app's context, read and checked before anything is built: what CloudFormation would refuse
+ * half-way through a deploy (a moved table home, several replicas changed in one update, a
+ * certificate no client could verify, one relay name for every region) is refused here, at synth,
+ * with the fix in the message.
+ */
+
+/** A context getter: undefined for unset or empty. */
+export type ContextGetter = (key: string) => unknown;
+
+/** Everything the stacks are built from. */
+export interface DeploymentPlan {
+  /** Every region of the rollout; the first is the table's home. */
+  regions: string[];
+  /** The table stack's region. */
+  home: string;
+  tableName: string;
+  account?: string;
+  relayPort: number;
+  relayTlsPort?: number;
+  relayHttpPort?: number;
+  relayDesiredCount: number;
+  relayArchitecture: 'x86_64' | 'arm64';
+  /** Per region: the certificate in that region (if any). */
+  certificates: Record<string, string | undefined>;
+  /** Per region: its own relay name (if any). */
+  domains: Record<string, string | undefined>;
+  alarmEmail?: string;
+  nodeImage?: string;
+}
+
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
+
+const list = (v: unknown): string[] =>
+  v === undefined
+    ? []
+    : (Array.isArray(v) ? v.map(String) : String(v).split(',')).map((x) => x.trim()).filter(Boolean);
+
+function port(v: unknown, name: string, fallback?: number): number | undefined {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535)
+    throw new Error(`context ${name}: not a TCP port: ${String(v)}`);
+  return n;
+}
+
+/**
+ * Checks a change of the global table's regions against what CloudFormation accepts: the home
+ * region (the table stack's) stays first, and one update adds or removes at most one replica.
+ * `deployed` is what the table has now (context `deployedRegions`); absent, this is a first deploy,
+ * which may create any number of replicas at once.
+ */
+export function checkRegionChange(regions: string[], deployed: string[]): void {
+  if (deployed.length === 0) return;
+  const [home] = deployed as [string];
+  if (regions[0] !== home)
+    throw new Error(
+      `regions must start with ${home}: the table stack lives there (deployedRegions=${deployed.join(',')}). ` +
+        'CloudFormation cannot move a global table to another stack; keep ' +
+        `${home} first (the order of the other regions does not matter).`,
+    );
+  const added = regions.filter((r) => !deployed.includes(r));
+  const removed = deployed.filter((r) => !regions.includes(r));
+  if (added.length + removed.length > 1) {
+    const next = added[0] ? [...deployed, added[0]] : deployed.filter((r) => r !== removed[0]);
+    throw new Error(
+      `regions changes ${added.length + removed.length} replicas at once (adds ${added.join(',') || 'none'}, ` +
+        `removes ${removed.join(',') || 'none'}); CloudFormation adds or removes one global-table replica per ` +
+        `update. Deploy one step at a time: first -c regions=${next.join(',')} -c deployedRegions=${deployed.join(',')}, ` +
+        `then set deployedRegions=${next.join(',')} and go on.`,
+    );
+  }
+}
+
+/** This region's relay name from `relayDomain`: a template with `{region}`, or a region → name map. */
+function domainsOf(v: unknown, regions: string[]): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  if (v === undefined) return out;
+  let map: Record<string, unknown> | undefined;
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) map = v as Record<string, unknown>;
+  else if (typeof v === 'string' && v.trim().startsWith('{"')) map = JSON.parse(v) as Record<string, unknown>;
+  for (const region of regions) {
+    const name = map ? map[region] : String(v).replaceAll('{region}', region);
+    out[region] = name === undefined || name === '' ? undefined : String(name);
+  }
+  const named = regions.filter((r) => out[r]);
+  const unique = new Set(named.map((r) => out[r]));
+  if (unique.size < named.length)
+    throw new Error(
+      `relayDomain gives several regions the same name (${[...unique].join(', ')}); each region needs its own ` +
+        '(a registration names the relay of the region that answered it). Use a template such as ' +
+        '-c relayDomain=relay.{region}.example.com, or a map {"us-east-1":"relay-use1.example.com",…}.',
+    );
+  return out;
+}
+
+/** Reads and checks the context. Throws an Error whose message says what to change. */
+export function planFromContext(get: ContextGetter): DeploymentPlan {
+  const ctx = (key: string): unknown => {
+    const v = get(key);
+    return v === undefined || v === null || v === '' ? undefined : v;
+  };
+  const regions = list(ctx('regions') ?? 'us-east-1');
+  if (regions.length === 0) throw new Error('context "regions" names no region');
+  for (const r of regions) if (!REGION.test(r)) throw new Error(`context regions: not a region name: ${r}`);
+  if (new Set(regions).size !== regions.length)
+    throw new Error(`context regions names a region twice: ${regions}`);
+  checkRegionChange(regions, list(ctx('deployedRegions')));
+  const architecture = String(ctx('relayArchitecture') ?? 'x86_64');
+  if (architecture !== 'x86_64' && architecture !== 'arm64')
+    throw new Error('relayArchitecture is x86_64 or arm64');
+  const certificateArns = list(ctx('certificateArn'));
+  const certificates: Record<string, string | undefined> = {};
+  for (const region of regions)
+    certificates[region] = certificateArns.find((arn) => arn.split(':')[3] === region);
+  const domains = domainsOf(ctx('relayDomain'), regions);
+  for (const region of regions)
+    if (certificates[region] && !domains[region])
+      throw new Error(
+        `certificateArn for ${region} needs a relay domain for ${region}: TLS clients check the certificate's name, ` +
+          "and the NLB's own name is not on it. Add -c relayDomain=relay.{region}.example.com (the certificate " +
+          'must name relay.<region>.example.com and *.relay.<region>.example.com), then point that name at the ' +
+          "stack's NlbDnsName output.",
+      );
+  const count = Number(ctx('relayDesiredCount') ?? 2);
+  if (!Number.isInteger(count) || count < 1) throw new Error('relayDesiredCount is a whole number ≥ 1');
+  return {
+    regions,
+    home: regions[0] as string,
+    tableName: String(ctx('tableName') ?? 'rendezvous'),
+    account: ctx('account') === undefined ? undefined : String(ctx('account')),
+    relayPort: port(ctx('relayPort'), 'relayPort', 8899) as number,
+    relayTlsPort: port(ctx('relayTlsPort'), 'relayTlsPort'),
+    relayHttpPort: port(ctx('relayHttpPort'), 'relayHttpPort'),
+    relayDesiredCount: count,
+    relayArchitecture: architecture,
+    certificates,
+    domains,
+    alarmEmail: ctx('alarmEmail') === undefined ? undefined : String(ctx('alarmEmail')),
+    nodeImage: ctx('nodeImage') === undefined ? undefined : String(ctx('nodeImage')),
+  };
+}
