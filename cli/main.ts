@@ -15,7 +15,7 @@ import { provisionIdentity } from '../core/registration.js';
 import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
-import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
+import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { bridgeStdio } from './stdio.js';
 
@@ -81,7 +81,11 @@ export function buildCli(): Command {
         clusterSecret: process.env.RELAY_CLUSTER_SECRET || undefined,
         // The relay and API limits a deployment reads from its environment apply here too.
         relay: relayLimitsFromEnv(process.env),
-        policy: authPolicyFromEnv(process.env),
+        // Every local client shares 127.0.0.1, so one address's budget would be everyone's.
+        policy: authPolicyFromEnv({
+          RENDEZVOUS_MAX_FAILURES_PER_SOURCE: String(LOCAL_MAX_FAILURES_PER_SOURCE),
+          ...process.env,
+        }),
         dataDir,
         table: o.table,
         log: textLog('relay'),

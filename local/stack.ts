@@ -48,6 +48,13 @@ export interface LocalStack {
   close(): Promise<void>;
 }
 
+/**
+ * Wrong codes per source address per window on the local stack. Every client of a local stack
+ * arrives from 127.0.0.1, so the deployed default (5) would let one agent with a wrong secret
+ * make every other local agent wait out the window; the per-uuid limit still holds.
+ */
+export const LOCAL_MAX_FAILURES_PER_SOURCE = 50;
+
 /** Defaults of `npm start`. */
 export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, httpPort: 8898, storePort: 8000 } as const;
 
@@ -60,6 +67,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     path: opts.dataDir,
   });
   const store = new Store({ table, endpoint: storeServer.endpoint, region: 'local' });
+  const guessPolicy = { maxFailuresPerSource: LOCAL_MAX_FAILURES_PER_SOURCE, ...opts.policy };
   const cleanup: Array<() => Promise<void> | void> = [() => storeServer.close(), () => store.close()];
   try {
     await store.ensureTable();
@@ -71,7 +79,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       httpPort: opts.httpPort ?? LOCAL_DEFAULTS.httpPort,
       host: '127.0.0.1',
       clusterSecret: opts.clusterSecret,
-      connectPolicy: { ...opts.policy, ...opts.relay?.connectPolicy },
+      connectPolicy: { ...guessPolicy, ...opts.relay?.connectPolicy },
       log,
     });
     cleanup.unshift(() => relay.close());
@@ -80,7 +88,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       relayHost: '127.0.0.1',
       relayPort: relay.address.port,
       region: 'local',
-      ...opts.policy,
+      ...guessPolicy,
     };
     const api = await startApiAdapter({
       register: makeRegisterHandler(() => ({ store, policy })),

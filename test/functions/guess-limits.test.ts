@@ -120,7 +120,9 @@ describe('regression: 100 concurrent wrong codes were all evaluated (issue 12.6)
     );
     const evaluated = results.filter((r) => r.statusCode === 401).length;
     const limited = results.filter((r) => r.statusCode === 429).length;
-    expect(evaluated + limited).toBe(100);
+    // A store overloaded by the burst on a busy machine answers 503, which evaluates nothing either.
+    const unavailable = results.filter((r) => r.statusCode === 503).length;
+    expect(evaluated + limited + unavailable).toBe(100);
     expect(evaluated).toBeGreaterThan(0);
     expect(evaluated).toBeLessThanOrEqual(policy.maxFailures as number);
     const counter = await env.store.getAttempts('uuid', 'burst-uuid');
@@ -135,7 +137,8 @@ describe('regression: 100 concurrent wrong codes were all evaluated (issue 12.6)
     const evaluated = results.filter((r) => r.statusCode === 401).length;
     expect(evaluated).toBeGreaterThan(0);
     expect(evaluated).toBeLessThanOrEqual(policy.maxFailuresPerSource);
-    expect(results.filter((r) => r.statusCode === 429).length).toBe(100 - evaluated);
+    const unavailable = results.filter((r) => r.statusCode === 503).length;
+    expect(results.filter((r) => r.statusCode === 429).length).toBe(100 - evaluated - unavailable);
     const counter = await env.store.getAttempts('source', '10.2.0.1');
     expect(counter?.count ?? 0).toBeLessThanOrEqual(policy.maxFailuresPerSource);
   });
