@@ -10,7 +10,7 @@ import {
   provisionIdentity,
   registerHiddenServer,
 } from '../../core/registration.js';
-import { newAsciiTotpSecret, verifyCode } from '../../core/totp.js';
+import { newAsciiTotpSecret, ORIGINAL_COMPAT, verifyCode } from '../../core/totp.js';
 import { embeddedStore } from '../support/store.js';
 import {
   base32Bytes,
@@ -132,6 +132,41 @@ describe('registration core with an imported identity', () => {
     );
     expect(results.filter(Boolean)).toHaveLength(3);
     expect(COMPAT_MAX_REUSES_PER_STEP).toBeGreaterThanOrEqual(100);
+  });
+
+  it('the guess limits apply to compat identities too', async () => {
+    const secret = originalAsciiSecret();
+    await importIdentities(env.store, originalRecord('model-limits', secret));
+    const tight = { ...policy, maxFailuresPerSource: 2, maxFailures: 100 };
+    const at = msOf(BASE_STEP + 11);
+    for (let i = 0; i < 2; i++) {
+      await expect(
+        registerHiddenServer(env.store, tight, 'model-limits', '123456789', at, '10.0.0.9'),
+      ).rejects.toMatchObject({ code: 'AUTH_FAILED' });
+    }
+    await expect(
+      registerHiddenServer(env.store, tight, 'model-limits', '123456789', at, '10.0.0.9'),
+    ).rejects.toMatchObject({ code: 'TOO_MANY_ATTEMPTS' });
+  });
+
+  it('a cookie lifetime in seconds is honoured (the setting, not the deployment default)', async () => {
+    const secret = originalAsciiSecret();
+    await provisionIdentity(env.store, {
+      uuid: 'model-ttl',
+      secret,
+      compat: { ...ORIGINAL_COMPAT, cookieLifetime: 600 },
+    });
+    const step = BASE_STEP + 13;
+    await registerHiddenServer(
+      env.store,
+      policy,
+      'model-ttl',
+      originalCode(secret, step),
+      msOf(step),
+      '10.0.0.4',
+    );
+    const reg = await env.store.getRegistrationRecord('model-ttl');
+    expect(reg?.expiresAt).toBe(Math.floor(msOf(step) / 1000) + 600);
   });
 
   it('strict identities still refuse a replayed code', async () => {
