@@ -11,6 +11,7 @@ import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from '../core/i
 import { originalCompatFor } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { ORIGINAL_COMPAT, type TotpCompat } from '../core/totp.js';
+import { dumpRedis } from './redis.js';
 
 /** Reads stdin to the end, refusing more than `max` bytes. */
 export async function readStdin(max: number = MAX_IMPORT_BYTES): Promise<string> {
@@ -88,17 +89,32 @@ export function addImportCommand(program: Command, fail: (message: string) => ne
       "create identities from node-rendezvous's redis records (a JSON dump, or `redis-cli --raw` lines), same uuid and secret",
     )
     .argument('[file]', 'the dump (default: stdin)')
+    .option(
+      '--redis <url>',
+      "read the records from the original's redis: redis://host[:port][/db] (password: REDISCLI_AUTH)",
+    )
     .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
     .option('--force', 'replace the secret of identities already present with a different one')
     .option('--json', 'print the report as JSON')
     .action(async (file: string | undefined, o) => {
       let dump: string;
+      if (o.redis && file) fail('a file or --redis, not both');
       try {
-        dump = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
+        if (o.redis) {
+          const fromRedis = await dumpRedis(o.redis);
+          dump = fromRedis.dump;
+          if (fromRedis.otherTypes) {
+            process.stderr.write(
+              `rendezvous: ${fromRedis.otherTypes} redis keys are not strings (left out)\n`,
+            );
+          }
+        } else {
+          dump = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
+        }
       } catch (err) {
-        // The error names the file, never its contents.
+        // The error names the source, never its contents.
         fail(
-          `cannot read ${file ?? 'stdin'}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+          `cannot read ${o.redis ? 'from redis' : (file ?? 'stdin')}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
         );
       }
       if (dump.length > MAX_IMPORT_BYTES) fail(`the dump holds more than ${MAX_IMPORT_BYTES} bytes`);
