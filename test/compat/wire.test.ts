@@ -317,7 +317,7 @@ function serveOnce(s: Socket, body: string): Promise<string> {
 
 describe('HTTP-specific protocol: raw CONNECT as the hidden server, curl as the mobile', () => {
   it('parks with a code computed the original way, serves curl, re-parks with the same code and stays reachable', async () => {
-    await roomInStep(10_000);
+    await roomInStep(15_000);
     const code = originalCode(web.secret, stepAt(Date.now()));
     const first = await originalConnect(code);
     expect(first.status).toBe(200);
@@ -350,6 +350,43 @@ describe('HTTP-specific protocol: raw CONNECT as the hidden server, curl as the 
     ]);
     expect(curl2.stdout).toBe('second answer');
     await served2;
+    // The original recognised ?rendezvous= only on Upgrade requests (listed).
+    listedDifference('?rendezvous=');
+
+    // Again, with Digest credentials naming the uuid (curl answers the relay's challenge).
+    const third = await originalConnect(code);
+    expect(third.status).toBe(200);
+    const served3 = serveOnce(third.socket, 'third answer');
+    const curl3 = await run('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      '--digest',
+      '-u',
+      `${web.uuid}:pw`,
+      `http://127.0.0.1:${httpPort}/three`,
+    ]);
+    expect(curl3.stdout).toBe('third answer');
+    expect((await served3).toLowerCase()).not.toContain('authorization');
+
+    // And a WebSocket upgrade passes through: 101, then bytes both ways.
+    const fourth = await originalConnect(code);
+    expect(fourth.status).toBe(200);
+    const mobile = await dial(httpPort);
+    mobile.write(
+      `GET /ws?rendezvous=${web.uuid} HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    );
+    const upgradeHead = await readUntil(fourth.socket, (t) => t.includes('\r\n\r\n'), 10_000);
+    expect(upgradeHead).toMatch(/^GET \/ws\?rendezvous=orig-web HTTP\/1\.1\r\n/);
+    expect(upgradeHead.toLowerCase()).toContain('upgrade: websocket');
+    fourth.socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nfrom-hidden',
+    );
+    expect(await readUntil(mobile, (t) => t.includes('from-hidden'))).toMatch(/^HTTP\/1\.1 101 /);
+    mobile.write('from-mobile');
+    expect(await readUntil(fourth.socket, (t) => t.includes('from-mobile'))).toBe('from-mobile');
+    mobile.destroy();
+    fourth.socket.destroy();
   });
 
   it('refusals keep the original`s statuses: 401 bad code, 407 no response, 403 not uuid:, 409 data before 200', async () => {
