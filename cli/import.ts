@@ -8,7 +8,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TABLE } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
 import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from '../core/import.js';
-import { originalCompatFor } from '../core/registration.js';
+import { originalCompatFor, setIdentityCompat } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { ORIGINAL_COMPAT, type TotpCompat } from '../core/totp.js';
 import { dumpRedis } from './redis.js';
@@ -126,6 +126,73 @@ export function addImportCommand(program: Command, fail: (message: string) => ne
         if (report.conflicts.length || report.invalid.length) process.exitCode = 1;
       } catch (err) {
         fail(isRendezvousError(err) ? err.message : `import failed: ${(err as Error).message}`);
+      } finally {
+        store.close();
+      }
+    });
+}
+
+/** The settings `rendezvous compat` asks for, on top of `base`. */
+export function compatFromOptions(
+  base: TotpCompat,
+  o: {
+    digits?: string;
+    encoding?: string;
+    window?: string;
+    reuseWithinStep?: string;
+    cookieLifetime?: string;
+  },
+): TotpCompat {
+  const next: TotpCompat = { ...base };
+  if (o.digits !== undefined) next.digits = o.digits === 'original' ? 'original' : Number(o.digits);
+  if (o.encoding !== undefined) next.encoding = o.encoding as TotpCompat['encoding'];
+  if (o.window !== undefined) next.window = Number(o.window) as TotpCompat['window'];
+  if (o.reuseWithinStep !== undefined) {
+    if (!['yes', 'no'].includes(o.reuseWithinStep))
+      throw new InvalidArgumentError('--reuse-within-step yes|no');
+    next.reuseWithinStep = o.reuseWithinStep === 'yes';
+  }
+  if (o.cookieLifetime !== undefined) {
+    next.cookieLifetime =
+      o.cookieLifetime === 'next-registration' ? 'next-registration' : Number(o.cookieLifetime);
+  }
+  return next;
+}
+
+/** Adds `rendezvous compat UUID …`: shows or changes an identity's compatibility settings. */
+export function addCompatCommand(program: Command, fail: (message: string) => never): void {
+  program
+    .command('compat')
+    .description(
+      "show or change an identity's compatibility settings (node-rendezvous clients); --strict removes them",
+    )
+    .argument('<uuid>', 'the identity')
+    .option('--digits <d>', 'original (unreduced, 1–10 digits) or 6–10 (last digits, unpadded)')
+    .option('--encoding <e>', 'rfc6238, or speakeasy (UTF-8 of binary secret bytes)')
+    .option('--window <w>', '0 (the original) or 1 step of drift')
+    .option('--reuse-within-step <yes|no>', 'accept a code again within its step (bounded)')
+    .option('--cookie-lifetime <l>', 'next-registration, or seconds')
+    .option('--strict', 'remove every compatibility setting (strict RFC 6238, one use per code)')
+    .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
+    .action(async (uuid: string, o) => {
+      const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      try {
+        const id = await store.getIdentity(uuid);
+        if (!id) fail(`no identity ${uuid}`);
+        const changing = ['digits', 'encoding', 'window', 'reuseWithinStep', 'cookieLifetime'].some(
+          (k) => o[k] !== undefined,
+        );
+        if (o.strict && changing) fail('--strict or settings, not both');
+        if (o.strict || changing) {
+          const next = o.strict
+            ? undefined
+            : compatFromOptions(id.compat ?? { ...ORIGINAL_COMPAT, importedFrom: undefined }, o);
+          await setIdentityCompat(store, uuid, next);
+        }
+        const now = await store.getIdentity(uuid);
+        process.stdout.write(`${uuid}  ${now?.compat ? JSON.stringify(now.compat) : 'strict'}\n`);
+      } catch (err) {
+        fail(isRendezvousError(err) ? err.message : (err as Error).message);
       } finally {
         store.close();
       }

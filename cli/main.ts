@@ -17,7 +17,7 @@ import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { LOCAL_DEFAULTS, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
-import { addImportCommand, existingSecret, provisionCompat } from './import.js';
+import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -283,6 +283,7 @@ export function buildCli(): Command {
     });
 
   addImportCommand(program, fail);
+  addCompatCommand(program, fail);
 
   return program;
 }

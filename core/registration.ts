@@ -145,6 +145,7 @@ export async function provisionIdentity(
   } = {},
 ): Promise<ProvisionedIdentity> {
   const uuid = checkUuid(opts.uuid ?? randomUUID());
+  if (opts.compat) checkCompat(opts.compat);
   const secret =
     opts.secret !== undefined
       ? checkSecret(opts.secret)
@@ -189,6 +190,38 @@ export async function rotateIdentitySecret(store: Store, uuid: string): Promise<
   const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
   await store.rotateSecret(checkUuid(uuid), params);
   return { uuid, ...params, otpauth: otpauthUri(params, uuid) };
+}
+
+/**
+ * Checks a compatibility setting's values (they come from an operator's command line or a record).
+ * Throws BAD_REQUEST naming the field.
+ */
+export function checkCompat(c: TotpCompat): TotpCompat {
+  if (c.digits !== 'original' && !(Number.isInteger(c.digits) && c.digits >= 6 && c.digits <= 10))
+    throw badRequest('digits: original or 6–10');
+  if (c.encoding !== 'rfc6238' && c.encoding !== 'speakeasy')
+    throw badRequest('encoding: rfc6238 or speakeasy');
+  if (c.window !== 0 && c.window !== 1) throw badRequest('window: 0 or 1');
+  if (typeof c.reuseWithinStep !== 'boolean') throw badRequest('reuseWithinStep: true or false');
+  if (
+    c.cookieLifetime !== 'next-registration' &&
+    !(Number.isInteger(c.cookieLifetime) && c.cookieLifetime >= 60 && c.cookieLifetime <= 366 * 86_400)
+  )
+    throw badRequest('cookie lifetime: next-registration or 60–31622400 seconds');
+  return c;
+}
+
+/**
+ * Sets an identity's compatibility settings, or makes it strict (undefined). Registrations stand;
+ * the new rules apply from the next code checked (cookie lifetime: from the next registration).
+ */
+export async function setIdentityCompat(
+  store: Store,
+  uuid: string,
+  compat: TotpCompat | undefined,
+): Promise<void> {
+  const digits = !compat ? TOTP_DEFAULTS.digits : compat.digits === 'original' ? 10 : compat.digits;
+  await store.setCompat(checkUuid(uuid), compat ? checkCompat(compat) : undefined, digits);
 }
 
 /** Disables (ending its registration, cookie and parks, as a rotation does) or re-enables an identity. */

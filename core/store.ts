@@ -666,6 +666,18 @@ export class Store {
     await this.deleteRegistration(uuid);
   }
 
+  /**
+   * Sets (or, with undefined, removes) an identity's compatibility settings and the informative
+   * `digits` that goes with them. Registrations stand; new rules apply from the next code checked.
+   */
+  async setCompat(uuid: string, compat: TotpCompat | undefined, digits: number): Promise<void> {
+    await this.updateIdentity(
+      uuid,
+      compat ? 'SET compat = :c, digits = :d' : 'SET digits = :d REMOVE compat',
+      compat ? { ':c': compat, ':d': digits } : { ':d': digits },
+    );
+  }
+
   /** Deletes an identity and its registration. */
   async deleteIdentity(uuid: string): Promise<void> {
     await this.deleteRegistration(uuid);

@@ -237,6 +237,66 @@ describe('provision with an existing or original-style secret', () => {
   });
 });
 
+describe('rendezvous compat: per-identity settings', () => {
+  it('gives a strict identity the original`s 8-digit speakeasy codes, then makes it strict again', async () => {
+    const bin = secret('binary');
+    const made = await runCli(['provision', '--uuid', 'set-compat', '--secret-stdin'], cliEnv(), bin);
+    expect(made.code).toBe(0);
+    const reg = (code: string, at: number) =>
+      registerHiddenServer(
+        env.store,
+        { relayHost: '127.0.0.1', relayPort: 1 },
+        'set-compat',
+        code,
+        at,
+        '10.1.1.3',
+      );
+    const step = stepAt(Date.now()) + 100;
+    const at = step * 30_000 + 1_000;
+    // Strict: the original's 8-digit code of a binary secret is refused.
+    await expect(reg(originalCode(bin, step, 8), at)).rejects.toMatchObject({ code: 'AUTH_FAILED' });
+
+    const set = await runCli(
+      [
+        'compat',
+        'set-compat',
+        '--digits',
+        '8',
+        '--encoding',
+        'speakeasy',
+        '--reuse-within-step',
+        'no',
+        '--cookie-lifetime',
+        '3600',
+      ],
+      cliEnv(),
+    );
+    expect(set.code).toBe(0);
+    expect(set.stdout.toString()).toContain('"digits":8');
+    await reg(originalCode(bin, step, 8), at);
+    const lifetime = await env.store.getRegistrationRecord('set-compat');
+    expect(lifetime?.expiresAt).toBe(Math.floor(at / 1000) + 3600);
+    // Reuse within the step was turned off: the same code again is refused.
+    await expect(reg(originalCode(bin, step, 8), at)).rejects.toMatchObject({ code: 'AUTH_FAILED' });
+
+    const strict = await runCli(['compat', 'set-compat', '--strict'], cliEnv());
+    expect(strict.stdout.toString()).toContain('set-compat  strict');
+    const { rfcCode } = await import('./original-model.js');
+    await reg(rfcCode(bin, step + 1), at + 30_000);
+    expect((await env.store.getIdentity('set-compat'))?.compat).toBeUndefined();
+  });
+
+  it('bad values are refused with the field named', async () => {
+    const r = await runCli(['compat', 'shape-a', '--digits', '4'], cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('digits: original or 6–10');
+    const w = await runCli(['compat', 'shape-a', '--window', '3'], cliEnv());
+    expect(w.stderr).toContain('window: 0 or 1');
+    const none = await runCli(['compat', 'nobody-here', '--window', '0'], cliEnv());
+    expect(none.stderr).toContain('no identity nobody-here');
+  });
+});
+
 describe('operator console', () => {
   it('lists imported identities like any other, with their compatibility settings; strict ones say strict', async () => {
     const res = await fetch(`${admin.url}/`);
