@@ -182,6 +182,16 @@ describe('registration API, imported identity, original client', () => {
     expect(ORIGINAL_API.missingUuid.status).toBe(404);
     expect(missing.status).toBe(400);
     listedDifference('missing uuid');
+    const otherPath = await fetch(
+      `${cluster.apiUrl}/register?uuid=${eight.uuid}&response=${originalCode(eight.secret, stepAt(Date.now()))}`,
+      { method: 'PUT' },
+    );
+    expect(otherPath.status).toBe(404);
+    listedDifference('paths other than `/`');
+    // A 5-digit value (1 step in ~21,000): the original hung; we answer 400 at once.
+    const short = await api('PUT', `uuid=${eight.uuid}&response=12345`);
+    expect(short.status).toBe(400);
+    listedDifference('1–5 digits');
     const wrong = await api('POST', `uuid=${eight.uuid}`);
     expect(wrong.status).toBe(ORIGINAL_API.wrongMethod.status);
     expect(wrong.headers.get('allow')).toBeTruthy();
@@ -392,6 +402,10 @@ describe('HTTP-specific protocol: raw CONNECT as the hidden server, curl as the 
   it('refusals keep the original`s statuses: 401 bad code, 407 no response, 403 not uuid:, 409 data before 200', async () => {
     const bad = await rawExchange(httpPort, `CONNECT uuid:${web.uuid}?response=123456789 HTTP/1.1\r\n\r\n`);
     expect(Number(bad.text.slice(9, 12))).toBe(ORIGINAL_RELAY.connectBadCode);
+    // Same error JSON shape as the original; `permanent` is true here (listed).
+    const body = JSON.parse(bad.text.slice(bad.text.indexOf('\r\n\r\n') + 4));
+    expect(body).toEqual({ error: { permanent: true, diagnostic: 'authentication failed' } });
+    listedDifference('permanent:false');
     const none = await rawExchange(httpPort, `CONNECT uuid:${web.uuid} HTTP/1.1\r\n\r\n`);
     expect(Number(none.text.slice(9, 12))).toBe(ORIGINAL_RELAY.connectNoResponse);
     const notUuid = await rawExchange(httpPort, 'CONNECT example.com:443 HTTP/1.1\r\n\r\n');
