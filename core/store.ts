@@ -4,7 +4,8 @@
  * runs on DynamoDB, DynamoDB Local and dynalite alike; SDK errors leave here as typed errors.
  *
  *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, generation,
- *                                  trusted sources
+ *                                  trusted sources, compat (settings of identities imported from
+ *                                  node-rendezvous; absent = strict), reuses
  *   SERVER#<uuid> / REGISTRATION   current mobile cookie <c>, scheme, relay host/port, region, expiresAt
  *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window (exists for any uuid
  *                                  anyone guessed at, known or not, so the two look the same)
