@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { draftFromRecord, importIdentities } from '../../core/import.js';
 import {
+  authenticateConnect,
   COMPAT_MAX_REUSES_PER_STEP,
   provisionIdentity,
   registerHiddenServer,
@@ -132,6 +133,67 @@ describe('registration core with an imported identity', () => {
     );
     expect(results.filter(Boolean)).toHaveLength(3);
     expect(COMPAT_MAX_REUSES_PER_STEP).toBeGreaterThanOrEqual(100);
+  });
+
+  it('CONNECT: the same code re-parks with no live park anywhere (any relay); a PUT`s code does not cross over', async () => {
+    const secret = originalAsciiSecret();
+    await importIdentities(env.store, originalRecord('model-connect', secret));
+    const step = stepWithDigits(secret, 10);
+    const code = originalCode(secret, step);
+    const noPark = async () => false;
+    const first = await authenticateConnect(
+      env.store,
+      {},
+      'model-connect',
+      { response: code, source: '10.0.0.5' },
+      noPark,
+      msOf(step),
+    );
+    const again = await authenticateConnect(
+      env.store,
+      {},
+      'model-connect',
+      { response: code, source: '10.0.0.5' },
+      noPark,
+      msOf(step) + 25_000,
+    );
+    expect(again.cookie).toBe(first.cookie);
+    expect(again.step).toBe(step);
+    // The next step's code belongs to a PUT: CONNECT cannot reuse it (one door per code).
+    const next = originalCode(secret, step + 1);
+    await registerHiddenServer(env.store, policy, 'model-connect', next, msOf(step + 1), '10.0.0.5');
+    await expect(
+      authenticateConnect(
+        env.store,
+        {},
+        'model-connect',
+        { response: next, source: '10.0.0.5' },
+        noPark,
+        msOf(step + 1),
+      ),
+    ).rejects.toMatchObject({ code: 'AUTH_FAILED' });
+
+    // A strict identity's CONNECT code with no live park is refused the second time.
+    const strict = await provisionIdentity(env.store, { uuid: 'model-connect-strict' });
+    const c = rfcCode(strict.secret, step);
+    await authenticateConnect(
+      env.store,
+      {},
+      'model-connect-strict',
+      { response: c, source: '10.0.0.5' },
+      noPark,
+      msOf(step),
+    );
+    await expect(
+      authenticateConnect(
+        env.store,
+        {},
+        'model-connect-strict',
+        { response: c, source: '10.0.0.5' },
+        noPark,
+        msOf(step),
+      ),
+    ).rejects.toMatchObject({ code: 'AUTH_FAILED' });
   });
 
   it('the guess limits apply to compat identities too', async () => {
