@@ -21,6 +21,7 @@ import {
   setIdentityDisabled,
 } from '../core/registration.js';
 import type { Identity, Store } from '../core/store.js';
+import type { TotpCompat } from '../core/totp.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;
@@ -37,6 +38,22 @@ export interface IdentityRow {
   /** Relays (peer addresses) holding parked sockets now. */
   parkedOn: string[];
   lastSeen?: number;
+  /** Compatibility settings (imported from node-rendezvous), in words; absent for strict identities. */
+  compat?: string;
+  importedFrom?: string;
+}
+
+/** The compatibility settings of an identity in words, as the console shows them. */
+export function describeCompat(c: TotpCompat): string {
+  return [
+    c.digits === 'original' ? 'codes: unreduced 1–10 digits' : `codes: last ${c.digits} digits, unpadded`,
+    c.encoding === 'speakeasy' ? 'speakeasy key (UTF-8 of the bytes)' : 'RFC 6238 key',
+    c.window === 0 ? 'no ±1 window' : '±1 step window',
+    c.reuseWithinStep ? 'code reusable within its step' : 'one use per code',
+    c.cookieLifetime === 'next-registration'
+      ? 'cookie until the next registration'
+      : `cookie ${c.cookieLifetime} s`,
+  ].join('; ');
 }
 
 /** Gathers the rows: identity, registration, park records. */
@@ -61,6 +78,8 @@ export async function identityRows(store: Store, nowMs = Date.now()): Promise<Id
         region: reg?.region,
         parkedOn: [...new Set(parks.map((p) => p.peer || `relay ${p.relayId.slice(0, 8)}`))],
         lastSeen: seen.length ? Math.max(...seen) : undefined,
+        compat: id.compat ? describeCompat(id.compat) : undefined,
+        importedFrom: id.compat?.importedFrom,
       };
     }),
   );
@@ -72,7 +91,7 @@ const e = (s: unknown) => escapeHtml(String(s ?? ''));
 
 const STYLE = `body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1d2330}
 h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e3e6ec;vertical-align:top}
-.online{color:#127a3a;font-weight:600}.offline{color:#8a93a3}.disabled{color:#b42318;font-weight:600}
+.online{color:#127a3a;font-weight:600}.imported{color:#8a4b00;font-weight:600}.offline{color:#8a93a3}.disabled{color:#b42318;font-weight:600}
 form.inline{display:inline}button{font:inherit;padding:.25rem .7rem;border-radius:6px;border:1px solid #b9c0cc;background:#fff;cursor:pointer}
 button.danger{border-color:#d92d20;color:#b42318}input{font:inherit;padding:.3rem .5rem;border:1px solid #b9c0cc;border-radius:6px}
 .card{border:1px solid #e3e6ec;border-radius:10px;padding:1rem 1.2rem;margin:1rem 0}.secret{font:600 1.1rem ui-monospace,monospace;background:#f4f6fa;padding:.4rem .6rem;border-radius:6px}
@@ -147,6 +166,11 @@ export async function startAdminConsole(opts: {
         (
           r,
         ) => `<tr data-uuid="${e(r.uuid)}"><td><code>${e(r.uuid)}</code></td><td>${e(r.label ?? '')}</td><td>${when(r.createdAt)}</td>
+<td class="compat">${
+          r.compat
+            ? `<span class="imported">${e(r.importedFrom ? `imported: ${r.importedFrom}` : 'compatibility')}</span><br><span class="muted">${e(r.compat)}</span>`
+            : '<span class="muted">strict</span>'
+        }</td>
 <td>${when(r.lastRegistration)}${r.region ? ` <span class="muted">(${e(r.region)})</span>` : ''}</td>
 <td class="status">${
           r.disabled
@@ -167,8 +191,8 @@ export async function startAdminConsole(opts: {
 <label>UUID <input name="uuid" maxlength="128" placeholder="(random)"></label>
 <button type="submit" id="create">Create identity</button></form></div>
 <form method="get" action="/"><input name="q" value="${e(q)}" placeholder="Filter by uuid or label"> <button type="submit">Filter</button></form>
-<table id="identities"><thead><tr><th>UUID</th><th>Label</th><th>Created</th><th>Last registration</th><th>Now</th><th>Last seen</th><th></th></tr></thead>
-<tbody>${body || '<tr><td colspan="7" class="muted">No identities yet.</td></tr>'}</tbody></table>`,
+<table id="identities"><thead><tr><th>UUID</th><th>Label</th><th>Created</th><th>Codes</th><th>Last registration</th><th>Now</th><th>Last seen</th><th></th></tr></thead>
+<tbody>${body || '<tr><td colspan="8" class="muted">No identities yet.</td></tr>'}</tbody></table>`,
     );
   };
 

@@ -10,6 +10,7 @@ import { exposeHiddenServer } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../client/mobile.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
+import { originalRecordOf } from '../core/import.js';
 import { textLog } from '../core/log.js';
 import { provisionIdentity } from '../core/registration.js';
 import { splice } from '../core/splice.js';
@@ -17,6 +18,7 @@ import { Store } from '../core/store.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
+import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
 import { bridgeStdio } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
@@ -127,19 +129,47 @@ export function buildCli(): Command {
     .option('--uuid <uuid>', 'the identity (default: a random UUID)')
     .option('--label <label>', 'a note for the operator')
     .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
-    .option('--json', 'print {"uuid","secret","digits","step","otpauth"}')
+    .option(
+      '--json',
+      'print {"uuid","secret","digits","step","otpauth"} (with --compat: the original\'s record)',
+    )
+    .option('--secret-env', 'use the existing secret in RENDEZVOUS_SECRET (base32 or otpauth:// URI)')
+    .option('--secret-stdin', 'read an existing secret (base32 or otpauth:// URI) from stdin')
+    .option(
+      '--compat',
+      "check codes the original's way (node-rendezvous clients); a fresh secret is 40 ASCII characters",
+    )
     .action(async (o) => {
       const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
       try {
-        const id = await provisionIdentity(store, { uuid: o.uuid, label: o.label });
-        if (o.json) {
+        const secret = await existingSecret(o);
+        const id = await provisionIdentity(store, {
+          uuid: o.uuid,
+          label: o.label,
+          secret,
+          compat: provisionCompat(o, secret),
+        });
+        if (secret !== undefined) {
+          // An existing secret is the caller's already: never print it back.
+          process.stdout.write(
+            o.json
+              ? `${JSON.stringify({ uuid: id.uuid, digits: id.digits, step: id.step, compat: id.compat })}\n`
+              : `uuid     ${id.uuid}\nsecret   (the one given; not shown)\n${id.compat ? `compat   ${JSON.stringify(id.compat)}\n` : ''}`,
+          );
+        } else if (o.json && id.compat) {
+          process.stdout.write(`${JSON.stringify(originalRecordOf(id))}\n`);
+        } else if (o.json) {
           const { uuid, secret, digits, step, otpauth } = id;
           process.stdout.write(`${JSON.stringify({ uuid, secret, digits, step, otpauth })}\n`);
         } else {
           process.stdout.write(
-            `uuid     ${id.uuid}\nsecret   ${id.secret}\ndigits   ${id.digits}\nstep     ${id.step}s\notpauth  ${id.otpauth}\n` +
-              '\nThe secret is shown once. Hand it to the hidden server, e.g.:\n' +
-              `  RENDEZVOUS_SECRET=${id.secret} rendezvous expose --api URL --uuid ${id.uuid} --to 127.0.0.1:22\n`,
+            `uuid     ${id.uuid}\nsecret   ${id.secret}\ndigits   ${id.compat ? 'as the original (length 40)' : id.digits}\nstep     ${id.step}s\notpauth  ${id.compat ? originalRecordOf(id).authURL : id.otpauth}\n` +
+              (id.compat
+                ? `compat   ${JSON.stringify(id.compat)}\n` +
+                  "\nThe secret is shown once. Put it in the hidden server's node-rendezvous configuration\n" +
+                  '(authParams.base32, length 40; `--json` prints the whole record).\n'
+                : '\nThe secret is shown once. Hand it to the hidden server, e.g.:\n' +
+                  `  RENDEZVOUS_SECRET=${id.secret} rendezvous expose --api URL --uuid ${id.uuid} --to 127.0.0.1:22\n`),
           );
         }
       } catch (err) {
@@ -268,6 +298,9 @@ export function buildCli(): Command {
       const { main } = await import('../relay/main.js');
       await main();
     });
+
+  addImportCommand(program, fail);
+  addCompatCommand(program, fail);
 
   return program;
 }

@@ -7,6 +7,12 @@ export const COOKIE_BYTES = 18;
 /** Default lifetime of a registration and its cookie, in seconds. */
 export const DEFAULT_COOKIE_TTL_SECONDS = 24 * 60 * 60;
 
+/**
+ * The expiry (epoch seconds, 3000-01-01) of a registration and cookie that live "until the next
+ * registration" (compat identities): every expiry check passes and DynamoDB TTL never deletes it.
+ */
+export const NO_EXPIRY = 32_503_680_000;
+
 /** A fresh cookie body (without the `R`/`I` prefix): base64url of CSPRNG bytes. */
 export function newCookie(): string {
   return randomBytes(COOKIE_BYTES).toString('base64url');

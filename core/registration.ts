@@ -5,10 +5,28 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
-import { DEFAULT_COOKIE_TTL_SECONDS, isLive, mobileCookieFor, newCookie, secretsEqual } from './cookies.js';
+import {
+  DEFAULT_COOKIE_TTL_SECONDS,
+  isLive,
+  mobileCookieFor,
+  NO_EXPIRY,
+  newCookie,
+  secretsEqual,
+} from './cookies.js';
 import { authFailed, badRequest, RendezvousError } from './errors.js';
 import { type Identity, type Reservation, SPLIT_COOKIE_SCHEME, type Store } from './store.js';
-import { newTotpSecret, otpauthUri, TOTP_DEFAULTS, type TotpParams, verifyCode } from './totp.js';
+import {
+  base32Decode,
+  isAsciiSecret,
+  newAsciiTotpSecret,
+  newTotpSecret,
+  ORIGINAL_COMPAT,
+  otpauthUri,
+  TOTP_DEFAULTS,
+  type TotpCompat,
+  type TotpParams,
+  verifyCode,
+} from './totp.js';
 
 /**
  * The triple handed to both sides; `cookie` carries its `R`/`I` prefix. `tlsPort` is additive
@@ -89,22 +107,83 @@ export function checkResponse(response: string | undefined): string {
 export interface ProvisionedIdentity extends TotpParams {
   uuid: string;
   otpauth: string;
+  compat?: TotpCompat;
 }
 
-/** Creates a hidden-server identity with a fresh TOTP secret. */
+/** Fewest secret bytes an existing secret may have (80 bits, what authenticator apps use). */
+export const MIN_SECRET_BYTES = 10;
+
+/** Validates an existing base32 secret; returns it upper-cased, without padding or spaces. */
+export function checkSecret(secret: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = base32Decode(secret);
+  } catch {
+    throw badRequest('the secret is not base32');
+  }
+  if (bytes.length < MIN_SECRET_BYTES)
+    throw badRequest(`the secret is shorter than ${MIN_SECRET_BYTES} bytes`);
+  return secret.replace(/[\s=]/g, '').toUpperCase();
+}
+
+/**
+ * The compatibility settings for an existing secret used the original's way: speakeasy-style
+ * codes when the secret is binary (its codes differ from RFC 6238), else plain RFC 6238 keys.
+ */
+export function originalCompatFor(secret: string, digits: 'original' | number = 'original'): TotpCompat {
+  return { ...ORIGINAL_COMPAT, digits, encoding: isAsciiSecret(secret) ? 'rfc6238' : 'speakeasy' };
+}
+
+/**
+ * Creates a hidden-server identity: a fresh TOTP secret, or `secret` (an existing one: never
+ * from argv). With `compat`, codes are checked the original's way; a fresh compat secret is
+ * ASCII (40 characters), as the original minted them.
+ */
 export async function provisionIdentity(
   store: Store,
-  opts: { uuid?: string; label?: string; nowMs?: number } = {},
+  opts: {
+    uuid?: string;
+    label?: string;
+    nowMs?: number;
+    secret?: string;
+    compat?: TotpCompat;
+    /** Step and algorithm of an existing secret (default 30 s, SHA1). */
+    params?: Partial<Pick<TotpParams, 'step' | 'algorithm'>>;
+  } = {},
 ): Promise<ProvisionedIdentity> {
   const uuid = checkUuid(opts.uuid ?? randomUUID());
-  const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
+  if (opts.compat) checkCompat(opts.compat);
+  const secret =
+    opts.secret !== undefined
+      ? checkSecret(opts.secret)
+      : opts.compat
+        ? newAsciiTotpSecret()
+        : newTotpSecret();
+  const params: TotpParams = {
+    ...TOTP_DEFAULTS,
+    ...opts.params,
+    secret,
+    // `digits` of a compat identity is only informative (its `compat.digits` decides).
+    digits:
+      opts.compat && typeof opts.compat.digits === 'number'
+        ? opts.compat.digits
+        : opts.compat
+          ? 10
+          : TOTP_DEFAULTS.digits,
+  };
   await store.createIdentity({
     uuid,
     label: opts.label,
     createdAt: Math.floor((opts.nowMs ?? Date.now()) / 1000),
     ...params,
+    ...(opts.compat ? { compat: opts.compat } : {}),
   });
-  return { uuid, ...params, otpauth: otpauthUri(params, uuid) };
+  return {
+    uuid,
+    ...params,
+    otpauth: otpauthUri(params, uuid),
+    ...(opts.compat ? { compat: opts.compat } : {}),
+  };
 }
 
 /**
@@ -113,9 +192,43 @@ export async function provisionIdentity(
  * The new secret is returned once. The operator console calls this; so should any other tool.
  */
 export async function rotateIdentitySecret(store: Store, uuid: string): Promise<ProvisionedIdentity> {
+  // A rotation makes the identity strict (an imported one loses its compatibility settings): the
+  // new secret goes to an agent of this project, whose codes are RFC 6238 with 6 digits.
   const params: TotpParams = { secret: newTotpSecret(), ...TOTP_DEFAULTS };
-  await store.rotateSecret(checkUuid(uuid), params.secret);
+  await store.rotateSecret(checkUuid(uuid), params);
   return { uuid, ...params, otpauth: otpauthUri(params, uuid) };
+}
+
+/**
+ * Checks a compatibility setting's values (they come from an operator's command line or a record).
+ * Throws BAD_REQUEST naming the field.
+ */
+export function checkCompat(c: TotpCompat): TotpCompat {
+  if (c.digits !== 'original' && !(Number.isInteger(c.digits) && c.digits >= 6 && c.digits <= 10))
+    throw badRequest('digits: original or 6–10');
+  if (c.encoding !== 'rfc6238' && c.encoding !== 'speakeasy')
+    throw badRequest('encoding: rfc6238 or speakeasy');
+  if (c.window !== 0 && c.window !== 1) throw badRequest('window: 0 or 1');
+  if (typeof c.reuseWithinStep !== 'boolean') throw badRequest('reuseWithinStep: true or false');
+  if (
+    c.cookieLifetime !== 'next-registration' &&
+    !(Number.isInteger(c.cookieLifetime) && c.cookieLifetime >= 60 && c.cookieLifetime <= 366 * 86_400)
+  )
+    throw badRequest('cookie lifetime: next-registration or 60–31622400 seconds');
+  return c;
+}
+
+/**
+ * Sets an identity's compatibility settings, or makes it strict (undefined). Registrations stand;
+ * the new rules apply from the next code checked (cookie lifetime: from the next registration).
+ */
+export async function setIdentityCompat(
+  store: Store,
+  uuid: string,
+  compat: TotpCompat | undefined,
+): Promise<void> {
+  const digits = !compat ? TOTP_DEFAULTS.digits : compat.digits === 'original' ? 10 : compat.digits;
+  await store.setCompat(checkUuid(uuid), compat ? checkCompat(compat) : undefined, digits);
 }
 
 /** Disables (ending its registration, cookie and parks, as a rotation does) or re-enables an identity. */
@@ -141,20 +254,24 @@ export async function registerHiddenServer(
   const src = sourceKeyOf(source);
   const step = await verifyWithinLimits(store, policy, uuid, identity, code, src, nowMs);
   const generation = (identity as Identity).generation ?? 0;
+  const extra = { generation, trustedSources: trust(identity, src) };
   if (
-    !(await store.acceptStep(uuid, step, 'register', undefined, {
-      generation,
-      trustedSources: trust(identity, src),
-    }))
+    !(await store.acceptStep(uuid, step, 'register', undefined, extra)) &&
+    // The original let a code register any number of times within its step (each PUT a new cookie).
+    !(
+      (identity as Identity).compat?.reuseWithinStep &&
+      (await store.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
+    )
   )
     throw authFailed();
 
   const nowSec = Math.floor(nowMs / 1000);
+  const lifetime = (identity as Identity).compat?.cookieLifetime;
   // The hidden server gets R<hiddenCookie>; everything stored, and the look-up, use the one-way
   // derivation, so knowing the public I cookie does not let anyone park as the hidden server.
   const hiddenCookie = newCookie();
   const cookie = mobileCookieFor(hiddenCookie);
-  await store.putRegistration({
+  const replaced = await store.putRegistration({
     uuid,
     cookie,
     cookieScheme: SPLIT_COOKIE_SCHEME,
@@ -164,8 +281,16 @@ export async function registerHiddenServer(
     ...(policy.relayTlsPort ? { tlsPort: policy.relayTlsPort } : {}),
     region: policy.region,
     registeredAt: nowSec,
-    expiresAt: nowSec + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
+    expiresAt:
+      lifetime === 'next-registration'
+        ? NO_EXPIRY
+        : nowSec + (lifetime ?? policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
   });
+  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
+  // so TTL removes its record (it is refused as replaced from now on either way).
+  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS) {
+    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
+  }
   // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
   const after = await store.getIdentity(uuid);
   if (!after || after.disabled || (after.generation ?? 0) !== generation) {
@@ -177,6 +302,14 @@ export async function registerHiddenServer(
     policy.relayTlsPort,
   );
 }
+
+/**
+ * Most uses of one code within its step for compat identities with `reuseWithinStep` (the
+ * original allowed any number): enough for an original HTTP-specific client that re-parks with
+ * the same code after each of ~8 rendezvous a second, yet a captured code cannot open unbounded
+ * registrations or parks. Past it, the code is refused until the next step.
+ */
+export const COMPAT_MAX_REUSES_PER_STEP = 256;
 
 /** The identity's trusted sources with `src` added (newest last, bounded). */
 function trust(identity: Identity | undefined, src: string): string[] {
@@ -307,7 +440,17 @@ export async function authenticateConnect(
   )
     return { uuid, cookie, step, generation };
 
-  // Already used. Only a CONNECT's code may come back, and only while its park lives.
+  // Already used. A compat identity with reuseWithinStep takes a CONNECT's code again within its
+  // step, with or without a live park (the original's semantics; bounded per step).
+  if ((identity as Identity).compat?.reuseWithinStep) {
+    const reused = await store.reuseStep(uuid, step, 'connect', COMPAT_MAX_REUSES_PER_STEP, {
+      generation,
+      trustedSources: trust(identity, src),
+    });
+    if (reused?.httpCookie) return { uuid, cookie: reused.httpCookie, step, generation };
+    throw authFailed();
+  }
+  // Only a CONNECT's code may come back, and only while its park lives.
   if ((policy.codeReuse ?? 'live-park') === 'live-park') {
     const now = await store.getIdentity(uuid);
     if (

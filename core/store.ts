@@ -4,7 +4,8 @@
  * runs on DynamoDB, DynamoDB Local and dynalite alike; SDK errors leave here as typed errors.
  *
  *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, generation,
- *                                  trusted sources
+ *                                  trusted sources, compat (settings of identities imported from
+ *                                  node-rendezvous; absent = strict), reuses
  *   SERVER#<uuid> / REGISTRATION   current mobile cookie <c>, scheme, relay host/port, region, expiresAt
  *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window (exists for any uuid
  *                                  anyone guessed at, known or not, so the two look the same)
@@ -34,7 +35,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { isLive, secretsEqual } from './cookies.js';
 import { RendezvousError, storeUnavailable } from './errors.js';
-import type { TotpParams } from './totp.js';
+import type { TotpCompat, TotpParams } from './totp.js';
 
 /** A hidden server's identity as provisioned by the operator. */
 export interface Identity extends TotpParams {
@@ -56,6 +57,10 @@ export interface Identity extends TotpParams {
   generation?: number;
   /** Source addresses (newest last, bounded) that registered successfully: exempt from the uuid's lockout. */
   trustedSources?: string[];
+  /** Compatibility settings of an identity imported from node-rendezvous; absent means strict. */
+  compat?: TotpCompat;
+  /** Times the code of `lastStep` was used again (compat `reuseWithinStep` only; bounded). */
+  reuses?: number;
 }
 
 /** The registration scheme whose `R` and `I` cookies differ (`I` derived one-way from `R`). */
@@ -278,7 +283,7 @@ export class Store {
           new UpdateCommand({
             TableName: this.table,
             Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
-            UpdateExpression: `SET lastStep = :step, lastStepBy = :by${
+            UpdateExpression: `SET lastStep = :step, lastStepBy = :by, reuses = :zero${
               httpCookie ? ', httpCookie = :hc, httpCookieExpiresAt = :hce' : ''
             }${extra.trustedSources ? ', trustedSources = :ts' : ''}`,
             ConditionExpression: `attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false) AND (${
@@ -289,6 +294,7 @@ export class Store {
               ':by': by,
               ':false': false,
               ':gen': generation,
+              ':zero': 0,
               ...(httpCookie ? { ':hc': httpCookie.cookie, ':hce': httpCookie.expiresAt } : {}),
               ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
             },
@@ -299,6 +305,76 @@ export class Store {
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return false;
       throw err;
+    }
+  }
+
+  /**
+   * Counts one more use of the code of `lastStep` by the same door (compat identities with
+   * `reuseWithinStep`): one conditional write, so however many arrive at once, at most `max`
+   * reuses succeed per step. Returns the updated identity, or undefined when the condition failed
+   * (another step, the other door, the bound reached, disabled or rotated meanwhile).
+   */
+  async reuseStep(
+    uuid: string,
+    step: number,
+    by: 'register' | 'connect',
+    max: number,
+    extra: { generation?: number; trustedSources?: string[] } = {},
+  ): Promise<Identity | undefined> {
+    const generation = extra.generation ?? 0;
+    try {
+      const out = await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: serverKey(uuid), sk: 'IDENTITY' },
+            UpdateExpression: `SET reuses = if_not_exists(reuses, :zero) + :one${
+              extra.trustedSources ? ', trustedSources = :ts' : ''
+            }`,
+            ConditionExpression: `attribute_exists(pk) AND lastStep = :step AND lastStepBy = :by AND (attribute_not_exists(reuses) OR reuses < :max) AND (attribute_not_exists(disabled) OR disabled = :false) AND (${
+              generation === 0 ? 'attribute_not_exists(generation) OR ' : ''
+            }generation = :gen)`,
+            ExpressionAttributeValues: {
+              ':step': step,
+              ':by': by,
+              ':max': max,
+              ':zero': 0,
+              ':one': 1,
+              ':false': false,
+              ':gen': generation,
+              ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
+            },
+            ReturnValues: 'ALL_NEW',
+          }),
+        ),
+      );
+      const { pk: _pk, sk: _sk, ...rest } = out.Attributes ?? {};
+      return rest as Identity;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Shortens a replaced cookie record's life (a cookie that lived "until the next registration"
+   * would otherwise stay in the table for good); it is refused as replaced meanwhile anyway.
+   */
+  async expireCookie(cookie: string, expiresAt: number): Promise<void> {
+    try {
+      await this.call(() =>
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: cookieKey(cookie), sk: 'COOKIE' },
+            UpdateExpression: 'SET expiresAt = :e',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: { ':e': expiresAt },
+          }),
+        ),
+      );
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
     }
   }
 
@@ -573,13 +649,36 @@ export class Store {
    * The identity is updated before the registration is deleted, so a registration racing with the
    * rotation either sees the new generation (and withdraws itself) or is deleted here.
    */
-  async rotateSecret(uuid: string, secret: string): Promise<void> {
+  async rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
+    // The code parameters go with the secret: a strict rotation of an imported identity drops
+    // its compatibility settings; a forced re-import sets them.
     await this.updateIdentity(
       uuid,
-      'SET secret = :s ADD generation :one REMOVE httpCookie, httpCookieExpiresAt',
-      { ':s': secret, ':one': 1 },
+      `SET secret = :s, digits = :d, step = :st, algorithm = :a${
+        compat ? ', compat = :c' : ''
+      } ADD generation :one REMOVE httpCookie, httpCookieExpiresAt${compat ? '' : ', compat'}`,
+      {
+        ':s': params.secret,
+        ':d': params.digits,
+        ':st': params.step,
+        ':a': params.algorithm,
+        ':one': 1,
+        ...(compat ? { ':c': compat } : {}),
+      },
     );
     await this.deleteRegistration(uuid);
+  }
+
+  /**
+   * Sets (or, with undefined, removes) an identity's compatibility settings and the informative
+   * `digits` that goes with them. Registrations stand; new rules apply from the next code checked.
+   */
+  async setCompat(uuid: string, compat: TotpCompat | undefined, digits: number): Promise<void> {
+    await this.updateIdentity(
+      uuid,
+      compat ? 'SET compat = :c, digits = :d' : 'SET digits = :d REMOVE compat',
+      compat ? { ':c': compat, ':d': digits } : { ':d': digits },
+    );
   }
 
   /** Deletes an identity and its registration. */

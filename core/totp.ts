@@ -1,4 +1,5 @@
 /** TOTP (RFC 6238) for hidden-server authentication, on the maintained `otpauth` library. */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
 
 /** The TOTP parameters stored with an identity. */
@@ -53,7 +54,12 @@ export function currentCode(p: TotpParams, nowMs: number = Date.now()): string {
  * Returns the time step the code belongs to, or null. Replay protection is the caller's:
  * the step must be greater than the last accepted one.
  */
-export function verifyCode(p: TotpParams, code: string, nowMs: number = Date.now()): number | null {
+export function verifyCode(
+  p: TotpParams & { compat?: TotpCompat },
+  code: string,
+  nowMs: number = Date.now(),
+): number | null {
+  if (p.compat) return verifyCompatCode(p, p.compat, code, nowMs);
   if (code.length !== p.digits || !/^[0-9]+$/.test(code)) return null;
   const delta = totpOf(p).validate({ token: code, timestamp: nowMs, window: TOTP_WINDOW });
   return delta === null ? null : timeStep(p, nowMs) + delta;
@@ -62,4 +68,151 @@ export function verifyCode(p: TotpParams, code: string, nowMs: number = Date.now
 /** The `otpauth://` URI authenticator apps and the agent understand. */
 export function otpauthUri(p: TotpParams, uuid: string): string {
   return totpOf(p, uuid).toString();
+}
+
+/**
+ * How an identity imported from node-rendezvous computes and checks codes, where that differs
+ * from the strict default. Absent on identities made here (strict RFC 6238, ±1 step, one use).
+ */
+export interface TotpCompat {
+  /**
+   * `original`: the RFC 4226 dynamic-truncation value in decimal, unreduced and unpadded (1–10
+   * digits; the original's `length` 40). A number n (6–10): the last n decimal digits of that
+   * value, unpadded (what speakeasy's string truncation gives).
+   */
+  digits: 'original' | number;
+  /** `speakeasy`: the HMAC key is the UTF-8 encoding of the decoded secret bytes (differs for binary secrets). */
+  encoding: 'rfc6238' | 'speakeasy';
+  /** Steps of drift tolerated either side (the original: 0). */
+  window: 0 | 1;
+  /** A code may be used again within its own step (the original's semantics), a bounded number of times. */
+  reuseWithinStep: boolean;
+  /** Registration and cookie lifetime: seconds, or until the next registration (the original). */
+  cookieLifetime: 'next-registration' | number;
+  /** Where the identity came from (`node-rendezvous` for imports). */
+  importedFrom?: string;
+}
+
+/** The compatibility settings of the original's identities (its `length` 40 records). */
+export const ORIGINAL_COMPAT: TotpCompat = {
+  digits: 'original',
+  encoding: 'rfc6238',
+  window: 0,
+  reuseWithinStep: true,
+  cookieLifetime: 'next-registration',
+  importedFrom: 'node-rendezvous',
+};
+
+const BASE32_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** Decodes base32 (RFC 4648, case-insensitive, padding and spaces ignored); throws on other characters. */
+export function base32Decode(text: string): Buffer {
+  const clean = text.replace(/[\s=]/g, '').toUpperCase();
+  const out: number[] = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of clean) {
+    const v = BASE32_ALPHABET.indexOf(ch);
+    if (v === -1) throw new Error('secret is not base32');
+    value = (value << 5) | v;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push((value >>> bits) & 0xff);
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** Encodes bytes as base32 (RFC 4648, no padding). */
+export function base32Encode(bytes: Buffer): string {
+  let out = '';
+  let bits = 0;
+  let value = 0;
+  for (const b of bytes) {
+    value = (value << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += BASE32_ALPHABET[(value >>> bits) & 31];
+    }
+  }
+  if (bits > 0) out += BASE32_ALPHABET[(value << (5 - bits)) & 31];
+  return out;
+}
+
+/** Characters of the secrets `provision --compat` mints: printable ASCII that survives any shell or JSON. */
+const ASCII_SECRET_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** Length of the original's ASCII secrets. */
+export const ASCII_SECRET_LENGTH = 40;
+
+/**
+ * A new secret as the original minted them: 40 random ASCII characters (about 238 bits),
+ * base32-encoded (64 characters). ASCII keys hash the same under speakeasy and RFC 6238.
+ */
+export function newAsciiTotpSecret(): string {
+  const bytes = randomBytes(ASCII_SECRET_LENGTH * 2);
+  let ascii = '';
+  // Rejection sampling keeps every character equally likely (248 = 4 × 62).
+  for (const b of bytes) {
+    if (b < 248) ascii += ASCII_SECRET_ALPHABET[b % 62];
+    if (ascii.length === ASCII_SECRET_LENGTH) break;
+  }
+  while (ascii.length < ASCII_SECRET_LENGTH) {
+    const b = randomBytes(1)[0] as number;
+    if (b < 248) ascii += ASCII_SECRET_ALPHABET[b % 62];
+  }
+  return base32Encode(Buffer.from(ascii, 'ascii'));
+}
+
+/** True when a base32 secret decodes to ASCII only (so speakeasy and RFC 6238 agree on it). */
+export function isAsciiSecret(secret: string): boolean {
+  return base32Decode(secret).every((b) => b < 0x80);
+}
+
+/** The HMAC key a compat identity's codes use. */
+function compatKey(secret: string, encoding: TotpCompat['encoding']): Buffer {
+  const raw = base32Decode(secret);
+  // speakeasy decodes base32 to a binary string and hands it to `new Buffer(string)`, which
+  // encodes it as UTF-8: every byte ≥ 0x80 becomes two.
+  return encoding === 'speakeasy' ? Buffer.from(raw.toString('latin1'), 'utf8') : raw;
+}
+
+/** The RFC 4226 dynamic-truncation value (31 bits) for a counter. */
+export function truncatedValue(key: Buffer, counter: number, algorithm: TotpParams['algorithm']): number {
+  const msg = Buffer.alloc(8);
+  msg.writeUInt32BE(Math.floor(counter / 2 ** 32), 0);
+  msg.writeUInt32BE(counter >>> 0, 4);
+  const mac = createHmac(algorithm.toLowerCase(), key).update(msg).digest();
+  const offset = (mac[mac.length - 1] as number) & 0xf;
+  return mac.readUInt32BE(offset) & 0x7fffffff;
+}
+
+/** A compat identity's code for a time step. */
+export function compatCodeForStep(p: TotpParams, compat: TotpCompat, step: number): string {
+  const value = String(truncatedValue(compatKey(p.secret, compat.encoding), step, p.algorithm));
+  return compat.digits === 'original' ? value : value.slice(-compat.digits);
+}
+
+/**
+ * Checks a compat identity's code against its window (constant-time comparison). Returns the
+ * step the code belongs to, or null.
+ */
+export function verifyCompatCode(
+  p: TotpParams,
+  compat: TotpCompat,
+  code: string,
+  nowMs: number = Date.now(),
+): number | null {
+  if (!/^[0-9]{1,10}$/.test(code)) return null;
+  const now = timeStep(p, nowMs);
+  const given = Buffer.from(code.padStart(10, ' '));
+  let found: number | null = null;
+  // Every step in the window is computed and compared, so the time taken says nothing.
+  for (let d = -compat.window; d <= compat.window; d++) {
+    const want = Buffer.from(compatCodeForStep(p, compat, now + d).padStart(10, ' '));
+    if (timingSafeEqual(want, given) && found === null) found = now + d;
+  }
+  return found;
 }

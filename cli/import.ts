@@ -1,0 +1,200 @@
+/**
+ * `rendezvous import` and the existing-secret options of `provision`: bringing node-rendezvous
+ * identities over. Secrets come from a file, stdin or the environment, never from argv, and are
+ * never printed back.
+ */
+import { readFile } from 'node:fs/promises';
+import { type Command, InvalidArgumentError } from 'commander';
+import { DEFAULT_TABLE } from '../core/config.js';
+import { isRendezvousError } from '../core/errors.js';
+import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from '../core/import.js';
+import { originalCompatFor, setIdentityCompat } from '../core/registration.js';
+import { Store } from '../core/store.js';
+import { ORIGINAL_COMPAT, type TotpCompat } from '../core/totp.js';
+import { dumpRedis } from './redis.js';
+
+/** Reads stdin to the end, refusing more than `max` bytes. */
+export async function readStdin(max: number = MAX_IMPORT_BYTES): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of process.stdin as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) throw new InvalidArgumentError(`stdin holds more than ${max} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The existing secret `provision` was asked to use (`--secret-env` or `--secret-stdin`), if any. */
+export async function existingSecret(o: {
+  secretEnv?: boolean;
+  secretStdin?: boolean;
+}): Promise<string | undefined> {
+  if (o.secretEnv && o.secretStdin)
+    throw new InvalidArgumentError('--secret-env or --secret-stdin, not both');
+  if (o.secretEnv) {
+    const s = process.env.RENDEZVOUS_SECRET;
+    if (!s) throw new InvalidArgumentError('--secret-env: RENDEZVOUS_SECRET is not set');
+    return secretOf(s);
+  }
+  if (o.secretStdin) {
+    const s = (await readStdin(4096)).trim();
+    if (!s) throw new InvalidArgumentError('--secret-stdin: nothing on stdin');
+    return secretOf(s);
+  }
+  return undefined;
+}
+
+/** A base32 secret, or the `secret=` of an `otpauth://` URI. */
+function secretOf(text: string): string {
+  if (!text.startsWith('otpauth://')) return text;
+  try {
+    const s = new URL(text).searchParams.get('secret');
+    if (s) return s;
+  } catch {
+    // Falls through to the same message.
+  }
+  throw new InvalidArgumentError('the otpauth:// URI has no secret');
+}
+
+/** The compat settings `provision --compat` gives (the original's), for a given or fresh secret. */
+export function provisionCompat(o: { compat?: boolean }, secret: string | undefined): TotpCompat | undefined {
+  if (!o.compat) return undefined;
+  // A fresh compat secret is ASCII (plain RFC 6238 keys); an existing one may need speakeasy's.
+  const compat = secret === undefined ? { ...ORIGINAL_COMPAT } : originalCompatFor(secret);
+  delete compat.importedFrom;
+  return compat;
+}
+
+/** One-line summary of an import, and the per-uuid lines (uuids only, never secrets). */
+export function formatReport(r: ImportReport): string {
+  const lines = [
+    `imported ${r.imported.length}, skipped ${r.skipped.length} (already present, same secret), ` +
+      `conflicts ${r.conflicts.length} (present with another secret; --force replaces), ` +
+      `replaced ${r.replaced.length}, invalid ${r.invalid.length}`,
+    ...r.imported.map((u) => `  imported  ${u}`),
+    ...r.skipped.map((u) => `  skipped   ${u}`),
+    ...r.conflicts.map((u) => `  conflict  ${u}`),
+    ...r.replaced.map((u) => `  replaced  ${u}`),
+    ...r.invalid.map((p) => `  invalid   ${p.where}: ${p.reason}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** Adds `rendezvous import [file]` to the command tree. */
+export function addImportCommand(program: Command, fail: (message: string) => never): void {
+  program
+    .command('import')
+    .description(
+      "create identities from node-rendezvous's redis records (a JSON dump, or `redis-cli --raw` lines), same uuid and secret",
+    )
+    .argument('[file]', 'the dump (default: stdin)')
+    .option(
+      '--redis <url>',
+      "read the records from the original's redis: redis://host[:port][/db] (password: REDISCLI_AUTH)",
+    )
+    .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
+    .option('--force', 'replace the secret of identities already present with a different one')
+    .option('--json', 'print the report as JSON')
+    .action(async (file: string | undefined, o) => {
+      let dump: string;
+      if (o.redis && file) fail('a file or --redis, not both');
+      try {
+        if (o.redis) {
+          const fromRedis = await dumpRedis(o.redis);
+          dump = fromRedis.dump;
+          if (fromRedis.otherTypes) {
+            process.stderr.write(
+              `rendezvous: ${fromRedis.otherTypes} redis keys are not strings (left out)\n`,
+            );
+          }
+        } else {
+          dump = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
+        }
+      } catch (err) {
+        // The error names the source, never its contents.
+        fail(
+          `cannot read ${o.redis ? 'from redis' : (file ?? 'stdin')}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
+      }
+      if (dump.length > MAX_IMPORT_BYTES) fail(`the dump holds more than ${MAX_IMPORT_BYTES} bytes`);
+      const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      try {
+        const report = await importIdentities(store, dump, { force: Boolean(o.force) });
+        process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : formatReport(report));
+        // Conflicts and unreadable records need the operator; a re-import of what is there does not.
+        if (report.conflicts.length || report.invalid.length) process.exitCode = 1;
+      } catch (err) {
+        fail(isRendezvousError(err) ? err.message : `import failed: ${(err as Error).message}`);
+      } finally {
+        store.close();
+      }
+    });
+}
+
+/** The settings `rendezvous compat` asks for, on top of `base`. */
+export function compatFromOptions(
+  base: TotpCompat,
+  o: {
+    digits?: string;
+    encoding?: string;
+    window?: string;
+    reuseWithinStep?: string;
+    cookieLifetime?: string;
+  },
+): TotpCompat {
+  const next: TotpCompat = { ...base };
+  if (o.digits !== undefined) next.digits = o.digits === 'original' ? 'original' : Number(o.digits);
+  if (o.encoding !== undefined) next.encoding = o.encoding as TotpCompat['encoding'];
+  if (o.window !== undefined) next.window = Number(o.window) as TotpCompat['window'];
+  if (o.reuseWithinStep !== undefined) {
+    if (!['yes', 'no'].includes(o.reuseWithinStep))
+      throw new InvalidArgumentError('--reuse-within-step yes|no');
+    next.reuseWithinStep = o.reuseWithinStep === 'yes';
+  }
+  if (o.cookieLifetime !== undefined) {
+    next.cookieLifetime =
+      o.cookieLifetime === 'next-registration' ? 'next-registration' : Number(o.cookieLifetime);
+  }
+  return next;
+}
+
+/** Adds `rendezvous compat UUID …`: shows or changes an identity's compatibility settings. */
+export function addCompatCommand(program: Command, fail: (message: string) => never): void {
+  program
+    .command('compat')
+    .description(
+      "show or change an identity's compatibility settings (node-rendezvous clients); --strict removes them",
+    )
+    .argument('<uuid>', 'the identity')
+    .option('--digits <d>', 'original (unreduced, 1–10 digits) or 6–10 (last digits, unpadded)')
+    .option('--encoding <e>', 'rfc6238, or speakeasy (UTF-8 of binary secret bytes)')
+    .option('--window <w>', '0 (the original) or 1 step of drift')
+    .option('--reuse-within-step <yes|no>', 'accept a code again within its step (bounded)')
+    .option('--cookie-lifetime <l>', 'next-registration, or seconds')
+    .option('--strict', 'remove every compatibility setting (strict RFC 6238, one use per code)')
+    .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
+    .action(async (uuid: string, o) => {
+      const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      try {
+        const id = await store.getIdentity(uuid);
+        if (!id) fail(`no identity ${uuid}`);
+        const changing = ['digits', 'encoding', 'window', 'reuseWithinStep', 'cookieLifetime'].some(
+          (k) => o[k] !== undefined,
+        );
+        if (o.strict && changing) fail('--strict or settings, not both');
+        if (o.strict || changing) {
+          const next = o.strict
+            ? undefined
+            : compatFromOptions(id.compat ?? { ...ORIGINAL_COMPAT, importedFrom: undefined }, o);
+          await setIdentityCompat(store, uuid, next);
+        }
+        const now = await store.getIdentity(uuid);
+        process.stdout.write(`${uuid}  ${now?.compat ? JSON.stringify(now.compat) : 'strict'}\n`);
+      } catch (err) {
+        fail(isRendezvousError(err) ? err.message : (err as Error).message);
+      } finally {
+        store.close();
+      }
+    });
+}

@@ -1,0 +1,110 @@
+/**
+ * `rendezvous import --redis`: the original's records read straight from a real redis-server
+ * (its own, on a free port, password-protected), written there with redis-cli the way the
+ * original stored them (a JSON string under the uuid).
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, stop, waitForOutput } from '../support/cli.js';
+import { embeddedStore } from '../support/store.js';
+import { originalAsciiSecret, originalRecord } from './original-model.js';
+
+const run = promisify(execFile);
+const PASSWORD = 'redis-password-for-tests';
+let env: Awaited<ReturnType<typeof embeddedStore>>;
+let redis: ChildProcess;
+let port: number;
+const secrets = [originalAsciiSecret(), originalAsciiSecret()];
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+const cli = (...args: string[]) => ['-h', '127.0.0.1', '-p', String(port), ...args];
+const redisEnv = { ...process.env, REDISCLI_AUTH: PASSWORD };
+
+beforeAll(async () => {
+  if (!existsSync('/usr/bin/redis-server')) {
+    throw new Error('redis-server not found: apt-get install -y redis-server (.ci/run does)');
+  }
+  env = await embeddedStore();
+  port = await freePort();
+  redis = spawn(
+    '/usr/bin/redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--requirepass',
+      PASSWORD,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  await waitForOutput(redis, /Ready to accept connections/, 20_000);
+  await run('redis-cli', cli('SET', 'redis-one', originalRecord('redis-one', secrets[0] as string)), {
+    env: redisEnv,
+  });
+  await run('redis-cli', cli('SET', 'redis-two', originalRecord('redis-two', secrets[1] as string)), {
+    env: redisEnv,
+  });
+  await run('redis-cli', cli('RPUSH', 'some-list', 'not a record'), { env: redisEnv });
+}, 60_000);
+
+afterAll(async () => {
+  await stop(redis);
+  await env?.close();
+});
+
+const cliEnv = () => ({
+  AWS_ENDPOINT_URL_DYNAMODB: env.endpoint,
+  AWS_REGION: 'local',
+  RENDEZVOUS_TABLE: env.store.table,
+  REDISCLI_AUTH: PASSWORD,
+});
+
+describe('import --redis', () => {
+  it('imports every identity record, leaves other key types out, and is idempotent', async () => {
+    const first = await runCli(['import', '--redis', `redis://127.0.0.1:${port}`], cliEnv());
+    const out = first.stdout.toString();
+    expect(out).toMatch(/^imported 2, skipped 0/);
+    expect(first.stderr).toContain('1 redis keys are not strings');
+    expect(first.code).toBe(0);
+    for (const s of secrets) expect(out + first.stderr).not.toContain(s);
+    expect((await env.store.getIdentity('redis-one'))?.secret).toBe(secrets[0]);
+    expect((await env.store.getIdentity('redis-two'))?.compat?.digits).toBe('original');
+
+    const again = await runCli(['import', '--redis', `redis://127.0.0.1:${port}`], cliEnv());
+    expect(again.stdout.toString()).toMatch(/^imported 0, skipped 2/);
+  });
+
+  it('a wrong password, a password in the URL and an unreachable redis are clear errors', async () => {
+    const wrong = await runCli(['import', '--redis', `redis://127.0.0.1:${port}`], {
+      ...cliEnv(),
+      REDISCLI_AUTH: 'nope',
+    });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/redis refused AUTH/);
+    expect(wrong.stderr).not.toContain('nope');
+
+    const inUrl = await runCli(['import', '--redis', `redis://:${PASSWORD}@127.0.0.1:${port}`], cliEnv());
+    expect(inUrl.code).toBe(1);
+    expect(inUrl.stderr).toContain('REDISCLI_AUTH');
+
+    const gone = await runCli(['import', '--redis', `redis://127.0.0.1:${await freePort()}`], cliEnv());
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain('ECONNREFUSED');
+  });
+});
