@@ -75,6 +75,11 @@ export function buildCli(): Command {
       } catch (err) {
         fail(`cannot start: ${(err as Error).message}`);
       }
+      // Every local client shares 127.0.0.1, so one address's guess budget would be everyone's.
+      const localEnv = {
+        RENDEZVOUS_MAX_FAILURES_PER_SOURCE: String(LOCAL_MAX_FAILURES_PER_SOURCE),
+        ...process.env,
+      };
       const stack = await startLocalStack({
         apiPort: o.apiPort,
         relayPort: o.relayPort,
@@ -82,12 +87,8 @@ export function buildCli(): Command {
         storePort: o.storePort,
         clusterSecret: process.env.RELAY_CLUSTER_SECRET || undefined,
         // The relay and API limits a deployment reads from its environment apply here too.
-        relay: relayLimitsFromEnv(process.env),
-        // Every local client shares 127.0.0.1, so one address's budget would be everyone's.
-        policy: authPolicyFromEnv({
-          RENDEZVOUS_MAX_FAILURES_PER_SOURCE: String(LOCAL_MAX_FAILURES_PER_SOURCE),
-          ...process.env,
-        }),
+        relay: relayLimitsFromEnv(localEnv),
+        policy: authPolicyFromEnv(localEnv),
         dataDir,
         table: o.table,
         log: textLog('relay'),

@@ -53,9 +53,21 @@ describe('request head parsing is linear', () => {
     timeParse(normal, 5);
     timeParse(text, 2);
     const base = timeParse(normal, 20);
-    const bad = timeParse(text, 5);
-    // A floor of 50 µs keeps the ratio meaningful when the normal head parses in a few µs.
-    expect(bad / Math.max(base, 50_000)).toBeLessThan(10);
+    const bad = timeParse(text, 20);
+    // A floor of 50 µs keeps the ratio meaningful when the normal head parses in a few µs. A linear
+    // parser with a larger constant (4,000 Digest parameters) stays within about 6x, 12x on a busy
+    // machine; the backtracking pattern of c0f4046 was 1,300-4,000x.
+    expect(bad / Math.max(base, 50_000)).toBeLessThan(30);
+  });
+
+  it.each(worst)('%s: four times the size takes about four times as long, not sixteen', (_name, text) => {
+    const quarter = `${text.slice(0, Math.floor(text.length / 4))}${text.slice(-2)}`;
+    timeParse(quarter, 5);
+    timeParse(text, 5);
+    const small = timeParse(quarter, 20);
+    const full = timeParse(text, 20);
+    // Linear: ~4; quadratic: ~16. A floor of 20 µs keeps tiny times from deciding.
+    expect(full / Math.max(small, 20_000)).toBeLessThan(8);
   });
 
   it('still parses names the same way', () => {
