@@ -19,7 +19,7 @@ import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
-import { bridgeStdio } from './stdio.js';
+import { bridgeStdio, EMPTY_RESET_HINT } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -257,7 +257,17 @@ export function buildCli(): Command {
       const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
         local.on('error', () => local.destroy());
         connectToHiddenServer({ api, uuid: o.uuid }).then(
-          (remote) => splice(local, remote),
+          (remote) => {
+            // A reset before any byte is how a hidden agent says its target refused.
+            let received = 0;
+            remote.on('data', (c: Buffer) => {
+              received += c.length;
+            });
+            remote.on('error', () => {
+              if (received === 0) log.warn(EMPTY_RESET_HINT);
+            });
+            splice(local, remote);
+          },
           (err: Error) => {
             log.warn('rendezvous failed', { reason: err.message });
             local.destroy();

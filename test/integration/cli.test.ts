@@ -223,6 +223,33 @@ describe('rendezvous CLI', () => {
   });
 });
 
+describe("connect --listen when the hidden side's target is down (issue 13)", () => {
+  it('the local client is reset and connect says why on stderr', async () => {
+    const probe = createNetServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const deadPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    await provisionAndExpose('cli-listen-down', deadPort);
+    const mobile = spawnCli(['connect', '--uuid', 'cli-listen-down', '--listen', '127.0.0.1:0'], env);
+    agents.push(mobile);
+    const line = await waitForOutput(mobile, /listening on 127\.0\.0\.1:(\d+)/, 20_000, 'stderr');
+    const port = /listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1];
+    const hint = waitForOutput(mobile, /target is probably down/, 20_000, 'stderr');
+    const curl = await promisify(execFile)('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      `http://127.0.0.1:${port}/`,
+    ]).then(
+      () => 'answered',
+      (err: { code?: number }) => `failed ${err.code}`,
+    );
+    expect(curl).toMatch(/^failed (52|56)$/);
+    await hint;
+    expect(mobile.exitCode).toBeNull();
+  });
+});
+
 describe('expose under a flood of resetting mobile clients (issue 12 item 2)', () => {
   it('generic: expose keeps serving after 300 mobile clients reset mid-rendezvous', async () => {
     const echo = await startEchoServer();
