@@ -175,6 +175,25 @@ export async function startRelay(
   image: GenericContainer,
   opts: { storeEndpoint: string; table: string; secret: string; env?: Record<string, string> },
 ): Promise<{ container: StartedTestContainer; ports: RelayPorts; startMs: number }> {
+  // A port freePort() saw free can be taken by another test file's listener before the relay
+  // binds it (host networking, files in parallel): the relay then exits at start. Try again on
+  // fresh ports, and say so, rather than fail a test about something else.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRelayOnce(image, opts);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      const last = (await docker('ps', '-a', '-l', '-q').catch(() => '')).trim();
+      const logs = last ? await docker('logs', '--tail', '5', last).catch(() => '') : '';
+      console.warn(`relay container did not start (attempt ${attempt}): ${(err as Error).message}\n${logs}`);
+    }
+  }
+}
+
+async function startRelayOnce(
+  image: GenericContainer,
+  opts: { storeEndpoint: string; table: string; secret: string; env?: Record<string, string> },
+): Promise<{ container: StartedTestContainer; ports: RelayPorts; startMs: number }> {
   const { Wait } = await tc();
   const ports: RelayPorts = {
     generic: await freePort(),
