@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TABLE } from '../core/config.js';
+import { DEFAULT_COOKIE_TTL_SECONDS } from '../core/cookies.js';
 import { isRendezvousError } from '../core/errors.js';
 import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from '../core/import.js';
 import { originalCompatFor, setIdentityCompat } from '../core/registration.js';
@@ -159,6 +160,20 @@ export function compatFromOptions(
   return next;
 }
 
+/**
+ * A strict identity's rules written as compat settings, so that naming one setting on a strict
+ * identity changes that setting alone (not every setting to the original's).
+ */
+function strictAsCompat(digits: number): TotpCompat {
+  return {
+    digits,
+    encoding: 'rfc6238',
+    window: 1,
+    reuseWithinStep: false,
+    cookieLifetime: DEFAULT_COOKIE_TTL_SECONDS,
+  };
+}
+
 /** Adds `rendezvous compat UUID …`: shows or changes an identity's compatibility settings. */
 export function addCompatCommand(program: Command, fail: (message: string) => never): void {
   program
@@ -184,9 +199,7 @@ export function addCompatCommand(program: Command, fail: (message: string) => ne
         );
         if (o.strict && changing) fail('--strict or settings, not both');
         if (o.strict || changing) {
-          const next = o.strict
-            ? undefined
-            : compatFromOptions(id.compat ?? { ...ORIGINAL_COMPAT, importedFrom: undefined }, o);
+          const next = o.strict ? undefined : compatFromOptions(id.compat ?? strictAsCompat(id.digits), o);
           await setIdentityCompat(store, uuid, next);
         }
         const now = await store.getIdentity(uuid);

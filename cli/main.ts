@@ -252,7 +252,12 @@ export function buildCli(): Command {
         }
         process.exit(await bridgeStdio(socket));
       }
-      const at = hostPort(o.listen, '127.0.0.1');
+      let at: { host: string; port: number };
+      try {
+        at = hostPort(o.listen, '127.0.0.1');
+      } catch (err) {
+        fail(`--listen ${o.listen}: ${(err as Error).message}`);
+      }
       const log = textLog('connect');
       const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
         local.on('error', () => local.destroy());

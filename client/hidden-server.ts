@@ -69,6 +69,12 @@ export function totpParamsFrom(secret: string): TotpParams {
   if (secret.startsWith('otpauth://')) {
     const otp = URI.parse(secret);
     if (!('period' in otp)) throw new RendezvousError('BAD_REQUEST', 'otpauth URI is not TOTP');
+    // node-rendezvous wrote digits=40 (its unreduced codes); this agent computes RFC 6238 codes only.
+    if (otp.digits > 10)
+      throw new RendezvousError(
+        'BAD_REQUEST',
+        `RENDEZVOUS_SECRET asks for ${otp.digits}-digit codes (node-rendezvous's): this agent computes 6–10 digit RFC 6238 codes; keep the original client for this identity, or rotate it to a strict one (see "Migrating from node-rendezvous")`,
+      );
     return {
       secret: otp.secret.base32,
       digits: otp.digits,

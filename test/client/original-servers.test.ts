@@ -152,3 +152,10 @@ describe('transient refusals', () => {
     expect(agent.listening).toBe(true);
   });
 });
+
+describe("the original's identity URIs", () => {
+  it('a digits=40 URI (what node-rendezvous wrote) is refused at once, naming what to do', () => {
+    const uri = 'otpauth://totp/x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&digits=40&period=30';
+    expect(() => totpParamsFrom(uri)).toThrow(/RENDEZVOUS_SECRET asks for 40-digit codes.*original client/);
+  });
+});

@@ -286,6 +286,15 @@ describe('rendezvous compat: per-identity settings', () => {
     expect((await env.store.getIdentity('set-compat'))?.compat).toBeUndefined();
   });
 
+  it('one setting named on a strict identity changes that setting alone', async () => {
+    await runCli(['provision', '--uuid', 'one-setting'], cliEnv());
+    const r = await runCli(['compat', 'one-setting', '--window', '0'], cliEnv());
+    expect(r.code).toBe(0);
+    const compat = (await env.store.getIdentity('one-setting'))?.compat;
+    expect(compat).toMatchObject({ digits: 6, encoding: 'rfc6238', window: 0, reuseWithinStep: false });
+    expect(compat?.cookieLifetime).toBe(24 * 60 * 60);
+  });
+
   it('bad values are refused with the field named', async () => {
     const r = await runCli(['compat', 'shape-a', '--digits', '4'], cliEnv());
     expect(r.code).toBe(1);

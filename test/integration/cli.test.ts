@@ -154,6 +154,15 @@ describe('rendezvous CLI', () => {
     expect(r.stderr).toContain('rendezvous: hidden server not registered');
   });
 
+  it('connect --listen with a bad port says so in one line, without a stack trace', async () => {
+    for (const bad of ['99999', 'abc', '127.0.0.1:70000']) {
+      const r = await runCli(['connect', '--uuid', 'cli-echo', '--listen', bad], env, '');
+      expect(r.code, bad).toBe(1);
+      expect(r.stderr, bad).toContain(`--listen ${bad}: not a port number`);
+      expect(r.stderr, bad).not.toMatch(/\n\s+at /);
+    }
+  });
+
   it('expose stops with an authentication error for a wrong secret instead of retrying', async () => {
     await runCli(['provision', '--uuid', 'cli-wrong'], env);
     const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
