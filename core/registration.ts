@@ -249,18 +249,25 @@ export async function registerHiddenServer(
   nowMs: number = Date.now(),
   /** The caller's address (API Gateway's `sourceIp`), for the per-source guess limit. */
   source?: string,
+  /**
+   * Where codes are claimed and guesses counted: the identity's home replica when this region is
+   * another one of a global table (see `homeClaims`), else `store`. Replication between replicas
+   * lags, so a conditional write in this region would not see a step accepted in another one
+   * moments ago; on one replica, a code is accepted once anywhere and guesses count everywhere.
+   */
+  claims: Store = store,
 ): Promise<RendezvousTriple> {
-  const identity = await store.getIdentity(uuid);
+  const identity = await claims.getIdentity(uuid);
   const src = sourceKeyOf(source);
-  const step = await verifyWithinLimits(store, policy, uuid, identity, code, src, nowMs);
+  const step = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
   const generation = (identity as Identity).generation ?? 0;
   const extra = { generation, trustedSources: trust(identity, src) };
   if (
-    !(await store.acceptStep(uuid, step, 'register', undefined, extra)) &&
+    !(await claims.acceptStep(uuid, step, 'register', undefined, extra)) &&
     // The original let a code register any number of times within its step (each PUT a new cookie).
     !(
       (identity as Identity).compat?.reuseWithinStep &&
-      (await store.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
+      (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
     )
   )
     throw authFailed();
@@ -292,7 +299,7 @@ export async function registerHiddenServer(
     await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
   }
   // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
-  const after = await store.getIdentity(uuid);
+  const after = await claims.getIdentity(uuid);
   if (!after || after.disabled || (after.generation ?? 0) !== generation) {
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();
@@ -409,8 +416,10 @@ export async function authenticateConnect(
   cred: { response?: string; cookie?: string; source?: string },
   liveParkMadeWith: (uuid: string, step: number) => Promise<boolean>,
   nowMs: number = Date.now(),
+  /** Where codes are claimed and guesses counted (the home replica; see `registerHiddenServer`). */
+  claims: Store = store,
 ): Promise<ConnectGrant> {
-  const identity = await store.getIdentity(uuid);
+  const identity = await claims.getIdentity(uuid);
   if (cred.cookie !== undefined) {
     if (
       identity &&
@@ -425,12 +434,12 @@ export async function authenticateConnect(
     throw authFailed();
   }
   const src = sourceKeyOf(cred.source);
-  const step = await verifyWithinLimits(store, policy, uuid, identity, cred.response ?? '', src, nowMs);
+  const step = await verifyWithinLimits(claims, policy, uuid, identity, cred.response ?? '', src, nowMs);
   const generation = (identity as Identity).generation ?? 0;
   const cookie = newCookie();
   const expiresAt = Math.floor(nowMs / 1000) + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS);
   if (
-    await store.acceptStep(
+    await claims.acceptStep(
       uuid,
       step,
       'connect',
@@ -443,7 +452,7 @@ export async function authenticateConnect(
   // Already used. A compat identity with reuseWithinStep takes a CONNECT's code again within its
   // step, with or without a live park (the original's semantics; bounded per step).
   if ((identity as Identity).compat?.reuseWithinStep) {
-    const reused = await store.reuseStep(uuid, step, 'connect', COMPAT_MAX_REUSES_PER_STEP, {
+    const reused = await claims.reuseStep(uuid, step, 'connect', COMPAT_MAX_REUSES_PER_STEP, {
       generation,
       trustedSources: trust(identity, src),
     });
@@ -452,7 +461,7 @@ export async function authenticateConnect(
   }
   // Only a CONNECT's code may come back, and only while its park lives.
   if ((policy.codeReuse ?? 'live-park') === 'live-park') {
-    const now = await store.getIdentity(uuid);
+    const now = await claims.getIdentity(uuid);
     if (
       now &&
       !now.disabled &&

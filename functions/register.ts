@@ -17,16 +17,27 @@ import {
   resultResponse,
 } from './http.js';
 
+/**
+ * What the handler works on. `home`: the table's home replica when this region is another one
+ * of a global table — codes are claimed and guesses counted there, so they hold across regions;
+ * the registration itself is written to `store` (this region's replica).
+ */
+export interface RegisterDeps {
+  store: Store;
+  policy: RegistrationPolicy;
+  home?: Store;
+}
+
 /** Builds the handler over a given store and policy (the local stack and tests use this). */
-export function makeRegisterHandler(deps: () => { store: Store; policy: RegistrationPolicy }): Handler {
+export function makeRegisterHandler(deps: () => RegisterDeps): Handler {
   return async (event) => {
     if (methodOf(event) !== 'PUT') return methodNotAllowed();
     try {
       const uuid = checkUuid(queryParam(event, 'uuid'));
       const code = checkResponse(queryParam(event, 'response'));
-      const { store, policy } = deps();
+      const { store, policy, home } = deps();
       const source = event.requestContext?.http?.sourceIp;
-      const triple = await registerHiddenServer(store, policy, uuid, code, Date.now(), source);
+      const triple = await registerHiddenServer(store, policy, uuid, code, Date.now(), source, home);
       logger.info('registered', { uuid });
       return resultResponse(triple);
     } catch (err) {
@@ -36,10 +47,24 @@ export function makeRegisterHandler(deps: () => { store: Store; policy: Registra
   };
 }
 
-let fromEnv: { store: Store; policy: RegistrationPolicy } | undefined;
+/**
+ * The home replica's store when `RENDEZVOUS_HOME_REGION` names a region other than this one
+ * (`AWS_REGION`), else undefined (single region, or the home region itself: claims stay local).
+ */
+export function homeStoreFromEnv(env: NodeJS.ProcessEnv = process.env): Store | undefined {
+  const home = env.RENDEZVOUS_HOME_REGION?.trim();
+  if (!home || home === env.AWS_REGION) return undefined;
+  return new Store({ table: tableFromEnv(env), region: home });
+}
+
+let fromEnv: RegisterDeps | undefined;
 
 /** The Lambda entry point: configuration from the environment, one SDK client per process. */
 export const handler: Handler = makeRegisterHandler(() => {
-  fromEnv ??= { store: new Store({ table: tableFromEnv() }), policy: policyFromEnv() };
+  fromEnv ??= {
+    store: new Store({ table: tableFromEnv() }),
+    policy: policyFromEnv(),
+    home: homeStoreFromEnv(),
+  };
   return fromEnv;
 });

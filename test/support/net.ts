@@ -108,3 +108,12 @@ export function postBody(url: string, body: Buffer): Promise<Buffer> {
     req.end(body);
   });
 }
+
+/** A port on 127.0.0.1 that nothing listens on (bound once, then released). */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
