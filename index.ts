@@ -3,6 +3,8 @@
  * 'connection' sockets are rendezvous) and `exposeHiddenServer` (forward to a local port).
  * Mobile side: `connect` (a `net.connect`-like promise) and `rendezvousUrl` (for HTTP clients).
  */
+
+export type { ApiUrls } from './client/api.js';
 export {
   createHiddenServer,
   type ExposeOptions,

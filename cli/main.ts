@@ -6,6 +6,7 @@ import { createServer, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
+import { apiUrlList } from '../client/api.js';
 import { exposeHiddenServer } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../client/mobile.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
@@ -36,10 +37,26 @@ function hostPort(value: string, defaultHost: string): { host: string; port: num
   return { host: host || defaultHost, port: port(i === -1 ? value : value.slice(i + 1)) };
 }
 
-function apiFrom(opt: string | undefined): string {
-  const api = opt ?? process.env.RENDEZVOUS_API;
-  if (!api) throw new InvalidArgumentError('--api URL (or RENDEZVOUS_API) is required');
-  return api;
+/** `--api` may be repeated or comma-separated: every URL, in order (one per region). */
+function apiUrls(value: string, previous: string[] = []): string[] {
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((u) => u.trim())
+      .filter(Boolean),
+  ];
+}
+
+/** The API URLs of `--api`, else `RENDEZVOUS_API` (comma-separated), checked. */
+function apiFrom(opt: string[] | undefined): string[] {
+  const api = opt?.length ? opt : apiUrls(process.env.RENDEZVOUS_API ?? '');
+  if (api.length === 0) throw new InvalidArgumentError('--api URL (or RENDEZVOUS_API) is required');
+  try {
+    return apiUrlList(api);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 function fail(message: string): never {
@@ -192,7 +209,11 @@ export function buildCli(): Command {
       'generic (any TCP, via the API) or http (CONNECT to the relay)',
       'generic',
     )
-    .option('--api <url>', 'registration API, generic protocol (default: RENDEZVOUS_API)')
+    .option(
+      '--api <url>',
+      'registration API, generic protocol; repeat or comma-separate for fail-over (default: RENDEZVOUS_API)',
+      apiUrls,
+    )
     .option('--relay <url>', 'relay HTTP endpoint, http protocol (default: RENDEZVOUS_RELAY_HTTP)')
     .option('--pool <n>', 'parked connections kept ready', (v) => Math.max(1, Number.parseInt(v, 10) || 1), 1)
     .action((o) => {
@@ -239,7 +260,11 @@ export function buildCli(): Command {
     .command('connect')
     .description('mobile client: reach a hidden server on stdin/stdout (ssh ProxyCommand) or a local port')
     .requiredOption('--uuid <uuid>', 'the hidden server to reach')
-    .option('--api <url>', 'registration API (default: RENDEZVOUS_API)')
+    .option(
+      '--api <url>',
+      'registration API; repeat or comma-separate for fail-over (default: RENDEZVOUS_API)',
+      apiUrls,
+    )
     .option('--listen <[host:]port>', 'listen locally; each accepted connection is one rendezvous')
     .action(async (o) => {
       const api = apiFrom(o.api);

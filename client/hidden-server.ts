@@ -17,15 +17,19 @@ import type { RendezvousTriple } from '../core/registration.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
-import { registerWithApi } from './api.js';
+import { type ApiUrls, apiUrlList, registerWithApi } from './api.js';
 import { CONNECT_TIMEOUT_MS, dialRelay } from './relay-conn.js';
 
 /** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
 export interface HiddenServerOptions {
   /** `generic` (default): register with the API, park with `R<c>`. `http`: park with CONNECT. */
   protocol?: 'generic' | 'http';
-  /** Registration API base URL (generic protocol). */
-  api?: string;
+  /**
+   * Registration API base URL (generic protocol), or several (one per region, or a
+   * comma-separated string): tried in order from the last that answered, failing over when one
+   * does not answer or answers 5xx — never after a refused code.
+   */
+  api?: ApiUrls;
   /** The relay's HTTP-specific endpoint, `http://host:port` or `https://host` (http protocol). */
   relay?: string;
   uuid: string;
@@ -166,6 +170,7 @@ export class HiddenServer extends EventEmitter {
       throw new RendezvousError('BAD_REQUEST', 'the http protocol needs the relay URL');
     if (!http && !this.opts.api)
       throw new RendezvousError('BAD_REQUEST', 'the generic protocol needs the API URL');
+    if (!http) apiUrlList(this.opts.api as ApiUrls); // a malformed list fails here, not on each retry
     for (let i = 0; i < (this.opts.pool ?? 1); i++) void (http ? this.parkLoopHttp(i) : this.parkLoop(i));
     return this;
   }
@@ -285,7 +290,7 @@ export class HiddenServer extends EventEmitter {
       const sent = await this.nextCode();
       try {
         const triple = await registerWithApi(
-          this.opts.api as string,
+          this.opts.api as ApiUrls,
           this.opts.uuid,
           sent.code,
           this.stopper.signal,

@@ -1,13 +1,17 @@
 /** The mobile side as a library: reach a hidden server the way `net.connect` feels. */
 import type { Socket } from 'node:net';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
-import { lookupWithApi } from './api.js';
+import { type ApiUrls, lookupWithApi } from './api.js';
 import { dialRelay } from './relay-conn.js';
 
 /** Options of `connect`. */
 export interface ConnectOptions {
-  /** Registration API base URL. */
-  api: string;
+  /**
+   * Registration API base URL, or several (one per region; an array or a comma-separated string):
+   * tried in order from the last that answered, failing over when one does not answer or answers
+   * 5xx. A definite answer (404 not registered) is final.
+   */
+  api: ApiUrls;
   /** The hidden server to reach. */
   uuid: string;
   /** Bound on the whole attempt — look-up, relay connect, wait for `+OK` (default 15 s). */
