@@ -20,6 +20,7 @@ import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
+import { addSmokeCommand } from './smoke.js';
 import { bridgeStdio, EMPTY_RESET_HINT } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
@@ -342,6 +343,7 @@ export function buildCli(): Command {
 
   addImportCommand(program, fail);
   addCompatCommand(program, fail);
+  addSmokeCommand(program, fail);
 
   return program;
 }

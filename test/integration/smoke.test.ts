@@ -1,0 +1,148 @@
+/**
+ * `rendezvous smoke` (issue 18) against the local stack: every step passes and is printed; each
+ * kind of breakage fails the run with exit 1 naming its step — a wrong secret the register step,
+ * a dead API the register step, a closed relay port the park step, a closed HTTP port the HTTP
+ * park step. The secret never appears in the output.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runSmoke, SMOKE_STEPS, SmokeFailure, type SmokeStep } from '../../cli/smoke.js';
+import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
+import { base32Encode } from '../../core/totp.js';
+import { makeLookupHandler } from '../../functions/lookup.js';
+import { makeRegisterHandler } from '../../functions/register.js';
+import { startApiAdapter } from '../../local/api-adapter.js';
+import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { runCli } from '../support/cli.js';
+import { closedPort } from '../support/net.js';
+
+let stack: LocalStack;
+const closers: Array<() => unknown> = [];
+
+beforeAll(async () => {
+  stack = await startLocalStack({
+    apiPort: 0,
+    relayPort: 0,
+    httpPort: 0,
+    storePort: 0,
+    relay: { pairWaitMs: 3_000 },
+  });
+});
+afterAll(async () => {
+  for (const c of closers) await c();
+  await stack?.close();
+});
+
+const relayHttp = () => `http://127.0.0.1:${stack.httpPort}`;
+
+/** Runs the smoke in-process; resolves to the failed step (or undefined) and the steps passed. */
+async function smoke(opts: { api: string; uuid: string; secret: string; relayHttp?: string }) {
+  const passed: SmokeStep[] = [];
+  try {
+    await runSmoke({
+      relayHttp: relayHttp(),
+      stepTimeoutMs: 5_000,
+      ...opts,
+      onStep: (s) => passed.push(s),
+    });
+    return { failed: undefined, passed };
+  } catch (err) {
+    if (!(err instanceof SmokeFailure)) throw err;
+    return { failed: err.step, reason: err.reason, passed };
+  }
+}
+
+describe('rendezvous smoke (issue 18)', () => {
+  it('passes every step against the local stack, printing each, exit 0', async () => {
+    const id = await provisionIdentity(stack.store, { uuid: 'smoke-ok' });
+    const r = await runCli(['smoke', '--api', stack.apiUrl, '--uuid', 'smoke-ok'], {
+      RENDEZVOUS_SECRET: id.secret,
+      RENDEZVOUS_RELAY_HTTP: relayHttp(),
+    });
+    const out = r.stdout.toString();
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    for (const s of SMOKE_STEPS) expect(out).toContain(`smoke: ok  ${s} (`);
+    expect(out).toMatch(/smoke: passed\n$/);
+    expect(out).not.toContain(id.secret);
+  });
+
+  it('runs again at once with the same identity (the codes of the last run are skipped)', async () => {
+    // 5-second steps (the otpauth URI carries them), so waiting for unused codes is short.
+    const id = await provisionIdentity(stack.store, { uuid: 'smoke-twice', params: { step: 5 } });
+    expect(id.otpauth).toContain('period=5');
+    const first = await smoke({ api: stack.apiUrl, uuid: 'smoke-twice', secret: id.otpauth });
+    expect(first.failed).toBeUndefined();
+    const again = await smoke({ api: stack.apiUrl, uuid: 'smoke-twice', secret: id.otpauth });
+    expect(again.failed).toBeUndefined();
+    expect(again.passed).toEqual([...SMOKE_STEPS]);
+  }, 60_000);
+
+  it('a wrong secret fails the register step: exit 1, the step named, no secret shown', async () => {
+    await provisionIdentity(stack.store, { uuid: 'smoke-wrong' });
+    // Another secret, with 5-second steps so the three refused steps come quickly.
+    const wrong = base32Encode(Buffer.from('not the secret of smoke-wrong'));
+    const uri = `otpauth://totp/x:smoke-wrong?secret=${wrong}&period=5&digits=6&algorithm=SHA1`;
+    const r = await runCli(['smoke', '--api', stack.apiUrl, '--uuid', 'smoke-wrong'], {
+      RENDEZVOUS_SECRET: uri,
+      RENDEZVOUS_RELAY_HTTP: relayHttp(),
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^smoke: step "register \(generic\)" failed: authentication failed/);
+    expect(r.stderr + r.stdout.toString()).not.toContain(wrong);
+  });
+
+  it('an API that does not answer fails the register step', async () => {
+    const id = await provisionIdentity(stack.store, { uuid: 'smoke-noapi' });
+    const r = await smoke({
+      api: `http://127.0.0.1:${await closedPort()}/`,
+      uuid: 'smoke-noapi',
+      secret: id.secret,
+    });
+    expect(r.failed).toBe('register (generic)');
+    expect(r.reason).toMatch(/unreachable/);
+  });
+
+  it('a closed relay port fails the generic park step; a closed HTTP port the HTTP park step', async () => {
+    // An API whose triples name a relay port nothing listens on.
+    const policy: RegistrationPolicy = {
+      relayHost: '127.0.0.1',
+      relayPort: await closedPort(),
+      maxFailuresPerSource: 50,
+    };
+    const api = await startApiAdapter({
+      register: makeRegisterHandler(() => ({ store: stack.store, policy })),
+      lookup: makeLookupHandler(() => ({ store: stack.store })),
+      port: 0,
+    });
+    closers.push(() => api.close());
+    const a = await provisionIdentity(stack.store, { uuid: 'smoke-norelay' });
+    const r = await smoke({ api: api.url, uuid: 'smoke-norelay', secret: a.secret });
+    expect(r.failed).toBe('park (generic)');
+    expect(r.passed).toEqual(['register (generic)']);
+
+    const b = await provisionIdentity(stack.store, { uuid: 'smoke-nohttp' });
+    const h = await smoke({
+      api: stack.apiUrl,
+      uuid: 'smoke-nohttp',
+      secret: b.secret,
+      relayHttp: `http://127.0.0.1:${await closedPort()}`,
+    });
+    expect(h.failed).toBe('park (http)');
+    expect(h.passed).toEqual(SMOKE_STEPS.slice(0, 5));
+  });
+
+  it('a CLI call without the secret, or with a bad URL, says what is missing', async () => {
+    const none = await runCli(['smoke', '--api', stack.apiUrl, '--uuid', 'x'], {
+      RENDEZVOUS_SECRET: '',
+      RENDEZVOUS_RELAY_HTTP: relayHttp(),
+    });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/RENDEZVOUS_SECRET is not set/);
+    const bad = await runCli(['smoke', '--api', 'nope', '--uuid', 'x'], {
+      RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP',
+      RENDEZVOUS_RELAY_HTTP: relayHttp(),
+    });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/not an http\(s\) URL: nope/);
+  });
+});
