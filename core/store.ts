@@ -107,6 +107,10 @@ export interface ParkRecord {
   step?: number;
   /** Epoch seconds; a record not refreshed by then is stale. */
   expiresAt: number;
+  /** The parking relay's region (multi-region; absent: the same region as every reader). */
+  region?: string;
+  /** Public base URL of that region's HTTP-specific port (where other regions redirect to). */
+  httpUrl?: string;
 }
 
 const parkKeys = (kind: ParkKind, key: string) =>

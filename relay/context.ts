@@ -7,6 +7,7 @@ import type { Store } from '../core/store.js';
 import type { CookieCache } from './cookie-cache.js';
 import type { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
 import type { ClusterLink } from './pairing.js';
+import type { ParkRecords } from './park-records.js';
 import type { ParkingLot } from './parking.js';
 
 /** Per-connection limits. */
@@ -36,6 +37,14 @@ export interface RelayContext {
   admit(socket: Socket): { ok: true; release: () => void } | { ok: false; reason: string };
   /** Counts live splices (drain waits for them). */
   countSplice(delta: 1 | -1): void;
+  /**
+   * Multi-region (when the relay knows its region): park records of this region (`others`) and of
+   * other regions (`elsewhere`), for redirecting HTTP-specific requests to the region holding the
+   * hidden server.
+   */
+  regions?: Pick<ParkRecords, 'others' | 'elsewhere'> & { region: string };
+  /** The table's home replica, where CONNECT codes are claimed (another region of a global table). */
+  home?: Store;
   /** HTTP-specific: the domain under which `<id>.<domain>` names hidden server `<id>`. */
   httpDomain?: string;
   /** Bounds on mobile clients waiting for a hidden server. */

@@ -30,6 +30,7 @@ import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';
 import { endWith } from './refuse.js';
+import { encodeRedirect, namedBy, redirectLocation } from './regions.js';
 import { readHandshake } from './session.js';
 
 /** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
@@ -117,6 +118,8 @@ async function parkConnect(
       { response: target.response, cookie: target.cookie, source: socket.remoteAddress },
       async (uuid, step) =>
         ctx.lot.hasParkWithStep(uuid, step) || (await remoteParkWithStep(ctx, uuid, step)),
+      Date.now(),
+      ctx.home,
     );
   } finally {
     socket.off('data', onEarly);
@@ -163,6 +166,13 @@ async function pairHttpMobile(
     });
   }
   checkUuid(id);
+  // Parked in another region only: send the client there at once rather than wait here.
+  if (
+    ctx.regions &&
+    ctx.lot.count('http', id) === 0 &&
+    (await redirectElsewhere(socket, ctx, head, id, true))
+  )
+    return;
   ctx.perUuid.check(id);
   // A name that is no identity is still waited for (so timing does not tell which names exist),
   // but only here: no store polling for it.
@@ -176,7 +186,11 @@ async function pairHttpMobile(
     () => socket.destroyed,
     () => ctx.waiting.enter(socket),
   );
-  if (!hidden) return respondError(socket, 404, 'hidden server not parked');
+  if (!hidden) {
+    // It may have parked in another region meanwhile: a redirect, never a 404 while it is online.
+    if (ctx.regions && (await redirectElsewhere(socket, ctx, head, id, false))) return;
+    return respondError(socket, 404, 'hidden server not parked');
+  }
   if (socket.destroyed) {
     hidden.destroy();
     return;
@@ -193,6 +207,33 @@ async function pairHttpMobile(
   const responses = new OneResponseGate(head.method === 'HEAD', (switched) => requests.decide(switched));
   if (rest.length > 0) requests.write(rest);
   ctx.spliceHidden(hidden, socket, id, { intoHidden: requests, intoMobile: responses });
+}
+
+/**
+ * Answers `307` to the relay of another region holding `id` (see relay/regions.ts); false when no
+ * other region holds it — or, with `onlyIfNoneHere`, when a relay of this region does too.
+ */
+async function redirectElsewhere(
+  socket: Socket,
+  ctx: RelayContext,
+  head: RequestHead,
+  id: string,
+  onlyIfNoneHere: boolean,
+): Promise<boolean> {
+  const regions = ctx.regions;
+  if (!regions) return false;
+  const away = await regions.elsewhere('http', id).catch(() => []);
+  if (away.length === 0) return false;
+  if (onlyIfNoneHere && (await regions.others('http', id).catch(() => [])).length > 0) return false;
+  const by = namedBy(head, ctx.httpDomain);
+  for (const rec of away) {
+    const location = redirectLocation(rec, head, id, by);
+    if (!location) continue;
+    ctx.log.info('redirected to another region', { uuid: id, region: rec.region });
+    endWith(socket, encodeRedirect(location, rec.region));
+    return true;
+  }
+  return false;
 }
 
 /** True for a request asking to switch protocols (WebSocket): its tunnel stays with one hidden server. */

@@ -26,6 +26,10 @@
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
  *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
  *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
+ *   RELAY_REGION             multi-region: this relay's region, written into park records (off)
+ *   RELAY_HTTP_PUBLIC_URL    multi-region: public base URL of this region's HTTP-specific port
+ *                            (https://relay-eu-west-1.example.com); other regions redirect there
+ *   RENDEZVOUS_HOME_REGION   multi-region: the table's home region, where CONNECT codes are claimed
  */
 import { pathToFileURL } from 'node:url';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../core/config.js';
@@ -61,6 +65,36 @@ function httpDomainFromEnv(env: NodeJS.ProcessEnv): string | undefined {
   if (!/^(?=.{1,253}$)[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*$/.test(domain))
     throw new Error('RELAY_HTTP_DOMAIN must be a host name such as relay.example.com');
   return domain;
+}
+
+/**
+ * Multi-region settings: RELAY_REGION, RELAY_HTTP_PUBLIC_URL (an http(s) URL) and, when
+ * RENDEZVOUS_HOME_REGION names another region than this one, a store on the home replica.
+ */
+export function regionFromEnv(env: NodeJS.ProcessEnv = process.env): {
+  region?: string;
+  httpPublicUrl?: string;
+  home?: Store;
+} {
+  const region = env.RELAY_REGION?.trim() || undefined;
+  const url = env.RELAY_HTTP_PUBLIC_URL?.trim() || undefined;
+  if (url) {
+    let ok = false;
+    try {
+      ok = /^https?:$/.test(new URL(url).protocol);
+    } catch {}
+    if (!ok)
+      throw new Error(
+        'RELAY_HTTP_PUBLIC_URL must be an http(s) URL such as https://relay-eu-west-1.example.com',
+      );
+  }
+  const homeRegion = env.RENDEZVOUS_HOME_REGION?.trim();
+  const here = region ?? env.AWS_REGION;
+  const home =
+    homeRegion && homeRegion !== here
+      ? new Store({ table: tableFromEnv(env), region: homeRegion })
+      : undefined;
+  return { region, httpPublicUrl: url, home };
 }
 
 /** The relay limits and policies the environment sets (shared with `rendezvous dev`). */
@@ -111,6 +145,7 @@ export async function runRelayFromEnv(
     peerHost: secret ? await discoverPeerHost(env, bind) : undefined,
     healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
     ...relayLimitsFromEnv(env),
+    ...regionFromEnv(env),
     log,
   });
   if (env.RELAY_PUBLIC_HOST)

@@ -17,6 +17,12 @@ export const PARK_RECORD_LINGER_MS = 2_000;
 /** How long one query of other relays' records serves every waiting mobile client. */
 export const OTHERS_CACHE_MS = 200;
 
+/** Where a relay is, for other regions: its region and its region's public HTTP-specific URL. */
+export interface ParkOrigin {
+  region?: string;
+  httpUrl?: string;
+}
+
 /** Keeps this relay's park records in step with its parking lot. */
 export class ParkRecords {
   private timer: NodeJS.Timeout | undefined;
@@ -32,7 +38,14 @@ export class ParkRecords {
     readonly peer: string,
     private readonly log: Log,
     private readonly ttlSeconds = PARK_RECORD_TTL_SECONDS,
+    /** Written into every record; records of another region are never dialled, only redirected to. */
+    readonly origin: ParkOrigin = {},
   ) {}
+
+  /** True for a record of this relay's region (records and relays without a region count as one). */
+  private sameRegion(r: ParkRecord): boolean {
+    return !r.region || !this.origin.region || r.region === this.origin.region;
+  }
 
   /** Starts the refresh loop over `lot`. */
   start(lot: ParkingLot): void {
@@ -68,13 +81,23 @@ export class ParkRecords {
    * relay shares one store query per OTHERS_CACHE_MS instead of each polling on its own.
    */
   others(kind: ParkKind, key: string): Promise<ParkRecord[]> {
+    return this.live(kind, key).then((all) =>
+      all.filter((r) => r.relayId !== this.relayId && this.sameRegion(r)),
+    );
+  }
+
+  /** Live records of relays in other regions that name their public HTTP URL (freshest first). */
+  elsewhere(kind: ParkKind, key: string): Promise<ParkRecord[]> {
+    return this.live(kind, key).then((all) => all.filter((r) => !this.sameRegion(r) && r.httpUrl));
+  }
+
+  /** Every live record for (kind, key), one shared store query per OTHERS_CACHE_MS. */
+  private live(kind: ParkKind, key: string): Promise<ParkRecord[]> {
     const k = `${kind} ${key}`;
     const now = Date.now();
     const cached = this.lookups.get(k);
     if (cached && now - cached.at < OTHERS_CACHE_MS) return cached.records;
-    const records = this.store
-      .listParks(kind, key)
-      .then((all) => all.filter((r) => r.relayId !== this.relayId));
+    const records = this.store.listParks(kind, key);
     records.catch(() => this.lookups.delete(k));
     if (this.lookups.size > 10_000) this.lookups.clear();
     this.lookups.set(k, { at: now, records });
@@ -109,6 +132,8 @@ export class ParkRecords {
       expiresAt: Math.floor(Date.now() / 1000) + this.ttlSeconds,
     };
     if (kind === 'http') rec.step = this.lot?.newestStep(key);
+    if (this.origin.region) rec.region = this.origin.region;
+    if (this.origin.httpUrl) rec.httpUrl = this.origin.httpUrl;
     await this.store.putPark(kind, key, rec);
   }
 

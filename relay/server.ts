@@ -66,6 +66,15 @@ export interface RelayOptions {
   /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
   fdLimit?: number;
   connectPolicy?: ConnectPolicy;
+  /**
+   * Multi-region: this relay's region (RELAY_REGION) and its region's public HTTP-specific URL
+   * (RELAY_HTTP_PUBLIC_URL), written into park records; HTTP requests for a hidden server parked
+   * only in another region are redirected there. Without a region, no redirects.
+   */
+  region?: string;
+  httpPublicUrl?: string;
+  /** The table's home replica, where CONNECT codes are claimed (see RENDEZVOUS_HOME_REGION). */
+  home?: Store;
   log?: Log;
 }
 
@@ -210,6 +219,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     else log.error('listener error', { listener, error: err.message });
   };
 
+  const origin = { region: opts.region || undefined, httpUrl: opts.httpPublicUrl || undefined };
   let peerAddress: AddressInfo | undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
@@ -227,11 +237,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     peerSockets = peer.sockets;
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
     const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-    records = new ParkRecords(opts.store, relayId, `${peerHost}:${peer.port}`, log);
+    records = new ParkRecords(opts.store, relayId, `${peerHost}:${peer.port}`, log, undefined, origin);
   } else {
     // A relay alone still records its parks (the operator console shows who is online); with no
     // peer address, no other relay will try to dial it.
-    records = new ParkRecords(opts.store, relayId, '', log);
+    records = new ParkRecords(opts.store, relayId, '', log, undefined, origin);
   }
   records.start(lot);
 
@@ -282,6 +292,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     admit,
     countSplice,
     httpDomain: opts.httpDomain || undefined,
+    regions: origin.region
+      ? {
+          region: origin.region,
+          others: (kind, key) => records.others(kind, key),
+          elsewhere: (kind, key) => records.elsewhere(kind, key),
+        }
+      : undefined,
+    home: opts.home,
     waiting: new WaitingClients(
       opts.maxWaitingPerSource ?? RELAY_DEFAULTS.maxWaitingPerSource,
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
