@@ -7,7 +7,8 @@
  */
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
+import { isRendezvousError } from '../../core/errors.js';
+import { authenticateConnect, provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
 import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { homeStoreFromEnv, makeRegisterHandler } from '../../functions/register.js';
@@ -149,6 +150,25 @@ describe('one-time codes across regions (issue 18)', () => {
     expect(status(fifth)).toBe(429);
     expect(Number(fifth.headers?.['retry-after'])).toBeGreaterThan(0);
     expect(status(await putHome('guessed-at', wrongCode(id, 6), '10.8.0.10'))).toBe(429);
+  });
+
+  it("a relay's CONNECT claims at home too: a code a PUT used in one region is refused in another", async () => {
+    const id = await provisioned('connect-away');
+    const code = currentCode(id);
+    expect(status(await putHome('connect-away', code))).toBe(200);
+    const connect = (claims?: Store) =>
+      authenticateConnect(
+        away,
+        {},
+        'connect-away',
+        { response: code },
+        async () => false,
+        Date.now(),
+        claims,
+      );
+    await expect(connect(home)).rejects.toSatisfy((e) => isRendezvousError(e, 'AUTH_FAILED'));
+    // Claimed on its own replica (the lag), the same CONNECT would have been let in.
+    await expect(connect()).resolves.toMatchObject({ uuid: 'connect-away' });
   });
 
   it('with the home replica out of reach: 503 with Retry-After, and the code stays unused', async () => {
