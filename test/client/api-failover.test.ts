@@ -17,6 +17,7 @@ import { makeRegisterHandler } from '../../functions/register.js';
 import { connect, createHiddenServer, type HiddenServer } from '../../index.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { runCli } from '../support/cli.js';
 import { closedPort, readAll, sha256 } from '../support/net.js';
 
 let stack: LocalStack;
@@ -157,6 +158,36 @@ describe('several API URLs (issue 18)', () => {
     ).resolves.toMatchObject({
       port: stack.relayPort,
     });
+  });
+
+  it('the CLI takes --api repeated or comma-separated, and RENDEZVOUS_API comma-separated', async () => {
+    const down = `http://127.0.0.1:${await closedPort()}/`;
+    const id = await provisionIdentity(stack.store, { uuid: 'fo-cli' });
+    await listen(
+      createHiddenServer({ api: stack.apiUrl, uuid: 'fo-cli', secret: id.secret }, (s) => s.pipe(s)),
+    );
+    const repeated = await runCli(
+      ['connect', '--uuid', 'fo-cli', '--api', down, '--api', stack.apiUrl],
+      {},
+      'one',
+    );
+    expect(repeated.stderr).toBe('');
+    expect(repeated.stdout.toString()).toBe('one');
+    const commas = await runCli(
+      ['connect', '--uuid', 'fo-cli', '--api', `${down},${stack.apiUrl}`],
+      {},
+      'two',
+    );
+    expect(commas.stdout.toString()).toBe('two');
+    const fromEnv = await runCli(
+      ['connect', '--uuid', 'fo-cli'],
+      { RENDEZVOUS_API: `${down}, ${stack.apiUrl}` },
+      'three',
+    );
+    expect(fromEnv.stdout.toString()).toBe('three');
+    const bad = await runCli(['connect', '--uuid', 'fo-cli', '--api', `${stack.apiUrl},nope`], {}, '');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/not an http\(s\) URL: nope/);
   });
 
   it('an API that stops mid-way: the agent registers again through the other, mobiles follow', async () => {
