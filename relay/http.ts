@@ -166,17 +166,19 @@ async function pairHttpMobile(
     });
   }
   checkUuid(id);
+  // A name that is no identity is still waited for (so timing does not tell which names exist),
+  // but only here: no store polling or park-record reads for it (the answer is cached).
+  const known = ctx.cluster || ctx.regions ? await ctx.names.known(id) : false;
   // Parked in another region only: send the client there at once rather than wait here.
   if (
     ctx.regions &&
+    known &&
     ctx.lot.count('http', id) === 0 &&
     (await redirectElsewhere(socket, ctx, head, id, true))
   )
     return;
   ctx.perUuid.check(id);
-  // A name that is no identity is still waited for (so timing does not tell which names exist),
-  // but only here: no store polling for it.
-  const cluster = ctx.cluster && (await ctx.names.known(id)) ? ctx.cluster : undefined;
+  const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const hidden = await claimHiddenServer(
     ctx.lot,
     cluster,
@@ -188,7 +190,7 @@ async function pairHttpMobile(
   );
   if (!hidden) {
     // It may have parked in another region meanwhile: a redirect, never a 404 while it is online.
-    if (ctx.regions && (await redirectElsewhere(socket, ctx, head, id, false))) return;
+    if (ctx.regions && known && (await redirectElsewhere(socket, ctx, head, id, false))) return;
     return respondError(socket, 404, 'hidden server not parked');
   }
   if (socket.destroyed) {
