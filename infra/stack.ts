@@ -3,7 +3,7 @@
  * replica of the state table (created by the table stack, which this stack depends on), and,
  * with a hosted zone, the region's names (custom API domain, latency record, relay records).
  */
-import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Fn, Stack, type StackProps } from 'aws-cdk-lib';
 import { Certificate, CertificateValidation, type ICertificate } from 'aws-cdk-lib/aws-certificatemanager';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { HostedZone } from 'aws-cdk-lib/aws-route53';
@@ -53,6 +53,15 @@ export class RendezvousStack extends Stack {
   readonly alarmPrefix: string;
   /** The region's names, with a hosted zone. */
   readonly names?: RegionalNames;
+
+  /**
+   * The region's first two zones, resolved by CloudFormation (Fn::GetAZs), never looked up: with
+   * an account in the environment (the pipeline always has one) CDK would otherwise ask EC2 at
+   * synth, which needs credentials. Zone names differ per account, so none is written literally.
+   */
+  override get availabilityZones(): string[] {
+    return [Fn.select(0, Fn.getAzs()), Fn.select(1, Fn.getAzs())];
+  }
 
   constructor(scope: Construct, id: string, props: RendezvousStackProps) {
     super(scope, id, props);

@@ -151,8 +151,9 @@ export class Observability extends Construct {
     const deploymentAlarms = relay.targetGroups.map(
       ({ name }) => this.byName[`UnhealthyRelays${name}`] as Alarm,
     );
+    // Literal names (the alarms are named above), not Refs, which CDK warns may form a cycle.
     relay.service.enableDeploymentAlarms(
-      deploymentAlarms.map((a) => a.alarmName),
+      relay.targetGroups.map(({ name }) => `${props.alarmPrefix}UnhealthyRelays${name}`),
       { behavior: AlarmBehavior.ROLLBACK_ON_ALARM },
     );
     // Created before the service, so a first deploy never names an alarm that does not exist yet.

@@ -138,16 +138,19 @@ describe('registration API', () => {
   );
   const fnId = (part: string) => functions.find((f) => f.id.includes(part))?.id as string;
 
-  it('routes PUT / to register and GET / to lookup (and any other method to lookup, for its 405)', () => {
+  it("routes PUT / to register and GET / to lookup (and any other method to lookup, for its 405), through each function's live alias", () => {
     const routes = resourcesOf(owner, 'AWS::ApiGatewayV2::Route');
     const integrations = resourcesOf(owner, 'AWS::ApiGatewayV2::Integration');
+    const aliases = resourcesOf(owner, 'AWS::Lambda::Alias');
     const targetFn = (routeKey: string) => {
       const route = routes.find((r) => r.Properties.RouteKey === routeKey);
       const integrationId = JSON.stringify(route?.Properties.Target).match(/"Ref":"([^"]+)"/)?.[1];
       const integration = integrations.find((i) => i.id === integrationId);
-      return JSON.stringify(integration?.Properties.IntegrationUri).match(
-        /"([A-Za-z0-9]+Function[A-Za-z0-9]+)"/,
-      )?.[1];
+      // The integration calls an alias (never the function's $LATEST); the alias names the function.
+      const aliasId = JSON.stringify(integration?.Properties.IntegrationUri).match(/"Ref":"([^"]+)"/)?.[1];
+      const alias = aliases.find((a) => a.id === aliasId);
+      expect(alias?.Properties.Name).toBe('live');
+      return JSON.stringify(alias?.Properties.FunctionName).match(/"Ref":"([^"]+)"/)?.[1];
     };
     expect(targetFn('PUT /')).toBe(fnId('Register'));
     expect(targetFn('GET /')).toBe(fnId('Lookup'));
