@@ -197,12 +197,13 @@ const sh = (v: string): string => `'${v.replaceAll("'", "'\\''")}'`;
  */
 export function alarmGateCommands(region: string, bakeMinutes: number): string[] {
   const prefix = alarmPrefixOf(region);
+  const names = "join(', ', [MetricAlarms[].AlarmName, CompositeAlarms[].AlarmName][])";
   return [
-    `end=$(( $(date +%s) + ${bakeMinutes * 60} ))`,
     [
+      `end=$(( $(date +%s) + ${bakeMinutes * 60} ));`,
       'while :; do',
       `firing=$(aws cloudwatch describe-alarms --region ${region} --alarm-name-prefix ${sh(prefix)} --state-value ALARM` +
-        " --alarm-types MetricAlarm CompositeAlarm --query 'join(`, `, [MetricAlarms[].AlarmName, CompositeAlarms[].AlarmName][])' --output text);",
+        ` --alarm-types MetricAlarm CompositeAlarm --query "${names}" --output text) || exit 2;`,
       `if [ -n "$firing" ] && [ "$firing" != None ]; then echo "not promoting ${region}: alarms in ALARM: $firing"; exit 1; fi;`,
       'if [ "$(date +%s)" -ge "$end" ]; then break; fi;',
       'sleep 60;',
@@ -335,7 +336,7 @@ export function buildPipelineApp(app: App = new App()): {
   pipeline.buildPipeline();
   suppressPipelineFindings(pipelineStack);
   for (const { stack } of Object.values(pipeline.pipeline.crossRegionSupport))
-    NagSuppressions.addStackSuppressions(stack, [ARTIFACT_BUCKET_LOGS]);
+    if (stack !== pipelineStack) NagSuppressions.addStackSuppressions(stack, [ARTIFACT_BUCKET_LOGS]);
   return { app, pipelineStack, pipeline, table, canary, wave };
 }
 

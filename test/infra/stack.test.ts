@@ -220,6 +220,33 @@ describe('IAM', () => {
     }
   });
 
+  it('functions get the home region (the table stack’s) and its replica; a single region grants only its own', () => {
+    const homeEnv = (t: Template) =>
+      resourcesOf(t, 'AWS::Lambda::Function')
+        .filter((f) => f.Properties.Handler === 'index.handler')
+        .map(
+          (f) =>
+            (f.Properties.Environment as { Variables: Record<string, unknown> }).Variables
+              .RENDEZVOUS_HOME_REGION,
+        );
+    expect(homeEnv(other)).toEqual(['us-east-1', 'us-east-1']);
+    expect(homeEnv(alone)).toEqual(['us-east-1', 'us-east-1']);
+    const tableRegions = (t: Template) =>
+      [
+        ...new Set(
+          [
+            ...JSON.stringify(
+              resourcesOf(t, 'AWS::IAM::Policy')
+                .filter((p) => /Register|Lookup/.test(p.id))
+                .map((p) => p.Properties.PolicyDocument),
+            ).matchAll(/:dynamodb:([a-z0-9-]+):/g),
+          ].map((m) => m[1]),
+        ),
+      ].sort();
+    expect(tableRegions(other)).toEqual(['eu-west-1', 'us-east-1']);
+    expect(tableRegions(alone)).toEqual(['us-east-1']);
+  });
+
   it('lets lookup only read, register read and write single items, the relay also query and delete its parks', () => {
     const of = (part: string) =>
       dynamo
@@ -303,6 +330,43 @@ describe('relay service', () => {
       Template.fromStack(st as RendezvousStack).hasResourceProperties('AWS::Lambda::Function', {
         Environment: { Variables: Match.objectLike({ RELAY_PUBLIC_HOST: host }) },
       });
+  });
+
+  it('tells the relay its region and public HTTP URL (plain HTTP on the NLB without a certificate), for cross-region redirects', () => {
+    const envOf = (t: Template) =>
+      Object.fromEntries(
+        (
+          (
+            first(resourcesOf(t, 'AWS::ECS::TaskDefinition')).Properties.ContainerDefinitions as Array<{
+              Environment: Array<{ Name: string; Value: unknown }>;
+            }>
+          )[0]?.Environment ?? []
+        ).map((e) => [e.Name, e.Value]),
+      );
+    const plain = envOf(alone);
+    expect(plain.RELAY_REGION).toBe('us-east-1');
+    expect(plain.RELAY_HTTP_PUBLIC_URL).toEqual({
+      'Fn::Join': [
+        '',
+        ['http://', { 'Fn::GetAtt': [expect.stringMatching(/RelayNlb/), 'DNSName'] }, ':8898'],
+      ],
+    });
+    expect(envOf(owner).RELAY_HTTP_PUBLIC_URL).toBe('https://relay.us-east-1.example.com');
+    expect(envOf(other)).toMatchObject({
+      RELAY_REGION: 'eu-west-1',
+      RELAY_HTTP_PUBLIC_URL: 'http://relay.eu-west-1.example.com:8898',
+    });
+  });
+
+  it('without a hosted zone: no DNS records, health checks, custom domain or generated certificate', () => {
+    for (const t of [owner, other, alone])
+      for (const type of [
+        'AWS::Route53::RecordSet',
+        'AWS::Route53::HealthCheck',
+        'AWS::ApiGatewayV2::DomainName',
+        'AWS::CertificateManager::Certificate',
+      ])
+        expect(Object.keys(t.findResources(type))).toEqual([]);
   });
 
   it("sets the relay task's nofile limit explicitly, and no RELAY_HTTP_DOMAIN without a domain", () => {
