@@ -14,7 +14,9 @@
  * release rolls itself back on alarm (ECS deployment alarms, Lambda canaries through CodeDeploy),
  * so the canary region returns to the previous release and the gate then fails on the alarm.
  *
- * Context, besides the service's (infra/app.ts), which the pipeline's synth step passes on:
+ * Keep this context in cdk.json and commit it: the pipeline synthesises from the repository.
+ * Context given with -c beyond cdk.json is written into the synth step (see `passed` below).
+ * Context, besides the service's (infra/app.ts):
  *   account            required (cross-region pipelines need a concrete account)
  *   pipelineRegion     where the pipeline runs (default: the first region)
  *   repository, branch, connectionArn   a CodeStar connection source (GitHub, GitLab, Bitbucket)
@@ -25,6 +27,8 @@
  *   smokeUuid          the smoke identity (default rendezvous-smoke)
  *   smokeSecretName    Secrets Manager secret holding its TOTP secret (default rendezvous/smoke)
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { App, Aspects, Duration, Stack, Stage, type StageProps } from 'aws-cdk-lib';
 import { BuildEnvironmentVariableType, ComputeType, LinuxBuildImage } from 'aws-cdk-lib/aws-codebuild';
 import { Repository } from 'aws-cdk-lib/aws-codecommit';
@@ -46,6 +50,7 @@ import {
   TABLE_STACK,
   tableStackProps,
 } from './app.js';
+import { PROJECT_ROOT } from './constructs/function.js';
 import { type ContextGetter, type DeploymentPlan, planFromContext } from './context.js';
 import { alarmPrefixOf, RendezvousStack } from './stack.js';
 import { TableStack } from './table-stack.js';
@@ -188,6 +193,21 @@ export class RegionStage extends Stage {
   }
 }
 
+/** cdk.json's context as committed (what the pipeline's own synth reads). */
+function committedContext(): Record<string, unknown> {
+  try {
+    return (
+      (
+        JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as {
+          context?: Record<string, unknown>;
+        }
+      ).context ?? {}
+    );
+  } catch {
+    return {};
+  }
+}
+
 /** Single-quotes a value for sh. */
 const sh = (v: string): string => `'${v.replaceAll("'", "'\\''")}'`;
 
@@ -248,8 +268,13 @@ export function buildPipelineApp(app: App = new App()): {
           Repository.fromRepositoryName(pipelineStack, 'Source', pp.source.repository),
           pp.source.branch,
         );
-  // The synth step sees the context given here, not only cdk.json's.
-  const passed = PASSED_CONTEXT.filter((k) => get(k) !== undefined && get(k) !== '')
+  // The synth step reads cdk.json from the repository, so a committed change (a new region)
+  // takes effect on the next push. Only what was given here beyond cdk.json is written into the
+  // step; it stays until the pipeline is deployed again by hand.
+  const committed = committedContext();
+  const passed = PASSED_CONTEXT.filter(
+    (k) => get(k) !== undefined && get(k) !== '' && String(get(k)) !== String(committed[k] ?? ''),
+  )
     .map((k) => `-c ${sh(`${k}=${String(get(k))}`)}`)
     .join(' ');
   const pipeline = new CodePipeline(pipelineStack, 'Pipeline', {
