@@ -30,7 +30,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App, Aspects, Duration, Stack, Stage, type StageProps } from 'aws-cdk-lib';
-import { BuildEnvironmentVariableType, ComputeType, LinuxBuildImage } from 'aws-cdk-lib/aws-codebuild';
+import {
+  BuildEnvironmentVariableType,
+  BuildSpec,
+  ComputeType,
+  LinuxBuildImage,
+} from 'aws-cdk-lib/aws-codebuild';
 import { Repository } from 'aws-cdk-lib/aws-codecommit';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import {
@@ -286,6 +291,10 @@ export function buildPipelineApp(app: App = new App()): {
     dockerEnabledForSelfMutation: false,
     codeBuildDefaults: {
       buildEnvironment: { buildImage: LinuxBuildImage.STANDARD_7_0, computeType: ComputeType.SMALL },
+      // The project needs Node 20 (package.json engines); the image offers several.
+      partialBuildSpec: BuildSpec.fromObject({
+        phases: { install: { 'runtime-versions': { nodejs: '20' } } },
+      }),
     },
     synth: new ShellStep('Synth', {
       input,

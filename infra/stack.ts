@@ -55,11 +55,17 @@ export class RendezvousStack extends Stack {
   readonly names?: RegionalNames;
 
   /**
-   * The region's first two zones, resolved by CloudFormation (Fn::GetAZs), never looked up: with
-   * an account in the environment (the pipeline always has one) CDK would otherwise ask EC2 at
-   * synth, which needs credentials. Zone names differ per account, so none is written literally.
+   * The region's first two zones, never looked up at synth: with an account in the environment
+   * (the pipeline always has one) CDK would otherwise ask EC2, which needs credentials. A zone
+   * list already cached in the context (cdk.context.json, from an earlier synth with credentials)
+   * is kept, so stacks deployed that way keep their subnets; otherwise CloudFormation resolves
+   * them (Fn::GetAZs). Zone names differ per account, so none is written literally.
    */
   override get availabilityZones(): string[] {
+    const cached = this.node.tryGetContext(
+      `availability-zones:account=${this.account}:region=${this.region}`,
+    );
+    if (Array.isArray(cached) && cached.length >= 2) return (cached as string[]).slice(0, 2);
     return [Fn.select(0, Fn.getAzs()), Fn.select(1, Fn.getAzs())];
   }
 

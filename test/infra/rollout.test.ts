@@ -155,6 +155,7 @@ describe('the pipeline: table, canary, bake, the rest', () => {
         'node bin/rendezvous.js smoke --api \\"$API_URL\\" --uuid \\"$SMOKE_UUID\\" --relay-http \\"$RELAY_HTTP_URL\\"',
       );
       expect(project.buildSpec).toMatch(/npm ci.*npm run build/s);
+      expect(JSON.parse(project.buildSpec).phases.install['runtime-versions']).toEqual({ nodejs: '20' });
       const plain = [...project.env, ...JSON.parse(JSON.parse(smoke.config).EnvironmentVariables)];
       expect(JSON.stringify(plain)).toMatch(
         /"(name|Name)":"SMOKE_UUID","(type|Type)":"PLAINTEXT","(value|Value)":"rendezvous-smoke"/,
@@ -453,6 +454,20 @@ describe('one name for users', () => {
         expect(rec?.Properties).toMatchObject({ Type: 'A', HostedZoneId: ZONE_ID });
         expect(JSON.stringify(rec?.Properties.AliasTarget)).toContain(`"${nlb?.id}","DNSName"`);
       }
+    }
+  });
+});
+
+describe('offline with an account', () => {
+  it("takes the region's first two zones from CloudFormation, never from a lookup at synth", () => {
+    for (const { t } of regions) {
+      const zones = resourcesOf(t, 'AWS::EC2::Subnet').map((sn) =>
+        JSON.stringify(sn.Properties.AvailabilityZone),
+      );
+      expect(zones.length).toBe(4);
+      expect(new Set(zones)).toEqual(
+        new Set([0, 1].map((i) => JSON.stringify({ 'Fn::Select': [i, { 'Fn::GetAZs': '' }] }))),
+      );
     }
   });
 });

@@ -358,6 +358,17 @@ describe('relay service', () => {
     });
   });
 
+  it('keeps zones cached by an earlier synth with credentials (a deployed VPC keeps its subnets)', () => {
+    const [cached] = synth({
+      account: '123456789012',
+      'availability-zones:account=123456789012:region=us-east-1': ['us-east-1a', 'us-east-1b', 'us-east-1c'],
+    });
+    const zones = resourcesOf(Template.fromStack(cached as RendezvousStack), 'AWS::EC2::Subnet').map(
+      (sn) => sn.Properties.AvailabilityZone,
+    );
+    expect([...new Set(zones)].sort()).toEqual(['us-east-1a', 'us-east-1b']);
+  });
+
   it('without a hosted zone: no DNS records, health checks, custom domain or generated certificate', () => {
     for (const t of [owner, other, alone])
       for (const type of [
