@@ -242,6 +242,44 @@ describe('the pipeline: table, canary, bake, the rest', () => {
   });
 });
 
+describe('the pipeline, another canary and a manual promotion', () => {
+  it('canaryRegion picks the region that goes first; canaryApproval waits for a person after its bake', () => {
+    const app = new App({
+      context: {
+        ...CDK_JSON_CONTEXT,
+        'aws:cdk:bundling-stacks': [],
+        skipRelayBuild: 'true',
+        ...CONTEXT,
+        regions: 'us-east-1,eu-west-1',
+        canaryRegion: 'eu-west-1',
+        canaryApproval: 'true',
+        bakeMinutes: '30',
+      },
+    });
+    const other = buildPipelineApp(app);
+    const [cp] = resourcesOf(Template.fromStack(other.pipelineStack), 'AWS::CodePipeline::Pipeline');
+    const st = (cp?.Properties.Stages ?? []) as Array<{
+      Name: string;
+      Actions: Array<{
+        Name: string;
+        RunOrder: number;
+        ActionTypeId: { Category: string; Provider: string };
+      }>;
+    }>;
+    // A wave of one region is a stage of its own.
+    expect(st.map((x) => x.Name).slice(4)).toEqual(['Table', 'Region-eu-west-1', 'Region-us-east-1']);
+    const canary = st.find((x) => x.Name === 'Region-eu-west-1')?.Actions ?? [];
+    const order = (part: string) => canary.find((a) => a.Name.includes(part))?.RunOrder ?? -1;
+    const approval = canary.find((a) => a.ActionTypeId.Category === 'Approval');
+    expect(approval?.ActionTypeId.Provider).toBe('Manual');
+    expect(order('AlarmGate-eu-west-1')).toBeLessThan(approval?.RunOrder ?? -1);
+    expect(order('Smoke-eu-west-1')).toBeLessThan(order('AlarmGate-eu-west-1'));
+    const wave = st.find((x) => x.Name === 'Region-us-east-1')?.Actions ?? [];
+    expect(wave.some((a) => a.Name.includes('Rendezvous-us-east-1.Deploy'))).toBe(true);
+    expect(wave.some((a) => a.ActionTypeId.Category === 'Approval')).toBe(false);
+  });
+});
+
 describe('the alarm gate, run', () => {
   let bin: string;
   beforeAll(() => {
