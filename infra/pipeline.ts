@@ -285,8 +285,8 @@ export function buildPipelineApp(app: App = new App()): {
   const pipeline = new CodePipeline(pipelineStack, 'Pipeline', {
     pipelineName: 'rendezvous',
     crossAccountKeys: false,
-    // Docker builds the relay image during synth-time asset staging only on deploy; publishing
-    // runs in the assets stage, which needs Docker.
+    // Synth only stages the relay image's build context (esbuild bundles locally); the image is
+    // built in the Assets stage, whose projects CDK Pipelines gives Docker itself.
     dockerEnabledForSynth: false,
     dockerEnabledForSelfMutation: false,
     codeBuildDefaults: {
