@@ -27,6 +27,15 @@ export interface DeploymentPlan {
   domains: Record<string, string | undefined>;
   alarmEmail?: string;
   nodeImage?: string;
+  /**
+   * The Route 53 hosted zone users' names live in (`hostedZoneId` and `zoneName`). With it, each
+   * region gets `apiDomain` as a latency record to its own API, its relay name (default
+   * `relay-<region>.<zone>`) and a wildcard under it as aliases to its NLB, and, unless
+   * `certificateArn` has one for the region, a DNS-validated certificate for all of them.
+   */
+  zone?: { hostedZoneId: string; zoneName: string };
+  /** The one API name for users (default `api.<zoneName>`), with a zone only. */
+  apiDomain?: string;
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
@@ -113,7 +122,26 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
   const certificates: Record<string, string | undefined> = {};
   for (const region of regions)
     certificates[region] = certificateArns.find((arn) => arn.split(':')[3] === region);
-  const domains = domainsOf(ctx('relayDomain'), regions);
+  const zone = zoneOf(ctx('hostedZoneId'), ctx('zoneName'));
+  const domains = domainsOf(
+    ctx('relayDomain') ?? (zone ? `relay-{region}.${zone.zoneName}` : undefined),
+    regions,
+  );
+  const apiDomain = zone ? String(ctx('apiDomain') ?? `api.${zone.zoneName}`).toLowerCase() : undefined;
+  if (zone) {
+    const inZone = (name: string) => name === zone.zoneName || name.endsWith(`.${zone.zoneName}`);
+    if (apiDomain && !inZone(apiDomain))
+      throw new Error(
+        `apiDomain ${apiDomain} is not in the hosted zone ${zone.zoneName}; name one inside it.`,
+      );
+    for (const region of regions)
+      if (!certificates[region] && !inZone(domains[region] as string))
+        throw new Error(
+          `relayDomain for ${region} (${domains[region]}) is outside the hosted zone ${zone.zoneName}: the certificate ` +
+            `made for ${region} is validated in that zone. Name relays inside it (the default is relay-{region}.${zone.zoneName}), ` +
+            `or give -c certificateArn=… for ${region}.`,
+        );
+  }
   for (const region of regions)
     if (certificates[region] && !domains[region])
       throw new Error(
@@ -138,5 +166,19 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     domains,
     alarmEmail: ctx('alarmEmail') === undefined ? undefined : String(ctx('alarmEmail')),
     nodeImage: ctx('nodeImage') === undefined ? undefined : String(ctx('nodeImage')),
+    zone,
+    apiDomain,
   };
+}
+
+/** The hosted zone from `hostedZoneId` and `zoneName`: both or neither. */
+function zoneOf(id: unknown, name: unknown): DeploymentPlan['zone'] {
+  if (id === undefined && name === undefined) return undefined;
+  if (id === undefined || name === undefined)
+    throw new Error(
+      'a hosted zone needs both -c hostedZoneId=Z… and -c zoneName=example.com (the zone is not looked up, so synth stays offline)',
+    );
+  const zoneName = String(name).toLowerCase().replace(/\.$/, '');
+  if (!/^[A-Z0-9]+$/.test(String(id))) throw new Error(`hostedZoneId: not a Route 53 zone id: ${String(id)}`);
+  return { hostedZoneId: String(id), zoneName };
 }

@@ -1,11 +1,15 @@
 /**
  * One region of the service: registration API, relay service, observability, over the local
- * replica of the state table (created by the table stack, which this stack depends on).
+ * replica of the state table (created by the table stack, which this stack depends on), and,
+ * with a hosted zone, the region's names (custom API domain, latency record, relay records).
  */
-import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Fn, Stack, type StackProps } from 'aws-cdk-lib';
+import { Certificate, CertificateValidation, type ICertificate } from 'aws-cdk-lib/aws-certificatemanager';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { HostedZone } from 'aws-cdk-lib/aws-route53';
 import { NagSuppressions } from 'cdk-nag';
 import type { Construct } from 'constructs';
+import { RegionalNames } from './constructs/names.js';
 import { Observability } from './constructs/observability.js';
 import { RegistrationApi } from './constructs/registration-api.js';
 import { RelayService } from './constructs/relay-service.js';
@@ -26,6 +30,17 @@ export interface RendezvousStackProps extends StackProps {
   relayDomain?: string;
   alarmEmail?: string;
   nodeImage?: string;
+  /** The table's home region (first of `regions`); one-time codes are claimed on its replica. */
+  homeRegion?: string;
+  /** Users' hosted zone: with it, the API's custom domain, latency record and relay records. */
+  zone?: { hostedZoneId: string; zoneName: string };
+  /** The one API name (with `zone`). */
+  apiDomain?: string;
+}
+
+/** This region's alarm-name prefix: the pipeline's alarm gate lists alarms by it. */
+export function alarmPrefixOf(region: string): string {
+  return `rendezvous.${region}.`;
 }
 
 /** The rendezvous service in one region. */
@@ -34,17 +49,49 @@ export class RendezvousStack extends Stack {
   readonly api: RegistrationApi;
   readonly relay: RelayService;
   readonly observability: Observability;
+  /** Prefix of this region's alarm names. */
+  readonly alarmPrefix: string;
+  /** The region's names, with a hosted zone. */
+  readonly names?: RegionalNames;
+
+  /**
+   * The region's first two zones, never looked up at synth: with an account in the environment
+   * (the pipeline always has one) CDK would otherwise ask EC2, which needs credentials. A zone
+   * list already cached in the context (cdk.context.json, from an earlier synth with credentials)
+   * is kept, so stacks deployed that way keep their subnets; otherwise CloudFormation resolves
+   * them (Fn::GetAZs). Zone names differ per account, so none is written literally.
+   */
+  override get availabilityZones(): string[] {
+    const cached = this.node.tryGetContext(
+      `availability-zones:account=${this.account}:region=${this.region}`,
+    );
+    if (Array.isArray(cached) && cached.length >= 2) return (cached as string[]).slice(0, 2);
+    return [Fn.select(0, Fn.getAzs()), Fn.select(1, Fn.getAzs())];
+  }
 
   constructor(scope: Construct, id: string, props: RendezvousStackProps) {
     super(scope, id, props);
     const logRetention = RetentionDays.ONE_MONTH;
-    this.table = new StateTable(this, 'State', { tableName: props.tableName });
+    this.alarmPrefix = alarmPrefixOf(this.region);
+    this.table = new StateTable(this, 'State', { tableName: props.tableName, homeRegion: props.homeRegion });
+    // From attributes, never looked up: synth stays offline.
+    const zone = props.zone ? HostedZone.fromHostedZoneAttributes(this, 'Zone', props.zone) : undefined;
+    let certificate: ICertificate | undefined;
+    if (props.certificateArn)
+      certificate = Certificate.fromCertificateArn(this, 'Certificate', props.certificateArn);
+    else if (zone && props.apiDomain && props.relayDomain)
+      // One certificate per region for every name users reach here; validated by DNS in the zone.
+      certificate = new Certificate(this, 'Certificate', {
+        domainName: props.apiDomain,
+        subjectAlternativeNames: [props.relayDomain, `*.${props.relayDomain}`],
+        validation: CertificateValidation.fromDns(zone),
+      });
     this.relay = new RelayService(this, 'Relay', {
       table: this.table,
       publicPort: props.relayPort,
       tlsPort: props.relayTlsPort,
       httpPort: props.relayHttpPort,
-      certificateArn: props.certificateArn,
+      certificateArn: certificate?.certificateArn,
       domainName: props.relayDomain,
       desiredCount: props.relayDesiredCount,
       architecture: props.relayArchitecture,
@@ -57,13 +104,31 @@ export class RendezvousStack extends Stack {
       relayPort: props.relayPort,
       relayTlsPort: this.relay.tlsPort,
       logRetention,
+      alarmPrefix: this.alarmPrefix,
     });
     this.observability = new Observability(this, 'Observability', {
       api: this.api,
       relay: this.relay,
       tableName: props.tableName,
       alarmEmail: props.alarmEmail,
+      alarmPrefix: this.alarmPrefix,
     });
+    if (zone && props.apiDomain && certificate) {
+      const inZone =
+        props.relayDomain &&
+        (props.relayDomain === props.zone?.zoneName ||
+          props.relayDomain.endsWith(`.${props.zone?.zoneName}`));
+      const alarms = this.observability.byName;
+      this.names = new RegionalNames(this, 'Names', {
+        zone,
+        apiDomain: props.apiDomain,
+        certificate,
+        api: this.api,
+        relay: this.relay,
+        relayDomain: inZone ? props.relayDomain : undefined,
+        healthAlarms: [alarms.Api5xx, alarms.NoHealthyRelayGeneric].filter((a) => a !== undefined),
+      });
+    }
     new CfnOutput(this, 'TableName', {
       value: props.tableName,
       description: 'RENDEZVOUS_TABLE for provision',
@@ -84,6 +149,14 @@ export class RendezvousStack extends Stack {
       {
         id: 'AwsSolutions-L1',
         reason: 'Node 22 is pinned on purpose: it is the runtime the handlers are built and tested for.',
+      },
+      {
+        id: 'AwsSolutions-IAM4',
+        reason:
+          'CodeDeploy shifts the Lambda aliases with the AWS managed AWSCodeDeployRoleForLambdaLimited policy (alias updates and hook invocations only).',
+        appliesTo: [
+          'Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited',
+        ],
       },
     ]);
   }

@@ -1,10 +1,18 @@
 /**
  * A Lambda function with this project's defaults: Node 22 on arm64, an esbuild-minified ESM
- * bundle with source maps, and its own log group with retention.
+ * bundle with source maps, and its own log group with retention. Callers reach it through the
+ * `live` alias only: each deploy publishes a version and CodeDeploy shifts the alias to it as a
+ * canary (10 % for 5 minutes), rolling back by itself when the alias's error alarm fires.
  */
 import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { Alarm, ComparisonOperator, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
+import {
+  type ILambdaDeploymentConfig,
+  LambdaDeploymentConfig,
+  LambdaDeploymentGroup,
+} from 'aws-cdk-lib/aws-codedeploy';
+import { Alias, Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
@@ -18,12 +26,24 @@ export interface RendezvousFunctionProps {
   entry: string;
   environment: Record<string, string>;
   logRetention: RetentionDays;
+  /** Name of the alias's error alarm (the canary's rollback trigger). */
+  canaryAlarmName: string;
+  /** How CodeDeploy shifts traffic to a new version (default: 10 % for 5 minutes, then all). */
+  deploymentConfig?: ILambdaDeploymentConfig;
 }
+
+/** The alias every caller (API integrations) invokes. */
+export const LIVE_ALIAS = 'live';
 
 /** A NodejsFunction with the project's defaults and log group. */
 export class RendezvousFunction extends Construct {
   readonly fn: NodejsFunction;
   readonly logGroup: LogGroup;
+  /** The `live` alias: what the API calls. */
+  readonly alias: Alias;
+  /** Errors through the alias, per minute: CodeDeploy rolls the canary back when it fires. */
+  readonly canaryAlarm: Alarm;
+  readonly deploymentGroup: LambdaDeploymentGroup;
 
   constructor(scope: Construct, id: string, props: RendezvousFunctionProps) {
     super(scope, id);
@@ -57,6 +77,26 @@ export class RendezvousFunction extends Construct {
         // CommonJS dependencies call require(); an ESM bundle needs one.
         banner: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
       },
+    });
+    // A new version per code or configuration change; the alias points at it only through CodeDeploy.
+    this.alias = new Alias(this, 'Live', { aliasName: LIVE_ALIAS, version: this.fn.currentVersion });
+    // One-minute periods: the canary lasts five, so a five-minute alarm could miss it entirely.
+    // Through the alias, both versions count: any error while the canary runs stops it (the
+    // conservative side; an old version failing at the same time is not a reason to go on).
+    this.canaryAlarm = new Alarm(this, 'CanaryErrors', {
+      alarmName: props.canaryAlarmName,
+      alarmDescription: `errors through the ${LIVE_ALIAS} alias: rolls back a Lambda canary deployment`,
+      metric: this.alias.metricErrors({ period: Duration.minutes(1), statistic: 'Sum' }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    });
+    this.deploymentGroup = new LambdaDeploymentGroup(this, 'Deployment', {
+      alias: this.alias,
+      deploymentConfig: props.deploymentConfig ?? LambdaDeploymentConfig.CANARY_10PERCENT_5MINUTES,
+      alarms: [this.canaryAlarm],
+      autoRollback: { failedDeployment: true, stoppedDeployment: true, deploymentInAlarm: true },
     });
   }
 }

@@ -4,6 +4,12 @@
  * relay CPU, DynamoDB throttling. Alarms notify an SNS topic encrypted with a customer-managed
  * key whose policy lets CloudWatch use it (an `alias/aws/sns` topic silently drops alarm
  * notifications: CloudWatch cannot use that AWS-managed key), and an e-mail address when given.
+ *
+ * Every alarm is named `<alarmPrefix><name>` (`rendezvous.<region>.` from the stack), so the
+ * pipeline's alarm gate lists exactly this region's alarms by prefix (CloudFormation's generated
+ * names, such as the autoscaling alarms', start with the stack name and never match). The
+ * "unhealthy relay" alarms are also the relay service's ECS deployment alarms: a release whose
+ * tasks fail /healthz rolls back to the previous task definition by itself.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import {
@@ -16,6 +22,7 @@ import {
   TreatMissingData,
 } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
+import { AlarmBehavior } from 'aws-cdk-lib/aws-ecs';
 import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { Topic } from 'aws-cdk-lib/aws-sns';
@@ -30,6 +37,8 @@ export interface ObservabilityProps {
   relay: RelayService;
   /** The state table's name (its local replica is alarmed on throttling). */
   tableName: string;
+  /** Prefix of every alarm name (see the module comment). */
+  alarmPrefix: string;
   alarmEmail?: string;
 }
 
@@ -39,6 +48,8 @@ export class Observability extends Construct {
   /** The topic's customer-managed key. */
   readonly key: Key;
   readonly alarms: Alarm[] = [];
+  /** Alarms by short name (e.g. `Api5xx`, `NoHealthyRelayGeneric`). */
+  readonly byName: Record<string, Alarm> = {};
   readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
@@ -72,6 +83,7 @@ export class Observability extends Construct {
       how: { comparison?: ComparisonOperator; missing?: TreatMissingData } = {},
     ) => {
       const a = new Alarm(this, name, {
+        alarmName: `${props.alarmPrefix}${name}`,
         metric,
         threshold,
         evaluationPeriods,
@@ -81,9 +93,12 @@ export class Observability extends Construct {
       });
       a.addAlarmAction(new SnsAction(this.topic));
       this.alarms.push(a);
+      this.byName[name] = a;
       return a;
     };
     const { api, relay } = props;
+    // The canaries' rollback alarms live with their functions; they notify here too.
+    for (const f of [api.register, api.lookup]) f.canaryAlarm.addAlarmAction(new SnsAction(this.topic));
     alarm(
       'Api5xx',
       api.api.metricServerError({ period: five, statistic: 'Sum' }),
@@ -130,6 +145,19 @@ export class Observability extends Construct {
         `a relay task behind the ${name} listener fails its /healthz check`,
       );
     }
+    // A relay release whose tasks fail their health checks rolls back without a human (the
+    // circuit breaker covers tasks that never start). By name: these alarms depend on the target
+    // groups only, never on the service, so naming them creates no dependency cycle.
+    const deploymentAlarms = relay.targetGroups.map(
+      ({ name }) => this.byName[`UnhealthyRelays${name}`] as Alarm,
+    );
+    // Literal names (the alarms are named above), not Refs, which CDK warns may form a cycle.
+    relay.service.enableDeploymentAlarms(
+      relay.targetGroups.map(({ name }) => `${props.alarmPrefix}UnhealthyRelays${name}`),
+      { behavior: AlarmBehavior.ROLLBACK_ON_ALARM },
+    );
+    // Created before the service, so a first deploy never names an alarm that does not exist yet.
+    relay.service.node.addDependency(...deploymentAlarms);
     for (const metricName of ['ReadThrottleEvents', 'WriteThrottleEvents'])
       alarm(
         `Table${metricName}`,

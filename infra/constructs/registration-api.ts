@@ -1,9 +1,11 @@
 /**
  * The registration API: API Gateway HTTP API with the seed's routes, `PUT /` (register) and
- * `GET /` (lookup), each to its own function with least-privilege grants; any other method at
- * `/` reaches the read-only lookup function, which answers 405 with `Allow`.
+ * `GET /` (lookup), each to its own function's `live` alias with least-privilege grants; any
+ * other method at `/` reaches the read-only lookup function, which answers 405 with `Allow`.
+ * Both functions may also use the table's home replica (one-time codes are claimed there, so a
+ * code holds across regions) and are told the home region in `RENDEZVOUS_HOME_REGION`.
  */
-import { CfnOutput } from 'aws-cdk-lib';
+import { CfnOutput, Stack } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import { HttpApi, HttpMethod, HttpStage, LogGroupLogDestination } from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
@@ -21,6 +23,8 @@ export interface RegistrationApiProps {
   /** The generic protocol's TLS port, when the relay has one (triples carry it as `tlsPort`). */
   relayTlsPort?: number;
   logRetention: RetentionDays;
+  /** Prefix of this region's alarm names (the pipeline's alarm gate lists alarms by it). */
+  alarmPrefix: string;
   /** Steady requests per second and burst, for the whole stage. */
   throttle?: { rateLimit: number; burstLimit: number };
 }
@@ -32,11 +36,16 @@ export class RegistrationApi extends Construct {
   readonly register: RendezvousFunction;
   readonly lookup: RendezvousFunction;
   readonly url: string;
+  /** The `ApiUrl` output (the pipeline's smoke step reads it). */
+  readonly urlOutput: CfnOutput;
 
   constructor(scope: Construct, id: string, props: RegistrationApiProps) {
     super(scope, id);
+    // The home replica's region; equal to this one in the home region itself.
+    const home = { RENDEZVOUS_HOME_REGION: props.table.homeRegion ?? Stack.of(this).region };
     const environment = {
       RENDEZVOUS_TABLE: props.table.tableName,
+      ...home,
       RELAY_PUBLIC_HOST: props.relayHost,
       RELAY_PUBLIC_PORT: String(props.relayPort),
       ...(props.relayTlsPort ? { RELAY_PUBLIC_TLS_PORT: String(props.relayTlsPort) } : {}),
@@ -45,15 +54,18 @@ export class RegistrationApi extends Construct {
       entry: 'functions/register.ts',
       environment,
       logRetention: props.logRetention,
+      canaryAlarmName: `${props.alarmPrefix}RegisterCanaryErrors`,
     });
     this.lookup = new RendezvousFunction(this, 'Lookup', {
       entry: 'functions/lookup.ts',
-      environment: { RENDEZVOUS_TABLE: props.table.tableName },
+      environment: { RENDEZVOUS_TABLE: props.table.tableName, ...home },
       logRetention: props.logRetention,
+      canaryAlarmName: `${props.alarmPrefix}LookupCanaryErrors`,
     });
-    // Lookup only reads; register reads and writes single items conditionally.
-    props.table.grant(this.lookup.fn, ['GetItem']);
-    props.table.grant(this.register.fn, ['GetItem', 'PutItem', 'UpdateItem']);
+    // Lookup only reads; register reads and writes single items conditionally (here and on the
+    // home replica, where a one-time code is claimed).
+    props.table.grantWithHome(this.lookup.fn, ['GetItem']);
+    props.table.grantWithHome(this.register.fn, ['GetItem', 'PutItem', 'UpdateItem']);
 
     this.api = new HttpApi(this, 'Api', {
       createDefaultStage: false,
@@ -81,12 +93,16 @@ export class RegistrationApi extends Construct {
         ),
       },
     });
-    const register = new HttpLambdaIntegration('RegisterIntegration', this.register.fn);
-    const lookup = new HttpLambdaIntegration('LookupIntegration', this.lookup.fn);
+    // The aliases, never $LATEST: a new version gets traffic only as CodeDeploy shifts it.
+    const register = new HttpLambdaIntegration('RegisterIntegration', this.register.alias);
+    const lookup = new HttpLambdaIntegration('LookupIntegration', this.lookup.alias);
     this.api.addRoutes({ path: '/', methods: [HttpMethod.PUT], integration: register });
     this.api.addRoutes({ path: '/', methods: [HttpMethod.GET], integration: lookup });
     this.api.addRoutes({ path: '/', methods: [HttpMethod.ANY], integration: lookup });
     this.url = this.api.apiEndpoint;
-    new CfnOutput(this, 'ApiUrl', { value: this.url, description: 'RENDEZVOUS_API for expose and connect' });
+    this.urlOutput = new CfnOutput(this, 'ApiUrl', {
+      value: this.url,
+      description: 'RENDEZVOUS_API for expose and connect',
+    });
   }
 }

@@ -15,7 +15,7 @@
  * `deregistrationDelay`, existing flows go on), then sends SIGTERM; the relay tells parked hidden
  * servers to re-park elsewhere and lets live splices run for `drainGrace`, inside `stopTimeout`.
  */
-import { CfnOutput, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { AdjustmentType } from 'aws-cdk-lib/aws-applicationautoscaling';
 import {
   FlowLogDestination,
@@ -120,6 +120,13 @@ export class RelayService extends Construct {
   readonly clusterSecret: Secret;
   /** The host triples name. */
   readonly publicHost: string;
+  /**
+   * Public base URL of this region's HTTP-specific listener (`https://<name>` with a certificate,
+   * `http://<host>:<port>` without); relays in other regions redirect there.
+   */
+  readonly httpUrl: string;
+  /** The `RelayHttpUrl` output (the pipeline's smoke step reads it). */
+  readonly httpUrlOutput: CfnOutput;
 
   constructor(scope: Construct, id: string, props: RelayServiceProps) {
     super(scope, id);
@@ -172,6 +179,9 @@ export class RelayService extends Construct {
       securityGroups: [this.nlbSecurityGroup],
     });
     this.publicHost = props.domainName ?? this.nlb.loadBalancerDnsName;
+    this.httpUrl = props.certificateArn
+      ? `https://${this.publicHost}`
+      : `http://${this.publicHost}:${props.httpPort ?? PUBLIC_PORT_DEFAULTS.http}`;
 
     const task = new FargateTaskDefinition(this, 'Task', {
       cpu: 512,
@@ -202,6 +212,9 @@ export class RelayService extends Construct {
         RELAY_PUBLIC_HOST: this.publicHost,
         RELAY_PUBLIC_PORT: String(props.publicPort),
         RELAY_DRAIN_GRACE_MS: String(RELAY_TIMING.drainGrace.toMilliseconds()),
+        // Where a relay in another region sends an HTTP-specific request for a server parked here.
+        RELAY_REGION: Stack.of(this).region,
+        RELAY_HTTP_PUBLIC_URL: this.httpUrl,
         // Host-based routing of the HTTP-specific protocol (<id>.<domain>); needs *.<domain> on TLS.
         ...(props.domainName ? { RELAY_HTTP_DOMAIN: props.domainName } : {}),
       },
@@ -334,10 +347,8 @@ export class RelayService extends Construct {
       value: this.tlsPort ? String(this.tlsPort) : 'none (give -c certificateArn=… and relayDomain)',
       description: 'generic protocol over TLS (triples carry it as tlsPort)',
     });
-    new CfnOutput(this, 'RelayHttpUrl', {
-      value: props.certificateArn
-        ? `https://${this.publicHost}`
-        : `http://${this.publicHost}:${props.httpPort ?? PUBLIC_PORT_DEFAULTS.http}`,
+    this.httpUrlOutput = new CfnOutput(this, 'RelayHttpUrl', {
+      value: this.httpUrl,
       description: 'RENDEZVOUS_RELAY_HTTP for expose --protocol http',
     });
     new CfnOutput(this, 'NlbDnsName', {

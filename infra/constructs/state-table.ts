@@ -45,6 +45,12 @@ export class GlobalStateTable extends Construct {
 /** Props of a region's handle on the table. */
 export interface StateTableProps {
   tableName: string;
+  /**
+   * The table's home region (the table stack's). Functions claim one-time codes on the home
+   * replica, so `grantWithHome` also grants there; absent or equal to the stack's region, only
+   * the local replica.
+   */
+  homeRegion?: string;
 }
 
 /** A region's view of the state table: its local replica, by name. */
@@ -52,6 +58,10 @@ export class StateTable extends Construct {
   readonly tableName: string;
   /** ARN of the table (replica) in this stack's region. */
   readonly tableArn: string;
+  /** The home region, when it is not this stack's. */
+  readonly homeRegion?: string;
+  /** ARN of the same table in the home region (the home replica), when it is not this one. */
+  readonly homeTableArn?: string;
 
   constructor(scope: Construct, id: string, props: StateTableProps) {
     super(scope, id);
@@ -61,6 +71,17 @@ export class StateTable extends Construct {
       resource: 'table',
       resourceName: props.tableName,
     });
+    const stack = Stack.of(this);
+    if (props.homeRegion && props.homeRegion !== stack.region) {
+      this.homeRegion = props.homeRegion;
+      // A global table has the same name in every region: the home replica is this ARN there.
+      this.homeTableArn = stack.formatArn({
+        service: 'dynamodb',
+        region: props.homeRegion,
+        resource: 'table',
+        resourceName: props.tableName,
+      });
+    }
   }
 
   /** Grants exactly `actions` on this region's table to `grantee`. */
@@ -69,6 +90,15 @@ export class StateTable extends Construct {
       grantee,
       actions: actions.map((a) => `dynamodb:${a}`),
       resourceArns: [this.tableArn],
+    });
+  }
+
+  /** Grants exactly `actions` on this region's replica and on the home region's replica. */
+  grantWithHome(grantee: IGrantable, actions: TableAction[]): Grant {
+    return Grant.addToPrincipal({
+      grantee,
+      actions: actions.map((a) => `dynamodb:${a}`),
+      resourceArns: this.homeTableArn ? [this.tableArn, this.homeTableArn] : [this.tableArn],
     });
   }
 }

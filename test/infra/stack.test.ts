@@ -138,16 +138,19 @@ describe('registration API', () => {
   );
   const fnId = (part: string) => functions.find((f) => f.id.includes(part))?.id as string;
 
-  it('routes PUT / to register and GET / to lookup (and any other method to lookup, for its 405)', () => {
+  it("routes PUT / to register and GET / to lookup (and any other method to lookup, for its 405), through each function's live alias", () => {
     const routes = resourcesOf(owner, 'AWS::ApiGatewayV2::Route');
     const integrations = resourcesOf(owner, 'AWS::ApiGatewayV2::Integration');
+    const aliases = resourcesOf(owner, 'AWS::Lambda::Alias');
     const targetFn = (routeKey: string) => {
       const route = routes.find((r) => r.Properties.RouteKey === routeKey);
       const integrationId = JSON.stringify(route?.Properties.Target).match(/"Ref":"([^"]+)"/)?.[1];
       const integration = integrations.find((i) => i.id === integrationId);
-      return JSON.stringify(integration?.Properties.IntegrationUri).match(
-        /"([A-Za-z0-9]+Function[A-Za-z0-9]+)"/,
-      )?.[1];
+      // The integration calls an alias (never the function's $LATEST); the alias names the function.
+      const aliasId = JSON.stringify(integration?.Properties.IntegrationUri).match(/"Ref":"([^"]+)"/)?.[1];
+      const alias = aliases.find((a) => a.id === aliasId);
+      expect(alias?.Properties.Name).toBe('live');
+      return JSON.stringify(alias?.Properties.FunctionName).match(/"Ref":"([^"]+)"/)?.[1];
     };
     expect(targetFn('PUT /')).toBe(fnId('Register'));
     expect(targetFn('GET /')).toBe(fnId('Lookup'));
@@ -215,6 +218,33 @@ describe('IAM', () => {
       expect(s.actions.every((a) => !a.includes('*'))).toBe(true);
       expect(s.resource).toContain(':table/rendezvous');
     }
+  });
+
+  it('functions get the home region (the table stack’s) and its replica; a single region grants only its own', () => {
+    const homeEnv = (t: Template) =>
+      resourcesOf(t, 'AWS::Lambda::Function')
+        .filter((f) => f.Properties.Handler === 'index.handler')
+        .map(
+          (f) =>
+            (f.Properties.Environment as { Variables: Record<string, unknown> }).Variables
+              .RENDEZVOUS_HOME_REGION,
+        );
+    expect(homeEnv(other)).toEqual(['us-east-1', 'us-east-1']);
+    expect(homeEnv(alone)).toEqual(['us-east-1', 'us-east-1']);
+    const tableRegions = (t: Template) =>
+      [
+        ...new Set(
+          [
+            ...JSON.stringify(
+              resourcesOf(t, 'AWS::IAM::Policy')
+                .filter((p) => /Register|Lookup/.test(p.id))
+                .map((p) => p.Properties.PolicyDocument),
+            ).matchAll(/:dynamodb:([a-z0-9-]+):/g),
+          ].map((m) => m[1]),
+        ),
+      ].sort();
+    expect(tableRegions(other)).toEqual(['eu-west-1', 'us-east-1']);
+    expect(tableRegions(alone)).toEqual(['us-east-1']);
   });
 
   it('lets lookup only read, register read and write single items, the relay also query and delete its parks', () => {
@@ -300,6 +330,54 @@ describe('relay service', () => {
       Template.fromStack(st as RendezvousStack).hasResourceProperties('AWS::Lambda::Function', {
         Environment: { Variables: Match.objectLike({ RELAY_PUBLIC_HOST: host }) },
       });
+  });
+
+  it('tells the relay its region and public HTTP URL (plain HTTP on the NLB without a certificate), for cross-region redirects', () => {
+    const envOf = (t: Template) =>
+      Object.fromEntries(
+        (
+          (
+            first(resourcesOf(t, 'AWS::ECS::TaskDefinition')).Properties.ContainerDefinitions as Array<{
+              Environment: Array<{ Name: string; Value: unknown }>;
+            }>
+          )[0]?.Environment ?? []
+        ).map((e) => [e.Name, e.Value]),
+      );
+    const plain = envOf(alone);
+    expect(plain.RELAY_REGION).toBe('us-east-1');
+    expect(plain.RELAY_HTTP_PUBLIC_URL).toEqual({
+      'Fn::Join': [
+        '',
+        ['http://', { 'Fn::GetAtt': [expect.stringMatching(/RelayNlb/), 'DNSName'] }, ':8898'],
+      ],
+    });
+    expect(envOf(owner).RELAY_HTTP_PUBLIC_URL).toBe('https://relay.us-east-1.example.com');
+    expect(envOf(other)).toMatchObject({
+      RELAY_REGION: 'eu-west-1',
+      RELAY_HTTP_PUBLIC_URL: 'http://relay.eu-west-1.example.com:8898',
+    });
+  });
+
+  it('keeps zones cached by an earlier synth with credentials (a deployed VPC keeps its subnets)', () => {
+    const [cached] = synth({
+      account: '123456789012',
+      'availability-zones:account=123456789012:region=us-east-1': ['us-east-1a', 'us-east-1b', 'us-east-1c'],
+    });
+    const zones = resourcesOf(Template.fromStack(cached as RendezvousStack), 'AWS::EC2::Subnet').map(
+      (sn) => sn.Properties.AvailabilityZone,
+    );
+    expect([...new Set(zones)].sort()).toEqual(['us-east-1a', 'us-east-1b']);
+  });
+
+  it('without a hosted zone: no DNS records, health checks, custom domain or generated certificate', () => {
+    for (const t of [owner, other, alone])
+      for (const type of [
+        'AWS::Route53::RecordSet',
+        'AWS::Route53::HealthCheck',
+        'AWS::ApiGatewayV2::DomainName',
+        'AWS::CertificateManager::Certificate',
+      ])
+        expect(Object.keys(t.findResources(type))).toEqual([]);
   });
 
   it("sets the relay task's nofile limit explicitly, and no RELAY_HTTP_DOMAIN without a domain", () => {

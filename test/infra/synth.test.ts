@@ -169,6 +169,48 @@ describe('cdk synth (the CLI, offline, on a fresh copy)', () => {
     ]);
   }, 300_000);
 
+  it('synthesises the pipeline app (-c pipeline=true) for three regions with a hosted zone, offline and clean under cdk-nag', async () => {
+    const out = join(clone, 'cdk.out.pipeline');
+    await run(
+      'npx',
+      [
+        'cdk',
+        'synth',
+        '--no-notices',
+        '-q',
+        '-o',
+        out,
+        ...[
+          'pipeline=true',
+          'regions=us-east-1,eu-west-1,ap-southeast-2',
+          'account=123456789012',
+          'repository=acme/rendezvous',
+          'connectionArn=arn:aws:codeconnections:us-east-1:123456789012:connection/0000',
+          'hostedZoneId=Z0123456789ABCDEFGHIJ',
+          'zoneName=example.com',
+        ].flatMap((c) => ['-c', c]),
+      ],
+      { cwd: clone, env: cleanEnv(), timeout: 300_000, maxBuffer: 16 << 20 },
+    );
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as {
+      artifacts: Record<string, { type: string }>;
+    };
+    const kinds = Object.entries(manifest.artifacts).map(([name, a]) => `${a.type} ${name}`);
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'aws:cloudformation:stack Rendezvous-Pipeline',
+        'cdk:cloud-assembly assembly-Table',
+        'cdk:cloud-assembly assembly-Region-us-east-1',
+        'cdk:cloud-assembly assembly-Region-eu-west-1',
+        'cdk:cloud-assembly assembly-Region-ap-southeast-2',
+      ]),
+    );
+    // A report per stack, the stages' included, and nothing unacknowledged in any.
+    const reports = readdirSync(out).filter((f) => f.endsWith('-NagReport.csv'));
+    expect(reports.length).toBe(7);
+    expect(nagFindings(out)).toEqual([]);
+  }, 300_000);
+
   it('refuses at synth, with the fix, what CloudFormation would refuse later', async () => {
     const err = await synth(clone, join(clone, 'cdk.out.bad'), [
       '-c',
