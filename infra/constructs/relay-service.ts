@@ -215,6 +215,9 @@ export class RelayService extends Construct {
         // Where a relay in another region sends an HTTP-specific request for a server parked here.
         RELAY_REGION: Stack.of(this).region,
         RELAY_HTTP_PUBLIC_URL: this.httpUrl,
+        // CONNECT codes are claimed on the table's home replica, as the register function does,
+        // so one code is accepted once across regions.
+        RENDEZVOUS_HOME_REGION: props.table.homeRegion ?? Stack.of(this).region,
         // Host-based routing of the HTTP-specific protocol (<id>.<domain>); needs *.<domain> on TLS.
         ...(props.domainName ? { RELAY_HTTP_DOMAIN: props.domainName } : {}),
       },
@@ -224,7 +227,7 @@ export class RelayService extends Construct {
       stopTimeout: RELAY_TIMING.stopTimeout,
       readonlyRootFilesystem: true,
     });
-    props.table.grant(task.taskRole, ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query']);
+    props.table.grantWithHome(task.taskRole, ['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'Query']);
 
     // Outbound open: the tasks reach DynamoDB (gateway endpoint), Secrets Manager, ECR and
     // CloudWatch Logs through the NAT gateway. Inbound: only the rules below.

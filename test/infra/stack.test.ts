@@ -355,7 +355,24 @@ describe('relay service', () => {
     expect(envOf(other)).toMatchObject({
       RELAY_REGION: 'eu-west-1',
       RELAY_HTTP_PUBLIC_URL: 'http://relay.eu-west-1.example.com:8898',
+      // CONNECT codes are claimed at home, as the register function claims them.
+      RENDEZVOUS_HOME_REGION: 'us-east-1',
     });
+    expect(plain.RENDEZVOUS_HOME_REGION).toBe('us-east-1');
+    const relayTableRegions = (t: Template) =>
+      [
+        ...new Set(
+          [
+            ...JSON.stringify(
+              resourcesOf(t, 'AWS::IAM::Policy')
+                .filter((p) => /Relay.*TaskRole/.test(p.id))
+                .map((p) => p.Properties.PolicyDocument),
+            ).matchAll(/:dynamodb:([a-z0-9-]+):/g),
+          ].map((m) => m[1]),
+        ),
+      ].sort();
+    expect(relayTableRegions(other)).toEqual(['eu-west-1', 'us-east-1']);
+    expect(relayTableRegions(alone)).toEqual(['us-east-1']);
   });
 
   it('keeps zones cached by an earlier synth with credentials (a deployed VPC keeps its subnets)', () => {
