@@ -1,6 +1,6 @@
 /** The registration API as a client sees it: PUT to register, GET to look up. */
 import { type ErrorCode, RendezvousError } from '../core/errors.js';
-import type { RendezvousTriple } from '../core/registration.js';
+import type { RendezvousTriple } from '../core/triple.js';
 
 /** Request timeout for API calls. */
 export const API_TIMEOUT_MS = 10_000;

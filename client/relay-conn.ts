@@ -2,7 +2,7 @@
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
-import type { RendezvousTriple } from '../core/registration.js';
+import type { RendezvousTriple } from '../core/triple.js';
 import { encodeCookieLine } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
 

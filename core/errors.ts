@@ -27,7 +27,9 @@ export type ErrorCode =
   | 'RELAY_REFUSED'
   | 'UNREACHABLE'
   | 'TIMEOUT'
-  | 'ABORTED';
+  | 'ABORTED'
+  /** An option passed to the library is missing or malformed (a programming error, never retried). */
+  | 'INVALID_OPTION';
 
 /** Base class of every error this project raises on purpose. */
 export class RendezvousError extends Error {
