@@ -1,5 +1,10 @@
 // Bundles the Lambda handlers, the relay and the CLI with esbuild into dist/.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { build } from 'esbuild';
+
+const rootVersion = JSON.parse(readFileSync('package.json', 'utf8')).version;
 
 const common = {
   bundle: true,
@@ -13,9 +18,12 @@ const common = {
     js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
   },
   logLevel: 'info',
+  // `--version` of a bundled CLI (cli/program.ts reads package.json when run from source).
+  define: { RENDEZVOUS_VERSION: JSON.stringify(rootVersion) },
 };
 
-// `node scripts/build.mjs relay` builds only the relay (what the CDK app needs for the image).
+// `node scripts/build.mjs relay` builds only the relay (what the CDK app needs for the image);
+// `client` only the client package.
 const only = process.argv[2];
 
 if (!only || only === 'functions')
@@ -53,3 +61,45 @@ if (!only || only === 'library')
     minify: false,
     banner: undefined,
   });
+
+// The client package (packages/client): the library as ESM and CommonJS, its declarations, and
+// the `expose`/`connect` CLI as one file that starts without tsx. otpauth stays a dependency;
+// commander is bundled into the CLI (one package fewer to install).
+if (!only || only === 'client') {
+  const out = 'packages/client/dist';
+  rmSync(out, { recursive: true, force: true });
+  const { version } = JSON.parse(readFileSync('packages/client/package.json', 'utf8'));
+  const library = {
+    ...common,
+    entryPoints: ['index.ts'],
+    packages: 'external',
+    minify: false,
+    sourcemap: false,
+    banner: undefined,
+  };
+  await build({ ...library, outfile: `${out}/index.mjs` });
+  await build({ ...library, format: 'cjs', outfile: `${out}/index.cjs` });
+  await build({
+    ...common,
+    entryPoints: ['cli/client-main.ts'],
+    external: ['otpauth'],
+    sourcemap: false,
+    define: { RENDEZVOUS_VERSION: JSON.stringify(version) },
+    // commander is CommonJS: the bundle needs the `require` the common banner makes.
+    banner: { js: `#!/usr/bin/env node\n${common.banner.js}` },
+    outfile: `${out}/cli.mjs`,
+  });
+  chmodSync(`${out}/cli.mjs`, 0o755);
+  // Declarations from tsc (only index.ts and what it imports: never the store or the SDK), then a
+  // CommonJS twin of each (.d.cts importing .cjs) so `require` consumers get CommonJS types.
+  execFileSync(join('node_modules', '.bin', 'tsc'), ['-p', 'packages/client/tsconfig.json'], {
+    stdio: 'inherit',
+  });
+  const types = `${out}/types`;
+  for (const file of readdirSync(types, { recursive: true })) {
+    if (!String(file).endsWith('.d.ts')) continue;
+    const path = join(types, String(file));
+    const text = readFileSync(path, 'utf8').replace(/(['"])(\.{1,2}\/[^'"]+)\.js\1/g, '$1$2.cjs$1');
+    writeFileSync(path.replace(/\.d\.ts$/, '.d.cts'), text);
+  }
+}
