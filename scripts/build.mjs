@@ -2,8 +2,11 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
+// Paths below are the repository's: the client package's prepack runs this from packages/client.
+process.chdir(fileURLToPath(new URL('..', import.meta.url)));
 const rootVersion = JSON.parse(readFileSync('package.json', 'utf8')).version;
 
 const common = {
@@ -71,7 +74,8 @@ if (!only || only === 'client') {
   const { version } = JSON.parse(readFileSync('packages/client/package.json', 'utf8'));
   const library = {
     ...common,
-    entryPoints: ['index.ts'],
+    entryPoints: ['./index.ts'],
+    absWorkingDir: process.cwd(),
     packages: 'external',
     minify: false,
     sourcemap: false,
@@ -81,7 +85,8 @@ if (!only || only === 'client') {
   await build({ ...library, format: 'cjs', outfile: `${out}/index.cjs` });
   await build({
     ...common,
-    entryPoints: ['cli/client-main.ts'],
+    entryPoints: ['./cli/client-main.ts'],
+    absWorkingDir: process.cwd(),
     external: ['otpauth'],
     sourcemap: false,
     define: { RENDEZVOUS_VERSION: JSON.stringify(version) },
