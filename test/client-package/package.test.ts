@@ -304,6 +304,20 @@ catch (err) { console.log(JSON.stringify({ typed: isRendezvousError(err, 'INVALI
       message: 'option secret: the TOTP secret (base32, or an otpauth:// URI) is required',
     });
   });
+
+  it('isRendezvousError recognises an error from the other module format (dual-package hazard)', async () => {
+    writeFileSync(
+      join(app, 'mixed.mjs'),
+      `import { createRequire } from 'node:module';
+import { isRendezvousError, RendezvousError } from '${CLIENT_NAME}';
+const cjs = createRequire(import.meta.url)('${CLIENT_NAME}');
+let err;
+try { cjs.createHiddenServer({ api: 'http://127.0.0.1:1', uuid: 'x' }); } catch (e) { err = e; }
+console.log(JSON.stringify({ sameClass: err instanceof RendezvousError, recognised: isRendezvousError(err, 'INVALID_OPTION') }));
+`,
+    );
+    expect(JSON.parse(await consumer('mixed.mjs', {}))).toEqual({ sameClass: false, recognised: true });
+  });
 });
 
 describe('a TypeScript consumer', () => {
