@@ -1,6 +1,6 @@
 /**
  * The client package's `rendezvous` command: only what a hidden or mobile machine runs
- * (`expose`, `connect`), bundled into one file (packages/client/dist/cli.mjs) that starts
+ * (`expose`, `connect`), bundled into one file (packages/client/dist/cli.cjs) that starts
  * without tsx, the store or the AWS SDK.
  */
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
@@ -17,4 +17,5 @@ export function buildClientCli() {
   return program;
 }
 
-await runProgram(buildClientCli(), process.argv);
+// runProgram handles every error itself (one line, exit 1 or 2); CommonJS has no top-level await.
+void runProgram(buildClientCli(), process.argv);

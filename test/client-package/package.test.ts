@@ -103,7 +103,7 @@ describe('the packed tarball, installed into an empty folder', () => {
         'package.json',
         'dist/index.mjs',
         'dist/index.cjs',
-        'dist/cli.mjs',
+        'dist/cli.cjs',
         'dist/types/index.d.ts',
         'dist/types/index.d.cts',
       ]),
@@ -129,8 +129,8 @@ describe('the packed tarball, installed into an empty folder', () => {
 });
 
 describe('the installed `rendezvous` command', () => {
-  it('is the bundled dist/cli.mjs: --version, --help (expose and connect only), connect --help', async () => {
-    expect(realpathSync(bin)).toBe(realpathSync(join(app, 'node_modules', CLIENT_NAME, 'dist/cli.mjs')));
+  it('is the bundled dist/cli.cjs: --version, --help (expose and connect only), connect --help', async () => {
+    expect(realpathSync(bin)).toBe(realpathSync(join(app, 'node_modules', CLIENT_NAME, 'dist/cli.cjs')));
     const version = await rendezvous(['--version']);
     expect(version).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
     expect((await rendezvous(['connect', '--version'])).stdout).toBe(`${VERSION}\n`);
