@@ -146,7 +146,9 @@ export function buildCli(): Command {
           );
         }
       } catch (err) {
-        fail(isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`);
+        // A secret from the environment is named by its variable, so the user knows what to fix.
+        const message = isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`;
+        fail(o.secretEnv && /secret/i.test(message) ? `RENDEZVOUS_SECRET: ${message}` : message);
       } finally {
         store.close();
       }

@@ -50,4 +50,22 @@ describe('rendezvous (service CLI) usage', () => {
       expect(r.stderr, what).not.toMatch(/\n\s+at /);
     });
   }, 60_000);
+
+  it('a malformed RENDEZVOUS_SECRET is named, and not echoed, by provision --secret-env and expose', async () => {
+    const env = {
+      RENDEZVOUS_SECRET: 'not!base32',
+      RENDEZVOUS_API: 'http://127.0.0.1:1',
+      AWS_REGION: 'local',
+      AWS_ENDPOINT_URL_DYNAMODB: 'http://127.0.0.1:1',
+    };
+    const [provision, expose] = await Promise.all([
+      runCli(['provision', '--uuid', 'u', '--secret-env'], env, ''),
+      runCli(['expose', '--uuid', 'u', '--to', '22'], env, ''),
+    ]);
+    expect(provision.code).toBe(1);
+    expect(provision.stderr).toMatch(/^rendezvous: RENDEZVOUS_SECRET: the secret is not base32\n$/);
+    expect(expose.code).toBe(2);
+    expect(expose.stderr).toMatch(/^rendezvous: RENDEZVOUS_SECRET: not a base32 TOTP secret.*\n$/);
+    for (const r of [provision, expose]) expect(r.stderr).not.toContain('not!base32');
+  }, 60_000);
 });
