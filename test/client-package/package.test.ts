@@ -95,7 +95,7 @@ async function exposeWithEsm(uuid: string, targetPort: number): Promise<void> {
 }
 
 describe('the packed tarball, installed into an empty folder', () => {
-  it('holds built JavaScript, declarations and package.json only (no TypeScript sources)', () => {
+  it('holds built JavaScript, declarations, package.json and the README (no TypeScript sources)', () => {
     const sources = packed.files.filter((f) => f.endsWith('.ts') && !/\.d\.c?ts$/.test(f));
     expect(sources).toEqual([]);
     expect(packed.files).toEqual(
