@@ -26,7 +26,7 @@ const common = {
 };
 
 // `node scripts/build.mjs relay` builds only the relay (what the CDK app needs for the image);
-// `client` only the client package.
+// `client` only the client package (which a plain build leaves alone, see below).
 const only = process.argv[2];
 
 if (!only || only === 'functions')
@@ -68,7 +68,10 @@ if (!only || only === 'library')
 // The client package (packages/client): the library as ESM and CommonJS, its declarations, and
 // the `expose`/`connect` CLI as one file that starts without tsx. otpauth stays the library's
 // dependency; the CLI bundles it and commander.
-if (!only || only === 'client') {
+// Only on request (`node scripts/build.mjs client`: the root's `npm run build`, the package's own
+// build and prepack): a plain bundle build (test/build.test.ts) must never rewrite
+// packages/client/dist while a test packs it.
+if (only === 'client') {
   const out = 'packages/client/dist';
   rmSync(out, { recursive: true, force: true });
   const { version } = JSON.parse(readFileSync('packages/client/package.json', 'utf8'));
