@@ -66,8 +66,7 @@ if (!only || only === 'library')
   });
 
 // The client package (packages/client): the library as ESM and CommonJS, its declarations, and
-// the `expose`/`connect` CLI as one file that starts without tsx. otpauth stays the library's
-// dependency; the CLI bundles it and commander.
+// the `expose`/`connect` CLI as one file that starts without tsx.
 // Only on request (`node scripts/build.mjs client`: the root's `npm run build`, the package's own
 // build and prepack): a plain bundle build (test/build.test.ts) must never rewrite
 // packages/client/dist while a test packs it.
@@ -75,32 +74,58 @@ if (only === 'client') {
   const out = 'packages/client/dist';
   rmSync(out, { recursive: true, force: true });
   const { version } = JSON.parse(readFileSync('packages/client/package.json', 'utf8'));
+  // Everything but Node's own modules is bundled (otpauth's Node build is one file over
+  // node:crypto): the package has no dependencies, so a tarball copied to a machine installs
+  // without the registry, and nothing else lands in node_modules.
   const library = {
     ...common,
     entryPoints: ['./index.ts'],
     absWorkingDir: process.cwd(),
-    packages: 'external',
     minify: false,
     sourcemap: false,
     banner: undefined,
+    metafile: true,
   };
-  await build({ ...library, outfile: `${out}/index.mjs` });
-  await build({ ...library, format: 'cjs', outfile: `${out}/index.cjs` });
-  await build({
-    ...common,
-    entryPoints: ['./cli/client-main.ts'],
-    absWorkingDir: process.cwd(),
-    // One CommonJS file with everything in it (otpauth too): every ssh ProxyCommand pays this
-    // start-up, and Node 20 loads one CommonJS file about 15 ms sooner than ESM plus a package.
-    format: 'cjs',
-    sourcemap: false,
-    define: { RENDEZVOUS_VERSION: JSON.stringify(version) },
-    // cli/program.ts reads package.json through import.meta only when the version is not defined.
-    logOverride: { 'empty-import-meta': 'silent' },
-    banner: { js: '#!/usr/bin/env node' },
-    outfile: `${out}/cli.cjs`,
-  });
+  const bundled = [
+    await build({ ...library, outfile: `${out}/index.mjs` }),
+    await build({ ...library, format: 'cjs', outfile: `${out}/index.cjs` }),
+  ];
+  bundled.push(
+    await build({
+      ...common,
+      entryPoints: ['./cli/client-main.ts'],
+      absWorkingDir: process.cwd(),
+      // One CommonJS file with everything in it (otpauth too): every ssh ProxyCommand pays this
+      // start-up, and Node 20 loads one CommonJS file about 15 ms sooner than ESM plus a package.
+      format: 'cjs',
+      sourcemap: false,
+      define: { RENDEZVOUS_VERSION: JSON.stringify(version) },
+      // cli/program.ts reads package.json through import.meta only when the version is not defined.
+      logOverride: { 'empty-import-meta': 'silent' },
+      banner: { js: '#!/usr/bin/env node' },
+      outfile: `${out}/cli.cjs`,
+      metafile: true,
+    }),
+  );
   chmodSync(`${out}/cli.cjs`, 0o755);
+  // The licences of the packages bundled in (their notices must travel with the code).
+  const packages = new Set();
+  for (const { metafile } of bundled)
+    for (const input of Object.keys(metafile.inputs)) {
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input);
+      if (m) packages.add(m[1]);
+    }
+  const notices = [...packages].sort().map((name) => {
+    const dir = join('node_modules', name);
+    const { version, license } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+    const file = readdirSync(dir).find((f) => /^licen[cs]e/i.test(f));
+    const text = file ? readFileSync(join(dir, file), 'utf8').trim() : `${license}`;
+    return `## ${name} ${version} (${license})\n\n${text}\n`;
+  });
+  writeFileSync(
+    `${out}/THIRD-PARTY-LICENSES.md`,
+    `# Code bundled into this package\n\n${notices.join('\n')}`,
+  );
   // Declarations from tsc (only index.ts and what it imports: never the store or the SDK), then a
   // CommonJS twin of each (.d.cts importing .cjs) so `require` consumers get CommonJS types.
   execFileSync(join('node_modules', '.bin', 'tsc'), ['-p', 'packages/client/tsconfig.json'], {

@@ -66,14 +66,14 @@ export async function packClient(dir: string): Promise<Packed> {
 
 /**
  * Installs `tarball` into a fresh `app` folder under `dir` (an empty package.json first, as
- * `npm init -y` would leave). Its dependencies come from npm's cache when there, else from the
- * registry. Resolves with the app folder.
+ * `npm init -y` would leave), offline: the package has no dependencies, so a tarball copied to a
+ * machine without the registry installs. Resolves with the app folder.
  */
 export async function installTarball(tarball: string, dir: string): Promise<string> {
   const app = join(dir, 'app');
   mkdirSync(app, { recursive: true });
   writeFileSync(join(app, 'package.json'), '{ "name": "app", "version": "1.0.0", "private": true }\n');
-  await npm(['install', '--prefer-offline', '--no-audit', '--no-fund', tarball], app);
+  await npm(['install', '--offline', '--no-audit', '--no-fund', tarball], app);
   return app;
 }
 
