@@ -36,6 +36,7 @@ function optionFailure(err: unknown, atStart = false): never {
   if (name === 'api') usage(`--api (or RENDEZVOUS_API): ${what}`);
   if (name === 'relay') usage(`--relay (or RENDEZVOUS_RELAY_HTTP): ${what}`);
   if (name?.startsWith('target')) usage(`--to: ${what}`);
+  if (name === 'uuid' || name === 'pool') usage(`--${name}: ${what}`);
   usage(err.message);
 }
 

@@ -168,6 +168,21 @@ describe('the installed `rendezvous` command', () => {
       ],
       [['expose', '--uuid', 'x', '--to', '22'], api, /RENDEZVOUS_SECRET is not set/],
       [
+        ['expose', '--uuid', 'x', '--to', '0'],
+        { ...api, RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' },
+        /--to: a port from 1 to 65535/,
+      ],
+      [
+        ['expose', '--uuid', 'x', '--to', '22', '--api', 'ftp://relay'],
+        { RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' },
+        /--api \(or RENDEZVOUS_API\): not an http\(s\) URL: ftp:\/\/relay/,
+      ],
+      [
+        ['connect', '--uuid', '', '--api', 'http://127.0.0.1:1'],
+        {},
+        /--uuid: a non-empty string is required/,
+      ],
+      [
         ['expose', '--uuid', 'x', '--to', '22'],
         { ...api, RENDEZVOUS_SECRET: 'not!base32' },
         /^rendezvous: RENDEZVOUS_SECRET: not a base32 TOTP secret/,
