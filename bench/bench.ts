@@ -25,10 +25,11 @@ import { mobileCookieFor } from '../core/cookies.js';
 import { provisionIdentity } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { currentCode } from '../core/totp.js';
+import { benchClientPackage } from './client-package.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|memory|registration`: one group, for iterating on it. */
+/** `--only throughput|pairing|memory|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
@@ -597,6 +598,10 @@ async function main() {
       'ms',
     );
   }
+
+  // 5. the client package (packed, installed into an empty folder)
+  if (want('client'))
+    for (const [name, f] of Object.entries(await benchClientPackage(RUNS))) add(name, f.values, f.unit);
 
   // ratios (medians)
   const m = (name: string) => figures[name]?.median ?? Number.NaN;

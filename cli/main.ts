@@ -2,74 +2,29 @@
  * The `rendezvous` command. Parsing only: each subcommand reads its options and environment
  * and calls into local/, client/ or relay/.
  */
-import { createServer, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
-import { apiUrlList } from '../client/api.js';
-import { exposeHiddenServer } from '../client/hidden-server.js';
-import { connect as connectToHiddenServer } from '../client/mobile.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
 import { originalRecordOf } from '../core/import.js';
 import { textLog } from '../core/log.js';
 import { provisionIdentity } from '../core/registration.js';
-import { splice } from '../core/splice.js';
 import { Store } from '../core/store.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
+import { addConnectCommand, addExposeCommand } from './client-commands.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
+import { fail, newProgram, port, runProgram, usage } from './program.js';
 import { addSmokeCommand } from './smoke.js';
-import { bridgeStdio, EMPTY_RESET_HINT } from './stdio.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-function port(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('not a port number');
-  return n;
-}
-
-function hostPort(value: string, defaultHost: string): { host: string; port: number } {
-  const i = value.lastIndexOf(':');
-  const host = i === -1 ? defaultHost : value.slice(0, i).replace(/^\[(.*)\]$/, '$1');
-  return { host: host || defaultHost, port: port(i === -1 ? value : value.slice(i + 1)) };
-}
-
-/** `--api` may be repeated or comma-separated: every URL, in order (one per region). */
-function apiUrls(value: string, previous: string[] = []): string[] {
-  return [
-    ...previous,
-    ...value
-      .split(',')
-      .map((u) => u.trim())
-      .filter(Boolean),
-  ];
-}
-
-/** The API URLs of `--api`, else `RENDEZVOUS_API` (comma-separated), checked. */
-function apiFrom(opt: string[] | undefined): string[] {
-  const api = opt?.length ? opt : apiUrls(process.env.RENDEZVOUS_API ?? '');
-  if (api.length === 0) throw new InvalidArgumentError('--api URL (or RENDEZVOUS_API) is required');
-  try {
-    return apiUrlList(api);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-}
-
-function fail(message: string): never {
-  process.stderr.write(`rendezvous: ${message}\n`);
-  process.exit(1);
-}
-
 /** Builds the command tree (exported for tests of the parser). */
 export function buildCli(): Command {
-  const program = new Command('rendezvous')
-    .description('Reach hidden servers behind NAT through a rendezvous relay')
-    .showHelpAfterError();
+  const program = newProgram('rendezvous', 'Reach hidden servers behind NAT through a rendezvous relay');
 
   program
     .command('dev')
@@ -85,7 +40,7 @@ export function buildCli(): Command {
     .option('--memory', 'a throw-away store in memory: identities are gone when it stops')
     .option('--table <name>', 'table name', DEFAULT_TABLE)
     .action(async (o) => {
-      if (o.memory && o.data) fail('--memory and --data exclude each other');
+      if (o.memory && o.data) usage('--memory and --data exclude each other');
       // On disk by default: identities and registrations outlive a restart of `npm start`.
       let dataDir: string | undefined;
       try {
@@ -192,125 +147,16 @@ export function buildCli(): Command {
           );
         }
       } catch (err) {
-        fail(isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`);
+        // A secret from the environment is named by its variable, so the user knows what to fix.
+        const message = isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`;
+        fail(o.secretEnv && /secret/i.test(message) ? `RENDEZVOUS_SECRET: ${message}` : message);
       } finally {
         store.close();
       }
     });
 
-  program
-    .command('expose')
-    .description(
-      'hidden-server agent: park at the relay and forward each rendezvous to a local port (secret from RENDEZVOUS_SECRET)',
-    )
-    .requiredOption('--uuid <uuid>', "this hidden server's identity")
-    .requiredOption('--to <[host:]port>', 'local service to forward to')
-    .option(
-      '--protocol <protocol>',
-      'generic (any TCP, via the API) or http (CONNECT to the relay)',
-      'generic',
-    )
-    .option(
-      '--api <url>',
-      'registration API, generic protocol; repeat or comma-separate for fail-over (default: RENDEZVOUS_API)',
-      apiUrls,
-    )
-    .option('--relay <url>', 'relay HTTP endpoint, http protocol (default: RENDEZVOUS_RELAY_HTTP)')
-    .option('--pool <n>', 'parked connections kept ready', (v) => Math.max(1, Number.parseInt(v, 10) || 1), 1)
-    .action((o) => {
-      const secret = process.env.RENDEZVOUS_SECRET;
-      if (!secret) fail('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
-      let agent: ReturnType<typeof exposeHiddenServer>;
-      try {
-        const http = o.protocol === 'http';
-        if (!http && o.protocol !== 'generic')
-          throw new InvalidArgumentError('--protocol is generic or http');
-        const relay = o.relay ?? process.env.RENDEZVOUS_RELAY_HTTP;
-        if (http && !relay)
-          throw new InvalidArgumentError('--relay URL (or RENDEZVOUS_RELAY_HTTP) is required');
-        agent = exposeHiddenServer({
-          protocol: http ? 'http' : 'generic',
-          api: http ? undefined : apiFrom(o.api),
-          relay,
-          uuid: o.uuid,
-          secret,
-          target: hostPort(o.to, '127.0.0.1'),
-          pool: o.pool,
-          log: textLog('expose'),
-        });
-      } catch (err) {
-        fail((err as Error).message);
-      }
-      agent.on('parked', () => undefined);
-      agent.on('error', (err: Error) =>
-        fail(
-          isRendezvousError(err, 'AUTH_FAILED')
-            ? `authentication failed: the registry does not know uuid ${o.uuid} or RENDEZVOUS_SECRET is wrong (a local \`npm start --memory\`, or one started in another folder, forgets identities: provision again)`
-            : err.message,
-        ),
-      );
-      const stop = () => {
-        agent.close();
-        process.exit(0);
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
-
-  program
-    .command('connect')
-    .description('mobile client: reach a hidden server on stdin/stdout (ssh ProxyCommand) or a local port')
-    .requiredOption('--uuid <uuid>', 'the hidden server to reach')
-    .option(
-      '--api <url>',
-      'registration API; repeat or comma-separate for fail-over (default: RENDEZVOUS_API)',
-      apiUrls,
-    )
-    .option('--listen <[host:]port>', 'listen locally; each accepted connection is one rendezvous')
-    .action(async (o) => {
-      const api = apiFrom(o.api);
-      if (!o.listen) {
-        let socket: Socket;
-        try {
-          socket = await connectToHiddenServer({ api, uuid: o.uuid });
-        } catch (err) {
-          fail((err as Error).message);
-        }
-        process.exit(await bridgeStdio(socket));
-      }
-      let at: { host: string; port: number };
-      try {
-        at = hostPort(o.listen, '127.0.0.1');
-      } catch (err) {
-        fail(`--listen ${o.listen}: ${(err as Error).message}`);
-      }
-      const log = textLog('connect');
-      const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
-        local.on('error', () => local.destroy());
-        connectToHiddenServer({ api, uuid: o.uuid }).then(
-          (remote) => {
-            // A reset before any byte is how a hidden agent says its target refused.
-            let received = 0;
-            remote.on('data', (c: Buffer) => {
-              received += c.length;
-            });
-            remote.on('error', () => {
-              if (received === 0) log.warn(EMPTY_RESET_HINT);
-            });
-            splice(local, remote);
-          },
-          (err: Error) => {
-            log.warn('rendezvous failed', { reason: err.message });
-            local.destroy();
-          },
-        );
-      });
-      server.on('error', (err) => fail(err.message));
-      server.listen(at.port, at.host, () => {
-        const a = server.address();
-        log.info(`listening on ${typeof a === 'object' && a ? `${a.address}:${a.port}` : at.port}`);
-      });
-    });
+  addExposeCommand(program);
+  addConnectCommand(program);
 
   program
     .command('admin')
@@ -350,12 +196,12 @@ export function buildCli(): Command {
 
 /** Runs the CLI with `argv`. */
 export async function runCli(argv: string[] = process.argv): Promise<void> {
-  await buildCli().parseAsync(argv);
+  await runProgram(buildCli(), argv);
 }
 
 if (
   /(cli[\\/]main\.ts|cli\.mjs)$/.test(process.argv[1] ?? '') &&
   import.meta.url === pathToFileURL(process.argv[1] ?? '').href
 ) {
-  runCli().catch((err) => fail((err as Error).message));
+  void runCli();
 }

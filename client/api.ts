@@ -3,7 +3,7 @@
  * or several (one per region, or a global name), tried in order with fail-over.
  */
 import { type ErrorCode, isRendezvousError, RendezvousError } from '../core/errors.js';
-import type { RendezvousTriple } from '../core/registration.js';
+import type { RendezvousTriple } from '../core/triple.js';
 
 /** Request timeout for API calls. */
 export const API_TIMEOUT_MS = 10_000;

@@ -13,11 +13,12 @@ import { Secret, URI } from 'otpauth';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
-import type { RendezvousTriple } from '../core/registration.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
+import type { RendezvousTriple } from '../core/triple.js';
 import { type ApiUrls, apiUrlList, registerWithApi } from './api.js';
+import { checkHiddenServerOptions, invalidOption } from './options.js';
 import { CONNECT_TIMEOUT_MS, dialRelay } from './relay-conn.js';
 
 /** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
@@ -71,7 +72,13 @@ export const MAX_RETRY_AFTER_MS = 300_000;
 /** Turns a base32 secret or an otpauth URI into TOTP parameters. */
 export function totpParamsFrom(secret: string): TotpParams {
   if (secret.startsWith('otpauth://')) {
-    const otp = URI.parse(secret);
+    let otp: ReturnType<typeof URI.parse>;
+    try {
+      otp = URI.parse(secret);
+    } catch {
+      // otpauth's own message may quote the URI, secret included: never pass it on, not even as a cause.
+      throw invalidOption('secret', 'not a valid otpauth:// URI');
+    }
     if (!('period' in otp)) throw new RendezvousError('BAD_REQUEST', 'otpauth URI is not TOTP');
     // node-rendezvous wrote digits=40 (its unreduced codes); this agent computes RFC 6238 codes only.
     if (otp.digits > 10)
@@ -87,7 +94,14 @@ export function totpParamsFrom(secret: string): TotpParams {
     };
   }
   // Validates the base32 alphabet now rather than on the first registration.
-  return { secret: Secret.fromBase32(secret.replace(/\s+/g, '').toUpperCase()).base32, ...TOTP_DEFAULTS };
+  let base32: string;
+  try {
+    base32 = Secret.fromBase32(secret.replace(/\s+/g, '').toUpperCase()).base32;
+  } catch {
+    // No cause: otpauth's message quotes a character of the secret.
+    throw invalidOption('secret', 'not a base32 TOTP secret (letters A–Z, digits 2–7) nor an otpauth:// URI');
+  }
+  return { secret: base32, ...TOTP_DEFAULTS };
 }
 
 /**
@@ -120,6 +134,7 @@ export class HiddenServer extends EventEmitter {
 
   constructor(private readonly opts: HiddenServerOptions) {
     super();
+    checkHiddenServerOptions(opts);
     this.params = totpParamsFrom(opts.secret);
     this.log = opts.log ?? silentLog;
     this.backoff = opts.backoff ?? BACKOFF_DEFAULTS;
@@ -598,6 +613,7 @@ function refuseTargetDown(relaySocket: Socket, http: boolean): void {
 
 /** A hidden server that splices every rendezvous to `opts.target` — the CLI's `expose`. */
 export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
+  checkHiddenServerOptions(opts, true);
   const log = opts.log ?? silentLog;
   const target = `${opts.target.host}:${opts.target.port}`;
   const http = opts.protocol === 'http';

@@ -2,6 +2,7 @@
 import type { Socket } from 'node:net';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { type ApiUrls, lookupWithApi } from './api.js';
+import { checkConnectOptions } from './options.js';
 import { dialRelay } from './relay-conn.js';
 
 /** Options of `connect`. */
@@ -30,6 +31,7 @@ export const CONNECT_TIMEOUT_MS = 15_000;
  * TIMEOUT or ABORTED.
  */
 export async function connect(opts: ConnectOptions): Promise<Socket> {
+  checkConnectOptions(opts);
   const timeoutMs = opts.timeoutMs ?? CONNECT_TIMEOUT_MS;
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(), timeoutMs);

@@ -2,9 +2,9 @@
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
-import type { RendezvousTriple } from '../core/registration.js';
 import { encodeCookieLine } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
+import type { RendezvousTriple } from '../core/triple.js';
 
 /** Time allowed for the TCP connect to a relay. */
 export const CONNECT_TIMEOUT_MS = 10_000;

@@ -27,7 +27,9 @@ export type ErrorCode =
   | 'RELAY_REFUSED'
   | 'UNREACHABLE'
   | 'TIMEOUT'
-  | 'ABORTED';
+  | 'ABORTED'
+  /** An option passed to the library is missing or malformed (a programming error, never retried). */
+  | 'INVALID_OPTION';
 
 /** Base class of every error this project raises on purpose. */
 export class RendezvousError extends Error {
@@ -65,6 +67,13 @@ export const storeUnavailable = (cause?: unknown) =>
     cause,
   });
 
-/** Narrowing helper for `catch (err)` blocks. */
+/**
+ * Narrowing helper for `catch (err)` blocks. Also recognises an error from the client package's
+ * other module format (its ESM and CommonJS builds each have their own class) by name and code.
+ */
 export const isRendezvousError = (err: unknown, code?: ErrorCode): err is RendezvousError =>
-  err instanceof RendezvousError && (code === undefined || err.code === code);
+  (err instanceof RendezvousError ||
+    (err instanceof Error &&
+      err.name === 'RendezvousError' &&
+      typeof (err as { code?: unknown }).code === 'string')) &&
+  (code === undefined || (err as RendezvousError).code === code);

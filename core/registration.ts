@@ -27,18 +27,10 @@ import {
   type TotpParams,
   verifyCode,
 } from './totp.js';
+import type { RendezvousTriple } from './triple.js';
 
-/**
- * The triple handed to both sides; `cookie` carries its `R`/`I` prefix. `tlsPort` is additive
- * (original clients ignore unknown fields and use `port` in plain TCP): where set, the same host
- * speaks the generic protocol over TLS on that port, and our agent and client use it.
- */
-export interface RendezvousTriple {
-  host: string;
-  port: number;
-  cookie: string;
-  tlsPort?: number;
-}
+// The triple lives in its own file so the client package's declarations never reach the store.
+export type { RendezvousTriple } from './triple.js';
 
 /** Where this deployment's relay is reached, and registration policy. */
 export interface RegistrationPolicy {

@@ -157,7 +157,7 @@ describe('rendezvous CLI', () => {
   it('connect --listen with a bad port says so in one line, without a stack trace', async () => {
     for (const bad of ['99999', 'abc', '127.0.0.1:70000']) {
       const r = await runCli(['connect', '--uuid', 'cli-echo', '--listen', bad], env, '');
-      expect(r.code, bad).toBe(1);
+      expect(r.code, bad).toBe(2);
       expect(r.stderr, bad).toContain(`--listen ${bad}: not a port number`);
       expect(r.stderr, bad).not.toMatch(/\n\s+at /);
     }

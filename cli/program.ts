@@ -1,0 +1,95 @@
+/**
+ * What both command-line programs share (the service's `rendezvous` and the client package's):
+ * the version, option parsers, and how a run ends. A usage error — an unknown command or option,
+ * a missing or malformed value — is one line on stderr and exit 2; any other failure is one
+ * line and exit 1; neither ever shows a stack trace. Every command answers `--help` and
+ * `--version`.
+ */
+import { createRequire } from 'node:module';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+
+// Replaced by the bundler (scripts/build.mjs) with the package's version; from source (tsx) it
+// is undefined and the version comes from the repository's package.json.
+declare const RENDEZVOUS_VERSION: string | undefined;
+
+/** The version `--version` prints. */
+export const VERSION: string =
+  typeof RENDEZVOUS_VERSION === 'string'
+    ? RENDEZVOUS_VERSION
+    : (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+
+/** A usage error raised inside an action: one line, exit 2. */
+export class UsageError extends Error {}
+
+/** Ends the process with a usage error: `rendezvous: <message>` and exit 2. */
+export function usage(message: string): never {
+  process.stderr.write(`rendezvous: ${message}\n`);
+  process.exit(2);
+}
+
+/** Ends the process with a failure that is not a usage error: one line, exit 1. */
+export function fail(message: string): never {
+  process.stderr.write(`rendezvous: ${message}\n`);
+  process.exit(1);
+}
+
+/** Option parser: a TCP port, 0–65535 (0 picks a free one). */
+export function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError('not a port number');
+  return n;
+}
+
+/** Option parser factory: an integer from `min` to `max` (`--pool abc` is an error, not 1). */
+export function integer(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`an integer from ${min} to ${max} is required`);
+    return n;
+  };
+}
+
+/** `[host:]port` (an IPv6 host in brackets); throws InvalidArgumentError for a bad port. */
+export function hostPort(value: string, defaultHost: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':');
+  const host = i === -1 ? defaultHost : value.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return { host: host || defaultHost, port: port(i === -1 ? value : value.slice(i + 1)) };
+}
+
+/** A program whose parse errors `runProgram` turns into one-line usage errors. */
+export function newProgram(name: string, description: string): Command {
+  return new Command(name).description(description);
+}
+
+const QUIET_EXITS = new Set(['commander.helpDisplayed', 'commander.version', 'commander.help']);
+
+/**
+ * Parses `argv` and runs the chosen command. Adds `--version` to every command, and makes every
+ * way out one line: usage errors exit 2, other failures exit 1.
+ */
+export async function runProgram(program: Command, argv: string[]): Promise<void> {
+  const commands = [program, ...program.commands];
+  for (const c of commands) {
+    c.version(VERSION, '-V, --version', 'print the version');
+    c.exitOverride();
+    // Commander's own message is replaced by the one line below.
+    c.configureOutput({ outputError: () => undefined });
+  }
+  const args = argv.slice(2);
+  const sub = program.commands.find((c) => c.name() === args[0]);
+  const seeHelp = `see '${program.name()}${sub ? ` ${sub.name()}` : ''} --help'`;
+  if (args.length === 0)
+    usage(`a command is required: ${program.commands.map((c) => c.name()).join(', ')} (${seeHelp})`);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (QUIET_EXITS.has(err.code) && err.exitCode === 0) return;
+      usage(`${sub ? `${sub.name()}: ` : ''}${err.message.replace(/^error: /, '')} (${seeHelp})`);
+    }
+    if (err instanceof UsageError) usage(err.message);
+    fail((err as Error)?.message ?? String(err));
+  }
+}
