@@ -186,7 +186,7 @@ describe('several API URLs (issue 18)', () => {
     );
     expect(fromEnv.stdout.toString()).toBe('three');
     const bad = await runCli(['connect', '--uuid', 'fo-cli', '--api', `${stack.apiUrl},nope`], {}, '');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2); // a usage error (issue 15)
     expect(bad.stderr).toMatch(/not an http\(s\) URL: nope/);
   });
 
