@@ -79,17 +79,22 @@ function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer)
     // derived from it, which is what I carries (and what the public look-up hands out).
     cookie = role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie;
   } catch (err) {
-    return fail(socket, ctx, err);
+    fail(socket, ctx, err);
+    return;
   }
   // The fast path, with no promise in it: a cookie checked within the last second and, for a
   // mobile client, a hidden server parked right here. Anything else takes the general path.
   const binding = ctx.cookies.peek(cookie);
   if (binding) {
     try {
-      if (role === 'hidden') return settleHidden(socket, ctx, cookie, binding.uuid, rest);
+      if (role === 'hidden') {
+        settleHidden(socket, ctx, cookie, binding.uuid, rest);
+        return;
+      }
       if (pairHere(socket, ctx, cookie, binding.uuid, rest)) return;
     } catch (err) {
-      return fail(socket, ctx, err);
+      fail(socket, ctx, err);
+      return;
     }
   }
   void settle(socket, ctx, role, cookie, rest);
@@ -118,8 +123,8 @@ async function settle(
 }
 
 function settleHidden(socket: Socket, ctx: RelayContext, cookie: string, uuid: string, rest: Buffer): void {
-  if (rest.length > 0) return refuse(socket, 'data before +OK');
-  parkHiddenServer(socket, ctx, cookie, uuid);
+  if (rest.length > 0) refuse(socket, 'data before +OK');
+  else parkHiddenServer(socket, ctx, cookie, uuid);
 }
 
 /**
