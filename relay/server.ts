@@ -22,6 +22,7 @@ import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.j
 import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
+import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
@@ -66,6 +67,8 @@ export interface RelayOptions {
   /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
   fdLimit?: number;
   connectPolicy?: ConnectPolicy;
+  /** Cluster: bounds of the pool of idle links to other relays. */
+  peerPool?: PeerPoolOptions;
   log?: Log;
 }
 
@@ -113,6 +116,8 @@ export interface Relay {
   healthAddress?: AddressInfo;
   relayId: string;
   lot: ParkingLot;
+  /** Cluster: idle links to other relays. */
+  peerPool?: PeerPool;
   /** Live splices. */
   readonly splices: number;
   readonly draining: boolean;
@@ -226,6 +231,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   };
 
   let peerAddress: AddressInfo | undefined;
+  const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
     const peer = await startPeerListener({
@@ -306,7 +312,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     store: opts.store,
     cookies,
     lot,
-    cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret } : undefined,
+    cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret, pool } : undefined,
     limits: {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs,
       pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
@@ -399,6 +405,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       draining = true;
       revalidation.stop();
       clearInterval(keepAliveSweep);
+      pool?.close();
       log.info('draining', { parked: lot.size, splices, graceMs });
       const listenersClosed = Promise.all(closers.map((c) => c()));
       for (const p of lot.drainAll()) {
@@ -426,6 +433,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     healthAddress,
     relayId,
     lot,
+    peerPool: pool,
     get splices() {
       return splices;
     },
