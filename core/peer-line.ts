@@ -32,6 +32,21 @@ export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
 export const MAX_PEER_WAIT_MS = 10_000;
 
+// Nonces come from a block of CSPRNG bytes drawn 4 KiB at a time: one randomBytes call per line
+// cost more than the rest of a cross-relay request on a machine with costly system calls.
+const NONCE_BYTES = 16;
+let pool = Buffer.alloc(0);
+let used = 0;
+/** A fresh nonce: base64url of 16 CSPRNG bytes. */
+function newNonce(): string {
+  if (used + NONCE_BYTES > pool.length) {
+    pool = randomBytes(NONCE_BYTES * 256);
+    used = 0;
+  }
+  used += NONCE_BYTES;
+  return pool.toString('base64url', used - NONCE_BYTES, used);
+}
+
 const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number, nonce: string) =>
   createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts} ${nonce}`).digest('base64url');
 
@@ -46,7 +61,7 @@ export function encodePeerLine(
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
   const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
-  const nonce = randomBytes(16).toString('base64url');
+  const nonce = newNonce();
   return Buffer.from(
     `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce)}\n`,
     'latin1',
@@ -56,7 +71,7 @@ export function encodePeerLine(
 /** The hello of a pooled peer link. */
 export function encodePeerHello(secret: string, nowMs = Date.now()): Buffer {
   const ts = Math.floor(nowMs / 1000);
-  const nonce = randomBytes(16).toString('base64url');
+  const nonce = newNonce();
   const mac = createHmac('sha256', secret).update(`LINK ${ts} ${nonce}`).digest('base64url');
   return Buffer.from(`PEER-LINK ${ts} ${nonce} ${mac}\n`, 'latin1');
 }

@@ -1,7 +1,8 @@
 /**
  * Idle links to other relays, opened ahead of need: a cross-relay pairing takes one that is
- * already connected and authenticated (a signed hello) instead of opening a TCP connection on
- * its critical path, and asks a replacement to be opened in the background. Each link still
+ * already connected instead of opening a TCP connection on
+ * its critical path, and asks a replacement to be opened in the background. A link still idle
+ * after PEER_HELLO_AFTER_MS authenticates itself (a signed hello) to wait longer. Each link still
  * carries one pairing (its splice then owns it), and each request on it is still a signed line
  * with its own nonce. Bounded: idle links per peer, peers, and how long a link waits idle
  * (less than the holder's PEER_LINK_IDLE_MS, so the holder rarely closes one under us).
@@ -10,6 +11,9 @@ import type { Socket } from 'node:net';
 import { encodePeerHello } from '../core/peer-line.js';
 import { connectTcp } from '../core/socket-reader.js';
 import { PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer.js';
+
+/** When an idle link says its hello: a second before the holder's deadline for a first line. */
+export const PEER_HELLO_AFTER_MS = PEER_TIMEOUT_MS - 1_000;
 
 /** Pool bounds. */
 export interface PeerPoolOptions {
@@ -117,7 +121,6 @@ export class PeerPool {
       socket.destroy();
       return;
     }
-    socket.write(encodePeerHello(this.secret));
     let list = this.idle.get(peer);
     if (!list) {
       list = [];
@@ -133,7 +136,14 @@ export class PeerPool {
       if (entries.length === 0 && this.idle.get(peer) === entries) this.idle.delete(peer);
       socket.destroy();
     };
-    const timer = setTimeout(drop, this.opts.idleMs);
+    // Under load a link is taken within milliseconds and its request is its first line. One
+    // still idle shortly before the holder's deadline for a first line says its hello, which
+    // lets it wait up to idleMs: the signing is only paid for links that wait.
+    let timer = setTimeout(() => {
+      socket.write(encodePeerHello(this.secret));
+      timer = setTimeout(drop, Math.max(0, this.opts.idleMs - PEER_HELLO_AFTER_MS));
+      timer.unref();
+    }, PEER_HELLO_AFTER_MS);
     timer.unref();
     const entry: IdleLink = {
       socket,
