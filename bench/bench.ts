@@ -43,6 +43,14 @@ const RELAY_NODE_FLAGS = (() => {
     /^ENTRYPOINT \[(.*)\]$/m.exec(readFileSync(join(ROOT, 'relay/Dockerfile'), 'utf8'))?.[1] ?? '';
   return (JSON.parse(`[${entry}]`) as string[]).filter((a) => a.startsWith('--'));
 })();
+/** MALLOC_* settings from relay/Dockerfile's ENV, so the relay is measured with its allocator as deployed. */
+const RELAY_MALLOC_ENV = Object.fromEntries(
+  [
+    ...readFileSync(join(ROOT, 'relay/Dockerfile'), 'utf8').matchAll(
+      /^(?:ENV\s+|\s+)(MALLOC_[A-Z_]+)=(\S+)/gm,
+    ),
+  ].map((m) => [m[1] as string, m[2] as string]),
+);
 const started = Date.now();
 const DEADLINE = started + (QUICK ? 150_000 : 600_000);
 
@@ -226,6 +234,7 @@ async function startRelayProcess(): Promise<{ child: ChildProcess; pid: number; 
         join(ROOT, 'dist/relay.mjs'),
       ],
       {
+        ...RELAY_MALLOC_ENV,
         AWS_ENDPOINT_URL_DYNAMODB: storeEndpoint,
         AWS_REGION: 'local',
         RENDEZVOUS_TABLE: table,
@@ -380,13 +389,36 @@ async function runRelay(relay: { pid: number; port: number }, cookie: string, st
 
 // ---------------------------------------------------------------- 2. pairing
 
+/**
+ * A minimal Node relay for the same generic protocol (`R<c>` parks, `I<c>` pairs, `+OK` to both,
+ * `pipe` both ways; no cookie check, no limits, no cluster): the floor a Node relay cannot go
+ * below, run side by side as the pairing baseline (the original relay cannot run here).
+ */
+const MINIMAL_RELAY = `const net=require('net');const parked=new Map();
+net.createServer({allowHalfOpen:true},(s)=>{s.setNoDelay(true);s.on('error',()=>s.destroy());let buf='';
+const onData=(d)=>{buf+=d.toString('latin1');const nl=buf.indexOf('\\n');if(nl<0)return;s.off('data',onData);
+const key=buf.slice(1,nl);if(buf[0]==='R'){const l=parked.get(key)||[];l.push(s);parked.set(key,l);
+s.once('close',()=>{const i=l.indexOf(s);if(i>=0)l.splice(i,1);});return;}
+const h=(parked.get(key)||[]).shift();if(!h)return s.end('-ERR none\\n');
+h.write('+OK\\n');s.write('+OK\\n');h.pipe(s);s.pipe(h);h.on('error',()=>s.destroy());};
+s.on('data',onData);}).listen(0,'127.0.0.1',function(){console.log('port '+this.address().port)});`;
+
+async function startMinimalRelay(): Promise<{ pid: number; port: number; minimal: true }> {
+  const r = track(
+    await spawnReady(process.execPath, [...RELAY_NODE_FLAGS, '-e', MINIMAL_RELAY], {}, /port \d+/),
+  );
+  return { pid: r.child.pid as number, port: Number(/port (\d+)/.exec(r.out())?.[1]), minimal: true };
+}
+
 async function runPairings(
-  parkAt: { pid: number; port: number },
+  parkAt: { pid: number; port: number; minimal?: boolean },
   mobileAt: { pid: number; port: number },
   inFlight: number,
 ) {
   const cookie = await registerCookie(`bench-pair-${inFlight}-${parkAt.port}-${mobileAt.port}-${Date.now()}`);
-  const hiddens = await Promise.all(Array.from({ length: PAIRINGS }, () => park(parkAt.port, cookie)));
+  // The minimal relay checks nothing: it keys its parks by the line as sent.
+  const parkCookie = parkAt.minimal ? mobileCookieFor(cookie) : cookie;
+  const hiddens = await Promise.all(Array.from({ length: PAIRINGS }, () => park(parkAt.port, parkCookie)));
   for (const h of hiddens) {
     h.on('data', () => h.end());
     h.on('error', () => {});
@@ -415,7 +447,9 @@ async function runPairings(
   return {
     cpuUsPerPairing: (cpu * 1e6) / PAIRINGS,
     p50: percentile(latencies, 50),
+    p90: percentile(latencies, 90),
     p99: percentile(latencies, 99),
+    p999: percentile(latencies, 99.9),
   };
 }
 
@@ -518,6 +552,9 @@ async function main() {
       ...forwarders.map((f) => ({ name: f.name, run: () => runForwarder(f, sink, streams) })),
     ];
     const results = new Map<string, { mbps: number[]; cpu: number[] }>();
+    // A warm-up pass, not counted: a fresh relay process first runs in V8's interpreter and grows
+    // its heap and its allocator's arena, which no later gigabyte pays for again.
+    for (const c of contenders) await c.run();
     for (let r = 0; r < RUNS && timeLeft(); r++) {
       // Interleaved, so drift in the machine's load hits every contender alike.
       for (const c of contenders) {
@@ -534,26 +571,38 @@ async function main() {
     }
   }
 
-  // 2. pairing
-  for (const [label, parkAt, mobileAt] of want('pairing')
+  // 2. pairing (one warm-up pass per contender first: the first pairings of a fresh process run
+  // in V8's interpreter and would count JIT compilation as pairing cost)
+  const minimal = want('pairing') ? await startMinimalRelay() : undefined;
+  const pairingContenders = minimal
     ? ([
         ['local', relayA, relayA],
         ['cross-relay', relayA, relayB],
+        ['minimal Node relay', minimal, minimal],
       ] as const)
-    : []) {
-    for (const inFlight of [1, 50]) {
-      const cpu: number[] = [];
-      const p50: number[] = [];
-      const p99: number[] = [];
-      for (let r = 0; r < RUNS && timeLeft(); r++) {
+    : [];
+  for (const [, parkAt, mobileAt] of pairingContenders) await runPairings(parkAt, mobileAt, 50);
+  for (const inFlight of pairingContenders.length ? [1, 50] : []) {
+    const results = new Map<string, Record<'cpu' | 'p50' | 'p90' | 'p99' | 'p999', number[]>>();
+    for (let r = 0; r < RUNS && timeLeft(); r++) {
+      // Interleaved, like the throughput runs, so drift in the machine's load hits all alike.
+      for (const [label, parkAt, mobileAt] of pairingContenders) {
         const x = await runPairings(parkAt, mobileAt, inFlight);
-        cpu.push(x.cpuUsPerPairing);
-        p50.push(x.p50);
-        p99.push(x.p99);
+        const slot = results.get(label) ?? { cpu: [], p50: [], p90: [], p99: [], p999: [] };
+        slot.cpu.push(x.cpuUsPerPairing);
+        slot.p50.push(x.p50);
+        slot.p90.push(x.p90);
+        slot.p99.push(x.p99);
+        slot.p999.push(x.p999);
+        results.set(label, slot);
       }
-      add(`pairing ${label}, ${inFlight} in flight: relay CPU per pairing`, cpu, 'µs');
-      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p50`, p50, 'ms');
-      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p99`, p99, 'ms');
+    }
+    for (const [label, v] of results) {
+      add(`pairing ${label}, ${inFlight} in flight: relay CPU per pairing`, v.cpu, 'µs');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p50`, v.p50, 'ms');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p90`, v.p90, 'ms');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p99`, v.p99, 'ms');
+      add(`pairing ${label}, ${inFlight} in flight: connect to +OK p99.9`, v.p999, 'ms');
     }
   }
 
@@ -615,9 +664,17 @@ async function main() {
         m(`throughput ${streams}: rendezvous relay`) / m(`throughput ${streams}: ${other}`);
     }
   }
-  ratios['pairing CPU cross-relay/local (1 in flight)'] =
-    m('pairing cross-relay, 1 in flight: relay CPU per pairing') /
-    m('pairing local, 1 in flight: relay CPU per pairing');
+  for (const inFlight of [1, 50]) {
+    const at = (label: string, what: string) => m(`pairing ${label}, ${inFlight} in flight: ${what}`);
+    ratios[`pairing CPU cross-relay/local (${inFlight} in flight)`] =
+      at('cross-relay', 'relay CPU per pairing') / at('local', 'relay CPU per pairing');
+    ratios[`pairing p50 cross-relay/local (${inFlight} in flight)`] =
+      at('cross-relay', 'connect to +OK p50') / at('local', 'connect to +OK p50');
+    ratios[`pairing CPU local/minimal Node relay (${inFlight} in flight)`] =
+      at('local', 'relay CPU per pairing') / at('minimal Node relay', 'relay CPU per pairing');
+    ratios[`pairing p99 local/minimal Node relay (${inFlight} in flight)`] =
+      at('local', 'connect to +OK p99') / at('minimal Node relay', 'connect to +OK p99');
+  }
 
   const result = {
     date: new Date().toISOString(),

@@ -11,6 +11,14 @@
  * clients). The answer is a relay status line: "+OK\n" then the parked socket's bytes, or "-ERR …\n".
  * The holder remembers each nonce for the line's validity window (`PeerNonces`) and refuses a
  * line it has seen: a captured line cannot be replayed.
+ *
+ * A pooled link (opened ahead of need, see relay/peer-pool.ts) starts with a hello, signed the
+ * same way, that lets it wait idle for its request longer than an unauthenticated connection may:
+ *
+ *   "PEER-LINK" SP unix-seconds SP nonce SP mac "\n"
+ *   mac = base64url(HMAC-SHA256(secret, "LINK" SP unix-seconds SP nonce))
+ *
+ * No answer; the request line (with its own nonce) follows when the link is used.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { secretsEqual } from './cookies.js';
@@ -23,6 +31,21 @@ export const MAX_PEER_LINE = 256;
 export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
 export const MAX_PEER_WAIT_MS = 10_000;
+
+// Nonces come from a block of CSPRNG bytes drawn 4 KiB at a time: one randomBytes call per line
+// cost more than the rest of a cross-relay request on a machine with costly system calls.
+const NONCE_BYTES = 16;
+let pool = Buffer.alloc(0);
+let used = 0;
+/** A fresh nonce: base64url of 16 CSPRNG bytes. */
+function newNonce(): string {
+  if (used + NONCE_BYTES > pool.length) {
+    pool = randomBytes(NONCE_BYTES * 256);
+    used = 0;
+  }
+  used += NONCE_BYTES;
+  return pool.toString('base64url', used - NONCE_BYTES, used);
+}
 
 const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number, nonce: string) =>
   createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts} ${nonce}`).digest('base64url');
@@ -38,11 +61,41 @@ export function encodePeerLine(
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
   const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
-  const nonce = randomBytes(16).toString('base64url');
+  const nonce = newNonce();
   return Buffer.from(
     `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce)}\n`,
     'latin1',
   );
+}
+
+/** The hello of a pooled peer link. */
+export function encodePeerHello(secret: string, nowMs = Date.now()): Buffer {
+  const ts = Math.floor(nowMs / 1000);
+  const nonce = newNonce();
+  const mac = createHmac('sha256', secret).update(`LINK ${ts} ${nonce}`).digest('base64url');
+  return Buffer.from(`PEER-LINK ${ts} ${nonce} ${mac}\n`, 'latin1');
+}
+
+/** True when `line` is a hello (to be checked with `verifyPeerHello`), not a request. */
+export function isPeerHello(line: string): boolean {
+  return line.startsWith('PEER-LINK ');
+}
+
+/** Verifies a pooled link's hello; throws PROTOCOL or AUTH_FAILED (a replayed nonce included). */
+export function verifyPeerHello(secret: string, line: string, nowMs = Date.now(), nonces?: PeerNonces): void {
+  const m = /^PEER-LINK ([0-9]{1,12}) ([A-Za-z0-9_-]{22}) ([A-Za-z0-9_-]{43})$/.exec(line);
+  if (!m) throw new RendezvousError('PROTOCOL', 'malformed peer line');
+  const [, tsText, nonce, mac] = m as unknown as [string, string, string, string];
+  const ts = Number(tsText);
+  const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS;
+  const valid = secretsEqual(
+    createHmac('sha256', secret).update(`LINK ${ts} ${nonce}`).digest('base64url'),
+    mac,
+  );
+  if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
+  if (nonces && !nonces.remember(nonce, ts + PEER_CLOCK_SKEW_SECONDS + 1, Math.floor(nowMs / 1000))) {
+    throw new RendezvousError('AUTH_FAILED', 'peer line replayed');
+  }
 }
 
 /**

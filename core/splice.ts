@@ -64,36 +64,96 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOp
     : undefined;
 }
 
+/** A splice watched for idleness. */
+interface Watched {
+  moved: () => number;
+  last: number;
+  quiet: number;
+  onIdle: () => void;
+}
+
+/**
+ * Splices with one idle timeout, checked together by one timer every `ms`/2: no timer and no
+ * per-chunk listener per splice (the byte counters the sockets keep anyway tell whether anything
+ * moved). A splice ends between `ms` and 1.5 `ms` after its last byte.
+ */
+class IdleSweep {
+  private readonly watched = new Set<Watched>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly periodMs: number) {}
+
+  add(w: Watched): void {
+    this.watched.add(w);
+    if (this.timer) return;
+    this.timer = setInterval(() => this.sweep(), this.periodMs);
+    this.timer.unref();
+  }
+
+  delete(w: Watched): void {
+    this.watched.delete(w);
+    if (this.watched.size > 0 || !this.timer) return;
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private sweep(): void {
+    for (const w of this.watched) {
+      const moved = w.moved();
+      if (moved !== w.last) {
+        w.last = moved;
+        w.quiet = 0;
+      } else if (++w.quiet >= 2) {
+        this.delete(w);
+        w.onIdle();
+      }
+    }
+  }
+}
+
+const sweeps = new Map<number, IdleSweep>();
+
+/** Bytes read so far by a socket (its own counter), or by a counting listener on other streams. */
+function readCounter(s: Duplex): { count: () => number; stop: () => void } {
+  if (typeof (s as { bytesRead?: unknown }).bytesRead === 'number') {
+    const socket = s as Duplex & { bytesRead: number };
+    return { count: () => socket.bytesRead, stop: () => {} };
+  }
+  let n = 0;
+  const touch = (chunk: Buffer) => {
+    n += chunk.length;
+  };
+  s.on('data', touch);
+  return { count: () => n, stop: () => s.off('data', touch) };
+}
+
 /** Calls `onIdle` when neither side has carried a byte for `ms`. */
 function idleTimer(a: Duplex, b: Duplex, ms: number, onIdle: () => void): { stop: () => void } {
-  let moved = false;
-  const touch = () => {
-    moved = true;
-  };
+  const period = Math.max(1, Math.floor(ms / 2));
+  let sweep = sweeps.get(period);
+  if (!sweep) {
+    sweep = new IdleSweep(period);
+    sweeps.set(period, sweep);
+  }
   // Every byte one side reads is written to the other, so watching both reads watches both ways.
-  a.on('data', touch);
-  b.on('data', touch);
-  // Checked every ms/2: a splice ends between ms and 1.5 ms after its last byte, at no per-byte cost.
-  let quiet = 0;
-  const t = setInterval(
-    () => {
-      if (moved) {
-        moved = false;
-        quiet = 0;
-        return;
-      }
-      if (++quiet >= 2) {
-        stop();
-        onIdle();
-      }
+  const ra = readCounter(a);
+  const rb = readCounter(b);
+  const moved = () => ra.count() + rb.count();
+  // quiet starts at -1: the first sweep may come at once, and must not count as a quiet period.
+  const w: Watched = {
+    moved,
+    last: moved(),
+    quiet: -1,
+    onIdle: () => {
+      stop();
+      onIdle();
     },
-    Math.max(1, Math.floor(ms / 2)),
-  );
-  t.unref();
+  };
+  sweep.add(w);
   const stop = () => {
-    clearInterval(t);
-    a.off('data', touch);
-    b.off('data', touch);
+    sweep.delete(w);
+    ra.stop();
+    rb.stop();
   };
   return { stop };
 }

@@ -60,6 +60,8 @@ export interface RelayContext {
    * all and per uuid, ended after the idle timeout. The filters see the bytes of one direction each.
    */
   spliceHidden(hidden: Duplex, mobile: Duplex, uuid: string, filters?: SpliceFilters): void;
+  /** Turns TCP keepalive on for a socket about to wait idle (a parked hidden server). */
+  keepAlive(socket: Socket): void;
 }
 
 /** Streams the bytes of a splice pass through, one per direction. */

@@ -44,6 +44,17 @@ export class CookieCache {
     return p;
   }
 
+  /**
+   * The cached binding of a cookie when a check within the last `ttlMs` found it and it has not
+   * expired since: the synchronous fast path of a pairing (no promise, no store read).
+   */
+  peek(cookie: string): CookieBinding | undefined {
+    const hit = this.good.get(cookie);
+    if (!hit) return undefined;
+    const now = Date.now();
+    return hit.until > now && isLive(hit.binding.expiresAt, now) ? hit.binding : undefined;
+  }
+
   /** Forgets a cookie (it was refused, replaced or evicted). */
   forget(cookie: string): void {
     this.good.delete(cookie);

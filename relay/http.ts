@@ -132,6 +132,7 @@ async function parkConnect(
     return;
   }
   socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
+  ctx.keepAlive(socket);
   const parked = ctx.lot.park(
     {
       socket,

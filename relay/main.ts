@@ -21,6 +21,8 @@
  *                            mobile clients waiting for a hidden server to park, per source
  *                            address (128) and in all (10000)
  *   RELAY_MAX_SPLICES_PER_UUID  live rendezvous per hidden server on this relay (100)
+ *   RELAY_PEER_POOL          idle links kept open to each other relay, for the next cross-relay
+ *                            pairing (16; 0 turns the pool off)
  *   RELAY_IDLE_TIMEOUT_MS    a rendezvous with no byte either way for this long is ended (3600000; 0 never)
  *   RELAY_HTTP_DOMAIN        HTTP-specific: `<id>.<domain>` in Host names hidden server <id> (off)
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
@@ -35,6 +37,7 @@ import { pathToFileURL } from 'node:url';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../core/config.js';
 import { jsonLog, type Log } from '../core/log.js';
 import { Store } from '../core/store.js';
+import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
 
 /**
@@ -118,6 +121,10 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
     idleTimeoutMs: intFromEnv('RELAY_IDLE_TIMEOUT_MS', RELAY_DEFAULTS.idleTimeoutMs, env),
     httpDomain: httpDomainFromEnv(env),
+    peerPool: {
+      ...PEER_POOL_DEFAULTS,
+      maxIdlePerPeer: intFromEnv('RELAY_PEER_POOL', PEER_POOL_DEFAULTS.maxIdlePerPeer, env),
+    },
     connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse as 'live-park' | 'never' },
   };
 }

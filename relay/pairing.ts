@@ -10,6 +10,7 @@ import type { ParkKind } from '../core/store.js';
 import type { ParkRecords } from './park-records.js';
 import type { ParkingLot } from './parking.js';
 import { dialPeer } from './peer.js';
+import type { PeerPool } from './peer-pool.js';
 
 /** How often a waiting mobile client re-reads the park records. */
 export const REMOTE_POLL_MS = 250;
@@ -20,6 +21,8 @@ export const PEER_WAIT_SLICE_MS = 1_000;
 export interface ClusterLink {
   records: ParkRecords;
   secret: string;
+  /** Idle links to other relays, taken instead of connecting on a pairing's critical path. */
+  pool?: PeerPool;
 }
 
 /**
@@ -79,6 +82,7 @@ async function search(
             kind,
             key,
             Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
+            cluster.pool,
           );
           if (link) return link;
         } catch (err) {

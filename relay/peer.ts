@@ -10,16 +10,26 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { Log } from '../core/log.js';
-import { encodePeerLine, MAX_PEER_LINE, PeerNonces, verifyPeerLine } from '../core/peer-line.js';
+import {
+  encodePeerLine,
+  isPeerHello,
+  MAX_PEER_LINE,
+  PeerNonces,
+  verifyPeerHello,
+  verifyPeerLine,
+} from '../core/peer-line.js';
 import { LineDecoder, OK_LINE } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
 import type { ParkKind } from '../core/store.js';
 import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
 import type { ParkingLot } from './parking.js';
+import type { PeerPool } from './peer-pool.js';
 import { refuse } from './refuse.js';
 
 /** Deadline for a peer's request line, and for a peer's answer. */
 export const PEER_TIMEOUT_MS = 3_000;
+/** How long a pooled link (one that said a valid hello) may wait for its request. */
+export const PEER_LINK_IDLE_MS = 30_000;
 
 /** Starts the peer listener; resolves once it listens. */
 export async function startPeerListener(opts: {
@@ -39,8 +49,8 @@ export async function startPeerListener(opts: {
     link.once('close', () => sockets.delete(link));
     link.setNoDelay(true);
     link.on('error', () => link.destroy());
-    const decoder = new LineDecoder(MAX_PEER_LINE);
-    const deadline = setTimeout(() => refuse(link, 'handshake timeout'), PEER_TIMEOUT_MS);
+    let decoder = new LineDecoder(MAX_PEER_LINE);
+    let deadline = setTimeout(() => refuse(link, 'handshake timeout'), PEER_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
       let got: ReturnType<LineDecoder['push']>;
       try {
@@ -52,6 +62,22 @@ export async function startPeerListener(opts: {
       }
       if (!got) return;
       clearTimeout(deadline);
+      if (isPeerHello(got.line)) {
+        // A pooled link: authenticated now, it may wait idle for its request (the asking relay
+        // gives idle links up before this runs out, so this only ends links it forgot).
+        try {
+          verifyPeerHello(opts.secret, got.line, Date.now(), nonces);
+        } catch (err) {
+          link.off('data', onData);
+          opts.log.warn('peer link refused', { remote: link.remoteAddress, reason: (err as Error).message });
+          refuse(link, (err as Error).message);
+          return;
+        }
+        decoder = new LineDecoder(MAX_PEER_LINE);
+        deadline = setTimeout(() => link.end(), PEER_LINK_IDLE_MS);
+        if (got.rest.length > 0) onData(got.rest);
+        return;
+      }
       link.off('data', onData);
       link.pause();
       let req: { kind: ParkKind; key: string; waitMs: number };
@@ -109,10 +135,35 @@ export async function startPeerListener(opts: {
   return { server, port: (server.address() as AddressInfo).port, sockets };
 }
 
+/** `host:port` → [host, port]. */
+export function splitPeer(peer: string): [string, number] {
+  const i = peer.lastIndexOf(':');
+  return [peer.slice(0, i), Number(peer.slice(i + 1))];
+}
+
+/** Sends a signed request on `link` and reads the answer; resolves to the link past its `+OK`. */
+async function ask(
+  link: Socket,
+  secret: string,
+  kind: ParkKind,
+  key: string,
+  waitMs: number,
+): Promise<Socket> {
+  link.write(encodePeerLine(secret, kind, key, waitMs));
+  await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
+  return link;
+}
+
+const busyFrom = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') && err.message === SPLICE_CAP_MESSAGE
+    ? new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 })
+    : undefined;
+
 /**
- * Asks the relay at `peer` (`host:port`) for a socket parked under (kind, key). Resolves to the
- * link, past its `+OK`, or undefined when that relay has none or cannot be reached (a stale
- * record). Throws only BUSY, when that relay says the hidden server is at its cap of live splices.
+ * Asks the relay at `peer` (`host:port`) for a socket parked under (kind, key), on an idle link
+ * from `pool` when there is one, else on a new connection. Resolves to the link, past its `+OK`,
+ * or undefined when that relay has none or cannot be reached (a stale record). Throws only BUSY,
+ * when that relay says the hidden server is at its cap of live splices.
  */
 export async function dialPeer(
   peer: string,
@@ -120,21 +171,30 @@ export async function dialPeer(
   kind: ParkKind,
   key: string,
   waitMs = 0,
+  pool?: PeerPool,
 ): Promise<Socket | undefined> {
-  const i = peer.lastIndexOf(':');
-  const host = peer.slice(0, i);
-  const port = Number(peer.slice(i + 1));
+  const pooled = pool?.take(peer);
+  if (pooled) {
+    try {
+      return await ask(pooled, secret, kind, key, waitMs);
+    } catch (err) {
+      pooled.destroy();
+      const busy = busyFrom(err);
+      if (busy) throw busy;
+      // A refusal is that relay's answer. A link that ended without one had gone stale in the
+      // pool (that relay restarted, or gave the link up): ask again on a new connection.
+      if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
+    }
+  }
+  const [host, port] = splitPeer(peer);
   let link: Socket | undefined;
   try {
     link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
-    link.write(encodePeerLine(secret, kind, key, waitMs));
-    await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
-    return link;
+    return await ask(link, secret, kind, key, waitMs);
   } catch (err) {
     link?.destroy();
-    if (isRendezvousError(err, 'RELAY_REFUSED') && err.message === SPLICE_CAP_MESSAGE) {
-      throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
-    }
+    const busy = busyFrom(err);
+    if (busy) throw busy;
     return undefined;
   }
 }

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { encodeResponse } from '../core/http-head.js';
 import { type Log, silentLog } from '../core/log.js';
@@ -22,6 +22,7 @@ import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.j
 import { ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
+import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
@@ -75,6 +76,8 @@ export interface RelayOptions {
   httpPublicUrl?: string;
   /** The table's home replica, where CONNECT codes are claimed (see RENDEZVOUS_HOME_REGION). */
   home?: Store;
+  /** Cluster: bounds of the pool of idle links to other relays. */
+  peerPool?: PeerPoolOptions;
   log?: Log;
 }
 
@@ -122,6 +125,8 @@ export interface Relay {
   healthAddress?: AddressInfo;
   relayId: string;
   lot: ParkingLot;
+  /** Cluster: idle links to other relays. */
+  peerPool?: PeerPool;
   /** Live splices. */
   readonly splices: number;
   readonly draining: boolean;
@@ -170,10 +175,23 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const track = (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    socket.setKeepAlive(true, keepAliveMs);
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
   };
+  // TCP keepalive (two setsockopt calls, a tenth of a pairing's CPU here) only on sockets that
+  // can sit idle long enough for the NLB to forget them: parked sockets at once, spliced mobile
+  // sockets once per KEEPALIVE sweep (a splice of seconds never pays for it). A splice's first
+  // probe then comes at most keepAliveMs/2 + keepAliveMs after its start, far below 350 s.
+  const keepAlive = (socket: Socket) => socket.setKeepAlive(true, keepAliveMs);
+  const keepAliveLater = new Set<Duplex>();
+  const keepAliveSweep = setInterval(
+    () => {
+      for (const s of keepAliveLater) if (s instanceof Socket && !s.destroyed) keepAlive(s);
+      keepAliveLater.clear();
+    },
+    Math.max(1_000, keepAliveMs / 2),
+  );
+  keepAliveSweep.unref();
 
   const limitLog = new LimitLog(log);
   const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid, limitLog);
@@ -181,10 +199,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, filters: SpliceFilters = {}) => {
     countSplice(1);
     const release = perUuid.add(uuid);
+    keepAliveLater.add(mobile);
     splice(
       hidden,
       mobile,
       () => {
+        keepAliveLater.delete(mobile);
         release();
         countSplice(-1);
       },
@@ -221,6 +241,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 
   const origin = { region: opts.region || undefined, httpUrl: opts.httpPublicUrl || undefined };
   let peerAddress: AddressInfo | undefined;
+  const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
     const peer = await startPeerListener({
@@ -251,27 +272,47 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const maxTotal = opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes;
   let handshaking = 0;
   const perSource = new Map<string, number>();
+  // While fewer than maxPerSource connections are in handshake in all, no source can be at its
+  // limit, so a connection's source (a getpeername call) is not looked up: it waits in `unsourced`
+  // and is counted only if the total grows that far. Exact whenever the limit can bite.
+  interface Admission {
+    socket: Socket;
+    source?: string;
+  }
+  const unsourced = new Set<Admission>();
+  const countSource = (a: Admission) => {
+    a.source = a.socket.remoteAddress ?? '?';
+    perSource.set(a.source, (perSource.get(a.source) ?? 0) + 1);
+  };
   const admit: RelayContext['admit'] = (socket) => {
-    const source = socket.remoteAddress ?? '?';
-    const mine = perSource.get(source) ?? 0;
     if (handshaking >= maxTotal) {
-      limitLog.hit('connections in handshake', { source });
+      limitLog.hit('connections in handshake', { source: socket.remoteAddress });
       return { ok: false, reason: 'too many connections in handshake, try again' };
     }
-    if (mine >= maxPerSource) {
-      limitLog.hit('connections in handshake per source', { source });
-      return { ok: false, reason: 'too many connections in handshake from your address' };
-    }
+    const a: Admission = { socket };
+    if (handshaking + 1 >= maxPerSource) {
+      for (const other of unsourced) countSource(other);
+      unsourced.clear();
+      const source = socket.remoteAddress ?? '?';
+      if ((perSource.get(source) ?? 0) >= maxPerSource) {
+        limitLog.hit('connections in handshake per source', { source });
+        return { ok: false, reason: 'too many connections in handshake from your address' };
+      }
+      countSource(a);
+    } else unsourced.add(a);
     handshaking++;
-    perSource.set(source, mine + 1);
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
       handshaking--;
-      const n = (perSource.get(source) ?? 1) - 1;
-      if (n <= 0) perSource.delete(source);
-      else perSource.set(source, n);
+      if (a.source === undefined) {
+        unsourced.delete(a);
+        return;
+      }
+      const n = (perSource.get(a.source) ?? 1) - 1;
+      if (n <= 0) perSource.delete(a.source);
+      else perSource.set(a.source, n);
     };
     socket.once('close', release);
     return { ok: true, release };
@@ -281,7 +322,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     store: opts.store,
     cookies,
     lot,
-    cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret } : undefined,
+    cluster: records && opts.clusterSecret ? { records, secret: opts.clusterSecret, pool } : undefined,
     limits: {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? RELAY_DEFAULTS.handshakeTimeoutMs,
       pairWaitMs: opts.pairWaitMs ?? RELAY_DEFAULTS.pairWaitMs,
@@ -309,6 +350,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     names: new KnownNames(opts.store),
     limitLog,
     spliceHidden,
+    keepAlive,
   };
 
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
@@ -380,6 +422,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     drained ??= (async () => {
       draining = true;
       revalidation.stop();
+      clearInterval(keepAliveSweep);
+      pool?.close();
       log.info('draining', { parked: lot.size, splices, graceMs });
       const listenersClosed = Promise.all(closers.map((c) => c()));
       for (const p of lot.drainAll()) {
@@ -407,6 +451,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     healthAddress,
     relayId,
     lot,
+    peerPool: pool,
     get splices() {
       return splices;
     },

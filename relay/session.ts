@@ -64,30 +64,81 @@ export function startSession(socket: Socket, ctx: RelayContext): void {
     socket,
     ctx,
     (chunk) => decoder.push(chunk),
-    (d) => void dispatch(socket, ctx, d.line, d.rest),
+    (d) => dispatch(socket, ctx, d.line, d.rest),
     (err) => refuse(socket, err.message),
   );
 }
 
-async function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): Promise<void> {
+function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): void {
+  let cookie: string;
+  let role: 'hidden' | 'mobile';
   try {
     const parsed = parseCookieLine(line);
+    role = parsed.role;
     // R carries the hidden server's secret cookie; everything is keyed by the mobile cookie
     // derived from it, which is what I carries (and what the public look-up hands out).
-    const cookie = parsed.role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie;
-    const role = parsed.role;
+    cookie = role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie;
+  } catch (err) {
+    fail(socket, ctx, err);
+    return;
+  }
+  // The fast path, with no promise in it: a cookie checked within the last second and, for a
+  // mobile client, a hidden server parked right here. Anything else takes the general path.
+  const binding = ctx.cookies.peek(cookie);
+  if (binding) {
+    try {
+      if (role === 'hidden') {
+        settleHidden(socket, ctx, cookie, binding.uuid, rest);
+        return;
+      }
+      if (pairHere(socket, ctx, cookie, binding.uuid, rest)) return;
+    } catch (err) {
+      fail(socket, ctx, err);
+      return;
+    }
+  }
+  void settle(socket, ctx, role, cookie, rest);
+}
+
+function fail(socket: Socket, ctx: RelayContext, err: unknown): void {
+  if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
+  refuse(socket, isRendezvousError(err) ? err.message : 'internal error');
+}
+
+async function settle(
+  socket: Socket,
+  ctx: RelayContext,
+  role: 'hidden' | 'mobile',
+  cookie: string,
+  rest: Buffer,
+): Promise<void> {
+  try {
     const binding = await ctx.cookies.resolveCookie(cookie);
     if (socket.destroyed) return;
-    if (role === 'hidden') {
-      if (rest.length > 0) return refuse(socket, 'data before +OK');
-      parkHiddenServer(socket, ctx, cookie, binding.uuid);
-    } else {
-      await pairMobileClient(socket, ctx, cookie, binding.uuid, rest);
-    }
+    if (role === 'hidden') settleHidden(socket, ctx, cookie, binding.uuid, rest);
+    else await pairMobileClient(socket, ctx, cookie, binding.uuid, rest);
   } catch (err) {
-    if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
-    refuse(socket, isRendezvousError(err) ? err.message : 'internal error');
+    fail(socket, ctx, err);
   }
+}
+
+function settleHidden(socket: Socket, ctx: RelayContext, cookie: string, uuid: string, rest: Buffer): void {
+  if (rest.length > 0) refuse(socket, 'data before +OK');
+  else parkHiddenServer(socket, ctx, cookie, uuid);
+}
+
+/**
+ * Pairs a mobile client with a hidden server parked on this relay, synchronously: one write of
+ * `+OK` (and the client's early bytes) to each side, then the splice. False when none is parked here.
+ */
+function pairHere(socket: Socket, ctx: RelayContext, cookie: string, uuid: string, early: Buffer): boolean {
+  ctx.perUuid.check(uuid);
+  const here = ctx.lot.take('generic', cookie);
+  if (!here) return false;
+  here.socket.write(early.length > 0 ? Buffer.concat([OK_LINE, early]) : OK_LINE);
+  socket.write(OK_LINE);
+  ctx.spliceHidden(here.socket, socket, uuid);
+  return true;
 }
 
 /** Parks an `R` socket; sockets parked here with the uuid's older cookies are told `-ERR`. */
@@ -98,6 +149,7 @@ function parkHiddenServer(socket: Socket, ctx: RelayContext, cookie: string, uui
     for (const p of ctx.lot.takeAll('generic', old))
       refuse(p.socket, 'cookie replaced by a newer registration');
   }
+  ctx.keepAlive(socket);
   const parked = ctx.lot.park({ socket, kind: 'generic', key: cookie, uuid }, (p) =>
     refuse(p.socket, 'data before +OK'),
   );
