@@ -141,6 +141,10 @@ export async function startApiAdapter(opts: {
     );
   });
   server.headersTimeout = 10_000;
+  // Idle keep-alive connections outlive the client's own idle timeout (undici's is 4 s), so the
+  // client, not this server, ends them: otherwise a request sent as the server's 5 s timer fires
+  // meets a closed socket ("other side closed"), which a loaded machine makes likely.
+  server.keepAliveTimeout = 65_000;
   server.requestTimeout = 15_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

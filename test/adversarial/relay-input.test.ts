@@ -82,7 +82,19 @@ async function working(): Promise<void> {
     const mobile = await dial(dev.relayPort);
     mobile.end(`I${mobileCookieFor(cookie.slice(1))}\nstill serving`);
     const mobileSaw = readAll(mobile);
-    await new Promise((r) => setTimeout(r, 100));
+    // The hidden side answers once it is paired (+OK), as an agent does: writing before that is
+    // refused ("data before +OK"), and a loaded machine may take longer than any fixed pause.
+    await new Promise<void>((resolve) => {
+      let seen = '';
+      const onData = (c: Buffer) => {
+        seen += c.toString();
+        if (seen.startsWith('+OK\n')) {
+          hidden.off('data', onData);
+          resolve();
+        }
+      };
+      hidden.on('data', onData);
+    });
     hidden.end('yes');
     expect((await hiddenSaw).toString()).toBe('+OK\nstill serving');
     expect((await mobileSaw).toString()).toBe('+OK\nyes');
