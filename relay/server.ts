@@ -325,7 +325,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       const status = !ok ? 404 : draining ? 503 : 200;
       res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
       res.end(
-        JSON.stringify(ok ? { ok: !draining, relayId, parked: lot.size, splices } : { error: 'not found' }),
+        // pid: the bench reads this process's RSS (behind `rendezvous relay` it is the launcher's child).
+        JSON.stringify(
+          ok
+            ? { ok: !draining, relayId, parked: lot.size, splices, pid: process.pid }
+            : { error: 'not found' },
+        ),
       );
     });
     healthAddress = await listen(health, opts.healthPort, host);
