@@ -436,6 +436,8 @@ function relayVariants(): RelayVariant[] {
   const bundle = process.env.BENCH_RELAY_BUNDLE ?? join(ROOT, 'dist/relay.mjs');
   return [
     { name: 'bundle', args: [...RELAY_NODE_FLAGS, bundle] },
+    // What a parked socket holds: the same, read after a full GC (V8 collects when it likes).
+    { name: 'bundle, after a full GC', args: [...RELAY_NODE_FLAGS, '--expose-gc', bundle], gc: true },
     { name: 'rendezvous relay', args: [join(ROOT, 'bin/rendezvous.js'), 'relay'] },
   ];
 }
@@ -581,7 +583,7 @@ async function main() {
         `bench: descriptor hard limit ${hard}: one relay holds at most ${large.toLocaleString('en')} parked (100,000 needs a hard limit of about 126,000)`,
       );
     for (const variant of want('memory') ? relayVariants() : []) {
-      for (const n of variant.name === 'bundle' ? sizes : [PARKED]) {
+      for (const n of variant.name.startsWith('bundle') ? sizes : [PARKED]) {
         const per: number[] = [];
         const marginal: number[] = [];
         const sockets = servers

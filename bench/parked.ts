@@ -32,12 +32,21 @@ export function largestParkable(hard = hardFdLimit()): number {
   return Math.floor((hard * (1 - RELAY_FD_HEADROOM) - 500) / 1000) * 1000;
 }
 
-/** Runs `cmd args` with its soft descriptor limit raised to the hard one. */
+const started = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of started) c.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+/** Runs `cmd args` with its soft descriptor limit raised to the hard one (killed when the bench exits). */
 export function spawnRaised(cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  return spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'sh', cmd, ...args], {
+  const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'sh', cmd, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
+  started.add(child);
+  child.once('exit', () => started.delete(child));
+  return child;
 }
 
 async function freePort(): Promise<number> {
@@ -56,6 +65,8 @@ export interface RelayVariant {
   name: string;
   /** argv after `node`. */
   args: string[];
+  /** Started with --expose-gc: a full GC (`/healthz?gc`) before each RSS reading. */
+  gc?: boolean;
 }
 
 /** The relay of one memory run: its process (the one that holds the sockets) and ports. */
@@ -67,8 +78,8 @@ interface RunningRelay {
   health: number;
 }
 
-async function health(port: number): Promise<{ parked: number; pid?: number }> {
-  const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+async function health(port: number, gc = false): Promise<{ parked: number; pid?: number }> {
+  const res = await fetch(`http://127.0.0.1:${port}/healthz${gc ? '?gc' : ''}`);
   return (await res.json()) as { parked: number; pid?: number };
 }
 
@@ -134,6 +145,7 @@ const dial = (c, tries) => new Promise((resolve) => {
   s.on('error', () => { resolve(); again(); });
   held.push(s);
 });
+process.on('disconnect', () => process.exit(0));
 process.on('message', async (m) => {
   local = m.local;
   port = m.port;
@@ -237,19 +249,26 @@ export async function parkedMemoryRun(
     await expectParked(relay, warmCookies.length, `${variant.name} warm-up`);
     stopAll(warm);
     await expectParked(relay, 0, `${variant.name} after warm-up`);
+    const rss = async () => {
+      if (variant.gc) {
+        await health(relay.health, true);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      return rssBytes(relay.pid);
+    };
     await new Promise((r) => setTimeout(r, 1_000));
-    const base = rssBytes(relay.pid);
+    const base = await rss();
     const half = cookies.length >> 1;
     await parkFrom(relay, cookies.slice(0, half), children);
     await expectParked(relay, half, variant.name);
     await new Promise((r) => setTimeout(r, 1_000));
-    const mid = rssBytes(relay.pid);
+    const mid = await rss();
     await parkFrom(relay, cookies.slice(half), children, half);
     await expectParked(relay, cookies.length, variant.name);
     await new Promise((r) => setTimeout(r, 1_500));
     // Checked again right before the reading: nothing dropped while the relay settled.
     await expectParked(relay, cookies.length, variant.name);
-    const full = rssBytes(relay.pid);
+    const full = await rss();
     return { perSocket: (full - base) / cookies.length, marginal: (full - mid) / (cookies.length - half) };
   } finally {
     stopAll(children);
