@@ -30,7 +30,7 @@ interface Entry extends Parked {
 }
 
 /**
- * A parked socket's entry, on the socket itself: the lot's listeners are three functions shared by
+ * A parked socket's entry, on the socket itself: the lot's listeners are two functions shared by
  * every parked socket (no closures per socket), and find their entry here.
  */
 const ENTRY = Symbol('parked entry');

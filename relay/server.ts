@@ -167,7 +167,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   };
   const track = (socket: Socket) => {
     sockets.add(socket);
-    socket.once('close', untrack);
+    // on, not once: once wraps the listener in a closure per socket ('close' comes once anyway).
+    socket.on('close', untrack);
     socket.setKeepAlive(true, keepAliveMs);
     socket.setNoDelay(true);
     socket.on('error', destroyOnError);
