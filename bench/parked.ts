@@ -162,8 +162,12 @@ async function parkFrom(
   already = 0,
 ): Promise<ChildProcess[]> {
   // One parker holds at most its descriptor limit less some slack, and one source address at most
-  // the ephemeral port range (about 28,000 on Linux): each parker dials from its own 127.0.0.x.
+  // the ephemeral port range (about 28,000 on Linux): past that each parker dials from its own
+  // 127.0.0.x. Not below it: a socket bound to a source address holds its port against every
+  // other connection of the machine (connect() skips ports taken by bind()), and 15,000 of them
+  // starve everything else of ports (EADDRNOTAVAIL).
   const per = Math.min(20_000, hardFdLimit() - 500);
+  const spread = already + cookies.length > 20_000;
   const parkers: ChildProcess[] = [];
   let failure: Error | undefined;
   for (let i = 0; i * per < cookies.length; i++) {
@@ -178,11 +182,11 @@ async function parkFrom(
     // answers would only measure refusals.
     for (let j = 0; j < mine.length; j += 1_000) {
       const step = mine.slice(j, j + 1_000);
-      child.send({ port: relay.port, local: `127.0.0.${10 + i}`, cookies: step });
+      child.send({ port: relay.port, local: spread ? `127.0.0.${10 + i}` : undefined, cookies: step });
       const want = already + i * per + j + step.length;
-      for (let k = 0; k < 1_200 && (await health(relay.health)).parked < want; k++) {
+      for (let k = 0; k < 480 && (await health(relay.health)).parked < want; k++) {
         if (failure) throw failure;
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 250));
       }
     }
   }
@@ -192,10 +196,10 @@ async function parkFrom(
 /** Waits until the relay itself reports `n` parked; throws (loudly) when it never does. */
 async function expectParked(relay: RunningRelay, n: number, what: string): Promise<void> {
   let last = -1;
-  for (let i = 0; i < 600; i++) {
+  for (let i = 0; i < 240; i++) {
     last = (await health(relay.health)).parked;
     if (last === n) return;
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(
     `${what}: the relay reports ${last} parked sockets, the bench parked ${n}: RSS would be meaningless`,
