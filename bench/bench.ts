@@ -57,7 +57,7 @@ const RELAY_NODE_FLAGS = (() => {
 const started = Date.now();
 // A full run's memory group alone takes several minutes (fresh relays, 25,000 sockets parked per
 // round of sizes): the deadline bounds a run that hangs, not a normal one.
-const DEADLINE = started + (QUICK ? 150_000 : 1_800_000);
+const DEADLINE = started + (QUICK ? 360_000 : 1_800_000);
 
 // ---------------------------------------------------------------- helpers
 
