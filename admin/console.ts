@@ -22,6 +22,7 @@ import {
 } from '../core/registration.js';
 import type { Identity, Store } from '../core/store.js';
 import type { TotpCompat } from '../core/totp.js';
+import { PARK_RECORD_TTL_SECONDS } from '../relay/park-records.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;
@@ -66,7 +67,8 @@ export async function identityRows(store: Store, nowMs = Date.now()): Promise<Id
         ...(reg ? await store.listParks('generic', reg.cookie, nowMs) : []),
         ...(await store.listParks('http', id.uuid, nowMs)),
       ];
-      const seen = [reg?.registeredAt, ...parks.map((p) => p.expiresAt - 60)].filter(
+      // A park record is rewritten at least every third of its TTL: written no earlier than this.
+      const seen = [reg?.registeredAt, ...parks.map((p) => p.expiresAt - PARK_RECORD_TTL_SECONDS)].filter(
         (v): v is number => v !== undefined,
       );
       return {

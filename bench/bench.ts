@@ -26,17 +26,29 @@ import { provisionIdentity } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { currentCode } from '../core/totp.js';
 import { benchClientPackage } from './client-package.js';
+import {
+  hardFdLimit,
+  largestParkable,
+  parkedMemoryRun,
+  type RelayVariant,
+  registerMany,
+  storeAtRestRun,
+} from './parked.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|memory|registration|client`: one group, for iterating on it. */
+/** `--only throughput|pairing|memory|store|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
 const STREAM_BYTES = (QUICK ? 128 : 512) * 2 ** 20;
 const PAIRINGS = QUICK ? 600 : 2_000;
 const PARKED = 10_000;
+/** Parked sockets per hidden server in the memory runs. */
+const SOCKETS_PER_SERVER = 10;
 const CLK_TCK = 100;
+/** A figure whose max/min exceeds this is flagged (⚠ in the table, a warning on stderr). */
+const SPREAD_WARNING = 1.5;
 /** Node flags from relay/Dockerfile's ENTRYPOINT (between "node" and the script). */
 const RELAY_NODE_FLAGS = (() => {
   const entry =
@@ -52,7 +64,9 @@ const RELAY_MALLOC_ENV = Object.fromEntries(
   ].map((m) => [m[1] as string, m[2] as string]),
 );
 const started = Date.now();
-const DEADLINE = started + (QUICK ? 150_000 : 600_000);
+// A full run's memory group alone takes several minutes (fresh relays, 25,000 sockets parked per
+// round of sizes): the deadline bounds a run that hangs, not a normal one.
+const DEADLINE = started + (QUICK ? 360_000 : 1_800_000);
 
 // ---------------------------------------------------------------- helpers
 
@@ -74,8 +88,6 @@ function cpuSeconds(pid: number): number {
   }
   return total;
 }
-const rssBytes = (pid: number) =>
-  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 
 /** A summary over runs. */
 interface Figure {
@@ -453,28 +465,27 @@ async function runPairings(
   };
 }
 
-// ---------------------------------------------------------------- 3. memory
+// ---------------------------------------------------------------- 3. memory and store at rest (bench/parked.ts)
 
-async function runParkedMemory(relay: { pid: number; port: number }) {
-  const cookie = await registerCookie(`bench-mem-${Date.now()}`);
-  // A warm-up batch, so the baseline includes the heap the relay grows into anyway.
-  const warm = await Promise.all(Array.from({ length: 200 }, () => park(relay.port, cookie)));
-  for (const s of warm) s.destroy();
-  await new Promise((r) => setTimeout(r, 1_000));
-  const before = rssBytes(relay.pid);
-  const parked: Socket[] = [];
-  for (let i = 0; i < PARKED; i += 500) {
-    parked.push(
-      ...(await Promise.all(
-        Array.from({ length: Math.min(500, PARKED - i) }, () => park(relay.port, cookie)),
-      )),
-    );
-  }
-  await new Promise((r) => setTimeout(r, 1_500));
-  const perSocket = (rssBytes(relay.pid) - before) / PARKED;
-  for (const s of parked) s.destroy();
-  await new Promise((r) => setTimeout(r, 1_000));
-  return perSocket;
+/** The relay as deployed (bundle + Dockerfile flags) and as operators start it outside a container. */
+function relayVariants(): RelayVariant[] {
+  // BENCH_RELAY_BUNDLE: another build of the relay (e.g. a checkout of main) measured the same way.
+  const bundle = process.env.BENCH_RELAY_BUNDLE ?? join(ROOT, 'dist/relay.mjs');
+  return [
+    { name: 'bundle', args: [...RELAY_NODE_FLAGS, bundle] },
+    // What a parked socket holds: the same, read after a full GC (V8 collects when it likes).
+    { name: 'bundle, after a full GC', args: [...RELAY_NODE_FLAGS, '--expose-gc', bundle], gc: true },
+    { name: 'rendezvous relay', args: [join(ROOT, 'bin/rendezvous.js'), 'relay'] },
+  ];
+}
+
+function relayEnv(endpoint: string): NodeJS.ProcessEnv {
+  return {
+    AWS_ENDPOINT_URL_DYNAMODB: endpoint,
+    AWS_REGION: 'local',
+    RENDEZVOUS_TABLE: table,
+    RELAY_MAX_PARKED: '64',
+  };
 }
 
 // ---------------------------------------------------------------- 4. registration
@@ -532,7 +543,9 @@ function coldImport(file: string): number {
 async function main() {
   const figures: Record<string, Figure> = {};
   const add = (name: string, values: number[], unit: string) => {
-    figures[name] = summary(values, unit);
+    // A group cut short by the deadline has no runs: say so rather than print NaN.
+    if (values.length === 0) console.error(`bench: no run of "${name}" before the deadline`);
+    else figures[name] = summary(values, unit);
   };
   const timeLeft = () => Date.now() < DEADLINE;
   console.error(`bench: ${QUICK ? 'quick' : 'full'} run, ${RUNS} runs per figure`);
@@ -606,11 +619,62 @@ async function main() {
     }
   }
 
-  // 3. memory
-  const mem: number[] = [];
-  for (let r = 0; r < Math.min(RUNS, 3) && timeLeft() && want('memory'); r++)
-    mem.push(await runParkedMemory(relayA));
-  if (mem.length) add(`memory: RSS per parked socket (${PARKED.toLocaleString('en')} parked)`, mem, 'bytes');
+  // 3. memory: a fresh relay process per run, one socket per hidden server
+  if (want('memory') || want('store')) {
+    const hard = hardFdLimit();
+    const large = Math.min(100_000, largestParkable(hard));
+    const sizes = QUICK ? [PARKED] : [PARKED, large];
+    // Ten sockets per hidden server (a pool of 10): the store, an in-process dynalite here, checks
+    // a few hundred cookies a second, and one key per socket would make each run minutes long.
+    const t0 = Date.now();
+    const servers = await registerMany(store, Math.max(...sizes) / SOCKETS_PER_SERVER, `mem-${Date.now()}`);
+    console.error(`bench: ${servers.length} hidden servers registered in ${Date.now() - t0} ms`);
+    const warm = servers.slice(0, 50).flatMap((c) => Array<string>(SOCKETS_PER_SERVER).fill(c));
+    if (large < 100_000)
+      console.error(
+        `bench: descriptor hard limit ${hard}: one relay holds at most ${large.toLocaleString('en')} parked (100,000 needs a hard limit of about 126,000)`,
+      );
+    for (const variant of want('memory') ? relayVariants() : []) {
+      // The largest count for the bundle as deployed; the others at 10,000.
+      for (const n of variant.name === 'bundle' ? sizes : [PARKED]) {
+        const per: number[] = [];
+        const marginal: number[] = [];
+        const sockets = servers
+          .slice(0, n / SOCKETS_PER_SERVER)
+          .flatMap((c) => Array<string>(SOCKETS_PER_SERVER).fill(c));
+        // At least one run even past the deadline: a memory figure is the point of this group.
+        // The bundle as deployed gets the most runs; the others fewer (quick: one).
+        const runs = variant.name === 'bundle' ? (QUICK ? 2 : 3) : QUICK ? 1 : 2;
+        for (let r = 0; r < runs && (r === 0 || timeLeft()); r++) {
+          const x = await parkedMemoryRun(variant, relayEnv(storeEndpoint), sockets, warm);
+          per.push(x.perSocket);
+          marginal.push(x.marginal);
+        }
+        const label = `memory (${variant.name}): RSS per parked socket, ${n.toLocaleString('en')} parked`;
+        add(label, per, 'bytes');
+        add(`${label}, second half only`, marginal, 'bytes');
+      }
+    }
+    // 3b. store requests at rest, counted at the store
+    const keys = Math.min(servers.length, QUICK ? 300 : 1_000);
+    const rest: number[] = [];
+    let byOp: Record<string, number> = {};
+    for (let r = 0; r < (QUICK ? 1 : 2) && (r === 0 || timeLeft()) && want('store'); r++) {
+      const x = await storeAtRestRun(
+        relayVariants()[0] as RelayVariant,
+        relayEnv(storeEndpoint),
+        storeEndpoint,
+        servers.slice(0, keys),
+        QUICK ? 30_000 : 60_000,
+      );
+      rest.push(x.perKeyPerMinute);
+      byOp = x.byOp;
+    }
+    if (rest.length) {
+      add(`store requests at rest per parked hidden server per minute (${keys} parked)`, rest, 'req');
+      console.error(`bench: store requests at rest, last run, by operation: ${JSON.stringify(byOp)}`);
+    }
+  }
 
   // 4. registration
   const reg = {
@@ -696,16 +760,26 @@ async function main() {
 
   const fmt = (n: number) =>
     Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
+  // A wide spread means the runs disagree: the median alone would mislead, so say so.
+  const wide = (f: Figure) => f.runs > 1 && f.min > 0 && f.max / f.min > SPREAD_WARNING;
   const rows = Object.entries(figures).map(
-    ([name, f]) => `| ${name} | ${fmt(f.median)} ${f.unit} | ${fmt(f.min)}–${fmt(f.max)} | ${f.runs} |`,
+    ([name, f]) =>
+      `| ${name} | ${fmt(f.median)} ${f.unit} | ${fmt(f.min)}–${fmt(f.max)}${wide(f) ? ' ⚠' : ''} | ${f.runs} |`,
   );
+  for (const [name, f] of Object.entries(figures))
+    if (wide(f))
+      console.error(
+        `bench: WARNING: "${name}" spread ${fmt(f.min)}–${fmt(f.max)} ${f.unit} (max/min ${fmt(f.max / f.min)} > ${SPREAD_WARNING}): do not quote its median alone`,
+      );
   console.log(
     `\n${result.machine.cpus}× ${result.machine.model}, Node ${result.machine.node}, ${result.mode} run, ${result.seconds} s\n`,
   );
   console.log('| figure | median | min–max | runs |\n|---|---|---|---|');
   console.log(rows.join('\n'));
+  if (Object.values(figures).some(wide))
+    console.log(`\n⚠ max/min above ${SPREAD_WARNING}: the runs disagree, quote the range, not the median.`);
   console.log('\n| ratio (medians) | value |\n|---|---|');
-  for (const [k, v] of Object.entries(ratios)) console.log(`| ${k} | ${fmt(v)} |`);
+  for (const [k, v] of Object.entries(ratios)) if (Number.isFinite(v)) console.log(`| ${k} | ${fmt(v)} |`);
   store.close();
   for (const c of children) c.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 1_500));

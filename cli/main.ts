@@ -183,8 +183,9 @@ export function buildCli(): Command {
     .command('relay')
     .description('run a relay configured from the environment (RELAY_PORT, RENDEZVOUS_TABLE, …)')
     .action(async () => {
-      const { main } = await import('../relay/main.js');
-      await main();
+      // The production bundle with the container's V8 flags (cli/relay-exec.ts), not tsx.
+      const { runProductionRelay } = await import('./relay-exec.js');
+      process.exit(await runProductionRelay().catch((err) => fail((err as Error).message)));
     });
 
   addImportCommand(program, fail);

@@ -13,6 +13,9 @@
  *   COOKIE#<c>    / COOKIE         uuid, expiresAt
  *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
  *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
+ *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
+ *                                  rotated, disabled, deleted): relays read these once per pass
+ *                                  instead of re-reading every parked key (expires after an hour)
  *
  * <c> is always the mobile (`I`) cookie; the hidden server's `R` cookie is never stored (the relay
  * derives <c> from it, see `mobileCookieFor`).
@@ -128,6 +131,19 @@ export interface StoreOptions {
 
 /** Longest a single store request may take before it counts as a failure. */
 export const STORE_REQUEST_TIMEOUT_MS = 3_000;
+
+/** How long a change notice is kept (relays read the last seconds of them each pass). */
+export const CHANGE_TTL_SECONDS = 3_600;
+const CHANGES_PK = 'CHANGES';
+/** Sort key of a change notice: zero-padded milliseconds, so a range read is a time range. */
+const changeSk = (ms: number) => ms.toString().padStart(15, '0');
+
+/** A change notice: `uuid`'s cookie or identity changed at `at` (epoch ms of the writer's clock). */
+export interface ChangeNotice {
+  id: string;
+  uuid: string;
+  at: number;
+}
 
 const serverKey = (uuid: string) => `SERVER#${uuid}`;
 const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
@@ -512,7 +528,10 @@ export class Store {
     );
     // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
     // is no longer current, and can say so precisely ("replaced") rather than "unknown".
-    return out.Attributes as Registration | undefined;
+    const old = out.Attributes as Registration | undefined;
+    // Sockets parked with the old cookie, on any relay, are told at the relays' next pass.
+    if (old?.cookie && old.cookie !== reg.cookie) await this.noteChange(reg.uuid);
+    return old;
   }
 
   /** The uuid's live registration, or undefined (missing or expired). */
@@ -643,7 +662,10 @@ export class Store {
         : 'SET disabled = :d',
       disabled ? { ':d': disabled, ':one': 1 } : { ':d': disabled },
     );
-    if (disabled) await this.deleteRegistration(uuid);
+    if (disabled) {
+      await this.deleteRegistration(uuid);
+      await this.noteChange(uuid);
+    }
   }
 
   /**
@@ -671,6 +693,7 @@ export class Store {
       },
     );
     await this.deleteRegistration(uuid);
+    await this.noteChange(uuid);
   }
 
   /**
@@ -693,6 +716,7 @@ export class Store {
         new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'IDENTITY' } }),
       ),
     );
+    await this.noteChange(uuid);
   }
 
   /**
@@ -725,7 +749,55 @@ export class Store {
           new DeleteCommand({ TableName: this.table, Key: { pk: cookieKey(old.cookie), sk: 'COOKIE' } }),
         ),
       );
+      await this.noteChange(uuid);
     }
+  }
+
+  /**
+   * Records that `uuid`'s cookie or identity changed, after the change itself is written (a relay
+   * that reads the notice then reads the new state). Relays read the notices once per pass and
+   * re-check only the keys of those uuids; a notice lost to a crash right here is caught by the
+   * relays' slow sweep of every parked key.
+   */
+  async noteChange(uuid: string, nowMs: number = Date.now()): Promise<void> {
+    await this.call(() =>
+      this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: {
+            pk: CHANGES_PK,
+            sk: `${changeSk(nowMs)}#${Math.random().toString(36).slice(2, 10)}`,
+            uuid,
+            expiresAt: Math.floor(nowMs / 1000) + CHANGE_TTL_SECONDS,
+          },
+        }),
+      ),
+    );
+  }
+
+  /** Change notices stamped at or after `sinceMs`, oldest first (one query; a page of up to 1 MB). */
+  async changesSince(sinceMs: number): Promise<ChangeNotice[]> {
+    const out: ChangeNotice[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.call(() =>
+        this.doc.send(
+          new QueryCommand({
+            TableName: this.table,
+            KeyConditionExpression: 'pk = :pk AND sk >= :since',
+            ExpressionAttributeValues: { ':pk': CHANGES_PK, ':since': changeSk(Math.max(0, sinceMs)) },
+            ConsistentRead: true,
+            ExclusiveStartKey: start,
+          }),
+        ),
+      );
+      for (const item of page.Items ?? []) {
+        const id = String(item.sk);
+        out.push({ id, uuid: String(item.uuid), at: Number(id.split('#')[0]) });
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return out;
   }
 
   /** The uuid's registration even when expired (operator console: "last registration"). */

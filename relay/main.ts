@@ -165,6 +165,11 @@ export async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // A closed log pipe must not take the relay (and every splice on it) down.
   process.stdout.on('error', () => {});
+  // Started by `rendezvous relay` (cli/relay-exec.ts): a launcher that dies takes the relay along.
+  if (process.channel) {
+    process.channel.unref();
+    process.once('disconnect', () => process.exit(1));
+  }
   const log = jsonLog('relay');
   const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
   const onSignal = (signal: string) => {

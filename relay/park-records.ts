@@ -6,9 +6,19 @@
 import type { Log } from '../core/log.js';
 import type { ParkKind, ParkRecord, Store } from '../core/store.js';
 import type { ParkingLot } from './parking.js';
+import { Rotation } from './rotation.js';
 
-/** Park records live this long without a refresh. */
-export const PARK_RECORD_TTL_SECONDS = 60;
+/**
+ * Park records live this long without a refresh. Long, so that holding a parked socket costs the
+ * store a write per PARK_RECORD_REFRESH_MS, not one a minute; the price is that a relay that died
+ * without draining keeps records up to this long (peers skip them: the dial fails, the live
+ * relay's record is fresher and tried first).
+ */
+export const PARK_RECORD_TTL_SECONDS = 900;
+/** Each key's record is rewritten once per this period, spread evenly (a third of the TTL). */
+export const PARK_RECORD_REFRESH_MS = (PARK_RECORD_TTL_SECONDS * 1000) / 3;
+/** How often a share of the records is refreshed. */
+export const PARK_RECORD_TICK_MS = 10_000;
 /**
  * A key's record outlives its last parked socket this long: under load a hidden server's pool is
  * empty for moments between rendezvous, and peers asking then should queue here, not give up.
@@ -50,7 +60,11 @@ export class ParkRecords {
   /** Starts the refresh loop over `lot`. */
   start(lot: ParkingLot): void {
     this.lot = lot;
-    this.timer = setInterval(() => void this.refreshAll(), (this.ttlSeconds * 1000) / 3);
+    const refreshMs = (this.ttlSeconds * 1000) / 3;
+    const tick = Math.min(PARK_RECORD_TICK_MS, refreshMs);
+    const generic = new Rotation(refreshMs, tick);
+    const http = new Rotation(refreshMs, tick);
+    this.timer = setInterval(() => void this.refresh(generic, http), tick);
     this.timer.unref();
   }
 
@@ -137,13 +151,25 @@ export class ParkRecords {
     await this.store.putPark(kind, key, rec);
   }
 
-  private async refreshAll(): Promise<void> {
+  private refreshing = false;
+
+  /** Rewrites this tick's share of the records (keys that left meanwhile are skipped). */
+  private async refresh(generic: Rotation, http: Rotation): Promise<void> {
     const lot = this.lot;
-    if (!lot) return;
-    for (const kind of ['generic', 'http'] as const) {
-      for (const key of lot.keys(kind)) {
-        await this.write(kind, key, lot.count(kind, key)).catch((err) => this.fail(err));
+    if (!lot || this.refreshing) return;
+    this.refreshing = true;
+    try {
+      for (const [kind, rotation] of [
+        ['generic', generic],
+        ['http', http],
+      ] as const) {
+        for (const key of rotation.take(() => lot.keys(kind))) {
+          const count = lot.count(kind, key);
+          if (count > 0) await this.write(kind, key, count).catch((err) => this.fail(err));
+        }
       }
+    } finally {
+      this.refreshing = false;
     }
   }
 

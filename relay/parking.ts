@@ -26,8 +26,22 @@ export interface ParkingHooks {
 }
 
 interface Entry extends Parked {
-  detach: () => void;
+  onEarlyData: (p: Parked) => void;
 }
+
+/**
+ * A parked socket's entry, on the socket itself: the lot's listeners are two functions shared by
+ * every parked socket (no closures per socket), and find their entry here.
+ */
+const ENTRY = Symbol('parked entry');
+type ParkedSocket = Socket & { [ENTRY]?: Entry };
+
+const parkedOf = (e: Entry): Parked => {
+  const p: Parked = { socket: e.socket, kind: e.kind, key: e.key, uuid: e.uuid };
+  if (e.step !== undefined) p.step = e.step;
+  if (e.generation !== undefined) p.generation = e.generation;
+  return p;
+};
 
 interface Waiter {
   resolve: (p: Parked | undefined) => void;
@@ -50,10 +64,28 @@ export class ParkingLot {
   private readonly parked = new Map<string, Entry[]>();
   private readonly waiters = new Map<string, Waiter[]>();
 
+  /** The hidden server hung up (FIN or close) while parked. */
+  private readonly onGone: (this: ParkedSocket) => void;
+  /** The hidden server sent before its rendezvous. */
+  private readonly onData: (this: ParkedSocket) => void;
+
   constructor(
     private readonly maxPerKey: number,
     private readonly hooks: ParkingHooks = { onCount() {} },
-  ) {}
+  ) {
+    const lot = this;
+    this.onGone = function (this: ParkedSocket) {
+      const entry = this[ENTRY];
+      if (entry) lot.remove(entry);
+      this.destroy();
+    };
+    this.onData = function (this: ParkedSocket) {
+      const entry = this[ENTRY];
+      if (!entry) return;
+      lot.remove(entry);
+      entry.onEarlyData(parkedOf(entry));
+    };
+  }
 
   /** Parked sockets in all. */
   get size(): number {
@@ -113,25 +145,13 @@ export class ParkingLot {
     }
     const list = this.parked.get(k) ?? [];
     if (list.length >= this.maxPerKey) return false;
-    const entry: Entry = { ...p, detach: () => {} };
-    const gone = () => {
-      this.remove(entry);
-      p.socket.destroy();
-    };
-    const early = () => {
-      this.remove(entry);
-      onEarlyData(p);
-    };
-    p.socket.on('data', early);
-    p.socket.on('end', gone);
-    p.socket.on('close', gone);
-    p.socket.on('error', gone);
-    entry.detach = () => {
-      p.socket.off('data', early);
-      p.socket.off('end', gone);
-      p.socket.off('close', gone);
-      p.socket.off('error', gone);
-    };
+    const entry: Entry = { ...p, onEarlyData };
+    const socket = p.socket as ParkedSocket;
+    socket[ENTRY] = entry;
+    socket.on('data', this.onData);
+    socket.on('end', this.onGone);
+    socket.on('close', this.onGone);
+    socket.on('error', this.onGone);
     p.socket.resume();
     list.push(entry);
     this.parked.set(k, list);
@@ -147,8 +167,7 @@ export class ParkingLot {
       this.remove(entry);
       if (!isGone(entry.socket)) {
         entry.socket.pause();
-        const { detach: _d, ...parked } = entry;
-        return parked;
+        return parkedOf(entry);
       }
       entry.socket.destroy();
     }
@@ -192,7 +211,7 @@ export class ParkingLot {
     for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
       if (!pred(entry)) continue;
       this.remove(entry);
-      out.push(entry);
+      out.push(parkedOf(entry));
     }
     return out;
   }
@@ -202,7 +221,7 @@ export class ParkingLot {
     const out: Parked[] = [];
     for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
       this.remove(entry);
-      out.push(entry);
+      out.push(parkedOf(entry));
     }
     return out;
   }
@@ -213,7 +232,7 @@ export class ParkingLot {
     for (const list of [...this.parked.values()]) {
       for (const entry of [...list]) {
         this.remove(entry);
-        out.push(entry);
+        out.push(parkedOf(entry));
       }
     }
     for (const list of [...this.waiters.values()]) {
@@ -245,7 +264,14 @@ export class ParkingLot {
   }
 
   private remove(entry: Entry): void {
-    entry.detach();
+    const socket = entry.socket as ParkedSocket;
+    if (socket[ENTRY] === entry) {
+      socket[ENTRY] = undefined;
+      socket.off('data', this.onData);
+      socket.off('end', this.onGone);
+      socket.off('close', this.onGone);
+      socket.off('error', this.onGone);
+    }
     const k = id(entry.kind, entry.key);
     const list = this.parked.get(k);
     if (!list) return;

@@ -1,0 +1,323 @@
+/**
+ * The parked-socket groups of `npm run bench`: RSS per parked socket and store requests at rest.
+ * Each run starts a fresh relay process (memory a previous run freed would otherwise be reused and
+ * hide the cost), parks N hidden-server sockets from separate parker processes (a process holds at
+ * most its descriptor limit), checks that the relay's own `/healthz` count equals N before RSS is
+ * read, and fails loudly otherwise. Store requests are counted at the store, by a proxy in front of
+ * it that reads each request's `X-Amz-Target`.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { mobileCookieFor, newCookie } from '../core/cookies.js';
+import { SPLIT_COOKIE_SCHEME, type Store } from '../core/store.js';
+import { countingStoreProxy } from '../test/support/counting-proxy.js';
+
+/** The hard limit on open descriptors of processes this one starts (`ulimit -Hn`). */
+export function hardFdLimit(): number {
+  const m = /^Max open files\s+\d+\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  return m?.[1] === 'unlimited' ? 1_048_576 : Number(m?.[1] ?? 1024);
+}
+
+/** The relay keeps this share of its descriptor limit for itself (relay/server.ts FD_HEADROOM_SHARE). */
+const RELAY_FD_HEADROOM = 0.2;
+
+/**
+ * The largest parked count one relay can hold on this machine: its descriptor limit (raised to the
+ * hard limit) less the relay's own headroom and some slack, rounded down to a thousand.
+ */
+export function largestParkable(hard = hardFdLimit()): number {
+  return Math.floor((hard * (1 - RELAY_FD_HEADROOM) - 500) / 1000) * 1000;
+}
+
+const started = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of started) c.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+/** Runs `cmd args` with its soft descriptor limit raised to the hard one (killed when the bench exits). */
+export function spawnRaised(cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$@"', 'sh', cmd, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  started.add(child);
+  child.once('exit', () => started.delete(child));
+  return child;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const rssBytes = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+
+/** How a relay process is started. */
+export interface RelayVariant {
+  name: string;
+  /** argv after `node`. */
+  args: string[];
+  /** Started with --expose-gc: a full GC (`/healthz?gc`) before each RSS reading. */
+  gc?: boolean;
+}
+
+/** The relay of one memory run: its process (the one that holds the sockets) and ports. */
+interface RunningRelay {
+  child: ChildProcess;
+  /** The relay process itself (for `rendezvous relay`, the bundle the CLI started). */
+  pid: number;
+  port: number;
+  health: number;
+}
+
+async function health(port: number, gc = false): Promise<{ parked: number; pid?: number }> {
+  const res = await fetch(`http://127.0.0.1:${port}/healthz${gc ? '?gc' : ''}`);
+  return (await res.json()) as { parked: number; pid?: number };
+}
+
+async function startRelay(
+  variant: RelayVariant,
+  env: NodeJS.ProcessEnv,
+  children: ChildProcess[],
+): Promise<RunningRelay> {
+  const port = await freePort();
+  const healthPort = await freePort();
+  const child = spawnRaised(process.execPath, variant.args, {
+    ...env,
+    RELAY_BIND: '127.0.0.1',
+    RELAY_PORT: String(port),
+    RELAY_HTTP_PORT: 'off',
+    RELAY_HEALTH_PORT: String(healthPort),
+    RELAY_MAX_HANDSHAKES_PER_SOURCE: '1000000',
+    RELAY_MAX_HANDSHAKES: '1000000',
+  });
+  children.push(child);
+  let out = '';
+  child.stdout?.on('data', (c: Buffer) => {
+    out = (out + c.toString()).slice(-4000);
+  });
+  child.stderr?.on('data', (c: Buffer) => {
+    out = (out + c.toString()).slice(-4000);
+  });
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`${variant.name} exited ${child.exitCode}: ${out}`);
+    try {
+      const h = await health(healthPort);
+      // The CLI path runs the bundle as its child: measure that process, not the launcher.
+      return { child, pid: h.pid ?? (child.pid as number), port, health: healthPort };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${variant.name} did not answer /healthz: ${out}`);
+}
+
+/**
+ * Parker processes: each dials the cookies it is sent as `R<cookie>\n` and holds the sockets. A
+ * park the relay refuses (`-ERR`, e.g. a store read that timed out under the flood) is dialled
+ * again, as a hidden server would; after 5 refusals the parker reports it.
+ */
+const PARKER = `
+const net = require('net');
+const held = [];
+let local;
+let port;
+const dial = (c, tries) => new Promise((resolve) => {
+  const s = net.connect({ port, host: '127.0.0.1', localAddress: local }, () => { s.write('R' + c + '\\n'); resolve(); });
+  let refused = false;
+  const again = () => {
+    if (refused) return;
+    refused = true;
+    s.destroy();
+    if (tries >= 5) process.send({ error: 'park of a cookie refused 5 times' });
+    else setTimeout(() => dial(c, tries + 1), 200);
+  };
+  s.on('data', again);
+  s.on('close', again);
+  s.on('error', () => { resolve(); again(); });
+  held.push(s);
+});
+process.on('disconnect', () => process.exit(0));
+process.on('message', async (m) => {
+  local = m.local;
+  port = m.port;
+  for (let i = 0; i < m.cookies.length; i += 250) await Promise.all(m.cookies.slice(i, i + 250).map((c) => dial(c, 0)));
+  process.send({ dialed: m.cookies.length });
+});
+`;
+
+/** Parks `cookies` on the relay from parker processes, in steps the relay confirms. */
+async function parkFrom(
+  relay: RunningRelay,
+  cookies: string[],
+  children: ChildProcess[],
+  already = 0,
+): Promise<ChildProcess[]> {
+  // One parker holds at most its descriptor limit less some slack, and one source address at most
+  // the ephemeral port range (about 28,000 on Linux): past that each parker dials from its own
+  // 127.0.0.x. Not below it: a socket bound to a source address holds its port against every
+  // other connection of the machine (connect() skips ports taken by bind()), and 15,000 of them
+  // starve everything else of ports (EADDRNOTAVAIL).
+  const per = Math.min(20_000, hardFdLimit() - 500);
+  const spread = already + cookies.length > 20_000;
+  const parkers: ChildProcess[] = [];
+  let failure: Error | undefined;
+  for (let i = 0; i * per < cookies.length; i++) {
+    const child = spawnRaised(process.execPath, ['-e', PARKER], {});
+    children.push(child);
+    parkers.push(child);
+    child.on('message', (m: { error?: string }) => {
+      if (m.error) failure = new Error(`parker: ${m.error}`);
+    });
+    const mine = cookies.slice(i * per, (i + 1) * per);
+    // Steps of 1,000 confirmed by the relay's own count: a flood of parks faster than the store
+    // answers would only measure refusals.
+    for (let j = 0; j < mine.length; j += 1_000) {
+      const step = mine.slice(j, j + 1_000);
+      child.send({ port: relay.port, local: spread ? `127.0.0.${10 + i}` : undefined, cookies: step });
+      const want = already + i * per + j + step.length;
+      for (let k = 0; k < 480 && (await health(relay.health)).parked < want; k++) {
+        if (failure) throw failure;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+  return parkers;
+}
+
+/** Waits until the relay itself reports `n` parked; throws (loudly) when it never does. */
+async function expectParked(relay: RunningRelay, n: number, what: string): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 240; i++) {
+    last = (await health(relay.health)).parked;
+    if (last === n) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(
+    `${what}: the relay reports ${last} parked sockets, the bench parked ${n}: RSS would be meaningless`,
+  );
+}
+
+/** `n` registered hidden servers, written straight to the store (no code check needed to park). */
+export async function registerMany(store: Store, n: number, tag: string): Promise<string[]> {
+  const out: string[] = [];
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < n; i += 50) {
+    const batch = Array.from({ length: Math.min(50, n - i) }, () => newCookie());
+    await Promise.all(
+      batch.map((r, j) =>
+        store.putRegistration({
+          uuid: `bench-${tag}-${i + j}`,
+          cookie: mobileCookieFor(r),
+          cookieScheme: SPLIT_COOKIE_SCHEME,
+          host: '127.0.0.1',
+          port: 8899,
+          registeredAt: now,
+          expiresAt: now + 24 * 3600,
+        }),
+      ),
+    );
+    out.push(...batch);
+  }
+  return out;
+}
+
+function stopAll(procs: ChildProcess[]): void {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+}
+
+/**
+ * One memory run in a fresh relay process: RSS per parked socket from a warmed-up empty relay to
+ * `cookies.length` parked (one socket per hidden server), and the marginal cost of the second half.
+ */
+export async function parkedMemoryRun(
+  variant: RelayVariant,
+  env: NodeJS.ProcessEnv,
+  cookies: string[],
+  warmCookies: string[],
+): Promise<{ perSocket: number; marginal: number }> {
+  const children: ChildProcess[] = [];
+  try {
+    const relay = await startRelay(variant, env, children);
+    // Warm-up: the code paths run once (lazy compilation, SDK clients, first store reads), then
+    // the sockets leave, so the baseline is a relay that has parked before and holds nothing.
+    const warm = await parkFrom(relay, warmCookies, children);
+    await expectParked(relay, warmCookies.length, `${variant.name} warm-up`);
+    stopAll(warm);
+    await expectParked(relay, 0, `${variant.name} after warm-up`);
+    const rss = async () => {
+      if (variant.gc) {
+        await health(relay.health, true);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      return rssBytes(relay.pid);
+    };
+    await new Promise((r) => setTimeout(r, 1_000));
+    const base = await rss();
+    const half = cookies.length >> 1;
+    await parkFrom(relay, cookies.slice(0, half), children);
+    await expectParked(relay, half, variant.name);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const mid = await rss();
+    await parkFrom(relay, cookies.slice(half), children, half);
+    await expectParked(relay, cookies.length, variant.name);
+    await new Promise((r) => setTimeout(r, 1_500));
+    // Checked again right before the reading: nothing dropped while the relay settled.
+    await expectParked(relay, cookies.length, variant.name);
+    const full = await rss();
+    return { perSocket: (full - base) / cookies.length, marginal: (full - mid) / (cookies.length - half) };
+  } finally {
+    stopAll(children);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/**
+ * Store requests per parked hidden server per minute while nothing happens: `cookies.length`
+ * hidden servers parked on a fresh relay that reaches the store through a counting proxy; the
+ * requests of `windowMs` after the parks settled, by operation.
+ */
+export async function storeAtRestRun(
+  variant: RelayVariant,
+  env: NodeJS.ProcessEnv,
+  storeEndpoint: string,
+  cookies: string[],
+  windowMs: number,
+): Promise<{ perKeyPerMinute: number; byOp: Record<string, number> }> {
+  const children: ChildProcess[] = [];
+  const proxy = await countingStoreProxy(storeEndpoint);
+  try {
+    const relay = await startRelay(variant, { ...env, AWS_ENDPOINT_URL_DYNAMODB: proxy.endpoint }, children);
+    await parkFrom(relay, cookies, children);
+    await expectParked(relay, cookies.length, `${variant.name} store traffic`);
+    // The parks' own first writes and cookie checks are changes, not rest.
+    await new Promise((r) => setTimeout(r, 3_000));
+    proxy.counts.clear();
+    await new Promise((r) => setTimeout(r, windowMs));
+    await expectParked(relay, cookies.length, `${variant.name} store traffic`);
+    const byOp = Object.fromEntries(proxy.counts);
+    const total = Object.values(byOp).reduce((a, b) => a + b, 0);
+    return { perKeyPerMinute: total / cookies.length / (windowMs / 60_000), byOp };
+  } finally {
+    stopAll(children);
+    proxy.close();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** Builds dist/ when the bundle is missing. */
+export function ensureBundle(root: string): void {
+  try {
+    readFileSync(join(root, 'dist/relay.mjs'));
+  } catch {
+    execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'ignore' });
+  }
+}

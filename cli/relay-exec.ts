@@ -1,0 +1,56 @@
+/**
+ * `rendezvous relay`: runs the production bundle (dist/relay.mjs) under the same V8 flags as the
+ * container (relay/Dockerfile's ENTRYPOINT), so a relay started outside a container costs what the
+ * container costs, not what the TypeScript source costs through tsx. Node cannot exec itself, so
+ * the relay is a child: signals are passed on, its exit code is this process's, and a launcher that
+ * dies (even by SIGKILL) takes the relay with it through the closed IPC channel.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/** The node flags of relay/Dockerfile's ENTRYPOINT (between `node` and the script). */
+export function containerNodeFlags(dockerfile = join(ROOT, 'relay/Dockerfile')): string[] {
+  const entry = /^ENTRYPOINT \[(.*)\]$/m.exec(readFileSync(dockerfile, 'utf8'))?.[1] ?? '';
+  return (JSON.parse(`[${entry}]`) as string[]).filter((a) => a.startsWith('--'));
+}
+
+/** Runs dist/relay.mjs with the container's flags until it exits; rejects with a one-line reason. */
+export async function runProductionRelay(): Promise<number> {
+  const bundle = join(ROOT, 'dist/relay.mjs');
+  if (bundleStale(bundle)) {
+    // A checkout whose relay or core changed since the last build: running the old bundle would
+    // run code that is not the source in front of the operator.
+    try {
+      execFileSync(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: ROOT, stdio: 'ignore' });
+    } catch {
+      throw new Error('dist/relay.mjs is missing or older than relay/ and core/: run `npm run build`');
+    }
+  }
+  const child = spawn(process.execPath, [...containerNodeFlags(), bundle], {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+  });
+  const pass = (signal: NodeJS.Signals) => () => child.kill(signal);
+  process.on('SIGTERM', pass('SIGTERM'));
+  process.on('SIGINT', pass('SIGINT'));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}
+
+/** True when the bundle is missing or older than a source file of relay/ or core/ (in a checkout). */
+function bundleStale(bundle: string): boolean {
+  if (!existsSync(bundle)) return true;
+  const built = statSync(bundle).mtimeMs;
+  for (const dir of ['relay', 'core']) {
+    const path = join(ROOT, dir);
+    if (!existsSync(path)) continue;
+    for (const f of readdirSync(path))
+      if (f.endsWith('.ts') && statSync(join(path, f)).mtimeMs > built) return true;
+  }
+  return false;
+}
