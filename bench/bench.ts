@@ -21,6 +21,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { containerMallocEnv } from '../cli/relay-exec.js';
 import { mobileCookieFor } from '../core/cookies.js';
 import { provisionIdentity } from '../core/registration.js';
 import { Store } from '../core/store.js';
@@ -56,13 +57,7 @@ const RELAY_NODE_FLAGS = (() => {
   return (JSON.parse(`[${entry}]`) as string[]).filter((a) => a.startsWith('--'));
 })();
 /** MALLOC_* settings from relay/Dockerfile's ENV, so the relay is measured with its allocator as deployed. */
-const RELAY_MALLOC_ENV = Object.fromEntries(
-  [
-    ...readFileSync(join(ROOT, 'relay/Dockerfile'), 'utf8').matchAll(
-      /^(?:ENV\s+|\s+)(MALLOC_[A-Z_]+)=(\S+)/gm,
-    ),
-  ].map((m) => [m[1] as string, m[2] as string]),
-);
+const RELAY_MALLOC_ENV = containerMallocEnv();
 const started = Date.now();
 // A full run's memory group alone takes several minutes (fresh relays, 25,000 sockets parked per
 // round of sizes): the deadline bounds a run that hangs, not a normal one.

@@ -18,6 +18,19 @@ export function containerNodeFlags(dockerfile = join(ROOT, 'relay/Dockerfile')):
   return (JSON.parse(`[${entry}]`) as string[]).filter((a) => a.startsWith('--'));
 }
 
+/**
+ * The glibc settings of relay/Dockerfile's ENV (MALLOC_*): freed heap kept instead of trimmed, so
+ * each read's fresh buffer does not re-fault pages (about half the CPU per GiB without them).
+ */
+export function containerMallocEnv(dockerfile = join(ROOT, 'relay/Dockerfile')): Record<string, string> {
+  return Object.fromEntries(
+    [...readFileSync(dockerfile, 'utf8').matchAll(/^(?:ENV\s+|\s+)(MALLOC_[A-Z_]+)=(\S+)/gm)].map((m) => [
+      m[1] as string,
+      m[2] as string,
+    ]),
+  );
+}
+
 /** Runs dist/relay.mjs with the container's flags until it exits; rejects with a one-line reason. */
 export async function runProductionRelay(): Promise<number> {
   const bundle = join(ROOT, 'dist/relay.mjs');
@@ -32,6 +45,7 @@ export async function runProductionRelay(): Promise<number> {
   }
   const child = spawn(process.execPath, [...containerNodeFlags(), bundle], {
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: { ...containerMallocEnv(), ...process.env },
   });
   const pass = (signal: NodeJS.Signals) => () => child.kill(signal);
   process.on('SIGTERM', pass('SIGTERM'));

@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerNodeFlags } from '../../cli/relay-exec.js';
+import { containerMallocEnv, containerNodeFlags } from '../../cli/relay-exec.js';
 import { BIN, exitWithin } from '../support/cli.js';
 import { embeddedStore } from '../support/store.js';
 import { waitFor } from '../support/wait.js';
@@ -58,6 +58,16 @@ describe('rendezvous relay', () => {
     expect(argv.slice(1, 1 + flags.length)).toEqual(flags);
     expect(argv[1 + flags.length]).toMatch(/dist\/relay\.mjs$/);
     expect(argv.join(' ')).not.toContain('tsx');
+    // …and the Dockerfile's glibc settings (MALLOC_*), which halve CPU per GiB.
+    const malloc = containerMallocEnv();
+    expect(Object.keys(malloc).length).toBeGreaterThan(0);
+    const environ = Object.fromEntries(
+      readFileSync(`/proc/${pid}/environ`, 'utf8')
+        .split('\0')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    );
+    expect(environ).toMatchObject(malloc);
     child.kill('SIGTERM');
     expect(await exitWithin(child, 20_000)).toBe(0);
     await waitFor(() => !alive(pid), 5_000, 'relay process gone');
