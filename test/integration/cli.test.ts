@@ -7,10 +7,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +20,7 @@ import { connect as connectToHidden } from '../../index.js';
 import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
+import { type Sshd, startSshd } from '../support/sshd.js';
 
 let dev: ChildProcess;
 const env: Record<string, string> = {};
@@ -430,47 +431,16 @@ describe('npm start keeps its state across restarts (issue 13)', () => {
 });
 
 describe('ssh through the rendezvous (real sshd, real ssh client, connect as ProxyCommand)', () => {
-  const SSHD = '/usr/sbin/sshd';
-  let dir: string;
-  let sshd: ChildProcess | undefined;
+  let sshd: Sshd | undefined;
   let sshdPort = 0;
 
   beforeAll(async () => {
-    if (!existsSync(SSHD)) {
-      throw new Error('sshd not found: install it with `apt-get install -y openssh-server` (.ci/run does)');
-    }
-    dir = mkdtempSync(join(tmpdir(), 'rendezvous-ssh-'));
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'user_key')]);
-    writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'user_key.pub')));
-    // A free port for sshd: bind 0, read it, release it.
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    sshdPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    writeFileSync(
-      join(dir, 'sshd_config'),
-      [
-        `Port ${sshdPort}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${join(dir, 'host_key')}`,
-        `PidFile ${join(dir, 'sshd.pid')}`,
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        'PermitRootLogin prohibit-password',
-      ].join('\n'),
-    );
-    if (userInfo().uid === 0) mkdirSync('/run/sshd', { recursive: true });
-    sshd = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    await waitForOutput(sshd, /Server listening/, 10_000, 'stderr');
+    sshd = await startSshd();
+    sshdPort = sshd.port;
   });
 
   afterAll(async () => {
-    await stop(sshd);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await sshd?.close();
   });
 
   it('runs a command over ssh with `rendezvous connect` as ProxyCommand', async () => {
@@ -479,19 +449,10 @@ describe('ssh through the rendezvous (real sshd, real ssh client, connect as Pro
     const out = execFileSync(
       'ssh',
       [
-        '-i',
-        join(dir, 'user_key'),
-        '-o',
-        'StrictHostKeyChecking=no',
-        '-o',
-        'UserKnownHostsFile=/dev/null',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'LogLevel=ERROR',
+        ...(sshd as Sshd).sshArgs,
         '-o',
         `ProxyCommand=${proxy}`,
-        `${userInfo().username}@hidden-server`,
+        (sshd as Sshd).destination,
         'echo ssh-through-rendezvous-ok',
       ],
       { env: { ...process.env, ...env }, timeout: 30_000 },
@@ -509,20 +470,7 @@ describe('ssh through the rendezvous (real sshd, real ssh client, connect as Pro
     const proxy = `${process.execPath} ${BIN} connect --uuid cli-ssh-down`;
     const ssh = spawn(
       'ssh',
-      [
-        '-i',
-        join(dir, 'user_key'),
-        '-o',
-        'StrictHostKeyChecking=no',
-        '-o',
-        'UserKnownHostsFile=/dev/null',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        `ProxyCommand=${proxy}`,
-        `${userInfo().username}@hidden-server`,
-        'echo never',
-      ],
+      [...(sshd as Sshd).sshArgs, '-o', `ProxyCommand=${proxy}`, (sshd as Sshd).destination, 'echo never'],
       { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';
