@@ -105,7 +105,7 @@ export function addExposeCommand(program: Command): void {
       agent.on('error', (err: Error) =>
         fail(
           isRendezvousError(err, 'AUTH_FAILED')
-            ? `authentication failed: the registry does not know uuid ${o.uuid} or RENDEZVOUS_SECRET is wrong (a local \`npm start --memory\`, or one started in another folder, forgets identities: provision again)`
+            ? `authentication failed: the registry does not know uuid ${o.uuid} or RENDEZVOUS_SECRET is wrong (a local stack started with --memory, or from another folder, forgets its identities: provision again)`
             : err.message,
         ),
       );

@@ -114,9 +114,23 @@ export function buildApp(app: App = new App()): { app: App; table: TableStack; s
 if (process.argv[1]?.endsWith('app.ts')) {
   const app = new App();
   const pipeline = app.node.tryGetContext('pipeline');
+  // A context mistake (a missing account, source or region plan) is the operator's to fix: say it
+  // in one line, not as a stack trace under the CDK's own error.
+  const refuse = (err: unknown) => {
+    process.stderr.write(`rendezvous: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  };
   if (pipeline === true || pipeline === 'true') {
     // Loaded only here, and without a top-level await: pipeline.ts imports this module, which
     // must have finished evaluating first.
-    void import('./pipeline.js').then(({ buildPipelineApp }) => buildPipelineApp(app).app.synth());
-  } else buildApp(app).app.synth();
+    void import('./pipeline.js')
+      .then(({ buildPipelineApp }) => buildPipelineApp(app).app.synth())
+      .catch(refuse);
+  } else {
+    try {
+      buildApp(app).app.synth();
+    } catch (err) {
+      refuse(err);
+    }
+  }
 }
