@@ -28,6 +28,7 @@ import { Store } from '../core/store.js';
 import { currentCode } from '../core/totp.js';
 import { benchClientPackage } from './client-package.js';
 import {
+  freePort,
   hardFdLimit,
   largestParkable,
   parkedMemoryRun,
@@ -109,14 +110,6 @@ const percentile = (values: number[], p: number) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 };
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function dial(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {

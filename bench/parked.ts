@@ -49,7 +49,8 @@ export function spawnRaised(cmd: string, args: string[], env: NodeJS.ProcessEnv)
   return child;
 }
 
-async function freePort(): Promise<number> {
+/** A free TCP port on 127.0.0.1 (bound and released; the bench's processes then take it). */
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
   const { port } = s.address() as AddressInfo;
