@@ -1,40 +1,158 @@
-/** A minimal structured logger interface, so the relay, agent and CLI share one shape. */
+/**
+ * The one structured log schema of the relay, the API handlers, the agent and the CLI.
+ *
+ * Every record is one JSON object (or, for people, one text line) with these keys:
+ *
+ *   time     ISO 8601, UTC (`2026-12-01T04:21:05.123Z`)
+ *   level    INFO | WARN | ERROR
+ *   service  relay | api | agent | connect | cli | admin | local
+ *   msg      what happened, in words (`rendezvous ended`, `refused`)
+ *   event    what kind of record it is, for queries (`rendezvous`, `refusal`, `park`, …), optional
+ *   rid      the rendezvous's correlation id: the relay that paired it, the peer relay and the agent
+ *            all log the same one
+ *   …        the event's own fields (see EVENT_FIELDS in docs: protocol, uuid, source, reason, …)
+ *
+ * Never a secret, a TOTP code or a cookie: fields whose names say they hold one are replaced by
+ * "[redacted]" here, as a last line of defence behind the callers' own care.
+ */
 
-/** Fields attached to a log line. Never put a secret, code or cookie here. */
+/** Fields attached to a log record. Never put a secret, code or cookie here. */
 export type LogFields = Record<string, string | number | boolean | undefined>;
 
-/** What the relay, the agent and the local stack log through. */
+/** What the relay, the API, the agent and the local stack log through. */
 export interface Log {
   info(msg: string, fields?: LogFields): void;
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
 }
 
+/** A log record as written (JSON form). */
+export interface LogRecord {
+  time: string;
+  level: 'INFO' | 'WARN' | 'ERROR';
+  service: string;
+  msg: string;
+  [field: string]: string | number | boolean | undefined;
+}
+
+/** Field names that may only ever carry "[redacted]". */
+export const REDACTED_FIELD = /secret|cookie|response|totp|otp|token|password|authori[sz]ation|passcode/i;
+
 /** Drops everything (tests, libraries without a logger). */
 export const silentLog: Log = { info() {}, warn() {}, error() {} };
 
-/** One JSON object per line on stdout: what CloudWatch and `jq` read best. */
+/** The record for one call: schema keys first, redacted fields replaced, undefined dropped. */
+export function makeRecord(
+  level: LogRecord['level'],
+  service: string,
+  msg: string,
+  fields: LogFields = {},
+  now: Date = new Date(),
+): LogRecord {
+  const record: LogRecord = { time: now.toISOString(), level, service, msg };
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined || k === 'time' || k === 'level' || k === 'service' || k === 'msg') continue;
+    record[k] = REDACTED_FIELD.test(k) ? '[redacted]' : v;
+  }
+  return record;
+}
+
+/** One JSON object per line (stdout by default): what CloudWatch Logs Insights and `jq` read best. */
 export function jsonLog(service: string, out: NodeJS.WritableStream = process.stdout): Log {
-  const line =
-    (level: string) =>
-    (msg: string, fields: LogFields = {}) => {
-      out.write(`${JSON.stringify({ time: new Date().toISOString(), level, service, msg, ...fields })}\n`);
-    };
+  const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
+    out.write(`${JSON.stringify(makeRecord(level, service, msg, fields))}\n`);
+  };
   return { info: line('INFO'), warn: line('WARN'), error: line('ERROR') };
 }
 
-/** Human-readable lines on stderr, for the CLI (`expose` shows what it is doing). */
+/**
+ * The same records as human-readable lines on stderr, for the CLI (`expose` shows what it is
+ * doing): `expose: 04:21:05Z rendezvous ended rid=… bytesIn=…`. The time is UTC.
+ */
 export function textLog(prefix: string, out: NodeJS.WritableStream = process.stderr): Log {
-  const line =
-    (level: string) =>
-    (msg: string, fields: LogFields = {}) => {
-      const extra = Object.entries(fields)
-        .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(' ');
-      out.write(
-        `${prefix}: ${level === 'INFO' ? '' : `${level.toLowerCase()}: `}${msg}${extra ? ` ${extra}` : ''}\n`,
-      );
-    };
+  const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
+    const {
+      time,
+      level: _l,
+      service: _s,
+      msg: _m,
+      event: _e,
+      ...rest
+    } = makeRecord(level, prefix, msg, fields);
+    const extra = Object.entries(rest)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+    out.write(
+      `${prefix}: ${time.slice(11, 19)}Z ${level === 'INFO' ? '' : `${level.toLowerCase()}: `}${msg}${extra ? ` ${extra}` : ''}\n`,
+    );
+  };
   return { info: line('INFO'), warn: line('WARN'), error: line('ERROR') };
+}
+
+/** `jsonLog` or `textLog` by name (the CLI's `--log-format`). */
+export function logFor(format: 'json' | 'text', service: string, out?: NodeJS.WritableStream): Log {
+  return format === 'json'
+    ? jsonLog(service, out ?? process.stdout)
+    : textLog(service, out ?? process.stderr);
+}
+
+/** A log whose records all carry `fields` as well (a relay's id, a uuid). */
+export function withFields(log: Log, fields: LogFields): Log {
+  return {
+    info: (msg, f) => log.info(msg, { ...fields, ...f }),
+    warn: (msg, f) => log.warn(msg, { ...fields, ...f }),
+    error: (msg, f) => log.error(msg, { ...fields, ...f }),
+  };
+}
+
+/** Collects records in memory (tests assert exact records through it). */
+export function memoryLog(service: string, records: LogRecord[] = []): Log & { records: LogRecord[] } {
+  const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
+    records.push(makeRecord(level, service, msg, fields));
+  };
+  return { info: line('INFO'), warn: line('WARN'), error: line('ERROR'), records };
+}
+
+/**
+ * Bounds how many records of one kind (a refusal reason, a source) reach the log, so a flood
+ * cannot fill the disk: up to `perWindow` records per key per window, then silence; the first
+ * record of the next window carries `suppressed`, the number dropped in between. Metrics still
+ * count every event; only the log is bounded.
+ */
+export class LogBudget {
+  private readonly windows = new Map<string, { start: number; used: number; suppressed: number }>();
+
+  constructor(
+    private readonly perWindow = 20,
+    private readonly windowMs = 60_000,
+    private readonly maxKeys = 1_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Whether a record of `key` may be written now; if so, how many were suppressed before it. */
+  take(key: string): { ok: true; suppressed: number } | { ok: false } {
+    const t = this.now();
+    let w = this.windows.get(key);
+    if (!w || t - w.start >= this.windowMs) {
+      const suppressed = w?.suppressed ?? 0;
+      // A flood of distinct keys (sources) is bounded too: past maxKeys the oldest window goes.
+      if (!w && this.windows.size >= this.maxKeys) {
+        const oldest = this.windows.keys().next().value;
+        if (oldest !== undefined) this.windows.delete(oldest);
+      }
+      this.windows.delete(key);
+      w = { start: t, used: 0, suppressed: 0 };
+      this.windows.set(key, w);
+      w.used = 1;
+      return { ok: true, suppressed };
+    }
+    if (w.used < this.perWindow) {
+      w.used++;
+      const suppressed = w.suppressed;
+      w.suppressed = 0;
+      return { ok: true, suppressed };
+    }
+    w.suppressed++;
+    return { ok: false };
+  }
 }

@@ -7,6 +7,7 @@ import type { Log } from '../core/log.js';
 import type { ParkKind, ParkRecord, Store } from '../core/store.js';
 import type { ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';
+import type { TargetState } from './telemetry.js';
 
 /**
  * Park records live this long without a refresh. Long, so that holding a parked socket costs the
@@ -67,6 +68,12 @@ export class ParkRecords {
     this.timer = setInterval(() => void this.refresh(generic, http), tick);
     this.timer.unref();
   }
+
+  /**
+   * An agent parking on `key` reported its target `up` or `down` (foundation stub: the console
+   * change records it in the park record so the console can show it).
+   */
+  noteTarget(_kind: ParkKind, _key: string, _target: TargetState): void {}
 
   /** Hook for the parking lot: a key's count changed. */
   onCount(kind: ParkKind, key: string, count: number): void {

@@ -26,6 +26,7 @@ import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
+import type { RendezvousSummary } from './telemetry.js';
 
 /** Relay settings; every limit has a default. */
 export interface RelayOptions {
@@ -79,6 +80,8 @@ export interface RelayOptions {
   /** Cluster: bounds of the pool of idle links to other relays. */
   peerPool?: PeerPoolOptions;
   log?: Log;
+  /** Called once per rendezvous at its end (the console's "last rendezvous" writer listens here). */
+  onRendezvousEnd?: (summary: RendezvousSummary) => void;
 }
 
 /** Relay defaults, named so the CLI and docs can show them. */
