@@ -208,10 +208,13 @@ export class Metrics {
         s.sum = (s.sum ?? 0) + value;
         s.count = (s.count ?? 0) + 1;
         const pending = s.pending as Map<number, number>;
-        // EMF takes at most 100 distinct values per record: past that, values go to their bucket's bound.
+        // Memory bound between flushes: past PENDING_LIMIT distinct values, a value counts at its
+        // bucket's bound (at most bounds.length + 1 more keys); the flush compresses to EMF's 100.
         const v = Math.round(value * 1000) / 1000;
         const at =
-          pending.has(v) || pending.size < 100 ? v : (bounds[Math.min(i, bounds.length - 1)] as number);
+          pending.has(v) || pending.size < PENDING_LIMIT
+            ? v
+            : (bounds[Math.min(i, bounds.length - 1)] as number);
         pending.set(at, (pending.get(at) ?? 0) + 1);
       },
     };
@@ -310,30 +313,41 @@ export class Metrics {
           const pending = s.pending as Map<number, number>;
           if (pending.size === 0) continue;
           for (const [v, c] of pending) all.set(v, (all.get(v) ?? 0) + c);
-          if (Object.keys(s.labels).length)
-            record(f.def, s.labels, { Values: [...pending.keys()], Counts: [...pending.values()] });
+          if (Object.keys(s.labels).length) record(f.def, s.labels, emfValues(pending));
           pending.clear();
         }
-        if (all.size > 0) {
-          // Merging label sets can pass EMF's 100 distinct values: merge the two closest values
-          // (into the larger, so a tail is never understated) until it fits.
-          const entries = [...all.entries()].sort((a, b) => a[0] - b[0]);
-          while (entries.length > 100) {
-            let at = 0;
-            for (let i = 1; i < entries.length - 1; i++) {
-              const gap = (entries[i + 1] as [number, number])[0] - (entries[i] as [number, number])[0];
-              const best = (entries[at + 1] as [number, number])[0] - (entries[at] as [number, number])[0];
-              if (gap < best) at = i;
-            }
-            const [, c] = entries.splice(at, 1)[0] as [number, number];
-            (entries[at] as [number, number])[1] += c;
-          }
-          record(f.def, {}, { Values: entries.map((e) => e[0]), Counts: entries.map((e) => e[1]) });
-        }
+        if (all.size > 0) record(f.def, {}, emfValues(all));
       }
     }
     return records;
   }
+}
+
+/** Distinct histogram values kept between two EMF flushes, per series. */
+const PENDING_LIMIT = 1_000;
+/** EMF's limit on distinct values in one record. */
+export const EMF_MAX_VALUES = 100;
+
+/**
+ * A histogram's observations as EMF `Values`/`Counts`, at most EMF_MAX_VALUES: the two closest
+ * values are merged (into the larger, so a tail is never understated) until it fits.
+ */
+export function emfValues(observed: Map<number, number>): { Values: number[]; Counts: number[] } {
+  const entries = [...observed.entries()].sort((a, b) => a[0] - b[0]);
+  while (entries.length > EMF_MAX_VALUES) {
+    let at = 0;
+    let best = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < entries.length - 1; i++) {
+      const gap = (entries[i + 1] as [number, number])[0] - (entries[i] as [number, number])[0];
+      if (gap < best) {
+        best = gap;
+        at = i;
+      }
+    }
+    const [, c] = entries.splice(at, 1)[0] as [number, number];
+    (entries[at] as [number, number])[1] += c;
+  }
+  return { Values: entries.map((e) => e[0]), Counts: entries.map((e) => e[1]) };
 }
 
 /** `protocol` → `Protocol`: EMF dimension names are CamelCase like the metric names. */
