@@ -8,7 +8,8 @@
  *     second 7,500 only, median of 3 runs; 2,171–2,263);
  *   - filling a relay also grows V8's heap once, by about 35–40 MB, which a full GC does not return;
  *   - an idle relay (the bundle with the Dockerfile's node flags and malloc settings) holds about
- *     64 MiB of RSS (65,404 kB at 5 s, 62,416 kB at 30 s; measured for this change, below);
+ *     64 MiB of RSS (VmRSS 65,404 kB at 5 s, 62,416 kB at 30 s, 63,436 kB at 60 s after start,
+ *     against a local store, on the shared 2-core x86 machine; measured once for this change);
  *   - the relay keeps FD_HEADROOM_SHARE (20%) of its descriptor limit, and 16 more, away from
  *     client sockets (relay/server.ts), and the task's limit is RELAY_NOFILE.
  * A live splice holds two sockets (two descriptors) and, at worst, both directions' stream

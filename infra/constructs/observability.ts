@@ -4,9 +4,10 @@
  * relay CPU, DynamoDB throttling; and, from the metrics the relay and the API publish themselves
  * (EMF, core/metrics.ts, namespace Rendezvous, dimension Deployment = the stack name): relay
  * authentication refusals (brute force), capacity refusals, the hottest task's parked sockets and
- * live splices against its capacity (capacity.ts), and API authentication failures. Alarms notify an SNS topic encrypted with a customer-managed
- * key whose policy lets CloudWatch use it (an `alias/aws/sns` topic silently drops alarm
- * notifications: CloudWatch cannot use that AWS-managed key), and an e-mail address when given.
+ * live splices against its capacity (capacity.ts), and API authentication failures. Alarms
+ * notify an SNS topic encrypted with a customer-managed key whose policy lets CloudWatch use it
+ * (an `alias/aws/sns` topic silently drops alarm notifications: CloudWatch cannot use that
+ * AWS-managed key), and an e-mail address when given.
  *
  * Every alarm is named `<alarmPrefix><name>` (`rendezvous.<region>.` from the stack), so the
  * pipeline's alarm gate lists exactly this region's alarms by prefix (CloudFormation's generated
@@ -20,7 +21,6 @@ import {
   ComparisonOperator,
   Dashboard,
   GraphWidget,
-  GraphWidgetView,
   type IMetric,
   MathExpression,
   Metric,
@@ -256,7 +256,7 @@ export class Observability extends Construct {
       sumOf(METRIC.relayRefusals, 'reason', RELAY_CAPACITY_REFUSALS, 'full'),
       OWN_METRIC_THRESHOLDS.relayCapacityRefusals,
       2,
-      'a relay task refused connections at its descriptor ceiling for 10 minutes: autoscaling is not keeping up (max tasks?)',
+      'relay tasks refused connections at their descriptor ceiling (at_capacity) in two 5-minute periods running: autoscaling is not keeping up (at its maximum task count?)',
     );
     // The hottest task (Maximum of the per-task totals), which an average hides: a scale-out only
     // spreads new parks, so one task can stay full while the average looks fine.
@@ -368,7 +368,6 @@ export class Observability extends Construct {
               ),
             ),
             stacked: true,
-            view: GraphWidgetView.TIME_SERIES,
           }),
           new GraphWidget({
             title: 'Bytes relayed',
