@@ -5,7 +5,7 @@
  * canary (10 % for 5 minutes), rolling back by itself when the alias's error alarm fires.
  */
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { Alarm, ComparisonOperator, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
 import {
   type ILambdaDeploymentConfig,
@@ -19,6 +19,16 @@ import { Construct } from 'constructs';
 
 /** The repository root, where package-lock.json and the handlers live. */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The environment that turns on metrics from inside (core/metrics.ts): EMF lines on stdout once a
+ * minute, their Deployment dimension (core/metrics.ts DEPLOYMENT_DIMENSION) naming this stack, so two stacks
+ * in one region never mix. CloudWatch Logs extracts EMF from the log events it already receives:
+ * no IAM beyond writing logs (cloudwatch:PutMetricData is not needed).
+ */
+export function metricsEnvironment(scope: Construct): Record<string, string> {
+  return { RENDEZVOUS_METRICS: 'emf', RENDEZVOUS_METRICS_DIMENSION: Stack.of(scope).stackName };
+}
 
 /** Props of a project function. */
 export interface RendezvousFunctionProps {
@@ -64,6 +74,7 @@ export class RendezvousFunction extends Construct {
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
         POWERTOOLS_SERVICE_NAME: 'rendezvous',
+        ...metricsEnvironment(this),
         ...props.environment,
       },
       bundling: {

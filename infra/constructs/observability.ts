@@ -1,9 +1,13 @@
 /**
  * Alarms and one dashboard for a region: API 5xx, Lambda errors and throttles, per relay target
  * group (generic, generic over TLS, HTTP-specific) "no healthy relay" and unhealthy targets,
- * relay CPU, DynamoDB throttling. Alarms notify an SNS topic encrypted with a customer-managed
- * key whose policy lets CloudWatch use it (an `alias/aws/sns` topic silently drops alarm
- * notifications: CloudWatch cannot use that AWS-managed key), and an e-mail address when given.
+ * relay CPU, DynamoDB throttling; and, from the metrics the relay and the API publish themselves
+ * (EMF, core/metrics.ts, namespace Rendezvous, dimension Deployment = the stack name): relay
+ * authentication refusals (brute force), capacity refusals, the hottest task's parked sockets and
+ * live splices against its capacity (capacity.ts), and API authentication failures. Alarms
+ * notify an SNS topic encrypted with a customer-managed key whose policy lets CloudWatch use it
+ * (an `alias/aws/sns` topic silently drops alarm notifications: CloudWatch cannot use that
+ * AWS-managed key), and an e-mail address when given.
  *
  * Every alarm is named `<alarmPrefix><name>` (`rendezvous.<region>.` from the stack), so the
  * pipeline's alarm gate lists exactly this region's alarms by prefix (CloudFormation's generated
@@ -11,13 +15,14 @@
  * "unhealthy relay" alarms are also the relay service's ECS deployment alarms: a release whose
  * tasks fail /healthz rolls back to the previous task definition by itself.
  */
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import {
   Alarm,
   ComparisonOperator,
   Dashboard,
   GraphWidget,
   type IMetric,
+  MathExpression,
   Metric,
   TreatMissingData,
 } from 'aws-cdk-lib/aws-cloudwatch';
@@ -28,8 +33,34 @@ import { Key } from 'aws-cdk-lib/aws-kms';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
+import {
+  DEPLOYMENT_DIMENSION,
+  emfDimension,
+  METRIC,
+  METRICS_NAMESPACE,
+  type MetricDef,
+} from '../../core/metrics.js';
+import { PARKED_CAPACITY, RELAY_SCALING, SPLICE_CAPACITY } from './capacity.js';
 import type { RegistrationApi } from './registration-api.js';
 import type { RelayService } from './relay-service.js';
+
+/**
+ * Relay refusal reasons that mean someone is guessing: a cookie the relay does not know, a wrong
+ * or missing CONNECT code. Stable label values (the brief for issue 17; relay/ owns the list).
+ */
+export const RELAY_AUTH_REFUSALS = ['unknown_cookie', 'bad_code', 'missing_response'] as const;
+/** Relay refusal reasons that mean a task is full (users are turned away, not attackers). */
+export const RELAY_CAPACITY_REFUSALS = ['at_capacity'] as const;
+
+/** Alarm thresholds on the metrics from inside, per 5 minutes unless said otherwise. */
+export const OWN_METRIC_THRESHOLDS = {
+  /** Relay auth refusals (all tasks): a client with a stale cookie makes a few, a guesser hundreds. */
+  relayAuthRefusals: 100,
+  /** Relay capacity refusals: any, two 5-minute periods running (one burst while scaling out is not news). */
+  relayCapacityRefusals: 1,
+  /** API auth_failed refusals: the API locks a uuid out after a few, so 50 means many uuids or sources. */
+  apiAuthFailures: 50,
+} as const;
 
 /** Props of the observability construct. */
 export interface ObservabilityProps {
@@ -180,6 +211,89 @@ export class Observability extends Construct {
       'relay CPU above 80% (autoscaling should have added tasks)',
     );
 
+    // Metrics from inside (EMF): one Metric per catalogue entry, always in this deployment.
+    const deployment = Stack.of(this).stackName;
+    const own = (
+      def: MetricDef,
+      statistic: string,
+      period: Duration,
+      labels: Record<string, string> = {},
+      label?: string,
+    ) =>
+      new Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: def.emf,
+        dimensionsMap: {
+          [DEPLOYMENT_DIMENSION]: deployment,
+          ...Object.fromEntries(Object.entries(labels).map(([k, v]) => [emfDimension(k), v])),
+        },
+        statistic,
+        period,
+        label,
+      });
+    // Sums of a closed set of labelled series (a refusal reason each). A math expression over
+    // exact series, not SEARCH, because alarms cannot use SEARCH; FILL(…, 0): a reason that did
+    // not happen writes nothing (counters with nothing new are left out of EMF).
+    const sumOf = (def: MetricDef, label: string, values: readonly string[], id: string) =>
+      new MathExpression({
+        expression: values.map((_, i) => `FILL(${id}${i}, 0)`).join(' + '),
+        usingMetrics: Object.fromEntries(
+          values.map((v, i) => [`${id}${i}`, own(def, 'Sum', five, { [label]: v })]),
+        ),
+        period: five,
+        label: `${def.emf} (${values.join(', ')})`,
+      });
+    // Counters write nothing in a quiet minute: missing data is "nothing happened".
+    alarm(
+      'RelayAuthRefusals',
+      sumOf(METRIC.relayRefusals, 'reason', RELAY_AUTH_REFUSALS, 'auth'),
+      OWN_METRIC_THRESHOLDS.relayAuthRefusals,
+      1,
+      `relay refused ≥ ${OWN_METRIC_THRESHOLDS.relayAuthRefusals} connections in 5 minutes for ${RELAY_AUTH_REFUSALS.join(', ')}: someone is guessing cookies or codes (the refusal log names the source)`,
+    );
+    alarm(
+      'RelayCapacityRefusals',
+      sumOf(METRIC.relayRefusals, 'reason', RELAY_CAPACITY_REFUSALS, 'full'),
+      OWN_METRIC_THRESHOLDS.relayCapacityRefusals,
+      2,
+      'relay tasks refused connections at their descriptor ceiling (at_capacity) in two 5-minute periods running: autoscaling is not keeping up (at its maximum task count?)',
+    );
+    // The hottest task (Maximum of the per-task totals), which an average hides: a scale-out only
+    // spreads new parks, so one task can stay full while the average looks fine.
+    alarm(
+      'RelayParkedSocketsHigh',
+      own(METRIC.parkedSockets, 'Maximum', minute),
+      RELAY_SCALING.parkedSocketsAlarm,
+      5,
+      `a relay task holds ≥ ${RELAY_SCALING.parkedSocketsAlarm} parked sockets (80% of its ${PARKED_CAPACITY.value}, bound by ${PARKED_CAPACITY.bound}) for 5 minutes`,
+    );
+    alarm(
+      'RelayLiveSplicesHigh',
+      own(METRIC.liveSplices, 'Maximum', minute),
+      RELAY_SCALING.liveSplicesAlarm,
+      5,
+      `a relay task holds ≥ ${RELAY_SCALING.liveSplicesAlarm} live splices (80% of its ${SPLICE_CAPACITY.value}, bound by ${SPLICE_CAPACITY.bound}) for 5 minutes`,
+    );
+    alarm(
+      'ApiAuthFailures',
+      own(METRIC.apiRefusals, 'Sum', five, { reason: 'auth_failed' }),
+      OWN_METRIC_THRESHOLDS.apiAuthFailures,
+      1,
+      `the API refused ≥ ${OWN_METRIC_THRESHOLDS.apiAuthFailures} registrations in 5 minutes for a wrong code (auth_failed): brute force across uuids or sources (the refusal log names them)`,
+    );
+
+    // Open label sets (refusal reasons, lookup outcomes, byte directions) are graphed with SEARCH,
+    // so a reason added later shows up without a deploy.
+    const search = (def: MetricDef, label: string, statistic: string, title: string) =>
+      new MathExpression({
+        expression: `SEARCH('{${METRICS_NAMESPACE},${DEPLOYMENT_DIMENSION},${emfDimension(label)}} MetricName="${def.emf}" ${DEPLOYMENT_DIMENSION}="${deployment}"', '${statistic}', 60)`,
+        usingMetrics: {},
+        period: minute,
+        label: title,
+      });
+    const protocols = ['generic', 'http'];
+    const paths = ['local', 'peer'];
+
     this.dashboard = new Dashboard(this, 'Dashboard', {
       widgets: [
         [
@@ -213,6 +327,80 @@ export class Observability extends Construct {
           new GraphWidget({
             title: 'Relay tasks',
             left: [relay.service.metricCpuUtilization(), relay.service.metricMemoryUtilization()],
+          }),
+        ],
+        [
+          new GraphWidget({
+            title: 'Parked sockets (per task: average, hottest; all tasks)',
+            left: [
+              own(METRIC.parkedSockets, 'Average', minute, {}, 'per task (average)'),
+              own(METRIC.parkedSockets, 'Maximum', minute, {}, 'hottest task'),
+            ],
+            right: [own(METRIC.parkedSockets, 'Sum', minute, {}, 'all tasks')],
+            leftAnnotations: [
+              { value: RELAY_SCALING.parkedSocketsTarget, label: 'scaling target' },
+              { value: RELAY_SCALING.parkedSocketsAlarm, label: 'alarm' },
+            ],
+          }),
+          new GraphWidget({
+            title: 'Parked sockets by protocol (all tasks)',
+            left: protocols.map((p) => own(METRIC.parkedSockets, 'Sum', minute, { protocol: p }, p)),
+          }),
+          new GraphWidget({
+            title: 'Live splices (per task: average, hottest; all tasks)',
+            left: [
+              own(METRIC.liveSplices, 'Average', minute, {}, 'per task (average)'),
+              own(METRIC.liveSplices, 'Maximum', minute, {}, 'hottest task'),
+            ],
+            right: [own(METRIC.liveSplices, 'Sum', minute, {}, 'all tasks')],
+            leftAnnotations: [
+              { value: RELAY_SCALING.liveSplicesTarget, label: 'scaling target' },
+              { value: RELAY_SCALING.liveSplicesAlarm, label: 'alarm' },
+            ],
+          }),
+        ],
+        [
+          new GraphWidget({
+            title: 'Pairings by path (local, via a peer) and protocol',
+            left: paths.flatMap((path) =>
+              protocols.map((protocol) =>
+                own(METRIC.pairings, 'Sum', minute, { protocol, path }, `${path} ${protocol}`),
+              ),
+            ),
+            stacked: true,
+          }),
+          new GraphWidget({
+            title: 'Bytes relayed',
+            left: [own(METRIC.rendezvousBytes, 'Sum', minute, {}, 'all')],
+            right: [search(METRIC.rendezvousBytes, 'direction', 'Sum', 'by direction')],
+          }),
+          new GraphWidget({
+            title: 'Handshake time and peer-link latency (ms)',
+            left: [
+              own(METRIC.handshakeTime, 'p50', minute, {}, 'handshake p50'),
+              own(METRIC.handshakeTime, 'p99', minute, {}, 'handshake p99'),
+            ],
+            right: [own(METRIC.peerLinkLatency, 'p99', minute, {}, 'peer link p99')],
+          }),
+          new GraphWidget({
+            title: 'Relay refusals by reason',
+            left: [search(METRIC.relayRefusals, 'reason', 'Sum', 'refusals')],
+            right: [own(METRIC.relayRefusals, 'Sum', minute, {}, 'all reasons')],
+          }),
+        ],
+        [
+          new GraphWidget({
+            title: 'API registrations and look-ups',
+            left: [
+              own(METRIC.registrations, 'Sum', minute, {}, 'registrations'),
+              own(METRIC.lookups, 'Sum', minute, {}, 'look-ups'),
+            ],
+            right: [search(METRIC.lookups, 'outcome', 'Sum', 'look-ups by outcome')],
+          }),
+          new GraphWidget({
+            title: 'API refusals by reason',
+            left: [search(METRIC.apiRefusals, 'reason', 'Sum', 'refusals')],
+            right: [own(METRIC.apiRefusals, 'Sum', minute, {}, 'all reasons')],
           }),
         ],
       ],

@@ -16,7 +16,7 @@
  * servers to re-park elsewhere and lets live splices run for `drainGrace`, inside `stopTimeout`.
  */
 import { CfnOutput, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
-import { AdjustmentType } from 'aws-cdk-lib/aws-applicationautoscaling';
+import { Metric } from 'aws-cdk-lib/aws-cloudwatch';
 import {
   FlowLogDestination,
   GatewayVpcEndpointAwsService,
@@ -52,18 +52,16 @@ import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import { PROJECT_ROOT } from './function.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../core/metrics.js';
+import { RELAY_NOFILE, RELAY_SCALING, RELAY_TASK_CPU, RELAY_TASK_MEMORY_MIB } from './capacity.js';
+import { metricsEnvironment, PROJECT_ROOT } from './function.js';
 import type { StateTable } from './state-table.js';
 
 /** Container ports of the relay (fixed in relay/Dockerfile). */
 export const RELAY_PORTS = { generic: 8899, http: 8898, peer: 8897, health: 8896 } as const;
 
-/**
- * Open-file limit of the relay task (soft = hard). Every parked socket and both ends of every
- * splice hold a descriptor; Fargate's default is 65535 but set here so the relay's own limits
- * (issue 12) can be sized against a known ceiling rather than an implicit one.
- */
-export const RELAY_NOFILE = 65_536;
+/** Open-file limit of the relay task (defined with the capacity it bounds). */
+export { RELAY_NOFILE } from './capacity.js';
 
 /** Default public ports: generic over TLS, HTTP-specific in plain TCP (no certificate). */
 export const PUBLIC_PORT_DEFAULTS = { tls: 8443, http: 8898 } as const;
@@ -184,8 +182,8 @@ export class RelayService extends Construct {
       : `http://${this.publicHost}:${props.httpPort ?? PUBLIC_PORT_DEFAULTS.http}`;
 
     const task = new FargateTaskDefinition(this, 'Task', {
-      cpu: 512,
-      memoryLimitMiB: 1024,
+      cpu: RELAY_TASK_CPU,
+      memoryLimitMiB: RELAY_TASK_MEMORY_MIB,
       runtimePlatform: {
         cpuArchitecture: props.architecture === 'arm64' ? CpuArchitecture.ARM64 : CpuArchitecture.X86_64,
         operatingSystemFamily: OperatingSystemFamily.LINUX,
@@ -220,6 +218,9 @@ export class RelayService extends Construct {
         RENDEZVOUS_HOME_REGION: props.table.homeRegion ?? Stack.of(this).region,
         // Host-based routing of the HTTP-specific protocol (<id>.<domain>); needs *.<domain> on TLS.
         ...(props.domainName ? { RELAY_HTTP_DOMAIN: props.domainName } : {}),
+        // Metrics from inside, as EMF lines on stdout once a minute: the awslogs driver carries
+        // them to CloudWatch Logs, which extracts them (no cloudwatch:PutMetricData needed).
+        ...metricsEnvironment(this),
       },
       ulimits: [{ name: UlimitName.NOFILE, softLimit: RELAY_NOFILE, hardLimit: RELAY_NOFILE }],
       secrets: { RELAY_CLUSTER_SECRET: EcsSecret.fromSecretsManager(this.clusterSecret) },
@@ -329,16 +330,39 @@ export class RelayService extends Construct {
       minCapacity: props.desiredCount,
       maxCapacity: props.maxCount ?? Math.max(10, props.desiredCount),
     });
-    scaling.scaleOnCpuUtilization('Cpu', { targetUtilizationPercent: 60 });
-    // Parked sockets and splices cost memory and file descriptors more than CPU: scale on flows too.
-    scaling.scaleOnMetric('ActiveFlows', {
-      metric: this.nlb.metrics.activeFlowCount({ period: Duration.minutes(1), statistic: 'Average' }),
-      adjustmentType: AdjustmentType.CHANGE_IN_CAPACITY,
-      scalingSteps: [
-        { upper: 2_000, change: -1 },
-        { lower: 20_000, change: +1 },
-        { lower: 80_000, change: +3 },
-      ],
+    // What fills a relay task is parked sockets and live splices (memory and descriptors), so
+    // scaling follows them per task: each task writes its own total once a minute (the EMF record
+    // with the Deployment dimension only), so their Average is the per-task value. Targets are
+    // derived in capacity.ts. With several target-tracking policies, Application Auto Scaling
+    // scales out when any is above its target and in only when all are below theirs.
+    // The NLB's active-flow step scaling is gone: it counted the whole NLB (not per task) against
+    // fixed thresholds, so its meaning changed with the task count, it counted handshakes and
+    // floods that hold nothing, and its scale-in step fought the target-tracking policies.
+    const perTask = (def: (typeof METRIC)['parkedSockets' | 'liveSplices']) =>
+      new Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: def.emf,
+        dimensionsMap: { [DEPLOYMENT_DIMENSION]: Stack.of(this).stackName },
+        statistic: 'Average',
+        period: Duration.minutes(1),
+      });
+    // Out fast (a task takes a minute to start), in slowly: every scale-in makes the stopped
+    // task's hidden servers re-park elsewhere.
+    const cooldowns = { scaleOutCooldown: Duration.minutes(1), scaleInCooldown: Duration.minutes(10) };
+    scaling.scaleToTrackCustomMetric('ParkedSockets', {
+      metric: perTask(METRIC.parkedSockets),
+      targetValue: RELAY_SCALING.parkedSocketsTarget,
+      ...cooldowns,
+    });
+    scaling.scaleToTrackCustomMetric('LiveSplices', {
+      metric: perTask(METRIC.liveSplices),
+      targetValue: RELAY_SCALING.liveSplicesTarget,
+      ...cooldowns,
+    });
+    // CPU is the guard: splices moving bulk data cost CPU long before they cost memory.
+    scaling.scaleOnCpuUtilization('Cpu', {
+      targetUtilizationPercent: RELAY_SCALING.cpuTargetPercent,
+      ...cooldowns,
     });
 
     new CfnOutput(this, 'RelayHost', { value: this.publicHost, description: 'relay host named in triples' });
