@@ -31,7 +31,7 @@ export function storeSettings(
   env: NodeJS.ProcessEnv = process.env,
 ): StoreSettings {
   const endpoint = opts.endpoint ?? (env.AWS_ENDPOINT_URL_DYNAMODB || undefined);
-  const regionFrom = opts.region
+  const regionFrom: StoreSettings['regionFrom'] = opts.region
     ? 'option'
     : env.AWS_REGION
       ? 'AWS_REGION'
@@ -49,7 +49,7 @@ export function storeSettings(
           : '--table or RENDEZVOUS_TABLE',
     endpoint,
     endpointFrom: opts.endpoint === undefined && endpoint ? 'AWS_ENDPOINT_URL_DYNAMODB' : undefined,
-    region: opts.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? FALLBACK_REGION,
+    region: opts.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || FALLBACK_REGION,
     regionFrom,
   };
 }
@@ -111,18 +111,20 @@ export function describeStoreFailure(err: unknown, s: StoreSettings): string {
   const name = e.name ?? '';
   const where = whereOf(s);
   if (s.endpoint && !/^https?:\/\/[^/]/.test(s.endpoint)) {
-    return `store: ${s.endpointFrom ?? 'the endpoint'} is not an http:// or https:// URL: ${printable(s.endpoint)}`;
+    // Quoted as given, less anything up to an `@` (user info is no business of a log).
+    const given = JSON.stringify(s.endpoint.replace(/^[^@]*@/, '').slice(0, 100));
+    return `store: ${s.endpointFrom ?? 'the endpoint'} is not an http:// or https:// URL: ${given}`;
   }
   if (!s.endpoint && s.regionFrom === 'default') {
     return 'store: no region set (AWS_REGION), and no endpoint (AWS_ENDPOINT_URL_DYNAMODB) for a local store';
   }
   if (name === 'CredentialsProviderError') {
-    return `store: no AWS credentials for ${where} (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY${
+    return `store: no AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY${
       s.endpoint ? '; a 127.0.0.1 or localhost endpoint needs none' : ''
-    })`;
+    }) for ${where}`;
   }
   if (name === 'ResourceNotFoundException') {
-    return `store: table "${s.table}" not found at ${where} (${s.tableFrom})`;
+    return `store: table "${s.table}" (${s.tableFrom}) not found at ${where}`;
   }
   if (CREDENTIAL_REFUSALS.has(name)) return `store: ${where} refused the credentials: ${name}`;
   if (name === 'AccessDeniedException') {
