@@ -6,7 +6,7 @@
  * the table, a closed port, a web server that is not DynamoDB, no region, no credentials.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStoreServer } from '../../local/store-server.js';
 import { runCli } from '../support/cli.js';
@@ -36,8 +36,10 @@ let web: Server;
 let webUrl: string;
 let fakeAws: Server;
 let fakeAwsUrl: string;
+let silent: TcpServer;
+let silentUrl: string;
 
-async function listen(server: Server): Promise<string> {
+async function listen(server: Server | TcpServer): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
@@ -62,12 +64,16 @@ beforeAll(async () => {
     );
   });
   fakeAwsUrl = await listen(fakeAws);
+  // Accepts connections and never answers (a frozen store, a firewall that swallows).
+  silent = createTcpServer(() => undefined);
+  silentUrl = await listen(silent);
 });
 
 afterAll(async () => {
   await store.close();
   web.close();
   fakeAws.close();
+  silent.close();
 });
 
 /** Runs `rendezvous …args` in the clean environment plus `env`, and checks the one-line failure. */
@@ -116,14 +122,18 @@ describe('a CLI that cannot use the store says why, in one line', () => {
     );
   }, 90_000);
 
-  it('an endpoint that refuses connections, another web server, and a value that is not a URL', async () => {
-    const [refused, notDynamo, notUrl] = await Promise.all([
+  it('an endpoint that refuses connections, one that never answers, another web server, and a value that is not a URL', async () => {
+    const [refused, frozen, notDynamo, notUrl] = await Promise.all([
       oneLine(['provision'], { AWS_REGION: 'local', AWS_ENDPOINT_URL_DYNAMODB: 'http://127.0.0.1:1' }),
+      oneLine(['provision'], { AWS_REGION: 'local', AWS_ENDPOINT_URL_DYNAMODB: silentUrl }),
       oneLine(['provision'], { AWS_REGION: 'local', AWS_ENDPOINT_URL_DYNAMODB: webUrl }),
       oneLine(['provision'], { AWS_REGION: 'local', AWS_ENDPOINT_URL_DYNAMODB: 'localhost:8000' }),
     ]);
     expect(refused).toBe(
       'rendezvous: store: cannot connect to http://127.0.0.1:1 (AWS_ENDPOINT_URL_DYNAMODB): ECONNREFUSED\n',
+    );
+    expect(frozen).toBe(
+      `rendezvous: store: no answer from ${silentUrl} (AWS_ENDPOINT_URL_DYNAMODB) in time: TimeoutError\n`,
     );
     expect(notDynamo).toBe(
       `rendezvous: store: ${webUrl} (AWS_ENDPOINT_URL_DYNAMODB) answered HTTP 404, not as DynamoDB does (wrong endpoint?)\n`,
