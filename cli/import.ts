@@ -126,7 +126,9 @@ export function addImportCommand(program: Command, fail: (message: string) => ne
         // Conflicts and unreadable records need the operator; a re-import of what is there does not.
         if (report.conflicts.length || report.invalid.length) process.exitCode = 1;
       } catch (err) {
-        fail(isRendezvousError(err) ? err.message : `import failed: ${(err as Error).message}`);
+        fail(
+          isRendezvousError(err) ? (err.detail ?? err.message) : `import failed: ${(err as Error).message}`,
+        );
       } finally {
         store.close();
       }
@@ -205,7 +207,7 @@ export function addCompatCommand(program: Command, fail: (message: string) => ne
         const now = await store.getIdentity(uuid);
         process.stdout.write(`${uuid}  ${now?.compat ? JSON.stringify(now.compat) : 'strict'}\n`);
       } catch (err) {
-        fail(isRendezvousError(err) ? err.message : (err as Error).message);
+        fail(isRendezvousError(err) ? (err.detail ?? err.message) : (err as Error).message);
       } finally {
         store.close();
       }

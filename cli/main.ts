@@ -11,12 +11,13 @@ import { originalRecordOf } from '../core/import.js';
 import { textLog } from '../core/log.js';
 import { provisionIdentity } from '../core/registration.js';
 import { Store } from '../core/store.js';
+import { probeStore } from '../core/store-errors.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
-import { fail, newProgram, port, runProgram, usage } from './program.js';
+import { fail, messageOf, newProgram, port, runProgram, usage } from './program.js';
 import { addSmokeCommand } from './smoke.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
@@ -65,6 +66,7 @@ export function buildCli(): Command {
         dataDir,
         table: o.table,
         log: textLog('relay'),
+        apiLog: textLog('api'),
       }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
       const out = process.stdout;
       out.write('rendezvous local stack\n');
@@ -148,7 +150,9 @@ export function buildCli(): Command {
         }
       } catch (err) {
         // A secret from the environment is named by its variable, so the user knows what to fix.
-        const message = isRendezvousError(err) ? err.message : `provision failed: ${(err as Error).message}`;
+        const message = isRendezvousError(err)
+          ? messageOf(err)
+          : `provision failed: ${(err as Error).message}`;
         fail(o.secretEnv && /secret/i.test(message) ? `RENDEZVOUS_SECRET: ${message}` : message);
       } finally {
         store.close();
@@ -167,6 +171,11 @@ export function buildCli(): Command {
     .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
     .action(async (o) => {
       const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
+      // A wrong table or endpoint is said at start, in one line, not on the console's first page.
+      await probeStore(store).catch((err) => {
+        store.close();
+        fail(`cannot start: ${messageOf(err)}`);
+      });
       const admin = await startAdminConsole({
         store,
         port: o.port,

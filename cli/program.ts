@@ -33,6 +33,16 @@ export function fail(message: string): never {
   process.exit(1);
 }
 
+/**
+ * The line a failure prints: an error's `detail` when it has one (a store failure's cause, naming
+ * the setting: `store: table "X" not found at … (RENDEZVOUS_TABLE)`), else its message.
+ */
+export function messageOf(err: unknown): string {
+  const detail = (err as { detail?: unknown } | undefined)?.detail;
+  if (typeof detail === 'string' && detail) return detail;
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Option parser: a TCP port, 0–65535 (0 picks a free one). */
 export function port(value: string): number {
   const n = Number(value);
@@ -90,6 +100,6 @@ export async function runProgram(program: Command, argv: string[]): Promise<void
       usage(`${sub ? `${sub.name()}: ` : ''}${err.message.replace(/^error: /, '')} (${seeHelp})`);
     }
     if (err instanceof UsageError) usage(err.message);
-    fail((err as Error)?.message ?? String(err));
+    fail(messageOf(err));
   }
 }

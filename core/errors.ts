@@ -38,17 +38,24 @@ export class RendezvousError extends Error {
   readonly permanent: boolean;
   /** Seconds after which a retry may succeed (429, 503). */
   readonly retryAfter?: number;
+  /**
+   * For operators only: the cause in one line, naming the setting to fix (a store failure's
+   * `store: table "X" not found …`). The CLI prints it and the API logs it; it never goes on
+   * the wire to API clients, whose answer stays `message`.
+   */
+  readonly detail?: string;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { permanent?: boolean; retryAfter?: number; cause?: unknown } = {},
+    opts: { permanent?: boolean; retryAfter?: number; cause?: unknown; detail?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RendezvousError';
     this.code = code;
     this.permanent = opts.permanent ?? true;
     this.retryAfter = opts.retryAfter;
+    if (opts.detail !== undefined) this.detail = opts.detail;
   }
 }
 
@@ -59,12 +66,16 @@ export const badRequest = (message: string) => new RendezvousError('BAD_REQUEST'
 export const authFailed = () =>
   new RendezvousError('AUTH_FAILED', 'authentication failed', { permanent: true });
 
-/** The store could not be reached or refused the request for reasons of its own. */
-export const storeUnavailable = (cause?: unknown) =>
+/**
+ * The store could not be reached or refused the request for reasons of its own; `detail` says
+ * which (core/store-errors.ts), for operators.
+ */
+export const storeUnavailable = (cause?: unknown, detail?: string) =>
   new RendezvousError('STORE_UNAVAILABLE', 'store unavailable, try again later', {
     permanent: false,
     retryAfter: 5,
     cause,
+    detail,
   });
 
 /**

@@ -38,6 +38,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { isLive, secretsEqual } from './cookies.js';
 import { RendezvousError, storeUnavailable } from './errors.js';
+import { type StoreSettings, storeFailure, storeSettings } from './store-errors.js';
 import type { TotpCompat, TotpParams } from './totp.js';
 
 /** A hidden server's identity as provisioned by the operator. */
@@ -179,17 +180,20 @@ function isLoopback(endpoint: string | undefined): boolean {
 /** DynamoDB-backed store. One instance (one SDK client) per process. */
 export class Store {
   readonly table: string;
+  /** What this store runs on and where each setting came from (named when it fails). */
+  readonly settings: StoreSettings;
   private readonly raw: DynamoDBClient;
   private readonly doc: DynamoDBDocumentClient;
 
   constructor(opts: StoreOptions) {
     this.table = opts.table;
-    const endpoint = opts.endpoint ?? process.env.AWS_ENDPOINT_URL_DYNAMODB;
+    this.settings = storeSettings(opts);
+    const endpoint = this.settings.endpoint;
     const local = isLoopback(endpoint);
     const hasCreds = Boolean(process.env.AWS_ACCESS_KEY_ID || process.env.AWS_PROFILE);
     this.raw = new DynamoDBClient({
       endpoint,
-      region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      region: this.settings.region,
       // Dummy credentials only for a local store, so a real deployment never runs on them.
       ...(local && !hasCreds ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
       // A dead or frozen store must fail fast: callers answer 503 / -ERR rather than hang. Without
@@ -224,7 +228,7 @@ export class Store {
         }),
       );
     } catch (err) {
-      if (!(err instanceof ResourceInUseException)) throw storeUnavailable(err);
+      if (!(err instanceof ResourceInUseException)) throw storeFailure(err, this.settings);
     }
     for (let i = 0; i < 100; i++) {
       const t = await this.raw.send(new DescribeTableCommand({ TableName: this.table }));
@@ -244,7 +248,7 @@ export class Store {
       return await fn();
     } catch (err) {
       if (err instanceof RendezvousError || err instanceof ConditionalCheckFailedException) throw err;
-      throw storeUnavailable(err);
+      throw storeFailure(err, this.settings);
     }
   }
 

@@ -2,7 +2,6 @@
  * The registration API's edge: event parsing and the one place where errors become HTTP
  * responses. A 500 body is a fixed string; nothing from an exception reaches the wire.
  */
-import { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { badRequest, type ErrorCode, isRendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/registration.js';
@@ -13,8 +12,12 @@ export type Handler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxy
 /** The methods the API serves at `/`. */
 export const ALLOWED_METHODS = 'GET, PUT';
 
-/** One logger per process; it never receives secrets or codes. */
-export const logger = new Logger({ serviceName: 'rendezvous' });
+/**
+ * The cookie-line options our relays understand (`R<cookie> rid target=up`): results carry them
+ * as `relayOptions`, so our agent and client send options only where they are understood; an
+ * original client ignores the extra key, and a result without it means plain lines.
+ */
+export const RELAY_OPTIONS: readonly string[] = ['rid', 'target'];
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   BAD_REQUEST: 400,
@@ -36,13 +39,25 @@ function json(
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
 
-/** `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one. */
+/**
+ * `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one and
+ * `relayOptions` (see RELAY_OPTIONS).
+ */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
   const { host, port, cookie, tlsPort } = triple;
-  return json(200, { result: tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie } });
+  const result = tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie };
+  return json(200, { result: { ...result, relayOptions: [...RELAY_OPTIONS] } });
 }
 
-/** `{"error":{"permanent","diagnostic"}}` with the status fitting the error. */
+/** The HTTP status `errorResponse` gives an error (500 for anything unexpected). */
+export function statusOf(err: unknown): number {
+  return (isRendezvousError(err) && STATUS[err.code]) || 500;
+}
+
+/**
+ * `{"error":{"permanent","diagnostic"}}` with the status fitting the error. Only `message` goes on
+ * the wire (never an error's `detail`, which names configuration); the caller logs the rest.
+ */
 export function errorResponse(err: unknown): APIGatewayProxyStructuredResultV2 {
   if (isRendezvousError(err) && STATUS[err.code]) {
     const headers: Record<string, string> = {};
@@ -54,7 +69,6 @@ export function errorResponse(err: unknown): APIGatewayProxyStructuredResultV2 {
       headers,
     );
   }
-  logger.error('unexpected error', { error: err as Error });
   return json(500, { error: { permanent: false, diagnostic: 'internal error' } });
 }
 

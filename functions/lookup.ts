@@ -5,25 +5,47 @@ import { Store } from '../core/store.js';
 import {
   errorResponse,
   type Handler,
-  logger,
   methodNotAllowed,
   methodOf,
   queryParam,
   resultResponse,
+  statusOf,
 } from './http.js';
+import {
+  type ApiObservability,
+  ApiTelemetry,
+  apiObservability,
+  apiObservabilityFromEnv,
+  reasonOf,
+  requestFacts,
+} from './observe.js';
 
-/** Builds the handler over a given store (the local stack and tests use this). */
-export function makeLookupHandler(deps: () => { store: Store }): Handler {
+/**
+ * Builds the handler over a given store (the local stack and tests use this); `obs` says where
+ * its log records and metrics go (default: nowhere).
+ */
+export function makeLookupHandler(
+  deps: () => { store: Store },
+  obs: ApiObservability = apiObservability(),
+): Handler {
+  const telemetry = new ApiTelemetry(obs);
   return async (event) => {
-    const method = methodOf(event);
-    if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed();
+    const facts = requestFacts(event, 'lookup');
     try {
+      const method = methodOf(event);
+      if (method !== 'GET' && method !== 'HEAD') {
+        telemetry.refused('wrong_method', facts, 405);
+        return methodNotAllowed();
+      }
       const uuid = checkUuid(queryParam(event, 'uuid'));
       const triple = await lookupHiddenServer(deps().store, uuid);
+      telemetry.found();
       return resultResponse(triple);
     } catch (err) {
-      logger.info('lookup refused', { code: (err as { code?: string }).code });
+      telemetry.refused(reasonOf(err), facts, statusOf(err), err);
       return errorResponse(err);
+    } finally {
+      telemetry.flush();
     }
   };
 }
@@ -34,4 +56,4 @@ let fromEnv: { store: Store } | undefined;
 export const handler: Handler = makeLookupHandler(() => {
   fromEnv ??= { store: new Store({ table: tableFromEnv() }) };
   return fromEnv;
-});
+}, apiObservabilityFromEnv());

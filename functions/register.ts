@@ -10,12 +10,20 @@ import { Store } from '../core/store.js';
 import {
   errorResponse,
   type Handler,
-  logger,
   methodNotAllowed,
   methodOf,
   queryParam,
   resultResponse,
+  statusOf,
 } from './http.js';
+import {
+  type ApiObservability,
+  ApiTelemetry,
+  apiObservability,
+  apiObservabilityFromEnv,
+  reasonOf,
+  requestFacts,
+} from './observe.js';
 
 /**
  * What the handler works on. `home`: the table's home replica when this region is another one
@@ -28,21 +36,36 @@ export interface RegisterDeps {
   home?: Store;
 }
 
-/** Builds the handler over a given store and policy (the local stack and tests use this). */
-export function makeRegisterHandler(deps: () => RegisterDeps): Handler {
+/**
+ * Builds the handler over a given store and policy (the local stack and tests use this); `obs`
+ * says where its log records and metrics go (default: nowhere).
+ */
+export function makeRegisterHandler(
+  deps: () => RegisterDeps,
+  obs: ApiObservability = apiObservability(),
+): Handler {
+  const telemetry = new ApiTelemetry(obs);
   return async (event) => {
-    if (methodOf(event) !== 'PUT') return methodNotAllowed();
+    const facts = requestFacts(event, 'register');
+    let home: RegisterDeps['home'];
     try {
+      if (methodOf(event) !== 'PUT') {
+        telemetry.refused('wrong_method', facts, 405);
+        return methodNotAllowed();
+      }
       const uuid = checkUuid(queryParam(event, 'uuid'));
       const code = checkResponse(queryParam(event, 'response'));
-      const { store, policy, home } = deps();
+      const d = deps();
+      home = d.home;
       const source = event.requestContext?.http?.sourceIp;
-      const triple = await registerHiddenServer(store, policy, uuid, code, Date.now(), source, home);
-      logger.info('registered', { uuid });
+      const triple = await registerHiddenServer(d.store, d.policy, uuid, code, Date.now(), source, home);
+      telemetry.registered(facts);
       return resultResponse(triple);
     } catch (err) {
-      logger.warn('register refused', { code: (err as { code?: string }).code });
+      telemetry.refused(reasonOf(err, home?.settings), facts, statusOf(err), err);
       return errorResponse(err);
+    } finally {
+      telemetry.flush();
     }
   };
 }
@@ -67,4 +90,4 @@ export const handler: Handler = makeRegisterHandler(() => {
     home: homeStoreFromEnv(),
   };
   return fromEnv;
-});
+}, apiObservabilityFromEnv());

@@ -7,6 +7,7 @@ import { type Log, silentLog } from '../core/log.js';
 import type { RegistrationPolicy } from '../core/registration.js';
 import { Store } from '../core/store.js';
 import { makeLookupHandler } from '../functions/lookup.js';
+import { apiObservability } from '../functions/observe.js';
 import { makeRegisterHandler } from '../functions/register.js';
 import { type Relay, type RelayOptions, startRelay } from '../relay/server.js';
 import { startApiAdapter } from './api-adapter.js';
@@ -29,6 +30,8 @@ export interface LocalStackOptions {
   /** Overrides of relay limits (tests shorten deadlines). */
   relay?: Partial<Omit<RelayOptions, 'store' | 'port' | 'host' | 'httpPort'>>;
   log?: Log;
+  /** The API handlers' records (registrations, refusals); default: none. */
+  apiLog?: Log;
 }
 
 /** A running local stack. */
@@ -90,9 +93,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       region: 'local',
       ...guessPolicy,
     };
+    const obs = apiObservability({ log: opts.apiLog });
     const api = await startApiAdapter({
-      register: makeRegisterHandler(() => ({ store, policy })),
-      lookup: makeLookupHandler(() => ({ store })),
+      register: makeRegisterHandler(() => ({ store, policy }), obs),
+      lookup: makeLookupHandler(() => ({ store }), obs),
       port: opts.apiPort ?? LOCAL_DEFAULTS.apiPort,
     });
     cleanup.unshift(() => api.close());

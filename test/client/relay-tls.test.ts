@@ -111,7 +111,7 @@ describe('generic protocol over TLS (triple field tlsPort)', () => {
   it("the triple keeps the seed's three fields and adds tlsPort", async () => {
     const res = await fetch(`${stack.apiUrl}/?uuid=tls-echo`);
     const { result } = (await res.json()) as { result: Record<string, unknown> };
-    expect(Object.keys(result).sort()).toEqual(['cookie', 'host', 'port', 'tlsPort']);
+    expect(Object.keys(result).sort()).toEqual(['cookie', 'host', 'port', 'relayOptions', 'tlsPort']);
     expect(result).toMatchObject({ host: '127.0.0.1', port: plain.port, tlsPort: tls.port });
   });
 

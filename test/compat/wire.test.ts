@@ -133,7 +133,9 @@ describe('registration API, imported identity, original client', () => {
     const res = await api('PUT', `uuid=${eight.uuid}&response=${code}`);
     expect(res.status).toBe(ORIGINAL_API.validPut.status);
     expect(res.body.result?.cookie).toMatch(ORIGINAL_API.validPut.body.result.cookie);
-    expect(Object.keys(res.body.result ?? {}).sort()).toEqual(['cookie', 'host', 'port']);
+    // The seed's three fields, plus one additive key (listed): the relay's cookie-line options.
+    expect(Object.keys(res.body.result ?? {}).sort()).toEqual(['cookie', 'host', 'port', 'relayOptions']);
+    listedDifference('relayOptions');
     // The original sent no Content-Type; ours says application/json (listed).
     expect(res.headers.get('content-type')).toBe('application/json');
     listedDifference('Content-Type');

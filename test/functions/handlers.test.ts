@@ -1,12 +1,13 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mobileCookieFor } from '../../core/cookies.js';
 import { isRendezvousError } from '../../core/errors.js';
+import { memoryLog } from '../../core/log.js';
 import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
 import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
-import { logger } from '../../functions/http.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
+import { apiObservability } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { embeddedStore } from '../support/store.js';
 
@@ -71,7 +72,12 @@ describe('register (PUT) and lookup (GET)', () => {
     const l = await lookup(event('GET', { uuid: 'hs-ok' }));
     expect(l.statusCode).toBe(200);
     expect(body(l)).toEqual({
-      result: { host: 'relay.example', port: 8899, cookie: `I${mobileCookieFor(triple.cookie.slice(1))}` },
+      result: {
+        host: 'relay.example',
+        port: 8899,
+        cookie: `I${mobileCookieFor(triple.cookie.slice(1))}`,
+        relayOptions: ['rid', 'target'],
+      },
     });
     expect(l.headers?.['content-type']).toBe('application/json');
   });
@@ -234,32 +240,41 @@ describe('regression: a frozen store hung every request (the SDK only warned on 
 });
 
 describe('logs', () => {
-  it('name the uuid and outcome but never the secret, the code or the cookie', async () => {
+  it('name the uuid, the source and the outcome but never the secret, the code or the cookie', async () => {
     const id = await provisionIdentity(env.store, { uuid: 'hs-logs' });
-    const lines: string[] = [];
-    const capture = (chunk: string | Uint8Array) => {
-      lines.push(String(chunk));
-      return true;
-    };
-    const spies = [
-      vi.spyOn(process.stdout, 'write').mockImplementation(capture),
-      vi.spyOn(process.stderr, 'write').mockImplementation(capture),
-    ];
-    logger.setLogLevel('DEBUG');
-    let cookie = '';
+    const log = memoryLog('api');
+    const obs = apiObservability({ log });
+    const reg = makeRegisterHandler(() => ({ store: env.store, policy }), obs);
+    const look = makeLookupHandler(() => ({ store: env.store }), obs);
     const code = currentCode(id);
-    try {
-      const ok = await register(event('PUT', { uuid: 'hs-logs', response: code }));
-      cookie = body(ok).result.cookie.slice(1);
-      await register(event('PUT', { uuid: 'hs-logs', response: code }));
-      await lookup(event('GET', { uuid: 'hs-logs' }));
-    } finally {
-      logger.setLogLevel('SILENT');
-      for (const spy of spies) spy.mockRestore();
-    }
-    const text = lines.join('');
-    expect(text).toContain('registered');
-    expect(text).toContain('AUTH_FAILED');
+    const ok = await reg(event('PUT', { uuid: 'hs-logs', response: code }, '198.51.100.4'));
+    const cookie = body(ok).result.cookie.slice(1);
+    await reg(event('PUT', { uuid: 'hs-logs', response: code }, '198.51.100.4'));
+    await look(event('GET', { uuid: 'hs-logs' }, '198.51.100.5'));
+    expect(log.records.map(({ time: _t, ...r }) => r)).toEqual([
+      {
+        level: 'INFO',
+        service: 'api',
+        msg: 'registered',
+        event: 'registration',
+        uuid: 'hs-logs',
+        source: '198.51.100.4',
+      },
+      {
+        level: 'WARN',
+        service: 'api',
+        msg: 'refused',
+        event: 'refusal',
+        protocol: 'api',
+        reason: 'auth_failed',
+        op: 'register',
+        method: 'PUT',
+        uuid: 'hs-logs',
+        source: '198.51.100.4',
+        status: 401,
+      },
+    ]);
+    const text = JSON.stringify(log.records);
     expect(text).not.toContain(id.secret);
     expect(text).not.toContain(code);
     expect(text).not.toContain(cookie);
