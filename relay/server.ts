@@ -134,6 +134,8 @@ export interface Relay {
   healthAddress?: AddressInfo;
   relayId: string;
   lot: ParkingLot;
+  /** This relay's park records in the store (target reports go through `noteTarget`). */
+  parkRecords: ParkRecords;
   /** Cluster: idle links to other relays. */
   peerPool?: PeerPool;
   /** Live splices. */
@@ -494,6 +496,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     healthAddress,
     relayId,
     lot,
+    parkRecords: records,
     peerPool: pool,
     get splices() {
       return splices;
