@@ -301,7 +301,9 @@ describe('operator console', () => {
     await genRow.locator('.target[data-target=down]').waitFor({ timeout: 20_000 });
     await page.locator('tr[data-uuid="live-locked"] [data-locked=true]').waitFor({ timeout: 20_000 });
     await genLive.locator('.last time').waitFor({ timeout: 20_000 });
-    expect(await page.evaluate(() => (globalThis as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(true);
+    expect(await page.evaluate(() => (globalThis as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(
+      true,
+    );
     expect(await genRow.locator('.status').textContent()).toContain('online, target unreachable');
     expect(await genLive.locator('.target').textContent()).toBe('target unreachable');
     const last = (await genLive.locator('.last').textContent()) as string;
