@@ -368,7 +368,7 @@ export async function startAdminConsole(opts: {
     };
     const lockout = (r: IdentityRow) =>
       r.lockout.locked
-        ? `<span class="locked" data-locked="true">locked out</span> <span class="muted">until ${when(r.lockout.until)} (${r.lockout.failures} wrong codes)</span> ${action(r.uuid, 'unlock', 'Unlock')}`
+        ? `<span class="locked" data-locked="true">locked out</span> <span class="muted">until ${when(r.lockout.until)} (${r.lockout.failures} wrong codes; addresses it registered from still get in)</span> ${action(r.uuid, 'unlock', 'Unlock')}`
         : `<span data-locked="false">${r.lockout.failures ? `${r.lockout.failures} of ${r.lockout.limit} wrong codes <span class="muted">until ${when(r.lockout.until)}</span>` : '<span class="muted">no wrong codes</span>'}</span>`;
     const body = rows
       .map(

@@ -316,7 +316,7 @@ describe('operator console', () => {
       await page.locator('tr[data-uuid="live-http"] .proto[data-protocol=http] .target').textContent(),
     ).toBe('target reachable');
     const lockCell = page.locator('tr[data-uuid="live-locked"] .lockout');
-    expect(await lockCell.textContent()).toMatch(/^locked out until \S+Z \(10 wrong codes\)/);
+    expect(await lockCell.textContent()).toMatch(/^locked out until \S+Z \(10 wrong codes;/);
     // Every time on the page is UTC ISO 8601.
     const times = await page.locator('time').allTextContents();
     expect(times.length).toBeGreaterThan(8);
@@ -346,6 +346,11 @@ describe('operator console', () => {
     });
     const l = servers.find((r) => r.uuid === 'live-locked') as IdentityRow;
     expect(l.lockout).toMatchObject({ locked: true, failures: 10, limit: 10 });
+    // No secret and no cookie, in the JSON or on the page.
+    for (const hidden of [gen.secret, http.secret, locked.secret, genKey]) {
+      expect(JSON.stringify(servers)).not.toContain(hidden);
+      expect(await page.content()).not.toContain(hidden);
+    }
     const jsonTimes = timesIn(servers);
     expect(jsonTimes.length).toBeGreaterThan(8);
     for (const t of jsonTimes) expect(t).toMatch(UTC);
