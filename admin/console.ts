@@ -36,6 +36,8 @@ export const ADMIN_PORT = 8893;
 const MAX_FORM = 8 * 1024;
 /** How often the list page fetches its rows again. */
 export const REFRESH_MS = 5_000;
+/** How long one gathering of the rows serves every request (many tabs cost one). */
+const GATHER_CACHE_MS = 2_000;
 
 /** A UTC ISO 8601 time to the second (`2026-12-01T04:21:05Z`). */
 export type UtcTime = string;
@@ -51,6 +53,8 @@ export interface ParkedOn {
   /** The relay's public address for the protocol (`host:port` or URL), else its peer address or id. */
   address: string;
   region?: string;
+  /** The relay's own address in its cluster (which task, where all share one public name). */
+  peer?: string;
   relayId: string;
   count: number;
   /** What the parked agent reported about its target (absent: it did not say). */
@@ -129,6 +133,7 @@ function protocolView(parks: ParkRecord[], last: LastRendezvousRecord | undefine
   const relays: ParkedOn[] = parks.map((p) => ({
     address: relayName(p),
     region: p.region,
+    peer: p.peer && p.peer !== relayName(p) ? p.peer : undefined,
     relayId: p.relayId,
     count: p.count,
     target: p.target,
@@ -218,10 +223,10 @@ const PROTOCOL_NAMES: Record<ParkKind, string> = { generic: 'generic', http: 'HT
 function protocolHtml(kind: ParkKind, v: ProtocolView): string {
   const parked = v.parked
     ? `${v.parked} parked on ${v.relays
-        .map(
-          (r) =>
-            `${e(r.address)}${r.region ? ` (${e(r.region)})` : ''}${v.relays.length > 1 ? ` ×${r.count}` : ''}`,
-        )
+        .map((r) => {
+          const where = [r.region, r.peer && `relay ${r.peer}`].filter(Boolean).join(', ');
+          return `${e(r.address)}${where ? ` (${e(where)})` : ''}${v.relays.length > 1 ? ` ×${r.count}` : ''}`;
+        })
         .join(', ')}`
     : 'not parked';
   const target = v.target
@@ -344,8 +349,20 @@ export async function startAdminConsole(opts: {
     return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
   };
 
+  // One gathering serves every open tab for a moment: each costs about five reads per identity.
+  let gathered: { at: number; rows: Promise<IdentityRow[]> } | undefined;
+  const gather = () => {
+    if (!gathered || Date.now() - gathered.at > GATHER_CACHE_MS) {
+      const rows = identityRows(opts.store, Date.now(), failures);
+      rows.catch(() => {
+        gathered = undefined;
+      });
+      gathered = { at: Date.now(), rows };
+    }
+    return gathered.rows;
+  };
   const rowsOf = async (q: string) =>
-    (await identityRows(opts.store, Date.now(), failures)).filter(
+    (await gather()).filter(
       (r) =>
         !q ||
         r.uuid.toLowerCase().includes(q.toLowerCase()) ||
@@ -487,6 +504,8 @@ export RENDEZVOUS_API=${e(api)}</pre>
         const uuid = (form.get('uuid') ?? '').trim() || undefined;
         const label = (form.get('label') ?? '').trim().slice(0, 100) || undefined;
         const id = await provisionIdentity(opts.store, { uuid, label });
+        // Whatever a POST changed shows on the very next page, not after the cache's moment.
+        gathered = undefined;
         log.info('admin: identity created', { uuid: id.uuid });
         return send(res, 200, await secretPage(id, 'Created'), headers);
       }
@@ -496,12 +515,14 @@ export RENDEZVOUS_API=${e(api)}</pre>
       const verb = m[2] as string;
       if (verb === 'rotate') {
         const rotated = await rotateIdentitySecret(opts.store, uuid);
+        gathered = undefined;
         log.info('admin: secret rotated', { uuid });
         return send(res, 200, await secretPage(rotated, 'New secret'), headers);
       }
       if (verb === 'delete') await opts.store.deleteIdentity(uuid);
       else if (verb === 'unlock') await opts.store.unlockIdentity(uuid);
       else await setIdentityDisabled(opts.store, uuid, verb === 'disable');
+      gathered = undefined;
       log.info(verb === 'unlock' ? 'admin: identity unlocked' : `admin: identity ${verb}d`, { uuid });
       res.writeHead(303, { location: '/', 'cache-control': 'no-store', ...headers });
       res.end();
