@@ -254,7 +254,7 @@ form.inline{display:inline}button{font:inherit;padding:.25rem .7rem;border-radiu
 button.danger{border-color:#d92d20;color:#b42318}input{font:inherit;padding:.3rem .5rem;border:1px solid #b9c0cc;border-radius:6px}
 .card{border:1px solid #e3e6ec;border-radius:10px;padding:1rem 1.2rem;margin:1rem 0}.secret{font:600 1.1rem ui-monospace,monospace;background:#f4f6fa;padding:.4rem .6rem;border-radius:6px}
 pre{background:#f4f6fa;padding:.8rem;border-radius:8px;overflow-x:auto}.qr svg{width:12rem;height:12rem}.muted{color:#5b6475}
-time{white-space:nowrap}.warn,.locked{color:#b54708;font-weight:600}.proto{margin-bottom:.3rem}.live{font-size:.9rem}`;
+time{white-space:nowrap}.warn,.locked{color:#b54708;font-weight:600}.proto{margin-bottom:.3rem}.live{font-size:.9rem;min-width:24rem}`;
 
 function page(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
