@@ -13,6 +13,7 @@
  *   COOKIE#<c>    / COOKIE         uuid, expiresAt
  *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
  *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
+ *   SERVER#<uuid> / LAST           the uuid's last rendezvous per protocol (operator console)
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
  *                                  rotated, disabled, deleted): relays read these once per pass
  *                                  instead of re-reading every parked key (expires after an hour)
@@ -115,7 +116,39 @@ export interface ParkRecord {
   region?: string;
   /** Public base URL of that region's HTTP-specific port (where other regions redirect to). */
   httpUrl?: string;
+  /** Display only (console): the relay's public `host:port` for this record's protocol. */
+  address?: string;
+  /** What the parked agent last reported about its target, since when, and its newest report (epoch ms). */
+  target?: 'up' | 'down';
+  targetSince?: number;
+  targetAt?: number;
 }
+
+/** A uuid's last rendezvous through one protocol, as the relay holding its hidden socket saw it. */
+export interface LastRendezvousRecord {
+  /** End time, epoch ms. */
+  at: number;
+  end: string;
+  bytesToHidden: number;
+  bytesToMobile: number;
+  durationMs: number;
+  /** 0: both sides on one relay; 1: through a peer link. */
+  hops: number;
+  relayId: string;
+  /** The writing relay's public `host:port` and region, when it knows them. */
+  address?: string;
+  region?: string;
+  mobileRelayId?: string;
+}
+
+/** A uuid's last rendezvous through each protocol (absent: none within LAST_RENDEZVOUS_TTL_SECONDS). */
+export type LastRendezvous = Partial<Record<ParkKind, LastRendezvousRecord>>;
+
+/**
+ * The LAST item lives this long after its newest write: a month of "last rendezvous" for the
+ * console, while the item of a deleted identity (or one a late rendezvous end re-created) goes.
+ */
+export const LAST_RENDEZVOUS_TTL_SECONDS = 30 * 24 * 3600;
 
 const parkKeys = (kind: ParkKind, key: string) =>
   kind === 'generic'
@@ -502,6 +535,46 @@ export class Store {
   }
 
   /**
+   * Ends a uuid's lockout (operator console): deletes its guess counter, so its next codes are
+   * evaluated again. Per-source counters are left alone (they belong to addresses, not to it).
+   */
+  async unlockIdentity(uuid: string): Promise<void> {
+    await this.call(() =>
+      this.doc.send(new DeleteCommand({ TableName: this.table, Key: attemptsKey('uuid', uuid) })),
+    );
+  }
+
+  /**
+   * Records a uuid's last rendezvous for the given protocols in one write (the others stay), and
+   * pushes the item's expiry LAST_RENDEZVOUS_TTL_SECONDS ahead.
+   */
+  async putLastRendezvous(uuid: string, last: LastRendezvous, nowMs: number = Date.now()): Promise<void> {
+    const kinds = (Object.keys(last) as ParkKind[]).filter((k) => last[k]);
+    if (!kinds.length) return;
+    await this.call(() =>
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: serverKey(uuid), sk: 'LAST' },
+          UpdateExpression: `SET expiresAt = :exp, ${kinds.map((k) => `#${k} = :${k}`).join(', ')}`,
+          ExpressionAttributeNames: Object.fromEntries(kinds.map((k) => [`#${k}`, k])),
+          ExpressionAttributeValues: {
+            ':exp': Math.floor(nowMs / 1000) + LAST_RENDEZVOUS_TTL_SECONDS,
+            ...Object.fromEntries(kinds.map((k) => [`:${k}`, last[k]])),
+          },
+        }),
+      ),
+    );
+  }
+
+  /** A uuid's last rendezvous per protocol (empty when none is recorded or it expired). */
+  async getLastRendezvous(uuid: string, nowMs: number = Date.now()): Promise<LastRendezvous> {
+    const item = await this.getItem<LastRendezvous & { expiresAt: number }>(serverKey(uuid), 'LAST');
+    if (!item || !isLive(item.expiresAt, nowMs)) return {};
+    return { generic: item.generic, http: item.http };
+  }
+
+  /**
    * Makes `reg` the uuid's current registration: writes the new cookie, then swaps the
    * registration (returning the one it replaced). A crash between the writes leaves at worst an
    * orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
@@ -712,9 +785,12 @@ export class Store {
     );
   }
 
-  /** Deletes an identity and its registration. */
+  /** Deletes an identity, its registration and its last-rendezvous record. */
   async deleteIdentity(uuid: string): Promise<void> {
     await this.deleteRegistration(uuid);
+    await this.call(() =>
+      this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'LAST' } })),
+    );
     await this.call(() =>
       this.doc.send(
         new DeleteCommand({ TableName: this.table, Key: { pk: serverKey(uuid), sk: 'IDENTITY' } }),

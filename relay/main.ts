@@ -10,7 +10,8 @@
  *   RELAY_PEER_PORT          peer port (8897)
  *   RELAY_PEER_HOST          address other relays dial (on ECS: the task's private IP, read from
  *                            the task metadata endpoint when unset)
- *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here)
+ *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here,
+ *                            and written into park records for the operator console)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
  *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
  *   RELAY_REVALIDATE_MS      period of re-checking parked cookies and identities (10000)
@@ -153,6 +154,9 @@ export async function runRelayFromEnv(
     healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
     ...relayLimitsFromEnv(env),
     ...regionFromEnv(env),
+    publicAddress: env.RELAY_PUBLIC_HOST
+      ? `${env.RELAY_PUBLIC_HOST}:${intFromEnv('RELAY_PUBLIC_PORT', RELAY_DEFAULTS.port, env)}`
+      : undefined,
     log,
   });
   if (env.RELAY_PUBLIC_HOST)

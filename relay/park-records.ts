@@ -28,10 +28,23 @@ export const PARK_RECORD_LINGER_MS = 2_000;
 /** How long one query of other relays' records serves every waiting mobile client. */
 export const OTHERS_CACHE_MS = 200;
 
-/** Where a relay is, for other regions: its region and its region's public HTTP-specific URL. */
+/**
+ * Where a relay is: its region and its region's public HTTP-specific URL (for other regions), and
+ * the public `host:port` a person uses for each protocol (for the operator console; never dialled).
+ */
 export interface ParkOrigin {
   region?: string;
   httpUrl?: string;
+  address?: string;
+  httpAddress?: string;
+}
+
+/** What an agent parked on a key last said about its target. */
+interface TargetNote {
+  state: TargetState;
+  /** When it changed to `state`, and when it was last said (epoch ms). */
+  since: number;
+  at: number;
 }
 
 /** Keeps this relay's park records in step with its parking lot. */
@@ -40,6 +53,7 @@ export class ParkRecords {
   private lot: ParkingLot | undefined;
   private readonly written = new Set<string>();
   private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
+  private readonly targets = new Map<string, TargetNote>();
 
   constructor(
     private readonly store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>,
@@ -70,10 +84,24 @@ export class ParkRecords {
   }
 
   /**
-   * An agent parking on `key` reported its target `up` or `down` (foundation stub: the console
-   * change records it in the park record so the console can show it).
+   * An agent parking on `key` reported its target `up` or `down`. Kept with the key and written
+   * into its park record only when the state changes (agents repeat it on every park), so the
+   * store cost stays one refresh per key per period; the refresh carries the newest report time.
    */
-  noteTarget(_kind: ParkKind, _key: string, _target: TargetState): void {}
+  noteTarget(kind: ParkKind, key: string, target: TargetState): void {
+    const k = `${kind} ${key}`;
+    const now = Date.now();
+    const note = this.targets.get(k);
+    if (note?.state === target) {
+      note.at = now;
+      return;
+    }
+    this.targets.set(k, { state: target, since: now, at: now });
+    // Not parked yet: the first park's write carries it.
+    if (!this.written.has(k)) return;
+    const count = this.lot?.count(kind, key) ?? 0;
+    if (count > 0) this.write(kind, key, count).catch((err) => this.fail(err));
+  }
 
   /** Hook for the parking lot: a key's count changed. */
   onCount(kind: ParkKind, key: string, count: number): void {
@@ -84,6 +112,7 @@ export class ParkRecords {
       const t = setTimeout(() => {
         this.pendingDeletes.delete(k);
         this.written.delete(k);
+        this.targets.delete(k);
         this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
       }, PARK_RECORD_LINGER_MS);
       t.unref();
@@ -136,6 +165,7 @@ export class ParkRecords {
       jobs.push(this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err)));
     }
     this.written.clear();
+    this.targets.clear();
     await Promise.all(jobs);
   }
 
@@ -155,6 +185,10 @@ export class ParkRecords {
     if (kind === 'http') rec.step = this.lot?.newestStep(key);
     if (this.origin.region) rec.region = this.origin.region;
     if (this.origin.httpUrl) rec.httpUrl = this.origin.httpUrl;
+    const shown = kind === 'http' ? this.origin.httpAddress : this.origin.address;
+    if (shown) rec.address = shown;
+    const note = this.targets.get(`${kind} ${key}`);
+    if (note) Object.assign(rec, { target: note.state, targetSince: note.since, targetAt: note.at });
     await this.store.putPark(kind, key, rec);
   }
 
@@ -175,6 +209,8 @@ export class ParkRecords {
           if (count > 0) await this.write(kind, key, count).catch((err) => this.fail(err));
         }
       }
+      // Reports for keys that never parked (the park was refused after the report) go.
+      for (const k of this.targets.keys()) if (!this.written.has(k)) this.targets.delete(k);
     } finally {
       this.refreshing = false;
     }

@@ -18,8 +18,9 @@ import type { Store } from '../core/store.js';
 import type { RelayContext, SpliceFilters } from './context.js';
 import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
+import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
-import { ParkRecords } from './park-records.js';
+import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
 import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
@@ -75,6 +76,11 @@ export interface RelayOptions {
    */
   region?: string;
   httpPublicUrl?: string;
+  /**
+   * The generic protocol's public `host:port` (RELAY_PUBLIC_HOST/_PORT), shown by the operator
+   * console; default: the listen address when it is a specific one.
+   */
+  publicAddress?: string;
   /** The table's home replica, where CONNECT codes are claimed (see RENDEZVOUS_HOME_REGION). */
   home?: Store;
   /** Cluster: bounds of the pool of idle links to other relays. */
@@ -128,6 +134,8 @@ export interface Relay {
   healthAddress?: AddressInfo;
   relayId: string;
   lot: ParkingLot;
+  /** This relay's park records in the store (target reports go through `noteTarget`). */
+  parkRecords: ParkRecords;
   /** Cluster: idle links to other relays. */
   peerPool?: PeerPool;
   /** Live splices. */
@@ -161,6 +169,17 @@ function listen(
 export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const log = opts.log ?? silentLog;
   const host = opts.host ?? '127.0.0.1';
+  const origin: ParkOrigin = { region: opts.region || undefined, httpUrl: opts.httpPublicUrl || undefined };
+  // Every relay keeps each uuid's last rendezvous for the console (relay/last-rendezvous.ts).
+  const lastRendezvous = new LastRendezvousWriter(opts.store, origin, log);
+  const onEnd = opts.onRendezvousEnd;
+  opts = {
+    ...opts,
+    onRendezvousEnd: (s) => {
+      lastRendezvous.note(s);
+      onEnd?.(s);
+    },
+  };
   const relayId = randomUUID();
   const keepAliveMs = opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs;
   let splices = 0;
@@ -250,7 +269,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     else log.error('listener error', { listener, error: err.message });
   };
 
-  const origin = { region: opts.region || undefined, httpUrl: opts.httpPublicUrl || undefined };
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
   let peerSockets: Set<Socket> | undefined;
@@ -374,6 +392,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
   generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
+  const specific = host !== '0.0.0.0' && host !== '::';
+  origin.address = opts.publicAddress || (specific ? `${host}:${address.port}` : undefined);
   closers.push(() => new Promise((r) => generic.close(() => r())));
 
   let httpAddress: AddressInfo | undefined;
@@ -388,6 +408,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     });
     http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
+    origin.httpAddress = opts.httpPublicUrl || (specific ? `http://${host}:${httpAddress.port}` : undefined);
     closers.push(() => new Promise((r) => http.close(() => r())));
   }
 
@@ -461,6 +482,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       for (const s of sockets) s.destroy();
       for (const s of peerSockets ?? []) s.destroy();
       await listenersClosed;
+      // After the splices: the rendezvous they ended are written too.
+      await lastRendezvous.close();
       log.info('drained', { cut: splices });
     })();
     return drained;
@@ -473,6 +496,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     healthAddress,
     relayId,
     lot,
+    parkRecords: records,
     peerPool: pool,
     get splices() {
       return splices;

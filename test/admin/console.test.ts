@@ -2,16 +2,22 @@
  * The operator console in headless Chromium (Debian's, driven by playwright-core) against the
  * local stack: create an identity, read its one-time secret and QR code, register with it, see it
  * go online when `expose` parks, disable it (registration refused, parked sockets dropped), delete
- * it. Cross-site requests are refused. A screenshot is saved for reviewers.
+ * it. Cross-site requests are refused. The live views — parked count and relay address per
+ * protocol, target state, last rendezvous, lockout and unlock, UTC times — appear on an open page
+ * by themselves and in `GET /api/servers`. Screenshots are saved for reviewers.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AdminConsole, startAdminConsole } from '../../admin/console.js';
+import { type AdminConsole, type IdentityRow, startAdminConsole } from '../../admin/console.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
+import { connect } from '../../client/mobile.js';
+import { silentLog } from '../../core/log.js';
+import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { LastRendezvousWriter } from '../../relay/last-rendezvous.js';
 import { startEchoServer } from '../support/net.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -21,6 +27,7 @@ let admin: AdminConsole;
 let browser: Browser;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
 let agent: HiddenServer | undefined;
+const agents: HiddenServer[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM))
@@ -49,15 +56,31 @@ beforeAll(async () => {
 
 afterAll(async () => {
   agent?.close();
+  for (const a of agents) a.close();
   await browser?.close();
   await admin?.close();
   await echo?.close();
   await stack?.close();
 });
 
-async function putCode(uuid: string, secret: string) {
+async function putCode(uuid: string, secret: string, wrong = false) {
   const code = currentCode({ secret, digits: 6, step: 30, algorithm: 'SHA1' });
-  return fetch(`${stack.apiUrl}/?uuid=${uuid}&response=${code}`, { method: 'PUT' });
+  const sent = wrong ? String((Number(code) + 1) % 1_000_000).padStart(6, '0') : code;
+  return fetch(`${stack.apiUrl}/?uuid=${uuid}&response=${sent}`, { method: 'PUT' });
+}
+
+const UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+
+/** Every value under a key that names a time, anywhere in `v`. */
+function timesIn(v: unknown, out: string[] = []): string[] {
+  if (Array.isArray(v)) for (const x of v) timesIn(x, out);
+  else if (v && typeof v === 'object')
+    for (const [k, x] of Object.entries(v)) {
+      if (/^(at|createdAt|lastRegistration|lastSeen|until|targetSince|targetReportedAt)$/.test(k))
+        out.push(String(x));
+      else timesIn(x, out);
+    }
+  return out;
 }
 
 describe('operator console', () => {
@@ -175,5 +198,192 @@ describe('operator console', () => {
       body,
     });
     expect(same.status).toBe(200);
+  });
+
+  it('shows live truth on an open page: parked where, target, last rendezvous, lockout and unlock', async () => {
+    const gen = await provisionIdentity(stack.store, { uuid: 'live-gen', label: 'generic agent' });
+    const http = await provisionIdentity(stack.store, { uuid: 'live-http', label: 'http agent' });
+    const locked = await provisionIdentity(stack.store, { uuid: 'live-locked', label: 'attacked' });
+    const genAgent = exposeHiddenServer({
+      api: stack.apiUrl,
+      uuid: gen.uuid,
+      secret: gen.secret,
+      target: { host: '127.0.0.1', port: echo.port },
+    });
+    const httpAgent = exposeHiddenServer({
+      protocol: 'http',
+      relay: `http://127.0.0.1:${stack.httpPort}`,
+      uuid: http.uuid,
+      secret: http.secret,
+      target: { host: '127.0.0.1', port: echo.port },
+    });
+    agents.push(genAgent, httpAgent);
+    await Promise.all([genAgent, httpAgent].map((a) => new Promise((r) => a.once('parked', r))));
+    const api = async () =>
+      ((await (await fetch(`${admin.url}/api/servers`)).json()) as { at: string; servers: IdentityRow[] })
+        .servers;
+    const row = async (uuid: string) => (await api()).find((r) => r.uuid === uuid) as IdentityRow;
+    const until = async (what: string, cond: () => Promise<boolean>) => {
+      const end = Date.now() + 15_000;
+      while (!(await cond())) {
+        if (Date.now() > end) throw new Error(`${what}: not within 15 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await until('both parked', async () => (await row('live-gen')).generic.parked === 1);
+    await until('http parked', async () => (await row('live-http')).http.parked === 1);
+
+    // The page is loaded once; everything below must reach it without a reload.
+    const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+    await page.goto(`${admin.url}/`);
+    await page.evaluate(() => {
+      (globalThis as unknown as { loadedOnce: boolean }).loadedOnce = true;
+    });
+    const genRow = page.locator('tr[data-uuid="live-gen"]');
+    const genLive = genRow.locator('.proto[data-protocol=generic]');
+    expect(await genLive.locator('.parked').textContent()).toBe(`1 parked on 127.0.0.1:${stack.relayPort}`);
+    expect(
+      await page.locator('tr[data-uuid="live-http"] .proto[data-protocol=http] .parked').textContent(),
+    ).toBe(`1 parked on http://127.0.0.1:${stack.httpPort}`);
+    expect(await genLive.locator('.last').textContent()).toContain('no rendezvous recorded');
+    expect(await genRow.locator('.status').textContent()).toContain('online');
+
+    // A rendezvous through the relay: 11 bytes each way.
+    const mobile = await connect({ api: stack.apiUrl, uuid: gen.uuid });
+    const echoed = new Promise<string>((resolve) => {
+      let got = '';
+      mobile.on('data', (c: Buffer) => {
+        got += c.toString();
+        if (got.length >= 11) resolve(got);
+      });
+    });
+    const started = Date.now();
+    mobile.write('hello live\n');
+    expect(await echoed).toBe('hello live\n');
+    mobile.end();
+    await new Promise((r) => mobile.once('close', r));
+    // Until the relay reports rendezvous ends itself (the relay-telemetry change calls
+    // RelayOptions.onRendezvousEnd), hand its writer the summary the relay would.
+    const writer = new LastRendezvousWriter(
+      stack.store,
+      { address: `127.0.0.1:${stack.relayPort}` },
+      silentLog,
+    );
+    writer.note({
+      rid: 'AAAAAAAAAAAAAAAA',
+      protocol: 'generic',
+      uuid: gen.uuid,
+      relayId: stack.relay.relayId,
+      hops: 0,
+      hiddenRelayId: stack.relay.relayId,
+      mobileRelayId: stack.relay.relayId,
+      bytesToHidden: 11,
+      bytesToMobile: 11,
+      startedAt: started,
+      durationMs: Date.now() - started,
+      end: 'closed',
+    });
+    await writer.close();
+
+    // The agents' target reports, through the relay's park records (what the relay does when an
+    // agent says `target=down` / `Rendezvous-Target: up` on its park).
+    const genKey = (await stack.store.getRegistrationRecord(gen.uuid))?.cookie as string;
+    stack.relay.parkRecords.noteTarget('generic', genKey, 'down');
+    stack.relay.parkRecords.noteTarget('http', http.uuid, 'up');
+
+    // Wrong codes until the identity is locked out; then even the right code is refused.
+    const statuses: number[] = [];
+    for (let i = 0; i < 11; i++) statuses.push((await putCode(locked.uuid, locked.secret, true)).status);
+    expect(statuses).toEqual([...Array(10).fill(401), 429]);
+    expect((await putCode(locked.uuid, locked.secret)).status).toBe(429);
+
+    // The open page shows all of it by itself.
+    await genRow.locator('.target[data-target=down]').waitFor({ timeout: 20_000 });
+    await page.locator('tr[data-uuid="live-locked"] [data-locked=true]').waitFor({ timeout: 20_000 });
+    await genLive.locator('.last time').waitFor({ timeout: 20_000 });
+    expect(await page.evaluate(() => (globalThis as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(
+      true,
+    );
+    expect(await genRow.locator('.status').textContent()).toContain('online, target unreachable');
+    expect(await genLive.locator('.target').textContent()).toBe('target unreachable');
+    const last = (await genLive.locator('.last').textContent()) as string;
+    expect(last).toMatch(
+      new RegExp(
+        `^last \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ closed, 11 B → hidden, 11 B → mobile, [\\d.]+ m?s on 127\\.0\\.0\\.1:${stack.relayPort}$`,
+      ),
+    );
+    expect(
+      await page.locator('tr[data-uuid="live-http"] .proto[data-protocol=http] .target').textContent(),
+    ).toBe('target reachable');
+    const lockCell = page.locator('tr[data-uuid="live-locked"] .lockout');
+    expect(await lockCell.textContent()).toMatch(/^locked out until \S+Z \(10 wrong codes;/);
+    // Every time on the page is UTC ISO 8601.
+    const times = await page.locator('time').allTextContents();
+    expect(times.length).toBeGreaterThan(8);
+    for (const t of times) expect(t).toMatch(UTC);
+
+    // The same figures as JSON.
+    const servers = await api();
+    const g = servers.find((r) => r.uuid === 'live-gen') as IdentityRow;
+    expect(g.generic).toMatchObject({
+      parked: 1,
+      relays: [{ address: `127.0.0.1:${stack.relayPort}`, count: 1, target: 'down' }],
+      target: 'down',
+      last: {
+        end: 'closed',
+        bytesToHidden: 11,
+        bytesToMobile: 11,
+        hops: 0,
+        relay: `127.0.0.1:${stack.relayPort}`,
+      },
+    });
+    expect(g.http.parked).toBe(0);
+    const h = servers.find((r) => r.uuid === 'live-http') as IdentityRow;
+    expect(h.http).toMatchObject({
+      parked: 1,
+      relays: [{ address: `http://127.0.0.1:${stack.httpPort}`, count: 1 }],
+      target: 'up',
+    });
+    const l = servers.find((r) => r.uuid === 'live-locked') as IdentityRow;
+    expect(l.lockout).toMatchObject({ locked: true, failures: 10, limit: 10 });
+    // No secret and no cookie, in the JSON or on the page.
+    for (const hidden of [gen.secret, http.secret, locked.secret, genKey]) {
+      expect(JSON.stringify(servers)).not.toContain(hidden);
+      expect(await page.content()).not.toContain(hidden);
+    }
+    const jsonTimes = timesIn(servers);
+    expect(jsonTimes.length).toBeGreaterThan(8);
+    for (const t of jsonTimes) expect(t).toMatch(UTC);
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: new URL('admin-live.png', ARTIFACTS).pathname, fullPage: true });
+
+    // Unlock (a protected POST like the others): the right code registers again.
+    await lockCell.locator('button[data-action=unlock]').click();
+    await page.waitForURL(`${admin.url}/`);
+    expect(await page.locator('tr[data-uuid="live-locked"] [data-locked=false]').count()).toBe(1);
+    expect((await row('live-locked')).lockout).toMatchObject({ locked: false, failures: 0 });
+    expect((await putCode(locked.uuid, locked.secret)).status).toBe(200);
+    await page.close();
+  }, 90_000);
+
+  it('refuses an unlock without the session token or from another origin', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (let i = 0; i < 10; i++) await stack.store.reserveAttempt('uuid', 'live-guarded', 10, now, 300);
+    const first = await fetch(`${admin.url}/`);
+    const cookie = (first.headers.get('set-cookie') ?? '').split(';')[0] as string;
+    const csrf = /name="csrf" value="([^"]+)"/.exec(await first.text())?.[1] as string;
+    const post = (headers: Record<string, string>, body: URLSearchParams) =>
+      fetch(`${admin.url}/identities/live-guarded/unlock`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { cookie, 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        body,
+      });
+    expect((await post({ origin: 'http://evil.example' }, new URLSearchParams({ csrf }))).status).toBe(403);
+    expect((await post({ origin: admin.url }, new URLSearchParams())).status).toBe(403);
+    expect((await stack.store.getAttempts('uuid', 'live-guarded'))?.count).toBe(10);
+    expect((await post({ origin: admin.url }, new URLSearchParams({ csrf }))).status).toBe(303);
+    expect(await stack.store.getAttempts('uuid', 'live-guarded')).toBeUndefined();
   });
 });
