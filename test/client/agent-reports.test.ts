@@ -6,106 +6,20 @@
  * with `Rendezvous-Id`), because those lines are what is under test from the agent's side; the
  * same agent against the real relay is in test/integration/agent-observability.test.ts.
  */
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../../client/agent-report.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { cookieLineText, parseOkOptions } from '../../client/relay-conn.js';
 import { type LogRecord, memoryLog } from '../../core/log.js';
 import { newTotpSecret } from '../../core/totp.js';
+import { type FakePark, fakeApi, fakeGenericRelay, pair, restartableEcho } from '../support/fake-relay.js';
 import { waitFor } from '../support/wait.js';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
-
-/** A TCP echo server that can be stopped and started again on the same port. */
-async function restartableEcho(port = 0) {
-  const sockets = new Set<Socket>();
-  const server = createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  const close = () =>
-    new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    });
-  cleanup.push(close);
-  return { port: (server.address() as AddressInfo).port, close };
-}
-
-/** A parked connection at the fake relay: the line the agent sent, and the socket. */
-interface FakePark {
-  line: string;
-  socket: Socket;
-}
-
-/** A generic relay that records each cookie line and keeps the socket for the test to pair. */
-async function fakeGenericRelay() {
-  const parks: FakePark[] = [];
-  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
-    socket.on('error', () => undefined);
-    let buf = '';
-    const onData = (c: Buffer) => {
-      buf += c.toString('latin1');
-      const nl = buf.indexOf('\n');
-      if (nl === -1) return;
-      socket.off('data', onData);
-      socket.pause();
-      parks.push({ line: buf.slice(0, nl), socket });
-    };
-    socket.on('data', onData);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup.push(
-    () =>
-      new Promise<void>((r) => {
-        for (const p of parks) p.socket.destroy();
-        server.close(() => r());
-      }),
-  );
-  /** The newest park still open. */
-  const open = () => [...parks].reverse().find((p) => !p.socket.destroyed && !p.socket.readableEnded);
-  return { port: (server.address() as AddressInfo).port, parks, open };
-}
-
-/** A registration API that accepts any code and answers a triple for the fake relay. */
-async function fakeApi(relayPort: number, cookie: string, relayOptions?: string[]) {
-  const codes: string[] = [];
-  const server: HttpServer = createHttpServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    codes.push(url.searchParams.get('response') ?? '');
-    const result = {
-      host: '127.0.0.1',
-      port: relayPort,
-      cookie: `R${cookie}`,
-      ...(relayOptions && { relayOptions }),
-    };
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ result }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, codes };
-}
-
-/** Plays the relay's side of a pairing: status line, payload, reads the echo until the agent ends. */
-async function pair(park: FakePark, status: string, payload: string): Promise<string> {
-  const s = park.socket;
-  const got: Buffer[] = [];
-  s.on('data', (c: Buffer) => got.push(c));
-  s.resume();
-  s.write(`${status}\n${payload}`);
-  s.end();
-  await new Promise<void>((r) => s.once('close', () => r()));
-  return Buffer.concat(got).toString('latin1');
-}
 
 function agentWithReports(opts: Parameters<typeof exposeHiddenServer>[0]) {
   const records: LogRecord[] = [];
@@ -144,10 +58,10 @@ describe('the generic park line and its options', () => {
 
 describe('expose against a relay that offers rid and target (fake relay, real sockets)', () => {
   it('parks with rid and target=up, logs the rendezvous with its rid and bytes, re-parks', async () => {
-    const target = await restartableEcho();
-    const relay = await fakeGenericRelay();
+    const target = await restartableEcho(cleanup);
+    const relay = await fakeGenericRelay(cleanup);
     const cookie = 'cookieABCDEFGHIJKLMNOP';
-    const api = await fakeApi(relay.port, cookie, ['rid', 'target']);
+    const api = await fakeApi(cleanup, relay.port, cookie, ['rid', 'target']);
     const secret = newTotpSecret();
     const { agent, records, events } = agentWithReports({
       api: api.url,
@@ -214,9 +128,9 @@ describe('expose against a relay that offers rid and target (fake relay, real so
   });
 
   it('a target that stops: WARN once, target_unreachable, target=down on the next parks, INFO when back', async () => {
-    const target = await restartableEcho();
-    const relay = await fakeGenericRelay();
-    const api = await fakeApi(relay.port, 'cookieDOWNDOWNDOWNDOWN', ['rid', 'target']);
+    const target = await restartableEcho(cleanup);
+    const relay = await fakeGenericRelay(cleanup);
+    const api = await fakeApi(cleanup, relay.port, 'cookieDOWNDOWNDOWNDOWN', ['rid', 'target']);
     const { agent, records, events } = agentWithReports({
       api: api.url,
       uuid: 'rep-down',
@@ -249,7 +163,7 @@ describe('expose against a relay that offers rid and target (fake relay, real so
     expect(agent.status().lastRendezvous?.end).toBe('target_unreachable');
 
     // Back on the same port: the idle probe notices, logs INFO, and re-parks with target=up.
-    const back = await restartableEcho(target.port);
+    const back = await restartableEcho(cleanup, target.port);
     expect(back.port).toBe(target.port);
     await waitFor(() => relay.open()?.line.endsWith('target=up') === true, 10_000, 'a park with target=up');
     expect(records.filter((r) => r.event === 'target').map((r) => [r.level, r.msg])).toEqual([
@@ -261,9 +175,9 @@ describe('expose against a relay that offers rid and target (fake relay, real so
   });
 
   it('the probe alone finds a stopped target while idle and re-parks with target=down', async () => {
-    const target = await restartableEcho();
-    const relay = await fakeGenericRelay();
-    const api = await fakeApi(relay.port, 'cookiePROBEPROBEPROBE', ['rid', 'target']);
+    const target = await restartableEcho(cleanup);
+    const relay = await fakeGenericRelay(cleanup);
+    const api = await fakeApi(cleanup, relay.port, 'cookiePROBEPROBEPROBE', ['rid', 'target']);
     const { records } = agentWithReports({
       api: api.url,
       uuid: 'rep-probe',
@@ -286,9 +200,9 @@ describe('expose against a relay that offers rid and target (fake relay, real so
 
 describe('expose against an original relay (no relayOptions in the API answer)', () => {
   it('sends exactly R<cookie>, takes a plain +OK, and logs the rendezvous without a rid', async () => {
-    const target = await restartableEcho();
-    const relay = await fakeGenericRelay();
-    const api = await fakeApi(relay.port, 'cookieORIGINALORIGINAL');
+    const target = await restartableEcho(cleanup);
+    const relay = await fakeGenericRelay(cleanup);
+    const api = await fakeApi(cleanup, relay.port, 'cookieORIGINALORIGINAL');
     const { records, events } = agentWithReports({
       api: api.url,
       uuid: 'rep-orig',
@@ -307,7 +221,7 @@ describe('expose against an original relay (no relayOptions in the API answer)',
 
 describe('expose --protocol http against a relay that forwards Rendezvous-Id', () => {
   it('sends Rendezvous-Target on CONNECT and logs the rid of the forwarded head', async () => {
-    const target = await restartableEcho();
+    const target = await restartableEcho(cleanup);
     const connects: FakePark[] = [];
     const relay = createServer({ allowHalfOpen: true }, (socket) => {
       socket.on('error', () => undefined);
