@@ -50,6 +50,8 @@ export type AgentEvent =
       bytesToMobile: number;
       durationMs: number;
       end: AgentRendezvousEnd;
+      /** What ended it, when it was not a clean close (the error's message). */
+      reason?: string;
     }
   | { event: 'target'; state: TargetState; target?: string; reason?: string }
   | { event: 'error'; reason: string; fatal: boolean };

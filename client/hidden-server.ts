@@ -139,6 +139,8 @@ interface Session {
   readBase: number;
   writeBase: number;
   end?: AgentRendezvousEnd;
+  /** What ended it, when it was not a clean close. */
+  reason?: string;
 }
 
 /** Park records logged per minute at most (a pool of 1,000 parking at once is one line per slot otherwise). */
@@ -245,10 +247,13 @@ export class HiddenServer extends EventEmitter {
     }
   }
 
-  /** Overrides how a live rendezvous is recorded as ending (the first call wins). */
-  noteRendezvousEnd(socket: Socket, end: AgentRendezvousEnd): void {
+  /** Overrides how a live rendezvous is recorded as ending, and why (the first call wins). */
+  noteRendezvousEnd(socket: Socket, end: AgentRendezvousEnd, reason?: string): void {
     const session = this.live.get(socket);
-    if (session && !session.end) session.end = end;
+    if (session && !session.end) {
+      session.end = end;
+      session.reason = reason;
+    }
   }
 
   private report(e: AgentEvent): void {
@@ -765,6 +770,7 @@ export class HiddenServer extends EventEmitter {
       bytesToMobile,
       durationMs,
       end,
+      reason: session.reason,
     };
     (end === 'closed' || end === 'mobile_reset' ? this.log.info : this.log.warn)('rendezvous ended', {
       event: 'rendezvous',
@@ -773,6 +779,7 @@ export class HiddenServer extends EventEmitter {
     });
     const e: AgentEvent = { event: 'rendezvous', ...record };
     if (!session.rid) delete e.rid;
+    if (!session.reason) delete e.reason;
     this.report(e);
   }
 
@@ -793,8 +800,9 @@ export class HiddenServer extends EventEmitter {
     // this listener stays for the socket's life (the application may add its own; the error
     // also shows as 'close' with hadError).
     socket.on('error', (err) => {
-      session.end ??= 'mobile_reset';
-      this.log.info('rendezvous connection error', { rid, reason: err.message });
+      if (session.end) return;
+      session.end = 'mobile_reset';
+      session.reason = err.message;
     });
     socket.once('close', () => {
       this.live.delete(socket);
@@ -871,7 +879,7 @@ export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
     local.setNoDelay(true);
     const onError = (err: Error) => {
       // Logged as the rendezvous's end (target_unreachable) and, on a change, as `target down`.
-      server.noteRendezvousEnd(relaySocket, 'target_unreachable');
+      server.noteRendezvousEnd(relaySocket, 'target_unreachable', err.message);
       server.noteTarget('down', { target, reason: err.message });
       local.destroy();
       refuseTargetDown(relaySocket, http);
@@ -882,7 +890,7 @@ export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
       lastReached = Date.now();
       server.noteTarget('up', { target });
       // Registered before splice's own listener, so the record says which side aborted.
-      local.once('error', () => server.noteRendezvousEnd(relaySocket, 'target_reset'));
+      local.once('error', (err) => server.noteRendezvousEnd(relaySocket, 'target_reset', err.message));
       splice(relaySocket, local);
     });
   });

@@ -150,6 +150,7 @@ describe('expose against a relay that offers rid and target (fake relay, real so
       level: 'WARN',
       rid: RID,
       end: 'target_unreachable',
+      reason: expect.stringContaining('ECONNREFUSED'),
     });
     await waitFor(
       () => relay.open()?.line.endsWith('target=down') === true,
