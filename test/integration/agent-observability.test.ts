@@ -161,6 +161,34 @@ describe('expose --log-format json against a relay that offers rid and target (f
   }, 90_000);
 });
 
+describe('the new flags', () => {
+  it('a bad --status-every, --probe-every or --log-format is one usage line with exit 2', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ['expose', '--uuid', 'u', '--to', '22', '--status-every', 'abc'],
+        /--status-every <seconds>' argument 'abc' is invalid/,
+      ],
+      [
+        ['expose', '--uuid', 'u', '--to', '22', '--probe-every', '-1'],
+        /--probe-every <seconds>' argument '-1' is invalid/,
+      ],
+      [['connect', '--uuid', 'u', '--log-format', 'xml'], /--log-format <format>' argument 'xml' is invalid/],
+    ];
+    const results = await Promise.all(
+      cases.map(([args]) =>
+        runCli(args, { RENDEZVOUS_API: 'http://127.0.0.1:9', RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' }, ''),
+      ),
+    );
+    cases.forEach(([args, message], i) => {
+      const r = results[i] as (typeof results)[number];
+      const what = `rendezvous ${args.join(' ')}: ${r.stderr}`;
+      expect(r.code, what).toBe(2);
+      expect(r.stderr, what).toMatch(message);
+      expect(r.stderr.trimEnd().split('\n'), what).toHaveLength(1);
+    });
+  }, 90_000);
+});
+
 describe('expose and connect end to end against rendezvous dev', () => {
   let dev: ChildProcess;
   const env: Record<string, string> = {};
@@ -266,5 +294,5 @@ describe('expose and connect end to end against rendezvous dev', () => {
     const ledger = new SecretLedger();
     ledger.add(secret, lookup.result.cookie, ...codesAround(secret, startedAt));
     expect(ledger.leakedIn(stderr() + r.stderr + down.stderr)).toEqual([]);
-  }, 90_000);
+  }, 150_000);
 });
