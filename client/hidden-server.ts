@@ -496,12 +496,12 @@ export class HiddenServer extends EventEmitter {
       let rid: string | undefined;
       let parkedAt = 0;
       const relay = relayAddressOf(triple);
-      // Aborted to re-park with news of the target; stop() aborts every park through stopper.
-      const recycler = new AbortController();
+      // Set when this park is ended on purpose, to re-park with news of the target.
+      let recycled = false;
       try {
         let parkedSocket: Socket | undefined;
         const paired = dialRelay(triple, {
-          signal: AbortSignal.any([this.stopper.signal, recycler.signal]),
+          signal: this.stopper.signal,
           target: () => this.target,
           onConnected: (s) => {
             // Called right after the line was written: this.target is what it told the relay.
@@ -510,7 +510,14 @@ export class HiddenServer extends EventEmitter {
             if (this.stopped) return void s.destroy();
             parkedSocket = s;
             parkedAt = Date.now();
-            this.idle.set(s, { relay, recycle: () => recycler.abort() });
+            this.idle.set(s, {
+              relay,
+              recycle: () => {
+                recycled = true;
+                // With an error, so the wait for the status line ends at once.
+                s.destroy(new Error('re-parking'));
+              },
+            });
             this.noteParked(slot, relay, target);
             this.emit('parked', slot);
           },
@@ -522,7 +529,7 @@ export class HiddenServer extends EventEmitter {
         }
       } catch (err) {
         if (this.stopped) return;
-        if (recycler.signal.aborted) {
+        if (recycled) {
           this.parkCause.set(slot, { after: 'target_changed' });
           continue;
         }
