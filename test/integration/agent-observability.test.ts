@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { codeForStep, newTotpSecret, TOTP_DEFAULTS, timeStep } from '../../core/totp.js';
 import { runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { fakeApi, fakeGenericRelay, pair, restartableEcho } from '../support/fake-relay.js';
+import { dial, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
 import { waitFor } from '../support/wait.js';
 
@@ -281,6 +282,20 @@ describe('expose and connect end to end against rendezvous dev', () => {
       /^expose: \d\d:\d\d:\d\dZ health uuid=obs-e2e protocol=generic uptime=\d+s parked=127\.0\.0\.1:\d+=1 served=1 live=0 failed=0 bytesToHidden=17 bytesToMobile=17 last=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z lastEnd=closed (lastRid=[\w-]+ )?target=up lastError=none$/,
     );
 
+    // connect --listen logs each rendezvous's end as a text line for people.
+    const listener = spawnCli(['connect', '--uuid', 'obs-e2e', '--listen', '127.0.0.1:0'], env);
+    cleanup.push(() => stop(listener));
+    const listenErr = stderrOf(listener);
+    await waitFor(() => /listening on 127\.0\.0\.1:\d+/.test(listenErr()), 20_000, 'connect --listen');
+    const local = await dial(Number(/listening on 127\.0\.0\.1:(\d+)/.exec(listenErr())?.[1]));
+    const echoed = readAll(local);
+    local.end('via --listen');
+    expect((await echoed).toString()).toBe('via --listen');
+    await waitFor(() => listenErr().includes(' rendezvous ended '), 20_000, "connect --listen's record");
+    expect(listenErr()).toMatch(
+      /^connect: \d\d:\d\d:\d\dZ rendezvous ended (rid=[\w-]+ )?uuid=obs-e2e bytesToHidden=12 bytesToMobile=12 durationMs=\d+ end=closed$/m,
+    );
+
     // The target stops: the next rendezvous fails, the agent says why, once.
     await target.close();
     const down = await runCli(['connect', '--uuid', 'obs-e2e'], env, 'anyone?');
@@ -293,6 +308,6 @@ describe('expose and connect end to end against rendezvous dev', () => {
 
     const ledger = new SecretLedger();
     ledger.add(secret, lookup.result.cookie, ...codesAround(secret, startedAt));
-    expect(ledger.leakedIn(stderr() + r.stderr + down.stderr)).toEqual([]);
+    expect(ledger.leakedIn(stderr() + r.stderr + down.stderr + listenErr())).toEqual([]);
   }, 150_000);
 });
