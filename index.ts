@@ -4,6 +4,7 @@
  * Mobile side: `connect` (a `net.connect`-like promise) and `rendezvousUrl` (for HTTP clients).
  */
 
+export type { AgentEvent, AgentRendezvousEnd, AgentStatus } from './client/agent-report.js';
 export type { ApiUrls } from './client/api.js';
 export {
   createHiddenServer,

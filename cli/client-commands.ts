@@ -5,11 +5,12 @@
  */
 import { createServer, type Socket } from 'node:net';
 import { type Command, Option } from 'commander';
+import { healthFields, PROBE_EVERY_MS } from '../client/agent-report.js';
 import { exposeHiddenServer } from '../client/hidden-server.js';
-import { connect as connectToHiddenServer } from '../client/mobile.js';
+import { connect as connectToHiddenServer, rendezvousIdOf } from '../client/mobile.js';
 import { checkConnectOptions } from '../client/options.js';
 import { isRendezvousError } from '../core/errors.js';
-import { textLog } from '../core/log.js';
+import { jsonLog, type Log, textLog } from '../core/log.js';
 import { splice } from '../core/splice.js';
 import { fail, hostPort, integer, UsageError, usage } from './program.js';
 import { bridgeStdio, EMPTY_RESET_HINT } from './stdio.js';
@@ -52,6 +53,46 @@ function optionFailure(err: unknown, atStart = false): never {
   usage(err.message);
 }
 
+/** `--log-format`: text lines for people (default), or the JSON records of core/log.ts. */
+const logFormatOption = () =>
+  new Option('--log-format <format>', 'text (for people) or json (one record per line), on stderr')
+    .choices(['text', 'json'])
+    .default('text');
+
+/**
+ * The log of `expose` (service `agent`) or `connect` (service `connect`). Always stderr: `connect`'s
+ * stdout may be the ssh stream, and one place for both keeps them alike.
+ */
+function commandLog(format: string, textPrefix: string, service: string): Log {
+  return format === 'json' ? jsonLog(service, process.stderr) : textLog(textPrefix, process.stderr);
+}
+
+/**
+ * Logs one `connect` rendezvous's end (event `rendezvous`, with the relay's rid) once `socket`
+ * closes: bytes each way from the socket's own counters, minus what the handshake carried.
+ */
+function logConnectEnd(log: Log, socket: Socket, uuid: string, localReset: () => boolean): void {
+  const startedAt = Date.now();
+  const readBase = socket.bytesRead - socket.readableLength;
+  const writeBase = socket.bytesWritten;
+  let hiddenReset = false;
+  socket.on('error', () => {
+    hiddenReset = true;
+  });
+  socket.once('close', () => {
+    const end = hiddenReset ? 'hidden_reset' : localReset() ? 'local_reset' : 'closed';
+    (end === 'closed' ? log.info : log.warn)('rendezvous ended', {
+      event: 'rendezvous',
+      rid: rendezvousIdOf(socket),
+      uuid,
+      bytesToHidden: socket.bytesWritten - writeBase,
+      bytesToMobile: socket.bytesRead - readBase,
+      durationMs: Date.now() - startedAt,
+      end,
+    });
+  });
+}
+
 /** Adds `expose`: the hidden-server agent. */
 export function addExposeCommand(program: Command): void {
   program
@@ -73,6 +114,19 @@ export function addExposeCommand(program: Command): void {
     )
     .option('--relay <url>', 'relay HTTP endpoint, http protocol (default: RENDEZVOUS_RELAY_HTTP)')
     .option('--pool <n>', 'parked connections kept ready (1–1000)', integer(1, 1000), 1)
+    .addOption(logFormatOption())
+    .option(
+      '--status-every <seconds>',
+      'print a health line every N seconds (0: never; SIGUSR2 prints one at any time)',
+      integer(0, 86_400),
+      0,
+    )
+    .option(
+      '--probe-every <seconds>',
+      'probe the target with a TCP connect every N seconds while idle (0: never)',
+      integer(0, 86_400),
+      PROBE_EVERY_MS / 1000,
+    )
     .action((o) => {
       const secret = process.env.RENDEZVOUS_SECRET;
       if (!secret) usage('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
@@ -85,6 +139,7 @@ export function addExposeCommand(program: Command): void {
       } catch (err) {
         usage(`--to ${o.to}: ${(err as Error).message}`);
       }
+      const log = commandLog(o.logFormat, 'expose', 'agent');
       let agent: ReturnType<typeof exposeHiddenServer>;
       try {
         agent = exposeHiddenServer({
@@ -95,13 +150,18 @@ export function addExposeCommand(program: Command): void {
           secret,
           target,
           pool: o.pool,
-          log: textLog('expose'),
+          probeEveryMs: o.probeEvery * 1000,
+          log,
         });
       } catch (err) {
         if (err instanceof UsageError) usage(err.message);
         optionFailure(err, true);
       }
       agent.on('parked', () => undefined);
+      // The health line: on SIGUSR2 (SIGUSR1 belongs to Node's inspector) and every --status-every.
+      const health = () => log.info('health', healthFields(agent.status()));
+      process.on('SIGUSR2', health);
+      if (o.statusEvery > 0) setInterval(health, o.statusEvery * 1000).unref();
       agent.on('error', (err: Error) =>
         fail(
           isRendezvousError(err, 'AUTH_FAILED')
@@ -130,7 +190,8 @@ export function addConnectCommand(program: Command): void {
       apiUrls,
     )
     .option('--listen <[host:]port>', 'listen locally; each accepted connection is one rendezvous')
-    .action(async (o) => {
+    .addOption(logFormatOption())
+    .action(async (o, cmd: Command) => {
       const api = apiFrom(o.api);
       try {
         // A malformed --api is said once, before anything listens or dials.
@@ -151,13 +212,25 @@ export function addConnectCommand(program: Command): void {
         } catch (err) {
           optionFailure(err);
         }
-        process.exit(await bridgeStdio(socket));
+        // On stdio (an ssh ProxyCommand, whose stderr reaches the user's terminal) records are
+        // written only when asked for with --log-format.
+        if (cmd.getOptionValueSource('logFormat') === 'cli')
+          logConnectEnd(commandLog(o.logFormat, 'connect', 'connect'), socket, o.uuid, () => false);
+        const code = await bridgeStdio(socket);
+        // Let the record of the close be written before exiting.
+        await new Promise((r) => setImmediate(r));
+        process.exit(code);
       }
-      const log = textLog('connect');
+      const log = commandLog(o.logFormat, 'connect', 'connect');
       const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
         local.on('error', () => local.destroy());
         connectToHiddenServer({ api, uuid: o.uuid }).then(
           (remote) => {
+            let localReset = false;
+            local.on('error', () => {
+              localReset = true;
+            });
+            logConnectEnd(log, remote, o.uuid, () => localReset);
             // A reset before any byte is how a hidden agent says its target refused.
             let received = 0;
             remote.on('data', (c: Buffer) => {

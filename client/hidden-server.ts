@@ -12,14 +12,23 @@ import { connect as tlsConnect } from 'node:tls';
 import { Secret, URI } from 'otpauth';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
-import { type Log, silentLog } from '../core/log.js';
+import { type Log, LogBudget, type LogFields, silentLog } from '../core/log.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import type { TargetState } from '../relay/telemetry.js';
+import {
+  type AgentEvent,
+  type AgentRendezvousEnd,
+  type AgentStatus,
+  type ParkCause,
+  PROBE_EVERY_MS,
+  probeTarget,
+} from './agent-report.js';
 import { type ApiUrls, apiUrlList, registerWithApi } from './api.js';
 import { checkHiddenServerOptions, invalidOption } from './options.js';
-import { CONNECT_TIMEOUT_MS, dialRelay } from './relay-conn.js';
+import { CONNECT_TIMEOUT_MS, dialRelay, relayAddressOf } from './relay-conn.js';
 
 /** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
 export interface HiddenServerOptions {
@@ -46,6 +55,10 @@ export interface HiddenServerOptions {
    * replays of what the previous process used in the same step.
    */
   authRetrySteps?: number;
+  /**
+   * Where the agent's records go (core/log.ts schema): parks and re-parks, each rendezvous's
+   * end (rid, bytes, duration, outcome), the target going down or up, errors.
+   */
   log?: Log;
 }
 
@@ -53,6 +66,12 @@ export interface HiddenServerOptions {
 export interface ExposeOptions extends HiddenServerOptions {
   /** The local service each rendezvous is spliced to. */
   target: { host: string; port: number };
+  /**
+   * How often the target is probed with a TCP handshake while idle (default PROBE_EVERY_MS;
+   * 0: never), so that each park tells the relay whether it is reachable. No probe runs while a
+   * rendezvous is live or when one reached the target within the last period.
+   */
+  probeEveryMs?: number;
 }
 
 /** Backoff defaults: 250 ms doubling to 30 s. */
@@ -104,12 +123,37 @@ export function totpParamsFrom(secret: string): TotpParams {
   return { secret: base32, ...TOTP_DEFAULTS };
 }
 
+/** A socket parked at a relay, waiting for a rendezvous. */
+interface Parked {
+  relay: string;
+  /** Ends this park so the slot parks again at once (to tell the relay a new target state). */
+  recycle: () => void;
+}
+
+/** A rendezvous in progress: what its end record needs. */
+interface Session {
+  startedAt: number;
+  rid?: string;
+  relay: string;
+  /** The socket's byte counters when it was handed over (the park's own bytes are not the rendezvous's). */
+  readBase: number;
+  writeBase: number;
+  end?: AgentRendezvousEnd;
+  /** What ended it, when it was not a clean close. */
+  reason?: string;
+}
+
+/** Park records logged per minute at most (a pool of 1,000 parking at once is one line per slot otherwise). */
+const PARK_LOGS_PER_MINUTE = 20;
+
 /**
  * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
- * ms), `error` (a RendezvousError; fatal ones — AUTH_FAILED, BAD_REQUEST — stop it; emitted only
- * when someone listens, otherwise logged and raised as a process warning), `close` (after
- * `close()` or a fatal error, once live connections have ended).
+ * ms), `report` (an `AgentEvent`: each park and re-park, each rendezvous's end, the target going
+ * down or up, each error — the same things it logs), `error` (a RendezvousError; fatal ones —
+ * AUTH_FAILED, BAD_REQUEST — stop it; emitted only when someone listens, otherwise logged and
+ * raised as a process warning), `close` (after `close()` or a fatal error, once live connections
+ * have ended). `status()` is its health at any moment.
  */
 export class HiddenServer extends EventEmitter {
   private readonly params: TotpParams;
@@ -123,14 +167,27 @@ export class HiddenServer extends EventEmitter {
   private readonly refusedSteps = new Set<number>();
   /** A step whose code was refused while it was still ahead of the clock (-1: none). */
   private aheadRefused = -1;
-  private readonly idle = new Set<Socket>();
+  private readonly idle = new Map<Socket, Parked>();
   private readonly sleepers = new Set<() => void>();
   /** Aborted by `stop()`: ends pending API calls, relay connects and status reads at once. */
   private readonly stopper = new AbortController();
 
-  private readonly live = new Set<Socket>();
+  private readonly live = new Map<Socket, Session>();
   private started = false;
   private closing = false;
+
+  // What status() reports.
+  private startedAt = Date.now();
+  private served = 0;
+  private failed = 0;
+  private bytesToHidden = 0;
+  private bytesToMobile = 0;
+  private lastRendezvous: AgentStatus['lastRendezvous'];
+  private lastError: AgentStatus['lastError'];
+  private target: TargetState | undefined;
+  /** Why each slot parks next (a slot's first park is `start`). */
+  private readonly parkCause = new Map<number, { after: ParkCause; reason?: string }>();
+  private readonly parkLogBudget = new LogBudget(PARK_LOGS_PER_MINUTE);
 
   constructor(private readonly opts: HiddenServerOptions) {
     super();
@@ -138,6 +195,97 @@ export class HiddenServer extends EventEmitter {
     this.params = totpParamsFrom(opts.secret);
     this.log = opts.log ?? silentLog;
     this.backoff = opts.backoff ?? BACKOFF_DEFAULTS;
+  }
+
+  private get protocol(): 'generic' | 'http' {
+    return this.opts.protocol === 'http' ? 'http' : 'generic';
+  }
+
+  /**
+   * The agent's health now: uptime, sockets parked per relay, rendezvous served / live / failed,
+   * bytes, the last rendezvous (UTC time, outcome, rid), the target's state, the last error.
+   */
+  status(): AgentStatus {
+    const parked: Record<string, number> = {};
+    for (const p of this.idle.values()) parked[p.relay] = (parked[p.relay] ?? 0) + 1;
+    const out: AgentStatus = {
+      uuid: this.opts.uuid,
+      protocol: this.protocol,
+      startedAt: new Date(this.startedAt).toISOString(),
+      uptimeMs: Date.now() - this.startedAt,
+      parked,
+      served: this.served,
+      live: this.live.size,
+      failed: this.failed,
+      bytesToHidden: this.bytesToHidden,
+      bytesToMobile: this.bytesToMobile,
+      target: this.target ?? 'unknown',
+    };
+    if (this.lastRendezvous) out.lastRendezvous = { ...this.lastRendezvous };
+    if (this.lastError) out.lastError = { ...this.lastError };
+    return out;
+  }
+
+  /**
+   * Tells the agent whether its target is reachable (`exposeHiddenServer` does, from each
+   * connect and its probe; an application that forwards elsewhere may too). Every later park
+   * reports it to the relay; a change is logged (WARN down, INFO up) and re-parks the idle
+   * sockets so the relay learns it now rather than at the next rendezvous.
+   */
+  noteTarget(state: TargetState, fields: { target?: string; reason?: string } = {}): void {
+    const before = this.target;
+    this.target = state;
+    if (before === state) return;
+    if (state === 'down')
+      this.log.warn('target down', { event: 'target', target: fields.target, reason: fields.reason });
+    else if (before !== undefined) this.log.info('target up', { event: 'target', target: fields.target });
+    this.report({ event: 'target', state, ...fields });
+    if (before === undefined) return; // the first knowledge: parks from now on carry it
+    for (const [socket, p] of this.idle) {
+      // A socket with bytes waiting is being paired right now: leave it.
+      if (socket.readableLength === 0) p.recycle();
+    }
+  }
+
+  /** Overrides how a live rendezvous is recorded as ending, and why (the first call wins). */
+  noteRendezvousEnd(socket: Socket, end: AgentRendezvousEnd, reason?: string): void {
+    const session = this.live.get(socket);
+    if (session && !session.end) {
+      session.end = end;
+      session.reason = reason;
+    }
+  }
+
+  private report(e: AgentEvent): void {
+    this.emit('report', e);
+  }
+
+  /** A transient failure: logged (WARN, event `error`), kept as the last error, reported. */
+  private noteError(msg: string, reason: string, fields: LogFields = {}): void {
+    this.lastError = { at: new Date().toISOString(), reason };
+    this.log.warn(msg, { event: 'error', reason, ...fields });
+    this.report({ event: 'error', reason, fatal: false });
+  }
+
+  /** A slot parked: log it (bounded), report it. */
+  private noteParked(slot: number, relay: string, target: TargetState | undefined): void {
+    const cause = this.parkCause.get(slot) ?? { after: 'start' as const };
+    this.parkCause.set(slot, { after: 'rendezvous' }); // until something else ends this park
+    const e: AgentEvent = { event: 'park', relay, protocol: this.protocol, slot, ...cause };
+    if (target) e.target = target;
+    this.report(e);
+    const budget = this.parkLogBudget.take('park');
+    if (!budget.ok) return;
+    this.log.info(cause.after === 'start' ? 'parked' : 're-parked', {
+      event: 'park',
+      relay,
+      protocol: this.protocol,
+      slot,
+      after: cause.after === 'start' ? undefined : cause.after,
+      reason: cause.reason,
+      target,
+      suppressed: budget.suppressed || undefined,
+    });
   }
 
   /** True between `listen()` and `close()`. */
@@ -179,6 +327,7 @@ export class HiddenServer extends EventEmitter {
   start(): this {
     if (this.started) return this;
     this.started = true;
+    this.startedAt = Date.now();
     this.once('parked', () => this.emit('listening'));
     const http = this.opts.protocol === 'http';
     if (http && !this.opts.relay)
@@ -194,7 +343,7 @@ export class HiddenServer extends EventEmitter {
   stop(): void {
     this.stopped = true;
     this.stopper.abort();
-    for (const s of this.idle) s.destroy();
+    for (const s of this.idle.keys()) s.destroy();
     for (const wake of this.sleepers) wake();
   }
 
@@ -207,7 +356,9 @@ export class HiddenServer extends EventEmitter {
     if (this.stopped) return;
     this.stop();
     this.closing = true;
-    this.log.error('giving up', { reason: err.message });
+    this.lastError = { at: new Date().toISOString(), reason: err.message };
+    this.log.error('giving up', { event: 'error', reason: err.message });
+    this.report({ event: 'error', reason: err.message, fatal: true });
     if (this.listenerCount('error') > 0) this.emit('error', err);
     else
       process.emitWarning(
@@ -324,7 +475,7 @@ export class HiddenServer extends EventEmitter {
         if (isRendezvousError(err, 'BAD_REQUEST')) throw err;
         // 429, 503, unreachable, an answer that is not JSON: transient.
         const wait = this.waitAfter(err, attempt++);
-        this.log.warn('registration failed, retrying', { reason: (err as Error).message, inMs: wait });
+        this.noteError('registration failed, retrying', (err as Error).message, { inMs: wait });
         this.emit('reconnecting', wait);
         await this.sleep(wait);
       }
@@ -342,27 +493,46 @@ export class HiddenServer extends EventEmitter {
         return;
       }
       let relaySocket: Socket;
+      let rid: string | undefined;
       let parkedAt = 0;
+      const relay = relayAddressOf(triple);
+      // Set when this park is ended on purpose, to re-park with news of the target.
+      let recycled = false;
       try {
         let parkedSocket: Socket | undefined;
         const paired = dialRelay(triple, {
           signal: this.stopper.signal,
+          target: () => this.target,
           onConnected: (s) => {
+            // Called right after the line was written: this.target is what it told the relay.
+            const target = this.target;
             // close() may have come while this connection was being made.
             if (this.stopped) return void s.destroy();
             parkedSocket = s;
             parkedAt = Date.now();
-            this.idle.add(s);
+            this.idle.set(s, {
+              relay,
+              recycle: () => {
+                recycled = true;
+                // With an error, so the wait for the status line ends at once.
+                s.destroy(new Error('re-parking'));
+              },
+            });
+            this.noteParked(slot, relay, target);
             this.emit('parked', slot);
           },
         });
         try {
-          relaySocket = (await paired).socket;
+          ({ socket: relaySocket, rid } = await paired);
         } finally {
           if (parkedSocket) this.idle.delete(parkedSocket);
         }
       } catch (err) {
         if (this.stopped) return;
+        if (recycled) {
+          this.parkCause.set(slot, { after: 'target_changed' });
+          continue;
+        }
         // A park that lived a while before it failed starts the backoff afresh.
         if (parkedAt && Date.now() - parkedAt > 10_000) attempt = 0;
         const wait = this.delay(attempt++);
@@ -371,16 +541,18 @@ export class HiddenServer extends EventEmitter {
           // original's: "not registered", "invalid cookie") means this registration cannot be
           // parked on: register again, after the backoff so a refusing relay is not hammered.
           if (this.triple === triple) this.triple = undefined;
-          this.log.warn('relay refused the park, registering again', { reason: err.message, inMs: wait });
+          this.parkCause.set(slot, { after: 'refusal', reason: err.message });
+          this.noteError('relay refused the park, registering again', err.message, { relay, inMs: wait });
         } else {
-          this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+          this.parkCause.set(slot, { after: 'failure', reason: (err as Error).message });
+          this.noteError('relay connection failed, retrying', (err as Error).message, { relay, inMs: wait });
         }
         this.emit('reconnecting', wait);
         await this.sleep(wait);
         continue;
       }
       attempt = 0;
-      this.handOver(relaySocket);
+      this.handOver(relaySocket, relay, rid);
     }
   }
 
@@ -446,6 +618,9 @@ export class HiddenServer extends EventEmitter {
       }
       let socket: Socket | undefined;
       let head: ResponseHead;
+      const relay = new URL(this.opts.relay as string).host;
+      let target: TargetState | undefined;
+      let recycled = false;
       try {
         socket = await this.connectHttpRelay();
         if (this.stopped) {
@@ -453,9 +628,19 @@ export class HiddenServer extends EventEmitter {
           release?.();
           return;
         }
-        this.idle.add(socket);
+        const s = socket;
+        this.idle.set(s, {
+          relay,
+          recycle: () => {
+            recycled = true;
+            s.destroy();
+          },
+        });
+        // Rendezvous-Target: what the relay shows operators about this agent's target.
+        target = this.target;
         socket.write(
-          `CONNECT uuid:${encodeURIComponent(this.opts.uuid)}?${cred} HTTP/1.1\r\nHost: ${new URL(this.opts.relay as string).host}\r\n\r\n`,
+          `CONNECT uuid:${encodeURIComponent(this.opts.uuid)}?${cred} HTTP/1.1\r\nHost: ${relay}\r\n` +
+            `${target ? `Rendezvous-Target: ${target}\r\n` : ''}\r\n`,
         );
         const decoder = new HeadDecoder();
         head = await readPreamble(
@@ -473,8 +658,13 @@ export class HiddenServer extends EventEmitter {
         }
         release?.();
         if (this.stopped) return;
+        if (recycled) {
+          this.parkCause.set(slot, { after: 'target_changed' });
+          continue;
+        }
         const wait = this.delay(attempt++);
-        this.log.warn('relay connection failed, retrying', { reason: (err as Error).message, inMs: wait });
+        this.parkCause.set(slot, { after: 'failure', reason: (err as Error).message });
+        this.noteError('relay connection failed, retrying', (err as Error).message, { relay, inMs: wait });
         this.emit('reconnecting', wait);
         await this.sleep(wait);
         continue;
@@ -490,17 +680,23 @@ export class HiddenServer extends EventEmitter {
           this.log.info('registered', { relay: this.opts.relay });
           this.emit('registered', { relay: this.opts.relay });
         }
+        this.noteParked(slot, relay, target);
         this.emit('parked', slot);
         const first = await this.waitForRendezvous(socket);
         this.idle.delete(socket);
-        if (first) this.handOver(socket);
-        else if (!this.stopped) await this.sleep(this.delay(0));
+        if (first) this.handOver(socket, relay, ridFromRequestHead(socket));
+        else if (recycled) this.parkCause.set(slot, { after: 'target_changed' });
+        else if (!this.stopped) {
+          this.parkCause.set(slot, { after: 'failure', reason: 'parked connection closed by the relay' });
+          await this.sleep(this.delay(0));
+        }
         continue;
       }
       this.idle.delete(socket);
       socket.destroy();
       if (head.status === 401 && !cred.startsWith('response=')) {
         this.httpCookie = undefined; // expired or revoked: authenticate with a code again
+        this.parkCause.set(slot, { after: 'refusal', reason: 'cookie refused (401)' });
         continue;
       }
       release?.();
@@ -522,7 +718,12 @@ export class HiddenServer extends EventEmitter {
         }),
         attempt++,
       );
-      this.log.warn('CONNECT refused, retrying', { status: head.status, inMs: wait });
+      this.parkCause.set(slot, { after: 'refusal', reason: `CONNECT refused (${head.status})` });
+      this.noteError('CONNECT refused, retrying', `CONNECT refused (${head.status})`, {
+        relay,
+        status: head.status,
+        inMs: wait,
+      });
       this.emit('reconnecting', wait);
       await this.sleep(wait);
     }
@@ -557,15 +758,62 @@ export class HiddenServer extends EventEmitter {
     });
   }
 
-  /** A rendezvous: hand the socket to the application. */
-  private handOver(socket: Socket): void {
-    this.live.add(socket);
+  /** One rendezvous ended: count it, log its record (event `rendezvous`), report it. */
+  private rendezvousEnded(socket: Socket, session: Session): void {
+    const end = session.end ?? 'closed';
+    const bytesToHidden = Math.max(0, socket.bytesRead - session.readBase);
+    const bytesToMobile = Math.max(0, socket.bytesWritten - session.writeBase);
+    const durationMs = Date.now() - session.startedAt;
+    this.bytesToHidden += bytesToHidden;
+    this.bytesToMobile += bytesToMobile;
+    if (end !== 'closed') this.failed++;
+    this.lastRendezvous = { at: new Date().toISOString(), end, rid: session.rid };
+    if (!session.rid) delete this.lastRendezvous.rid;
+    const record = {
+      rid: session.rid,
+      protocol: this.protocol,
+      relay: session.relay,
+      bytesToHidden,
+      bytesToMobile,
+      durationMs,
+      end,
+      reason: session.reason,
+    };
+    (end === 'closed' || end === 'mobile_reset' ? this.log.info : this.log.warn)('rendezvous ended', {
+      event: 'rendezvous',
+      uuid: this.opts.uuid,
+      ...record,
+    });
+    const e: AgentEvent = { event: 'rendezvous', ...record };
+    if (!session.rid) delete e.rid;
+    if (!session.reason) delete e.reason;
+    this.report(e);
+  }
+
+  /** A rendezvous: hand the socket to the application; its end is recorded when it closes. */
+  private handOver(socket: Socket, relay: string, rid: string | undefined): void {
+    // The bytes the park itself read (the status line or CONNECT answer) are not the
+    // rendezvous's; bytes already buffered (the early data, the request head) are.
+    const session: Session = {
+      startedAt: Date.now(),
+      rid,
+      relay,
+      readBase: socket.bytesRead - socket.readableLength,
+      writeBase: socket.bytesWritten,
+    };
+    this.live.set(socket, session);
+    this.served++;
     // A mobile client that resets must not take the process down with an unhandled 'error':
     // this listener stays for the socket's life (the application may add its own; the error
     // also shows as 'close' with hadError).
-    socket.on('error', (err) => this.log.info('rendezvous connection error', { reason: err.message }));
+    socket.on('error', (err) => {
+      if (session.end) return;
+      session.end = 'mobile_reset';
+      session.reason = err.message;
+    });
     socket.once('close', () => {
       this.live.delete(socket);
+      this.rendezvousEnded(socket, session);
       this.maybeClosed();
     });
     if (this.listenerCount('connection') === 0) {
@@ -575,6 +823,18 @@ export class HiddenServer extends EventEmitter {
     }
     this.emit('connection', socket);
   }
+}
+
+/** The `Rendezvous-Id` the relay put in the request head it forwarded, if the head's first bytes (already buffered) carry it. */
+function ridFromRequestHead(socket: Socket): string | undefined {
+  // A peek: read what is buffered and put it back untouched; nothing waits for more bytes.
+  const chunk = socket.read() as Buffer | null;
+  if (!chunk) return undefined;
+  socket.unshift(chunk);
+  const end = chunk.indexOf('\r\n\r\n');
+  const head = chunk.subarray(0, end === -1 ? Math.min(chunk.length, 8192) : end).toString('latin1');
+  const m = /\r\nrendezvous-id:[ \t]*([A-Za-z0-9_-]{1,32})[ \t]*(?:\r\n|$)/i.exec(head);
+  return m?.[1];
 }
 
 /** A hidden server (`listen()` it); `onConnection` is added as a `'connection'` listener. */
@@ -611,25 +871,55 @@ function refuseTargetDown(relaySocket: Socket, http: boolean): void {
   relaySocket.setTimeout(10_000, () => relaySocket.destroy());
 }
 
-/** A hidden server that splices every rendezvous to `opts.target` — the CLI's `expose`. */
+/**
+ * A hidden server that splices every rendezvous to `opts.target` — the CLI's `expose`. It knows
+ * whether the target is reachable from each connect, and from a TCP probe at start and every
+ * `probeEveryMs` while idle; each park tells the relay (`target=`, `Rendezvous-Target`).
+ */
 export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
   checkHiddenServerOptions(opts, true);
-  const log = opts.log ?? silentLog;
   const target = `${opts.target.host}:${opts.target.port}`;
   const http = opts.protocol === 'http';
-  return createHiddenServer(opts, (relaySocket) => {
+  let lastReached = 0;
+  const server = createHiddenServer(opts, (relaySocket) => {
     const local = connect({ ...opts.target, allowHalfOpen: true });
     local.setNoDelay(true);
     const onError = (err: Error) => {
-      log.warn('target unreachable', { target, reason: err.message });
+      // Logged as the rendezvous's end (target_unreachable) and, on a change, as `target down`.
+      server.noteRendezvousEnd(relaySocket, 'target_unreachable', err.message);
+      server.noteTarget('down', { target, reason: err.message });
       local.destroy();
       refuseTargetDown(relaySocket, http);
     };
     local.once('error', onError);
     local.once('connect', () => {
       local.off('error', onError);
-      log.info('rendezvous', { target });
+      lastReached = Date.now();
+      server.noteTarget('up', { target });
+      // Registered before splice's own listener, so the record says which side aborted.
+      local.once('error', (err) => server.noteRendezvousEnd(relaySocket, 'target_reset', err.message));
       splice(relaySocket, local);
     });
-  }).listen();
+  });
+  const every = opts.probeEveryMs ?? PROBE_EVERY_MS;
+  let timer: NodeJS.Timeout | undefined;
+  const probe = async () => {
+    const r = await probeTarget(opts.target);
+    // A rendezvous that connected meanwhile knows better than this probe.
+    if (Date.now() - lastReached > every || r.state === 'down')
+      server.noteTarget(r.state, { target, reason: r.reason });
+  };
+  if (every > 0) {
+    timer = setInterval(() => {
+      const idle = server.status().live === 0;
+      if (server.listening && idle && Date.now() - lastReached >= every) void probe();
+    }, every);
+    timer.unref();
+    server.once('close', () => clearInterval(timer));
+  }
+  // The first park waits for the first probe (bounded by its timeout), so it already carries
+  // the target's state; a close() meanwhile is honoured (start() then parks nothing).
+  if (every > 0) void probe().finally(() => server.listen());
+  else server.listen();
+  return server;
 }

@@ -21,6 +21,18 @@ export interface ConnectOptions {
   signal?: AbortSignal;
 }
 
+/** The correlation id of each socket `connect` resolved to, when the relay sent one. */
+const ridOf = new WeakMap<Socket, string>();
+
+/**
+ * The rendezvous's correlation id (`rid`) for a socket `connect` resolved to: the id the relay
+ * and the hidden server's agent log for the same rendezvous. Undefined where the relay does not
+ * offer it (the API answer lists no `rid` in `relayOptions`, e.g. the original servers).
+ */
+export function rendezvousIdOf(socket: Socket): string | undefined {
+  return ridOf.get(socket);
+}
+
 /** Default bound on one `connect` attempt. */
 export const CONNECT_TIMEOUT_MS = 15_000;
 
@@ -38,7 +50,8 @@ export async function connect(opts: ConnectOptions): Promise<Socket> {
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
   try {
     const triple = await lookupWithApi(opts.api, opts.uuid, signal);
-    const { socket } = await dialRelay(triple, { statusTimeoutMs: timeoutMs, signal });
+    const { socket, rid } = await dialRelay(triple, { statusTimeoutMs: timeoutMs, signal });
+    if (rid) ridOf.set(socket, rid);
     // A reset from the far side must not crash an application that added no 'error' listener
     // (its own listeners still see the error; 'close' reports hadError).
     socket.on('error', () => undefined);

@@ -1,10 +1,91 @@
-/** Dialling a relay: connect (TLS when the triple offers it), send the cookie line, read the status line. */
+/**
+ * Dialling a relay: connect (TLS when the triple offers it), send the cookie line (with the wire
+ * options the relay understands), read the status line (`+OK`, `+OK rid=<rid>`, or `-ERR …`).
+ */
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
-import { encodeCookieLine } from '../core/relay-line.js';
-import { connectTcp, expectOk } from '../core/socket-reader.js';
+import { encodeCookieLine, LineDecoder, MAX_STATUS_LINE, parseStatusLine } from '../core/relay-line.js';
+import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import type { TargetState } from '../relay/telemetry.js';
+
+/** One wire option on a cookie or status line: `name` or `name=value` (the relay's grammar). */
+const WIRE_OPTION = /^[a-z][a-z0-9-]*(=[A-Za-z0-9._-]{1,32})?$/;
+/** A correlation id as the relay makes them (16 base64url chars); a little slack for other relays. */
+const RID = /^[A-Za-z0-9_-]{1,32}$/;
+
+/**
+ * The wire options the relay of `triple` understands, as the API answer lists them
+ * (`"relayOptions": ["rid","target"]`). Empty against the original servers, which never send
+ * the field: they then get exactly the original lines (`R<c>\n`, and `+OK\n` back).
+ */
+export function relayOptionsOf(triple: RendezvousTriple): ReadonlySet<string> {
+  const list = (triple as { relayOptions?: unknown }).relayOptions;
+  if (!Array.isArray(list)) return new Set();
+  return new Set(list.filter((o): o is string => typeof o === 'string' && WIRE_OPTION.test(o)));
+}
+
+/**
+ * The cookie line's text for `triple` (without its newline): `R<c>`, `R<c> rid target=up`,
+ * `I<c> rid` — each option only when the relay understands it, `target` only on a park and only
+ * when the agent knows its target's state.
+ */
+export function cookieLineText(triple: RendezvousTriple, target?: TargetState): string {
+  const known = relayOptionsOf(triple);
+  const options: string[] = [];
+  if (known.has('rid')) options.push('rid');
+  if (target && known.has('target') && triple.cookie.startsWith('R')) options.push(`target=${target}`);
+  return options.length ? `${triple.cookie} ${options.join(' ')}` : triple.cookie;
+}
+
+/**
+ * The options after `+OK` (`+OK rid=abc` → `{rid: 'abc'}`); tokens of another shape are ignored,
+ * as the relay ignores unknown options, so a newer relay cannot break an older agent.
+ */
+export function parseOkOptions(statusText: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const token of statusText.slice(3).trim().split(/\s+/)) {
+    if (!token || !WIRE_OPTION.test(token)) continue;
+    const eq = token.indexOf('=');
+    if (eq === -1) out[token] = '';
+    else out[token.slice(0, eq)] = token.slice(eq + 1);
+  }
+  return out;
+}
+
+/** What a successful dial gives: the paired socket and the rendezvous's correlation id, if the relay sent one. */
+export interface Dialled {
+  socket: Socket;
+  rid?: string;
+}
+
+/**
+ * Reads a relay's status line and resolves with its text when it is `+OK…`, leaving what follows
+ * unread. Rejects with RELAY_REFUSED carrying the `-ERR` diagnostic (the socket is destroyed),
+ * PROTOCOL for a line too long or malformed, or what `readPreamble` rejects with.
+ */
+async function readOk(socket: Socket, opts: { timeoutMs?: number; signal?: AbortSignal; what: string }) {
+  const decoder = new LineDecoder(MAX_STATUS_LINE);
+  const status = await readPreamble(
+    socket,
+    (chunk) => {
+      let d: ReturnType<LineDecoder['push']>;
+      try {
+        d = decoder.push(chunk);
+      } catch {
+        throw new RendezvousError('PROTOCOL', `${opts.what}: status line too long`);
+      }
+      return d && { value: parseStatusLine(d.line), rest: d.rest };
+    },
+    opts,
+  );
+  if (!status.ok) {
+    socket.destroy();
+    throw new RendezvousError('RELAY_REFUSED', status.diagnostic, { permanent: false });
+  }
+  return status.text;
+}
 
 /** Time allowed for the TCP connect to a relay. */
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -66,25 +147,42 @@ async function connectTls(
   });
 }
 
+/** `host:port` of the relay a triple points at (the TLS port when it is used): for logs. */
+export function relayAddressOf(triple: RendezvousTriple): string {
+  return `${triple.host}:${tlsPortOf(triple) ?? triple.port}`;
+}
+
 /**
  * Connects to the relay of `triple` (over TLS on `tlsPort` when the triple has one, so the cookie
- * never crosses the network in clear; else plain TCP on `port`), sends its cookie and resolves on
- * `+OK` with the socket (bytes after `+OK` unshifted, nothing read yet). Rejects with RELAY_REFUSED
- * (the `-ERR` diagnostic) or UNREACHABLE. `statusTimeoutMs` bounds the wait for the status line
- * (none for a parked hidden server, which may wait for days). `onConnected` sees the socket while
- * it waits.
+ * never crosses the network in clear; else plain TCP on `port`), sends its cookie line and resolves
+ * on `+OK` with the socket (bytes after `+OK` unshifted, nothing read yet) and the `rid` the relay
+ * sent with it. Rejects with RELAY_REFUSED (the `-ERR` diagnostic) or UNREACHABLE.
+ * `statusTimeoutMs` bounds the wait for the status line (none for a parked hidden server, which
+ * may wait for days). `onConnected` sees the socket while it waits. `target` is the agent's
+ * knowledge of its target, sent as `target=` where the relay understands it.
  */
 export async function dialRelay(
   triple: RendezvousTriple,
-  opts: { statusTimeoutMs?: number; signal?: AbortSignal; onConnected?: (s: Socket) => void } = {},
-): Promise<{ socket: Socket }> {
+  opts: {
+    statusTimeoutMs?: number;
+    signal?: AbortSignal;
+    onConnected?: (s: Socket) => void;
+    /** Read when the line is written, so a park made while the target changed tells the news. */
+    target?: () => TargetState | undefined;
+  } = {},
+): Promise<Dialled> {
   const tlsPort = tlsPortOf(triple);
   const connectOpts = { timeoutMs: CONNECT_TIMEOUT_MS, signal: opts.signal };
   const socket = tlsPort
     ? await connectTls(triple.host, tlsPort, connectOpts)
     : await connectTcp(triple.host, triple.port, connectOpts);
-  socket.write(encodeCookieLine(triple.cookie));
+  socket.write(encodeCookieLine(cookieLineText(triple, opts.target?.())));
   opts.onConnected?.(socket);
-  await expectOk(socket, { timeoutMs: opts.statusTimeoutMs, signal: opts.signal, what: 'status from relay' });
-  return { socket };
+  const text = await readOk(socket, {
+    timeoutMs: opts.statusTimeoutMs,
+    signal: opts.signal,
+    what: 'status from relay',
+  });
+  const rid = parseOkOptions(text).rid;
+  return rid && RID.test(rid) ? { socket, rid } : { socket };
 }
