@@ -248,7 +248,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       {
         countBytes: true,
         idleMs: idleTimeoutMs,
-        onIdle: () => log.info('idle splice ended', { rid: rendezvous.rid, uuid: rendezvous.uuid, idleTimeoutMs }),
+        onIdle: () =>
+          log.info('idle splice ended', { rid: rendezvous.rid, uuid: rendezvous.uuid, idleTimeoutMs }),
         intoA: filters.intoHidden,
         intoB: filters.intoMobile,
       },

@@ -127,7 +127,13 @@ function dispatch(socket: Socket, ctx: RelayContext, text: string, rest: Buffer,
 /** Refuses with `-ERR`: counted and logged (rate-limited) by reason, with the uuid when known. */
 function fail(socket: Socket, ctx: RelayContext, err: unknown, uuid?: string): void {
   if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
-  refuseGeneric(socket, ctx, refusalReason(err), isRendezvousError(err) ? err.message : 'internal error', uuid);
+  refuseGeneric(
+    socket,
+    ctx,
+    refusalReason(err),
+    isRendezvousError(err) ? err.message : 'internal error',
+    uuid,
+  );
 }
 
 /** The generic protocol's one way of saying no: a refusal record, then `-ERR <diagnostic>`. */

@@ -12,12 +12,12 @@
  * Never a secret, TOTP code or cookie: records carry the uuid, the source address and the reason.
  */
 import { randomBytes } from 'node:crypto';
+import { isRendezvousError } from '../core/errors.js';
 import { HttpError } from '../core/http-head.js';
 import { type Log, type LogBudget, type LogFields, withFields } from '../core/log.js';
 import { METRIC, Metrics } from '../core/metrics.js';
-import type { ParkKind } from '../core/store.js';
-import { isRendezvousError } from '../core/errors.js';
 import type { SpliceEnd } from '../core/splice.js';
+import type { ParkKind } from '../core/store.js';
 import { LimitLog, SPLICE_CAP_MESSAGE } from './limits.js';
 
 /** Which protocol a rendezvous or refusal belongs to. */
