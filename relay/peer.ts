@@ -215,28 +215,42 @@ export async function dialPeer(
   tag?: PeerRequestTag,
   onAnswer?: (ms: number) => void,
 ): Promise<Socket | undefined> {
+  let sendTag = tag;
   const pooled = pool?.take(peer);
   if (pooled) {
     try {
-      return await ask(pooled, secret, kind, key, waitMs, tag, onAnswer);
+      return await ask(pooled, secret, kind, key, waitMs, sendTag, onAnswer);
     } catch (err) {
       pooled.destroy();
       const busy = busyFrom(err);
       if (busy) throw busy;
+      // A relay of the previous release (a rolling deploy) does not know the tag: ask it again
+      // without one, so a rendezvous across versions still pairs (the holder then makes its own rid).
+      if (sendTag && untagged(err)) sendTag = undefined;
       // A refusal is that relay's answer. A link that ended without one had gone stale in the
       // pool (that relay restarted, or gave the link up): ask again on a new connection.
-      if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
+      else if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
     }
   }
   const [host, port] = splitPeer(peer);
-  let link: Socket | undefined;
-  try {
-    link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
-    return await ask(link, secret, kind, key, waitMs, tag, onAnswer);
-  } catch (err) {
-    link?.destroy();
-    const busy = busyFrom(err);
-    if (busy) throw busy;
-    return undefined;
+  for (;;) {
+    let link: Socket | undefined;
+    try {
+      link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
+      return await ask(link, secret, kind, key, waitMs, sendTag, onAnswer);
+    } catch (err) {
+      link?.destroy();
+      const busy = busyFrom(err);
+      if (busy) throw busy;
+      if (sendTag && untagged(err)) {
+        sendTag = undefined;
+        continue;
+      }
+      return undefined;
+    }
   }
 }
+
+/** The holder refused the request's shape: a relay that predates the rid tag. */
+const untagged = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') && err.message === 'malformed peer line';

@@ -6,6 +6,7 @@
  * of malformed lines is logged within the budget and counted in full.
  */
 import { request } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mobileCookieFor } from '../../core/cookies.js';
@@ -17,6 +18,7 @@ import { currentCode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
+import { dialPeer } from '../../relay/peer.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import type { RendezvousSummary } from '../../relay/telemetry.js';
 import { dial, rawExchange } from '../support/net.js';
@@ -565,5 +567,43 @@ describe('the JSON log', () => {
       expect(['INFO', 'WARN', 'ERROR']).toContain(l.level);
     }
     expect(lines[1]).toMatchObject({ event: 'refusal', reason: 'malformed_line', protocol: 'generic' });
+  });
+});
+
+describe('the rid across a rolling deploy', () => {
+  it('a holder of the previous release refuses the tagged request; it is asked again untagged and pairs', async () => {
+    const seen: string[] = [];
+    // The previous release's peer listener, as far as this matters: its line regex has no tag.
+    const old = createServer((s) => {
+      s.on('data', (c: Buffer) => {
+        const line = c.toString('latin1').trimEnd();
+        seen.push(line);
+        s.end(line.includes(' rid=') ? '-ERR malformed peer line\n' : '+OK\n');
+      });
+    });
+    await new Promise<void>((r) => old.listen(0, '127.0.0.1', r));
+    try {
+      const peer = `127.0.0.1:${(old.address() as AddressInfo).port}`;
+      const latencies: number[] = [];
+      const link = await dialPeer(
+        peer,
+        SECRET,
+        'generic',
+        'some-key',
+        0,
+        undefined,
+        { rid: 'AbCdEfGhIjKlMnOp', from: 'relay-b' },
+        (ms) => latencies.push(ms),
+      );
+      expect(link).toBeDefined();
+      link?.destroy();
+      expect(seen).toHaveLength(2);
+      expect(seen[0]).toMatch(/ rid=AbCdEfGhIjKlMnOp from=relay-b$/);
+      expect(seen[1]).not.toContain('rid=');
+      // Both answers were answers: two latencies.
+      expect(latencies).toHaveLength(2);
+    } finally {
+      old.close();
+    }
   });
 });
