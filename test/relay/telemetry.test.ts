@@ -607,3 +607,75 @@ describe('the rid across a rolling deploy', () => {
     }
   });
 });
+
+describe('how a rendezvous ended', () => {
+  let c: Relay;
+  let d: Relay;
+  const logC = memoryLog('relay');
+  const logD = memoryLog('relay');
+  beforeAll(async () => {
+    const common = {
+      store: store.store,
+      port: 0,
+      peerPort: 0,
+      clusterSecret: SECRET,
+      pairWaitMs: 2_000,
+      maxHandshakesPerSource: 10_000,
+      idleTimeoutMs: 600,
+    };
+    c = await startRelay({ ...common, log: logC });
+    d = await startRelay({ ...common, log: logD });
+  });
+  afterAll(async () => {
+    await c?.close();
+    await d?.close();
+  });
+
+  /** A generic rendezvous: hidden parked on `c`, mobile through `via`; resolves once both have +OK. */
+  async function rendezvous(uuid: string, via: Relay) {
+    const { r, i } = await register(uuid);
+    const hidden = await dial(c.address.port);
+    const hiddenSaw = collect(hidden);
+    hidden.on('error', () => {});
+    hidden.write(`${r}\n`);
+    const key = mobileCookieFor(r.slice(1));
+    await until(async () => (await store.store.listParks('generic', key)).length === 1);
+    const mobile = await dial(via.address.port);
+    const mobileSaw = collect(mobile);
+    mobile.on('error', () => {});
+    mobile.write(`${i}\n`);
+    await until(() => hiddenSaw.text() === '+OK\n' && mobileSaw.text() === '+OK\n');
+    return { hidden, mobile };
+  }
+
+  const endOf = async (log: typeof logC, uuid: string) => {
+    await until(() => log.records.some((x) => x.event === 'rendezvous' && x.uuid === uuid));
+    return log.records.find((x) => x.event === 'rendezvous' && x.uuid === uuid)?.end;
+  };
+
+  it('a mobile client that resets: mobile_reset', async () => {
+    const { mobile } = await rendezvous('end-mobile', c);
+    mobile.resetAndDestroy();
+    expect(await endOf(logC, 'end-mobile')).toBe('mobile_reset');
+  });
+
+  it('a hidden server that resets: hidden_reset', async () => {
+    const { hidden } = await rendezvous('end-hidden', c);
+    hidden.resetAndDestroy();
+    expect(await endOf(logC, 'end-hidden')).toBe('hidden_reset');
+  });
+
+  it('nothing moves for the idle timeout: idle_timeout', async () => {
+    await rendezvous('end-idle', c);
+    expect(await endOf(logC, 'end-idle')).toBe('idle_timeout');
+  });
+
+  it('the relay the mobile client reached drains: drained there, peer_lost at the holder', async () => {
+    await rendezvous('end-drain', d);
+    await d.drain(0);
+    expect(await endOf(logD, 'end-drain')).toBe('drained');
+    expect(await endOf(logC, 'end-drain')).toBe('peer_lost');
+    const rids = [logC, logD].map((l) => l.records.find((x) => x.uuid === 'end-drain')?.rid);
+    expect(rids[0]).toBe(rids[1]);
+  });
+});
