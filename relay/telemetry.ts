@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { isRendezvousError } from '../core/errors.js';
 import { HttpError } from '../core/http-head.js';
-import { type Log, type LogBudget, type LogFields, withFields } from '../core/log.js';
+import type { Log, LogBudget, LogFields } from '../core/log.js';
 import { METRIC, Metrics } from '../core/metrics.js';
 import type { SpliceEnd } from '../core/splice.js';
 import type { ParkKind } from '../core/store.js';
@@ -285,8 +285,8 @@ export class RelayTelemetry {
 
   /**
    * A rendezvous's splice ended: one record, the Bytes metric, and (on the relay holding the
-   * hidden server's socket) `onRendezvousEnd`. `spliced` says which side of the splice is the
-   * hidden one (always `a` here) — a side that is a peer link ends as `peer_lost` when it breaks.
+   * hidden server's socket) `onRendezvousEnd`. The splice's `a` is the hidden side, `b` the mobile
+   * side; a side that is a peer link (its relay is another one) ends as `peer_lost` when it breaks.
    */
   ended(r: RendezvousStart, end: SpliceEnd): void {
     const bytesToHidden = r.toHiddenBefore + end.fromB;
@@ -326,10 +326,5 @@ export class RelayTelemetry {
     } catch (err) {
       this.log.error('rendezvous end listener failed', { rid: r.rid, error: String(err) });
     }
-  }
-
-  /** A log whose records carry `fields` too. */
-  with(fields: LogFields): Log {
-    return withFields(this.log, fields);
   }
 }
