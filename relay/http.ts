@@ -250,9 +250,10 @@ async function pairHttpMobile(
     : serializeHead(
         head,
         ['authorization', 'connection', 'keep-alive', RID_HEADER],
+        // Connection: close stays the head's last line, as before the rid was added.
         [
-          ['Connection', 'close'],
           [RID_HEADER, rid],
+          ['Connection', 'close'],
         ],
       );
   hidden.write(forwarded);

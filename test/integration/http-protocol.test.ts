@@ -181,7 +181,7 @@ describe('HTTP-specific refusals: each answered, the connection closed, the rela
     // One request per connection: the hidden server is told to close after answering it; the
     // head carries the rendezvous's correlation id (issue 17).
     expect(request).toMatch(
-      /^GET \/x\?rendezvous=h-after HTTP\/1\.1\r\nHost: r\r\nConnection: close\r\nRendezvous-Id: [A-Za-z0-9_-]{16}\r\n\r\n$/,
+      /^GET \/x\?rendezvous=h-after HTTP\/1\.1\r\nHost: r\r\nRendezvous-Id: [A-Za-z0-9_-]{16}\r\nConnection: close\r\n\r\n$/,
     );
     parked.socket.end('HTTP/1.1 204 No Content\r\n\r\n');
     // The answer tells the mobile client the connection ends with it.
