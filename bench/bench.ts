@@ -129,12 +129,17 @@ function spawnReady(
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let started = false;
     const t = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 30_000);
     const on = (c: Buffer) => {
       // BENCH_DEBUG keeps every child's output (e.g. --trace-gc) in /tmp/bench-child-<pid>.log.
       if (process.env.BENCH_DEBUG) appendFileSync(`/tmp/bench-child-${child.pid}.log`, c);
       out += c.toString();
-      if (ready.test(out)) {
+      // Only until ready: a regex over the whole growing output (a relay logs a line per
+      // rendezvous) would flatten it on every chunk, slowing this process and, through the full
+      // pipe, the relay writing to it.
+      if (!started && ready.test(out)) {
+        started = true;
         clearTimeout(t);
         resolve({ child, out: () => out });
       }

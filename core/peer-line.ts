@@ -2,9 +2,14 @@
  * The relay-to-relay peer link request, one line, signed with the cluster secret so the secret
  * itself never crosses the wire:
  *
- *   "PEER" SP kind SP key SP wait-ms SP unix-seconds SP nonce SP mac "\n"
+ *   "PEER" SP kind SP key SP wait-ms SP unix-seconds SP nonce SP mac [SP "rid=" rid SP "from=" relay-id] "\n"
  *   nonce = base64url(16 random bytes)          (22 characters)
- *   mac = base64url(HMAC-SHA256(secret, kind SP key SP wait-ms SP unix-seconds SP nonce))
+ *   mac = base64url(HMAC-SHA256(secret, kind SP key SP wait-ms SP unix-seconds SP nonce [SP rid SP relay-id]))
+ *   rid = the rendezvous's correlation id (16 base64url characters), relay-id = the asking relay's id
+ *
+ * The rendezvous's correlation id and the asking relay travel signed with the request, so the holder
+ * logs the rendezvous under the same rid and names the relay its mobile client reached. A line
+ * without them (an older relay) is still accepted.
  *
  * kind is "R" (generic protocol, key = cookie) or "H" (HTTP-specific, key = uuid); wait-ms is how
  * long the holder may wait for a socket to be parked there (queued fairly with its own mobile
@@ -26,7 +31,7 @@ import { RendezvousError } from './errors.js';
 import type { ParkKind } from './store.js';
 
 /** Longest peer line, newline included. */
-export const MAX_PEER_LINE = 256;
+export const MAX_PEER_LINE = 320;
 /** How far a peer line's timestamp may be from now. */
 export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
@@ -47,23 +52,48 @@ function newNonce(): string {
   return pool.toString('base64url', used - NONCE_BYTES, used);
 }
 
-const sign = (secret: string, kind: string, key: string, waitMs: number, ts: number, nonce: string) =>
-  createHmac('sha256', secret).update(`${kind} ${key} ${waitMs} ${ts} ${nonce}`).digest('base64url');
+/** Who asks, for which rendezvous: carried (signed) by a peer request. */
+export interface PeerRequestTag {
+  /** The rendezvous's correlation id (16 base64url characters). */
+  rid: string;
+  /** The asking relay's id (where the mobile client arrived). */
+  from: string;
+}
 
-/** Encodes a peer request for `key`. */
+const RID_SHAPE = /^[A-Za-z0-9_-]{16}$/;
+const RELAY_ID_SHAPE = /^[A-Za-z0-9-]{1,64}$/;
+
+const sign = (
+  secret: string,
+  kind: string,
+  key: string,
+  waitMs: number,
+  ts: number,
+  nonce: string,
+  tag?: PeerRequestTag,
+) =>
+  createHmac('sha256', secret)
+    .update(`${kind} ${key} ${waitMs} ${ts} ${nonce}${tag ? ` ${tag.rid} ${tag.from}` : ''}`)
+    .digest('base64url');
+
+/** Encodes a peer request for `key`, tagged with the rendezvous's rid and the asking relay when given. */
 export function encodePeerLine(
   secret: string,
   kind: ParkKind,
   key: string,
   waitMs = 0,
   nowMs = Date.now(),
+  tag?: PeerRequestTag,
 ): Buffer {
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
   const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
   const nonce = newNonce();
+  if (tag && !(RID_SHAPE.test(tag.rid) && RELAY_ID_SHAPE.test(tag.from)))
+    throw new RendezvousError('INVALID_OPTION', 'malformed peer request tag');
+  const extra = tag ? ` rid=${tag.rid} from=${tag.from}` : '';
   return Buffer.from(
-    `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce)}\n`,
+    `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce, tag)}${extra}\n`,
     'latin1',
   );
 }
@@ -126,13 +156,13 @@ export function verifyPeerLine(
   line: string,
   nowMs = Date.now(),
   nonces?: PeerNonces,
-): { kind: ParkKind; key: string; waitMs: number } {
+): { kind: ParkKind; key: string; waitMs: number; tag?: PeerRequestTag } {
   const m =
-    /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{22}) ([A-Za-z0-9_-]{43})$/.exec(
+    /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{22}) ([A-Za-z0-9_-]{43})(?: rid=([A-Za-z0-9_-]{16}) from=([A-Za-z0-9-]{1,64}))?$/.exec(
       line,
     );
   if (!m) throw new RendezvousError('PROTOCOL', 'malformed peer line');
-  const [, k, key, waitText, tsText, nonce, mac] = m as unknown as string[] as [
+  const [, k, key, waitText, tsText, nonce, mac, rid, from] = m as unknown as string[] as [
     string,
     string,
     string,
@@ -140,15 +170,24 @@ export function verifyPeerLine(
     string,
     string,
     string,
+    string | undefined,
+    string | undefined,
   ];
+  const tag = rid !== undefined && from !== undefined ? { rid, from } : undefined;
   const ts = Number(tsText);
   const waitMs = Number(waitText);
   const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS && waitMs <= MAX_PEER_WAIT_MS;
   // Compare first, always, so timing says nothing about which check failed.
-  const valid = secretsEqual(sign(secret, k, key, waitMs, ts, nonce), mac);
+  const valid = secretsEqual(sign(secret, k, key, waitMs, ts, nonce, tag), mac);
   if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
   if (nonces && !nonces.remember(nonce, ts + PEER_CLOCK_SKEW_SECONDS + 1, Math.floor(nowMs / 1000))) {
     throw new RendezvousError('AUTH_FAILED', 'peer line replayed');
   }
-  return { kind: k === 'R' ? 'generic' : 'http', key, waitMs };
+  const req: { kind: ParkKind; key: string; waitMs: number; tag?: PeerRequestTag } = {
+    kind: k === 'R' ? 'generic' : 'http',
+    key,
+    waitMs,
+  };
+  if (tag) req.tag = tag;
+  return req;
 }

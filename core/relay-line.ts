@@ -1,10 +1,17 @@
 /**
  * The generic protocol's relay line format, the one module that knows its bytes.
  *
- *   client → relay   "R" cookie "\n"     hidden server parks       (≤ MAX_COOKIE_LINE bytes)
- *   client → relay   "I" cookie "\n"     mobile client pairs       (≤ MAX_COOKIE_LINE bytes)
- *   relay  → client  "+OK\n"             paired: bytes flow from here on
- *   relay  → client  "-ERR " text "\n"   refused; the relay closes after it
+ *   client → relay   "R" cookie [SP options] "\n"   hidden server parks   (≤ MAX_COOKIE_LINE bytes)
+ *   client → relay   "I" cookie [SP options] "\n"   mobile client pairs   (≤ MAX_COOKIE_LINE bytes)
+ *   relay  → client  "+OK\n"                        paired: bytes flow from here on
+ *   relay  → client  "+OK rid=" rid "\n"            the same, to a client that asked with `rid`
+ *   relay  → client  "-ERR " text "\n"              refused; the relay closes after it
+ *
+ * Options are opt-in (original clients send none and get exactly "+OK\n"): words separated by one
+ * space, each `name` or `name=value` (RELAY_OPTION). Known: `rid` (answer with the rendezvous's
+ * correlation id) and, on R lines only, `target=up|down` (the agent's last knowledge of its
+ * target). Unknown options of that shape are ignored, so clients may add new ones; anything else
+ * is a malformed line.
  *
  * A "\r" before the "\n" is tolerated (telnet, `nc -C`). Decoding is incremental and checks the
  * limit before buffering more, so an endless line costs at most MAX_COOKIE_LINE bytes.
@@ -12,7 +19,7 @@
 import { RendezvousError } from './errors.js';
 
 /** Longest accepted cookie line, newline included. */
-export const MAX_COOKIE_LINE = 128;
+export const MAX_COOKIE_LINE = 192;
 /** Longest status line a client accepts from a relay, newline included. */
 export const MAX_STATUS_LINE = 512;
 
@@ -24,12 +31,24 @@ export interface CookieLine {
   role: CookieRole;
   /** The cookie without its role prefix. */
   cookie: string;
+  /** `rid` was asked: answer `+OK rid=<rid>`. Absent when not asked. */
+  rid?: true;
+  /** R only: what the agent last knew of its target. Absent when not said. */
+  target?: 'up' | 'down';
 }
+
+/** The shape of one cookie-line option (`name` or `name=value`); others make the line malformed. */
+export const RELAY_OPTION = /^[a-z][a-z0-9-]*(=[A-Za-z0-9._-]{1,32})?$/;
 
 /** The status indicator a relay sends on pairing. */
 export const OK_LINE = Buffer.from('+OK\n', 'latin1');
 
 const COOKIE_BODY = /^[A-Za-z0-9_-]{1,120}$/;
+
+/** `+OK\n`, or `+OK rid=<rid>\n` for a client that asked for the correlation id. */
+export function encodeOkLine(rid?: string): Buffer {
+  return rid === undefined ? OK_LINE : Buffer.from(`+OK rid=${rid}\n`, 'latin1');
+}
 
 /** `-ERR <diagnostic>\n`, with the diagnostic forced onto one printable line. */
 export function encodeErrorLine(diagnostic: string): Buffer {
@@ -37,19 +56,32 @@ export function encodeErrorLine(diagnostic: string): Buffer {
   return Buffer.from(`-ERR ${clean}\n`, 'latin1');
 }
 
-/** `R<c>\n` or `I<c>\n`. */
-export function encodeCookieLine(prefixedCookie: string): Buffer {
-  return Buffer.from(`${prefixedCookie}\n`, 'latin1');
+/** `R<c>\n` or `I<c>\n`, with options (`R<c> rid target=up\n`) when given. */
+export function encodeCookieLine(prefixedCookie: string, options: string[] = []): Buffer {
+  const opts = options.length > 0 ? ` ${options.join(' ')}` : '';
+  return Buffer.from(`${prefixedCookie}${opts}\n`, 'latin1');
 }
+
+const malformed = () => new RendezvousError('MALFORMED_LINE', 'malformed cookie line');
 
 /** Parses the text of a cookie line (without its newline). */
 export function parseCookieLine(text: string): CookieLine {
   const role = text[0] === 'R' ? 'hidden' : text[0] === 'I' ? 'mobile' : undefined;
-  const cookie = text.slice(1);
-  if (role === undefined || !COOKIE_BODY.test(cookie)) {
-    throw new RendezvousError('MALFORMED_LINE', 'malformed cookie line');
+  const space = text.indexOf(' ');
+  const cookie = space === -1 ? text.slice(1) : text.slice(1, space);
+  if (role === undefined || !COOKIE_BODY.test(cookie)) throw malformed();
+  const line: CookieLine = { role, cookie };
+  if (space === -1) return line;
+  for (const option of text.slice(space + 1).split(' ')) {
+    // Empty words (two spaces, a trailing space) are malformed too: one space between options.
+    if (!RELAY_OPTION.test(option)) throw malformed();
+    if (option === 'rid') line.rid = true;
+    else if (option === 'target=up' || option === 'target=down') {
+      // Only a hidden server's agent knows its target; on an I line the option means nothing.
+      if (role === 'hidden') line.target = option === 'target=up' ? 'up' : 'down';
+    } else if (option.startsWith('target=') || option === 'target') throw malformed();
   }
-  return { role, cookie };
+  return line;
 }
 
 /** A status line from the relay: `+OK…` or `-ERR …`. */

@@ -8,8 +8,25 @@
  */
 import type { Duplex } from 'node:stream';
 
+/** How a splice ended: which side broke it first (`a`, `b`), the idle timeout, or a clean close. */
+export type SpliceEndCause = 'closed' | 'a' | 'b' | 'idle';
+
+/** What `onDone` learns: how the splice ended and the bytes read from each side while it ran. */
+export interface SpliceEnd {
+  cause: SpliceEndCause;
+  /** Bytes read from `a` (passed towards `b`) during the splice; 0 unless `countBytes`. */
+  fromA: number;
+  /** Bytes read from `b` (passed towards `a`) during the splice; 0 unless `countBytes`. */
+  fromB: number;
+}
+
 /** Options of a splice. */
 export interface SpliceOptions {
+  /**
+   * Count the bytes each side sends. A socket's own counter (`bytesRead`) is read at the start and
+   * the end: no listener per chunk, nothing held by sockets that are not spliced.
+   */
+  countBytes?: boolean;
   /** Ends both sides when no byte has moved either way for this long (0 or absent: never). */
   idleMs?: number;
   /** Runs when the idle timeout ends the splice (for a log line). */
@@ -21,7 +38,15 @@ export interface SpliceOptions {
 }
 
 /** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
-export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOptions = {}): void {
+export function splice(
+  a: Duplex,
+  b: Duplex,
+  onDone?: (end: SpliceEnd) => void,
+  opts: SpliceOptions = {},
+): void {
+  let cause: SpliceEndCause | undefined;
+  const counted = opts.countBytes ? [readCounter(a), readCounter(b)] : undefined;
+  const base = counted?.map((c) => c.count());
   if (opts.intoB) a.pipe(opts.intoB).pipe(b);
   else a.pipe(b);
   if (opts.intoA) b.pipe(opts.intoA).pipe(a);
@@ -31,8 +56,14 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOp
     reset(a);
     reset(b);
   };
-  a.on('error', abort);
-  b.on('error', abort);
+  a.on('error', () => {
+    cause ??= 'a';
+    abort();
+  });
+  b.on('error', () => {
+    cause ??= 'b';
+    abort();
+  });
   opts.intoA?.on('error', abort);
   opts.intoB?.on('error', abort);
   let closed = 0;
@@ -41,23 +72,28 @@ export function splice(a: Duplex, b: Duplex, onDone?: () => void, opts: SpliceOp
     if (finished) return;
     finished = true;
     idle?.stop();
-    onDone?.();
+    const fromA = counted ? (counted[0] as Counter).count() - (base?.[0] ?? 0) : 0;
+    const fromB = counted ? (counted[1] as Counter).count() - (base?.[1] ?? 0) : 0;
+    for (const c of counted ?? []) c.stop();
+    onDone?.({ cause: cause ?? 'closed', fromA, fromB });
   };
-  const onClose = (other: Duplex) => () => {
+  const onClose = (self: 'a' | 'b', s: Duplex, other: Duplex) => () => {
     // Closed after both directions ended is graceful; anything else is an abort.
+    if (!(s.writableEnded && s.readableEnded)) cause ??= self;
     if (!(other.writableEnded && other.readableEnded)) reset(other);
     if (++closed === 2) finish();
   };
   // A side already closed before the splice began counts as closed now (its 'close' is gone).
-  for (const [s, other] of [
-    [a, b],
-    [b, a],
+  for (const [self, s, other] of [
+    ['a', a, b],
+    ['b', b, a],
   ] as const) {
-    if (s.closed) process.nextTick(onClose(other));
-    else s.once('close', onClose(other));
+    if (s.closed) process.nextTick(onClose(self, s, other));
+    else s.once('close', onClose(self, s, other));
   }
   const idle = opts.idleMs
     ? idleTimer(a, b, opts.idleMs, () => {
+        cause ??= 'idle';
         opts.onIdle?.();
         abort();
       })
@@ -113,8 +149,14 @@ class IdleSweep {
 
 const sweeps = new Map<number, IdleSweep>();
 
+/** A byte counter on one stream. */
+interface Counter {
+  count: () => number;
+  stop: () => void;
+}
+
 /** Bytes read so far by a socket (its own counter), or by a counting listener on other streams. */
-function readCounter(s: Duplex): { count: () => number; stop: () => void } {
+function readCounter(s: Duplex): Counter {
   if (typeof (s as { bytesRead?: unknown }).bytesRead === 'number') {
     const socket = s as Duplex & { bytesRead: number };
     return { count: () => socket.bytesRead, stop: () => {} };

@@ -9,6 +9,7 @@ import type { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './lim
 import type { ClusterLink } from './pairing.js';
 import type { ParkRecords } from './park-records.js';
 import type { ParkingLot } from './parking.js';
+import type { RelayTelemetry, RendezvousStart } from './telemetry.js';
 
 /** Per-connection limits. */
 export interface RelayLimits {
@@ -30,6 +31,12 @@ export interface RelayContext {
   limits: RelayLimits;
   connectPolicy: ConnectPolicy;
   log: Log;
+  /** This relay's park records (agents' target reports go here). */
+  records: ParkRecords;
+  /** Metrics and the rate-limited refusal log. */
+  telemetry: RelayTelemetry;
+  /** This relay's id (in park records and rendezvous records). */
+  relayId: string;
   /**
    * Admits a fresh connection into its handshake, or says why not (too many handshakes from its
    * source address or in all). `release` is idempotent and also runs when the socket closes.
@@ -53,13 +60,14 @@ export interface RelayContext {
   perUuid: SplicesPerUuid;
   /** Which names are identities (negative answers cached briefly). */
   names: KnownNames;
-  /** The rate-limited "limit reached" log line. */
+  /** The rate-limited log path (refusals, limits). */
   limitLog: LimitLog;
   /**
    * Splices a hidden server's stream with a mobile client's (or a peer link's) socket: counted in
-   * all and per uuid, ended after the idle timeout. The filters see the bytes of one direction each.
+   * all and per uuid, ended after the idle timeout, logged once at its end. The filters see the
+   * bytes of one direction each.
    */
-  spliceHidden(hidden: Duplex, mobile: Duplex, uuid: string, filters?: SpliceFilters): void;
+  spliceHidden(hidden: Duplex, mobile: Duplex, rendezvous: RendezvousStart, filters?: SpliceFilters): void;
   /** Turns TCP keepalive on for a socket about to wait idle (a parked hidden server). */
   keepAlive(socket: Socket): void;
 }

@@ -32,9 +32,14 @@ import { isGone } from './parking.js';
 import { endWith } from './refuse.js';
 import { encodeRedirect, namedBy, redirectLocation } from './regions.js';
 import { readHandshake } from './session.js';
+import { newRid, type RefusalReason, type RendezvousStart, refusalReason } from './telemetry.js';
 
 /** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
 export const COOKIE_HEADER = 'Rendezvous-Cookie';
+/** Header the relay adds to the request head it forwards to the hidden server: the rendezvous's rid. */
+export const RID_HEADER = 'Rendezvous-Id';
+/** Header of a CONNECT by which an agent reports its target `up` or `down` (optional). */
+export const TARGET_HEADER = 'Rendezvous-Target';
 
 const STATUS_OF: Record<string, number> = {
   HANDSHAKE_TIMEOUT: 408,
@@ -57,8 +62,23 @@ export function respondError(
   endWith(socket, encodeResponse(status, headers, { permanent, diagnostic }));
 }
 
+/** The HTTP port's one way of saying no: a refusal record, then the HTTP error. */
+function refuseHttp(
+  socket: Socket,
+  ctx: RelayContext,
+  reason: RefusalReason,
+  status: number,
+  diagnostic: string,
+  uuid?: string,
+  headers?: Record<string, string>,
+): void {
+  ctx.telemetry.refused(reason, { protocol: 'http', uuid, source: socket.remoteAddress });
+  respondError(socket, status, diagnostic, headers);
+}
+
 /** The one place where errors become HTTP responses on the relay's HTTP port. */
-function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext): void {
+function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext, uuid?: string): void {
+  ctx.telemetry.refused(refusalReason(err), { protocol: 'http', uuid, source: socket.remoteAddress });
   if (err instanceof HttpError) {
     respondError(socket, err.status, err.message);
   } else if (isRendezvousError(err) && STATUS_OF[err.code]) {
@@ -72,6 +92,7 @@ function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext)
 
 /** Runs one connection on the HTTP port. */
 export function startHttpSession(socket: Socket, ctx: RelayContext): void {
+  const acceptedAt = Date.now();
   const decoder = new HeadDecoder();
   readHandshake(
     socket,
@@ -84,11 +105,13 @@ export function startHttpSession(socket: Socket, ctx: RelayContext): void {
       } catch (err) {
         return respondRendezvousError(socket, err, ctx);
       }
+      // The uuid a failure concerns, once known (refusal records name it).
+      const about: { uuid?: string } = {};
       const run =
         head.method === 'CONNECT'
-          ? parkConnect(socket, ctx, head, rest)
-          : pairHttpMobile(socket, ctx, head, rest);
-      run.catch((err) => respondRendezvousError(socket, err, ctx));
+          ? parkConnect(socket, ctx, head, rest, acceptedAt, about)
+          : pairHttpMobile(socket, ctx, head, rest, acceptedAt, about);
+      run.catch((err) => respondRendezvousError(socket, err, ctx, about.uuid));
     },
     (err) => respondRendezvousError(socket, err, ctx),
   );
@@ -99,9 +122,12 @@ async function parkConnect(
   ctx: RelayContext,
   head: RequestHead,
   rest: Buffer,
+  acceptedAt: number,
+  about: { uuid?: string },
 ): Promise<void> {
   const target = parseConnectTarget(head.target);
   checkUuid(target.uuid);
+  about.uuid = target.uuid;
   // The hidden server must wait for the 200; bytes before it (now or during the check) are a 409.
   let early = rest.length > 0;
   const onEarly = () => {
@@ -125,7 +151,7 @@ async function parkConnect(
     socket.off('data', onEarly);
     socket.pause();
   }
-  if (early) return respondError(socket, 409, 'data sent before 200');
+  if (early) return refuseHttp(socket, ctx, 'early_data', 409, 'data sent before 200', grant.uuid);
   // Hung up while its code was checked: nothing to park (and nobody to answer).
   if (isGone(socket)) {
     socket.destroy();
@@ -133,6 +159,9 @@ async function parkConnect(
   }
   socket.write(`HTTP/1.1 200 OK\r\n${COOKIE_HEADER}: ${grant.cookie}\r\n\r\n`);
   ctx.keepAlive(socket);
+  // An agent's report on its target (other values are ignored: the header is informational).
+  const reported = headerValue(head, TARGET_HEADER)?.trim().toLowerCase();
+  if (reported === 'up' || reported === 'down') ctx.records.noteTarget('http', grant.uuid, reported);
   const parked = ctx.lot.park(
     {
       socket,
@@ -145,6 +174,7 @@ async function parkConnect(
     (p) => p.socket.destroy(),
   );
   if (!parked) socket.destroy();
+  else ctx.telemetry.handshake('http', acceptedAt);
 }
 
 async function remoteParkWithStep(ctx: RelayContext, uuid: string, step: number): Promise<boolean> {
@@ -158,15 +188,25 @@ async function pairHttpMobile(
   ctx: RelayContext,
   head: RequestHead,
   rest: Buffer,
+  acceptedAt: number,
+  about: { uuid?: string },
 ): Promise<void> {
   const id = namedHiddenServer(head, ctx.httpDomain);
   if (!id) {
     const nonce = randomBytes(16).toString('hex');
-    return respondError(socket, 401, 'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username', {
-      'WWW-Authenticate': `Digest realm="rendezvous", qop="auth", nonce="${nonce}", algorithm=MD5`,
-    });
+    // A normal step (curl --digest asks first without credentials): counted, logged at INFO.
+    return refuseHttp(
+      socket,
+      ctx,
+      'no_name',
+      401,
+      'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username',
+      undefined,
+      { 'WWW-Authenticate': `Digest realm="rendezvous", qop="auth", nonce="${nonce}", algorithm=MD5` },
+    );
   }
   checkUuid(id);
+  about.uuid = id;
   // A name that is no identity is still waited for (so timing does not tell which names exist),
   // but only here: no store polling or park-record reads for it (the answer is cached).
   const known = ctx.cluster || ctx.regions ? await ctx.names.known(id) : false;
@@ -180,7 +220,8 @@ async function pairHttpMobile(
     return;
   ctx.perUuid.check(id);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
-  const hidden = await claimHiddenServer(
+  const rid = newRid();
+  const claimed = await claimHiddenServer(
     ctx.lot,
     cluster,
     'http',
@@ -188,12 +229,14 @@ async function pairHttpMobile(
     ctx.limits.pairWaitMs,
     () => socket.destroyed,
     () => ctx.waiting.enter(socket),
+    { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
   );
-  if (!hidden) {
+  if (!claimed) {
     // It may have parked in another region meanwhile: a redirect, never a 404 while it is online.
     if (ctx.regions && known && (await redirectElsewhere(socket, ctx, head, id, false))) return;
-    return respondError(socket, 404, 'hidden server not parked');
+    return refuseHttp(socket, ctx, 'not_found', 404, 'hidden server not parked', id);
   }
+  const hidden = claimed.stream;
   if (socket.destroyed) {
     hidden.destroy();
     return;
@@ -201,15 +244,36 @@ async function pairHttpMobile(
   const upgrade = isUpgrade(head);
   // One request per connection: the hidden server is told to close after its answer, and no
   // later request on this connection (which may name another hidden server) ever reaches it.
-  hidden.write(
-    upgrade
-      ? serializeHead(head, ['authorization'])
-      : serializeHead(head, ['authorization', 'connection', 'keep-alive'], [['Connection', 'close']]),
-  );
+  // The rid goes to the hidden server with the head (a client's own Rendezvous-Id is replaced).
+  const forwarded = upgrade
+    ? serializeHead(head, ['authorization', RID_HEADER], [[RID_HEADER, rid]])
+    : serializeHead(
+        head,
+        ['authorization', 'connection', 'keep-alive', RID_HEADER],
+        // Connection: close stays the head's last line, as before the rid was added.
+        [
+          [RID_HEADER, rid],
+          ['Connection', 'close'],
+        ],
+      );
+  hidden.write(forwarded);
   const requests = new OneRequestGate(new RequestBodyFramer(head), upgrade);
   const responses = new OneResponseGate(head.method === 'HEAD', (switched) => requests.decide(switched));
   if (rest.length > 0) requests.write(rest);
-  ctx.spliceHidden(hidden, socket, id, { intoHidden: requests, intoMobile: responses });
+  ctx.telemetry.paired('http', claimed.peerRelayId ? 'peer' : 'local');
+  ctx.telemetry.handshake('http', acceptedAt);
+  const start: RendezvousStart = {
+    rid,
+    protocol: 'http',
+    uuid: id,
+    hops: claimed.peerRelayId ? 1 : 0,
+    hiddenRelayId: claimed.peerRelayId ?? ctx.relayId,
+    mobileRelayId: ctx.relayId,
+    source: socket.remoteAddress,
+    toHiddenBefore: forwarded.length + rest.length,
+    startedAt: Date.now(),
+  };
+  ctx.spliceHidden(hidden, socket, start, { intoHidden: requests, intoMobile: responses });
 }
 
 /**

@@ -2,41 +2,44 @@
  * The relay's bounds past the handshake, in one place: mobile clients waiting for a hidden
  * server (per source address and in all), live splices per hidden server, a negative cache of
  * names that are no identity (so waiting for them costs no store polling), and the rate-limited
- * log line that says a limit was hit.
+ * log path every refusal and limit record takes.
  */
 import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
-import type { Log, LogFields } from '../core/log.js';
+import { type Log, LogBudget, type LogFields } from '../core/log.js';
 import type { Store } from '../core/store.js';
 
 /** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
 export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';
-/** At most one "limit reached" line per limit in this period; the others are counted. */
-export const LIMIT_LOG_PERIOD_MS = 10_000;
+/** Records of one kind (a refusal reason, a limit) logged per LIMIT_LOG_WINDOW_MS; the rest are counted. */
+export const LIMIT_LOG_PER_WINDOW = 20;
+export const LIMIT_LOG_WINDOW_MS = 60_000;
 /** How long "this name is no identity" is believed, and how long "it is" is. */
 export const UNKNOWN_NAME_TTL_MS = 10_000;
 export const KNOWN_NAME_TTL_MS = 60_000;
 
-/** A warn line per limit at most every LIMIT_LOG_PERIOD_MS, carrying how many were not logged. */
+/**
+ * The relay's one rate-limited log path (refusals, limits hit): per kind of record, up to the
+ * budget's records per window, then silence; the next record logged carries `suppressed`, the
+ * number left out. A flood of refusals cannot fill the disk; metrics still count every one.
+ */
 export class LimitLog {
-  private readonly last = new Map<string, { at: number; suppressed: number }>();
-
   constructor(
     private readonly log: Log,
-    private readonly periodMs = LIMIT_LOG_PERIOD_MS,
-    private readonly now = Date.now,
+    readonly budget: LogBudget = new LogBudget(LIMIT_LOG_PER_WINDOW, LIMIT_LOG_WINDOW_MS),
   ) {}
 
-  /** Reports that `limit` refused something. */
+  /** Logs a record of kind `key` unless its budget is spent; true when it was written. */
+  write(key: string, level: 'info' | 'warn', msg: string, fields: LogFields): boolean {
+    const got = this.budget.take(key);
+    if (!got.ok) return false;
+    this.log[level](msg, got.suppressed > 0 ? { ...fields, suppressed: got.suppressed } : fields);
+    return true;
+  }
+
+  /** Reports that `limit` stopped something that is no refusal of a peer (an accept failing at the descriptor ceiling). */
   hit(limit: string, fields: LogFields = {}): void {
-    const t = this.now();
-    const seen = this.last.get(limit);
-    if (seen && t - seen.at < this.periodMs) {
-      seen.suppressed++;
-      return;
-    }
-    this.last.set(limit, { at: t, suppressed: 0 });
-    this.log.warn('limit reached', { limit, suppressedSinceLast: seen?.suppressed ?? 0, ...fields });
+    this.write(`limit ${limit}`, 'warn', 'limit reached', { event: 'limit', limit, ...fields });
   }
 }
 
@@ -78,11 +81,7 @@ export class Slots {
 export class WaitingClients {
   private readonly slots: Slots;
 
-  constructor(
-    perSource: number,
-    max: number,
-    private readonly limits: LimitLog,
-  ) {
+  constructor(perSource: number, max: number) {
     this.slots = new Slots(perSource, max);
   }
 
@@ -97,7 +96,6 @@ export class WaitingClients {
     }
     const message =
       got === 'key' ? 'too many waiting clients from your address' : 'too many waiting clients, try again';
-    this.limits.hit(got === 'key' ? 'waiting clients per source' : 'waiting clients', { source });
     throw new RendezvousError('BUSY', message, { permanent: false, retryAfter: 1 });
   }
 }
@@ -106,15 +104,11 @@ export class WaitingClients {
 export class SplicesPerUuid {
   private readonly live = new Map<string, number>();
 
-  constructor(
-    private readonly cap: number,
-    private readonly limits: LimitLog,
-  ) {}
+  constructor(private readonly cap: number) {}
 
   /** Throws BUSY when `uuid` is at its cap (checked before a mobile client is paired). */
   check(uuid: string): void {
     if ((this.live.get(uuid) ?? 0) < this.cap) return;
-    this.limits.hit('live splices per hidden server', { uuid });
     throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
   }
 

@@ -33,10 +33,13 @@
  *   RELAY_HTTP_PUBLIC_URL    multi-region: public base URL of this region's HTTP-specific port
  *                            (https://relay-eu-west-1.example.com); other regions redirect there
  *   RENDEZVOUS_HOME_REGION   multi-region: the table's home region, where CONNECT codes are claimed
+ *   RENDEZVOUS_METRICS       emf: write the metrics to stdout as CloudWatch EMF once a minute (off)
+ *   RENDEZVOUS_METRICS_DIMENSION  the EMF Deployment dimension's value (rendezvous; the CDK sets the stack name)
  */
 import { pathToFileURL } from 'node:url';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../core/config.js';
 import { jsonLog, type Log } from '../core/log.js';
+import { startEmfFlush } from '../core/metrics.js';
 import { Store } from '../core/store.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
@@ -176,9 +179,16 @@ export async function main(): Promise<void> {
   }
   const log = jsonLog('relay');
   const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
+  // On AWS the metrics leave as EMF lines on stdout (the awslogs driver carries them to CloudWatch).
+  const stopEmf =
+    process.env.RENDEZVOUS_METRICS === 'emf'
+      ? startEmfFlush(relay.metrics, process.env.RENDEZVOUS_METRICS_DIMENSION ?? 'rendezvous')
+      : undefined;
   const onSignal = (signal: string) => {
     log.info('stopping', { signal });
     void relay.drain(graceMs).then(() => {
+      // The last minute's counts (the drain's refusals and ended rendezvous included).
+      stopEmf?.();
       store.close();
       process.exit(0);
     });

@@ -5,10 +5,10 @@
  * hands it to the first peer request; the loser's request gets `-ERR` and tries the next record.
  */
 import type { Duplex } from 'node:stream';
-import { OK_LINE } from '../core/relay-line.js';
+import { encodeOkLine } from '../core/relay-line.js';
 import type { ParkKind } from '../core/store.js';
 import type { ParkRecords } from './park-records.js';
-import type { ParkingLot } from './parking.js';
+import type { Parked, ParkingLot } from './parking.js';
 import { dialPeer } from './peer.js';
 import type { PeerPool } from './peer-pool.js';
 
@@ -25,6 +25,22 @@ export interface ClusterLink {
   pool?: PeerPool;
 }
 
+/** The rendezvous being paired: its correlation id, and who asks (for the peer request). */
+export interface ClaimRequest {
+  rid: string;
+  /** This relay's id, sent to the holder with the rid. */
+  relayId: string;
+  /** A peer request was answered after `ms` (the PeerLinkLatency metric). */
+  onPeerAnswer?: (ms: number) => void;
+}
+
+/** A hidden server found: the stream reaching it, and the relay holding it when that is another one. */
+export interface Claimed {
+  stream: Duplex;
+  /** The holder's relay id when the stream is a peer link; absent for a socket parked here. */
+  peerRelayId?: string;
+}
+
 /**
  * Resolves to a stream that reaches the hidden server — ready for the mobile client's bytes
  * (a generic-protocol hidden server has had its `+OK`) — or undefined after `waitMs`.
@@ -39,20 +55,22 @@ export async function claimHiddenServer(
   key: string,
   waitMs: number,
   gone: () => boolean,
-  beforeWait: () => () => void = () => () => {},
-): Promise<Duplex | undefined> {
+  beforeWait: () => () => void,
+  req: ClaimRequest,
+): Promise<Claimed | undefined> {
   const here = lot.take(kind, key);
-  if (here) return hiddenStream(kind, here);
+  if (here) return { stream: hiddenStream(kind, here, req.rid) };
   const release = beforeWait();
   try {
-    return await search(lot, cluster, kind, key, waitMs, gone);
+    return await search(lot, cluster, kind, key, waitMs, gone, req);
   } finally {
     release();
   }
 }
 
-function hiddenStream(kind: ParkKind, p: { socket: Duplex }): Duplex {
-  if (kind === 'generic') p.socket.write(OK_LINE);
+/** A parked socket made ready for the mobile client's bytes: a generic hidden server gets its `+OK`. */
+export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRid'>, rid: string): Duplex {
+  if (kind === 'generic') p.socket.write(encodeOkLine(p.wantsRid ? rid : undefined));
   return p.socket;
 }
 
@@ -63,9 +81,10 @@ async function search(
   key: string,
   waitMs: number,
   gone: () => boolean,
-): Promise<Duplex | undefined> {
+  req: ClaimRequest,
+): Promise<Claimed | undefined> {
   const deadline = Date.now() + waitMs;
-  const local = (p: { socket: Duplex }) => hiddenStream(kind, p);
+  const local = (p: Parked): Claimed => ({ stream: hiddenStream(kind, p, req.rid) });
   let busy: unknown;
   for (;;) {
     const here = lot.take(kind, key);
@@ -83,8 +102,10 @@ async function search(
             key,
             Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
             cluster.pool,
+            { rid: req.rid, from: req.relayId },
+            req.onPeerAnswer,
           );
-          if (link) return link;
+          if (link) return { stream: link, peerRelayId: rec.relayId };
         } catch (err) {
           // That relay's hidden server is at its cap; another relay may still have room.
           busy = err;

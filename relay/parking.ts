@@ -17,6 +17,8 @@ export interface Parked {
   step?: number;
   /** HTTP parks: the identity generation the CONNECT authenticated in (rotation ends older ones). */
   generation?: number;
+  /** Generic parks: the hidden server asked for `+OK rid=<rid>` (the `rid` option). */
+  wantsRid?: true;
 }
 
 /** Reports from the lot to whoever keeps park records. */
@@ -40,6 +42,7 @@ const parkedOf = (e: Entry): Parked => {
   const p: Parked = { socket: e.socket, kind: e.kind, key: e.key, uuid: e.uuid };
   if (e.step !== undefined) p.step = e.step;
   if (e.generation !== undefined) p.generation = e.generation;
+  if (e.wantsRid) p.wantsRid = true;
   return p;
 };
 
@@ -91,6 +94,13 @@ export class ParkingLot {
   get size(): number {
     let n = 0;
     for (const list of this.parked.values()) n += list.length;
+    return n;
+  }
+
+  /** Parked sockets of one kind (the ParkedSockets gauge, read when scraped). */
+  sizeOf(kind: ParkKind): number {
+    let n = 0;
+    for (const list of this.parked.values()) if (list[0]?.kind === kind) n += list.length;
     return n;
   }
 

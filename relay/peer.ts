@@ -15,6 +15,7 @@ import {
   isPeerHello,
   MAX_PEER_LINE,
   PeerNonces,
+  type PeerRequestTag,
   verifyPeerHello,
   verifyPeerLine,
 } from '../core/peer-line.js';
@@ -22,9 +23,11 @@ import { LineDecoder, OK_LINE } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
 import type { ParkKind } from '../core/store.js';
 import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
+import { hiddenStream } from './pairing.js';
 import type { ParkingLot } from './parking.js';
 import type { PeerPool } from './peer-pool.js';
 import { refuse } from './refuse.js';
+import { newRid, type RelayTelemetry, type RendezvousStart } from './telemetry.js';
 
 /** Deadline for a peer's request line, and for a peer's answer. */
 export const PEER_TIMEOUT_MS = 3_000;
@@ -39,7 +42,10 @@ export async function startPeerListener(opts: {
   lot: ParkingLot;
   log: Log;
   perUuid: SplicesPerUuid;
-  spliceHidden: (hidden: Duplex, link: Duplex, uuid: string) => void;
+  spliceHidden: (hidden: Duplex, link: Duplex, rendezvous: RendezvousStart) => void;
+  telemetry: RelayTelemetry;
+  /** This relay's id: the hidden side of the rendezvous it serves. */
+  relayId: string;
   onError: (err: NodeJS.ErrnoException) => void;
 }): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
   const sockets = new Set<Socket>();
@@ -50,14 +56,26 @@ export async function startPeerListener(opts: {
     link.setNoDelay(true);
     link.on('error', () => link.destroy());
     let decoder = new LineDecoder(MAX_PEER_LINE);
-    let deadline = setTimeout(() => refuse(link, 'handshake timeout'), PEER_TIMEOUT_MS);
+    let deadline = setTimeout(() => {
+      opts.telemetry.refused('handshake_timeout', { protocol: 'peer', source: link.remoteAddress });
+      refuse(link, 'handshake timeout');
+    }, PEER_TIMEOUT_MS);
+    // A peer that cannot authenticate is logged (rate-limited) with its address; the cause stays in words.
+    const refusePeer = (err: unknown) => {
+      opts.telemetry.refused('peer_refused', {
+        protocol: 'peer',
+        source: link.remoteAddress,
+        detail: (err as Error).message,
+      });
+      refuse(link, (err as Error).message);
+    };
     const onData = (chunk: Buffer) => {
       let got: ReturnType<LineDecoder['push']>;
       try {
         got = decoder.push(chunk);
       } catch (err) {
         clearTimeout(deadline);
-        refuse(link, (err as Error).message);
+        refusePeer(err);
         return;
       }
       if (!got) return;
@@ -69,8 +87,7 @@ export async function startPeerListener(opts: {
           verifyPeerHello(opts.secret, got.line, Date.now(), nonces);
         } catch (err) {
           link.off('data', onData);
-          opts.log.warn('peer link refused', { remote: link.remoteAddress, reason: (err as Error).message });
-          refuse(link, (err as Error).message);
+          refusePeer(err);
           return;
         }
         decoder = new LineDecoder(MAX_PEER_LINE);
@@ -80,12 +97,11 @@ export async function startPeerListener(opts: {
       }
       link.off('data', onData);
       link.pause();
-      let req: { kind: ParkKind; key: string; waitMs: number };
+      let req: PeerRequest;
       try {
         req = verifyPeerLine(opts.secret, got.line, Date.now(), nonces);
       } catch (err) {
-        opts.log.warn('peer link refused', { remote: link.remoteAddress, reason: (err as Error).message });
-        refuse(link, (err as Error).message);
+        refusePeer(err);
         return;
       }
       void serve(link, req, got.rest);
@@ -94,7 +110,7 @@ export async function startPeerListener(opts: {
   });
 
   /** Hands a socket parked here (waiting up to the asked time, in line with local mobiles) to the link. */
-  const serve = async (link: Socket, req: { kind: ParkKind; key: string; waitMs: number }, rest: Buffer) => {
+  const serve = async (link: Socket, req: PeerRequest, rest: Buffer) => {
     let parked = opts.lot.take(req.kind, req.key);
     if (!parked && req.waitMs > 0) {
       const wait = opts.lot.waitFor(req.kind, req.key, req.waitMs);
@@ -119,10 +135,21 @@ export async function startPeerListener(opts: {
       if (capped) refuse(link, SPLICE_CAP_MESSAGE);
       return;
     }
-    if (req.kind === 'generic') parked.socket.write(OK_LINE);
+    // An older relay sends no rid: this relay makes one, so its own record still has one.
+    const rid = req.tag?.rid ?? newRid();
+    hiddenStream(req.kind, parked, rid);
     if (rest.length > 0) parked.socket.write(rest);
     link.write(OK_LINE);
-    opts.spliceHidden(parked.socket, link, parked.uuid);
+    opts.spliceHidden(parked.socket, link, {
+      rid,
+      protocol: req.kind,
+      uuid: parked.uuid,
+      hops: 1,
+      hiddenRelayId: opts.relayId,
+      mobileRelayId: req.tag?.from ?? 'unknown',
+      toHiddenBefore: rest.length,
+      startedAt: Date.now(),
+    });
   };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -134,6 +161,9 @@ export async function startPeerListener(opts: {
   server.on('error', opts.onError);
   return { server, port: (server.address() as AddressInfo).port, sockets };
 }
+
+/** A verified peer request. */
+type PeerRequest = { kind: ParkKind; key: string; waitMs: number; tag?: PeerRequestTag };
 
 /** `host:port` → [host, port]. */
 export function splitPeer(peer: string): [string, number] {
@@ -148,9 +178,19 @@ async function ask(
   kind: ParkKind,
   key: string,
   waitMs: number,
+  tag: PeerRequestTag | undefined,
+  onAnswer: ((ms: number) => void) | undefined,
 ): Promise<Socket> {
-  link.write(encodePeerLine(secret, kind, key, waitMs));
-  await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
+  const asked = Date.now();
+  link.write(encodePeerLine(secret, kind, key, waitMs, asked, tag));
+  try {
+    await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
+  } catch (err) {
+    // A refusal is an answer too; a link that broke or timed out is not.
+    if (isRendezvousError(err, 'RELAY_REFUSED')) onAnswer?.(Date.now() - asked);
+    throw err;
+  }
+  onAnswer?.(Date.now() - asked);
   return link;
 }
 
@@ -172,29 +212,45 @@ export async function dialPeer(
   key: string,
   waitMs = 0,
   pool?: PeerPool,
+  tag?: PeerRequestTag,
+  onAnswer?: (ms: number) => void,
 ): Promise<Socket | undefined> {
+  let sendTag = tag;
   const pooled = pool?.take(peer);
   if (pooled) {
     try {
-      return await ask(pooled, secret, kind, key, waitMs);
+      return await ask(pooled, secret, kind, key, waitMs, sendTag, onAnswer);
     } catch (err) {
       pooled.destroy();
       const busy = busyFrom(err);
       if (busy) throw busy;
+      // A relay of the previous release (a rolling deploy) does not know the tag: ask it again
+      // without one, so a rendezvous across versions still pairs (the holder then makes its own rid).
+      if (sendTag && untagged(err)) sendTag = undefined;
       // A refusal is that relay's answer. A link that ended without one had gone stale in the
       // pool (that relay restarted, or gave the link up): ask again on a new connection.
-      if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
+      else if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
     }
   }
   const [host, port] = splitPeer(peer);
-  let link: Socket | undefined;
-  try {
-    link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
-    return await ask(link, secret, kind, key, waitMs);
-  } catch (err) {
-    link?.destroy();
-    const busy = busyFrom(err);
-    if (busy) throw busy;
-    return undefined;
+  for (;;) {
+    let link: Socket | undefined;
+    try {
+      link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
+      return await ask(link, secret, kind, key, waitMs, sendTag, onAnswer);
+    } catch (err) {
+      link?.destroy();
+      const busy = busyFrom(err);
+      if (busy) throw busy;
+      if (sendTag && untagged(err)) {
+        sendTag = undefined;
+        continue;
+      }
+      return undefined;
+    }
   }
 }
+
+/** The holder refused the request's shape: a relay that predates the rid tag. */
+const untagged = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') && err.message === 'malformed peer line';

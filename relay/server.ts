@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { encodeResponse } from '../core/http-head.js';
-import { type Log, silentLog } from '../core/log.js';
+import { type Log, type LogBudget, silentLog } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import { encodeErrorLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
@@ -19,7 +20,7 @@ import type { RelayContext, SpliceFilters } from './context.js';
 import { CookieCache } from './cookie-cache.js';
 import { startHttpSession } from './http.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
-import { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
+import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { startPeerListener } from './peer.js';
@@ -27,7 +28,7 @@ import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
-import type { RendezvousSummary } from './telemetry.js';
+import { RelayTelemetry, type RendezvousStart, type RendezvousSummary } from './telemetry.js';
 
 /** Relay settings; every limit has a default. */
 export interface RelayOptions {
@@ -86,8 +87,15 @@ export interface RelayOptions {
   /** Cluster: bounds of the pool of idle links to other relays. */
   peerPool?: PeerPoolOptions;
   log?: Log;
-  /** Called once per rendezvous at its end (the console's "last rendezvous" writer listens here). */
+  /**
+   * Called once per rendezvous at its end, by the relay holding the hidden server's socket (the
+   * console's "last rendezvous" writer listens here).
+   */
   onRendezvousEnd?: (summary: RendezvousSummary) => void;
+  /** The metrics registry (default: a new one; `relay.metrics`, `GET /metrics`). */
+  metrics?: Metrics;
+  /** The refusal log's budget (default 20 records per reason per minute). */
+  refusalLogBudget?: LogBudget;
 }
 
 /** Relay defaults, named so the CLI and docs can show them. */
@@ -134,8 +142,10 @@ export interface Relay {
   healthAddress?: AddressInfo;
   relayId: string;
   lot: ParkingLot;
-  /** This relay's park records in the store (target reports go through `noteTarget`). */
-  parkRecords: ParkRecords;
+  /** This relay's park records in the store (and where agents' target reports go: `noteTarget`). */
+  records: ParkRecords;
+  /** The metrics registry behind `GET /metrics` and EMF. */
+  metrics: Metrics;
   /** Cluster: idle links to other relays. */
   peerPool?: PeerPool;
   /** Live splices. */
@@ -187,6 +197,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const countSplice = (delta: 1 | -1) => {
     splices += delta;
   };
+  const telemetry = new RelayTelemetry({
+    relayId,
+    log,
+    metrics: opts.metrics,
+    budget: opts.refusalLogBudget,
+    onRendezvousEnd: opts.onRendezvousEnd,
+    draining: () => draining,
+  });
 
   let records: ParkRecords | undefined;
   const lot = new ParkingLot(opts.maxParkedPerKey ?? RELAY_DEFAULTS.maxParkedPerKey, {
@@ -223,24 +241,32 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   );
   keepAliveSweep.unref();
 
-  const limitLog = new LimitLog(log);
-  const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid, limitLog);
+  const limitLog = telemetry.limitLog;
+  const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid);
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  const spliceHidden = (hidden: Duplex, mobile: Duplex, uuid: string, filters: SpliceFilters = {}) => {
+  const spliceHidden = (
+    hidden: Duplex,
+    mobile: Duplex,
+    rendezvous: RendezvousStart,
+    filters: SpliceFilters = {},
+  ) => {
     countSplice(1);
-    const release = perUuid.add(uuid);
+    const release = perUuid.add(rendezvous.uuid);
     keepAliveLater.add(mobile);
     splice(
       hidden,
       mobile,
-      () => {
+      (end) => {
         keepAliveLater.delete(mobile);
         release();
         countSplice(-1);
+        telemetry.ended(rendezvous, end);
       },
       {
+        countBytes: true,
         idleMs: idleTimeoutMs,
-        onIdle: () => log.info('idle splice ended', { uuid, idleTimeoutMs }),
+        onIdle: () =>
+          log.info('idle splice ended', { rid: rendezvous.rid, uuid: rendezvous.uuid, idleTimeoutMs }),
         intoA: filters.intoHidden,
         intoB: filters.intoMobile,
       },
@@ -251,9 +277,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // keeping FD_HEADROOM_SHARE of the limit for itself, and says so on the wire and in the log.
   const fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
   const maxClientSockets = fdLimit ? Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16 : undefined;
-  const atCeiling = (socket: Socket) => {
+  const atCeiling = (socket: Socket, protocol: 'generic' | 'http') => {
     if (maxClientSockets === undefined || sockets.size <= maxClientSockets) return false;
-    limitLog.hit('file descriptors', { open: sockets.size, fdLimit, source: socket.remoteAddress });
+    telemetry.refused('at_capacity', {
+      protocol,
+      source: socket.remoteAddress,
+      open: sockets.size,
+      fdLimit,
+    });
     return true;
   };
   // At the ceiling a refusal must free its descriptor at once (no linger): answer, then close.
@@ -281,6 +312,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       log,
       perUuid,
       spliceHidden,
+      telemetry,
+      relayId,
       onError: onListenerError('peer'),
     });
     peerAddress = peer.server.address() as AddressInfo;
@@ -294,6 +327,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records = new ParkRecords(opts.store, relayId, '', log, undefined, origin);
   }
   records.start(lot);
+  telemetry.watch(
+    (kind) => lot.sizeOf(kind),
+    () => splices,
+  );
 
   // Handshake admission: a flood from one address (or from everywhere) is refused at once,
   // before it costs a timer, a decoder or a store read.
@@ -315,7 +352,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   };
   const admit: RelayContext['admit'] = (socket) => {
     if (handshaking >= maxTotal) {
-      limitLog.hit('connections in handshake', { source: socket.remoteAddress });
       return { ok: false, reason: 'too many connections in handshake, try again' };
     }
     const a: Admission = { socket };
@@ -324,7 +360,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       unsourced.clear();
       const source = socket.remoteAddress ?? '?';
       if ((perSource.get(source) ?? 0) >= maxPerSource) {
-        limitLog.hit('connections in handshake per source', { source });
         return { ok: false, reason: 'too many connections in handshake from your address' };
       }
       countSource(a);
@@ -361,6 +396,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     },
     connectPolicy: opts.connectPolicy ?? {},
     log,
+    records,
+    telemetry,
+    relayId,
     admit,
     countSplice,
     httpDomain: opts.httpDomain || undefined,
@@ -375,7 +413,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     waiting: new WaitingClients(
       opts.maxWaitingPerSource ?? RELAY_DEFAULTS.maxWaitingPerSource,
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
-      limitLog,
     ),
     perUuid,
     names: new KnownNames(opts.store),
@@ -387,7 +424,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
     track(socket);
-    if (atCeiling(socket)) return shed(socket, encodeErrorLine('relay at capacity, try again'));
+    if (atCeiling(socket, 'generic')) return shed(socket, encodeErrorLine('relay at capacity, try again'));
     startSession(socket, ctx);
   });
   generic.on('error', onListenerError('generic'));
@@ -400,7 +437,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
       track(socket);
-      if (atCeiling(socket)) {
+      if (atCeiling(socket, 'http')) {
         const body = { permanent: false, diagnostic: 'relay at capacity, try again' };
         return shed(socket, encodeResponse(503, { 'Retry-After': '1' }, body));
       }
@@ -415,6 +452,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   let healthAddress: AddressInfo | undefined;
   if (opts.healthPort !== undefined) {
     const health = createHttpServer((req, res) => {
+      if (req.url === '/metrics') {
+        // Prometheus text exposition, for anyone running relays outside AWS.
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', connection: 'close' });
+        res.end(telemetry.metrics.prometheus());
+        return;
+      }
       const ok = req.url === '/healthz' || req.url?.startsWith('/healthz?');
       // The bench's "what a parked socket holds" figure: under --expose-gc (never in production),
       // `/healthz?gc` collects garbage first, so RSS shows live memory, not GC timing.
@@ -448,7 +491,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     lot,
     cookies,
     log,
-    refuseGeneric: (p, reason) => refuse(p.socket, reason),
+    refuseGeneric: (p, reason) => {
+      telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
+      refuse(p.socket, reason);
+    },
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
   });
 
@@ -469,10 +515,15 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       pool?.close();
       log.info('draining', { parked: lot.size, splices, graceMs });
       const listenersClosed = Promise.all(closers.map((c) => c()));
+      let told = 0;
       for (const p of lot.drainAll()) {
-        if (p.kind === 'generic') refuse(p.socket, 'relay shutting down');
-        else p.socket.destroy();
+        if (p.kind === 'generic') {
+          told++;
+          refuse(p.socket, 'relay shutting down');
+        } else p.socket.destroy();
       }
+      // One record for the lot, not one per parked socket.
+      if (told > 0) telemetry.refused('draining', { protocol: 'generic' }, told);
       await records?.removeAll();
       records?.stop();
       // Let the -ERR lines reach the parked hidden servers before anything is cut.
@@ -496,7 +547,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     healthAddress,
     relayId,
     lot,
-    parkRecords: records,
+    records,
+    metrics: telemetry.metrics,
     peerPool: pool,
     get splices() {
       return splices;

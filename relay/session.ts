@@ -6,10 +6,18 @@
 import type { Socket } from 'node:net';
 import { mobileCookieFor } from '../core/cookies.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
-import { LineDecoder, MAX_COOKIE_LINE, OK_LINE, parseCookieLine } from '../core/relay-line.js';
+import { encodeOkLine, LineDecoder, MAX_COOKIE_LINE, parseCookieLine } from '../core/relay-line.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
+import type { Parked } from './parking.js';
 import { refuse } from './refuse.js';
+import {
+  newRid,
+  type RefusalReason,
+  type RendezvousStart,
+  refusalReason,
+  type TargetState,
+} from './telemetry.js';
 
 /** Reads one line from a fresh socket under the handshake deadline. */
 export function readHandshake<T>(
@@ -59,127 +67,206 @@ export function readHandshake<T>(
 
 /** Runs the generic-protocol handshake of one accepted socket. */
 export function startSession(socket: Socket, ctx: RelayContext): void {
+  const acceptedAt = Date.now();
   const decoder = new LineDecoder(MAX_COOKIE_LINE);
   readHandshake(
     socket,
     ctx,
     (chunk) => decoder.push(chunk),
-    (d) => dispatch(socket, ctx, d.line, d.rest),
-    (err) => refuse(socket, err.message),
+    (d) => dispatch(socket, ctx, d.line, d.rest, acceptedAt),
+    (err) => fail(socket, ctx, err),
   );
 }
 
-function dispatch(socket: Socket, ctx: RelayContext, line: string, rest: Buffer): void {
-  let cookie: string;
-  let role: 'hidden' | 'mobile';
+/** What a session knows of its client once its line is read. */
+interface Line {
+  role: 'hidden' | 'mobile';
+  /** The mobile cookie (the key of everything; an R line's cookie is mapped to it). */
+  cookie: string;
+  /** The client asked for `+OK rid=<rid>`. */
+  wantsRid: boolean;
+  target?: TargetState;
+  acceptedAt: number;
+}
+
+function dispatch(socket: Socket, ctx: RelayContext, text: string, rest: Buffer, acceptedAt: number): void {
+  let line: Line;
   try {
-    const parsed = parseCookieLine(line);
-    role = parsed.role;
+    const parsed = parseCookieLine(text);
     // R carries the hidden server's secret cookie; everything is keyed by the mobile cookie
     // derived from it, which is what I carries (and what the public look-up hands out).
-    cookie = role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie;
+    line = {
+      role: parsed.role,
+      cookie: parsed.role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie,
+      wantsRid: parsed.rid === true,
+      target: parsed.target,
+      acceptedAt,
+    };
   } catch (err) {
     fail(socket, ctx, err);
     return;
   }
   // The fast path, with no promise in it: a cookie checked within the last second and, for a
   // mobile client, a hidden server parked right here. Anything else takes the general path.
-  const binding = ctx.cookies.peek(cookie);
+  const binding = ctx.cookies.peek(line.cookie);
   if (binding) {
     try {
-      if (role === 'hidden') {
-        settleHidden(socket, ctx, cookie, binding.uuid, rest);
+      if (line.role === 'hidden') {
+        settleHidden(socket, ctx, line, binding.uuid, rest);
         return;
       }
-      if (pairHere(socket, ctx, cookie, binding.uuid, rest)) return;
+      if (pairHere(socket, ctx, line, binding.uuid, rest)) return;
     } catch (err) {
-      fail(socket, ctx, err);
+      fail(socket, ctx, err, binding.uuid);
       return;
     }
   }
-  void settle(socket, ctx, role, cookie, rest);
+  void settle(socket, ctx, line, rest);
 }
 
-function fail(socket: Socket, ctx: RelayContext, err: unknown): void {
+/** Refuses with `-ERR`: counted and logged (rate-limited) by reason, with the uuid when known. */
+function fail(socket: Socket, ctx: RelayContext, err: unknown, uuid?: string): void {
   if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
-  refuse(socket, isRendezvousError(err) ? err.message : 'internal error');
+  refuseGeneric(
+    socket,
+    ctx,
+    refusalReason(err),
+    isRendezvousError(err) ? err.message : 'internal error',
+    uuid,
+  );
 }
 
-async function settle(
+/** The generic protocol's one way of saying no: a refusal record, then `-ERR <diagnostic>`. */
+export function refuseGeneric(
   socket: Socket,
   ctx: RelayContext,
-  role: 'hidden' | 'mobile',
-  cookie: string,
-  rest: Buffer,
-): Promise<void> {
+  reason: RefusalReason,
+  diagnostic: string,
+  uuid?: string,
+): void {
+  ctx.telemetry.refused(reason, { protocol: 'generic', uuid, source: socket.remoteAddress });
+  refuse(socket, diagnostic);
+}
+
+async function settle(socket: Socket, ctx: RelayContext, line: Line, rest: Buffer): Promise<void> {
+  let uuid: string | undefined;
   try {
-    const binding = await ctx.cookies.resolveCookie(cookie);
+    const binding = await ctx.cookies.resolveCookie(line.cookie);
+    uuid = binding.uuid;
     if (socket.destroyed) return;
-    if (role === 'hidden') settleHidden(socket, ctx, cookie, binding.uuid, rest);
-    else await pairMobileClient(socket, ctx, cookie, binding.uuid, rest);
+    if (line.role === 'hidden') settleHidden(socket, ctx, line, binding.uuid, rest);
+    else await pairMobileClient(socket, ctx, line, binding.uuid, rest);
   } catch (err) {
-    fail(socket, ctx, err);
+    fail(socket, ctx, err, uuid);
   }
 }
 
-function settleHidden(socket: Socket, ctx: RelayContext, cookie: string, uuid: string, rest: Buffer): void {
-  if (rest.length > 0) refuse(socket, 'data before +OK');
-  else parkHiddenServer(socket, ctx, cookie, uuid);
+function settleHidden(socket: Socket, ctx: RelayContext, line: Line, uuid: string, rest: Buffer): void {
+  if (rest.length > 0) refuseGeneric(socket, ctx, 'early_data', 'data before +OK', uuid);
+  else parkHiddenServer(socket, ctx, line, uuid);
+}
+
+/** The rendezvous's start, for its record at the end; `early` bytes went to the hidden side with its `+OK`. */
+function started(
+  socket: Socket,
+  ctx: RelayContext,
+  rid: string,
+  uuid: string,
+  early: number,
+  peerRelayId?: string,
+): RendezvousStart {
+  return {
+    rid,
+    protocol: 'generic',
+    uuid,
+    hops: peerRelayId ? 1 : 0,
+    hiddenRelayId: peerRelayId ?? ctx.relayId,
+    mobileRelayId: ctx.relayId,
+    source: socket.remoteAddress,
+    toHiddenBefore: early,
+    startedAt: Date.now(),
+  };
 }
 
 /**
  * Pairs a mobile client with a hidden server parked on this relay, synchronously: one write of
  * `+OK` (and the client's early bytes) to each side, then the splice. False when none is parked here.
  */
-function pairHere(socket: Socket, ctx: RelayContext, cookie: string, uuid: string, early: Buffer): boolean {
+function pairHere(socket: Socket, ctx: RelayContext, line: Line, uuid: string, early: Buffer): boolean {
   ctx.perUuid.check(uuid);
-  const here = ctx.lot.take('generic', cookie);
+  const here = ctx.lot.take('generic', line.cookie);
   if (!here) return false;
-  here.socket.write(early.length > 0 ? Buffer.concat([OK_LINE, early]) : OK_LINE);
-  socket.write(OK_LINE);
-  ctx.spliceHidden(here.socket, socket, uuid);
+  const rid = newRid();
+  const ok = encodeOkLine(here.wantsRid ? rid : undefined);
+  here.socket.write(early.length > 0 ? Buffer.concat([ok, early]) : ok);
+  socket.write(encodeOkLine(line.wantsRid ? rid : undefined));
+  ctx.telemetry.paired('generic', 'local');
+  ctx.telemetry.handshake('generic', line.acceptedAt);
+  ctx.spliceHidden(here.socket, socket, started(socket, ctx, rid, uuid, early.length));
   return true;
 }
 
 /** Parks an `R` socket; sockets parked here with the uuid's older cookies are told `-ERR`. */
-function parkHiddenServer(socket: Socket, ctx: RelayContext, cookie: string, uuid: string): void {
+function parkHiddenServer(socket: Socket, ctx: RelayContext, line: Line, uuid: string): void {
+  const cookie = line.cookie;
   for (const old of ctx.lot.keysOfUuid('generic', uuid)) {
     if (old === cookie) continue;
     ctx.cookies.forget(old);
     for (const p of ctx.lot.takeAll('generic', old))
-      refuse(p.socket, 'cookie replaced by a newer registration');
+      refuseGeneric(p.socket, ctx, 'revoked', 'cookie replaced by a newer registration', uuid);
   }
   ctx.keepAlive(socket);
-  const parked = ctx.lot.park({ socket, kind: 'generic', key: cookie, uuid }, (p) =>
-    refuse(p.socket, 'data before +OK'),
-  );
-  if (!parked) refuse(socket, 'too many parked connections for this cookie');
+  // Before the park, so the park record written for it can carry the agent's report at once.
+  if (line.target) ctx.records.noteTarget('generic', cookie, line.target);
+  const parked: Parked = { socket, kind: 'generic', key: cookie, uuid };
+  if (line.wantsRid) parked.wantsRid = true;
+  const ok = ctx.lot.park(parked, earlyDataOf(ctx));
+  if (!ok) refuseGeneric(socket, ctx, 'too_many_parked', 'too many parked connections for this cookie', uuid);
+  else ctx.telemetry.handshake('generic', line.acceptedAt);
+}
+
+// One early-data handler per relay, not a closure per parked socket (a parked socket holds as
+// little as it can).
+const earlyData = new WeakMap<RelayContext, (p: Parked) => void>();
+function earlyDataOf(ctx: RelayContext): (p: Parked) => void {
+  let f = earlyData.get(ctx);
+  if (!f) {
+    f = (p) => refuseGeneric(p.socket, ctx, 'early_data', 'data before +OK', p.uuid);
+    earlyData.set(ctx, f);
+  }
+  return f;
 }
 
 /** Pairs an `I` socket with a hidden server parked here or on another relay. */
 async function pairMobileClient(
   socket: Socket,
   ctx: RelayContext,
-  cookie: string,
+  line: Line,
   uuid: string,
   early: Buffer,
 ): Promise<void> {
   ctx.perUuid.check(uuid);
-  const hidden = await claimHiddenServer(
+  const rid = newRid();
+  const claimed = await claimHiddenServer(
     ctx.lot,
     ctx.cluster,
     'generic',
-    cookie,
+    line.cookie,
     ctx.limits.pairWaitMs,
     () => socket.destroyed,
     () => ctx.waiting.enter(socket),
+    { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
   );
-  if (!hidden) return refuse(socket, 'no hidden server parked for this cookie');
+  if (!claimed)
+    return refuseGeneric(socket, ctx, 'no_hidden_server', 'no hidden server parked for this cookie', uuid);
+  const hidden = claimed.stream;
   if (socket.destroyed) {
     hidden.destroy();
     return;
   }
   if (early.length > 0) hidden.write(early);
-  socket.write(OK_LINE);
-  ctx.spliceHidden(hidden, socket, uuid);
+  socket.write(encodeOkLine(line.wantsRid ? rid : undefined));
+  ctx.telemetry.paired('generic', claimed.peerRelayId ? 'peer' : 'local');
+  ctx.telemetry.handshake('generic', line.acceptedAt);
+  ctx.spliceHidden(hidden, socket, started(socket, ctx, rid, uuid, early.length, claimed.peerRelayId));
 }

@@ -288,8 +288,8 @@ describe('operator console', () => {
     // The agents' target reports, through the relay's park records (what the relay does when an
     // agent says `target=down` / `Rendezvous-Target: up` on its park).
     const genKey = (await stack.store.getRegistrationRecord(gen.uuid))?.cookie as string;
-    stack.relay.parkRecords.noteTarget('generic', genKey, 'down');
-    stack.relay.parkRecords.noteTarget('http', http.uuid, 'up');
+    stack.relay.records.noteTarget('generic', genKey, 'down');
+    stack.relay.records.noteTarget('http', http.uuid, 'up');
 
     // Wrong codes until the identity is locked out; then even the right code is refused.
     const statuses: number[] = [];

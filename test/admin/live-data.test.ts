@@ -86,15 +86,15 @@ describe('park records for the console', () => {
     expect(rec?.target).toBeUndefined();
 
     proxy.counts.clear();
-    relay.parkRecords.noteTarget('generic', key, 'up');
+    relay.records.noteTarget('generic', key, 'up');
     await waitFor(async () => (await env.store.listParks('generic', key))[0]?.target === 'up', 5_000, 'up');
     expect(writes()).toBe(1);
     // Agents repeat their report on every park: the same state costs nothing.
-    for (let i = 0; i < 50; i++) relay.parkRecords.noteTarget('generic', key, 'up');
+    for (let i = 0; i < 50; i++) relay.records.noteTarget('generic', key, 'up');
     await new Promise((r) => setTimeout(r, 300));
     expect(writes()).toBe(1);
     const before = Date.now();
-    relay.parkRecords.noteTarget('generic', key, 'down');
+    relay.records.noteTarget('generic', key, 'down');
     await waitFor(
       async () => (await env.store.listParks('generic', key))[0]?.target === 'down',
       5_000,

@@ -174,7 +174,11 @@ describe('generic protocol across relays', () => {
       encodePeerLine('not-the-secret', 'generic', 'abcdefghijklmnopqrstuvwx'),
     );
     expect(r).toMatchObject({ text: '-ERR peer authentication failed\n', closed: true });
-    expect(cluster.logs[0]?.some((l) => l.level === 'warn' && l.msg === 'peer link refused')).toBe(true);
+    expect(
+      cluster.logs[0]?.some(
+        (l) => l.level === 'warn' && l.msg === 'refused' && l.fields?.reason === 'peer_refused',
+      ),
+    ).toBe(true);
     const ok = await rawExchange(
       peerPort,
       encodePeerLine('cluster-secret-for-tests', 'generic', 'abcdefghijklmnopqrstuvwx'),

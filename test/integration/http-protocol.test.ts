@@ -178,8 +178,11 @@ describe('HTTP-specific refusals: each answered, the connection closed, the rela
     const request = await new Promise<string>((resolve) =>
       parked.socket.once('data', (c: Buffer) => resolve(c.toString())),
     );
-    // One request per connection: the hidden server is told to close after answering it.
-    expect(request).toBe('GET /x?rendezvous=h-after HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n');
+    // One request per connection: the hidden server is told to close after answering it; the
+    // head carries the rendezvous's correlation id (issue 17).
+    expect(request).toMatch(
+      /^GET \/x\?rendezvous=h-after HTTP\/1\.1\r\nHost: r\r\nRendezvous-Id: [A-Za-z0-9_-]{16}\r\nConnection: close\r\n\r\n$/,
+    );
     parked.socket.end('HTTP/1.1 204 No Content\r\n\r\n');
     // The answer tells the mobile client the connection ends with it.
     expect((await mobile).text).toBe('HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n');

@@ -5,6 +5,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LogBudget } from '../../core/log.js';
+import { METRIC } from '../../core/metrics.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { startCluster } from '../support/cluster.js';
@@ -55,7 +57,8 @@ describe('waiting mobile clients', () => {
   let c: Cluster;
   beforeAll(async () => {
     c = await startCluster(1, {
-      relay: { pairWaitMs: 3_000, maxWaitingPerSource: 3, maxWaiting: 5 },
+      // A log budget of 2 records per reason per minute, so the burst below shows the bound.
+      relay: { pairWaitMs: 3_000, maxWaitingPerSource: 3, maxWaiting: 5, refusalLogBudget: new LogBudget(2) },
     });
   });
   afterAll(async () => {
@@ -79,10 +82,12 @@ describe('waiting mobile clients', () => {
     const refusedTotal = await answer(await from('127.0.0.4', c.relays[0]?.address.port as number, `${i}\n`));
     expect(refusedTotal.text).toBe('-ERR too many waiting clients, try again\n');
     for (let k = 0; k < 5; k++) await answer(await from('127.0.0.5', http, get(`c${k}`)));
-    const warnings = c.logs[0]?.filter((l) => l.msg === 'limit reached') ?? [];
-    expect(warnings.length).toBeGreaterThanOrEqual(1);
-    // Rate-limited: seven refusals in a burst, not seven lines.
-    expect(warnings.length).toBeLessThanOrEqual(3);
+    const warnings =
+      c.logs[0]?.filter((l) => l.msg === 'refused' && l.fields?.reason === 'too_many_waiting') ?? [];
+    // Rate-limited: seven refusals in a burst, two lines (the budget); the metric counts all seven.
+    expect(warnings.length).toBe(2);
+    expect(warnings[0]?.fields).toMatchObject({ event: 'refusal', protocol: 'http', source: '127.0.0.2' });
+    expect(c.relays[0]?.metrics.value(METRIC.relayRefusals, { reason: 'too_many_waiting' })).toBe(7);
     for (const s of waiting) s.destroy();
   });
 
