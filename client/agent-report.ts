@@ -6,7 +6,7 @@
  */
 import { connect } from 'node:net';
 import type { LogFields } from '../core/log.js';
-import type { TargetState } from '../relay/telemetry.js';
+import type { TargetState } from '../core/relay-line.js';
 
 /** How often `exposeHiddenServer` probes its target while idle (default; 0 turns probing off). */
 export const PROBE_EVERY_MS = 30_000;

@@ -13,11 +13,11 @@ import { Secret, URI } from 'otpauth';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { type Log, LogBudget, type LogFields, silentLog } from '../core/log.js';
+import type { TargetState } from '../core/relay-line.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, TOTP_DEFAULTS, type TotpParams, timeStep } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
-import type { TargetState } from '../relay/telemetry.js';
 import {
   type AgentEvent,
   type AgentRendezvousEnd,

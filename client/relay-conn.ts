@@ -5,10 +5,10 @@
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
+import type { TargetState } from '../core/relay-line.js';
 import { encodeCookieLine, LineDecoder, MAX_STATUS_LINE, parseStatusLine } from '../core/relay-line.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import type { RendezvousTriple } from '../core/triple.js';
-import type { TargetState } from '../relay/telemetry.js';
 
 /** One wire option on a cookie or status line: `name` or `name=value` (the relay's grammar). */
 const WIRE_OPTION = /^[a-z][a-z0-9-]*(=[A-Za-z0-9._-]{1,32})?$/;

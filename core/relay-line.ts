@@ -26,6 +26,9 @@ export const MAX_STATUS_LINE = 512;
 /** Who sent a cookie line: `R` is the hidden server, `I` the mobile client. */
 export type CookieRole = 'hidden' | 'mobile';
 
+/** What an agent reports about its target when it parks (`target=up|down`, HTTP `Rendezvous-Target`). */
+export type TargetState = 'up' | 'down';
+
 /** A decoded cookie line. */
 export interface CookieLine {
   role: CookieRole;

@@ -56,8 +56,8 @@ export interface RendezvousSummary {
   source?: string;
 }
 
-/** What an agent said about its target when it parked (generic `target=` option, HTTP `Rendezvous-Target`). */
-export type TargetState = 'up' | 'down';
+/** What an agent said about its target (the wire's `target=` option; defined with the line format). */
+export type { TargetState } from '../core/relay-line.js';
 
 /**
  * Why the relay said no: the `reason` of refusal records and the label of the Refusals metric.
