@@ -13,11 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AdminConsole, type IdentityRow, startAdminConsole } from '../../admin/console.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { connect } from '../../client/mobile.js';
-import { silentLog } from '../../core/log.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { LastRendezvousWriter } from '../../relay/last-rendezvous.js';
 import { startEchoServer } from '../support/net.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -204,6 +202,17 @@ describe('operator console', () => {
     const gen = await provisionIdentity(stack.store, { uuid: 'live-gen', label: 'generic agent' });
     const http = await provisionIdentity(stack.store, { uuid: 'live-http', label: 'http agent' });
     const locked = await provisionIdentity(stack.store, { uuid: 'live-locked', label: 'attacked' });
+    const down = await provisionIdentity(stack.store, { uuid: 'live-down', label: 'target stopped' });
+    // A port nothing listens on: the agent's start-up probe finds its target down and says so on its park line.
+    const closed = await startEchoServer();
+    const closedPort = closed.port;
+    await closed.close();
+    const downAgent = exposeHiddenServer({
+      api: stack.apiUrl,
+      uuid: down.uuid,
+      secret: down.secret,
+      target: { host: '127.0.0.1', port: closedPort },
+    });
     const genAgent = exposeHiddenServer({
       api: stack.apiUrl,
       uuid: gen.uuid,
@@ -217,8 +226,8 @@ describe('operator console', () => {
       secret: http.secret,
       target: { host: '127.0.0.1', port: echo.port },
     });
-    agents.push(genAgent, httpAgent);
-    await Promise.all([genAgent, httpAgent].map((a) => new Promise((r) => a.once('parked', r))));
+    agents.push(genAgent, httpAgent, downAgent);
+    await Promise.all([genAgent, httpAgent, downAgent].map((a) => new Promise((r) => a.once('parked', r))));
     const api = async () =>
       ((await (await fetch(`${admin.url}/api/servers`)).json()) as { at: string; servers: IdentityRow[] })
         .servers;
@@ -257,39 +266,11 @@ describe('operator console', () => {
         if (got.length >= 11) resolve(got);
       });
     });
-    const started = Date.now();
     mobile.write('hello live\n');
     expect(await echoed).toBe('hello live\n');
     mobile.end();
     await new Promise((r) => mobile.once('close', r));
-    // Until the relay reports rendezvous ends itself (the relay-telemetry change calls
-    // RelayOptions.onRendezvousEnd), hand its writer the summary the relay would.
-    const writer = new LastRendezvousWriter(
-      stack.store,
-      { address: `127.0.0.1:${stack.relayPort}` },
-      silentLog,
-    );
-    writer.note({
-      rid: 'AAAAAAAAAAAAAAAA',
-      protocol: 'generic',
-      uuid: gen.uuid,
-      relayId: stack.relay.relayId,
-      hops: 0,
-      hiddenRelayId: stack.relay.relayId,
-      mobileRelayId: stack.relay.relayId,
-      bytesToHidden: 11,
-      bytesToMobile: 11,
-      startedAt: started,
-      durationMs: Date.now() - started,
-      end: 'closed',
-    });
-    await writer.close();
-
-    // The agents' target reports, through the relay's park records (what the relay does when an
-    // agent says `target=down` / `Rendezvous-Target: up` on its park).
     const genKey = (await stack.store.getRegistrationRecord(gen.uuid))?.cookie as string;
-    stack.relay.records.noteTarget('generic', genKey, 'down');
-    stack.relay.records.noteTarget('http', http.uuid, 'up');
 
     // Wrong codes until the identity is locked out; then even the right code is refused.
     const statuses: number[] = [];
@@ -298,14 +279,19 @@ describe('operator console', () => {
     expect((await putCode(locked.uuid, locked.secret)).status).toBe(429);
 
     // The open page shows all of it by itself.
-    await genRow.locator('.target[data-target=down]').waitFor({ timeout: 20_000 });
+    const downRow = page.locator('tr[data-uuid="live-down"]');
+    await downRow.locator('.target[data-target=down]').waitFor({ timeout: 20_000 });
     await page.locator('tr[data-uuid="live-locked"] [data-locked=true]').waitFor({ timeout: 20_000 });
     await genLive.locator('.last time').waitFor({ timeout: 20_000 });
     expect(await page.evaluate(() => (globalThis as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(
       true,
     );
-    expect(await genRow.locator('.status').textContent()).toContain('online, target unreachable');
-    expect(await genLive.locator('.target').textContent()).toBe('target unreachable');
+    expect(await downRow.locator('.status').textContent()).toContain('online, target unreachable');
+    expect(await downRow.locator('.proto[data-protocol=generic] .target').textContent()).toBe(
+      'target unreachable',
+    );
+    expect(await genLive.locator('.target').textContent()).toBe('target reachable');
+    expect(await genRow.locator('.status').textContent()).not.toContain('unreachable');
     const last = (await genLive.locator('.last').textContent()) as string;
     expect(last).toMatch(
       new RegExp(
@@ -327,8 +313,8 @@ describe('operator console', () => {
     const g = servers.find((r) => r.uuid === 'live-gen') as IdentityRow;
     expect(g.generic).toMatchObject({
       parked: 1,
-      relays: [{ address: `127.0.0.1:${stack.relayPort}`, count: 1, target: 'down' }],
-      target: 'down',
+      relays: [{ address: `127.0.0.1:${stack.relayPort}`, count: 1, target: 'up' }],
+      target: 'up',
       last: {
         end: 'closed',
         bytesToHidden: 11,
@@ -344,10 +330,14 @@ describe('operator console', () => {
       relays: [{ address: `http://127.0.0.1:${stack.httpPort}`, count: 1 }],
       target: 'up',
     });
+    expect((servers.find((r) => r.uuid === 'live-down') as IdentityRow).generic).toMatchObject({
+      parked: 1,
+      target: 'down',
+    });
     const l = servers.find((r) => r.uuid === 'live-locked') as IdentityRow;
     expect(l.lockout).toMatchObject({ locked: true, failures: 10, limit: 10 });
     // No secret and no cookie, in the JSON or on the page.
-    for (const hidden of [gen.secret, http.secret, locked.secret, genKey]) {
+    for (const hidden of [gen.secret, http.secret, locked.secret, down.secret, genKey]) {
       expect(JSON.stringify(servers)).not.toContain(hidden);
       expect(await page.content()).not.toContain(hidden);
     }

@@ -249,22 +249,18 @@ describe('expose and connect end to end against rendezvous dev', () => {
       .split('\n')
       .find((l) => l.includes(' rendezvous ended ')) as string;
     expect(line).toMatch(
-      /^expose: \d\d:\d\d:\d\dZ rendezvous ended uuid=obs-e2e (rid=[\w-]+ )?protocol=generic relay=127\.0\.0\.1:\d+ bytesToHidden=17 bytesToMobile=17 durationMs=\d+ end=closed$/,
+      /^expose: \d\d:\d\d:\d\dZ rendezvous ended uuid=obs-e2e rid=[\w-]{16} protocol=generic relay=127\.0\.0\.1:\d+ bytesToHidden=17 bytesToMobile=17 durationMs=\d+ end=closed$/,
     );
 
     // The correlation id: the same in both records where the relay offers it (the API answer lists
-    // `rid` in relayOptions), absent in both where it does not.
+    // `rid` in relayOptions), and offered here.
     const lookup = (await (await fetch(`${env.RENDEZVOUS_API}/?uuid=obs-e2e`)).json()) as {
       result: { cookie: string; relayOptions?: string[] };
     };
     const agentRid = /rid=([\w-]+)/.exec(line)?.[1];
-    if (lookup.result.relayOptions?.includes('rid')) {
-      expect(mobile?.rid).toMatch(/^[A-Za-z0-9_-]{16}$/);
-      expect(agentRid).toBe(mobile?.rid);
-    } else {
-      expect(mobile?.rid).toBeUndefined();
-      expect(agentRid).toBeUndefined();
-    }
+    expect(lookup.result.relayOptions).toEqual(['rid', 'target']);
+    expect(mobile?.rid).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    expect(agentRid).toBe(mobile?.rid);
 
     // SIGUSR2: one health line at once.
     await waitFor(
@@ -279,7 +275,7 @@ describe('expose and connect end to end against rendezvous dev', () => {
       .split('\n')
       .find((l) => l.includes(' health ')) as string;
     expect(health).toMatch(
-      /^expose: \d\d:\d\d:\d\dZ health uuid=obs-e2e protocol=generic uptime=\d+s parked=127\.0\.0\.1:\d+=1 served=1 live=0 failed=0 bytesToHidden=17 bytesToMobile=17 last=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z lastEnd=closed (lastRid=[\w-]+ )?target=up lastError=none$/,
+      /^expose: \d\d:\d\d:\d\dZ health uuid=obs-e2e protocol=generic uptime=\d+s parked=127\.0\.0\.1:\d+=1 served=1 live=0 failed=0 bytesToHidden=17 bytesToMobile=17 last=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z lastEnd=closed lastRid=[\w-]{16} target=up lastError=none$/,
     );
 
     // connect --listen logs each rendezvous's end as a text line for people.
@@ -293,7 +289,7 @@ describe('expose and connect end to end against rendezvous dev', () => {
     expect((await echoed).toString()).toBe('via --listen');
     await waitFor(() => listenErr().includes(' rendezvous ended '), 20_000, "connect --listen's record");
     expect(listenErr()).toMatch(
-      /^connect: \d\d:\d\d:\d\dZ rendezvous ended (rid=[\w-]+ )?uuid=obs-e2e bytesToHidden=12 bytesToMobile=12 durationMs=\d+ end=closed$/m,
+      /^connect: \d\d:\d\d:\d\dZ rendezvous ended rid=[\w-]{16} uuid=obs-e2e bytesToHidden=12 bytesToMobile=12 durationMs=\d+ end=closed$/m,
     );
 
     // The target stops: the next rendezvous fails, the agent says why, once.
