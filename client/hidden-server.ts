@@ -145,6 +145,13 @@ interface Session {
 
 /** Park records logged per minute at most (a pool of 1,000 parking at once is one line per slot otherwise). */
 const PARK_LOGS_PER_MINUTE = 20;
+/**
+ * Rendezvous records logged per minute at most: anyone who can look the uuid up can start
+ * rendezvous, and each one would otherwise be a line on the hidden server's disk. The health line,
+ * status() and the 'report' events still count every one; the next record logged says how many
+ * were left out (`suppressed`).
+ */
+const RENDEZVOUS_LOGS_PER_MINUTE = 120;
 
 /**
  * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
@@ -188,6 +195,7 @@ export class HiddenServer extends EventEmitter {
   /** Why each slot parks next (a slot's first park is `start`). */
   private readonly parkCause = new Map<number, { after: ParkCause; reason?: string }>();
   private readonly parkLogBudget = new LogBudget(PARK_LOGS_PER_MINUTE);
+  private readonly rendezvousLogBudget = new LogBudget(RENDEZVOUS_LOGS_PER_MINUTE);
 
   constructor(private readonly opts: HiddenServerOptions) {
     super();
@@ -779,11 +787,14 @@ export class HiddenServer extends EventEmitter {
       end,
       reason: session.reason,
     };
-    (end === 'closed' || end === 'mobile_reset' ? this.log.info : this.log.warn)('rendezvous ended', {
-      event: 'rendezvous',
-      uuid: this.opts.uuid,
-      ...record,
-    });
+    const budget = this.rendezvousLogBudget.take('rendezvous');
+    if (budget.ok)
+      (end === 'closed' || end === 'mobile_reset' ? this.log.info : this.log.warn)('rendezvous ended', {
+        event: 'rendezvous',
+        uuid: this.opts.uuid,
+        ...record,
+        suppressed: budget.suppressed || undefined,
+      });
     const e: AgentEvent = { event: 'rendezvous', ...record };
     if (!session.rid) delete e.rid;
     if (!session.reason) delete e.reason;

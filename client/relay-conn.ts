@@ -5,9 +5,8 @@
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
-import type { TargetState } from '../core/relay-line.js';
-import { encodeCookieLine, LineDecoder, MAX_STATUS_LINE, parseStatusLine } from '../core/relay-line.js';
-import { connectTcp, readPreamble } from '../core/socket-reader.js';
+import { encodeCookieLine, type TargetState } from '../core/relay-line.js';
+import { connectTcp, expectOk } from '../core/socket-reader.js';
 import type { RendezvousTriple } from '../core/triple.js';
 
 /** One wire option on a cookie or status line: `name` or `name=value` (the relay's grammar). */
@@ -58,33 +57,6 @@ export function parseOkOptions(statusText: string): Record<string, string> {
 export interface Dialled {
   socket: Socket;
   rid?: string;
-}
-
-/**
- * Reads a relay's status line and resolves with its text when it is `+OK…`, leaving what follows
- * unread. Rejects with RELAY_REFUSED carrying the `-ERR` diagnostic (the socket is destroyed),
- * PROTOCOL for a line too long or malformed, or what `readPreamble` rejects with.
- */
-async function readOk(socket: Socket, opts: { timeoutMs?: number; signal?: AbortSignal; what: string }) {
-  const decoder = new LineDecoder(MAX_STATUS_LINE);
-  const status = await readPreamble(
-    socket,
-    (chunk) => {
-      let d: ReturnType<LineDecoder['push']>;
-      try {
-        d = decoder.push(chunk);
-      } catch {
-        throw new RendezvousError('PROTOCOL', `${opts.what}: status line too long`);
-      }
-      return d && { value: parseStatusLine(d.line), rest: d.rest };
-    },
-    opts,
-  );
-  if (!status.ok) {
-    socket.destroy();
-    throw new RendezvousError('RELAY_REFUSED', status.diagnostic, { permanent: false });
-  }
-  return status.text;
 }
 
 /** Time allowed for the TCP connect to a relay. */
@@ -178,7 +150,7 @@ export async function dialRelay(
     : await connectTcp(triple.host, triple.port, connectOpts);
   socket.write(encodeCookieLine(cookieLineText(triple, opts.target?.())));
   opts.onConnected?.(socket);
-  const text = await readOk(socket, {
+  const text = await expectOk(socket, {
     timeoutMs: opts.statusTimeoutMs,
     signal: opts.signal,
     what: 'status from relay',

@@ -51,3 +51,20 @@ export function secretsEqual(a: string, b: string): boolean {
 export function isLive(expiresAt: number, nowMs: number = Date.now()): boolean {
   return expiresAt * 1000 > nowMs;
 }
+
+/**
+ * A pool of CSPRNG bytes handed out as base64url tokens: one randomBytes call serves hundreds of
+ * peer nonces or correlation ids (a call per token cost a noticeable share of a pairing's CPU).
+ */
+export function pooledTokens(bytesPerToken: number, tokensPerRefill = 256): () => string {
+  let pool = Buffer.alloc(0);
+  let used = 0;
+  return () => {
+    if (used + bytesPerToken > pool.length) {
+      pool = randomBytes(bytesPerToken * tokensPerRefill);
+      used = 0;
+    }
+    used += bytesPerToken;
+    return pool.toString('base64url', used - bytesPerToken, used);
+  };
+}

@@ -25,8 +25,8 @@
  *
  * No answer; the request line (with its own nonce) follows when the link is used.
  */
-import { createHmac, randomBytes } from 'node:crypto';
-import { secretsEqual } from './cookies.js';
+import { createHmac } from 'node:crypto';
+import { pooledTokens, secretsEqual } from './cookies.js';
 import { RendezvousError } from './errors.js';
 import type { ParkKind } from './store.js';
 
@@ -37,20 +37,8 @@ export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
 export const MAX_PEER_WAIT_MS = 10_000;
 
-// Nonces come from a block of CSPRNG bytes drawn 4 KiB at a time: one randomBytes call per line
-// cost more than the rest of a cross-relay request on a machine with costly system calls.
-const NONCE_BYTES = 16;
-let pool = Buffer.alloc(0);
-let used = 0;
-/** A fresh nonce: base64url of 16 CSPRNG bytes. */
-function newNonce(): string {
-  if (used + NONCE_BYTES > pool.length) {
-    pool = randomBytes(NONCE_BYTES * 256);
-    used = 0;
-  }
-  used += NONCE_BYTES;
-  return pool.toString('base64url', used - NONCE_BYTES, used);
-}
+/** A fresh nonce: base64url of 16 CSPRNG bytes, drawn from a 4 KiB block (see pooledTokens). */
+const newNonce = pooledTokens(16, 256);
 
 /** Who asks, for which rendezvous: carried (signed) by a peer request. */
 export interface PeerRequestTag {

@@ -71,14 +71,14 @@ export function readPreamble<T>(
 }
 
 /**
- * Reads a relay's status line (`+OK` / `-ERR …`) and resolves when it is `+OK`, leaving what
+ * Reads a relay's status line (`+OK` / `-ERR …`) and resolves with its text when it is `+OK`, leaving what
  * follows unread. Rejects with RELAY_REFUSED carrying the `-ERR` diagnostic (the socket is
  * destroyed), PROTOCOL for a line too long or malformed, or what `readPreamble` rejects with.
  */
 export async function expectOk(
   socket: Socket,
   opts: { timeoutMs?: number; signal?: AbortSignal; what: string },
-): Promise<void> {
+): Promise<string> {
   const decoder = new LineDecoder(MAX_STATUS_LINE);
   const status = await readPreamble(
     socket,
@@ -97,6 +97,7 @@ export async function expectOk(
     socket.destroy();
     throw new RendezvousError('RELAY_REFUSED', status.diagnostic, { permanent: false });
   }
+  return status.text;
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { isRendezvousError } from '../core/errors.js';
-import { jsonLog, type Log, LogBudget, type LogFields, silentLog } from '../core/log.js';
+import { jsonLog, type Log, type LogFields, RefusalLogGate, silentLog } from '../core/log.js';
 import { type Counter, METRIC, Metrics } from '../core/metrics.js';
 import { checkUuid } from '../core/registration.js';
 import { failedStore, type StoreSettings } from '../core/store-errors.js';
@@ -36,46 +36,7 @@ export const API_REFUSAL_REASONS = [
 /** One of API_REFUSAL_REASONS. */
 export type ApiRefusalReason = (typeof API_REFUSAL_REASONS)[number];
 
-/** Log records per reason and source address per minute, then `suppressed=N` on the next one. */
-export const REFUSAL_LOGS_PER_SOURCE = 20;
-/** Log records per reason per minute from all sources together (a spread flood stays bounded too). */
-export const REFUSAL_LOGS_PER_REASON = 100;
-
-/**
- * Two budgets in a row: one per reason and source (one noisy address cannot hide another's
- * records), then one per reason (ten thousand addresses cannot fill the log either). A record
- * that passes reports how many of its kind were dropped before it.
- */
-export class RefusalLogGate {
-  private readonly bySource: LogBudget;
-  private readonly byReason: LogBudget;
-  /** Per reason: records a full reason budget dropped after their source's budget let them by. */
-  private readonly carried = new Map<string, number>();
-
-  constructor(
-    perSource = REFUSAL_LOGS_PER_SOURCE,
-    perReason = REFUSAL_LOGS_PER_REASON,
-    now: () => number = Date.now,
-  ) {
-    this.bySource = new LogBudget(perSource, 60_000, 1_000, now);
-    this.byReason = new LogBudget(perReason, 60_000, 100, now);
-  }
-
-  /** Whether a record of `reason` from `source` may be written; if so, how many were dropped before it. */
-  take(reason: string, source: string): { ok: true; suppressed: number } | { ok: false } {
-    const s = this.bySource.take(`${reason}|${source}`);
-    if (!s.ok) return s;
-    const r = this.byReason.take(reason);
-    if (!r.ok) {
-      // The reason budget counted this record; what the source budget held for it moves here.
-      this.carried.set(reason, (this.carried.get(reason) ?? 0) + s.suppressed);
-      return r;
-    }
-    const carried = this.carried.get(reason) ?? 0;
-    this.carried.delete(reason);
-    return { ok: true, suppressed: s.suppressed + r.suppressed + carried };
-  }
-}
+export { REFUSAL_LOGS_PER_REASON, REFUSAL_LOGS_PER_SOURCE, RefusalLogGate } from '../core/log.js';
 
 /** Where the handlers' records and metrics go. */
 export interface ApiObservability {

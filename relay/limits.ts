@@ -6,32 +6,41 @@
  */
 import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
-import { type Log, LogBudget, type LogFields } from '../core/log.js';
+import { type Log, type LogFields, RefusalLogGate } from '../core/log.js';
 import type { Store } from '../core/store.js';
 
 /** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
 export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';
-/** Records of one kind (a refusal reason, a limit) logged per LIMIT_LOG_WINDOW_MS; the rest are counted. */
-export const LIMIT_LOG_PER_WINDOW = 20;
-export const LIMIT_LOG_WINDOW_MS = 60_000;
+/**
+ * Records of one kind (a refusal reason, a limit) logged per minute from one source address, and
+ * from all sources together; the rest are counted (metrics) and reported as `suppressed`.
+ */
+export const LIMIT_LOG_PER_SOURCE = 20;
+export const LIMIT_LOG_PER_KIND = 100;
 /** How long "this name is no identity" is believed, and how long "it is" is. */
 export const UNKNOWN_NAME_TTL_MS = 10_000;
 export const KNOWN_NAME_TTL_MS = 60_000;
 
 /**
- * The relay's one rate-limited log path (refusals, limits hit): per kind of record, up to the
- * budget's records per window, then silence; the next record logged carries `suppressed`, the
- * number left out. A flood of refusals cannot fill the disk; metrics still count every one.
+ * The relay's one rate-limited log path (refusals, limits hit), with the API's two budgets: per
+ * kind of record and source address (one noisy address cannot hide another's records), then per
+ * kind (a flood spread over many addresses cannot fill the disk either). The next record logged
+ * carries `suppressed`, the number left out; metrics still count every one.
  */
 export class LimitLog {
+  private readonly gate: RefusalLogGate;
+
   constructor(
     private readonly log: Log,
-    readonly budget: LogBudget = new LogBudget(LIMIT_LOG_PER_WINDOW, LIMIT_LOG_WINDOW_MS),
-  ) {}
+    /** The budgets (tests pass small ones, or a fake clock). */
+    gate?: RefusalLogGate,
+  ) {
+    this.gate = gate ?? new RefusalLogGate(LIMIT_LOG_PER_SOURCE, LIMIT_LOG_PER_KIND);
+  }
 
-  /** Logs a record of kind `key` unless its budget is spent; true when it was written. */
+  /** Logs a record of kind `key` unless a budget is spent; true when it was written. */
   write(key: string, level: 'info' | 'warn', msg: string, fields: LogFields): boolean {
-    const got = this.budget.take(key);
+    const got = this.gate.take(key, String(fields.source ?? ''));
     if (!got.ok) return false;
     this.log[level](msg, got.suppressed > 0 ? { ...fields, suppressed: got.suppressed } : fields);
     return true;

@@ -39,12 +39,24 @@ export interface ParkOrigin {
   httpAddress?: string;
 }
 
+/**
+ * A key's target state reaches the store at most once per this period (the newest state wins at
+ * its end): an agent whose target flaps, or anyone holding its R cookie, cannot turn park lines
+ * into a write each.
+ */
+export const TARGET_WRITE_MS = 10_000;
+
 /** What an agent parked on a key last said about its target. */
 interface TargetNote {
   state: TargetState;
   /** When it changed to `state`, and when it was last said (epoch ms). */
   since: number;
   at: number;
+  /** The state the store holds for this key (undefined: none written yet), and when it was written. */
+  written?: TargetState;
+  writtenAt?: number;
+  /** A write waiting for the end of the period. */
+  timer?: NodeJS.Timeout;
 }
 
 /** Keeps this relay's park records in step with its parking lot. */
@@ -54,6 +66,8 @@ export class ParkRecords {
   private readonly written = new Set<string>();
   private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
   private readonly targets = new Map<string, TargetNote>();
+  /** Minimum time between two target-state writes of one key (tests shorten it). */
+  targetWriteMs = TARGET_WRITE_MS;
 
   constructor(
     private readonly store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>,
@@ -96,11 +110,34 @@ export class ParkRecords {
       note.at = now;
       return;
     }
-    this.targets.set(k, { state: target, since: now, at: now });
-    // Not parked yet: the first park's write carries it.
-    if (!this.written.has(k)) return;
+    if (note) Object.assign(note, { state: target, since: now, at: now });
+    else this.targets.set(k, { state: target, since: now, at: now });
+    this.syncTarget(kind, key);
+  }
+
+  /**
+   * Writes a key's target state when the store's differs and the key is parked. An agent reports
+   * a change by re-parking, so the report often arrives while its count is 0 (between the old
+   * sockets' close and the new ones' park): then the next park writes it (onCount). At most one
+   * write per TARGET_WRITE_MS per key; a change inside the period is written at its end.
+   */
+  private syncTarget(kind: ParkKind, key: string): void {
+    const k = `${kind} ${key}`;
+    const note = this.targets.get(k);
+    // Not parked yet (or between parks): the next park's write carries it.
+    if (!note || note.timer || note.written === note.state || !this.written.has(k)) return;
     const count = this.lot?.count(kind, key) ?? 0;
-    if (count > 0) this.write(kind, key, count).catch((err) => this.fail(err));
+    if (count === 0) return;
+    const wait = (note.writtenAt ?? 0) + this.targetWriteMs - Date.now();
+    if (wait > 0) {
+      note.timer = setTimeout(() => {
+        note.timer = undefined;
+        this.syncTarget(kind, key);
+      }, wait);
+      note.timer.unref();
+      return;
+    }
+    this.write(kind, key, count).catch((err) => this.fail(err));
   }
 
   /** Hook for the parking lot: a key's count changed. */
@@ -112,6 +149,7 @@ export class ParkRecords {
       const t = setTimeout(() => {
         this.pendingDeletes.delete(k);
         this.written.delete(k);
+        clearTimeout(this.targets.get(k)?.timer);
         this.targets.delete(k);
         this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
       }, PARK_RECORD_LINGER_MS);
@@ -121,7 +159,7 @@ export class ParkRecords {
       // HTTP records also carry the newest code step, which the code-reuse rule reads.
       this.written.add(k);
       this.write(kind, key, count).catch((err) => this.fail(err));
-    }
+    } else this.syncTarget(kind, key);
   }
 
   private readonly lookups = new Map<string, { at: number; records: Promise<ParkRecord[]> }>();
@@ -165,6 +203,7 @@ export class ParkRecords {
       jobs.push(this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err)));
     }
     this.written.clear();
+    for (const note of this.targets.values()) clearTimeout(note.timer);
     this.targets.clear();
     await Promise.all(jobs);
   }
@@ -173,6 +212,7 @@ export class ParkRecords {
   stop(): void {
     clearInterval(this.timer);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
+    for (const note of this.targets.values()) clearTimeout(note.timer);
   }
 
   private async write(kind: ParkKind, key: string, count: number): Promise<void> {
@@ -188,7 +228,11 @@ export class ParkRecords {
     const shown = kind === 'http' ? this.origin.httpAddress : this.origin.address;
     if (shown) rec.address = shown;
     const note = this.targets.get(`${kind} ${key}`);
-    if (note) Object.assign(rec, { target: note.state, targetSince: note.since, targetAt: note.at });
+    if (note) {
+      Object.assign(rec, { target: note.state, targetSince: note.since, targetAt: note.at });
+      note.written = note.state;
+      note.writtenAt = Date.now();
+    }
     await this.store.putPark(kind, key, rec);
   }
 
@@ -210,7 +254,11 @@ export class ParkRecords {
         }
       }
       // Reports for keys that never parked (the park was refused after the report) go.
-      for (const k of this.targets.keys()) if (!this.written.has(k)) this.targets.delete(k);
+      for (const [k, note] of this.targets)
+        if (!this.written.has(k)) {
+          clearTimeout(note.timer);
+          this.targets.delete(k);
+        }
     } finally {
       this.refreshing = false;
     }

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { encodeResponse } from '../core/http-head.js';
-import { type Log, type LogBudget, silentLog } from '../core/log.js';
+import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { ConnectPolicy } from '../core/registration.js';
 import { encodeErrorLine } from '../core/relay-line.js';
@@ -94,8 +94,8 @@ export interface RelayOptions {
   onRendezvousEnd?: (summary: RendezvousSummary) => void;
   /** The metrics registry (default: a new one; `relay.metrics`, `GET /metrics`). */
   metrics?: Metrics;
-  /** The refusal log's budget (default 20 records per reason per minute). */
-  refusalLogBudget?: LogBudget;
+  /** The refusal log's budgets (default: 20 records a minute per reason and source address, 100 per reason). */
+  refusalLog?: RefusalLogGate;
 }
 
 /** Relay defaults, named so the CLI and docs can show them. */
@@ -201,7 +201,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     relayId,
     log,
     metrics: opts.metrics,
-    budget: opts.refusalLogBudget,
+    gate: opts.refusalLog,
     onRendezvousEnd: opts.onRendezvousEnd,
     draining: () => draining,
   });

@@ -11,10 +11,10 @@
  *
  * Never a secret, TOTP code or cookie: records carry the uuid, the source address and the reason.
  */
-import { randomBytes } from 'node:crypto';
+import { pooledTokens } from '../core/cookies.js';
 import { isRendezvousError } from '../core/errors.js';
 import { HttpError } from '../core/http-head.js';
-import type { Log, LogBudget, LogFields } from '../core/log.js';
+import type { Log, LogFields, RefusalLogGate } from '../core/log.js';
 import { METRIC, Metrics } from '../core/metrics.js';
 import type { SpliceEnd } from '../core/splice.js';
 import type { ParkKind } from '../core/store.js';
@@ -157,19 +157,8 @@ const ROUTINE: ReadonlySet<RefusalReason> = new Set(['no_name', 'revoked']);
 
 // Correlation ids come from a block of CSPRNG bytes drawn 4 KiB at a time (one call per pairing
 // would cost more than the rest of a local pairing's bookkeeping).
-const RID_BYTES = 12;
-let ridPool = Buffer.alloc(0);
-let ridUsed = 0;
-
 /** A fresh correlation id: base64url of 12 CSPRNG bytes (16 characters). */
-export function newRid(): string {
-  if (ridUsed + RID_BYTES > ridPool.length) {
-    ridPool = randomBytes(RID_BYTES * 340);
-    ridUsed = 0;
-  }
-  ridUsed += RID_BYTES;
-  return ridPool.toString('base64url', ridUsed - RID_BYTES, ridUsed);
-}
+export const newRid: () => string = pooledTokens(12, 340);
 
 /** A rendezvous as its splice begins (everything the end record needs but the bytes and the end). */
 export interface RendezvousStart {
@@ -209,8 +198,8 @@ export class RelayTelemetry {
       relayId: string;
       log: Log;
       metrics?: Metrics;
-      /** The refusal log's budget (default 20 records per reason per minute). */
-      budget?: LogBudget;
+      /** The refusal log's budgets (default: LimitLog's). */
+      gate?: RefusalLogGate;
       onRendezvousEnd?: (summary: RendezvousSummary) => void;
       /** True once the relay drains (a splice cut then ended `drained`). */
       draining: () => boolean;
@@ -218,7 +207,7 @@ export class RelayTelemetry {
   ) {
     this.log = opts.log;
     this.metrics = opts.metrics ?? new Metrics();
-    this.limitLog = new LimitLog(opts.log, opts.budget);
+    this.limitLog = new LimitLog(opts.log, opts.gate);
     const m = this.metrics;
     this.refusals = m.counter(METRIC.relayRefusals, 'Connections and requests the relay refused, by reason.');
     this.pairings = m.counter(

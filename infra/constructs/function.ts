@@ -73,7 +73,6 @@ export class RendezvousFunction extends Construct {
       logGroup: this.logGroup,
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
-        POWERTOOLS_SERVICE_NAME: 'rendezvous',
         ...metricsEnvironment(this),
         ...props.environment,
       },

@@ -86,24 +86,37 @@ describe('park records for the console', () => {
     expect(rec?.target).toBeUndefined();
 
     proxy.counts.clear();
+    relay.records.targetWriteMs = 1_000;
+    const target = async () => (await env.store.listParks('generic', key))[0]?.target;
     relay.records.noteTarget('generic', key, 'up');
-    await waitFor(async () => (await env.store.listParks('generic', key))[0]?.target === 'up', 5_000, 'up');
+    await waitFor(async () => (await target()) === 'up', 5_000, 'up');
     expect(writes()).toBe(1);
     // Agents repeat their report on every park: the same state costs nothing.
     for (let i = 0; i < 50; i++) relay.records.noteTarget('generic', key, 'up');
     await new Promise((r) => setTimeout(r, 300));
     expect(writes()).toBe(1);
+    // A flapping target (or anyone holding the R cookie) cannot turn reports into writes: 200
+    // changes inside one period cost one write at its end, and the newest state wins.
     const before = Date.now();
-    relay.records.noteTarget('generic', key, 'down');
-    await waitFor(
-      async () => (await env.store.listParks('generic', key))[0]?.target === 'down',
-      5_000,
-      'down',
-    );
+    for (let i = 0; i < 200; i++) relay.records.noteTarget('generic', key, i % 2 ? 'down' : 'up');
+    expect(writes()).toBe(1);
+    await waitFor(async () => (await target()) === 'down', 5_000, 'down');
+    await new Promise((r) => setTimeout(r, 1_500));
     expect(writes()).toBe(2);
     [rec] = await env.store.listParks('generic', key);
     expect(rec?.targetSince).toBeGreaterThanOrEqual(before);
     expect(rec?.targetAt).toBeGreaterThanOrEqual(before);
+    expect(rec?.count).toBe(1);
+
+    // An agent reports a change by re-parking: its old socket closes and the new park line
+    // (`target=up`) arrives while the key's count is 0. The new park still writes it.
+    socket.destroy();
+    await waitFor(() => relay.lot.size === 0, 5_000, 'unparked');
+    const again = await dial(relay.address.port);
+    sockets.push(again);
+    again.write(`${reg.cookie} target=up\n`);
+    await waitFor(async () => (await target()) === 'up', 5_000, 'up again after a re-park');
+    [rec] = await env.store.listParks('generic', key);
     expect(rec?.count).toBe(1);
   }, 30_000);
 });

@@ -127,6 +127,30 @@ describe('expose against a relay that offers rid and target (fake relay, real so
     for (const s of [secret, cookie, ...api.codes.filter(Boolean)]) expect(all).not.toContain(s);
   });
 
+  it('a stranger starting rendezvous at will cannot fill the disk: 120 records a minute, every one counted', async () => {
+    const target = await restartableEcho(cleanup);
+    const relay = await fakeGenericRelay(cleanup);
+    const api = await fakeApi(cleanup, relay.port, 'cookieFLOODFLOODFLOODFL', ['rid', 'target']);
+    const { agent, records, events } = agentWithReports({
+      api: api.url,
+      uuid: 'rep-flood',
+      secret: newTotpSecret(),
+      target: { host: '127.0.0.1', port: target.port },
+      probeEveryMs: 60_000,
+    });
+    for (let i = 0; i < 130; i++) {
+      await waitFor(() => relay.open() !== undefined, 10_000, `park ${i}`);
+      expect(await pair(relay.open() as FakePark, `+OK rid=${RID}`, 'x')).toBe('x');
+    }
+    await waitFor(
+      () => events.filter((e) => e.event === 'rendezvous').length === 130,
+      10_000,
+      'every end reported',
+    );
+    expect(records.filter((r) => r.event === 'rendezvous')).toHaveLength(120);
+    expect(agent.status()).toMatchObject({ served: 130, bytesToHidden: 130, bytesToMobile: 130 });
+  }, 60_000);
+
   it('a target that stops: WARN once, target_unreachable, target=down on the next parks, INFO when back', async () => {
     const target = await restartableEcho(cleanup);
     const relay = await fakeGenericRelay(cleanup);

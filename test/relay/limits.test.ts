@@ -5,7 +5,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LogBudget } from '../../core/log.js';
+import { RefusalLogGate } from '../../core/log.js';
 import { METRIC } from '../../core/metrics.js';
 import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
@@ -58,7 +58,12 @@ describe('waiting mobile clients', () => {
   beforeAll(async () => {
     c = await startCluster(1, {
       // A log budget of 2 records per reason per minute, so the burst below shows the bound.
-      relay: { pairWaitMs: 3_000, maxWaitingPerSource: 3, maxWaiting: 5, refusalLogBudget: new LogBudget(2) },
+      relay: {
+        pairWaitMs: 3_000,
+        maxWaitingPerSource: 3,
+        maxWaiting: 5,
+        refusalLog: new RefusalLogGate(20, 2),
+      },
     });
   });
   afterAll(async () => {

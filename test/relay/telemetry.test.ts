@@ -6,11 +6,11 @@
  * of malformed lines is logged within the budget and counted in full.
  */
 import { request } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
+import { type AddressInfo, createConnection, createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mobileCookieFor } from '../../core/cookies.js';
-import { jsonLog, LogBudget, type LogRecord, memoryLog } from '../../core/log.js';
+import { jsonLog, type LogRecord, memoryLog, RefusalLogGate } from '../../core/log.js';
 import { METRIC } from '../../core/metrics.js';
 import { encodePeerLine } from '../../core/peer-line.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
@@ -526,7 +526,7 @@ describe('a flood of malformed lines', () => {
       port: 0,
       maxHandshakesPerSource: 10_000,
       log: memoryLog('relay', records),
-      refusalLogBudget: new LogBudget(20, 60_000, 1_000, () => now),
+      refusalLog: new RefusalLogGate(20, 100, () => now),
     });
     try {
       for (let k = 0; k < 1_000; k += 50)
@@ -546,6 +546,35 @@ describe('a flood of malformed lines', () => {
       await c.close();
     }
   }, 120_000);
+});
+
+describe('the refusal log budget per source address', () => {
+  it('one noisy address cannot hide the records of another (red-team finding)', async () => {
+    const records: LogRecord[] = [];
+    const c = await startRelay({ store: store.store, port: 0, log: memoryLog('relay', records) });
+    const from = (localAddress: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = createConnection({ host: '127.0.0.1', port: c.address.port, localAddress });
+        let got = '';
+        s.on('data', (d: Buffer) => {
+          got += d.toString();
+        });
+        s.on('close', () => resolve(got));
+        s.on('error', reject);
+        s.end('nonsense\n');
+      });
+    try {
+      for (let i = 0; i < 25; i++) expect(await from('127.0.0.2')).toBe('-ERR malformed cookie line\n');
+      for (let i = 0; i < 5; i++) expect(await from('127.0.0.3')).toBe('-ERR malformed cookie line\n');
+      await until(() => c.metrics.value(METRIC.relayRefusals, { reason: 'malformed_line' }) === 30);
+      const bySource = new Map<string, number>();
+      for (const r of records.filter((x) => x.event === 'refusal'))
+        bySource.set(String(r.source), (bySource.get(String(r.source)) ?? 0) + 1);
+      expect(Object.fromEntries(bySource)).toEqual({ '127.0.0.2': 20, '127.0.0.3': 5 });
+    } finally {
+      await c.close();
+    }
+  });
 });
 
 describe('the JSON log', () => {
