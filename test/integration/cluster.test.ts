@@ -96,8 +96,10 @@ describe('generic protocol across relays', () => {
   });
 
   it('carries 200 concurrent rendezvous spread over the three relays', async () => {
-    await exposeGeneric('cluster-many', 32);
-    await waitFor(() => (cluster.relays[0]?.lot.size ?? 0) >= 32);
+    // 64 parked (the per-key cap) for 200 mobiles: fewer rounds, so on a loaded machine no mobile client waits past
+    // the relay's 5 s pair wait for a re-park (what this test checks is concurrency, not speed).
+    await exposeGeneric('cluster-many', 64);
+    await waitFor(() => (cluster.relays[0]?.lot.size ?? 0) >= 64, 15_000);
     const cookie = await lookupCookie('cluster-many');
     const results = await Promise.all(
       Array.from({ length: 200 }, async (_, n) => {
