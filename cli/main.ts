@@ -5,7 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
-import { authPolicyFromEnv, DEFAULT_TABLE } from '../core/config.js';
+import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
 import { originalRecordOf } from '../core/import.js';
 import { textLog } from '../core/log.js';
@@ -61,7 +61,11 @@ export function buildCli(): Command {
         storePort: o.storePort,
         clusterSecret: process.env.RELAY_CLUSTER_SECRET || undefined,
         // The relay and API limits a deployment reads from its environment apply here too.
-        relay: relayLimitsFromEnv(localEnv),
+        relay: {
+          ...relayLimitsFromEnv(localEnv),
+          // /healthz and /metrics (Prometheus text), as on a deployed relay, when asked for.
+          ...(process.env.RELAY_HEALTH_PORT ? { healthPort: intFromEnv('RELAY_HEALTH_PORT', 0) } : {}),
+        },
         policy: authPolicyFromEnv(localEnv),
         dataDir,
         table: o.table,
@@ -81,6 +85,8 @@ export function buildCli(): Command {
       out.write(
         `  relay  ${stack.relayHost}:${stack.relayPort} (generic), ${stack.env.RENDEZVOUS_RELAY_HTTP} (HTTP)\n`,
       );
+      const health = stack.relay.healthAddress;
+      if (health) out.write(`  health http://${health.address}:${health.port}/healthz and /metrics\n`);
       if (stack.peer) {
         out.write(`  peer   ${stack.peer} (cluster: extra relays started with \`rendezvous relay\`,\n`);
         out.write('         the same RELAY_CLUSTER_SECRET and this store join it)\n');

@@ -515,15 +515,16 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       pool?.close();
       log.info('draining', { parked: lot.size, splices, graceMs });
       const listenersClosed = Promise.all(closers.map((c) => c()));
-      let told = 0;
+      const cut = { generic: 0, http: 0 };
       for (const p of lot.drainAll()) {
-        if (p.kind === 'generic') {
-          told++;
-          refuse(p.socket, 'relay shutting down');
-        } else p.socket.destroy();
+        cut[p.kind]++;
+        if (p.kind === 'generic') refuse(p.socket, 'relay shutting down');
+        else p.socket.destroy();
       }
-      // One record for the lot, not one per parked socket.
-      if (told > 0) telemetry.refused('draining', { protocol: 'generic' }, told);
+      // One record per protocol for the lot (`parked`: how many), not one per parked socket.
+      for (const protocol of ['generic', 'http'] as const)
+        if (cut[protocol] > 0)
+          telemetry.refused('draining', { protocol, parked: cut[protocol] }, cut[protocol]);
       await records?.removeAll();
       records?.stop();
       // Let the -ERR lines reach the parked hidden servers before anything is cut.

@@ -192,22 +192,16 @@ describe('the new flags', () => {
 
 describe('expose and connect end to end against rendezvous dev', () => {
   let dev: ChildProcess;
+  let devOut = '';
   const env: Record<string, string> = {};
 
   beforeAll(async () => {
-    dev = spawnCli([
-      'dev',
-      '--memory',
-      '--api-port',
-      '0',
-      '--relay-port',
-      '0',
-      '--http-port',
-      '0',
-      '--store-port',
-      '0',
-    ]);
-    const out = await waitForOutput(dev, /^ready$/m, 30_000);
+    dev = spawnCli(
+      ['dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
+      { RELAY_HEALTH_PORT: '0' },
+    );
+    devOut = await waitForOutput(dev, /^ready$/m, 30_000);
+    const out = devOut;
     for (const m of out.matchAll(/^ {2}export (\w+)=(.*)$/gm)) env[m[1] as string] = m[2] as string;
   });
   afterAll(() => stop(dev));
@@ -306,4 +300,20 @@ describe('expose and connect end to end against rendezvous dev', () => {
     ledger.add(secret, lookup.result.cookie, ...codesAround(secret, startedAt));
     expect(ledger.leakedIn(stderr() + r.stderr + down.stderr + listenErr())).toEqual([]);
   }, 150_000);
+
+  it('with RELAY_HEALTH_PORT, dev serves /healthz and Prometheus /metrics that count what happened', async () => {
+    const url = /^ {2}health (http:\/\/[\d.]+:\d+)\/healthz and \/metrics$/m.exec(devOut)?.[1];
+    expect(url).toBeDefined();
+    expect(((await (await fetch(`${url}/healthz`)).json()) as { ok: boolean }).ok).toBe(true);
+    const res = await fetch(`${url}/metrics`);
+    expect(res.headers.get('content-type')).toContain('text/plain; version=0.0.4');
+    const text = await res.text();
+    const value = (series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1]);
+    // The test above paired at least twice (stdio, --listen) through this relay, locally.
+    expect(value('rendezvous_relay_pairings_total{path="local",protocol="generic"}')).toBeGreaterThanOrEqual(
+      2,
+    );
+    expect(value('rendezvous_relay_parked_sockets{protocol="generic"}')).toBeGreaterThanOrEqual(0);
+  });
 });

@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
@@ -214,6 +214,44 @@ describe('HTTP-specific protocol across relays', () => {
       `${cluster.httpUrl(1)}/some/path?rendezvous=web-1`,
     ]);
     expect(stdout).toBe('hidden web server here, path /some/path?rendezvous=web-1');
+  });
+
+  it('ten requests through a peer are ten rendezvous records ended `closed` on both relays (not peer_lost)', async () => {
+    // A target that answers HTTP/1.0 and closes at once (python -m http.server does): the hidden
+    // side ends before the mobile client does, which is still a clean end.
+    const closing = createTcpServer((s) => {
+      s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello'));
+      s.on('error', () => s.destroy());
+    });
+    await new Promise<void>((r) => closing.listen(0, '127.0.0.1', r));
+    const closer = await provisionIdentity(cluster.store, { uuid: 'web-closes' });
+    const agent = exposeHiddenServer({
+      protocol: 'http',
+      relay: cluster.httpUrl(0),
+      uuid: 'web-closes',
+      secret: closer.secret,
+      target: { host: '127.0.0.1', port: (closing.address() as AddressInfo).port },
+      pool: 2,
+    });
+    agents.push(agent);
+    await waitFor(() => (cluster.relays[0]?.lot.count('http', 'web-closes') ?? 0) >= 2);
+    const ended = (i: number) =>
+      (cluster.logs[i] ?? []).filter(
+        (l) => l.fields?.event === 'rendezvous' && l.fields?.uuid === 'web-closes',
+      );
+    for (let i = 0; i < 10; i++) {
+      const { stdout } = await curl('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        `${cluster.httpUrl(1)}/n${i}?rendezvous=web-closes`,
+      ]);
+      expect(stdout).toBe('hello');
+    }
+    await waitFor(() => ended(0).length === 10 && ended(1).length === 10);
+    expect(ended(1).map((l) => l.fields?.end)).toEqual(Array(10).fill('closed'));
+    expect(ended(0).map((l) => l.fields?.end)).toEqual(Array(10).fill('closed'));
+    closing.close();
   });
 
   it('curl --digest -u ID:x through relay 3 gets it too, without the Authorization header', async () => {

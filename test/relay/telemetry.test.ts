@@ -507,11 +507,12 @@ describe('relay telemetry: a scripted mix, its exact records and metrics', () =>
           splices: 0,
           graceMs: 0,
         },
-        refusal('draining', 'generic', undefined, 'WARN', { source: undefined }),
+        refusal('draining', 'generic', undefined, 'WARN', { source: undefined, parked: 1 }),
+        refusal('draining', 'http', undefined, 'WARN', { source: undefined, parked: 1 }),
         { time: any(String), level: 'INFO', service: 'relay', msg: 'drained', cut: 0 },
       ].map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined))),
     );
-    expect(a.metrics.value(METRIC.relayRefusals, { reason: 'draining' })).toBe(1);
+    expect(a.metrics.value(METRIC.relayRefusals, { reason: 'draining' })).toBe(2);
     const all = JSON.stringify(logA.records);
     for (const s of secrets) expect(all).not.toContain(s);
   });
