@@ -78,8 +78,11 @@ export function splice(
     onDone?.({ cause: cause ?? 'closed', fromA, fromB });
   };
   const onClose = (self: 'a' | 'b', s: Duplex, other: Duplex) => () => {
-    // Closed after both directions ended is graceful; anything else is an abort.
+    // Closed after both directions ended is graceful; anything else is an abort. After a graceful
+    // close, the reset of the other side is ours (an HTTP exchange whose response is complete), so
+    // the other side's close that follows is no abort of its own.
     if (!(s.writableEnded && s.readableEnded)) cause ??= self;
+    else cause ??= 'closed';
     if (!(other.writableEnded && other.readableEnded)) reset(other);
     if (++closed === 2) finish();
   };
