@@ -133,7 +133,16 @@ export function probeTarget(
       clearTimeout(timer);
       s.removeAllListeners();
       s.on('error', () => undefined);
-      s.destroy();
+      if (state === 'up') {
+        // Close politely: FIN, then read and drop whatever the target says (an sshd banner, a
+        // greeting) until it closes too. Destroying at once would answer its greeting with a
+        // reset, which the target logs (or, without an error handler, dies of).
+        s.end();
+        s.resume();
+        s.once('close', () => clearTimeout(linger));
+        const linger = setTimeout(() => s.destroy(), PROBE_TIMEOUT_MS);
+        linger.unref();
+      } else s.destroy();
       resolve(reason ? { state, reason } : { state });
     };
     const timer = setTimeout(() => done('down', `no answer within ${timeoutMs} ms`), timeoutMs);

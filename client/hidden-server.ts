@@ -898,6 +898,9 @@ export function exposeHiddenServer(opts: ExposeOptions): HiddenServer {
     const onError = (err: Error) => {
       // Logged as the rendezvous's end (target_unreachable) and, on a change, as `target down`.
       server.noteRendezvousEnd(relaySocket, 'target_unreachable', err.message);
+      // The last success no longer vouches for the target: the next probe runs, so a target
+      // that comes back is seen within one period, not two.
+      lastReached = 0;
       server.noteTarget('down', { target, reason: err.message });
       local.destroy();
       refuseTargetDown(relaySocket, http);

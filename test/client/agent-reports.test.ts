@@ -8,7 +8,7 @@
  */
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AgentEvent } from '../../client/agent-report.js';
+import { type AgentEvent, probeTarget } from '../../client/agent-report.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { cookieLineText, parseOkOptions } from '../../client/relay-conn.js';
 import { type LogRecord, memoryLog } from '../../core/log.js';
@@ -150,6 +150,20 @@ describe('expose against a relay that offers rid and target (fake relay, real so
     expect(records.filter((r) => r.event === 'rendezvous')).toHaveLength(120);
     expect(agent.status()).toMatchObject({ served: 130, bytesToHidden: 130, bytesToMobile: 130 });
   }, 60_000);
+
+  it('the probe closes politely: a target that greets first (an sshd banner) sees no reset', async () => {
+    const errors: string[] = [];
+    const greeter = createServer((sock) => {
+      sock.on('error', (err) => errors.push(err.message));
+      sock.end('SSH-2.0-OpenSSH_9.2\r\n');
+    });
+    await new Promise<void>((r) => greeter.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise((r) => greeter.close(r)));
+    const port = (greeter.address() as AddressInfo).port;
+    for (let i = 0; i < 30; i++) expect((await probeTarget({ host: '127.0.0.1', port })).state).toBe('up');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(errors).toEqual([]);
+  });
 
   it('a target that stops: WARN once, target_unreachable, target=down on the next parks, INFO when back', async () => {
     const target = await restartableEcho(cleanup);
