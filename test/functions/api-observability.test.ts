@@ -6,7 +6,7 @@
  * the wire; and never a code, secret or cookie in any record. The handlers run over dynalite.
  */
 import { PassThrough } from 'node:stream';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { memoryLog } from '../../core/log.js';
 import { METRIC } from '../../core/metrics.js';
@@ -16,37 +16,13 @@ import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability, apiObservabilityFromEnv, RefusalLogGate } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
-function event(
-  method: string,
-  query: Record<string, string> = {},
-  sourceIp = '192.0.2.1',
-): APIGatewayProxyEventV2 {
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: '/',
-    rawQueryString: new URLSearchParams(query).toString(),
-    headers: {},
-    queryStringParameters: Object.keys(query).length ? query : undefined,
-    requestContext: {
-      accountId: 'test',
-      apiId: 'test',
-      domainName: 'test',
-      domainPrefix: 'test',
-      http: { method, path: '/', protocol: 'HTTP/1.1', sourceIp, userAgent: 'test' },
-      requestId: 'r',
-      routeKey: '$default',
-      stage: '$default',
-      time: '',
-      timeEpoch: 0,
-    },
-    isBase64Encoded: false,
-  };
-}
+const event = (method: string, query: Record<string, string> = {}, sourceIp = '192.0.2.1') =>
+  apiEvent(method, query, sourceIp);
 
-const body = (r: APIGatewayProxyStructuredResultV2) => JSON.parse(r.body ?? '{}');
+const body = resultBody;
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;
 const policy: RegistrationPolicy = {

@@ -5,7 +5,7 @@
  * on the identity's home replica makes "accepted once, anywhere" true, and the guess limit count
  * across regions. The home replica out of reach: 503 with Retry-After, never a registration.
  */
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRendezvousError } from '../../core/errors.js';
 import { authenticateConnect, provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
@@ -13,6 +13,7 @@ import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { homeStoreFromEnv, makeRegisterHandler } from '../../functions/register.js';
 import { startStoreServer } from '../../local/store-server.js';
+import { apiEvent } from '../support/api-event.js';
 import { closedPort } from '../support/net.js';
 import { type Replicator, startReplicator } from '../support/replicator.js';
 
@@ -20,29 +21,7 @@ const TABLE = 'rendezvous-regions';
 /** The replication lag: long against a few registrations, even on a loaded machine. */
 const LAG_MS = 3_000;
 
-function event(query: Record<string, string>, sourceIp: string): APIGatewayProxyEventV2 {
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: '/',
-    rawQueryString: new URLSearchParams(query).toString(),
-    headers: {},
-    queryStringParameters: query,
-    requestContext: {
-      accountId: 'test',
-      apiId: 'test',
-      domainName: 'test',
-      domainPrefix: 'test',
-      http: { method: 'PUT', path: '/', protocol: 'HTTP/1.1', sourceIp, userAgent: 'test' },
-      requestId: 'r',
-      routeKey: '$default',
-      stage: '$default',
-      time: '',
-      timeEpoch: 0,
-    },
-    isBase64Encoded: false,
-  };
-}
+const event = (query: Record<string, string>, sourceIp: string) => apiEvent('PUT', query, sourceIp);
 
 const status = (r: APIGatewayProxyStructuredResultV2) => r.statusCode;
 

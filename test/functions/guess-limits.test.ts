@@ -4,44 +4,18 @@
  * and unknown uuids, and never a lockout for the real hidden server.
  */
 import { createHash } from 'node:crypto';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { provisionIdentity, type RegistrationPolicy, registerHiddenServer } from '../../core/registration.js';
 import type { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
-function event(
-  method: string,
-  query: Record<string, string>,
-  sourceIp = '127.0.0.1',
-): APIGatewayProxyEventV2 {
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: '/',
-    rawQueryString: new URLSearchParams(query).toString(),
-    headers: {},
-    queryStringParameters: query,
-    requestContext: {
-      accountId: 'test',
-      apiId: 'test',
-      domainName: 'test',
-      domainPrefix: 'test',
-      http: { method, path: '/', protocol: 'HTTP/1.1', sourceIp, userAgent: 'test' },
-      requestId: 'r',
-      routeKey: '$default',
-      stage: '$default',
-      time: '',
-      timeEpoch: 0,
-    },
-    isBase64Encoded: false,
-  };
-}
+const event = apiEvent;
 
-const body = (r: APIGatewayProxyStructuredResultV2) => JSON.parse(r.body ?? '{}');
+const body = resultBody;
 
 /** The documented derivation of the mobile (I) cookie from the hidden server's (R) cookie. */
 const expectedMobileCookie = (r: string) =>

@@ -1,4 +1,3 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mobileCookieFor } from '../../core/cookies.js';
 import { isRendezvousError } from '../../core/errors.js';
@@ -9,38 +8,12 @@ import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
-function event(
-  method: string,
-  query: Record<string, string> = {},
-  sourceIp = '127.0.0.1',
-): APIGatewayProxyEventV2 {
-  const qs = new URLSearchParams(query).toString();
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: '/',
-    rawQueryString: qs,
-    headers: {},
-    queryStringParameters: Object.keys(query).length ? query : undefined,
-    requestContext: {
-      accountId: 'test',
-      apiId: 'test',
-      domainName: 'test',
-      domainPrefix: 'test',
-      http: { method, path: '/', protocol: 'HTTP/1.1', sourceIp, userAgent: 'test' },
-      requestId: 'r',
-      routeKey: '$default',
-      stage: '$default',
-      time: '',
-      timeEpoch: 0,
-    },
-    isBase64Encoded: false,
-  };
-}
+const event = apiEvent;
 
-const body = (r: APIGatewayProxyStructuredResultV2) => JSON.parse(r.body ?? '{}');
+const body = resultBody;
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;
 const policy: RegistrationPolicy = {
