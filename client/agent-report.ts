@@ -4,9 +4,10 @@
  * one-line form (`expose`'s health line), and the cheap TCP probe that tells whether the target is
  * reachable while no rendezvous says so.
  */
-import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import type { LogFields } from '../core/log.js';
 import type { TargetState } from '../core/relay-line.js';
+import { connectTcp } from '../core/socket-reader.js';
 
 /** How often `exposeHiddenServer` probes its target while idle (default; 0 turns probing off). */
 export const PROBE_EVERY_MS = 30_000;
@@ -119,34 +120,28 @@ export function healthFields(s: AgentStatus): LogFields {
 }
 
 /**
- * One TCP handshake with the target, closed at once: up when it connects, down (with the reason)
- * when it refuses or does not answer within `timeoutMs`. The target sees a connection that closes
- * without a byte (sshd logs such a probe as "Connection closed … [preauth]").
+ * One TCP handshake with the target: up when it connects, down (with the reason) when it refuses
+ * or does not answer within `timeoutMs`. The connection is closed politely: FIN, then whatever the
+ * target says (an sshd banner, a greeting) is read and dropped until it closes too. Destroying at
+ * once would answer its greeting with a reset, which the target logs (or, without an error
+ * handler, dies of).
  */
-export function probeTarget(
+export async function probeTarget(
   target: { host: string; port: number },
   timeoutMs = PROBE_TIMEOUT_MS,
 ): Promise<{ state: TargetState; reason?: string }> {
-  return new Promise((resolve) => {
-    const s = connect(target);
-    const done = (state: TargetState, reason?: string) => {
-      clearTimeout(timer);
-      s.removeAllListeners();
-      s.on('error', () => undefined);
-      if (state === 'up') {
-        // Close politely: FIN, then read and drop whatever the target says (an sshd banner, a
-        // greeting) until it closes too. Destroying at once would answer its greeting with a
-        // reset, which the target logs (or, without an error handler, dies of).
-        s.end();
-        s.resume();
-        s.once('close', () => clearTimeout(linger));
-        const linger = setTimeout(() => s.destroy(), PROBE_TIMEOUT_MS);
-        linger.unref();
-      } else s.destroy();
-      resolve(reason ? { state, reason } : { state });
-    };
-    const timer = setTimeout(() => done('down', `no answer within ${timeoutMs} ms`), timeoutMs);
-    s.once('connect', () => done('up'));
-    s.once('error', (err) => done('down', err.message));
-  });
+  let s: Socket;
+  try {
+    s = await connectTcp(target.host, target.port, { timeoutMs });
+  } catch (err) {
+    const cause = (err as { cause?: Error }).cause;
+    return { state: 'down', reason: cause ? cause.message : `no answer within ${timeoutMs} ms` };
+  }
+  s.on('error', () => undefined);
+  s.end();
+  s.resume();
+  const linger = setTimeout(() => s.destroy(), PROBE_TIMEOUT_MS);
+  linger.unref();
+  s.once('close', () => clearTimeout(linger));
+  return { state: 'up' };
 }
