@@ -14,10 +14,12 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import escapeHtml from 'escape-html';
 import QRCode from 'qrcode';
-import { authPolicyFromEnv } from '../core/config.js';
-import { secretsEqual } from '../core/cookies.js';
 import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
+import type { TotpCompat } from '../core/totp.js';
+import { PARK_RECORD_TTL_SECONDS } from '../relay/park-records.js';
+import { authPolicyFromEnv } from '../server/config.js';
+import { secretsEqual } from '../server/cookies.js';
 import {
   checkUuid,
   FAILURE_LIMIT_DEFAULTS,
@@ -26,10 +28,8 @@ import {
   provisionIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
-} from '../core/registration.js';
-import type { Identity, LastRendezvousRecord, ParkKind, ParkRecord, Store } from '../core/store.js';
-import type { TotpCompat } from '../core/totp.js';
-import { PARK_RECORD_TTL_SECONDS } from '../relay/park-records.js';
+} from '../server/registration.js';
+import type { Identity, LastRendezvousRecord, ParkKind, ParkRecord, Store } from '../server/store/store.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;

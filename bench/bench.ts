@@ -22,10 +22,10 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { containerMallocEnv } from '../cli/relay-exec.js';
-import { mobileCookieFor } from '../core/cookies.js';
-import { provisionIdentity } from '../core/registration.js';
-import { Store } from '../core/store.js';
 import { currentCode } from '../core/totp.js';
+import { mobileCookieFor } from '../server/cookies.js';
+import { provisionIdentity } from '../server/registration.js';
+import { Store } from '../server/store/store.js';
 import { benchClientPackage } from './client-package.js';
 import {
   freePort,

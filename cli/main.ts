@@ -5,18 +5,18 @@
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
-import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../core/config.js';
 import { isRendezvousError } from '../core/errors.js';
-import { originalRecordOf } from '../core/import.js';
 import { textLog } from '../core/log.js';
-import { provisionIdentity } from '../core/registration.js';
-import { Store } from '../core/store.js';
-import { probeStore } from '../core/store-errors.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
+import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.js';
+import { provisionIdentity } from '../server/registration.js';
+import { probeStore } from '../server/store/errors.js';
+import { Store } from '../server/store/store.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
-import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import.js';
+import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import/command.js';
+import { originalRecordOf } from './import/import.js';
 import { fail, messageOf, newProgram, port, runProgram, usage } from './program.js';
 import { addSmokeCommand } from './smoke.js';
 

@@ -15,10 +15,10 @@ import { totpParamsFrom } from '../client/hidden-server.js';
 import { dialRelay } from '../client/relay-conn.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
-import type { RendezvousTriple } from '../core/registration.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
+import type { RendezvousTriple } from '../server/registration.js';
 
 /** The steps, in order; a failure names one of them. */
 export const SMOKE_STEPS = [

@@ -68,7 +68,7 @@ export const authFailed = () =>
 
 /**
  * The store could not be reached or refused the request for reasons of its own; `detail` says
- * which (core/store-errors.ts), for operators.
+ * which (server/store/errors.ts), for operators.
  */
 export const storeUnavailable = (cause?: unknown, detail?: string) =>
   new RendezvousError('STORE_UNAVAILABLE', 'store unavailable, try again later', {

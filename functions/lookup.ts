@@ -1,7 +1,7 @@
 /** `GET /?uuid=<ID>`: a mobile client asks where a hidden server is and gets its `I` triple. */
-import { tableFromEnv } from '../core/config.js';
-import { checkUuid, lookupHiddenServer } from '../core/registration.js';
-import { Store } from '../core/store.js';
+import { tableFromEnv } from '../server/config.js';
+import { checkUuid, lookupHiddenServer } from '../server/registration.js';
+import { Store } from '../server/store/store.js';
 import {
   errorResponse,
   type Handler,

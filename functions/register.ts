@@ -1,12 +1,12 @@
 /** `PUT /?uuid=<ID>&response=<TOTP>`: a hidden server registers and gets its `R` triple. */
-import { policyFromEnv, tableFromEnv } from '../core/config.js';
+import { policyFromEnv, tableFromEnv } from '../server/config.js';
 import {
   checkResponse,
   checkUuid,
   type RegistrationPolicy,
   registerHiddenServer,
-} from '../core/registration.js';
-import { Store } from '../core/store.js';
+} from '../server/registration.js';
+import { Store } from '../server/store/store.js';
 import {
   errorResponse,
   type Handler,

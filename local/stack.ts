@@ -2,14 +2,15 @@
  * The whole service on one machine with no AWS account: embedded store, API adapter calling
  * the Lambda handlers, and one relay, all on 127.0.0.1.
  */
-import { DEFAULT_TABLE } from '../core/config.js';
+
 import { type Log, silentLog } from '../core/log.js';
-import type { RegistrationPolicy } from '../core/registration.js';
-import { Store } from '../core/store.js';
 import { makeLookupHandler } from '../functions/lookup.js';
 import { apiObservability } from '../functions/observe.js';
 import { makeRegisterHandler } from '../functions/register.js';
 import { type Relay, type RelayOptions, startRelay } from '../relay/server.js';
+import { DEFAULT_TABLE } from '../server/config.js';
+import type { RegistrationPolicy } from '../server/registration.js';
+import { Store } from '../server/store/store.js';
 import { startApiAdapter } from './api-adapter.js';
 import { startStoreServer } from './store-server.js';
 

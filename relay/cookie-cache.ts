@@ -4,8 +4,8 @@
  * load — a pool of parked sockets re-parking after every rendezvous, crowds of mobile clients —
  * this turns thousands of identical reads into a few.
  */
-import { isLive } from '../core/cookies.js';
-import type { CookieBinding, Store } from '../core/store.js';
+import { isLive } from '../server/cookies.js';
+import type { CookieBinding, Store } from '../server/store/store.js';
 
 /** How long a positive cookie check is reused. */
 export const COOKIE_CACHE_MS = 1_000;

@@ -25,7 +25,7 @@ import {
   type RequestHead,
   serializeHead,
 } from '../core/http-head.js';
-import { authenticateConnect, checkUuid } from '../core/registration.js';
+import { authenticateConnect, checkUuid } from '../server/registration.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';

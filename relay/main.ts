@@ -37,10 +37,10 @@
  *   RENDEZVOUS_METRICS_DIMENSION  the EMF Deployment dimension's value (rendezvous; the CDK sets the stack name)
  */
 import { pathToFileURL } from 'node:url';
-import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../core/config.js';
 import { jsonLog, type Log } from '../core/log.js';
-import { startEmfFlush } from '../core/metrics.js';
-import { Store } from '../core/store.js';
+import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
+import { startEmfFlush } from '../server/metrics.js';
+import { Store } from '../server/store/store.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
 

@@ -6,7 +6,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { encodeOkLine } from '../core/relay-line.js';
-import type { ParkKind } from '../core/store.js';
+import type { ParkKind } from '../server/store/store.js';
 import type { ParkRecords } from './park-records.js';
 import type { Parked, ParkingLot } from './parking.js';
 import { dialPeer } from './peer.js';

@@ -4,7 +4,7 @@
  * stay parked (so a dead relay's records expire), and deleted when the last one leaves.
  */
 import type { Log } from '../core/log.js';
-import type { ParkKind, ParkRecord, Store } from '../core/store.js';
+import type { ParkKind, ParkRecord, Store } from '../server/store/store.js';
 import type { ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';
 import type { TargetState } from './telemetry.js';

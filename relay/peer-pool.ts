@@ -8,9 +8,9 @@
  * (less than the holder's PEER_LINK_IDLE_MS, so the holder rarely closes one under us).
  */
 import type { Socket } from 'node:net';
-import { encodePeerHello } from '../core/peer-line.js';
 import { connectTcp } from '../core/socket-reader.js';
 import { PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer.js';
+import { encodePeerHello } from './peer-line.js';
 
 /** When an idle link says its hello: a second before the holder's deadline for a first line. */
 export const PEER_HELLO_AFTER_MS = PEER_TIMEOUT_MS - 1_000;

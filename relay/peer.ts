@@ -10,6 +10,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { Log } from '../core/log.js';
+import { LineDecoder, OK_LINE } from '../core/relay-line.js';
+import { connectTcp, expectOk } from '../core/socket-reader.js';
+import type { ParkKind } from '../server/store/store.js';
+import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
+import { hiddenStream } from './pairing.js';
+import type { ParkingLot } from './parking.js';
 import {
   encodePeerLine,
   isPeerHello,
@@ -18,13 +24,7 @@ import {
   type PeerRequestTag,
   verifyPeerHello,
   verifyPeerLine,
-} from '../core/peer-line.js';
-import { LineDecoder, OK_LINE } from '../core/relay-line.js';
-import { connectTcp, expectOk } from '../core/socket-reader.js';
-import type { ParkKind } from '../core/store.js';
-import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
-import { hiddenStream } from './pairing.js';
-import type { ParkingLot } from './parking.js';
+} from './peer-line.js';
 import type { PeerPool } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { newRid, type RelayTelemetry, type RendezvousStart } from './telemetry.js';

@@ -4,9 +4,9 @@
  * client). Whatever goes wrong ends this connection alone with `-ERR`.
  */
 import type { Socket } from 'node:net';
-import { mobileCookieFor } from '../core/cookies.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { encodeOkLine, LineDecoder, MAX_COOKIE_LINE, parseCookieLine } from '../core/relay-line.js';
+import { mobileCookieFor } from '../server/cookies.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import type { Parked } from './parking.js';

@@ -11,13 +11,14 @@
  *
  * Never a secret, TOTP code or cookie: records carry the uuid, the source address and the reason.
  */
-import { pooledTokens } from '../core/cookies.js';
+
 import { isRendezvousError } from '../core/errors.js';
 import { HttpError } from '../core/http-head.js';
 import type { Log, LogFields, RefusalLogGate } from '../core/log.js';
-import { METRIC, Metrics } from '../core/metrics.js';
 import type { SpliceEnd } from '../core/splice.js';
-import type { ParkKind } from '../core/store.js';
+import { pooledTokens } from '../server/cookies.js';
+import { METRIC, Metrics } from '../server/metrics.js';
+import type { ParkKind } from '../server/store/store.js';
 import { LimitLog, SPLICE_CAP_MESSAGE } from './limits.js';
 
 /** Which protocol a rendezvous or refusal belongs to. */

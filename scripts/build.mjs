@@ -68,7 +68,7 @@ if (!only || only === 'library')
 // The client package (packages/client): the library as ESM and CommonJS, its declarations, and
 // the `expose`/`connect` CLI as one file that starts without tsx.
 // Only on request (`node scripts/build.mjs client`: the root's `npm run build`, the package's own
-// build and prepack): a plain bundle build (test/build.test.ts) must never rewrite
+// build and prepack): a plain bundle build (test/scripts/build.test.ts) must never rewrite
 // packages/client/dist while a test packs it.
 if (only === 'client') {
   const out = 'packages/client/dist';

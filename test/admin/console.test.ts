@@ -13,9 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AdminConsole, type IdentityRow, startAdminConsole } from '../../admin/console.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { connect } from '../../client/mobile.js';
-import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { startEchoServer } from '../support/net.js';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -7,12 +7,16 @@
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryLog } from '../../core/log.js';
-import { FAILURE_LIMIT_DEFAULTS, provisionIdentity, registerHiddenServer } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, timeStep } from '../../core/totp.js';
 import { LastRendezvousWriter } from '../../relay/last-rendezvous.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import type { RendezvousSummary } from '../../relay/telemetry.js';
+import {
+  FAILURE_LIMIT_DEFAULTS,
+  provisionIdentity,
+  registerHiddenServer,
+} from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
 import { countingStoreProxy } from '../support/counting-proxy.js';
 import { dial } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';

@@ -7,10 +7,10 @@
 import type { Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileCookieFor } from '../../core/cookies.js';
-import { provisionIdentity, rotateIdentitySecret, setIdentityDisabled } from '../../core/registration.js';
-import { SPLIT_COOKIE_SCHEME } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { provisionIdentity, rotateIdentitySecret, setIdentityDisabled } from '../../server/registration.js';
+import { SPLIT_COOKIE_SCHEME } from '../../server/store/store.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, rawExchange, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';

@@ -16,8 +16,6 @@ import {
   RequestBodyFramer,
   serializeHead,
 } from '../../core/http-head.js';
-import { encodePeerLine, verifyPeerLine } from '../../core/peer-line.js';
-import { checkResponse, checkUuid } from '../../core/registration.js';
 import {
   encodeCookieLine,
   encodeErrorLine,
@@ -26,6 +24,8 @@ import {
   parseCookieLine,
 } from '../../core/relay-line.js';
 import { queryParam } from '../../functions/http.js';
+import { encodePeerLine, verifyPeerLine } from '../../relay/peer-line.js';
+import { checkResponse, checkUuid } from '../../server/registration.js';
 
 const ours = (err: unknown) => err instanceof RendezvousError;
 const bytes = fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a));

@@ -6,9 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileCookieFor } from '../../core/cookies.js';
-import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, readAll, sha256 } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';

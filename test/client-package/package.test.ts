@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { stop, waitForOutput } from '../support/cli.js';
 import {
   CLIENT_DIR,

@@ -4,7 +4,7 @@
  * it sends for them. The relay here is a raw-socket fake that speaks the documented lines
  * (`R<c> rid target=up` → `+OK rid=<rid>`; CONNECT with `Rendezvous-Target`, a forwarded head
  * with `Rendezvous-Id`), because those lines are what is under test from the agent's side; the
- * same agent against the real relay is in test/integration/agent-observability.test.ts.
+ * same agent against the real relay is in test/cli/agent-observability.test.ts.
  */
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';

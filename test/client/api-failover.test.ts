@@ -10,13 +10,13 @@ import { type AddressInfo, createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiUrlList, lookupWithApi, registerWithApi } from '../../client/api.js';
 import { isRendezvousError } from '../../core/errors.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
 import { codeForStep, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { connect, createHiddenServer, type HiddenServer } from '../../index.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
 import { runCli } from '../support/cli.js';
 import { closedPort, readAll, sha256 } from '../support/net.js';
 

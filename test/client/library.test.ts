@@ -9,8 +9,6 @@ import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileCookieFor } from '../../core/cookies.js';
-import { provisionIdentity } from '../../core/registration.js';
 import {
   connect,
   createHiddenServer,
@@ -19,6 +17,8 @@ import {
   rendezvousUrl,
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { readAll, sha256 } from '../support/net.js';
 
 let stack: LocalStack;

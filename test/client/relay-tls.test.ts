@@ -13,8 +13,8 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 

@@ -5,7 +5,6 @@
  * library would crash this worker and fail the file.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
 import {
   connect,
@@ -15,6 +14,7 @@ import {
   rendezvousUrl,
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { readAll, startEchoServer } from '../support/net.js';
 

@@ -4,14 +4,14 @@
  * are chosen, not waited for. The registration core runs on dynalite.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { draftFromRecord, importIdentities } from '../../core/import.js';
+import { draftFromRecord, importIdentities } from '../../cli/import/import.js';
+import { newAsciiTotpSecret, ORIGINAL_COMPAT, verifyCode } from '../../core/totp.js';
 import {
   authenticateConnect,
   COMPAT_MAX_REUSES_PER_STEP,
   provisionIdentity,
   registerHiddenServer,
-} from '../../core/registration.js';
-import { newAsciiTotpSecret, ORIGINAL_COMPAT, verifyCode } from '../../core/totp.js';
+} from '../../server/registration.js';
 import { embeddedStore } from '../support/store.js';
 import {
   base32Bytes,

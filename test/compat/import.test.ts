@@ -5,8 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AdminConsole, startAdminConsole } from '../../admin/console.js';
-import { splitDump } from '../../core/import.js';
-import { registerHiddenServer } from '../../core/registration.js';
+import { splitDump } from '../../cli/import/import.js';
+import { registerHiddenServer } from '../../server/registration.js';
 import { runCli } from '../support/cli.js';
 import { embeddedStore } from '../support/store.js';
 import {

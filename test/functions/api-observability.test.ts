@@ -9,13 +9,13 @@ import { PassThrough } from 'node:stream';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { memoryLog } from '../../core/log.js';
-import { METRIC } from '../../core/metrics.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability, apiObservabilityFromEnv, RefusalLogGate } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import { METRIC } from '../../server/metrics.js';
+import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
@@ -61,7 +61,7 @@ function capture() {
   };
 }
 
-/** The EMF document core/metrics.ts writes for one metric value (Timestamp: any number). */
+/** The EMF document server/metrics.ts writes for one metric value (Timestamp: any number). */
 function emfDoc(name: string, value: number, dims: Record<string, string> = {}) {
   return {
     _aws: {

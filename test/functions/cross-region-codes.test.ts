@@ -8,11 +8,15 @@
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRendezvousError } from '../../core/errors.js';
-import { authenticateConnect, provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { homeStoreFromEnv, makeRegisterHandler } from '../../functions/register.js';
 import { startStoreServer } from '../../local/store-server.js';
+import {
+  authenticateConnect,
+  provisionIdentity,
+  type RegistrationPolicy,
+} from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
 import { apiEvent } from '../support/api-event.js';
 import { closedPort } from '../support/net.js';
 import { type Replicator, startReplicator } from '../support/replicator.js';

@@ -5,11 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity, type RegistrationPolicy, registerHiddenServer } from '../../core/registration.js';
-import type { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import {
+  provisionIdentity,
+  type RegistrationPolicy,
+  registerHiddenServer,
+} from '../../server/registration.js';
+import type { Store } from '../../server/store/store.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 

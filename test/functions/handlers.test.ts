@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileCookieFor } from '../../core/cookies.js';
 import { isRendezvousError } from '../../core/errors.js';
 import { memoryLog } from '../../core/log.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 

@@ -3,16 +3,16 @@
  * record, and a registration racing with a rotation withdraws itself.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mobileCookieFor } from '../../core/cookies.js';
 import { isRendezvousError } from '../../core/errors.js';
+import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
+import { mobileCookieFor } from '../../server/cookies.js';
 import {
   provisionIdentity,
   registerHiddenServer,
   rotateIdentitySecret,
   setIdentityDisabled,
-} from '../../core/registration.js';
-import type { Store } from '../../core/store.js';
-import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
+} from '../../server/registration.js';
+import type { Store } from '../../server/store/store.js';
 import { embeddedStore } from '../support/store.js';
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;

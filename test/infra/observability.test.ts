@@ -6,7 +6,6 @@
  */
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
-import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../core/metrics.js';
 import {
   BYTES_PER_SPLICE,
   PARKED_CAPACITY,
@@ -21,6 +20,7 @@ import {
 } from '../../infra/constructs/capacity.js';
 import { OWN_METRIC_THRESHOLDS } from '../../infra/constructs/observability.js';
 import { FD_HEADROOM_SHARE } from '../../relay/server.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics.js';
 import { synthApp } from './cdk-app.js';
 
 const app = synthApp({

@@ -12,10 +12,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { parseRequestHead } from '../../core/http-head.js';
-import { provisionIdentity } from '../../core/registration.js';
 import { regionFromEnv } from '../../relay/main.js';
 import { redirectLocation } from '../../relay/regions.js';
 import { type Relay, startRelay } from '../../relay/server.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { closedPort, rawExchange } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';
 

@@ -4,8 +4,8 @@
  */
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, readAll } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

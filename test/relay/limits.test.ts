@@ -6,9 +6,9 @@
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefusalLogGate } from '../../core/log.js';
-import { METRIC } from '../../core/metrics.js';
-import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
+import { METRIC } from '../../server/metrics.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, readAll } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

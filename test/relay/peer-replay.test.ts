@@ -3,9 +3,9 @@
  * the holder remembers for the line's validity window.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodePeerLine } from '../../core/peer-line.js';
-import { provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
+import { encodePeerLine } from '../../relay/peer-line.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

@@ -5,10 +5,10 @@
  */
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity, registerHiddenServer, setIdentityDisabled } from '../../core/registration.js';
-import { Store } from '../../core/store.js';
 import { codeForStep, timeStep } from '../../core/totp.js';
 import { type Relay, startRelay } from '../../relay/server.js';
+import { provisionIdentity, registerHiddenServer, setIdentityDisabled } from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
 import { countingStoreProxy } from '../support/counting-proxy.js';
 import { dial } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';

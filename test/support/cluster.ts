@@ -1,11 +1,11 @@
 /** A relay cluster on one machine: an embedded store, an API, N relays sharing a cluster secret. */
 import type { Server } from 'node:http';
 import type { LogFields } from '../../core/log.js';
-import type { RegistrationPolicy } from '../../core/registration.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type Relay, type RelayOptions, startRelay } from '../../relay/server.js';
+import type { RegistrationPolicy } from '../../server/registration.js';
 import { embeddedStore } from './store.js';
 
 /** Log lines a relay wrote, for assertions. */

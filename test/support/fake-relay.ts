@@ -1,7 +1,7 @@
 /**
  * A raw-socket fake of the relay's generic side and of the registration API, speaking the
  * documented lines, for tests of what the agent sends and logs (test/client/agent-reports.test.ts,
- * test/integration/agent-observability.test.ts). Each helper registers its own teardown in `cleanup`.
+ * test/cli/agent-observability.test.ts). Each helper registers its own teardown in `cleanup`.
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';

@@ -1,6 +1,7 @@
 /** An embedded dynalite per test file, with the table created. */
-import { Store } from '../../core/store.js';
+
 import { startStoreServer } from '../../local/store-server.js';
+import { Store } from '../../server/store/store.js';
 
 /** Starts dynalite on a free port and returns a Store on a fresh table. */
 export async function embeddedStore(table = 'rendezvous-test') {

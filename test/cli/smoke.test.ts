@@ -6,12 +6,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSmoke, SMOKE_STEPS, SmokeFailure, type SmokeStep } from '../../cli/smoke.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../core/registration.js';
 import { base32Encode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
 import { runCli } from '../support/cli.js';
 import { closedPort } from '../support/net.js';
 

@@ -26,9 +26,9 @@
  * No answer; the request line (with its own nonce) follows when the link is used.
  */
 import { createHmac } from 'node:crypto';
-import { pooledTokens, secretsEqual } from './cookies.js';
-import { RendezvousError } from './errors.js';
-import type { ParkKind } from './store.js';
+import { RendezvousError } from '../core/errors.js';
+import { pooledTokens, secretsEqual } from '../server/cookies.js';
+import type { ParkKind } from '../server/store/store.js';
 
 /** Longest peer line, newline included. */
 export const MAX_PEER_LINE = 320;

@@ -6,7 +6,7 @@
  * prints it instead of "try again later"; the API handlers log it. It names settings and their
  * non-secret values (table, endpoint without userinfo, region), never credentials.
  */
-import { type RendezvousError, storeUnavailable } from './errors.js';
+import { type RendezvousError, storeUnavailable } from '../../core/errors.js';
 import type { Store } from './store.js';
 
 /** The settings a Store runs on, and where each came from (to name them in a failure). */

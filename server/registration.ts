@@ -5,16 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
-import {
-  DEFAULT_COOKIE_TTL_SECONDS,
-  isLive,
-  mobileCookieFor,
-  NO_EXPIRY,
-  newCookie,
-  secretsEqual,
-} from './cookies.js';
-import { authFailed, badRequest, RendezvousError } from './errors.js';
-import { type Identity, type Reservation, SPLIT_COOKIE_SCHEME, type Store } from './store.js';
+import { authFailed, badRequest, RendezvousError } from '../core/errors.js';
 import {
   base32Decode,
   isAsciiSecret,
@@ -26,11 +17,20 @@ import {
   type TotpCompat,
   type TotpParams,
   verifyCode,
-} from './totp.js';
-import type { RendezvousTriple } from './triple.js';
+} from '../core/totp.js';
+import type { RendezvousTriple } from '../core/triple.js';
+import {
+  DEFAULT_COOKIE_TTL_SECONDS,
+  isLive,
+  mobileCookieFor,
+  NO_EXPIRY,
+  newCookie,
+  secretsEqual,
+} from './cookies.js';
+import { type Identity, type Reservation, SPLIT_COOKIE_SCHEME, type Store } from './store/store.js';
 
 // The triple lives in its own file so the client package's declarations never reach the store.
-export type { RendezvousTriple } from './triple.js';
+export type { RendezvousTriple } from '../core/triple.js';
 
 /** Where this deployment's relay is reached, and registration policy. */
 export interface RegistrationPolicy {

@@ -19,8 +19,8 @@ vi.mock('node:crypto', async (importOriginal) => {
   };
 });
 
-const { secretsEqual } = await import('../../core/cookies.js');
-const { encodePeerLine, verifyPeerLine } = await import('../../core/peer-line.js');
+const { secretsEqual } = await import('../../server/cookies.js');
+const { encodePeerLine, verifyPeerLine } = await import('../../relay/peer-line.js');
 
 afterEach(() => {
   calls.length = 0;

@@ -5,7 +5,6 @@
  */
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { encodePeerLine, MAX_PEER_LINE, PeerNonces, verifyPeerLine } from '../../core/peer-line.js';
 import {
   encodeCookieLine,
   encodeOkLine,
@@ -14,6 +13,7 @@ import {
   OK_LINE,
   parseCookieLine,
 } from '../../core/relay-line.js';
+import { encodePeerLine, MAX_PEER_LINE, PeerNonces, verifyPeerLine } from '../../relay/peer-line.js';
 import { newRid } from '../../relay/telemetry.js';
 
 const hex = (b: Buffer) => b.toString('hex');

@@ -6,8 +6,8 @@
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { provisionIdentity } from '../../core/registration.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
+import { provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, rawExchange } from '../support/net.js';
 

@@ -37,10 +37,10 @@ import {
   ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import { isLive, secretsEqual } from './cookies.js';
-import { RendezvousError, storeUnavailable } from './errors.js';
-import { type StoreSettings, storeFailure, storeSettings } from './store-errors.js';
-import type { TotpCompat, TotpParams } from './totp.js';
+import { RendezvousError, storeUnavailable } from '../../core/errors.js';
+import type { TotpCompat, TotpParams } from '../../core/totp.js';
+import { isLive, secretsEqual } from '../cookies.js';
+import { type StoreSettings, storeFailure, storeSettings } from './errors.js';
 
 /** A hidden server's identity as provisioned by the operator. */
 export interface Identity extends TotpParams {

@@ -9,17 +9,18 @@
  *   - lines: one record's JSON per line, each optionally preceded by its key on the line before
  *     (what `redis-cli --raw` prints for `KEYS`/`GET` pairs); blank lines are ignored.
  */
-import { secretsEqual } from './cookies.js';
-import { isRendezvousError } from './errors.js';
+
+import { isRendezvousError } from '../../core/errors.js';
+import { base32Decode, type TotpCompat, type TotpParams } from '../../core/totp.js';
+import { secretsEqual } from '../../server/cookies.js';
 import {
   checkSecret,
   checkUuid,
   originalCompatFor,
   type ProvisionedIdentity,
   provisionIdentity,
-} from './registration.js';
-import type { Store } from './store.js';
-import { base32Decode, type TotpCompat, type TotpParams } from './totp.js';
+} from '../../server/registration.js';
+import type { Store } from '../../server/store/store.js';
 
 /** An identity ready to be created from one of the original's records (holds the secret). */
 export interface ImportDraft {

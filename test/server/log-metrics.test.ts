@@ -5,7 +5,7 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { jsonLog, LogBudget, makeRecord, memoryLog, textLog, withFields } from '../../core/log.js';
-import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE, Metrics } from '../../core/metrics.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE, Metrics } from '../../server/metrics.js';
 
 const capture = () => {
   const out = new PassThrough();

@@ -5,13 +5,13 @@
  */
 import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError } from 'commander';
-import { DEFAULT_TABLE } from '../core/config.js';
-import { DEFAULT_COOKIE_TTL_SECONDS } from '../core/cookies.js';
-import { isRendezvousError } from '../core/errors.js';
-import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from '../core/import.js';
-import { originalCompatFor, setIdentityCompat } from '../core/registration.js';
-import { Store } from '../core/store.js';
-import { ORIGINAL_COMPAT, type TotpCompat } from '../core/totp.js';
+import { isRendezvousError } from '../../core/errors.js';
+import { ORIGINAL_COMPAT, type TotpCompat } from '../../core/totp.js';
+import { DEFAULT_TABLE } from '../../server/config.js';
+import { DEFAULT_COOKIE_TTL_SECONDS } from '../../server/cookies.js';
+import { originalCompatFor, setIdentityCompat } from '../../server/registration.js';
+import { Store } from '../../server/store/store.js';
+import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from './import.js';
 import { dumpRedis } from './redis.js';
 
 /** Reads stdin to the end, refusing more than `max` bytes. */

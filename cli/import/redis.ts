@@ -5,7 +5,7 @@
  * `redis-cli`, never from argv.
  */
 import { connect, type Socket } from 'node:net';
-import { MAX_IMPORT_BYTES } from '../core/import.js';
+import { MAX_IMPORT_BYTES } from './import.js';
 
 /** A RESP2 value. */
 type Resp = string | number | null | Error | Resp[];

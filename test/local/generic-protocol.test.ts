@@ -6,10 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../../client/mobile.js';
-import { mobileCookieFor } from '../../core/cookies.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../server/registration.js';
 import { closedWithin, dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let stack: LocalStack;

@@ -9,10 +9,10 @@ import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
-import { mobileCookieFor } from '../../core/cookies.js';
-import { encodePeerLine } from '../../core/peer-line.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../core/registration.js';
 import { currentCode } from '../../core/totp.js';
+import { encodePeerLine } from '../../relay/peer-line.js';
+import { mobileCookieFor } from '../../server/cookies.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, postBody, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 

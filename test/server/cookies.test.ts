@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseCookieLine } from '../../core/relay-line.js';
 import {
   COOKIE_BYTES,
   isLive,
@@ -6,9 +7,8 @@ import {
   mobileCookieFor,
   newCookie,
   secretsEqual,
-} from '../../core/cookies.js';
-import { sourceKeyOf } from '../../core/registration.js';
-import { parseCookieLine } from '../../core/relay-line.js';
+} from '../../server/cookies.js';
+import { sourceKeyOf } from '../../server/registration.js';
 
 describe('cookies', () => {
   it('carry at least 128 random bits and fit the relay line format', () => {
