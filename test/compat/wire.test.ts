@@ -3,7 +3,8 @@
  * an original-shaped record, driven by clients written to the original's behaviour — raw sockets
  * speaking `R`/`I` lines, raw CONNECTs, curl as the HTTP mobile — on the real clock. Each case
  * sets what the original answered (the model, from the facts file) beside ours: equal where the
- * README says the wire is the same, and otherwise a difference the README lists with its reason.
+ * migration guide (docs/migrating.md) says the wire is the same, and otherwise a difference it
+ * lists with its reason.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -26,9 +27,8 @@ import {
 } from './original-model.js';
 
 const run = promisify(execFile);
-const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-const migrating = README.indexOf('## Migrating from node-rendezvous');
-const differences = README.slice(migrating, README.indexOf('\n## ', migrating + 1));
+/** The migration guide, whose differences table lists every way the wire differs from the original. */
+const differences = readFileSync(new URL('../../docs/migrating.md', import.meta.url), 'utf8');
 
 let cluster: Awaited<ReturnType<typeof startCluster>>;
 let httpPort: number;
@@ -49,9 +49,11 @@ async function api(method: string, query: string) {
   return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : {}) as ApiBody };
 }
 
-/** Asserts the README lists a difference from the original, by its key phrase. */
+/** Asserts the migration guide lists a difference from the original, by its key phrase. */
 function listedDifference(phrase: string) {
-  expect(differences.toLowerCase(), `README difference: ${phrase}`).toContain(phrase.toLowerCase());
+  expect(differences.toLowerCase(), `docs/migrating.md difference: ${phrase}`).toContain(
+    phrase.toLowerCase(),
+  );
 }
 
 /** Waits until a step starts with at least `ms` to go in it. */
