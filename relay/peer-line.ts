@@ -24,6 +24,9 @@
  *   mac = base64url(HMAC-SHA256(secret, "LINK" SP unix-seconds SP nonce))
  *
  * No answer; the request line (with its own nonce) follows when the link is used.
+ *
+ * The deadlines both ends keep (PEER_TIMEOUT_MS, PEER_LINK_IDLE_MS) live here with the lines, so
+ * the holder (relay/peer-listener.ts), the asker (relay/peer-dial.ts) and the pool read one value.
  */
 import { createHmac } from 'node:crypto';
 import { RendezvousError } from '../core/errors.js';
