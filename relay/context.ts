@@ -4,8 +4,9 @@ import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
 import type { ConnectPolicy } from '../server/registration.js';
 import type { Store } from '../server/store/store.js';
+import type { Admitted } from './admission.js';
 import type { CookieCache } from './cookie-cache.js';
-import type { KnownNames, LimitLog, SplicesPerUuid, WaitingClients } from './limits.js';
+import type { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import type { ClusterLink } from './pairing.js';
 import type { ParkRecords } from './park-records.js';
 import type { ParkingLot } from './parking.js';
@@ -41,9 +42,7 @@ export interface RelayContext {
    * Admits a fresh connection into its handshake, or says why not (too many handshakes from its
    * source address or in all). `release` is idempotent and also runs when the socket closes.
    */
-  admit(socket: Socket): { ok: true; release: () => void } | { ok: false; reason: string };
-  /** Counts live splices (drain waits for them). */
-  countSplice(delta: 1 | -1): void;
+  admit(socket: Socket): Admitted;
   /**
    * Multi-region (when the relay knows its region): park records of this region (`others`) and of
    * other regions (`elsewhere`), for redirecting HTTP-specific requests to the region holding the
@@ -60,8 +59,6 @@ export interface RelayContext {
   perUuid: SplicesPerUuid;
   /** Which names are identities (negative answers cached briefly). */
   names: KnownNames;
-  /** The rate-limited log path (refusals, limits). */
-  limitLog: LimitLog;
   /**
    * Splices a hidden server's stream with a mobile client's (or a peer link's) socket: counted in
    * all and per uuid, ended after the idle timeout, logged once at its end. The filters see the

@@ -10,14 +10,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { Transform } from 'node:stream';
 import { isRendezvousError } from '../core/errors.js';
 import {
   encodeResponse,
   HeadDecoder,
   HttpError,
   headerValue,
-  MAX_HEAD,
   namedHiddenServer,
   parseConnectTarget,
   parseRequestHead,
@@ -27,6 +25,7 @@ import {
 } from '../core/http-head.js';
 import { authenticateConnect, checkUuid } from '../server/registration.js';
 import type { RelayContext } from './context.js';
+import { OneRequestGate, OneResponseGate } from './http-gates.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';
 import { endWith } from './refuse.js';
@@ -62,15 +61,20 @@ export function respondError(
   endWith(socket, encodeResponse(status, headers, { permanent, diagnostic }));
 }
 
+/** Why an HTTP request is refused: the record's reason, the answer, the uuid when known. */
+interface HttpRefusal {
+  reason: RefusalReason;
+  status: number;
+  diagnostic: string;
+  uuid?: string;
+  headers?: Record<string, string>;
+}
+
 /** The HTTP port's one way of saying no: a refusal record, then the HTTP error. */
 function refuseHttp(
   socket: Socket,
   ctx: RelayContext,
-  reason: RefusalReason,
-  status: number,
-  diagnostic: string,
-  uuid?: string,
-  headers?: Record<string, string>,
+  { reason, status, diagnostic, uuid, headers }: HttpRefusal,
 ): void {
   ctx.telemetry.refused(reason, { protocol: 'http', uuid, source: socket.remoteAddress });
   respondError(socket, status, diagnostic, headers);
@@ -94,36 +98,38 @@ function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext,
 export function startHttpSession(socket: Socket, ctx: RelayContext): void {
   const acceptedAt = Date.now();
   const decoder = new HeadDecoder();
-  readHandshake(
-    socket,
-    ctx,
-    (chunk) => decoder.push(chunk),
-    ({ text, rest }) => {
+  readHandshake(socket, ctx, {
+    decode: (chunk) => decoder.push(chunk),
+    onDone: ({ text, rest }) => {
       let head: RequestHead;
       try {
         head = parseRequestHead(text);
       } catch (err) {
         return respondRendezvousError(socket, err, ctx);
       }
-      // The uuid a failure concerns, once known (refusal records name it).
-      const about: { uuid?: string } = {};
+      const req: HttpRequest = { head, rest, acceptedAt, about: {} };
       const run =
-        head.method === 'CONNECT'
-          ? parkConnect(socket, ctx, head, rest, acceptedAt, about)
-          : pairHttpMobile(socket, ctx, head, rest, acceptedAt, about);
-      run.catch((err) => respondRendezvousError(socket, err, ctx, about.uuid));
+        head.method === 'CONNECT' ? parkConnect(socket, ctx, req) : pairHttpMobile(socket, ctx, req);
+      run.catch((err) => respondRendezvousError(socket, err, ctx, req.about.uuid));
     },
-    (err) => respondRendezvousError(socket, err, ctx),
-  );
+    onError: (err) => respondRendezvousError(socket, err, ctx),
+  });
+}
+
+/** One request read on the HTTP port. */
+interface HttpRequest {
+  head: RequestHead;
+  /** Bytes after the head (a mobile client's body). */
+  rest: Buffer;
+  acceptedAt: number;
+  /** The uuid a failure concerns, once known (refusal records name it). */
+  about: { uuid?: string };
 }
 
 async function parkConnect(
   socket: Socket,
   ctx: RelayContext,
-  head: RequestHead,
-  rest: Buffer,
-  acceptedAt: number,
-  about: { uuid?: string },
+  { head, rest, acceptedAt, about }: HttpRequest,
 ): Promise<void> {
   const target = parseConnectTarget(head.target);
   checkUuid(target.uuid);
@@ -151,7 +157,13 @@ async function parkConnect(
     socket.off('data', onEarly);
     socket.pause();
   }
-  if (early) return refuseHttp(socket, ctx, 'early_data', 409, 'data sent before 200', grant.uuid);
+  if (early)
+    return refuseHttp(socket, ctx, {
+      reason: 'early_data',
+      status: 409,
+      diagnostic: 'data sent before 200',
+      uuid: grant.uuid,
+    });
   // Hung up while its code was checked: nothing to park (and nobody to answer).
   if (isGone(socket)) {
     socket.destroy();
@@ -186,24 +198,20 @@ async function remoteParkWithStep(ctx: RelayContext, uuid: string, step: number)
 async function pairHttpMobile(
   socket: Socket,
   ctx: RelayContext,
-  head: RequestHead,
-  rest: Buffer,
-  acceptedAt: number,
-  about: { uuid?: string },
+  { head, rest, acceptedAt, about }: HttpRequest,
 ): Promise<void> {
   const id = namedHiddenServer(head, ctx.httpDomain);
   if (!id) {
     const nonce = randomBytes(16).toString('hex');
     // A normal step (curl --digest asks first without credentials): counted, logged at INFO.
-    return refuseHttp(
-      socket,
-      ctx,
-      'no_name',
-      401,
-      'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username',
-      undefined,
-      { 'WWW-Authenticate': `Digest realm="rendezvous", qop="auth", nonce="${nonce}", algorithm=MD5` },
-    );
+    return refuseHttp(socket, ctx, {
+      reason: 'no_name',
+      status: 401,
+      diagnostic: 'name the hidden server: ?rendezvous=<ID> or a Digest/Basic username',
+      headers: {
+        'WWW-Authenticate': `Digest realm="rendezvous", qop="auth", nonce="${nonce}", algorithm=MD5`,
+      },
+    });
   }
   checkUuid(id);
   about.uuid = id;
@@ -215,26 +223,30 @@ async function pairHttpMobile(
     ctx.regions &&
     known &&
     ctx.lot.count('http', id) === 0 &&
-    (await redirectElsewhere(socket, ctx, head, id, true))
+    (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
   ctx.perUuid.check(id);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();
-  const claimed = await claimHiddenServer(
-    ctx.lot,
-    cluster,
-    'http',
-    id,
-    ctx.limits.pairWaitMs,
-    () => socket.destroyed,
-    () => ctx.waiting.enter(socket),
-    { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
-  );
+  const claimed = await claimHiddenServer(ctx.lot, cluster, {
+    kind: 'http',
+    key: id,
+    waitMs: ctx.limits.pairWaitMs,
+    gone: () => socket.destroyed,
+    beforeWait: () => ctx.waiting.enter(socket),
+    request: { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
+  });
   if (!claimed) {
     // It may have parked in another region meanwhile: a redirect, never a 404 while it is online.
-    if (ctx.regions && known && (await redirectElsewhere(socket, ctx, head, id, false))) return;
-    return refuseHttp(socket, ctx, 'not_found', 404, 'hidden server not parked', id);
+    if (ctx.regions && known && (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: false })))
+      return;
+    return refuseHttp(socket, ctx, {
+      reason: 'not_found',
+      status: 404,
+      diagnostic: 'hidden server not parked',
+      uuid: id,
+    });
   }
   const hidden = claimed.stream;
   if (socket.destroyed) {
@@ -283,9 +295,7 @@ async function pairHttpMobile(
 async function redirectElsewhere(
   socket: Socket,
   ctx: RelayContext,
-  head: RequestHead,
-  id: string,
-  onlyIfNoneHere: boolean,
+  { head, id, onlyIfNoneHere }: { head: RequestHead; id: string; onlyIfNoneHere: boolean },
 ): Promise<boolean> {
   const regions = ctx.regions;
   if (!regions) return false;
@@ -310,165 +320,4 @@ function isUpgrade(head: RequestHead): boolean {
     headerValue(head, 'upgrade') !== undefined &&
     connection.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')
   );
-}
-
-/**
- * Passes the mobile client's bytes to the hidden server up to the end of the first request's
- * body, and drops whatever follows (another request, perhaps for another hidden server) unless
- * the connection was upgraded. Dropping rather than ending: a hidden server that sees the mobile
- * side's FIN mid-answer may abort its answer.
- */
-class OneRequestGate extends Transform {
-  private held: Buffer[] = [];
-  private heldBytes = 0;
-  /** Upgrades: undecided until the hidden server's status line; then pass-through or drop. */
-  private upgraded: boolean | undefined;
-
-  constructor(
-    private readonly framer: RequestBodyFramer,
-    private readonly upgrade: boolean,
-  ) {
-    super();
-    this.upgraded = upgrade ? undefined : false;
-  }
-
-  /** The hidden server answered 101 (pass the rest through, upgrades only) or a final status. */
-  decide(switched: boolean): void {
-    if (this.upgraded !== undefined) return;
-    this.upgraded = switched;
-    if (switched) for (const b of this.held) this.push(b);
-    this.held = [];
-    this.heldBytes = 0;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
-    if (this.upgraded) {
-      this.push(chunk);
-      done();
-      return;
-    }
-    const body = this.framer.done ? 0 : this.framer.push(chunk);
-    if (body > 0) this.push(chunk.subarray(0, body));
-    const after = chunk.subarray(body);
-    if (after.length > 0 && this.upgrade && this.upgraded === undefined && this.heldBytes < MAX_HEAD) {
-      this.held.push(after);
-      this.heldBytes += after.length;
-    }
-    done();
-  }
-}
-
-/** Largest response head the relay rewrites; a larger one passes through unchanged. */
-const MAX_RESPONSE_HEAD = 64 * 1024;
-
-/**
- * Reads the hidden server's answer so that the mobile client sees `Connection: close` on it and
- * the connection ends right after it, whatever the hidden server does with keep-alive. Interim
- * answers (1xx) pass unchanged; a 101 turns the connection into a tunnel; an answer the relay
- * cannot read (no head within 64 KiB) passes through unchanged until the hidden server closes.
- */
-class OneResponseGate extends Transform {
-  private head: Buffer[] = [];
-  private headBytes = 0;
-  private mode: 'head' | 'body' | 'through' | 'done' = 'head';
-  private framer: RequestBodyFramer | undefined;
-
-  constructor(
-    private readonly noBody: boolean,
-    private readonly onStatus: (switched: boolean) => void,
-  ) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
-    let rest = chunk;
-    while (rest.length > 0) {
-      if (this.mode === 'through') {
-        this.push(rest);
-        break;
-      }
-      if (this.mode === 'done') break;
-      if (this.mode === 'body') {
-        const n = (this.framer as RequestBodyFramer).push(rest);
-        if (n > 0) this.push(rest.subarray(0, n));
-        rest = rest.subarray(n);
-        if ((this.framer as RequestBodyFramer).done) this.finish();
-        continue;
-      }
-      rest = this.readHead(rest);
-    }
-    done();
-  }
-
-  /** Buffers head bytes; once the head is whole, forwards it (rewritten) and returns what follows. */
-  private readHead(chunk: Buffer): Buffer {
-    this.head.push(chunk);
-    this.headBytes += chunk.length;
-    const all = Buffer.concat(this.head, this.headBytes);
-    const end = all.indexOf('\r\n\r\n', 0, 'latin1');
-    if (end === -1) {
-      if (this.headBytes > MAX_RESPONSE_HEAD) this.passThrough(all);
-      return Buffer.alloc(0);
-    }
-    this.head = [];
-    this.headBytes = 0;
-    const text = all.subarray(0, end).toString('latin1');
-    const after = all.subarray(end + 4);
-    const status = /^HTTP\/1\.[01] ([0-9]{3})/.exec(text);
-    if (!status) {
-      this.passThrough(all);
-      return Buffer.alloc(0);
-    }
-    const code = Number(status[1]);
-    if (code === 101) {
-      this.onStatus(true);
-      this.push(all);
-      this.mode = 'through';
-      return Buffer.alloc(0);
-    }
-    if (code < 200) {
-      // 100 Continue, 103 Early Hints: the final answer is still to come.
-      this.push(all.subarray(0, end + 4));
-      return after;
-    }
-    this.onStatus(false);
-    const lines = text.split('\r\n');
-    const kept = lines.filter((l, i) => i === 0 || !/^(connection|keep-alive)\s*:/i.test(l));
-    this.push(Buffer.from(`${[...kept, 'Connection: close'].join('\r\n')}\r\n\r\n`, 'latin1'));
-    const value = (name: string) =>
-      lines
-        .find((l) => l.toLowerCase().startsWith(`${name}:`))
-        ?.slice(name.length + 1)
-        .trim();
-    const te = value('transfer-encoding');
-    const length = value('content-length');
-    if (this.noBody || code === 204 || code === 304) {
-      this.finish();
-    } else if (te && te.split(',').pop()?.trim().toLowerCase() === 'chunked') {
-      this.framer = new RequestBodyFramer({ chunked: true, length: 0 });
-      this.mode = 'body';
-    } else if (!te && length !== undefined && /^[0-9]{1,15}$/.test(length)) {
-      this.framer = new RequestBodyFramer({ chunked: false, length: Number(length) });
-      this.mode = 'body';
-      if (this.framer.done) this.finish();
-    } else {
-      // Delimited by the close: pass everything until the hidden server ends.
-      this.mode = 'through';
-    }
-    return after;
-  }
-
-  private passThrough(bytes: Buffer): void {
-    this.head = [];
-    this.headBytes = 0;
-    this.onStatus(false);
-    this.push(bytes);
-    this.mode = 'through';
-  }
-
-  /** The answer is complete: end the mobile side (its `Connection: close` said so). */
-  private finish(): void {
-    this.mode = 'done';
-    this.push(null);
-  }
 }

@@ -21,21 +21,37 @@ interface UuidState {
   timer?: NodeJS.Timeout;
 }
 
+/** Where the writer writes, what it writes with each record, and its period. */
+export interface LastRendezvousOptions {
+  store: Pick<Store, 'putLastRendezvous'>;
+  /** This relay's public addresses and region (read at each write: filled in once it listens). */
+  origin: ParkOrigin;
+  log: Log;
+  /** At most one write per uuid per this period (default LAST_RENDEZVOUS_COALESCE_MS). */
+  coalesceMs?: number;
+  /** The clock (tests pass a fake one). */
+  now?: () => number;
+}
+
 /** Writes each uuid's last rendezvous per protocol, coalesced. */
 export class LastRendezvousWriter {
   private readonly uuids = new Map<string, UuidState>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly budget = new LogBudget(5);
   private closed = false;
+  private readonly store: LastRendezvousOptions['store'];
+  private readonly origin: ParkOrigin;
+  private readonly log: Log;
+  private readonly coalesceMs: number;
+  private readonly now: () => number;
 
-  constructor(
-    private readonly store: Pick<Store, 'putLastRendezvous'>,
-    /** This relay's public addresses and region (read at each write: filled in once it listens). */
-    private readonly origin: ParkOrigin,
-    private readonly log: Log,
-    private readonly coalesceMs = LAST_RENDEZVOUS_COALESCE_MS,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(opts: LastRendezvousOptions) {
+    this.store = opts.store;
+    this.origin = opts.origin;
+    this.log = opts.log;
+    this.coalesceMs = opts.coalesceMs ?? LAST_RENDEZVOUS_COALESCE_MS;
+    this.now = opts.now ?? Date.now;
+  }
 
   /** One rendezvous ended (the `onRendezvousEnd` hook). */
   note(s: RendezvousSummary): void {

@@ -5,11 +5,10 @@
  * hands it to the first peer request; the loser's request gets `-ERR` and tries the next record.
  */
 import type { Duplex } from 'node:stream';
-import { encodeOkLine } from '../core/relay-line.js';
 import type { ParkKind } from '../server/store/store.js';
 import type { ParkRecords } from './park-records.js';
-import type { Parked, ParkingLot } from './parking.js';
-import { dialPeer } from './peer.js';
+import { hiddenStream, type Parked, type ParkingLot } from './parking.js';
+import { dialPeer } from './peer-dial.js';
 import type { PeerPool } from './peer-pool.js';
 
 /** How often a waiting mobile client re-reads the park records. */
@@ -34,6 +33,24 @@ export interface ClaimRequest {
   onPeerAnswer?: (ms: number) => void;
 }
 
+/** What a mobile client asks for, and how long and on what terms it waits. */
+export interface Claim {
+  kind: ParkKind;
+  /** The cookie (generic protocol) or the uuid (HTTP-specific). */
+  key: string;
+  /** How long to wait for a hidden server to be parked anywhere. */
+  waitMs: number;
+  /** True once the mobile client has left: the search stops early. */
+  gone: () => boolean;
+  /**
+   * Runs once, when nothing is parked here and the client must wait: it may refuse (throw) and
+   * returns what ends the wait's accounting.
+   */
+  beforeWait: () => () => void;
+  /** The rendezvous, for the peer request. */
+  request: ClaimRequest;
+}
+
 /** A hidden server found: the stream reaching it, and the relay holding it when that is another one. */
 export interface Claimed {
   stream: Duplex;
@@ -43,47 +60,31 @@ export interface Claimed {
 
 /**
  * Resolves to a stream that reaches the hidden server — ready for the mobile client's bytes
- * (a generic-protocol hidden server has had its `+OK`) — or undefined after `waitMs`.
- * `gone()` lets a departed mobile client stop the search early. `beforeWait` runs once, when
- * nothing is parked here and the client must wait: it may refuse (throw) and returns what ends
- * the wait's accounting. Throws BUSY when the only relay holding one says the cap is reached.
+ * (a generic-protocol hidden server has had its `+OK`) — or undefined after `claim.waitMs`.
+ * Throws BUSY when the only relay holding one says the cap is reached.
  */
 export async function claimHiddenServer(
   lot: ParkingLot,
   cluster: ClusterLink | undefined,
-  kind: ParkKind,
-  key: string,
-  waitMs: number,
-  gone: () => boolean,
-  beforeWait: () => () => void,
-  req: ClaimRequest,
+  claim: Claim,
 ): Promise<Claimed | undefined> {
-  const here = lot.take(kind, key);
-  if (here) return { stream: hiddenStream(kind, here, req.rid) };
-  const release = beforeWait();
+  const here = lot.take(claim.kind, claim.key);
+  if (here) return { stream: hiddenStream(claim.kind, here, claim.request.rid) };
+  const release = claim.beforeWait();
   try {
-    return await search(lot, cluster, kind, key, waitMs, gone, req);
+    return await search(lot, cluster, claim);
   } finally {
     release();
   }
 }
 
-/** A parked socket made ready for the mobile client's bytes: a generic hidden server gets its `+OK`. */
-export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRid'>, rid: string): Duplex {
-  if (kind === 'generic') p.socket.write(encodeOkLine(p.wantsRid ? rid : undefined));
-  return p.socket;
-}
-
 async function search(
   lot: ParkingLot,
   cluster: ClusterLink | undefined,
-  kind: ParkKind,
-  key: string,
-  waitMs: number,
-  gone: () => boolean,
-  req: ClaimRequest,
+  claim: Claim,
 ): Promise<Claimed | undefined> {
-  const deadline = Date.now() + waitMs;
+  const { kind, key, gone, request: req } = claim;
+  const deadline = Date.now() + claim.waitMs;
   const local = (p: Parked): Claimed => ({ stream: hiddenStream(kind, p, req.rid) });
   let busy: unknown;
   for (;;) {
@@ -95,16 +96,16 @@ async function search(
         if (gone()) return undefined;
         const left = deadline - Date.now();
         try {
-          const link = await dialPeer(
-            rec.peer,
-            cluster.secret,
+          const link = await dialPeer({
+            peer: rec.peer,
+            secret: cluster.secret,
             kind,
             key,
-            Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
-            cluster.pool,
-            { rid: req.rid, from: req.relayId },
-            req.onPeerAnswer,
-          );
+            waitMs: Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
+            pool: cluster.pool,
+            tag: { rid: req.rid, from: req.relayId },
+            onAnswer: req.onPeerAnswer,
+          });
           if (link) return { stream: link, peerRelayId: rec.relayId };
         } catch (err) {
           // That relay's hidden server is at its cap; another relay may still have room.

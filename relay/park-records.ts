@@ -59,6 +59,20 @@ interface TargetNote {
   timer?: NodeJS.Timeout;
 }
 
+/** Whose records, where they go, and what they carry. */
+export interface ParkRecordsOptions {
+  store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>;
+  /** This relay's identity in the records. */
+  relayId: string;
+  /** `host:port` other relays dial ('' for a relay alone: nobody dials it). */
+  peer: string;
+  log: Log;
+  /** Records live this long without a refresh (default PARK_RECORD_TTL_SECONDS). */
+  ttlSeconds?: number;
+  /** Written into every record; records of another region are never dialled, only redirected to. */
+  origin?: ParkOrigin;
+}
+
 /** Keeps this relay's park records in step with its parking lot. */
 export class ParkRecords {
   private timer: NodeJS.Timeout | undefined;
@@ -69,17 +83,24 @@ export class ParkRecords {
   /** Minimum time between two target-state writes of one key (tests shorten it). */
   targetWriteMs = TARGET_WRITE_MS;
 
-  constructor(
-    private readonly store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>,
-    /** This relay's identity in the records. */
-    readonly relayId: string,
-    /** `host:port` other relays dial. */
-    readonly peer: string,
-    private readonly log: Log,
-    private readonly ttlSeconds = PARK_RECORD_TTL_SECONDS,
-    /** Written into every record; records of another region are never dialled, only redirected to. */
-    readonly origin: ParkOrigin = {},
-  ) {}
+  private readonly store: ParkRecordsOptions['store'];
+  /** This relay's identity in the records. */
+  readonly relayId: string;
+  /** `host:port` other relays dial. */
+  readonly peer: string;
+  private readonly log: Log;
+  private readonly ttlSeconds: number;
+  /** Written into every record; records of another region are never dialled, only redirected to. */
+  readonly origin: ParkOrigin;
+
+  constructor(opts: ParkRecordsOptions) {
+    this.store = opts.store;
+    this.relayId = opts.relayId;
+    this.peer = opts.peer;
+    this.log = opts.log;
+    this.ttlSeconds = opts.ttlSeconds ?? PARK_RECORD_TTL_SECONDS;
+    this.origin = opts.origin ?? {};
+  }
 
   /** True for a record of this relay's region (records and relays without a region count as one). */
   private sameRegion(r: ParkRecord): boolean {

@@ -5,6 +5,8 @@
  * key gains its first or loses its last parked socket, and the park records follow from that.
  */
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { encodeOkLine } from '../core/relay-line.js';
 import type { ParkKind } from '../server/store/store.js';
 
 /** One parked socket. */
@@ -60,6 +62,12 @@ const id = (kind: ParkKind, key: string) => `${kind}\u0000${key}`;
 export function isGone(socket: Socket): boolean {
   const state = (socket as Socket & { _readableState?: { ended?: boolean } })._readableState;
   return socket.destroyed || !socket.writable || socket.readableEnded || state?.ended === true;
+}
+
+/** A parked socket made ready for the mobile client's bytes: a generic hidden server gets its `+OK`. */
+export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRid'>, rid: string): Duplex {
+  if (kind === 'generic') p.socket.write(encodeOkLine(p.wantsRid ? rid : undefined));
+  return p.socket;
 }
 
 /** Parked hidden servers and waiting mobile clients of one relay process. */

@@ -24,6 +24,9 @@
  *   mac = base64url(HMAC-SHA256(secret, "LINK" SP unix-seconds SP nonce))
  *
  * No answer; the request line (with its own nonce) follows when the link is used.
+ *
+ * The deadlines both ends keep (PEER_TIMEOUT_MS, PEER_LINK_IDLE_MS) live here with the lines, so
+ * the holder (relay/peer-listener.ts), the asker (relay/peer-dial.ts) and the pool read one value.
  */
 import { createHmac } from 'node:crypto';
 import { RendezvousError } from '../core/errors.js';
@@ -36,6 +39,10 @@ export const MAX_PEER_LINE = 320;
 export const PEER_CLOCK_SKEW_SECONDS = 60;
 /** Longest wait a peer may ask for. */
 export const MAX_PEER_WAIT_MS = 10_000;
+/** Deadline for a peer's request line, and for a peer's answer. */
+export const PEER_TIMEOUT_MS = 3_000;
+/** How long a pooled link (one that said a valid hello) may wait for its request. */
+export const PEER_LINK_IDLE_MS = 30_000;
 
 /** A fresh nonce: base64url of 16 CSPRNG bytes, drawn from a 4 KiB block (see pooledTokens). */
 const newNonce = pooledTokens(16, 256);
@@ -48,40 +55,57 @@ export interface PeerRequestTag {
   from: string;
 }
 
+/** A peer request: which parked socket, how long the holder may wait for one, and who asks. */
+export interface PeerRequest {
+  kind: ParkKind;
+  key: string;
+  waitMs: number;
+  tag?: PeerRequestTag;
+}
+
+/** `host:port` (a park record's `peer`) → [host, port]. */
+export function splitPeer(peer: string): [string, number] {
+  const i = peer.lastIndexOf(':');
+  return [peer.slice(0, i), Number(peer.slice(i + 1))];
+}
+
 const RID_SHAPE = /^[A-Za-z0-9_-]{16}$/;
 const RELAY_ID_SHAPE = /^[A-Za-z0-9-]{1,64}$/;
 
-const sign = (
-  secret: string,
-  kind: string,
-  key: string,
-  waitMs: number,
-  ts: number,
-  nonce: string,
-  tag?: PeerRequestTag,
-) =>
+/** The signed fields of a request line, as on the wire (`k` is "R" or "H"). */
+interface SignedFields {
+  k: string;
+  key: string;
+  waitMs: number;
+  ts: number;
+  nonce: string;
+  tag?: PeerRequestTag;
+}
+
+const sign = (secret: string, { k, key, waitMs, ts, nonce, tag }: SignedFields) =>
   createHmac('sha256', secret)
-    .update(`${kind} ${key} ${waitMs} ${ts} ${nonce}${tag ? ` ${tag.rid} ${tag.from}` : ''}`)
+    .update(`${k} ${key} ${waitMs} ${ts} ${nonce}${tag ? ` ${tag.rid} ${tag.from}` : ''}`)
     .digest('base64url');
 
-/** Encodes a peer request for `key`, tagged with the rendezvous's rid and the asking relay when given. */
+/**
+ * Encodes a peer request for `req.key` (`waitMs` default 0), tagged with the rendezvous's rid
+ * and the asking relay when `req.tag` is given.
+ */
 export function encodePeerLine(
   secret: string,
-  kind: ParkKind,
-  key: string,
-  waitMs = 0,
+  req: Omit<PeerRequest, 'waitMs'> & { waitMs?: number },
   nowMs = Date.now(),
-  tag?: PeerRequestTag,
 ): Buffer {
+  const { kind, key, tag } = req;
   const k = kind === 'generic' ? 'R' : 'H';
   const ts = Math.floor(nowMs / 1000);
-  const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(waitMs)));
+  const w = Math.max(0, Math.min(MAX_PEER_WAIT_MS, Math.round(req.waitMs ?? 0)));
   const nonce = newNonce();
   if (tag && !(RID_SHAPE.test(tag.rid) && RELAY_ID_SHAPE.test(tag.from)))
     throw new RendezvousError('INVALID_OPTION', 'malformed peer request tag');
   const extra = tag ? ` rid=${tag.rid} from=${tag.from}` : '';
   return Buffer.from(
-    `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, k, key, w, ts, nonce, tag)}${extra}\n`,
+    `PEER ${k} ${key} ${w} ${ts} ${nonce} ${sign(secret, { k, key, waitMs: w, ts, nonce, tag })}${extra}\n`,
     'latin1',
   );
 }
@@ -144,7 +168,7 @@ export function verifyPeerLine(
   line: string,
   nowMs = Date.now(),
   nonces?: PeerNonces,
-): { kind: ParkKind; key: string; waitMs: number; tag?: PeerRequestTag } {
+): PeerRequest {
   const m =
     /^PEER ([RH]) ([A-Za-z0-9._:-]{1,128}) ([0-9]{1,5}) ([0-9]{1,12}) ([A-Za-z0-9_-]{22}) ([A-Za-z0-9_-]{43})(?: rid=([A-Za-z0-9_-]{16}) from=([A-Za-z0-9-]{1,64}))?$/.exec(
       line,
@@ -166,12 +190,12 @@ export function verifyPeerLine(
   const waitMs = Number(waitText);
   const fresh = Math.abs(ts - nowMs / 1000) <= PEER_CLOCK_SKEW_SECONDS && waitMs <= MAX_PEER_WAIT_MS;
   // Compare first, always, so timing says nothing about which check failed.
-  const valid = secretsEqual(sign(secret, k, key, waitMs, ts, nonce, tag), mac);
+  const valid = secretsEqual(sign(secret, { k, key, waitMs, ts, nonce, tag }), mac);
   if (!valid || !fresh) throw new RendezvousError('AUTH_FAILED', 'peer authentication failed');
   if (nonces && !nonces.remember(nonce, ts + PEER_CLOCK_SKEW_SECONDS + 1, Math.floor(nowMs / 1000))) {
     throw new RendezvousError('AUTH_FAILED', 'peer line replayed');
   }
-  const req: { kind: ParkKind; key: string; waitMs: number; tag?: PeerRequestTag } = {
+  const req: PeerRequest = {
     kind: k === 'R' ? 'generic' : 'http',
     key,
     waitMs,

@@ -9,8 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import { connectTcp } from '../core/socket-reader.js';
-import { PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer.js';
-import { encodePeerHello } from './peer-line.js';
+import { encodePeerHello, PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer-line.js';
 
 /** When an idle link says its hello: a second before the holder's deadline for a first line. */
 export const PEER_HELLO_AFTER_MS = PEER_TIMEOUT_MS - 1_000;

@@ -1,34 +1,39 @@
 /**
- * One relay process: the generic-protocol listener, the HTTP-specific listener, the peer
- * listener (when in a cluster), the health endpoint, and the drain. Accept loops only start
- * sessions; a session's failure never reaches them.
+ * One relay process, wired together: the generic-protocol listener, the HTTP-specific listener,
+ * the peer listener (when in a cluster), the health port, and the drain. Each part is its own
+ * module (admission, capacity, health, drain, splices, sessions); this file only builds and
+ * connects them. Accept loops only start sessions; a session's failure never reaches them.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server, Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { encodeResponse } from '../core/http-head.js';
+import { createServer, type Socket } from 'node:net';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
-import { encodeErrorLine } from '../core/relay-line.js';
-import { splice } from '../core/splice.js';
 import type { Metrics } from '../server/metrics.js';
 import type { ConnectPolicy } from '../server/registration.js';
 import type { Store } from '../server/store/store.js';
-import type { RelayContext, SpliceFilters } from './context.js';
+import { HandshakeAdmission } from './admission.js';
+import { ClientSockets, listenerErrors } from './capacity.js';
+import type { RelayContext } from './context.js';
 import { CookieCache } from './cookie-cache.js';
+import { drainRelay } from './drain.js';
+import { startHealthServer } from './health.js';
 import { startHttpSession } from './http.js';
+import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
+import { listen } from './listen.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
-import { startPeerListener } from './peer.js';
+import { startPeerListener } from './peer-listener.js';
 import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
-import { RelayTelemetry, type RendezvousStart, type RendezvousSummary } from './telemetry.js';
+import { Splices } from './splices.js';
+import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
+
+/** The descriptor ceiling's headroom, where infra and the bench have always read it (see relay/capacity.ts). */
+export { FD_HEADROOM_SHARE } from './capacity.js';
 
 /** Relay settings; every limit has a default. */
 export interface RelayOptions {
@@ -120,19 +125,6 @@ export const RELAY_DEFAULTS = {
   drainGraceMs: 60_000,
 } as const;
 
-/** Share of the descriptor limit kept free of client connections (store, health, peers, logs). */
-export const FD_HEADROOM_SHARE = 0.2;
-
-/** The soft limit on open descriptors (Linux /proc), or undefined where it cannot be read. */
-export function readFdLimit(): number | undefined {
-  try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** A running relay. */
 export interface Relay {
   /** Generic-protocol address. */
@@ -161,48 +153,25 @@ export interface Relay {
   close(): Promise<void>;
 }
 
-function listen(
-  server: Server | ReturnType<typeof createHttpServer>,
-  port: number,
-  host: string,
-): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
 /** Starts a relay. */
 export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const log = opts.log ?? silentLog;
   const host = opts.host ?? '127.0.0.1';
   const origin: ParkOrigin = { region: opts.region || undefined, httpUrl: opts.httpPublicUrl || undefined };
   // Every relay keeps each uuid's last rendezvous for the console (relay/last-rendezvous.ts).
-  const lastRendezvous = new LastRendezvousWriter(opts.store, origin, log);
+  const lastRendezvous = new LastRendezvousWriter({ store: opts.store, origin, log });
   const onEnd = opts.onRendezvousEnd;
-  opts = {
-    ...opts,
-    onRendezvousEnd: (s) => {
-      lastRendezvous.note(s);
-      onEnd?.(s);
-    },
-  };
   const relayId = randomUUID();
-  const keepAliveMs = opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs;
-  let splices = 0;
   let draining = false;
-  const countSplice = (delta: 1 | -1) => {
-    splices += delta;
-  };
   const telemetry = new RelayTelemetry({
     relayId,
     log,
     metrics: opts.metrics,
     gate: opts.refusalLog,
-    onRendezvousEnd: opts.onRendezvousEnd,
+    onRendezvousEnd: (s) => {
+      lastRendezvous.note(s);
+      onEnd?.(s);
+    },
     draining: () => draining,
   });
 
@@ -210,95 +179,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const lot = new ParkingLot(opts.maxParkedPerKey ?? RELAY_DEFAULTS.maxParkedPerKey, {
     onCount: (kind, key, count) => records?.onCount(kind, key, count),
   });
-  const sockets = new Set<Socket>();
+  const clients = new ClientSockets(telemetry, opts.fdLimit);
+  const onListenerError = listenerErrors(telemetry, log);
   const closers: Array<() => Promise<void>> = [];
-  // Shared listeners, not closures per socket: a parked socket holds as little as it can.
-  const untrack = function (this: Socket) {
-    sockets.delete(this);
-  };
-  const destroyOnError = function (this: Socket) {
-    this.destroy();
-  };
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    // on, not once: once wraps the listener in a closure per socket ('close' comes once anyway).
-    socket.on('close', untrack);
-    socket.setNoDelay(true);
-    socket.on('error', destroyOnError);
-  };
-  // TCP keepalive (two setsockopt calls, a tenth of a pairing's CPU here) only on sockets that
-  // can sit idle long enough for the NLB to forget them: parked sockets at once, spliced mobile
-  // sockets once per KEEPALIVE sweep (a splice of seconds never pays for it). A splice's first
-  // probe then comes at most keepAliveMs/2 + keepAliveMs after its start, far below 350 s.
-  const keepAlive = (socket: Socket) => socket.setKeepAlive(true, keepAliveMs);
-  const keepAliveLater = new Set<Duplex>();
-  const keepAliveSweep = setInterval(
-    () => {
-      for (const s of keepAliveLater) if (s instanceof Socket && !s.destroyed) keepAlive(s);
-      keepAliveLater.clear();
-    },
-    Math.max(1_000, keepAliveMs / 2),
-  );
-  keepAliveSweep.unref();
-
-  const limitLog = telemetry.limitLog;
+  const keepAlive = new KeepAlive(opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs);
   const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid);
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  const spliceHidden = (
-    hidden: Duplex,
-    mobile: Duplex,
-    rendezvous: RendezvousStart,
-    filters: SpliceFilters = {},
-  ) => {
-    countSplice(1);
-    const release = perUuid.add(rendezvous.uuid);
-    keepAliveLater.add(mobile);
-    splice(
-      hidden,
-      mobile,
-      (end) => {
-        keepAliveLater.delete(mobile);
-        release();
-        countSplice(-1);
-        telemetry.ended(rendezvous, end);
-      },
-      {
-        countBytes: true,
-        idleMs: idleTimeoutMs,
-        onIdle: () =>
-          log.info('idle splice ended', { rid: rendezvous.rid, uuid: rendezvous.uuid, idleTimeoutMs }),
-        intoA: filters.intoHidden,
-        intoB: filters.intoMobile,
-      },
-    );
-  };
-  // The descriptor ceiling: past it the kernel's accept fails and libuv resets new connections
-  // silently, and /healthz and the store's connections fail too. So the relay stops short of it,
-  // keeping FD_HEADROOM_SHARE of the limit for itself, and says so on the wire and in the log.
-  const fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
-  const maxClientSockets = fdLimit ? Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16 : undefined;
-  const atCeiling = (socket: Socket, protocol: 'generic' | 'http') => {
-    if (maxClientSockets === undefined || sockets.size <= maxClientSockets) return false;
-    telemetry.refused('at_capacity', {
-      protocol,
-      source: socket.remoteAddress,
-      open: sockets.size,
-      fdLimit,
-    });
-    return true;
-  };
-  // At the ceiling a refusal must free its descriptor at once (no linger): answer, then close.
-  const shed = (socket: Socket, answer: Buffer) => {
-    socket.end(answer);
-    socket.once('finish', () => socket.destroy());
-    setTimeout(() => socket.destroy(), 1_000).unref();
-  };
-  // Accept failures (EMFILE/ENFILE at the descriptor ceiling) are logged at a bounded rate, not per attempt.
-  const onListenerError = (listener: string) => (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EMFILE' || err.code === 'ENFILE')
-      limitLog.hit('file descriptors', { listener, code: err.code });
-    else log.error('listener error', { listener, error: err.message });
-  };
+  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
@@ -311,7 +198,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       lot,
       log,
       perUuid,
-      spliceHidden,
+      spliceHidden: splices.spliceHidden,
       telemetry,
       relayId,
       onError: onListenerError('peer'),
@@ -320,69 +207,22 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     peerSockets = peer.sockets;
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
     const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-    records = new ParkRecords(opts.store, relayId, `${peerHost}:${peer.port}`, log, undefined, origin);
+    records = new ParkRecords({ store: opts.store, relayId, peer: `${peerHost}:${peer.port}`, log, origin });
   } else {
     // A relay alone still records its parks (the operator console shows who is online); with no
     // peer address, no other relay will try to dial it.
-    records = new ParkRecords(opts.store, relayId, '', log, undefined, origin);
+    records = new ParkRecords({ store: opts.store, relayId, peer: '', log, origin });
   }
   records.start(lot);
   telemetry.watch(
     (kind) => lot.sizeOf(kind),
-    () => splices,
+    () => splices.count,
   );
 
-  // Handshake admission: a flood from one address (or from everywhere) is refused at once,
-  // before it costs a timer, a decoder or a store read.
-  const maxPerSource = opts.maxHandshakesPerSource ?? RELAY_DEFAULTS.maxHandshakesPerSource;
-  const maxTotal = opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes;
-  let handshaking = 0;
-  const perSource = new Map<string, number>();
-  // While fewer than maxPerSource connections are in handshake in all, no source can be at its
-  // limit, so a connection's source (a getpeername call) is not looked up: it waits in `unsourced`
-  // and is counted only if the total grows that far. Exact whenever the limit can bite.
-  interface Admission {
-    socket: Socket;
-    source?: string;
-  }
-  const unsourced = new Set<Admission>();
-  const countSource = (a: Admission) => {
-    a.source = a.socket.remoteAddress ?? '?';
-    perSource.set(a.source, (perSource.get(a.source) ?? 0) + 1);
-  };
-  const admit: RelayContext['admit'] = (socket) => {
-    if (handshaking >= maxTotal) {
-      return { ok: false, reason: 'too many connections in handshake, try again' };
-    }
-    const a: Admission = { socket };
-    if (handshaking + 1 >= maxPerSource) {
-      for (const other of unsourced) countSource(other);
-      unsourced.clear();
-      const source = socket.remoteAddress ?? '?';
-      if ((perSource.get(source) ?? 0) >= maxPerSource) {
-        return { ok: false, reason: 'too many connections in handshake from your address' };
-      }
-      countSource(a);
-    } else unsourced.add(a);
-    handshaking++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      // Nothing of the handshake stays on a socket that goes on to park.
-      socket.off('close', release);
-      handshaking--;
-      if (a.source === undefined) {
-        unsourced.delete(a);
-        return;
-      }
-      const n = (perSource.get(a.source) ?? 1) - 1;
-      if (n <= 0) perSource.delete(a.source);
-      else perSource.set(a.source, n);
-    };
-    socket.once('close', release);
-    return { ok: true, release };
-  };
+  const admission = new HandshakeAdmission(
+    opts.maxHandshakesPerSource ?? RELAY_DEFAULTS.maxHandshakesPerSource,
+    opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
+  );
   const cookies = new CookieCache(opts.store);
   const ctx: RelayContext = {
     store: opts.store,
@@ -399,8 +239,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records,
     telemetry,
     relayId,
-    admit,
-    countSplice,
+    admit: (socket) => admission.admit(socket),
     httpDomain: opts.httpDomain || undefined,
     regions: origin.region
       ? {
@@ -416,16 +255,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     ),
     perUuid,
     names: new KnownNames(opts.store),
-    limitLog,
-    spliceHidden,
-    keepAlive,
+    spliceHidden: splices.spliceHidden,
+    keepAlive: (socket) => keepAlive.now(socket),
   };
 
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
-    track(socket);
-    if (atCeiling(socket, 'generic')) return shed(socket, encodeErrorLine('relay at capacity, try again'));
-    startSession(socket, ctx);
+    if (clients.accept(socket, 'generic')) startSession(socket, ctx);
   });
   generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
@@ -436,12 +272,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   let httpAddress: AddressInfo | undefined;
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
-      track(socket);
-      if (atCeiling(socket, 'http')) {
-        const body = { permanent: false, diagnostic: 'relay at capacity, try again' };
-        return shed(socket, encodeResponse(503, { 'Retry-After': '1' }, body));
-      }
-      startHttpSession(socket, ctx);
+      if (clients.accept(socket, 'http')) startHttpSession(socket, ctx);
     });
     http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
@@ -451,38 +282,15 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 
   let healthAddress: AddressInfo | undefined;
   if (opts.healthPort !== undefined) {
-    const health = createHttpServer((req, res) => {
-      if (req.url === '/metrics') {
-        // Prometheus text exposition, for anyone running relays outside AWS.
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', connection: 'close' });
-        res.end(telemetry.metrics.prometheus());
-        return;
-      }
-      const ok = req.url === '/healthz' || req.url?.startsWith('/healthz?');
-      // The bench's "what a parked socket holds" figure: under --expose-gc (never in production),
-      // `/healthz?gc` collects garbage first, so RSS shows live memory, not GC timing.
-      const gc = (globalThis as { gc?: () => void }).gc;
-      if (ok && req.url === '/healthz?gc' && gc) gc();
-      const status = !ok ? 404 : draining ? 503 : 200;
-      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
-      res.end(
-        // pid: the bench reads this process's RSS (behind `rendezvous relay` it is the launcher's child).
-        JSON.stringify(
-          ok
-            ? { ok: !draining, relayId, parked: lot.size, splices, pid: process.pid }
-            : { error: 'not found' },
-        ),
-      );
+    const health = await startHealthServer({
+      port: opts.healthPort,
+      host,
+      metrics: telemetry.metrics,
+      state: () => ({ draining, relayId, parked: lot.size, splices: splices.count }),
+      onError: onListenerError('health'),
     });
-    healthAddress = await listen(health, opts.healthPort, host);
-    health.on('error', onListenerError('health'));
-    closers.push(
-      () =>
-        new Promise((r) => {
-          health.close(() => r());
-          health.closeAllConnections();
-        }),
-    );
+    healthAddress = health.address;
+    closers.push(health.close);
   }
 
   // Revocations (rotation, disable, replacement) reach sockets parked before them.
@@ -508,36 +316,31 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 
   let drained: Promise<void> | undefined;
   const drain = (graceMs: number = RELAY_DEFAULTS.drainGraceMs): Promise<void> => {
-    drained ??= (async () => {
+    if (!drained) {
       draining = true;
-      revalidation.stop();
-      clearInterval(keepAliveSweep);
-      pool?.close();
-      log.info('draining', { parked: lot.size, splices, graceMs });
-      const listenersClosed = Promise.all(closers.map((c) => c()));
-      const cut = { generic: 0, http: 0 };
-      for (const p of lot.drainAll()) {
-        cut[p.kind]++;
-        if (p.kind === 'generic') refuse(p.socket, 'relay shutting down');
-        else p.socket.destroy();
-      }
-      // One record per protocol for the lot (`parked`: how many), not one per parked socket.
-      for (const protocol of ['generic', 'http'] as const)
-        if (cut[protocol] > 0)
-          telemetry.refused('draining', { protocol, parked: cut[protocol] }, cut[protocol]);
-      await records?.removeAll();
-      records?.stop();
-      // Let the -ERR lines reach the parked hidden servers before anything is cut.
-      await new Promise((r) => setTimeout(r, 100));
-      const until = Date.now() + graceMs;
-      while (splices > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-      for (const s of sockets) s.destroy();
-      for (const s of peerSockets ?? []) s.destroy();
-      await listenersClosed;
-      // After the splices: the rendezvous they ended are written too.
-      await lastRendezvous.close();
-      log.info('drained', { cut: splices });
-    })();
+      drained = drainRelay(
+        {
+          log,
+          lot,
+          records,
+          telemetry,
+          stopBackground: () => {
+            revalidation.stop();
+            keepAlive.stop();
+            pool?.close();
+          },
+          closeListeners: () => Promise.all(closers.map((c) => c())).then(() => {}),
+          splices: () => splices.count,
+          cutConnections: () => {
+            clients.destroyAll();
+            for (const s of peerSockets ?? []) s.destroy();
+          },
+          // After the splices: the rendezvous they ended are written too.
+          flush: () => lastRendezvous.close(),
+        },
+        graceMs,
+      );
+    }
     return drained;
   };
 
@@ -552,7 +355,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     metrics: telemetry.metrics,
     peerPool: pool,
     get splices() {
-      return splices;
+      return splices.count;
     },
     get draining() {
       return draining;

@@ -19,13 +19,19 @@ import {
   type TargetState,
 } from './telemetry.js';
 
+/** How a handshake's bytes are read, and where its outcome goes. */
+export interface HandshakeReader<T> {
+  /** Consumes a chunk; the decoded handshake once complete, else null (throws when malformed). */
+  decode: (chunk: Buffer) => T | null;
+  onDone: (result: T) => void;
+  onError: (err: Error) => void;
+}
+
 /** Reads one line from a fresh socket under the handshake deadline. */
 export function readHandshake<T>(
   socket: Socket,
   ctx: RelayContext,
-  decode: (chunk: Buffer) => T | null,
-  onDone: (result: T) => void,
-  onError: (err: Error) => void,
+  { decode, onDone, onError }: HandshakeReader<T>,
 ): void {
   const admission = ctx.admit(socket);
   if (!admission.ok) {
@@ -69,13 +75,11 @@ export function readHandshake<T>(
 export function startSession(socket: Socket, ctx: RelayContext): void {
   const acceptedAt = Date.now();
   const decoder = new LineDecoder(MAX_COOKIE_LINE);
-  readHandshake(
-    socket,
-    ctx,
-    (chunk) => decoder.push(chunk),
-    (d) => dispatch(socket, ctx, d.line, d.rest, acceptedAt),
-    (err) => fail(socket, ctx, err),
-  );
+  readHandshake(socket, ctx, {
+    decode: (chunk) => decoder.push(chunk),
+    onDone: (d) => dispatch(socket, ctx, d, acceptedAt),
+    onError: (err) => fail(socket, ctx, err),
+  });
 }
 
 /** What a session knows of its client once its line is read. */
@@ -89,7 +93,19 @@ interface Line {
   acceptedAt: number;
 }
 
-function dispatch(socket: Socket, ctx: RelayContext, text: string, rest: Buffer, acceptedAt: number): void {
+/** A client whose cookie resolved: its line, its identity, and the bytes it sent after the line. */
+interface Settled {
+  line: Line;
+  uuid: string;
+  early: Buffer;
+}
+
+function dispatch(
+  socket: Socket,
+  ctx: RelayContext,
+  { line: text, rest }: { line: string; rest: Buffer },
+  acceptedAt: number,
+): void {
   let line: Line;
   try {
     const parsed = parseCookieLine(text);
@@ -111,11 +127,12 @@ function dispatch(socket: Socket, ctx: RelayContext, text: string, rest: Buffer,
   const binding = ctx.cookies.peek(line.cookie);
   if (binding) {
     try {
+      const settled: Settled = { line, uuid: binding.uuid, early: rest };
       if (line.role === 'hidden') {
-        settleHidden(socket, ctx, line, binding.uuid, rest);
+        settleHidden(socket, ctx, settled);
         return;
       }
-      if (pairHere(socket, ctx, line, binding.uuid, rest)) return;
+      if (pairHere(socket, ctx, settled)) return;
     } catch (err) {
       fail(socket, ctx, err, binding.uuid);
       return;
@@ -127,22 +144,25 @@ function dispatch(socket: Socket, ctx: RelayContext, text: string, rest: Buffer,
 /** Refuses with `-ERR`: counted and logged (rate-limited) by reason, with the uuid when known. */
 function fail(socket: Socket, ctx: RelayContext, err: unknown, uuid?: string): void {
   if (!isRendezvousError(err)) ctx.log.error('session failed', { error: String(err) });
-  refuseGeneric(
-    socket,
-    ctx,
-    refusalReason(err),
-    isRendezvousError(err) ? err.message : 'internal error',
+  refuseGeneric(socket, ctx, {
+    reason: refusalReason(err),
+    diagnostic: isRendezvousError(err) ? err.message : 'internal error',
     uuid,
-  );
+  });
+}
+
+/** Why a generic-protocol client is refused: the record's reason, the `-ERR` text, the uuid when known. */
+export interface GenericRefusal {
+  reason: RefusalReason;
+  diagnostic: string;
+  uuid?: string;
 }
 
 /** The generic protocol's one way of saying no: a refusal record, then `-ERR <diagnostic>`. */
 export function refuseGeneric(
   socket: Socket,
   ctx: RelayContext,
-  reason: RefusalReason,
-  diagnostic: string,
-  uuid?: string,
+  { reason, diagnostic, uuid }: GenericRefusal,
 ): void {
   ctx.telemetry.refused(reason, { protocol: 'generic', uuid, source: socket.remoteAddress });
   refuse(socket, diagnostic);
@@ -154,26 +174,28 @@ async function settle(socket: Socket, ctx: RelayContext, line: Line, rest: Buffe
     const binding = await ctx.cookies.resolveCookie(line.cookie);
     uuid = binding.uuid;
     if (socket.destroyed) return;
-    if (line.role === 'hidden') settleHidden(socket, ctx, line, binding.uuid, rest);
-    else await pairMobileClient(socket, ctx, line, binding.uuid, rest);
+    const settled: Settled = { line, uuid: binding.uuid, early: rest };
+    if (line.role === 'hidden') settleHidden(socket, ctx, settled);
+    else await pairMobileClient(socket, ctx, settled);
   } catch (err) {
     fail(socket, ctx, err, uuid);
   }
 }
 
-function settleHidden(socket: Socket, ctx: RelayContext, line: Line, uuid: string, rest: Buffer): void {
-  if (rest.length > 0) refuseGeneric(socket, ctx, 'early_data', 'data before +OK', uuid);
+function settleHidden(socket: Socket, ctx: RelayContext, { line, uuid, early }: Settled): void {
+  if (early.length > 0)
+    refuseGeneric(socket, ctx, { reason: 'early_data', diagnostic: 'data before +OK', uuid });
   else parkHiddenServer(socket, ctx, line, uuid);
 }
 
-/** The rendezvous's start, for its record at the end; `early` bytes went to the hidden side with its `+OK`. */
+/**
+ * The rendezvous's start, for its record at the end; `early` bytes went to the hidden side with
+ * its `+OK`; `peerRelayId` names the holder when the hidden server is parked on another relay.
+ */
 function started(
   socket: Socket,
   ctx: RelayContext,
-  rid: string,
-  uuid: string,
-  early: number,
-  peerRelayId?: string,
+  { rid, uuid, early, peerRelayId }: { rid: string; uuid: string; early: number; peerRelayId?: string },
 ): RendezvousStart {
   return {
     rid,
@@ -192,7 +214,7 @@ function started(
  * Pairs a mobile client with a hidden server parked on this relay, synchronously: one write of
  * `+OK` (and the client's early bytes) to each side, then the splice. False when none is parked here.
  */
-function pairHere(socket: Socket, ctx: RelayContext, line: Line, uuid: string, early: Buffer): boolean {
+function pairHere(socket: Socket, ctx: RelayContext, { line, uuid, early }: Settled): boolean {
   ctx.perUuid.check(uuid);
   const here = ctx.lot.take('generic', line.cookie);
   if (!here) return false;
@@ -202,7 +224,7 @@ function pairHere(socket: Socket, ctx: RelayContext, line: Line, uuid: string, e
   socket.write(encodeOkLine(line.wantsRid ? rid : undefined));
   ctx.telemetry.paired('generic', 'local');
   ctx.telemetry.handshake('generic', line.acceptedAt);
-  ctx.spliceHidden(here.socket, socket, started(socket, ctx, rid, uuid, early.length));
+  ctx.spliceHidden(here.socket, socket, started(socket, ctx, { rid, uuid, early: early.length }));
   return true;
 }
 
@@ -213,7 +235,11 @@ function parkHiddenServer(socket: Socket, ctx: RelayContext, line: Line, uuid: s
     if (old === cookie) continue;
     ctx.cookies.forget(old);
     for (const p of ctx.lot.takeAll('generic', old))
-      refuseGeneric(p.socket, ctx, 'revoked', 'cookie replaced by a newer registration', uuid);
+      refuseGeneric(p.socket, ctx, {
+        reason: 'revoked',
+        diagnostic: 'cookie replaced by a newer registration',
+        uuid,
+      });
   }
   ctx.keepAlive(socket);
   // Before the park, so the park record written for it can carry the agent's report at once.
@@ -221,7 +247,12 @@ function parkHiddenServer(socket: Socket, ctx: RelayContext, line: Line, uuid: s
   const parked: Parked = { socket, kind: 'generic', key: cookie, uuid };
   if (line.wantsRid) parked.wantsRid = true;
   const ok = ctx.lot.park(parked, earlyDataOf(ctx));
-  if (!ok) refuseGeneric(socket, ctx, 'too_many_parked', 'too many parked connections for this cookie', uuid);
+  if (!ok)
+    refuseGeneric(socket, ctx, {
+      reason: 'too_many_parked',
+      diagnostic: 'too many parked connections for this cookie',
+      uuid,
+    });
   else ctx.telemetry.handshake('generic', line.acceptedAt);
 }
 
@@ -231,7 +262,8 @@ const earlyData = new WeakMap<RelayContext, (p: Parked) => void>();
 function earlyDataOf(ctx: RelayContext): (p: Parked) => void {
   let f = earlyData.get(ctx);
   if (!f) {
-    f = (p) => refuseGeneric(p.socket, ctx, 'early_data', 'data before +OK', p.uuid);
+    f = (p) =>
+      refuseGeneric(p.socket, ctx, { reason: 'early_data', diagnostic: 'data before +OK', uuid: p.uuid });
     earlyData.set(ctx, f);
   }
   return f;
@@ -241,24 +273,24 @@ function earlyDataOf(ctx: RelayContext): (p: Parked) => void {
 async function pairMobileClient(
   socket: Socket,
   ctx: RelayContext,
-  line: Line,
-  uuid: string,
-  early: Buffer,
+  { line, uuid, early }: Settled,
 ): Promise<void> {
   ctx.perUuid.check(uuid);
   const rid = newRid();
-  const claimed = await claimHiddenServer(
-    ctx.lot,
-    ctx.cluster,
-    'generic',
-    line.cookie,
-    ctx.limits.pairWaitMs,
-    () => socket.destroyed,
-    () => ctx.waiting.enter(socket),
-    { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
-  );
+  const claimed = await claimHiddenServer(ctx.lot, ctx.cluster, {
+    kind: 'generic',
+    key: line.cookie,
+    waitMs: ctx.limits.pairWaitMs,
+    gone: () => socket.destroyed,
+    beforeWait: () => ctx.waiting.enter(socket),
+    request: { rid, relayId: ctx.relayId, onPeerAnswer: (ms) => ctx.telemetry.peerAnswered(ms) },
+  });
   if (!claimed)
-    return refuseGeneric(socket, ctx, 'no_hidden_server', 'no hidden server parked for this cookie', uuid);
+    return refuseGeneric(socket, ctx, {
+      reason: 'no_hidden_server',
+      diagnostic: 'no hidden server parked for this cookie',
+      uuid,
+    });
   const hidden = claimed.stream;
   if (socket.destroyed) {
     hidden.destroy();
@@ -268,5 +300,6 @@ async function pairMobileClient(
   socket.write(encodeOkLine(line.wantsRid ? rid : undefined));
   ctx.telemetry.paired('generic', claimed.peerRelayId ? 'peer' : 'local');
   ctx.telemetry.handshake('generic', line.acceptedAt);
-  ctx.spliceHidden(hidden, socket, started(socket, ctx, rid, uuid, early.length, claimed.peerRelayId));
+  const start = started(socket, ctx, { rid, uuid, early: early.length, peerRelayId: claimed.peerRelayId });
+  ctx.spliceHidden(hidden, socket, start);
 }

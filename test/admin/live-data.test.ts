@@ -128,12 +128,16 @@ describe('park records for the console', () => {
 describe('last rendezvous', () => {
   it('a busy uuid costs one write per period: the first at once, then the newest per protocol', async () => {
     const log = memoryLog('relay');
-    const writer = new LastRendezvousWriter(
-      counted,
-      { address: 'relay.example.com:8899', httpAddress: 'https://relay.example.com', region: 'eu-test-1' },
+    const writer = new LastRendezvousWriter({
+      store: counted,
+      origin: {
+        address: 'relay.example.com:8899',
+        httpAddress: 'https://relay.example.com',
+        region: 'eu-test-1',
+      },
       log,
-      1_000,
-    );
+      coalesceMs: 1_000,
+    });
     proxy.counts.clear();
     const t0 = Date.now();
     writer.note(summary({ startedAt: t0, bytesToHidden: 1 }));
@@ -196,7 +200,7 @@ describe('last rendezvous', () => {
   it('a store that fails loses the figure, not the relay: one warning, no throw', async () => {
     const dead = new Store({ table: env.store.table, endpoint: 'http://127.0.0.1:9', region: 'local' });
     const log = memoryLog('relay');
-    const writer = new LastRendezvousWriter(dead, {}, log, 1_000);
+    const writer = new LastRendezvousWriter({ store: dead, origin: {}, log, coalesceMs: 1_000 });
     writer.note(summary({ uuid: 'lost' }));
     await writer.close(10_000);
     dead.close();

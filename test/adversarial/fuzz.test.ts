@@ -272,7 +272,9 @@ describe('peer line', () => {
         fc.nat({ max: 10_000 }),
         fc.nat(),
         (key, wait, flip) => {
-          const line = encodePeerLine('secret', 'generic', key, wait).toString('latin1').trimEnd();
+          const line = encodePeerLine('secret', { kind: 'generic', key, waitMs: wait })
+            .toString('latin1')
+            .trimEnd();
           expect(verifyPeerLine('secret', line)).toEqual({ kind: 'generic', key, waitMs: wait });
           const i = flip % line.length;
           const mutated = `${line.slice(0, i)}${line[i] === 'A' ? 'B' : 'A'}${line.slice(i + 1)}`;

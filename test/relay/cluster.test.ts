@@ -173,7 +173,7 @@ describe('generic protocol across relays', () => {
     const peerPort = cluster.relays[0]?.peerAddress?.port as number;
     const r = await rawExchange(
       peerPort,
-      encodePeerLine('not-the-secret', 'generic', 'abcdefghijklmnopqrstuvwx'),
+      encodePeerLine('not-the-secret', { kind: 'generic', key: 'abcdefghijklmnopqrstuvwx' }),
     );
     expect(r).toMatchObject({ text: '-ERR peer authentication failed\n', closed: true });
     expect(
@@ -183,7 +183,7 @@ describe('generic protocol across relays', () => {
     ).toBe(true);
     const ok = await rawExchange(
       peerPort,
-      encodePeerLine('cluster-secret-for-tests', 'generic', 'abcdefghijklmnopqrstuvwx'),
+      encodePeerLine('cluster-secret-for-tests', { kind: 'generic', key: 'abcdefghijklmnopqrstuvwx' }),
     );
     expect(ok.text).toBe('-ERR no hidden server parked here\n');
   });

@@ -11,8 +11,8 @@ import { currentCode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
-import { dialPeer, PEER_TIMEOUT_MS } from '../../relay/peer.js';
-import { encodePeerHello } from '../../relay/peer-line.js';
+import { dialPeer } from '../../relay/peer-dial.js';
+import { encodePeerHello, PEER_TIMEOUT_MS } from '../../relay/peer-line.js';
 import { PeerPool } from '../../relay/peer-pool.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { mobileCookieFor } from '../../server/cookies.js';
@@ -111,7 +111,7 @@ describe('pooled peer links', () => {
     await waitFor(() => relay.lot.count('generic', key) === 2, 3_000, 'parked');
 
     // First pairing: nothing pooled yet, so it connects; a link for the next one opens meanwhile.
-    const first = await dialPeer(proxy.peer, SECRET, 'generic', key, 0, pool);
+    const first = await dialPeer({ peer: proxy.peer, secret: SECRET, kind: 'generic', key, waitMs: 0, pool });
     expect(first).toBeDefined();
     expect(await firstBytes(first as Socket)).toBe('hello');
     await waitFor(() => pool.idleTo(proxy.peer) === 1, 3_000, 'an idle link');
@@ -122,7 +122,14 @@ describe('pooled peer links', () => {
     expect(pool.idleTo(proxy.peer)).toBe(1);
     // No new connection is possible any more: the second pairing must use the pooled link.
     proxy.stop();
-    const second = await dialPeer(proxy.peer, SECRET, 'generic', key, 0, pool);
+    const second = await dialPeer({
+      peer: proxy.peer,
+      secret: SECRET,
+      kind: 'generic',
+      key,
+      waitMs: 0,
+      pool,
+    });
     expect(second).toBeDefined();
     expect(await firstBytes(second as Socket)).toBe('hello');
     expect(proxy.state.accepted).toBe(2);
@@ -138,10 +145,17 @@ describe('pooled peer links', () => {
     const key = mobileCookieFor(r);
     const parked = await parkHidden(relay.address.port, r, 2);
     await waitFor(() => relay.lot.count('generic', key) === 2, 3_000, 'parked');
-    const first = await dialPeer(proxy.peer, SECRET, 'generic', key, 0, pool);
+    const first = await dialPeer({ peer: proxy.peer, secret: SECRET, kind: 'generic', key, waitMs: 0, pool });
     await waitFor(() => pool.idleTo(proxy.peer) === 1, 3_000, 'an idle link');
     proxy.state.breakNext = true;
-    const second = await dialPeer(proxy.peer, SECRET, 'generic', key, 0, pool);
+    const second = await dialPeer({
+      peer: proxy.peer,
+      secret: SECRET,
+      kind: 'generic',
+      key,
+      waitMs: 0,
+      pool,
+    });
     expect(second).toBeDefined();
     expect(await firstBytes(second as Socket)).toBe('hello');
     // Nothing was lost at the holder: both parked sockets went to a pairing, none is left over.
@@ -159,7 +173,9 @@ describe('pooled peer links', () => {
     const parked = await parkHidden(relay.address.port, r, 20);
     await waitFor(() => relay.lot.count('generic', key) === 20, 3_000, 'parked');
     const links = await Promise.all(
-      Array.from({ length: 20 }, () => dialPeer(peer, SECRET, 'generic', key, 0, pool)),
+      Array.from({ length: 20 }, () =>
+        dialPeer({ peer, secret: SECRET, kind: 'generic', key, waitMs: 0, pool }),
+      ),
     );
     expect(links.every((l) => l !== undefined)).toBe(true);
     await new Promise((res) => setTimeout(res, 300));

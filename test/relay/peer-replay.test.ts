@@ -55,12 +55,12 @@ describe('peer lines', () => {
       parks.push(s);
     }
     await waitFor(() => (c.relays[0]?.lot.count('http', 'peer-replay') ?? 0) === 2, 3_000, 'parked');
-    const captured = encodePeerLine(SECRET, 'http', 'peer-replay', 0);
+    const captured = encodePeerLine(SECRET, { kind: 'http', key: 'peer-replay', waitMs: 0 });
     expect(await ask(captured)).toBe('+OK\n');
     expect(await ask(captured)).toMatch(/^-ERR /);
     expect(c.relays[0]?.lot.count('http', 'peer-replay')).toBe(1);
     // A fresh line (new nonce) is still served.
-    expect(await ask(encodePeerLine(SECRET, 'http', 'peer-replay', 0))).toBe('+OK\n');
+    expect(await ask(encodePeerLine(SECRET, { kind: 'http', key: 'peer-replay', waitMs: 0 }))).toBe('+OK\n');
     for (const s of parks) s.destroy();
   });
 });

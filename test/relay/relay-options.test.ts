@@ -88,7 +88,11 @@ describe('peer request: rid and asking relay, signed', () => {
   const tag = { rid: 'AbCdEfGhIjKlMnOp', from: '3f2c9a1e-0b7d-4c55-9e1a-2b3c4d5e6f70' };
 
   it('lays the tag after the mac and signs it with the request', () => {
-    const line = encodePeerLine('s3cret', 'generic', 'cookie123', 250, 1_700_000_000_000, tag)
+    const line = encodePeerLine(
+      's3cret',
+      { kind: 'generic', key: 'cookie123', waitMs: 250, tag },
+      1_700_000_000_000,
+    )
       .toString('latin1')
       .trimEnd();
     const m =
@@ -113,12 +117,16 @@ describe('peer request: rid and asking relay, signed', () => {
 
   it('a tag changed in flight fails the mac; an untagged line (older relay) still verifies', () => {
     const now = Date.now();
-    const line = encodePeerLine('s3cret', 'http', 'some-uuid', 0, now, tag).toString('latin1').trimEnd();
+    const line = encodePeerLine('s3cret', { kind: 'http', key: 'some-uuid', waitMs: 0, tag }, now)
+      .toString('latin1')
+      .trimEnd();
     const forged = line.replace(`rid=${tag.rid}`, 'rid=XXXXXXXXXXXXXXXX');
     expect(() => verifyPeerLine('s3cret', forged, now)).toThrow(/peer authentication failed/);
     const stripped = line.replace(/ rid=.*$/, '');
     expect(() => verifyPeerLine('s3cret', stripped, now)).toThrow(/peer authentication failed/);
-    const plain = encodePeerLine('s3cret', 'http', 'some-uuid', 0, now).toString('latin1').trimEnd();
+    const plain = encodePeerLine('s3cret', { kind: 'http', key: 'some-uuid', waitMs: 0 }, now)
+      .toString('latin1')
+      .trimEnd();
     expect(plain).not.toContain('rid=');
     expect(verifyPeerLine('s3cret', plain, now, new PeerNonces())).toEqual({
       kind: 'http',
@@ -128,10 +136,16 @@ describe('peer request: rid and asking relay, signed', () => {
   });
 
   it('refuses a malformed tag on both ends', () => {
-    expect(() => encodePeerLine('s', 'generic', 'k', 0, Date.now(), { rid: 'short', from: 'x' })).toThrow(
-      /malformed peer request tag/,
-    );
-    const line = encodePeerLine('s', 'generic', 'k', 0, Date.now()).toString('latin1').trimEnd();
+    expect(() =>
+      encodePeerLine(
+        's',
+        { kind: 'generic', key: 'k', waitMs: 0, tag: { rid: 'short', from: 'x' } },
+        Date.now(),
+      ),
+    ).toThrow(/malformed peer request tag/);
+    const line = encodePeerLine('s', { kind: 'generic', key: 'k', waitMs: 0 }, Date.now())
+      .toString('latin1')
+      .trimEnd();
     expect(() => verifyPeerLine('s', `${line} rid=short from=x`)).toThrow(/malformed peer line/);
   });
 });

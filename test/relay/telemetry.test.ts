@@ -14,7 +14,7 @@ import { currentCode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
-import { dialPeer } from '../../relay/peer.js';
+import { dialPeer } from '../../relay/peer-dial.js';
 import { encodePeerLine } from '../../relay/peer-line.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import type { RendezvousSummary } from '../../relay/telemetry.js';
@@ -403,7 +403,9 @@ describe('relay telemetry: a scripted mix, its exact records and metrics', () =>
     await step(http, null, /^HTTP\/1\.1 408 /, refusal('handshake_timeout', 'http'));
     await step(
       a.peerAddress?.port as number,
-      encodePeerLine('not-the-secret', 'generic', 'abcdefghijklmnopqrstuvwx').toString('latin1'),
+      encodePeerLine('not-the-secret', { kind: 'generic', key: 'abcdefghijklmnopqrstuvwx' }).toString(
+        'latin1',
+      ),
       '-ERR peer authentication failed\n',
       refusal('peer_refused', 'peer', undefined, 'WARN', { detail: 'peer authentication failed' }),
     );
@@ -617,16 +619,15 @@ describe('the rid across a rolling deploy', () => {
     try {
       const peer = `127.0.0.1:${(old.address() as AddressInfo).port}`;
       const latencies: number[] = [];
-      const link = await dialPeer(
+      const link = await dialPeer({
         peer,
-        SECRET,
-        'generic',
-        'some-key',
-        0,
-        undefined,
-        { rid: 'AbCdEfGhIjKlMnOp', from: 'relay-b' },
-        (ms) => latencies.push(ms),
-      );
+        secret: SECRET,
+        kind: 'generic',
+        key: 'some-key',
+        waitMs: 0,
+        tag: { rid: 'AbCdEfGhIjKlMnOp', from: 'relay-b' },
+        onAnswer: (ms) => latencies.push(ms),
+      });
       expect(link).toBeDefined();
       link?.destroy();
       expect(seen).toHaveLength(2);

@@ -35,7 +35,9 @@ describe('constant-time comparison', () => {
   });
 
   it('peer signatures are compared with timingSafeEqual', () => {
-    const line = encodePeerLine('s3cret', 'generic', 'abcdef', 0).toString('latin1').trimEnd();
+    const line = encodePeerLine('s3cret', { kind: 'generic', key: 'abcdef', waitMs: 0 })
+      .toString('latin1')
+      .trimEnd();
     verifyPeerLine('s3cret', line);
     expect(() => verifyPeerLine('wrong', line)).toThrow();
     expect(calls.length).toBe(2);

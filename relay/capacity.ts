@@ -1,0 +1,118 @@
+/**
+ * The descriptor ceiling: past it the kernel's accept fails and libuv resets new connections
+ * silently, and /healthz and the store's connections fail too. So the relay stops short of it,
+ * keeping FD_HEADROOM_SHARE of the limit for itself, and says so on the wire (`-ERR relay at
+ * capacity, try again`, or a 503 on the HTTP port) and in the log.
+ */
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { encodeResponse } from '../core/http-head.js';
+import type { Log } from '../core/log.js';
+import { encodeErrorLine } from '../core/relay-line.js';
+import type { RelayTelemetry } from './telemetry.js';
+
+/** Share of the descriptor limit kept free of client connections (store, health, peers, logs). */
+export const FD_HEADROOM_SHARE = 0.2;
+
+/** What a client past the ceiling is told. */
+const AT_CAPACITY = 'relay at capacity, try again';
+
+/** The soft limit on open descriptors (Linux /proc), or undefined where it cannot be read. */
+export function readFdLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The client connections a relay holds (both public listeners), against its descriptor ceiling. */
+export class ClientSockets {
+  private readonly open = new Set<Socket>();
+  /** The descriptor limit stayed below (undefined: none). */
+  private readonly fdLimit: number | undefined;
+  private readonly maxClientSockets: number | undefined;
+  // Shared listeners, not closures per socket: a parked socket holds as little as it can.
+  private readonly untrack: (this: Socket) => void;
+  private readonly destroyOnError = function (this: Socket) {
+    this.destroy();
+  };
+
+  constructor(
+    private readonly telemetry: RelayTelemetry,
+    /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
+    fdLimit?: number,
+  ) {
+    this.fdLimit = fdLimit === undefined ? readFdLimit() : fdLimit;
+    this.maxClientSockets = this.fdLimit
+      ? Math.floor(this.fdLimit * (1 - FD_HEADROOM_SHARE)) - 16
+      : undefined;
+    const open = this.open;
+    this.untrack = function (this: Socket) {
+      open.delete(this);
+    };
+  }
+
+  /**
+   * Tracks an accepted socket. False when it is past the ceiling: the refusal is recorded and the
+   * socket answered and closed at once.
+   */
+  accept(socket: Socket, protocol: 'generic' | 'http'): boolean {
+    this.track(socket);
+    if (!this.atCeiling(socket, protocol)) return true;
+    if (protocol === 'generic') this.shed(socket, encodeErrorLine(AT_CAPACITY));
+    else
+      this.shed(
+        socket,
+        encodeResponse(503, { 'Retry-After': '1' }, { permanent: false, diagnostic: AT_CAPACITY }),
+      );
+    return false;
+  }
+
+  /** Ends every client connection still open (the end of a drain). */
+  destroyAll(): void {
+    for (const s of this.open) s.destroy();
+  }
+
+  private track(socket: Socket): void {
+    this.open.add(socket);
+    // on, not once: once wraps the listener in a closure per socket ('close' comes once anyway).
+    socket.on('close', this.untrack);
+    socket.setNoDelay(true);
+    socket.on('error', this.destroyOnError);
+  }
+
+  private atCeiling(socket: Socket, protocol: 'generic' | 'http'): boolean {
+    if (this.maxClientSockets === undefined || this.open.size <= this.maxClientSockets) return false;
+    this.telemetry.refused('at_capacity', {
+      protocol,
+      source: socket.remoteAddress,
+      open: this.open.size,
+      fdLimit: this.fdLimit,
+    });
+    return true;
+  }
+
+  /** At the ceiling a refusal must free its descriptor at once (no linger): answer, then close. */
+  private shed(socket: Socket, answer: Buffer): void {
+    socket.end(answer);
+    socket.once('finish', () => socket.destroy());
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }
+}
+
+/**
+ * The error handler of each listener: accept failures (EMFILE/ENFILE at the descriptor ceiling)
+ * are logged at a bounded rate, not per attempt; anything else is logged as an error.
+ */
+export function listenerErrors(
+  telemetry: RelayTelemetry,
+  log: Log,
+): (listener: string) => (err: NodeJS.ErrnoException) => void {
+  return (listener) => (err) => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE')
+      telemetry.limitLog.hit('file descriptors', { listener, code: err.code });
+    else log.error('listener error', { listener, error: err.message });
+  };
+}

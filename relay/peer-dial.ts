@@ -1,0 +1,99 @@
+/**
+ * The asking side of a peer link: a relay whose mobile client's hidden server is parked on
+ * another relay asks that relay for it (the holder answers on its peer port, relay/peer-listener.ts).
+ */
+import type { Socket } from 'node:net';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import { connectTcp, expectOk } from '../core/socket-reader.js';
+import type { ParkKind } from '../server/store/store.js';
+import { SPLICE_CAP_MESSAGE } from './limits.js';
+import { encodePeerLine, PEER_TIMEOUT_MS, type PeerRequestTag, splitPeer } from './peer-line.js';
+import type { PeerPool } from './peer-pool.js';
+
+/** One request to another relay for a socket parked there. */
+export interface PeerAsk {
+  /** The holder's `host:port` (its park record's `peer`). */
+  peer: string;
+  /** The cluster secret the request is signed with. */
+  secret: string;
+  kind: ParkKind;
+  key: string;
+  /** How long the holder may wait for a socket to be parked there (default 0). */
+  waitMs?: number;
+  /** Idle links to other relays, taken instead of connecting. */
+  pool?: PeerPool;
+  /** The rendezvous's rid and this relay's id, signed into the request. */
+  tag?: PeerRequestTag;
+  /** The holder answered after `ms` (`+OK` or `-ERR`; the PeerLinkLatency metric). */
+  onAnswer?: (ms: number) => void;
+}
+
+/** Sends a signed request on `link` and reads the answer; resolves to the link past its `+OK`. */
+/** `tag` is the one sent this time (`req.tag`, or none for a holder that predates it). */
+async function ask(link: Socket, req: PeerAsk, tag: PeerRequestTag | undefined): Promise<Socket> {
+  const waitMs = req.waitMs ?? 0;
+  const asked = Date.now();
+  link.write(encodePeerLine(req.secret, { kind: req.kind, key: req.key, waitMs, tag }, asked));
+  try {
+    await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
+  } catch (err) {
+    // A refusal is an answer too; a link that broke or timed out is not.
+    if (isRendezvousError(err, 'RELAY_REFUSED')) req.onAnswer?.(Date.now() - asked);
+    throw err;
+  }
+  req.onAnswer?.(Date.now() - asked);
+  return link;
+}
+
+const busyFrom = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') && err.message === SPLICE_CAP_MESSAGE
+    ? new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 })
+    : undefined;
+
+/**
+ * Asks the relay at `req.peer` (`host:port`) for a socket parked under (kind, key), on an idle
+ * link from `req.pool` when there is one, else on a new connection. Resolves to the link, past
+ * its `+OK`, or undefined when that relay has none or cannot be reached (a stale record). Throws
+ * only BUSY, when that relay says the hidden server is at its cap of live splices.
+ */
+export async function dialPeer(req: PeerAsk): Promise<Socket | undefined> {
+  const peer = req.peer;
+  let sendTag = req.tag;
+  const pooled = req.pool?.take(peer);
+  if (pooled) {
+    try {
+      return await ask(pooled, req, sendTag);
+    } catch (err) {
+      pooled.destroy();
+      const busy = busyFrom(err);
+      if (busy) throw busy;
+      // A relay of the previous release (a rolling deploy) does not know the tag: ask it again
+      // without one, so a rendezvous across versions still pairs (the holder then makes its own rid).
+      if (sendTag && untagged(err)) sendTag = undefined;
+      // A refusal is that relay's answer. A link that ended without one had gone stale in the
+      // pool (that relay restarted, or gave the link up): ask again on a new connection.
+      else if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
+    }
+  }
+  const [host, port] = splitPeer(peer);
+  for (;;) {
+    let link: Socket | undefined;
+    try {
+      link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
+      return await ask(link, req, sendTag);
+    } catch (err) {
+      link?.destroy();
+      const busy = busyFrom(err);
+      if (busy) throw busy;
+      if (sendTag && untagged(err)) {
+        sendTag = undefined;
+        continue;
+      }
+      return undefined;
+    }
+  }
+}
+
+/** The holder refused the request's shape: a relay that predates the rid tag. */
+const untagged = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') && err.message === 'malformed peer line';
