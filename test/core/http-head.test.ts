@@ -16,13 +16,13 @@ import {
 const bytes = (text: string) => Buffer.from(text, 'latin1');
 
 describe('encodeConnect', () => {
-  it('a code, no target: the smoke check\'s CONNECT', () => {
+  it("a code, no target: the smoke check's CONNECT", () => {
     expect(encodeConnect({ uuid: 'abc', response: '123456', host: '127.0.0.1:8080' })).toEqual(
       bytes('CONNECT uuid:abc?response=123456 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n'),
     );
   });
 
-  it('a code and the target: the agent\'s first park', () => {
+  it("a code and the target: the agent's first park", () => {
     expect(
       encodeConnect({ uuid: 'my server', response: '00012345', host: 'relay.example', target: 'up' }),
     ).toEqual(
@@ -51,7 +51,9 @@ describe('encodeConnect', () => {
 
 describe('forwardedRid', () => {
   it('finds Rendezvous-Id in any case, and nothing when it is absent or malformed', () => {
-    expect(forwardedRid(bytes('GET / HTTP/1.1\r\nHost: x\r\nRendezvous-Id: AbC_-9\r\n\r\nbody'))).toBe('AbC_-9');
+    expect(forwardedRid(bytes('GET / HTTP/1.1\r\nHost: x\r\nRendezvous-Id: AbC_-9\r\n\r\nbody'))).toBe(
+      'AbC_-9',
+    );
     expect(forwardedRid(bytes('GET / HTTP/1.1\r\nrendezvous-id:\tq1 \r\n'))).toBe('q1');
     expect(forwardedRid(bytes('GET / HTTP/1.1\r\nHost: x\r\n\r\nRendezvous-Id: late\r\n'))).toBeUndefined();
     expect(forwardedRid(bytes('GET / HTTP/1.1\r\nRendezvous-Id: no spaces allowed\r\n\r\n'))).toBeUndefined();
