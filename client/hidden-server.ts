@@ -15,7 +15,6 @@ import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
 import { type Log, LogBudget, type LogFields, silentLog } from '../core/log.js';
 import type { TargetState } from '../core/relay-line.js';
-import type { TotpParams } from '../core/totp.js';
 import type { AgentEvent, AgentRendezvousEnd, AgentStatus } from './agent-report.js';
 import { type ApiUrls, apiUrlList } from './api.js';
 import { BACKOFF_DEFAULTS, Backoff, type BackoffBounds, Sleeper } from './backoff.js';
@@ -25,6 +24,7 @@ import { checkHiddenServerOptions, type ExposeOptions, type HiddenServerOptions 
 import { GenericParker } from './park-generic.js';
 import { HttpParker } from './park-http.js';
 import type { NextPark, ParkContext, Parker } from './parking.js';
+import { RendezvousRecords } from './rendezvous-records.js';
 
 export { BACKOFF_DEFAULTS, MAX_RETRY_AFTER_MS } from './backoff.js';
 export { AUTH_RETRY_STEPS, totpParamsFrom } from './codes.js';
@@ -37,38 +37,9 @@ interface Parked {
   recycle: () => void;
 }
 
-/** A rendezvous in progress: what its end record needs. */
-interface Session {
-  startedAt: number;
-  rid?: string;
-  relay: string;
-  /** The socket's byte counters when it was handed over (the park's own bytes are not the rendezvous's). */
-  readBase: number;
-  writeBase: number;
-  end?: AgentRendezvousEnd;
-  /** What ended it, when it was not a clean close. */
-  reason?: string;
-}
-
 /** Park records logged per minute at most (a pool of 1,000 parking at once is one line per slot otherwise). */
 const PARK_LOGS_PER_MINUTE = 20;
-/**
- * Rendezvous records logged per minute at most: anyone who can look the uuid up can start
- * rendezvous, and each one would otherwise be a line on the hidden server's disk. The health line,
- * status() and the 'report' events still count every one; the next record logged says how many
- * were left out (`suppressed`).
- */
-const RENDEZVOUS_LOGS_PER_MINUTE = 120;
 
-/**
- * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
- * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
- * ms), `report` (an `AgentEvent`: each park and re-park, each rendezvous's end, the target going
- * down or up, each error — the same things it logs), `error` (a RendezvousError; fatal ones —
- * AUTH_FAILED, BAD_REQUEST — stop it; emitted only when someone listens, otherwise logged and
- * raised as a process warning), `close` (after `close()` or a fatal error, once live connections
- * have ended). `status()` is its health at any moment.
- */
 /**
  * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
@@ -79,45 +50,42 @@ const RENDEZVOUS_LOGS_PER_MINUTE = 120;
  * have ended). `status()` is its health at any moment.
  */
 export class HiddenServer extends EventEmitter {
-  private readonly params: TotpParams;
   private readonly log: Log;
   private readonly backoff: BackoffBounds;
   private readonly codes: OneTimeCodes;
   /** What a park attempt may see and do of this agent. */
   private readonly context: ParkContext;
-  private parker: Parker | undefined;
   private stopped = false;
   private started = false;
   private closing = false;
   private readonly idle = new Map<Socket, Parked>();
-  private readonly live = new Map<Socket, Session>();
+  private readonly rendezvous: RendezvousRecords;
   private readonly sleeper = new Sleeper();
   /** Aborted by `stop()`: ends pending API calls, relay connects and status reads at once. */
   private readonly stopper = new AbortController();
 
   // What status() reports.
   private startedAt = Date.now();
-  private served = 0;
-  private failed = 0;
-  private bytesToHidden = 0;
-  private bytesToMobile = 0;
-  private lastRendezvous: AgentStatus['lastRendezvous'];
   private lastError: AgentStatus['lastError'];
   private target: TargetState | undefined;
   /** Why each slot parks next (a slot's first park is `start`). */
   private readonly parkCause = new Map<number, NextPark>();
   private readonly parkLogBudget = new LogBudget(PARK_LOGS_PER_MINUTE);
-  private readonly rendezvousLogBudget = new LogBudget(RENDEZVOUS_LOGS_PER_MINUTE);
 
   constructor(private readonly opts: HiddenServerOptions) {
     super();
     checkHiddenServerOptions(opts);
-    this.params = totpParamsFrom(opts.secret);
     this.log = opts.log ?? silentLog;
     this.backoff = opts.backoff ?? BACKOFF_DEFAULTS;
+    this.rendezvous = new RendezvousRecords({
+      uuid: opts.uuid,
+      protocol: this.protocol,
+      log: this.log,
+      report: (e) => this.report(e),
+    });
     const stopped = () => this.stopped;
     const sleep = (ms: number) => this.sleeper.sleep(ms);
-    this.codes = new OneTimeCodes(this.params, {
+    this.codes = new OneTimeCodes(totpParamsFrom(opts.secret), {
       sleep,
       stopped,
       log: this.log,
@@ -161,14 +129,11 @@ export class HiddenServer extends EventEmitter {
       startedAt: new Date(this.startedAt).toISOString(),
       uptimeMs: Date.now() - this.startedAt,
       parked,
-      served: this.served,
-      live: this.live.size,
-      failed: this.failed,
-      bytesToHidden: this.bytesToHidden,
-      bytesToMobile: this.bytesToMobile,
+      ...this.rendezvous.counters(),
       target: this.target ?? 'unknown',
     };
-    if (this.lastRendezvous) out.lastRendezvous = { ...this.lastRendezvous };
+    const lastRendezvous = this.rendezvous.last();
+    if (lastRendezvous) out.lastRendezvous = lastRendezvous;
     if (this.lastError) out.lastError = { ...this.lastError };
     return out;
   }
@@ -196,11 +161,7 @@ export class HiddenServer extends EventEmitter {
 
   /** Overrides how a live rendezvous is recorded as ending, and why (the first call wins). */
   noteRendezvousEnd(socket: Socket, end: AgentRendezvousEnd, reason?: string): void {
-    const session = this.live.get(socket);
-    if (session && !session.end) {
-      session.end = end;
-      session.reason = reason;
-    }
+    this.rendezvous.noteEnd(socket, end, reason);
   }
 
   /** True between `listen()` and `close()`. */
@@ -210,7 +171,7 @@ export class HiddenServer extends EventEmitter {
 
   /** Live rendezvous connections, like `net.Server#getConnections`. */
   getConnections(cb: (err: Error | null, count: number) => void): void {
-    cb(null, this.live.size);
+    cb(null, this.rendezvous.size);
   }
 
   /** Registers and starts parking; `cb` runs on the first park (`'listening'`). */
@@ -243,8 +204,8 @@ export class HiddenServer extends EventEmitter {
     if (!http && !this.opts.api)
       throw new RendezvousError('BAD_REQUEST', 'the generic protocol needs the API URL');
     if (!http) apiUrlList(this.opts.api as ApiUrls); // a malformed list fails here, not on each retry
-    this.parker = http ? new HttpParker(this.context) : new GenericParker(this.context, this.backoff);
-    for (let i = 0; i < (this.opts.pool ?? 1); i++) void this.parkSlot(this.parker, i);
+    const parker = http ? new HttpParker(this.context) : new GenericParker(this.context, this.backoff);
+    for (let i = 0; i < (this.opts.pool ?? 1); i++) void this.parkSlot(parker, i);
     return this;
   }
 
@@ -297,7 +258,7 @@ export class HiddenServer extends EventEmitter {
   }
 
   private maybeClosed(): void {
-    if (this.closing && this.live.size === 0) {
+    if (this.closing && this.rendezvous.size === 0) {
       this.closing = false;
       setImmediate(() => this.emit('close'));
     }
@@ -356,67 +317,9 @@ export class HiddenServer extends EventEmitter {
     });
   }
 
-  /** One rendezvous ended: count it, log its record (event `rendezvous`), report it. */
-  private rendezvousEnded(socket: Socket, session: Session): void {
-    const end = session.end ?? 'closed';
-    const bytesToHidden = Math.max(0, socket.bytesRead - session.readBase);
-    const bytesToMobile = Math.max(0, socket.bytesWritten - session.writeBase);
-    const durationMs = Date.now() - session.startedAt;
-    this.bytesToHidden += bytesToHidden;
-    this.bytesToMobile += bytesToMobile;
-    if (end !== 'closed') this.failed++;
-    this.lastRendezvous = { at: new Date().toISOString(), end, rid: session.rid };
-    if (!session.rid) delete this.lastRendezvous.rid;
-    const record = {
-      rid: session.rid,
-      protocol: this.protocol,
-      relay: session.relay,
-      bytesToHidden,
-      bytesToMobile,
-      durationMs,
-      end,
-      reason: session.reason,
-    };
-    const budget = this.rendezvousLogBudget.take('rendezvous');
-    if (budget.ok)
-      (end === 'closed' || end === 'mobile_reset' ? this.log.info : this.log.warn)('rendezvous ended', {
-        event: 'rendezvous',
-        uuid: this.opts.uuid,
-        ...record,
-        suppressed: budget.suppressed || undefined,
-      });
-    const e: AgentEvent = { event: 'rendezvous', ...record };
-    if (!session.rid) delete e.rid;
-    if (!session.reason) delete e.reason;
-    this.report(e);
-  }
-
   /** A rendezvous: hand the socket to the application; its end is recorded when it closes. */
   private handOver(socket: Socket, relay: string, rid: string | undefined): void {
-    // The bytes the park itself read (the status line or CONNECT answer) are not the
-    // rendezvous's; bytes already buffered (the early data, the request head) are.
-    const session: Session = {
-      startedAt: Date.now(),
-      rid,
-      relay,
-      readBase: socket.bytesRead - socket.readableLength,
-      writeBase: socket.bytesWritten,
-    };
-    this.live.set(socket, session);
-    this.served++;
-    // A mobile client that resets must not take the process down with an unhandled 'error':
-    // this listener stays for the socket's life (the application may add its own; the error
-    // also shows as 'close' with hadError).
-    socket.on('error', (err) => {
-      if (session.end) return;
-      session.end = 'mobile_reset';
-      session.reason = err.message;
-    });
-    socket.once('close', () => {
-      this.live.delete(socket);
-      this.rendezvousEnded(socket, session);
-      this.maybeClosed();
-    });
+    this.rendezvous.open(socket, relay, rid, () => this.maybeClosed());
     if (this.listenerCount('connection') === 0) {
       // Nobody to serve it: end it rather than leave the mobile client hanging.
       socket.destroy();
