@@ -18,20 +18,22 @@ export interface NextPark {
 }
 
 /**
- * How one park attempt ended. `fresh`: it got far enough (parked a while, or was accepted) that
- * the slot's back-off starts afresh.
+ * How one park attempt ended:
+ * - `paired`: a rendezvous — the socket (early bytes unread) and its rid, if the relay sent one;
+ * - `again`: park again at once — the park was ended on purpose, or a credential must be renewed;
+ * - `retry`: park again after the back-off (or the `retryAfter` seconds the relay asked for) — a
+ *   failure, a transient refusal, or a refused registration (the parker has already dropped it,
+ *   so the next attempt registers again). `message` is the warning logged; without it the pause
+ *   is a quiet shortest wait (a park the relay closed);
+ * - `fatal`: give up — the secret or the request is wrong;
+ * - `stopped`: the agent stopped meanwhile.
+ *
+ * `fresh`: the attempt got far enough (parked a while, or was accepted) that the slot's back-off
+ * starts afresh.
  */
 export type ParkOutcome = { fresh?: boolean } & (
-  | /** A rendezvous: the socket (early bytes unread) and its rid, if the relay sent one. */
-  { kind: 'paired'; socket: Socket; relay: string; rid?: string }
-  /** Park again at once: the park was ended on purpose, or a credential must be renewed. */
+  | { kind: 'paired'; socket: Socket; relay: string; rid?: string }
   | { kind: 'again'; cause?: NextPark }
-  /**
-   * Park again after the back-off (or the `retryAfter` seconds the relay asked for): a failure,
-   * a transient refusal, or a refused registration (the parker has already dropped it, so the
-   * next attempt registers again). `message` is the warning logged; without it the pause is a
-   * quiet shortest wait (a park the relay closed).
-   */
   | {
       kind: 'retry';
       cause: NextPark & { reason: string };
@@ -39,9 +41,7 @@ export type ParkOutcome = { fresh?: boolean } & (
       fields?: LogFields;
       retryAfter?: number;
     }
-  /** Give up: the secret or the request is wrong. */
   | { kind: 'fatal'; error: RendezvousError }
-  /** The agent stopped meanwhile. */
   | { kind: 'stopped' }
 );
 
