@@ -1,7 +1,8 @@
 /**
- * HTTP/1.x request heads for the HTTP-specific protocol: an incremental decoder with a hard
- * size limit (checked before buffering more), a strict parser, and the few writers the relay
- * needs. The relay never parses bodies: after the head it only splices bytes.
+ * HTTP/1.x heads for the HTTP-specific protocol, both sides of it: an incremental decoder with a
+ * hard size limit (checked before buffering more), a strict parser, the few writers the relay
+ * needs, the agent's parking CONNECT (`encodeConnect`) and the `Rendezvous-*` header names. The
+ * relay never parses bodies: after the head it only splices bytes.
  *
  *   request-line CRLF *( field-name ":" OWS field-value OWS CRLF ) CRLF      ≤ MAX_HEAD bytes
  */
