@@ -14,7 +14,7 @@ import { type ApiUrls, apiUrlList, lookupWithApi, registerWithApi } from '../cli
 import { totpParamsFrom } from '../client/hidden-server.js';
 import { dialRelay } from '../client/relay-conn.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
-import { HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
+import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
@@ -263,9 +263,7 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
         const { code, step: s } = await codes.next();
         const socket = await dialHttpRelay(relay, ms);
         cleanup.push(() => socket.destroy());
-        socket.write(
-          `CONNECT uuid:${encodeURIComponent(opts.uuid)}?response=${code} HTTP/1.1\r\nHost: ${relay.host}\r\n\r\n`,
-        );
+        socket.write(encodeConnect({ uuid: opts.uuid, response: code, host: relay.host }));
         const decoder = new HeadDecoder();
         const head: ResponseHead = await readPreamble(
           socket,

@@ -1,18 +1,13 @@
 /**
  * What the hidden-server agent reports about itself: the typed events a `HiddenServer` emits as
- * `'report'` (and logs in the schema of core/log.ts), the health snapshot `status()` returns, its
- * one-line form (`expose`'s health line), and the cheap TCP probe that tells whether the target is
- * reachable while no rendezvous says so.
+ * `'report'` (and logs in the schema of core/log.ts), the health snapshot `status()` returns, and its
+ * one-line form (`expose`'s health line). (The TCP probe of the target is client/expose.ts's.)
  */
-import type { Socket } from 'node:net';
 import type { LogFields } from '../core/log.js';
 import type { TargetState } from '../core/relay-line.js';
-import { connectTcp } from '../core/socket-reader.js';
 
 /** How often `exposeHiddenServer` probes its target while idle (default; 0 turns probing off). */
 export const PROBE_EVERY_MS = 30_000;
-/** How long a probe waits for the target's TCP handshake before calling it down. */
-export const PROBE_TIMEOUT_MS = 2_000;
 
 /**
  * How one rendezvous ended, seen from the agent: `closed` (both sides ended normally),
@@ -117,31 +112,4 @@ export function healthFields(s: AgentStatus): LogFields {
     target: s.target,
     lastError: s.lastError ? `${s.lastError.at} ${s.lastError.reason}` : 'none',
   };
-}
-
-/**
- * One TCP handshake with the target: up when it connects, down (with the reason) when it refuses
- * or does not answer within `timeoutMs`. The connection is closed politely: FIN, then whatever the
- * target says (an sshd banner, a greeting) is read and dropped until it closes too. Destroying at
- * once would answer its greeting with a reset, which the target logs (or, without an error
- * handler, dies of).
- */
-export async function probeTarget(
-  target: { host: string; port: number },
-  timeoutMs = PROBE_TIMEOUT_MS,
-): Promise<{ state: TargetState; reason?: string }> {
-  let s: Socket;
-  try {
-    s = await connectTcp(target.host, target.port, { timeoutMs });
-  } catch (err) {
-    const cause = (err as { cause?: Error }).cause;
-    return { state: 'down', reason: cause ? cause.message : `no answer within ${timeoutMs} ms` };
-  }
-  s.on('error', () => undefined);
-  s.end();
-  s.resume();
-  const linger = setTimeout(() => s.destroy(), PROBE_TIMEOUT_MS);
-  linger.unref();
-  s.once('close', () => clearTimeout(linger));
-  return { state: 'up' };
 }

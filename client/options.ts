@@ -1,10 +1,56 @@
 /**
- * Checks of what an application passes to the library, before anything starts: a missing or
+ * The options of a hidden server (and of `exposeHiddenServer`), and checks of what an application passes to the library, before anything starts: a missing or
  * malformed option is an `INVALID_OPTION` RendezvousError naming the option, thrown at once,
  * instead of a `TypeError` from deep inside (or, worse, an agent that retries a bad URL forever).
  * JavaScript callers get the same checks the types give TypeScript callers.
  */
 import { RendezvousError } from '../core/errors.js';
+import type { Log } from '../core/log.js';
+import type { ApiUrls } from './api.js';
+
+/** Options of a hidden server. Nothing is read from the environment here (the CLI does that). */
+export interface HiddenServerOptions {
+  /** `generic` (default): register with the API, park with `R<c>`. `http`: park with CONNECT. */
+  protocol?: 'generic' | 'http';
+  /**
+   * Registration API base URL (generic protocol), or several (one per region, or a
+   * comma-separated string): tried in order from the last that answered, failing over when one
+   * does not answer or answers 5xx — never after a refused code.
+   */
+  api?: ApiUrls;
+  /** The relay's HTTP-specific endpoint, `http://host:port` or `https://host` (http protocol). */
+  relay?: string;
+  uuid: string;
+  /** Base32 secret, or an `otpauth://` URI (which also carries digits and step). */
+  secret: string;
+  /** Parked connections kept at once (default 1). */
+  pool?: number;
+  /** Reconnect backoff bounds (default 250 ms → 30 s, jittered). */
+  backoff?: { minMs: number; maxMs: number };
+  /**
+   * Refused codes tolerated on the steps after the first refused one before the secret is taken
+   * for wrong (default AUTH_RETRY_STEPS). A restarted agent's first codes are often refused as
+   * replays of what the previous process used in the same step.
+   */
+  authRetrySteps?: number;
+  /**
+   * Where the agent's records go (core/log.ts schema): parks and re-parks, each rendezvous's
+   * end (rid, bytes, duration, outcome), the target going down or up, errors.
+   */
+  log?: Log;
+}
+
+/** Options of `exposeHiddenServer`: a hidden server that forwards to a local port. */
+export interface ExposeOptions extends HiddenServerOptions {
+  /** The local service each rendezvous is spliced to. */
+  target: { host: string; port: number };
+  /**
+   * How often the target is probed with a TCP handshake while idle (default PROBE_EVERY_MS;
+   * 0: never), so that each park tells the relay whether it is reachable. No probe runs while a
+   * rendezvous is live or when one reached the target within the last period.
+   */
+  probeEveryMs?: number;
+}
 
 /** An `INVALID_OPTION` error for option `name`. */
 export const invalidOption = (name: string, what: string, cause?: unknown) =>

@@ -1,6 +1,8 @@
 /**
  * Dialling a relay: connect (TLS when the triple offers it), send the cookie line (with the wire
  * options the relay understands), read the status line (`+OK`, `+OK rid=<rid>`, or `-ERR …`).
+ * `connectRelay` is the one TCP/TLS dial of both protocols: the HTTP-specific one reaches its
+ * `http(s)://` relay through it too (`connectHttpRelay`), with the same timeouts and TLS checks.
  */
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
@@ -119,6 +121,27 @@ async function connectTls(
   });
 }
 
+/**
+ * Connects to a relay at `host:port`, with TLS when `tls` (see connectTls), else plain TCP (half-close
+ * allowed, no Nagle delay). Both the TCP connect and the TLS handshake are bounded by
+ * CONNECT_TIMEOUT_MS; `signal` aborts either. Rejects with UNREACHABLE or ABORTED.
+ */
+export function connectRelay(
+  host: string,
+  port: number,
+  opts: { tls: boolean; signal?: AbortSignal },
+): Promise<Socket> {
+  const connectOpts = { timeoutMs: CONNECT_TIMEOUT_MS, signal: opts.signal };
+  return opts.tls ? connectTls(host, port, connectOpts) : connectTcp(host, port, connectOpts);
+}
+
+/** Connects to the relay's HTTP-specific endpoint `relayUrl` (`http://host:port`, or TLS for `https://host[:port]`). */
+export function connectHttpRelay(relayUrl: string, signal?: AbortSignal): Promise<Socket> {
+  const url = new URL(relayUrl);
+  const tls = url.protocol === 'https:';
+  return connectRelay(url.hostname, Number(url.port) || (tls ? 443 : 80), { tls, signal });
+}
+
 /** `host:port` of the relay a triple points at (the TLS port when it is used): for logs. */
 export function relayAddressOf(triple: RendezvousTriple): string {
   return `${triple.host}:${tlsPortOf(triple) ?? triple.port}`;
@@ -144,10 +167,10 @@ export async function dialRelay(
   } = {},
 ): Promise<Dialled> {
   const tlsPort = tlsPortOf(triple);
-  const connectOpts = { timeoutMs: CONNECT_TIMEOUT_MS, signal: opts.signal };
-  const socket = tlsPort
-    ? await connectTls(triple.host, tlsPort, connectOpts)
-    : await connectTcp(triple.host, triple.port, connectOpts);
+  const socket = await connectRelay(triple.host, tlsPort ?? triple.port, {
+    tls: !!tlsPort,
+    signal: opts.signal,
+  });
   socket.write(encodeCookieLine(cookieLineText(triple, opts.target?.())));
   opts.onConnected?.(socket);
   const text = await expectOk(socket, {

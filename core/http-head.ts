@@ -1,11 +1,20 @@
 /**
- * HTTP/1.x request heads for the HTTP-specific protocol: an incremental decoder with a hard
- * size limit (checked before buffering more), a strict parser, and the few writers the relay
- * needs. The relay never parses bodies: after the head it only splices bytes.
+ * HTTP/1.x heads for the HTTP-specific protocol, both sides of it: an incremental decoder with a
+ * hard size limit (checked before buffering more), a strict parser, the few writers the relay
+ * needs, the agent's parking CONNECT (`encodeConnect`) and the `Rendezvous-*` header names. The
+ * relay never parses bodies: after the head it only splices bytes.
  *
  *   request-line CRLF *( field-name ":" OWS field-value OWS CRLF ) CRLF      ≤ MAX_HEAD bytes
  */
 import { RendezvousError } from './errors.js';
+import type { TargetState } from './relay-line.js';
+
+/** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
+export const COOKIE_HEADER = 'Rendezvous-Cookie';
+/** Header the relay adds to the request head it forwards to the hidden server: the rendezvous's rid. */
+export const RID_HEADER = 'Rendezvous-Id';
+/** Header of a CONNECT by which an agent reports its target `up` or `down` (optional). */
+export const TARGET_HEADER = 'Rendezvous-Target';
 
 /** Largest request head accepted (431 past it). */
 export const MAX_HEAD = 16 * 1024;
@@ -349,6 +358,46 @@ export interface ConnectTarget {
   uuid: string;
   response?: string;
   cookie?: string;
+}
+
+/** What an agent's parking CONNECT says: whom it parks for, its credential, and optional news. */
+export interface ConnectRequest extends ConnectTarget {
+  /** The Host header: the relay's `host[:port]` as the agent addresses it. */
+  host: string;
+  /** The agent's knowledge of its target, sent as `Rendezvous-Target` (what operators see). */
+  target?: TargetState;
+}
+
+/**
+ * The parking CONNECT's head: `CONNECT uuid:<ID>?response=<TOTP> HTTP/1.1` (or `?cookie=<c>`,
+ * which wins when both are given), `Host`, and `Rendezvous-Target` when the target is known.
+ *
+ *   CONNECT uuid:<pct-uuid>?(cookie=<pct-cookie>|response=<pct-code>) HTTP/1.1 CRLF
+ *   Host: <host> CRLF [Rendezvous-Target: up|down CRLF] CRLF
+ */
+export function encodeConnect(req: ConnectRequest): Buffer {
+  const cred =
+    req.cookie !== undefined
+      ? `cookie=${encodeURIComponent(req.cookie)}`
+      : `response=${encodeURIComponent(req.response ?? '')}`;
+  const target = req.target ? `${TARGET_HEADER}: ${req.target}\r\n` : '';
+  return Buffer.from(
+    `CONNECT uuid:${encodeURIComponent(req.uuid)}?${cred} HTTP/1.1\r\nHost: ${req.host}\r\n${target}\r\n`,
+    'utf8',
+  );
+}
+
+/** A `Rendezvous-Id` line inside a head's text (the header name matched case-insensitively). */
+const FORWARDED_RID = new RegExp(`\\r\\n${RID_HEADER}:[ \\t]*([A-Za-z0-9_-]{1,32})[ \\t]*(?:\\r\\n|$)`, 'i');
+
+/**
+ * The rendezvous's rid from the first bytes of the request head the relay forwarded to a hidden
+ * server (`Rendezvous-Id`), if those bytes carry it; looks at most at the head's first 8 KiB.
+ */
+export function forwardedRid(bytes: Buffer): string | undefined {
+  const end = bytes.indexOf('\r\n\r\n');
+  const head = bytes.subarray(0, end === -1 ? Math.min(bytes.length, 8192) : end).toString('latin1');
+  return FORWARDED_RID.exec(head)?.[1];
 }
 
 /** Parses a CONNECT target; 403 when the scheme is not `uuid:`, 407 without a credential. */

@@ -8,7 +8,8 @@
  */
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AgentEvent, probeTarget } from '../../client/agent-report.js';
+import type { AgentEvent } from '../../client/agent-report.js';
+import { probeTarget } from '../../client/expose.js';
 import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
 import { cookieLineText, parseOkOptions } from '../../client/relay-conn.js';
 import { type LogRecord, memoryLog } from '../../core/log.js';
