@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { isRendezvousError } from '../core/errors.js';
 import {
+  COOKIE_HEADER,
   encodeResponse,
   HeadDecoder,
   HttpError,
@@ -21,7 +22,9 @@ import {
   parseRequestHead,
   RequestBodyFramer,
   type RequestHead,
+  RID_HEADER,
   serializeHead,
+  TARGET_HEADER,
 } from '../core/http-head.js';
 import { authenticateConnect, checkUuid } from '../server/registration.js';
 import type { RelayContext } from './context.js';
@@ -32,13 +35,6 @@ import { endWith } from './refuse.js';
 import { encodeRedirect, namedBy, redirectLocation } from './regions.js';
 import { readHandshake } from './session.js';
 import { newRid, type RefusalReason, type RendezvousStart, refusalReason } from './telemetry.js';
-
-/** Header of a CONNECT's 200 carrying the cookie later CONNECTs may use instead of a code. */
-export const COOKIE_HEADER = 'Rendezvous-Cookie';
-/** Header the relay adds to the request head it forwards to the hidden server: the rendezvous's rid. */
-export const RID_HEADER = 'Rendezvous-Id';
-/** Header of a CONNECT by which an agent reports its target `up` or `down` (optional). */
-export const TARGET_HEADER = 'Rendezvous-Target';
 
 const STATUS_OF: Record<string, number> = {
   HANDSHAKE_TIMEOUT: 408,
