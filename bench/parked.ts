@@ -8,12 +8,11 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { mobileCookieFor, newCookie } from '../server/cookies.js';
 import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/store.js';
 import { countingStoreProxy } from '../test/support/counting-proxy.js';
+import { freePort } from './harness.js';
 
 /** The hard limit on open descriptors of processes this one starts (`ulimit -Hn`). */
 export function hardFdLimit(): number {
@@ -47,15 +46,6 @@ export function spawnRaised(cmd: string, args: string[], env: NodeJS.ProcessEnv)
   started.add(child);
   child.once('exit', () => started.delete(child));
   return child;
-}
-
-/** A free TCP port on 127.0.0.1 (bound and released; the bench's processes then take it). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 const rssBytes = (pid: number) =>

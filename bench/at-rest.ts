@@ -1,0 +1,108 @@
+/**
+ * The parked-socket groups of `npm run bench` (`--only memory`, `--only store`): RSS per parked
+ * socket for each way the relay is started (a fresh relay process per run, one socket per hidden
+ * server) and store requests per parked hidden server per minute at rest. They share one set of
+ * hidden servers registered up front; the measuring itself (relays, parkers, checks) is in
+ * bench/parked.ts.
+ */
+import { join } from 'node:path';
+import { type GroupContext, RELAY_NODE_FLAGS, ROOT } from './harness.js';
+import {
+  hardFdLimit,
+  largestParkable,
+  parkedMemoryRun,
+  type RelayVariant,
+  registerMany,
+  storeAtRestRun,
+} from './parked.js';
+import { PARKED, type Service, TABLE } from './service.js';
+
+/** Parked sockets per hidden server in the memory runs. */
+const SOCKETS_PER_SERVER = 10;
+
+/** The relay as deployed (bundle + Dockerfile flags) and as operators start it outside a container. */
+function relayVariants(): RelayVariant[] {
+  // BENCH_RELAY_BUNDLE: another build of the relay (e.g. a checkout of main) measured the same way.
+  const bundle = process.env.BENCH_RELAY_BUNDLE ?? join(ROOT, 'dist/relay.mjs');
+  return [
+    { name: 'bundle', args: [...RELAY_NODE_FLAGS, bundle] },
+    // What a parked socket holds: the same, read after a full GC (V8 collects when it likes).
+    { name: 'bundle, after a full GC', args: [...RELAY_NODE_FLAGS, '--expose-gc', bundle], gc: true },
+    { name: 'rendezvous relay', args: [join(ROOT, 'bin/rendezvous.js'), 'relay'] },
+  ];
+}
+
+function relayEnv(endpoint: string): NodeJS.ProcessEnv {
+  return {
+    AWS_ENDPOINT_URL_DYNAMODB: endpoint,
+    AWS_REGION: 'local',
+    RENDEZVOUS_TABLE: TABLE,
+    RELAY_MAX_PARKED: '64',
+  };
+}
+
+/** The memory group and/or the store-at-rest group (`which`), over one registration of hidden servers. */
+export async function benchAtRest(
+  ctx: GroupContext,
+  service: Service,
+  which: { memory: boolean; store: boolean },
+): Promise<void> {
+  const { quick, add, timeLeft } = ctx;
+  const hard = hardFdLimit();
+  const large = Math.min(100_000, largestParkable(hard));
+  const sizes = quick ? [PARKED] : [PARKED, large];
+  // Ten sockets per hidden server (a pool of 10): the store, an in-process dynalite here, checks
+  // a few hundred cookies a second, and one key per socket would make each run minutes long.
+  const t0 = Date.now();
+  const servers = await registerMany(
+    service.store,
+    Math.max(...sizes) / SOCKETS_PER_SERVER,
+    `mem-${Date.now()}`,
+  );
+  console.error(`bench: ${servers.length} hidden servers registered in ${Date.now() - t0} ms`);
+  const warm = servers.slice(0, 50).flatMap((c) => Array<string>(SOCKETS_PER_SERVER).fill(c));
+  if (large < 100_000)
+    console.error(
+      `bench: descriptor hard limit ${hard}: one relay holds at most ${large.toLocaleString('en')} parked (100,000 needs a hard limit of about 126,000)`,
+    );
+  for (const variant of which.memory ? relayVariants() : []) {
+    // The largest count for the bundle as deployed; the others at 10,000.
+    for (const n of variant.name === 'bundle' ? sizes : [PARKED]) {
+      const per: number[] = [];
+      const marginal: number[] = [];
+      const sockets = servers
+        .slice(0, n / SOCKETS_PER_SERVER)
+        .flatMap((c) => Array<string>(SOCKETS_PER_SERVER).fill(c));
+      // At least one run even past the deadline: a memory figure is the point of this group.
+      // The bundle as deployed gets the most runs; the others fewer (quick: one).
+      const runs = variant.name === 'bundle' ? (quick ? 2 : 3) : quick ? 1 : 2;
+      for (let r = 0; r < runs && (r === 0 || timeLeft()); r++) {
+        const x = await parkedMemoryRun(variant, relayEnv(service.storeEndpoint), sockets, warm);
+        per.push(x.perSocket);
+        marginal.push(x.marginal);
+      }
+      const label = `memory (${variant.name}): RSS per parked socket, ${n.toLocaleString('en')} parked`;
+      add(label, per, 'bytes');
+      add(`${label}, second half only`, marginal, 'bytes');
+    }
+  }
+  // Store requests at rest, counted at the store.
+  const keys = Math.min(servers.length, quick ? 300 : 1_000);
+  const rest: number[] = [];
+  let byOp: Record<string, number> = {};
+  for (let r = 0; r < (quick ? 1 : 2) && (r === 0 || timeLeft()) && which.store; r++) {
+    const x = await storeAtRestRun(
+      relayVariants()[0] as RelayVariant,
+      relayEnv(service.storeEndpoint),
+      service.storeEndpoint,
+      servers.slice(0, keys),
+      quick ? 30_000 : 60_000,
+    );
+    rest.push(x.perKeyPerMinute);
+    byOp = x.byOp;
+  }
+  if (rest.length) {
+    add(`store requests at rest per parked hidden server per minute (${keys} parked)`, rest, 'req');
+    console.error(`bench: store requests at rest, last run, by operation: ${JSON.stringify(byOp)}`);
+  }
+}

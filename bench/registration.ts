@@ -1,0 +1,101 @@
+/**
+ * The registration group of `npm run bench` (`--only registration`): PUT and GET latency and
+ * throughput through the local API Gateway adapter, 8 requests in flight, each checked for a 200;
+ * then the size of each Lambda bundle and how long a fresh node takes to import it.
+ */
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { currentCode } from '../core/totp.js';
+import { provisionIdentity } from '../server/registration.js';
+import { type GroupContext, percentile, ROOT } from './harness.js';
+import type { Service } from './service.js';
+
+/** `n` fresh identities registered (PUT) then looked up (GET), `concurrency` at a time. */
+async function runRegistration(service: Service, n: number, concurrency: number) {
+  const { store, apiUrl } = service;
+  const stamp = Date.now();
+  const ids = await Promise.all(
+    Array.from({ length: n }, (_, i) => provisionIdentity(store, { uuid: `bench-reg-${stamp}-${i}` })),
+  );
+  const timed = async (jobs: Array<() => Promise<void>>) => {
+    const lat: number[] = [];
+    let next = 0;
+    const t0 = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < jobs.length) {
+          const job = jobs[next++] as () => Promise<void>;
+          const s = process.hrtime.bigint();
+          await job();
+          lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+        }
+      }),
+    );
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    return { p50: percentile(lat, 50), p99: percentile(lat, 99), rps: jobs.length / secs };
+  };
+  const put = await timed(
+    ids.map((id) => async () => {
+      const res = await fetch(`${apiUrl}/?uuid=${id.uuid}&response=${currentCode(id)}`, { method: 'PUT' });
+      if (res.status !== 200) throw new Error(`PUT ${res.status}`);
+      await res.arrayBuffer();
+    }),
+  );
+  const get = await timed(
+    ids.map((id) => async () => {
+      const res = await fetch(`${apiUrl}/?uuid=${id.uuid}`);
+      if (res.status !== 200) throw new Error(`GET ${res.status}`);
+      await res.arrayBuffer();
+    }),
+  );
+  return { put, get };
+}
+
+function coldImport(file: string): number {
+  const out = execFileSync(process.execPath, [
+    '--input-type=module',
+    '-e',
+    `const t = performance.now(); await import(${JSON.stringify(file)}); console.log(performance.now() - t);`,
+  ]);
+  return Number(out.toString().trim());
+}
+
+/** The registration group: the API's PUT and GET, then the Lambda bundles' size and cold import. */
+export async function benchRegistration(ctx: GroupContext, service: Service): Promise<void> {
+  const { add, runs } = ctx;
+  const reg = {
+    putP50: [] as number[],
+    putP99: [] as number[],
+    putRps: [] as number[],
+    getP50: [] as number[],
+    getP99: [] as number[],
+    getRps: [] as number[],
+  };
+  for (let r = 0; r < runs && ctx.timeLeft(); r++) {
+    const x = await runRegistration(service, ctx.quick ? 200 : 500, 8);
+    reg.putP50.push(x.put.p50);
+    reg.putP99.push(x.put.p99);
+    reg.putRps.push(x.put.rps);
+    reg.getP50.push(x.get.p50);
+    reg.getP99.push(x.get.p99);
+    reg.getRps.push(x.get.rps);
+  }
+  if (reg.putP50.length) {
+    add('registration PUT p50 (local adapter, 8 concurrent)', reg.putP50, 'ms');
+    add('registration PUT p99', reg.putP99, 'ms');
+    add('registration PUT throughput', reg.putRps, 'req/s');
+    add('registration GET p50', reg.getP50, 'ms');
+    add('registration GET p99', reg.getP99, 'ms');
+    add('registration GET throughput', reg.getRps, 'req/s');
+  }
+  for (const fn of ['register', 'lookup']) {
+    const file = join(ROOT, `dist/functions/${fn}.mjs`);
+    add(`lambda bundle size: ${fn}`, [statSync(file).size / 1000], 'KB');
+    add(
+      `lambda cold import: ${fn}`,
+      Array.from({ length: runs }, () => coldImport(file)),
+      'ms',
+    );
+  }
+}
