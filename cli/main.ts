@@ -4,7 +4,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
-import { ADMIN_PORT, startAdminConsole } from '../admin/console.js';
+import { ADMIN_PORT, startAdminConsole } from '../admin/server.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';

@@ -1,6 +1,6 @@
 /**
- * The staged rollout as code: a CDK Pipelines app (`npx cdk deploy -c pipeline=true`, or
- * `--app 'npx tsx infra/pipeline.ts'`) whose pipeline, on every push to the source branch:
+ * The staged rollout as code: a CDK Pipelines app (`npx cdk deploy -c pipeline=true`; infra/main.ts
+ * builds it) whose pipeline, on every push to the source branch:
  *
  *   1. synthesises this app (the same context) and updates itself;
  *   2. deploys the table stack (home region);
@@ -16,7 +16,7 @@
  *
  * Keep this context in cdk.json and commit it: the pipeline synthesises from the repository.
  * Context given with -c beyond cdk.json is written into the synth step (see `passed` below).
- * Context, besides the service's (infra/app.ts):
+ * Context, besides the service's (infra/app.ts; stack names and props from infra/plan.ts):
  *   account            required (cross-region pipelines need a concrete account)
  *   pipelineRegion     where the pipeline runs (default: the first region)
  *   repository, branch, connectionArn   a CodeStar connection source (GitHub, GitLab, Bitbucket)
@@ -48,15 +48,15 @@ import {
 } from 'aws-cdk-lib/pipelines';
 import { AwsSolutionsChecks, NagSuppressions } from 'cdk-nag';
 import type { Construct } from 'constructs';
+import { PROJECT_ROOT } from './constructs/function.js';
+import { type ContextGetter, type DeploymentPlan, planFromContext } from './context.js';
 import {
   bundleRelayUnlessSkipped,
   regionStackName,
   regionStackProps,
   TABLE_STACK,
   tableStackProps,
-} from './app.js';
-import { PROJECT_ROOT } from './constructs/function.js';
-import { type ContextGetter, type DeploymentPlan, planFromContext } from './context.js';
+} from './plan.js';
 import { alarmPrefixOf, RendezvousStack } from './stack.js';
 import { TableStack } from './table-stack.js';
 
@@ -397,5 +397,3 @@ function suppressPipelineFindings(stack: Stack): void {
     },
   ]);
 }
-
-if (process.argv[1]?.endsWith('pipeline.ts')) buildPipelineApp().app.synth();

@@ -4,7 +4,7 @@
  * records, and no secret ever in the output. The console lists imported identities.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AdminConsole, startAdminConsole } from '../../admin/console.js';
+import { type AdminConsole, startAdminConsole } from '../../admin/server.js';
 import { splitDump } from '../../cli/import/import.js';
 import { registerHiddenServer } from '../../server/registration.js';
 import { runCli } from '../support/cli.js';

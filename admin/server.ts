@@ -1,0 +1,204 @@
+/**
+ * The operator console (`rendezvous admin`): a server-rendered page on 127.0.0.1 only, using the
+ * operator's own credentials against the table. Lists identities with their registration and, per
+ * protocol, what the store knows live: parked sockets and on which relay (its public address and
+ * region), the agent-reported target state, the last rendezvous and its outcome; and each
+ * identity's lockout (wrong-code guesses) with an unlock action. Creates, rotates, disables,
+ * enables and deletes identities. A new or rotated secret is shown exactly once (with a QR code of
+ * its otpauth URI) and never appears in a list, a log or a URL. Mutations need the session's CSRF
+ * token and a same-origin request. The list refreshes itself every REFRESH_MS (a small script with
+ * a per-response nonce); `GET /api/servers` gives the same figures as JSON. Times are UTC ISO 8601.
+ *
+ * This file is the HTTP server: its routes, the Host and origin checks, sessions and tokens. The
+ * rows come from admin/rows.ts, the HTML from admin/page.ts.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isRendezvousError } from '../core/errors.js';
+import { type Log, silentLog } from '../core/log.js';
+import { authPolicyFromEnv } from '../server/config.js';
+import { secretsEqual } from '../server/cookies.js';
+import {
+  checkUuid,
+  type FailurePolicy,
+  provisionIdentity,
+  rotateIdentitySecret,
+  setIdentityDisabled,
+} from '../server/registration.js';
+import type { Store } from '../server/store/store.js';
+import {
+  deletePage,
+  errorPage,
+  forbiddenPage,
+  listPage,
+  notFoundPage,
+  rowsHtml,
+  secretPage,
+} from './page.js';
+import { rowSource, utc } from './rows.js';
+
+/** Default port of the console. */
+export const ADMIN_PORT = 8893;
+const MAX_FORM = 8 * 1024;
+
+/** A running console. */
+export interface AdminConsole {
+  url: string;
+  close(): Promise<void>;
+}
+
+const sessionOf = (req: IncomingMessage) =>
+  /(?:^|;\s*)rv_session=([A-Za-z0-9_-]{20,})/.exec(req.headers.cookie ?? '')?.[1];
+
+function send(
+  res: ServerResponse,
+  status: number,
+  html: string,
+  headers: Record<string, string> = {},
+  /** Admits the page's own script (and its fetches of this origin); other pages run none. */
+  nonce?: string,
+): void {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-security-policy': `default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'${
+      nonce ? `; script-src 'nonce-${nonce}'; connect-src 'self'` : ''
+    }`,
+    'x-content-type-options': 'nosniff',
+    // same-origin, not no-referrer: with no-referrer browsers send `Origin: null` on form posts.
+    'referrer-policy': 'same-origin',
+    ...headers,
+  });
+  res.end(html);
+}
+
+const forbidden = (res: ServerResponse, why: string) => send(res, 403, forbiddenPage(why));
+
+async function readForm(req: IncomingMessage): Promise<URLSearchParams | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_FORM) return undefined;
+    chunks.push(c);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+/** Starts the console on 127.0.0.1 (never another address). */
+export async function startAdminConsole(opts: {
+  store: Store;
+  port?: number;
+  /** Shown in the expose snippet (else a placeholder). */
+  apiUrl?: string;
+  /** The guess limits the API and relays apply (default: the environment's, as theirs). */
+  failures?: FailurePolicy;
+  log?: Log;
+}): Promise<AdminConsole> {
+  const log = opts.log ?? silentLog;
+  const failures = opts.failures ?? authPolicyFromEnv();
+  const key = randomBytes(32);
+  const tokenFor = (session: string) => createHmac('sha256', key).update(session).digest('base64url');
+  let origin = '';
+  const rows = rowSource(opts.store, failures);
+
+  const server = createServer(async (req, res) => {
+    try {
+      // DNS rebinding: only our own host names reach the console.
+      const host = req.headers.host ?? '';
+      if (!/^(127\.0\.0\.1|localhost):\d+$/.test(host)) return forbidden(res, 'unexpected Host');
+      const url = new URL(req.url ?? '/', `http://${host}`);
+      let session = sessionOf(req);
+      const headers: Record<string, string> = {};
+      if (!session) {
+        session = randomBytes(24).toString('base64url');
+        headers['set-cookie'] = `rv_session=${session}; HttpOnly; SameSite=Strict; Path=/`;
+      }
+      const q = url.searchParams.get('q') ?? '';
+      if (req.method === 'GET' && url.pathname === '/') {
+        const nonce = randomBytes(16).toString('base64');
+        const html = listPage(await rows.rows(q), { q, nonce, csrf: tokenFor(session) });
+        return send(res, 200, html, headers, nonce);
+      }
+      if (req.method === 'GET' && url.pathname === '/rows') {
+        return send(res, 200, rowsHtml(await rows.rows(q), tokenFor(session)), headers);
+      }
+      if (req.method === 'GET' && url.pathname === '/api/servers') {
+        const servers = await rows.rows(q);
+        res.writeHead(200, {
+          'content-type': 'application/json; charset=utf-8',
+          'cache-control': 'no-store',
+          'x-content-type-options': 'nosniff',
+        });
+        return res.end(JSON.stringify({ at: utc(Date.now()), servers }));
+      }
+      const del = /^\/identities\/([^/]+)\/delete$/.exec(url.pathname);
+      if (req.method === 'GET' && del) {
+        const uuid = decodeURIComponent(del[1] as string);
+        return send(res, 200, deletePage(uuid, tokenFor(session)), headers);
+      }
+      if (req.method !== 'POST') return send(res, 404, notFoundPage());
+
+      // Mutations: same origin, and the session's token.
+      const from = req.headers.origin;
+      if (from !== undefined && from !== origin && from !== origin.replace('127.0.0.1', 'localhost')) {
+        log.warn('admin: cross-origin request refused', { origin: from.slice(0, 100) });
+        return forbidden(res, 'cross-origin request');
+      }
+      const form = await readForm(req);
+      if (!form) return forbidden(res, 'form too large');
+      if (!sessionOf(req) || !secretsEqual(form.get('csrf') ?? '', tokenFor(session))) {
+        log.warn('admin: request without a valid token refused');
+        return forbidden(res, 'missing or invalid token');
+      }
+      if (url.pathname === '/identities') {
+        const uuid = (form.get('uuid') ?? '').trim() || undefined;
+        const label = (form.get('label') ?? '').trim().slice(0, 100) || undefined;
+        const id = await provisionIdentity(opts.store, { uuid, label });
+        // Whatever a POST changed shows on the very next page, not after the cache's moment.
+        rows.forget();
+        log.info('admin: identity created', { uuid: id.uuid });
+        return send(res, 200, await secretPage(id, 'Created', opts.apiUrl), headers);
+      }
+      const m = /^\/identities\/([^/]+)\/(rotate|disable|enable|delete|unlock)$/.exec(url.pathname);
+      if (!m) return send(res, 404, notFoundPage());
+      const uuid = checkUuid(decodeURIComponent(m[1] as string));
+      const verb = m[2] as string;
+      if (verb === 'rotate') {
+        const rotated = await rotateIdentitySecret(opts.store, uuid);
+        rows.forget();
+        log.info('admin: secret rotated', { uuid });
+        return send(res, 200, await secretPage(rotated, 'New secret', opts.apiUrl), headers);
+      }
+      if (verb === 'delete') await opts.store.deleteIdentity(uuid);
+      else if (verb === 'unlock') await opts.store.unlockIdentity(uuid);
+      else await setIdentityDisabled(opts.store, uuid, verb === 'disable');
+      rows.forget();
+      log.info(verb === 'unlock' ? 'admin: identity unlocked' : `admin: identity ${verb}d`, { uuid });
+      res.writeHead(303, { location: '/', 'cache-control': 'no-store', ...headers });
+      res.end();
+    } catch (err) {
+      const message = isRendezvousError(err) ? err.message : 'internal error';
+      if (!isRendezvousError(err)) log.error('admin: request failed', { error: String(err) });
+      send(
+        res,
+        isRendezvousError(err, 'ALREADY_EXISTS') ? 409 : isRendezvousError(err) ? 400 : 500,
+        errorPage(message),
+      );
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? ADMIN_PORT, '127.0.0.1', () => resolve());
+  });
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url: origin,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
