@@ -13,7 +13,7 @@ import { encodeResponse } from '../core/http-head.js';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
 import { encodeErrorLine } from '../core/relay-line.js';
 import { splice } from '../core/splice.js';
-import type { Metrics } from '../server/metrics.js';
+import type { Metrics } from '../server/metrics/registry.js';
 import type { ConnectPolicy } from '../server/registration.js';
 import type { Store } from '../server/store/store.js';
 import type { RelayContext, SpliceFilters } from './context.js';

@@ -17,7 +17,8 @@ import { HttpError } from '../core/http-head.js';
 import type { Log, LogFields, RefusalLogGate } from '../core/log.js';
 import type { SpliceEnd } from '../core/splice.js';
 import { pooledTokens } from '../server/cookies.js';
-import { METRIC, Metrics } from '../server/metrics.js';
+import { METRIC } from '../server/metrics/catalogue.js';
+import { Metrics } from '../server/metrics/registry.js';
 import type { ParkKind } from '../server/store/store.js';
 import { LimitLog, SPLICE_CAP_MESSAGE } from './limits.js';
 

@@ -7,7 +7,7 @@ import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefusalLogGate } from '../../core/log.js';
 import { currentCode } from '../../core/totp.js';
-import { METRIC } from '../../server/metrics.js';
+import { METRIC } from '../../server/metrics/catalogue.js';
 import { provisionIdentity } from '../../server/registration.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, readAll } from '../support/net.js';
