@@ -17,19 +17,24 @@ import QRCode from 'qrcode';
 import { isRendezvousError } from '../core/errors.js';
 import { type Log, silentLog } from '../core/log.js';
 import type { TotpCompat } from '../core/totp.js';
-import { PARK_RECORD_TTL_SECONDS } from '../relay/park-records.js';
 import { authPolicyFromEnv } from '../server/config.js';
 import { secretsEqual } from '../server/cookies.js';
 import {
   checkUuid,
-  FAILURE_LIMIT_DEFAULTS,
-  type FailurePolicy,
   type ProvisionedIdentity,
   provisionIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
-} from '../server/registration.js';
-import type { Identity, LastRendezvousRecord, ParkKind, ParkRecord, Store } from '../server/store/store.js';
+} from '../server/identities.js';
+import { FAILURE_LIMIT_DEFAULTS, type FailurePolicy } from '../server/limits.js';
+import {
+  type Identity,
+  type LastRendezvousRecord,
+  PARK_RECORD_TTL_SECONDS,
+  type ParkKind,
+  type ParkRecord,
+  type Store,
+} from '../server/store/index.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;

@@ -24,8 +24,8 @@ import { fileURLToPath } from 'node:url';
 import { containerMallocEnv } from '../cli/relay-exec.js';
 import { currentCode } from '../core/totp.js';
 import { mobileCookieFor } from '../server/cookies.js';
-import { provisionIdentity } from '../server/registration.js';
-import { Store } from '../server/store/store.js';
+import { provisionIdentity } from '../server/identities.js';
+import { Store } from '../server/store/index.js';
 import { benchClientPackage } from './client-package.js';
 import {
   freePort,

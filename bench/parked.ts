@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { mobileCookieFor, newCookie } from '../server/cookies.js';
-import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/store.js';
+import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/index.js';
 import { countingStoreProxy } from '../test/support/counting-proxy.js';
 
 /** The hard limit on open descriptors of processes this one starts (`ulimit -Hn`). */

@@ -13,10 +13,10 @@
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { isRendezvousError } from '../core/errors.js';
 import { jsonLog, type Log, type LogFields, RefusalLogGate, silentLog } from '../core/log.js';
+import { checkUuid } from '../server/identities.js';
 import { METRIC } from '../server/metrics/catalogue.js';
 import { type Counter, Metrics } from '../server/metrics/registry.js';
-import { checkUuid } from '../server/registration.js';
-import { failedStore, type StoreSettings } from '../server/store/errors.js';
+import { failedStore, type StoreSettings } from '../server/store/index.js';
 
 /**
  * Why the API refused a request: the stable `reason` of log records and the `Reason` dimension of

@@ -25,7 +25,8 @@ import {
   type RequestHead,
   serializeHead,
 } from '../core/http-head.js';
-import { authenticateConnect, checkUuid } from '../server/registration.js';
+import { authenticateConnect } from '../server/connect-auth.js';
+import { checkUuid } from '../server/identities.js';
 import type { RelayContext } from './context.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';

@@ -5,8 +5,8 @@
  * hands it to the first peer request; the loser's request gets `-ERR` and tries the next record.
  */
 import type { Duplex } from 'node:stream';
+import type { ParkKind } from '../core/protocol.js';
 import { encodeOkLine } from '../core/relay-line.js';
-import type { ParkKind } from '../server/store/store.js';
 import type { ParkRecords } from './park-records.js';
 import type { Parked, ParkingLot } from './parking.js';
 import { dialPeer } from './peer.js';

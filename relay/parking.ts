@@ -5,7 +5,7 @@
  * key gains its first or loses its last parked socket, and the park records follow from that.
  */
 import type { Socket } from 'node:net';
-import type { ParkKind } from '../server/store/store.js';
+import type { ParkKind } from '../core/protocol.js';
 
 /** One parked socket. */
 export interface Parked {

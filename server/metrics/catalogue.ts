@@ -71,7 +71,6 @@ export const METRIC = {
 /** One catalogue entry. */
 export type MetricDef = (typeof METRIC)[keyof typeof METRIC];
 
-
 /** `protocol` → `Protocol`: EMF dimension names are CamelCase like the metric names. */
 export function emfDimension(label: string): string {
   return label.charAt(0).toUpperCase() + label.slice(1);
