@@ -24,7 +24,7 @@ export const FAILURE_LIMIT_DEFAULTS = {
   failureWindowSeconds: 300,
 } as const;
 
-/** Further looks at a full per-source budget before a 429, and the base pause between them. */
+/** Further looks at a full per-source budget before a 429. */
 export const SOURCE_RESERVE_RETRIES = 3;
 /** The base pause between two looks at a full per-source budget (milliseconds, jittered up to twice). */
 export const SOURCE_RESERVE_RETRY_MS = 50;

@@ -31,8 +31,11 @@ export interface Key {
 const serverKey = (uuid: string) => `SERVER#${uuid}`;
 const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
 
+/** The sort key every identity item has (a scan for identities filters on it). */
+export const IDENTITY_SK = 'IDENTITY';
+
 /** A uuid's identity item. */
-export const identityKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'IDENTITY' });
+export const identityKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: IDENTITY_SK });
 
 /** A uuid's current registration. */
 export const registrationKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'REGISTRATION' });
@@ -42,9 +45,6 @@ export const cookieItemKey = (cookie: string): Key => ({ pk: cookieKey(cookie), 
 
 /** A uuid's last rendezvous per protocol. */
 export const lastRendezvousKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'LAST' });
-
-/** The sort key every identity item has (a scan for identities filters on it). */
-export const IDENTITY_SK = 'IDENTITY';
 
 /** What a guess counter is kept for: one uuid, or one source address. */
 export type AttemptScope = 'uuid' | 'source';

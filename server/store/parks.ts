@@ -6,7 +6,7 @@ import type { ParkKind } from '../../core/protocol.js';
 import type { TargetState } from '../../core/relay-line.js';
 import { isLive } from '../cookies.js';
 import { lastRendezvousKey, parkKeys } from './keys.js';
-import { type Item, type Table, withoutKeys } from './table.js';
+import { type Table, withoutKeys } from './table.js';
 
 export type { ParkKind } from '../../core/protocol.js';
 
@@ -92,8 +92,8 @@ export class Parks {
       Limit: 50,
     });
     return items
-      .filter((r) => isLive((r as Item & ParkRecord).expiresAt, nowMs))
       .map((r) => withoutKeys<ParkRecord>(r))
+      .filter((r) => isLive(r.expiresAt, nowMs))
       .sort((a, b) => b.expiresAt - a.expiresAt);
   }
 }
