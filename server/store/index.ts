@@ -1,18 +1,13 @@
 /**
  * The store's public face: what the rest of the service (functions/, relay/, admin/, local/,
- * cli/) imports. The per-record modules behind it are the store's own business.
+ * cli/) imports: the `Store` facade, the record types its methods take and return, and the facts of
+ * the records others need (TTLs, the cookie scheme). The per-record modules behind it, the key
+ * schema and the SDK stay the store's own business.
  */
 export type { ParkKind } from '../../core/protocol.js';
 export type { AttemptScope, AttemptWindow, Reservation } from './attempts.js';
 export { CHANGE_TTL_SECONDS, type ChangeNotice } from './changes.js';
-export {
-  describeStoreFailure,
-  FALLBACK_REGION,
-  failedStore,
-  type StoreSettings,
-  storeFailure,
-  storeSettings,
-} from './errors.js';
+export { failedStore, type StoreSettings } from './errors.js';
 export type { ClaimExtra, Identity } from './identities.js';
 export {
   LAST_RENDEZVOUS_TTL_SECONDS,
