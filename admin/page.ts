@@ -7,8 +7,8 @@
  */
 import escapeHtml from 'escape-html';
 import QRCode from 'qrcode';
-import type { ProvisionedIdentity } from '../server/registration.js';
-import type { ParkKind } from '../server/store/store.js';
+import type { ParkKind } from '../core/protocol.js';
+import type { ProvisionedIdentity } from '../server/identities.js';
 import { type IdentityRow, type ProtocolView, type UtcTime, utc } from './rows.js';
 
 /** How often the list page fetches its rows again. */

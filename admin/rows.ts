@@ -4,9 +4,14 @@
  * No secret ever appears in a row. `GET /api/servers` serves these rows as JSON.
  */
 import type { TotpCompat } from '../core/totp.js';
-import { PARK_RECORD_TTL_SECONDS } from '../relay/park-records.js';
-import { FAILURE_LIMIT_DEFAULTS, type FailurePolicy } from '../server/registration.js';
-import type { Identity, LastRendezvousRecord, ParkRecord, Store } from '../server/store/store.js';
+import { FAILURE_LIMIT_DEFAULTS, type FailurePolicy } from '../server/limits.js';
+import {
+  type Identity,
+  type LastRendezvousRecord,
+  PARK_RECORD_TTL_SECONDS,
+  type ParkRecord,
+  type Store,
+} from '../server/store/index.js';
 
 /** A UTC ISO 8601 time to the second (`2026-12-01T04:21:05Z`). */
 export type UtcTime = string;

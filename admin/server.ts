@@ -21,12 +21,12 @@ import { authPolicyFromEnv } from '../server/config.js';
 import { secretsEqual } from '../server/cookies.js';
 import {
   checkUuid,
-  type FailurePolicy,
   provisionIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
-} from '../server/registration.js';
-import type { Store } from '../server/store/store.js';
+} from '../server/identities.js';
+import type { FailurePolicy } from '../server/limits.js';
+import type { Store } from '../server/store/index.js';
 import {
   deletePage,
   errorPage,

@@ -10,7 +10,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mobileCookieFor, newCookie } from '../server/cookies.js';
-import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/store.js';
+import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/index.js';
 import { countingStoreProxy } from '../test/support/counting-proxy.js';
 import { freePort } from './harness.js';
 

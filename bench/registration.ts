@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { currentCode } from '../core/totp.js';
-import { provisionIdentity } from '../server/registration.js';
+import { provisionIdentity } from '../server/identities.js';
 import { type GroupContext, percentile, ROOT } from './harness.js';
 import type { Service } from './service.js';
 

@@ -7,8 +7,8 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { currentCode } from '../core/totp.js';
-import { provisionIdentity } from '../server/registration.js';
-import { Store } from '../server/store/store.js';
+import { provisionIdentity } from '../server/identities.js';
+import { Store } from '../server/store/index.js';
 import { dial, freePort, RELAY_MALLOC_ENV, RELAY_NODE_FLAGS, ROOT, spawnReady, track } from './harness.js';
 
 /** The store's table name in the dev stack. */

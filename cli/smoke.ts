@@ -18,7 +18,7 @@ import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
-import type { RendezvousTriple } from '../server/registration.js';
+import type { RendezvousTriple } from '../core/triple.js';
 
 /** The steps, in order; a failure names one of them. */
 export const SMOKE_STEPS = [

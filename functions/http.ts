@@ -4,7 +4,7 @@
  */
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { badRequest, type ErrorCode, isRendezvousError } from '../core/errors.js';
-import type { RendezvousTriple } from '../server/registration.js';
+import type { RendezvousTriple } from '../core/triple.js';
 
 /** A payload-v2 handler as API Gateway and the local adapter call it. */
 export type Handler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxyStructuredResultV2>;

@@ -1,7 +1,8 @@
 /** `GET /?uuid=<ID>`: a mobile client asks where a hidden server is and gets its `I` triple. */
 import { tableFromEnv } from '../server/config.js';
-import { checkUuid, lookupHiddenServer } from '../server/registration.js';
-import { Store } from '../server/store/store.js';
+import { checkUuid } from '../server/identities.js';
+import { lookupHiddenServer } from '../server/lookup.js';
+import { Store } from '../server/store/index.js';
 import {
   errorResponse,
   type Handler,

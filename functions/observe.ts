@@ -1,7 +1,7 @@
 /**
  * What the registration API tells its operator: one log record per registration and per refusal
  * (core/log.ts's schema, service `api`), and the metrics Registrations, Lookups by outcome and
- * ApiRefusals by reason (server/metrics.ts's catalogue). A refusal record names the reason, the
+ * ApiRefusals by reason (server/metrics/catalogue.ts). A refusal record names the reason, the
  * uuid when the request carried a well-formed one, and the source address; a store failure's
  * record also names its cause, which the client's `503 store unavailable` never does. Never a
  * code, secret or cookie.
@@ -13,9 +13,10 @@
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { isRendezvousError } from '../core/errors.js';
 import { jsonLog, type Log, type LogFields, RefusalLogGate, silentLog } from '../core/log.js';
-import { type Counter, METRIC, Metrics } from '../server/metrics.js';
-import { checkUuid } from '../server/registration.js';
-import { failedStore, type StoreSettings } from '../server/store/errors.js';
+import { checkUuid } from '../server/identities.js';
+import { METRIC } from '../server/metrics/catalogue.js';
+import { type Counter, Metrics } from '../server/metrics/registry.js';
+import { failedStore, type StoreSettings } from '../server/store/index.js';
 
 /**
  * Why the API refused a request: the stable `reason` of log records and the `Reason` dimension of

@@ -1,12 +1,8 @@
 /** `PUT /?uuid=<ID>&response=<TOTP>`: a hidden server registers and gets its `R` triple. */
 import { policyFromEnv, tableFromEnv } from '../server/config.js';
-import {
-  checkResponse,
-  checkUuid,
-  type RegistrationPolicy,
-  registerHiddenServer,
-} from '../server/registration.js';
-import { Store } from '../server/store/store.js';
+import { checkUuid } from '../server/identities.js';
+import { checkResponse, type RegistrationPolicy, registerHiddenServer } from '../server/register.js';
+import { Store } from '../server/store/index.js';
 import {
   errorResponse,
   type Handler,

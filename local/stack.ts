@@ -9,8 +9,8 @@ import { apiObservability } from '../functions/observe.js';
 import { makeRegisterHandler } from '../functions/register.js';
 import { type Relay, type RelayOptions, startRelay } from '../relay/server.js';
 import { DEFAULT_TABLE } from '../server/config.js';
-import type { RegistrationPolicy } from '../server/registration.js';
-import { Store } from '../server/store/store.js';
+import type { RegistrationPolicy } from '../server/register.js';
+import { Store } from '../server/store/index.js';
 import { startApiAdapter } from './api-adapter.js';
 import { startStoreServer } from './store-server.js';
 

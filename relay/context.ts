@@ -2,8 +2,8 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
-import type { ConnectPolicy } from '../server/registration.js';
-import type { Store } from '../server/store/store.js';
+import type { ConnectPolicy } from '../server/connect-auth.js';
+import type { Store } from '../server/store/index.js';
 import type { Admitted } from './admission.js';
 import type { CookieCache } from './cookie-cache.js';
 import type { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';

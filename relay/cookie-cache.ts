@@ -5,7 +5,7 @@
  * this turns thousands of identical reads into a few.
  */
 import { isLive } from '../server/cookies.js';
-import type { CookieBinding, Store } from '../server/store/store.js';
+import type { CookieBinding, Store } from '../server/store/index.js';
 
 /** How long a positive cookie check is reused. */
 export const COOKIE_CACHE_MS = 1_000;

@@ -4,7 +4,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Metrics } from '../server/metrics.js';
+import type { Metrics } from '../server/metrics/registry.js';
 import { listen } from './listen.js';
 
 /** What `/healthz` reports, read at each request. */

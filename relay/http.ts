@@ -26,7 +26,8 @@ import {
   serializeHead,
   TARGET_HEADER,
 } from '../core/http-head.js';
-import { authenticateConnect, checkUuid } from '../server/registration.js';
+import { authenticateConnect } from '../server/connect-auth.js';
+import { checkUuid } from '../server/identities.js';
 import type { RelayContext } from './context.js';
 import { OneRequestGate, OneResponseGate } from './http-gates.js';
 import { claimHiddenServer } from './pairing.js';

@@ -6,7 +6,7 @@
  * one write per COALESCE_MS however many rendezvous it has.
  */
 import { type Log, LogBudget } from '../core/log.js';
-import type { LastRendezvous, LastRendezvousRecord, ParkKind, Store } from '../server/store/store.js';
+import type { LastRendezvous, LastRendezvousRecord, ParkKind, Store } from '../server/store/index.js';
 import type { ParkOrigin } from './park-records.js';
 import type { RendezvousSummary } from './telemetry.js';
 

@@ -7,7 +7,7 @@
 import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
 import { type Log, type LogFields, RefusalLogGate } from '../core/log.js';
-import type { Store } from '../server/store/store.js';
+import type { Store } from '../server/store/index.js';
 
 /** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
 export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';

@@ -39,8 +39,8 @@
 import { pathToFileURL } from 'node:url';
 import { jsonLog, type Log } from '../core/log.js';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
-import { startEmfFlush } from '../server/metrics.js';
-import { Store } from '../server/store/store.js';
+import { startEmfFlush } from '../server/metrics/registry.js';
+import { Store } from '../server/store/index.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
 

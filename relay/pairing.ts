@@ -5,7 +5,7 @@
  * hands it to the first peer request; the loser's request gets `-ERR` and tries the next record.
  */
 import type { Duplex } from 'node:stream';
-import type { ParkKind } from '../server/store/store.js';
+import type { ParkKind } from '../core/protocol.js';
 import type { ParkRecords } from './park-records.js';
 import { hiddenStream, type Parked, type ParkingLot } from './parking.js';
 import { dialPeer } from './peer-dial.js';

@@ -4,18 +4,16 @@
  * stay parked (so a dead relay's records expire), and deleted when the last one leaves.
  */
 import type { Log } from '../core/log.js';
-import type { ParkKind, ParkRecord, Store } from '../server/store/store.js';
+import {
+  PARK_RECORD_TTL_SECONDS,
+  type ParkKind,
+  type ParkRecord,
+  type Store,
+} from '../server/store/index.js';
 import type { ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';
 import type { TargetState } from './telemetry.js';
 
-/**
- * Park records live this long without a refresh. Long, so that holding a parked socket costs the
- * store a write per PARK_RECORD_REFRESH_MS, not one a minute; the price is that a relay that died
- * without draining keeps records up to this long (peers skip them: the dial fails, the live
- * relay's record is fresher and tried first).
- */
-export const PARK_RECORD_TTL_SECONDS = 900;
 /** Each key's record is rewritten once per this period, spread evenly (a third of the TTL). */
 export const PARK_RECORD_REFRESH_MS = (PARK_RECORD_TTL_SECONDS * 1000) / 3;
 /** How often a share of the records is refreshed. */

@@ -6,8 +6,8 @@
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ParkKind } from '../core/protocol.js';
 import { encodeOkLine } from '../core/relay-line.js';
-import type { ParkKind } from '../server/store/store.js';
 
 /** One parked socket. */
 export interface Parked {

@@ -4,8 +4,8 @@
  */
 import type { Socket } from 'node:net';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import type { ParkKind } from '../core/protocol.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
-import type { ParkKind } from '../server/store/store.js';
 import { SPLICE_CAP_MESSAGE } from './limits.js';
 import { encodePeerLine, PEER_TIMEOUT_MS, type PeerRequestTag, splitPeer } from './peer-line.js';
 import type { PeerPool } from './peer-pool.js';

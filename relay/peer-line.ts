@@ -30,8 +30,8 @@
  */
 import { createHmac } from 'node:crypto';
 import { RendezvousError } from '../core/errors.js';
+import type { ParkKind } from '../core/protocol.js';
 import { pooledTokens, secretsEqual } from '../server/cookies.js';
-import type { ParkKind } from '../server/store/store.js';
 
 /** Longest peer line, newline included. */
 export const MAX_PEER_LINE = 320;

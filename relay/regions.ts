@@ -14,7 +14,7 @@
  */
 import type { RequestHead } from '../core/http-head.js';
 import { hostedHiddenServer } from '../core/http-head.js';
-import type { ParkRecord } from '../server/store/store.js';
+import type { ParkRecord } from '../server/store/index.js';
 
 /** How a mobile request named its hidden server. */
 export type NamedBy = 'host' | 'query' | 'credentials';

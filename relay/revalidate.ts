@@ -14,7 +14,7 @@
  */
 import { isRendezvousError } from '../core/errors.js';
 import type { Log } from '../core/log.js';
-import type { Store } from '../server/store/store.js';
+import type { Store } from '../server/store/index.js';
 import type { CookieCache } from './cookie-cache.js';
 import type { Parked, ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';

@@ -15,10 +15,11 @@
 import { isRendezvousError } from '../core/errors.js';
 import { HttpError } from '../core/http-head.js';
 import type { Log, LogFields, RefusalLogGate } from '../core/log.js';
+import type { ParkKind } from '../core/protocol.js';
 import type { SpliceEnd } from '../core/splice.js';
 import { pooledTokens } from '../server/cookies.js';
-import { METRIC, Metrics } from '../server/metrics.js';
-import type { ParkKind } from '../server/store/store.js';
+import { METRIC } from '../server/metrics/catalogue.js';
+import { Metrics } from '../server/metrics/registry.js';
 import { LimitLog, SPLICE_CAP_MESSAGE } from './limits.js';
 
 /** Which protocol a rendezvous or refusal belongs to. */

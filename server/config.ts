@@ -1,6 +1,7 @@
 /** Reading configuration from the environment, in one place, with clear errors. */
 import { DEFAULT_COOKIE_TTL_SECONDS } from './cookies.js';
-import { FAILURE_LIMIT_DEFAULTS, type RegistrationPolicy } from './registration.js';
+import { FAILURE_LIMIT_DEFAULTS } from './limits.js';
+import type { RegistrationPolicy } from './register.js';
 
 /** Default table name, shared by the CLI, the local stack and the handlers. */
 export const DEFAULT_TABLE = 'rendezvous';

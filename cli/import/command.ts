@@ -9,8 +9,8 @@ import { isRendezvousError } from '../../core/errors.js';
 import { ORIGINAL_COMPAT, type TotpCompat } from '../../core/totp.js';
 import { DEFAULT_TABLE } from '../../server/config.js';
 import { DEFAULT_COOKIE_TTL_SECONDS } from '../../server/cookies.js';
-import { originalCompatFor, setIdentityCompat } from '../../server/registration.js';
-import { Store } from '../../server/store/store.js';
+import { originalCompatFor, setIdentityCompat } from '../../server/identities.js';
+import { Store } from '../../server/store/index.js';
 import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from './import.js';
 import { dumpRedis } from './redis.js';
 

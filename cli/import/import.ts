@@ -19,8 +19,8 @@ import {
   originalCompatFor,
   type ProvisionedIdentity,
   provisionIdentity,
-} from '../../server/registration.js';
-import type { Store } from '../../server/store/store.js';
+} from '../../server/identities.js';
+import type { Store } from '../../server/store/index.js';
 
 /** An identity ready to be created from one of the original's records (holds the secret). */
 export interface ImportDraft {

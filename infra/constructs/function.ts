@@ -21,10 +21,11 @@ import { Construct } from 'constructs';
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
- * The environment that turns on metrics from inside (server/metrics.ts): EMF lines on stdout once a
- * minute, their Deployment dimension (server/metrics.ts DEPLOYMENT_DIMENSION) naming this stack, so two stacks
- * in one region never mix. CloudWatch Logs extracts EMF from the log events it already receives:
- * no IAM beyond writing logs (cloudwatch:PutMetricData is not needed).
+ * The environment that turns on metrics from inside (server/metrics/registry.ts): EMF lines on
+ * stdout once a minute, their Deployment dimension (server/metrics/catalogue.ts
+ * DEPLOYMENT_DIMENSION) naming this stack, so two stacks in one region never mix. CloudWatch Logs
+ * extracts EMF from the log events it already receives: no IAM beyond writing logs
+ * (cloudwatch:PutMetricData is not needed).
  */
 export function metricsEnvironment(scope: Construct): Record<string, string> {
   return { RENDEZVOUS_METRICS: 'emf', RENDEZVOUS_METRICS_DIMENSION: Stack.of(scope).stackName };

@@ -2,7 +2,7 @@
  * Alarms and one dashboard for a region: API 5xx, Lambda errors and throttles, per relay target
  * group (generic, generic over TLS, HTTP-specific) "no healthy relay" and unhealthy targets,
  * relay CPU, DynamoDB throttling; and, from the metrics the relay and the API publish themselves
- * (EMF, server/metrics.ts, namespace Rendezvous, dimension Deployment = the stack name): relay
+ * (EMF, server/metrics/, namespace Rendezvous, dimension Deployment = the stack name): relay
  * authentication refusals (brute force), capacity refusals, the hottest task's parked sockets and
  * live splices against its capacity (capacity.ts), and API authentication failures. Alarms
  * notify an SNS topic encrypted with a customer-managed key whose policy lets CloudWatch use it
@@ -39,7 +39,7 @@ import {
   METRIC,
   METRICS_NAMESPACE,
   type MetricDef,
-} from '../../server/metrics.js';
+} from '../../server/metrics/catalogue.js';
 import { PARKED_CAPACITY, RELAY_SCALING, SPLICE_CAPACITY } from './capacity.js';
 import type { RegistrationApi } from './registration-api.js';
 import type { RelayService } from './relay-service.js';

@@ -52,7 +52,7 @@ import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics/catalogue.js';
 import { RELAY_NOFILE, RELAY_SCALING, RELAY_TASK_CPU, RELAY_TASK_MEMORY_MIB } from './capacity.js';
 import { metricsEnvironment, PROJECT_ROOT } from './function.js';
 import type { StateTable } from './state-table.js';

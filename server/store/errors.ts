@@ -7,7 +7,6 @@
  * non-secret values (table, endpoint without userinfo, region), never credentials.
  */
 import { type RendezvousError, storeUnavailable } from '../../core/errors.js';
-import type { Store } from './store.js';
 
 /** The settings a Store runs on, and where each came from (to name them in a failure). */
 export interface StoreSettings {
@@ -161,12 +160,4 @@ export function storeFailure(err: unknown, s: StoreSettings): RendezvousError {
 /** The settings of the store a failure came from (compare with a Store's `settings`). */
 export function failedStore(err: unknown): StoreSettings | undefined {
   return typeof err === 'object' && err !== null ? origins.get(err) : undefined;
-}
-
-/**
- * One cheap strongly consistent read, so a command that uses the store later (the console)
- * fails at start with the cause instead of on its first page.
- */
-export async function probeStore(store: Store): Promise<void> {
-  await store.getIdentity('rendezvous-probe');
 }

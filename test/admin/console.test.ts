@@ -16,7 +16,7 @@ import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-serve
 import { connect } from '../../client/mobile.js';
 import { currentCode } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startEchoServer } from '../support/net.js';
 
 const CHROMIUM = '/usr/bin/chromium';

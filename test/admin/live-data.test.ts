@@ -11,12 +11,10 @@ import { codeForStep, timeStep } from '../../core/totp.js';
 import { LastRendezvousWriter } from '../../relay/last-rendezvous.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import type { RendezvousSummary } from '../../relay/telemetry.js';
-import {
-  FAILURE_LIMIT_DEFAULTS,
-  provisionIdentity,
-  registerHiddenServer,
-} from '../../server/registration.js';
-import { Store } from '../../server/store/store.js';
+import { provisionIdentity } from '../../server/identities.js';
+import { FAILURE_LIMIT_DEFAULTS } from '../../server/limits.js';
+import { registerHiddenServer } from '../../server/register.js';
+import { Store } from '../../server/store/index.js';
 import { countingStoreProxy } from '../support/counting-proxy.js';
 import { dial } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';

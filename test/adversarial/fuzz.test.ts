@@ -25,7 +25,8 @@ import {
 } from '../../core/relay-line.js';
 import { queryParam } from '../../functions/http.js';
 import { encodePeerLine, verifyPeerLine } from '../../relay/peer-line.js';
-import { checkResponse, checkUuid } from '../../server/registration.js';
+import { checkUuid } from '../../server/identities.js';
+import { checkResponse } from '../../server/register.js';
 
 const ours = (err: unknown) => err instanceof RendezvousError;
 const bytes = fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a));

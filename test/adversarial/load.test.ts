@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, readAll, sha256 } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';

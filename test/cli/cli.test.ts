@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
 import { connect as connectToHidden } from '../../index.js';
-import { Store } from '../../server/store/store.js';
+import { Store } from '../../server/store/index.js';
 import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';

@@ -11,7 +11,8 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
+import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { closedPort } from '../support/net.js';
 

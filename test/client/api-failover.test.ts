@@ -16,7 +16,8 @@ import { makeRegisterHandler } from '../../functions/register.js';
 import { connect, createHiddenServer, type HiddenServer } from '../../index.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
+import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { closedPort, readAll, sha256 } from '../support/net.js';
 

@@ -18,7 +18,7 @@ import {
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { readAll, sha256 } from '../support/net.js';
 
 let stack: LocalStack;

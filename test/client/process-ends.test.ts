@@ -8,7 +8,7 @@ import { type AddressInfo, createServer, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { exitWithin, waitForOutput } from '../support/cli.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/hidden-server-child.ts', import.meta.url));

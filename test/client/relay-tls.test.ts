@@ -14,7 +14,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
 

@@ -14,7 +14,7 @@ import {
   rendezvousUrl,
 } from '../../index.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { readAll, startEchoServer } from '../support/net.js';
 

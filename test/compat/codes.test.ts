@@ -6,12 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { draftFromRecord, importIdentities } from '../../cli/import/import.js';
 import { newAsciiTotpSecret, ORIGINAL_COMPAT, verifyCode } from '../../core/totp.js';
-import {
-  authenticateConnect,
-  COMPAT_MAX_REUSES_PER_STEP,
-  provisionIdentity,
-  registerHiddenServer,
-} from '../../server/registration.js';
+import { authenticateConnect } from '../../server/connect-auth.js';
+import { provisionIdentity } from '../../server/identities.js';
+import { COMPAT_MAX_REUSES_PER_STEP } from '../../server/limits.js';
+import { registerHiddenServer } from '../../server/register.js';
 import { embeddedStore } from '../support/store.js';
 import {
   base32Bytes,

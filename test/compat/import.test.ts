@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AdminConsole, startAdminConsole } from '../../admin/server.js';
 import { splitDump } from '../../cli/import/import.js';
-import { registerHiddenServer } from '../../server/registration.js';
+import { registerHiddenServer } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { embeddedStore } from '../support/store.js';
 import {

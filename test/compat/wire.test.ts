@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importIdentities } from '../../cli/import/import.js';
 import { currentCode } from '../../core/totp.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { runCli } from '../support/cli.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, rawExchange } from '../support/net.js';

@@ -13,9 +13,10 @@ import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability, apiObservabilityFromEnv, RefusalLogGate } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
-import { METRIC } from '../../server/metrics.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
-import { Store } from '../../server/store/store.js';
+import { provisionIdentity } from '../../server/identities.js';
+import { METRIC } from '../../server/metrics/catalogue.js';
+import type { RegistrationPolicy } from '../../server/register.js';
+import { Store } from '../../server/store/index.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
@@ -61,7 +62,7 @@ function capture() {
   };
 }
 
-/** The EMF document server/metrics.ts writes for one metric value (Timestamp: any number). */
+/** The EMF document server/metrics/registry.ts writes for one metric value (Timestamp: any number). */
 function emfDoc(name: string, value: number, dims: Record<string, string> = {}) {
   return {
     _aws: {

@@ -11,12 +11,10 @@ import { isRendezvousError } from '../../core/errors.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { homeStoreFromEnv, makeRegisterHandler } from '../../functions/register.js';
 import { startStoreServer } from '../../local/store-server.js';
-import {
-  authenticateConnect,
-  provisionIdentity,
-  type RegistrationPolicy,
-} from '../../server/registration.js';
-import { Store } from '../../server/store/store.js';
+import { authenticateConnect } from '../../server/connect-auth.js';
+import { provisionIdentity } from '../../server/identities.js';
+import type { RegistrationPolicy } from '../../server/register.js';
+import { Store } from '../../server/store/index.js';
 import { apiEvent } from '../support/api-event.js';
 import { closedPort } from '../support/net.js';
 import { type Replicator, startReplicator } from '../support/replicator.js';

@@ -8,12 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
-import {
-  provisionIdentity,
-  type RegistrationPolicy,
-  registerHiddenServer,
-} from '../../server/registration.js';
-import type { Store } from '../../server/store/store.js';
+import { provisionIdentity } from '../../server/identities.js';
+import { type RegistrationPolicy, registerHiddenServer } from '../../server/register.js';
+import type { Store } from '../../server/store/index.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 

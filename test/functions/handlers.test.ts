@@ -6,8 +6,9 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { apiObservability } from '../../functions/observe.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity, type RegistrationPolicy } from '../../server/registration.js';
-import { Store } from '../../server/store/store.js';
+import { provisionIdentity } from '../../server/identities.js';
+import type { RegistrationPolicy } from '../../server/register.js';
+import { Store } from '../../server/store/index.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 

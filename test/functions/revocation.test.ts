@@ -6,13 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRendezvousError } from '../../core/errors.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import {
-  provisionIdentity,
-  registerHiddenServer,
-  rotateIdentitySecret,
-  setIdentityDisabled,
-} from '../../server/registration.js';
-import type { Store } from '../../server/store/store.js';
+import { provisionIdentity, rotateIdentitySecret, setIdentityDisabled } from '../../server/identities.js';
+import { registerHiddenServer } from '../../server/register.js';
+import type { Store } from '../../server/store/index.js';
 import { embeddedStore } from '../support/store.js';
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;

@@ -20,7 +20,7 @@ import {
 } from '../../infra/constructs/capacity.js';
 import { OWN_METRIC_THRESHOLDS } from '../../infra/constructs/observability.js';
 import { FD_HEADROOM_SHARE } from '../../relay/server.js';
-import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics/catalogue.js';
 import { synthApp } from './cdk-app.js';
 
 const app = synthApp({

@@ -9,7 +9,7 @@ import { connect as connectToHiddenServer } from '../../client/mobile.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { type LocalStack, startLocalStack } from '../../local/stack.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../server/registration.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../server/identities.js';
 import { closedWithin, dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 
 let stack: LocalStack;

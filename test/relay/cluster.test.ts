@@ -12,7 +12,7 @@ import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-serve
 import { currentCode } from '../../core/totp.js';
 import { encodePeerLine } from '../../relay/peer-line.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../server/registration.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, postBody, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 

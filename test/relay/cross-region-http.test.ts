@@ -15,7 +15,7 @@ import { parseRequestHead } from '../../core/http-head.js';
 import { regionFromEnv } from '../../relay/main.js';
 import { redirectLocation } from '../../relay/regions.js';
 import { type Relay, startRelay } from '../../relay/server.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { closedPort, rawExchange } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';
 

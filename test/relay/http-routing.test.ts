@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial, readAll } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

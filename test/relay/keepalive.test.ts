@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
 import type { Relay } from '../../relay/server.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

@@ -16,7 +16,7 @@ import { encodePeerHello, PEER_TIMEOUT_MS } from '../../relay/peer-line.js';
 import { PeerPool } from '../../relay/peer-pool.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
 import { encodePeerLine } from '../../relay/peer-line.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

@@ -12,7 +12,7 @@ import { currentCode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startBalancer } from '../support/balancer.js';
 import { BIN } from '../support/cli.js';
 import { closedWithin, dial, readAll, sha256, startEchoServer } from '../support/net.js';

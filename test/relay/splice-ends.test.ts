@@ -10,7 +10,7 @@ import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splice } from '../../core/splice.js';
 import { currentCode } from '../../core/totp.js';
-import { provisionIdentity } from '../../server/registration.js';
+import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
 import { waitFor } from '../support/wait.js';

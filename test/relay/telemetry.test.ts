@@ -19,8 +19,8 @@ import { encodePeerLine } from '../../relay/peer-line.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import type { RendezvousSummary } from '../../relay/telemetry.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { METRIC } from '../../server/metrics.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../server/registration.js';
+import { type ProvisionedIdentity, provisionIdentity } from '../../server/identities.js';
+import { METRIC } from '../../server/metrics/catalogue.js';
 import { dial, rawExchange } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';
 

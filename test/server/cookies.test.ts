@@ -8,7 +8,7 @@ import {
   newCookie,
   secretsEqual,
 } from '../../server/cookies.js';
-import { sourceKeyOf } from '../../server/registration.js';
+import { sourceKeyOf } from '../../server/limits.js';
 
 describe('cookies', () => {
   it('carry at least 128 random bits and fit the relay line format', () => {

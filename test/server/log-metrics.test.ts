@@ -5,7 +5,8 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { jsonLog, LogBudget, makeRecord, memoryLog, textLog, withFields } from '../../core/log.js';
-import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE, Metrics } from '../../server/metrics.js';
+import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics/catalogue.js';
+import { Metrics } from '../../server/metrics/registry.js';
 
 const capture = () => {
   const out = new PassThrough();

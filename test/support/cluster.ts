@@ -5,7 +5,7 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { type Relay, type RelayOptions, startRelay } from '../../relay/server.js';
-import type { RegistrationPolicy } from '../../server/registration.js';
+import type { RegistrationPolicy } from '../../server/register.js';
 import { embeddedStore } from './store.js';
 
 /** Log lines a relay wrote, for assertions. */

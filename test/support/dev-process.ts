@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { Store } from '../../server/store/store.js';
+import { Store } from '../../server/store/index.js';
 import { BIN } from './cli.js';
 
 /** A running `rendezvous dev`. */

@@ -1,7 +1,7 @@
 /** An embedded dynalite per test file, with the table created. */
 
 import { startStoreServer } from '../../local/store-server.js';
-import { Store } from '../../server/store/store.js';
+import { Store } from '../../server/store/index.js';
 
 /** Starts dynalite on a free port and returns a Store on a fresh table. */
 export async function embeddedStore(table = 'rendezvous-test') {

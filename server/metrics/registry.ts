@@ -8,76 +8,10 @@
  *     metrics, one flush per minute on AWS. Counters and histograms flush what happened since the
  *     last flush; gauges flush their current value.
  *
- * Names: `METRIC` below is the catalogue shared by the relay, the API handlers and the CDK
- * dashboard, alarms and autoscaling, so a renamed metric breaks a test instead of a graph.
+ * Names: `METRIC` (./catalogue.ts) is the catalogue shared by the relay, the API handlers and the
+ * CDK dashboard, alarms and autoscaling, so a renamed metric breaks a test instead of a graph.
  */
-
-/** CloudWatch namespace of every metric (the CDK reads the same constant). */
-export const METRICS_NAMESPACE = 'Rendezvous';
-/**
- * EMF dimension naming the deployment (a stack): every EMF record carries it, so two stacks in one
- * region do not mix. Its value comes from RENDEZVOUS_METRICS_DIMENSION (the CDK sets the stack name).
- */
-export const DEPLOYMENT_DIMENSION = 'Deployment';
-
-/** The metric catalogue: EMF name (CamelCase), Prometheus name, unit, labels. */
-export const METRIC = {
-  // Relay
-  parkedSockets: {
-    emf: 'ParkedSockets',
-    prom: 'rendezvous_relay_parked_sockets',
-    unit: 'Count',
-    labels: ['protocol'],
-  },
-  liveSplices: { emf: 'LiveSplices', prom: 'rendezvous_relay_live_splices', unit: 'Count', labels: [] },
-  pairings: {
-    emf: 'Pairings',
-    prom: 'rendezvous_relay_pairings_total',
-    unit: 'Count',
-    labels: ['protocol', 'path'],
-  },
-  rendezvousBytes: {
-    emf: 'Bytes',
-    prom: 'rendezvous_relay_bytes_total',
-    unit: 'Bytes',
-    labels: ['direction'],
-  },
-  handshakeTime: {
-    emf: 'HandshakeTime',
-    prom: 'rendezvous_relay_handshake_milliseconds',
-    unit: 'Milliseconds',
-    labels: ['protocol'],
-  },
-  peerLinkLatency: {
-    emf: 'PeerLinkLatency',
-    prom: 'rendezvous_relay_peer_link_milliseconds',
-    unit: 'Milliseconds',
-    labels: [],
-  },
-  relayRefusals: {
-    emf: 'Refusals',
-    prom: 'rendezvous_relay_refusals_total',
-    unit: 'Count',
-    labels: ['reason'],
-  },
-  // API handlers
-  registrations: {
-    emf: 'Registrations',
-    prom: 'rendezvous_api_registrations_total',
-    unit: 'Count',
-    labels: [],
-  },
-  lookups: { emf: 'Lookups', prom: 'rendezvous_api_lookups_total', unit: 'Count', labels: ['outcome'] },
-  apiRefusals: {
-    emf: 'ApiRefusals',
-    prom: 'rendezvous_api_refusals_total',
-    unit: 'Count',
-    labels: ['reason'],
-  },
-} as const;
-
-/** One catalogue entry. */
-export type MetricDef = (typeof METRIC)[keyof typeof METRIC];
+import { DEPLOYMENT_DIMENSION, emfDimension, METRICS_NAMESPACE, type MetricDef } from './catalogue.js';
 
 /** Label values of one series, by label name. */
 export type Labels = Record<string, string>;
@@ -348,11 +282,6 @@ export function emfValues(observed: Map<number, number>): { Values: number[]; Co
     (entries[at] as [number, number])[1] += c;
   }
   return { Values: entries.map((e) => e[0]), Counts: entries.map((e) => e[1]) };
-}
-
-/** `protocol` → `Protocol`: EMF dimension names are CamelCase like the metric names. */
-export function emfDimension(label: string): string {
-  return label.charAt(0).toUpperCase() + label.slice(1);
 }
 
 /**

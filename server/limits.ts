@@ -1,0 +1,118 @@
+/**
+ * Guess limits: every code, from a PUT registration or a relay CONNECT, is a guess reserved
+ * against its source address's budget and its uuid's before it is evaluated, and given back when
+ * it was valid. The failure-limit defaults, the source key (IPv6 by /64) and trusted sources.
+ */
+import { isIP } from 'node:net';
+import { authFailed, RendezvousError } from '../core/errors.js';
+import { verifyCode } from '../core/totp.js';
+import type { Identity, Reservation, Store } from './store/index.js';
+
+/** The failure-limit part of a policy. */
+export interface FailurePolicy {
+  /** Wrong-code guesses per uuid evaluated inside `failureWindowSeconds`. */
+  maxFailures?: number;
+  /** Wrong-code guesses per source address (IPv4 address, IPv6 /64) inside the window. */
+  maxFailuresPerSource?: number;
+  failureWindowSeconds?: number;
+}
+
+/** Defaults of the guess limits: 10 per uuid and 5 per source address per 5 minutes. */
+export const FAILURE_LIMIT_DEFAULTS = {
+  maxFailures: 10,
+  maxFailuresPerSource: 5,
+  failureWindowSeconds: 300,
+} as const;
+
+/** Further looks at a full per-source budget before a 429. */
+export const SOURCE_RESERVE_RETRIES = 3;
+/** The base pause between two looks at a full per-source budget (milliseconds, jittered up to twice). */
+export const SOURCE_RESERVE_RETRY_MS = 50;
+
+/** Source addresses remembered per identity as having registered (exempt from its lockout). */
+export const MAX_TRUSTED_SOURCES = 8;
+
+/**
+ * Most uses of one code within its step for compat identities with `reuseWithinStep` (the
+ * original allowed any number): enough for an original HTTP-specific client that re-parks with
+ * the same code after each of ~8 rendezvous a second, yet a captured code cannot open unbounded
+ * registrations or parks. Past it, the code is refused until the next step.
+ */
+export const COMPAT_MAX_REUSES_PER_STEP = 256;
+
+/**
+ * The key a source address is counted under: an IPv4 address as is, an IPv6 address by its /64
+ * (one host usually holds a whole /64), anything else (no address known) under one shared key.
+ */
+export function sourceKeyOf(address: string | undefined): string {
+  const a = (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  if (isIP(a) === 4) return a;
+  if (isIP(a) !== 6) return 'unknown';
+  const [head = '', tail = ''] = a.toLowerCase().split('::');
+  const h = head ? head.split(':') : [];
+  const t = a.includes('::') && tail ? tail.split(':') : [];
+  const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/** The identity's trusted sources with `src` added (newest last, bounded). */
+export function trust(identity: Identity | undefined, src: string): string[] {
+  const list = (identity?.trustedSources ?? []).filter((s) => s !== src);
+  return [...list, src].slice(-MAX_TRUSTED_SOURCES);
+}
+
+const tooManyAttempts = (retryAfter: number) =>
+  new RendezvousError('TOO_MANY_ATTEMPTS', 'too many failed attempts, try again later', {
+    permanent: false,
+    retryAfter,
+  });
+
+/**
+ * The checks every code goes through. A guess is reserved before it is evaluated — first against
+ * its source address's budget, then against the uuid's — so concurrent guesses cannot exceed
+ * either. When the uuid's budget is spent, only sources that registered it before are still
+ * evaluated (the real agent keeps working during an attack); everyone else gets 429. Unknown,
+ * disabled and known uuids go through exactly the same steps and answers. A valid code (even a
+ * replayed one) is no guess: its reservations are given back, so an agent restarting within one
+ * step trips nothing. Returns the code's time step; replay is the caller's conditional write.
+ */
+export async function verifyWithinLimits(
+  store: Store,
+  policy: FailurePolicy,
+  uuid: string,
+  identity: Identity | undefined,
+  code: string,
+  src: string,
+  nowMs: number,
+): Promise<number> {
+  const nowSec = Math.floor(nowMs / 1000);
+  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
+  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
+
+  let bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  // Valid codes hold a reservation for a few milliseconds before giving it back, so a burst of
+  // them from one address (hidden servers behind one NAT starting together) can find the budget
+  // full for a moment: look again briefly before answering 429. Each look is still a reservation.
+  for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
+    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
+    bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  }
+  if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
+  const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
+  if (!byUuid.ok && !(identity?.trustedSources ?? []).includes(src)) {
+    // Not evaluated: the source's reservation goes back.
+    await store.refundAttempt('source', src, bySource.windowStart);
+    throw tooManyAttempts(byUuid.retryAfter);
+  }
+  const step = identity && !identity.disabled ? verifyCode(identity, code, nowMs) : null;
+  if (step === null) throw authFailed();
+  await Promise.all([
+    store.refundAttempt('source', src, bySource.windowStart),
+    byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
+  ]);
+  return step;
+}

@@ -1,0 +1,112 @@
+/**
+ * Registration: a hidden server proves its identity with a TOTP code (within the guess limits,
+ * once per code) and gets a new `R` triple, replacing its previous cookie. Transport-free: the
+ * Lambda handler and the CLI both call in here.
+ */
+import { authFailed, badRequest } from '../core/errors.js';
+import type { RendezvousTriple } from '../core/triple.js';
+import { DEFAULT_COOKIE_TTL_SECONDS, mobileCookieFor, NO_EXPIRY, newCookie } from './cookies.js';
+import {
+  COMPAT_MAX_REUSES_PER_STEP,
+  type FailurePolicy,
+  sourceKeyOf,
+  trust,
+  verifyWithinLimits,
+} from './limits.js';
+import { type Identity, SPLIT_COOKIE_SCHEME, type Store } from './store/index.js';
+
+/** Where this deployment's relay is reached, and registration policy. */
+export interface RegistrationPolicy extends FailurePolicy {
+  relayHost: string;
+  relayPort: number;
+  /** The relay's generic protocol over TLS (same host), when it has a TLS listener. */
+  relayTlsPort?: number;
+  region?: string;
+  cookieTtlSeconds?: number;
+}
+
+/** Validates a TOTP response parameter. */
+export function checkResponse(response: string | undefined): string {
+  if (response === undefined || response === '') throw badRequest('missing parameter: response');
+  if (!/^[0-9]{6,10}$/.test(response)) throw badRequest('malformed parameter: response');
+  return response;
+}
+
+/**
+ * Authenticates a hidden server by TOTP and makes a new registration for it, replacing (and so
+ * invalidating) its previous cookie. Unknown uuid, disabled identity, wrong code and replayed code
+ * all fail with the same AUTH_FAILED.
+ */
+export async function registerHiddenServer(
+  store: Store,
+  policy: RegistrationPolicy,
+  uuid: string,
+  code: string,
+  nowMs: number = Date.now(),
+  /** The caller's address (API Gateway's `sourceIp`), for the per-source guess limit. */
+  source?: string,
+  /**
+   * Where codes are claimed and guesses counted: the identity's home replica when this region is
+   * another one of a global table (see `homeClaims`), else `store`. Replication between replicas
+   * lags, so a conditional write in this region would not see a step accepted in another one
+   * moments ago; on one replica, a code is accepted once anywhere and guesses count everywhere.
+   */
+  claims: Store = store,
+): Promise<RendezvousTriple> {
+  const identity = await claims.getIdentity(uuid);
+  const src = sourceKeyOf(source);
+  const step = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
+  const generation = (identity as Identity).generation ?? 0;
+  const extra = { generation, trustedSources: trust(identity, src) };
+  if (
+    !(await claims.acceptStep(uuid, step, 'register', undefined, extra)) &&
+    // The original let a code register any number of times within its step (each PUT a new cookie).
+    !(
+      (identity as Identity).compat?.reuseWithinStep &&
+      (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
+    )
+  )
+    throw authFailed();
+
+  const nowSec = Math.floor(nowMs / 1000);
+  const lifetime = (identity as Identity).compat?.cookieLifetime;
+  // The hidden server gets R<hiddenCookie>; everything stored, and the look-up, use the one-way
+  // derivation, so knowing the public I cookie does not let anyone park as the hidden server.
+  const hiddenCookie = newCookie();
+  const cookie = mobileCookieFor(hiddenCookie);
+  const replaced = await store.putRegistration({
+    uuid,
+    cookie,
+    cookieScheme: SPLIT_COOKIE_SCHEME,
+    generation,
+    host: policy.relayHost,
+    port: policy.relayPort,
+    ...(policy.relayTlsPort ? { tlsPort: policy.relayTlsPort } : {}),
+    region: policy.region,
+    registeredAt: nowSec,
+    expiresAt:
+      lifetime === 'next-registration'
+        ? NO_EXPIRY
+        : nowSec + (lifetime ?? policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
+  });
+  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
+  // so TTL removes its record (it is refused as replaced from now on either way).
+  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS) {
+    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
+  }
+  // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
+  const after = await claims.getIdentity(uuid);
+  if (!after || after.disabled || (after.generation ?? 0) !== generation) {
+    await store.deleteRegistration(uuid, cookie);
+    throw authFailed();
+  }
+  return withTls(
+    { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` },
+    policy.relayTlsPort,
+  );
+}
+
+/** Adds `tlsPort` to a triple only when there is one (the seed's triple has three fields). */
+export function withTls(triple: RendezvousTriple, tlsPort: number | undefined): RendezvousTriple {
+  return tlsPort ? { ...triple, tlsPort } : triple;
+}

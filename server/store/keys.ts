@@ -1,0 +1,66 @@
+/**
+ * The key schema of the one table (`pk`/`sk`, TTL attribute `expiresAt`): every key is built
+ * here, so the layout below is the whole truth.
+ *
+ *   SERVER#<uuid> / IDENTITY       secret, digits, step, algorithm, label, lastStep, generation,
+ *                                  trusted sources, compat (settings of identities imported from
+ *                                  node-rendezvous; absent = strict), reuses
+ *   SERVER#<uuid> / REGISTRATION   current mobile cookie <c>, scheme, relay host/port, region, expiresAt
+ *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window (exists for any uuid
+ *                                  anyone guessed at, known or not, so the two look the same)
+ *   SOURCE#<addr> / ATTEMPTS       guesses from one source address in the current window
+ *   COOKIE#<c>    / COOKIE         uuid, expiresAt
+ *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
+ *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
+ *   SERVER#<uuid> / LAST           the uuid's last rendezvous per protocol (operator console)
+ *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
+ *                                  rotated, disabled, deleted): relays read these once per pass
+ *                                  instead of re-reading every parked key (expires after an hour)
+ *
+ * <c> is always the mobile (`I`) cookie; the hidden server's `R` cookie is never stored (the relay
+ * derives <c> from it, see `mobileCookieFor`).
+ */
+import type { ParkKind } from '../../core/protocol.js';
+
+/** One item's primary key. */
+export interface Key {
+  pk: string;
+  sk: string;
+}
+
+const serverKey = (uuid: string) => `SERVER#${uuid}`;
+const cookieKey = (cookie: string) => `COOKIE#${cookie}`;
+
+/** The sort key every identity item has (a scan for identities filters on it). */
+export const IDENTITY_SK = 'IDENTITY';
+
+/** A uuid's identity item. */
+export const identityKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: IDENTITY_SK });
+
+/** A uuid's current registration. */
+export const registrationKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'REGISTRATION' });
+
+/** The item a mobile cookie resolves through. */
+export const cookieItemKey = (cookie: string): Key => ({ pk: cookieKey(cookie), sk: 'COOKIE' });
+
+/** A uuid's last rendezvous per protocol. */
+export const lastRendezvousKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'LAST' });
+
+/** What a guess counter is kept for: one uuid, or one source address. */
+export type AttemptScope = 'uuid' | 'source';
+
+/** A guess counter's item. */
+export const attemptsKey = (scope: AttemptScope, key: string): Key => ({
+  pk: scope === 'uuid' ? serverKey(key) : `SOURCE#${key}`,
+  sk: 'ATTEMPTS',
+});
+
+/** The partition of `key`'s park records and the sort-key prefix before each relay's id. */
+export const parkKeys = (kind: ParkKind, key: string): { pk: string; prefix: string } =>
+  kind === 'generic' ? { pk: cookieKey(key), prefix: 'PARK#' } : { pk: serverKey(key), prefix: 'HTTPPARK#' };
+
+/** The partition every change notice is written to. */
+export const CHANGES_PK = 'CHANGES';
+
+/** Sort key of a change notice: zero-padded milliseconds, so a range read is a time range. */
+export const changeSk = (ms: number): string => ms.toString().padStart(15, '0');

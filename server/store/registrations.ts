@@ -1,0 +1,147 @@
+/**
+ * Registrations and their cookies: where each hidden server is registered now, and the cookie
+ * items a mobile cookie resolves through. Replacing or removing a registration leaves a change
+ * notice, so relays drop sockets parked with the old cookie at their next pass.
+ */
+import { RendezvousError } from '../../core/errors.js';
+import { isLive, secretsEqual } from '../cookies.js';
+import type { Changes } from './changes.js';
+import { cookieItemKey, registrationKey } from './keys.js';
+import { isConditionFailed, type Table } from './table.js';
+
+/** The registration scheme whose `R` and `I` cookies differ (`I` derived one-way from `R`). */
+export const SPLIT_COOKIE_SCHEME = 'split-v1';
+
+/** Where a hidden server is registered now. */
+export interface Registration {
+  uuid: string;
+  /** The mobile (`I`) cookie. */
+  cookie: string;
+  /**
+   * `split-v1` for registrations whose `R` cookie differs from `I`; absent on registrations made
+   * before the split, whose one shared cookie was public: those are treated as not registered.
+   */
+  cookieScheme?: typeof SPLIT_COOKIE_SCHEME;
+  /** The identity's generation when it registered (a rotation in between voids it). */
+  generation?: number;
+  host: string;
+  port: number;
+  /** The relay's TLS port for the generic protocol, when it has one. */
+  tlsPort?: number;
+  region?: string;
+  registeredAt: number;
+  /** Epoch seconds. */
+  expiresAt: number;
+}
+
+/** What a valid cookie resolves to. */
+export interface CookieBinding {
+  uuid: string;
+  expiresAt: number;
+}
+
+/** The registrations and cookie items of one table. */
+export class Registrations {
+  constructor(
+    private readonly table: Table,
+    private readonly changes: Changes,
+  ) {}
+
+  /**
+   * Makes `reg` the uuid's current registration: writes the new cookie, then swaps the
+   * registration (returning the one it replaced). A crash between the writes leaves at worst an
+   * orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
+   */
+  async put(reg: Registration): Promise<Registration | undefined> {
+    await this.table.put({
+      Item: { ...cookieItemKey(reg.cookie), uuid: reg.uuid, expiresAt: reg.expiresAt },
+      ConditionExpression: 'attribute_not_exists(pk)',
+    });
+    // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
+    // is no longer current, and can say so precisely ("replaced") rather than "unknown".
+    const old = (await this.table.put({
+      Item: { ...registrationKey(reg.uuid), ...reg },
+      ReturnValues: 'ALL_OLD',
+    })) as Registration | undefined;
+    // Sockets parked with the old cookie, on any relay, are told at the relays' next pass.
+    if (old?.cookie && old.cookie !== reg.cookie) await this.changes.note(reg.uuid);
+    return old;
+  }
+
+  /** The uuid's live registration, or undefined (missing or expired). */
+  async get(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
+    const reg = await this.record(uuid);
+    if (!reg || !isLive(reg.expiresAt, nowMs)) return undefined;
+    // Made before the R/I split: its one cookie was public, so anyone could have parked with it.
+    if (reg.cookieScheme !== SPLIT_COOKIE_SCHEME) return undefined;
+    return reg;
+  }
+
+  /** The uuid's registration even when expired (operator console: "last registration"). */
+  async record(uuid: string): Promise<Registration | undefined> {
+    const { pk, sk } = registrationKey(uuid);
+    return this.table.get<Registration>(pk, sk);
+  }
+
+  /**
+   * Resolves a cookie to its uuid, checking existence, expiry and that it is still the uuid's
+   * current cookie. Throws COOKIE_UNKNOWN, COOKIE_EXPIRED or COOKIE_REPLACED.
+   */
+  async resolveCookie(cookie: string, nowMs: number = Date.now()): Promise<CookieBinding> {
+    const { pk, sk } = cookieItemKey(cookie);
+    const item = await this.table.get<CookieBinding>(pk, sk);
+    if (!item) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie');
+    if (!isLive(item.expiresAt, nowMs)) {
+      throw new RendezvousError('COOKIE_EXPIRED', 'cookie expired, register again');
+    }
+    const reg = await this.get(item.uuid, nowMs);
+    // No registration at all: the identity was disabled, rotated or deleted by the operator, or
+    // registered before the R/I split (which must register again).
+    if (!reg) throw new RendezvousError('COOKIE_UNKNOWN', 'unknown cookie (registration revoked)');
+    if (!secretsEqual(reg.cookie, cookie)) {
+      throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
+    }
+    return { uuid: item.uuid, expiresAt: item.expiresAt };
+  }
+
+  /**
+   * Shortens a replaced cookie record's life (a cookie that lived "until the next registration"
+   * would otherwise stay in the table for good); it is refused as replaced meanwhile anyway.
+   */
+  async expireCookie(cookie: string, expiresAt: number): Promise<void> {
+    try {
+      await this.table.update({
+        Key: cookieItemKey(cookie),
+        UpdateExpression: 'SET expiresAt = :e',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: { ':e': expiresAt },
+      });
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+    }
+  }
+
+  /**
+   * Deletes the uuid's registration and its cookie record; with `onlyCookie`, only while that is
+   * still the current cookie (a registration withdrawing itself must not delete a newer one).
+   */
+  async delete(uuid: string, onlyCookie?: string): Promise<void> {
+    let old: Registration | undefined;
+    try {
+      old = (await this.table.delete({
+        Key: registrationKey(uuid),
+        ReturnValues: 'ALL_OLD',
+        ...(onlyCookie === undefined
+          ? {}
+          : { ConditionExpression: 'cookie = :c', ExpressionAttributeValues: { ':c': onlyCookie } }),
+      })) as Registration | undefined;
+    } catch (err) {
+      if (isConditionFailed(err)) return;
+      throw err;
+    }
+    if (old?.cookie) {
+      await this.table.delete({ Key: cookieItemKey(old.cookie) });
+      await this.changes.note(uuid);
+    }
+  }
+}
