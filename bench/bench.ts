@@ -70,7 +70,7 @@ async function main() {
       forwarders.map((f) => f.name),
     ),
   };
-  // A partial run (--only) must not overwrite the full results the README quotes.
+  // A partial run (--only) must not overwrite the full results docs/performance.md quotes.
   writeResults(result, process.argv.includes('--only') ? `only-${ONLY}.json` : 'latest.json');
   printReport(result);
   service.store.close();

@@ -20,7 +20,7 @@ export function hardFdLimit(): number {
   return m?.[1] === 'unlimited' ? 1_048_576 : Number(m?.[1] ?? 1024);
 }
 
-/** The relay keeps this share of its descriptor limit for itself (relay/server.ts FD_HEADROOM_SHARE). */
+/** The relay keeps this share of its descriptor limit for itself (relay/capacity.ts FD_HEADROOM_SHARE). */
 const RELAY_FD_HEADROOM = 0.2;
 
 /**

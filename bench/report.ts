@@ -1,5 +1,5 @@
 /**
- * What `npm run bench` leaves behind: the ratios of medians the README quotes, the results file
+ * What `npm run bench` leaves behind: the ratios of medians docs/performance.md quotes, the results file
  * (bench/results/latest.json, or only-<group>.json for `--only`), and the table on stdout with every
  * figure whose runs disagree flagged (⚠ in the table, a warning on stderr).
  */

@@ -32,9 +32,6 @@ import { startSession } from './session.js';
 import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
 
-/** The descriptor ceiling's headroom, where infra and the bench have always read it (see relay/capacity.ts). */
-export { FD_HEADROOM_SHARE } from './capacity.js';
-
 /** Relay settings; every limit has a default. */
 export interface RelayOptions {
   store: Store;

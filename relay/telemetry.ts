@@ -22,8 +22,8 @@ import { METRIC } from '../server/metrics/catalogue.js';
 import { Metrics } from '../server/metrics/registry.js';
 import { LimitLog, SPLICE_CAP_MESSAGE } from './limits.js';
 
-/** Which protocol a rendezvous or refusal belongs to. */
-export type TelemetryProtocol = 'generic' | 'http';
+/** Which protocol a rendezvous or refusal belongs to (the park kinds of core/protocol.ts). */
+export type TelemetryProtocol = ParkKind;
 
 /** How a rendezvous ended. */
 export type RendezvousEnd =
@@ -63,7 +63,7 @@ export type { TargetState } from '../core/relay-line.js';
 
 /**
  * Why the relay said no: the `reason` of refusal records and the label of the Refusals metric.
- * Stable: dashboards and alarms select on these values. The README's table explains each.
+ * Stable: dashboards and alarms select on these values. docs/operations.md's table explains each.
  */
 export const REFUSAL_REASONS = [
   'malformed_line',

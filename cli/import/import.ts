@@ -3,7 +3,7 @@
  * them) and creating identities with the same uuid and secret, idempotently. Records carry
  * secrets: nothing here logs or echoes one, and reports name uuids only.
  *
- * Accepted input (see the README, "Migrating from node-rendezvous"):
+ * Accepted input (see docs/migrating.md):
  *   - a JSON object of uuid → record (the record as a JSON string, as redis holds it, or as an object);
  *   - a JSON array of records (strings or objects), or one record object;
  *   - lines: one record's JSON per line, each optionally preceded by its key on the line before

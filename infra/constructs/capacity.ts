@@ -3,7 +3,7 @@
  * measured figures so a change of task size, descriptor limit or measurement moves the targets
  * with it (test/infra/observability.test.ts checks the arithmetic and the template).
  *
- * Inputs (README, Performance → "Parked sockets and the store at rest"):
+ * Inputs (docs/performance.md, "Parked sockets and the store at rest"):
  *   - one more parked socket costs 2,176 B of RSS (the bundle as deployed, 15,000 parked, the
  *     second 7,500 only, median of 3 runs; 2,171–2,263);
  *   - filling a relay also grows V8's heap once, by about 35–40 MB, which a full GC does not return;
@@ -11,7 +11,7 @@
  *     64 MiB of RSS (VmRSS 65,404 kB at 5 s, 62,416 kB at 30 s, 63,436 kB at 60 s after start,
  *     against a local store, on the shared 2-core x86 machine; measured once for this change);
  *   - the relay keeps FD_HEADROOM_SHARE (20%) of its descriptor limit, and 16 more, away from
- *     client sockets (relay/server.ts), and the task's limit is RELAY_NOFILE.
+ *     client sockets (relay/capacity.ts), and the task's limit is RELAY_NOFILE.
  * A live splice holds two sockets (two descriptors) and, at worst, both directions' stream
  * buffers full: a stalled reader keeps up to one high-water mark on the reading side and one on
  * the writing side of each direction (64 KiB each in Node 22), so 4 × 64 KiB per splice.
@@ -36,11 +36,11 @@ export const RELAY_NOFILE = 65_536;
 
 /**
  * Share of the descriptor limit the relay keeps for itself (store, health, peers, logs). Must
- * equal relay/server.ts FD_HEADROOM_SHARE (a test checks); not imported, so synth does not load
+ * equal relay/capacity.ts FD_HEADROOM_SHARE (a test checks); not imported, so synth does not load
  * the relay and its SDK clients.
  */
 export const RELAY_FD_HEADROOM_SHARE = 0.2;
-/** Descriptors the relay keeps beyond the share (relay/server.ts: `… - 16`). */
+/** Descriptors the relay keeps beyond the share (relay/capacity.ts: `… - 16`). */
 export const RELAY_FD_RESERVED = 16;
 
 const MiB = 1024 * 1024;
@@ -66,7 +66,7 @@ export const ALARM_SHARE = 0.8;
 export const RELAY_SOCKET_MEMORY_BYTES =
   RELAY_TASK_MEMORY_MIB * MiB - RELAY_MEASURED.baselineRssBytes - RELAY_MEASURED.heapGrowthBytes;
 
-/** Client sockets the relay accepts before it refuses at its descriptor ceiling (relay/server.ts). */
+/** Client sockets the relay accepts before it refuses at its descriptor ceiling (relay/capacity.ts). */
 export const RELAY_MAX_CLIENT_SOCKETS =
   Math.floor(RELAY_NOFILE * (1 - RELAY_FD_HEADROOM_SHARE)) - RELAY_FD_RESERVED;
 

@@ -19,7 +19,7 @@ import {
   SPLICE_CAPACITY,
 } from '../../infra/constructs/capacity.js';
 import { OWN_METRIC_THRESHOLDS } from '../../infra/constructs/observability.js';
-import { FD_HEADROOM_SHARE } from '../../relay/server.js';
+import { FD_HEADROOM_SHARE } from '../../relay/capacity.js';
 import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics/catalogue.js';
 import { synthApp } from './cdk-app.js';
 
@@ -55,7 +55,7 @@ function dashboardOf(t: Template): { widgets: Array<{ properties: Record<string,
 describe('capacity per relay task, derived from measured figures', () => {
   it('mirrors the relay: its descriptor headroom, and the ceiling where it starts refusing', () => {
     expect(RELAY_FD_HEADROOM_SHARE).toBe(FD_HEADROOM_SHARE);
-    // relay/server.ts: Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16, with the task's nofile.
+    // relay/capacity.ts: Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16, with the task's nofile.
     expect(RELAY_MAX_CLIENT_SOCKETS).toBe(Math.floor(65_536 * 0.8) - 16);
     expect(RELAY_MAX_CLIENT_SOCKETS).toBe(52_412);
   });
