@@ -12,6 +12,7 @@ import { mobileCookieFor } from '../../server/cookies.js';
 import type { ProvisionedIdentity } from '../../server/registration.js';
 import { closedWithin, dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
 import { expose, provision, startStack } from '../support/stack.js';
+import { waitFor as waitUntil } from '../support/wait.js';
 
 let stack: LocalStack;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
@@ -128,13 +129,8 @@ async function parkByHand() {
 }
 let manualCookie = '';
 
-async function waitFor(cond: () => boolean, ms = 2_000) {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+/** Waits for the relay to see a park; 10 s, not 2, so a busy machine is not taken for a failure. */
+const waitFor = (cond: () => boolean, ms = 10_000) => waitUntil(cond, ms, 'condition not met in time');
 
 describe('bad inputs on the wire', () => {
   it('API: wrong code 401, unknown uuid 401 with the same body, replay 401', async () => {
