@@ -11,6 +11,7 @@ import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
 import { mobileCookieFor } from '../../server/cookies.js';
 import { provisionIdentity, rotateIdentitySecret, setIdentityDisabled } from '../../server/identities.js';
 import { SPLIT_COOKIE_SCHEME } from '../../server/store/index.js';
+import { untilEvaluated } from '../support/api-event.js';
 import { type DevProcess, startDevProcess, storeOf } from '../support/dev-process.js';
 import { dial, rawExchange, readAll } from '../support/net.js';
 import { SecretLedger } from '../support/secrets.js';
@@ -51,6 +52,13 @@ async function put(uuid: string, code: string) {
   return { status: res.status, headers: res.headers, body };
 }
 
+/** The API's `503 store unavailable`: the store timed out on a busy machine; nothing was evaluated. */
+const storeUnavailable = (r: { status: number; body: { error?: { diagnostic: string } } }) =>
+  r.status === 503 && r.body.error?.diagnostic === 'store unavailable, try again later';
+
+/** `put`, sent again while the store times out (a limit test asserts the evaluated answer). */
+const putEvaluated = (uuid: string, code: string) => untilEvaluated(() => put(uuid, code), storeUnavailable);
+
 describe('TOTP', () => {
   it('a code works once: a sequential replay is refused', async () => {
     const id = await provision('adv-replay');
@@ -62,11 +70,11 @@ describe('TOTP', () => {
   it('20 concurrent PUTs with the same code yield exactly one 200', async () => {
     const id = await provision('adv-race');
     const code = currentCode(id);
-    const statuses = await Promise.all(
-      Array.from({ length: 20 }, () => put('adv-race', code).then((r) => r.status)),
-    );
+    const answers = await Promise.all(Array.from({ length: 20 }, () => put('adv-race', code)));
+    const statuses = answers.map((r) => r.status);
     expect(statuses.filter((s) => s === 200).length).toBe(1);
-    expect(statuses.filter((s) => s === 401).length).toBe(19);
+    // The others are refused; one the store timed out on (a busy machine) accepted nothing either.
+    expect(answers.filter((r) => r.status === 401 || storeUnavailable(r)).length).toBe(19);
   });
 
   it('codes one step old or new are accepted, two steps away refused', async () => {
@@ -83,8 +91,8 @@ describe('TOTP', () => {
     const other = await provision('adv-limit-other');
     const good = currentCode(id);
     const wrong = String((Number(good) + 500_000) % 1_000_000).padStart(6, '0');
-    for (let i = 0; i < 10; i++) expect((await put('adv-limit', wrong)).status).toBe(401);
-    const limited = await put('adv-limit', good);
+    for (let i = 0; i < 10; i++) expect((await putEvaluated('adv-limit', wrong)).status).toBe(401);
+    const limited = await putEvaluated('adv-limit', good);
     expect(limited.status).toBe(429);
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(Number(limited.headers.get('retry-after'))).toBeLessThanOrEqual(300);
@@ -298,9 +306,10 @@ describe('regression: only real uuids ever answered 429, on CONNECT too (issue 1
     const statuses: Record<string, string[]> = { 'adv-enum-known': [], 'adv-enum-nobody': [] };
     for (const uuid of Object.keys(statuses)) {
       for (let n = 0; n < 12; n++) {
-        const r = await rawExchange(
-          dev.httpPort,
-          `CONNECT uuid:${uuid}?response=00000${n % 10} HTTP/1.1\r\n\r\n`,
+        // A CONNECT the store timed out on (503, a busy machine) was not evaluated: sent again.
+        const r = await untilEvaluated(
+          () => rawExchange(dev.httpPort, `CONNECT uuid:${uuid}?response=00000${n % 10} HTTP/1.1\r\n\r\n`),
+          (x) => x.text.startsWith('HTTP/1.1 503 '),
         );
         statuses[uuid]?.push(r.text.split('\r\n')[0] as string);
       }
@@ -352,7 +361,14 @@ describe('registration API input', () => {
           const qs = pairs.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
           const res = await fetch(`${dev.apiUrl}/?${qs}`, { method });
           const text = await res.text();
-          expect([400, 401, 404, 405, 429]).toContain(res.status);
+          // A store that timed out on a busy machine answers its 503, which is no internal error.
+          if (
+            !(
+              res.status === 503 &&
+              JSON.parse(text).error?.diagnostic === 'store unavailable, try again later'
+            )
+          )
+            expect([400, 401, 404, 405, 429]).toContain(res.status);
           expect(text).not.toMatch(/\n\s+at |Error:/);
           expect(Object.keys(JSON.parse(text))).toEqual(['error']);
         },

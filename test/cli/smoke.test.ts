@@ -10,21 +10,17 @@ import { base32Encode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import type { LocalStack } from '../../local/stack.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { closedPort } from '../support/net.js';
+import { provision, startStack } from '../support/stack.js';
 
 let stack: LocalStack;
 const closers: Array<() => unknown> = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     relay: { pairWaitMs: 3_000 },
   });
 });
@@ -54,7 +50,7 @@ async function smoke(opts: { api: string; uuid: string; secret: string; relayHtt
 
 describe('rendezvous smoke (issue 18)', () => {
   it('passes every step against the local stack, printing each, exit 0', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'smoke-ok' });
+    const id = await provision(stack, { uuid: 'smoke-ok' });
     const r = await runCli(['smoke', '--api', stack.apiUrl, '--uuid', 'smoke-ok'], {
       RENDEZVOUS_SECRET: id.secret,
       RENDEZVOUS_RELAY_HTTP: relayHttp(),
@@ -69,7 +65,7 @@ describe('rendezvous smoke (issue 18)', () => {
 
   it('runs again at once with the same identity (the codes of the last run are skipped)', async () => {
     // 5-second steps (the otpauth URI carries them), so waiting for unused codes is short.
-    const id = await provisionIdentity(stack.store, { uuid: 'smoke-twice', params: { step: 5 } });
+    const id = await provision(stack, { uuid: 'smoke-twice', params: { step: 5 } });
     expect(id.otpauth).toContain('period=5');
     const first = await smoke({ api: stack.apiUrl, uuid: 'smoke-twice', secret: id.otpauth });
     expect(first.failed).toBeUndefined();
@@ -79,7 +75,7 @@ describe('rendezvous smoke (issue 18)', () => {
   }, 60_000);
 
   it('a wrong secret fails the register step: exit 1, the step named, no secret shown', async () => {
-    await provisionIdentity(stack.store, { uuid: 'smoke-wrong' });
+    await provision(stack, { uuid: 'smoke-wrong' });
     // Another secret, with 5-second steps so the three refused steps come quickly.
     const wrong = base32Encode(Buffer.from('not the secret of smoke-wrong'));
     const uri = `otpauth://totp/x:smoke-wrong?secret=${wrong}&period=5&digits=6&algorithm=SHA1`;
@@ -93,7 +89,7 @@ describe('rendezvous smoke (issue 18)', () => {
   });
 
   it('an API that does not answer fails the register step', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'smoke-noapi' });
+    const id = await provision(stack, { uuid: 'smoke-noapi' });
     const r = await smoke({
       api: `http://127.0.0.1:${await closedPort()}/`,
       uuid: 'smoke-noapi',
@@ -116,12 +112,12 @@ describe('rendezvous smoke (issue 18)', () => {
       port: 0,
     });
     closers.push(() => api.close());
-    const a = await provisionIdentity(stack.store, { uuid: 'smoke-norelay' });
+    const a = await provision(stack, { uuid: 'smoke-norelay' });
     const r = await smoke({ api: api.url, uuid: 'smoke-norelay', secret: a.secret });
     expect(r.failed).toBe('park (generic)');
     expect(r.passed).toEqual(['register (generic)']);
 
-    const b = await provisionIdentity(stack.store, { uuid: 'smoke-nohttp' });
+    const b = await provision(stack, { uuid: 'smoke-nohttp' });
     const h = await smoke({
       api: stack.apiUrl,
       uuid: 'smoke-nohttp',

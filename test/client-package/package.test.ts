@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import type { LocalStack } from '../../local/stack.js';
 import { stop, waitForOutput } from '../support/cli.js';
 import {
   CLIENT_DIR,
@@ -25,6 +24,7 @@ import {
 } from '../support/client-package.js';
 import { startEchoServer } from '../support/net.js';
 import { type Sshd, startSshd } from '../support/sshd.js';
+import { provision, startStack } from '../support/stack.js';
 
 const run = promisify(execFile);
 const VERSION = JSON.parse(readFileSync(join(CLIENT_DIR, 'package.json'), 'utf8')).version as string;
@@ -42,7 +42,7 @@ beforeAll(async () => {
   packed = await packClient(dir);
   app = await installTarball(packed.tarball, dir);
   bin = join(app, 'node_modules/.bin/rendezvous');
-  stack = await startLocalStack({ apiPort: 0, relayPort: 0, httpPort: 0, storePort: 0 });
+  stack = await startStack();
   echo = await startEchoServer();
 }, 240_000);
 
@@ -84,7 +84,7 @@ async function consumer(file: string, extra: Record<string, string>): Promise<st
 
 /** Starts a hidden server with the installed package's ESM entry; resolves once it parks. */
 async function exposeWithEsm(uuid: string, targetPort: number): Promise<void> {
-  const id = await provisionIdentity(stack.store, { uuid });
+  const id = await provision(stack, { uuid });
   const child = spawn(process.execPath, ['hidden.mjs'], {
     cwd: app,
     env: userEnv({ API: stack.apiUrl, UUID: uuid, SECRET: id.secret, TARGET: String(targetPort) }),
@@ -214,7 +214,7 @@ describe('the installed `rendezvous` command', () => {
     let sshd: Sshd | undefined;
     try {
       sshd = await startSshd();
-      const id = await provisionIdentity(stack.store, { uuid: 'pkg-ssh' });
+      const id = await provision(stack, { uuid: 'pkg-ssh' });
       const agent = spawn(bin, ['expose', '--uuid', 'pkg-ssh', '--to', `127.0.0.1:${sshd.port}`], {
         cwd: app,
         env: userEnv({ RENDEZVOUS_API: stack.apiUrl, RENDEZVOUS_SECRET: id.secret }),

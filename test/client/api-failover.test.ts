@@ -15,21 +15,17 @@ import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { connect, createHiddenServer, type HiddenServer } from '../../index.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import type { LocalStack } from '../../local/stack.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { closedPort, readAll, sha256 } from '../support/net.js';
+import { provision, startStack } from '../support/stack.js';
 
 let stack: LocalStack;
 const closers: Array<() => unknown> = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     // Revocations reach parked sockets quickly, so an agent is made to register again mid-test.
     relay: { pairWaitMs: 1_500, revalidateMs: 200 },
   });
@@ -113,7 +109,7 @@ describe('several API URLs (issue 18)', () => {
     const down = await resettingApi();
     const b = await regionApi();
     const apis = [down.url, b.url];
-    const id = await provisionIdentity(stack.store, { uuid: 'fo-skip' });
+    const id = await provision(stack, { uuid: 'fo-skip' });
     await listen(createHiddenServer({ api: apis, uuid: 'fo-skip', secret: id.secret }, (s) => s.pipe(s)));
     expect(down.hits()).toBe(1);
     for (let i = 0; i < 3; i++) await echoThrough(apis, 'fo-skip');
@@ -126,7 +122,7 @@ describe('several API URLs (issue 18)', () => {
   it('a refused connection and a 5xx fail over; the last URL that fails is the error reported', async () => {
     const refused = `http://127.0.0.1:${await closedPort()}/`;
     const unavailable = await answeringApi(503);
-    const id = await provisionIdentity(stack.store, { uuid: 'fo-5xx' });
+    const id = await provision(stack, { uuid: 'fo-5xx' });
     await listen(
       createHiddenServer(
         { api: `${refused},${unavailable.url},${stack.apiUrl}`, uuid: 'fo-5xx', secret: id.secret },
@@ -142,7 +138,7 @@ describe('several API URLs (issue 18)', () => {
 
   it('a refused code, an unregistered uuid and other 4xx answers are final: no other region is asked', async () => {
     const other = await answeringApi(200);
-    const id = await provisionIdentity(stack.store, { uuid: 'fo-final' });
+    const id = await provision(stack, { uuid: 'fo-final' });
     const step = timeStep(id, Date.now());
     const wrong = codeForStep(id, step + 5);
     const refused = await registerWithApi([stack.apiUrl, other.url], 'fo-final', wrong).catch((e) => e);
@@ -163,7 +159,7 @@ describe('several API URLs (issue 18)', () => {
 
   it('the CLI takes --api repeated or comma-separated, and RENDEZVOUS_API comma-separated', async () => {
     const down = `http://127.0.0.1:${await closedPort()}/`;
-    const id = await provisionIdentity(stack.store, { uuid: 'fo-cli' });
+    const id = await provision(stack, { uuid: 'fo-cli' });
     await listen(
       createHiddenServer({ api: stack.apiUrl, uuid: 'fo-cli', secret: id.secret }, (s) => s.pipe(s)),
     );
@@ -195,7 +191,7 @@ describe('several API URLs (issue 18)', () => {
     const a = await regionApi();
     const b = await regionApi();
     const apis = [a.url, b.url];
-    const id = await provisionIdentity(stack.store, { uuid: 'fo-midway' });
+    const id = await provision(stack, { uuid: 'fo-midway' });
     const server = createHiddenServer(
       { api: apis, uuid: 'fo-midway', secret: id.secret, backoff: { minMs: 50, maxMs: 500 } },
       (s) => s.pipe(s),

@@ -16,20 +16,16 @@ import {
   isRendezvousError,
   rendezvousUrl,
 } from '../../index.js';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import type { LocalStack } from '../../local/stack.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { provisionIdentity } from '../../server/identities.js';
 import { readAll, sha256 } from '../support/net.js';
+import { provision, startStack } from '../support/stack.js';
 
 let stack: LocalStack;
 const servers: HiddenServer[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     relay: { pairWaitMs: 1_500 },
   });
 });
@@ -50,7 +46,7 @@ function listen(server: HiddenServer): Promise<void> {
 
 describe('createHiddenServer + connect (generic protocol)', () => {
   it('an echo hidden server answers connect() with sha256-equal bytes, both ways', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'lib-echo' });
+    const id = await provision(stack, { uuid: 'lib-echo' });
     // Three lines, as the issue promises: create, echo each connection, listen.
     const server = createHiddenServer(
       { api: stack.apiUrl, uuid: 'lib-echo', secret: id.secret, pool: 2 },
@@ -65,7 +61,7 @@ describe('createHiddenServer + connect (generic protocol)', () => {
   });
 
   it('close() stops parking and lets a live connection finish, then emits close', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'lib-close' });
+    const id = await provision(stack, { uuid: 'lib-close' });
     const server = createHiddenServer({ api: stack.apiUrl, uuid: 'lib-close', secret: id.secret }, (s) =>
       s.pipe(s),
     );
@@ -95,7 +91,7 @@ describe('createHiddenServer + connect (generic protocol)', () => {
   });
 
   it('an AbortSignal aborts a pending connect() promptly with a typed ABORTED error', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'lib-abort' });
+    const id = await provision(stack, { uuid: 'lib-abort' });
     // Registered but never parked: the relay keeps the mobile client waiting.
     await fetch(
       `${stack.apiUrl}/?uuid=lib-abort&response=${(await import('../../core/totp.js')).currentCode(id)}`,
@@ -119,7 +115,7 @@ describe('createHiddenServer + connect (generic protocol)', () => {
   });
 
   it('a wrong secret surfaces as a typed AUTH_FAILED error, not a retry loop', async () => {
-    await provisionIdentity(stack.store, { uuid: 'lib-wrong' });
+    await provision(stack, { uuid: 'lib-wrong' });
     // A 1 s step: the agent tries the next steps' codes (a restart's replay looks the same)
     // before it concludes the secret is wrong.
     const server = createHiddenServer({
@@ -142,7 +138,7 @@ describe('createHiddenServer + connect (generic protocol)', () => {
 
 describe('an http.Server app behind the HTTP-specific protocol', () => {
   beforeAll(async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'lib-web' });
+    const id = await provision(stack, { uuid: 'lib-web' });
     const app = createServer((req, res) => {
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ hello: 'from a hidden http.Server', url: req.url }));

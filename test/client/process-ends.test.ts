@@ -7,9 +7,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import type { LocalStack } from '../../local/stack.js';
 import { exitWithin, waitForOutput } from '../support/cli.js';
+import { provision, startStack } from '../support/stack.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/hidden-server-child.ts', import.meta.url));
 
@@ -17,7 +17,7 @@ let stack: LocalStack;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({ apiPort: 0, relayPort: 0, httpPort: 0, storePort: 0 });
+  stack = await startStack();
 });
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
@@ -39,7 +39,7 @@ function child(env: Record<string, string>): { proc: ChildProcess; stderr: () =>
 
 describe('a process using the library ends when it should (issue 13)', () => {
   it('HTTP-specific close() lets the process exit promptly (was: a 30 s read timer)', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'proc-close-http' });
+    const id = await provision(stack, { uuid: 'proc-close-http' });
     const { proc, stderr } = child({
       MODE: 'close-http',
       RELAY: `http://127.0.0.1:${stack.httpPort}`,
@@ -80,7 +80,7 @@ describe('a process using the library ends when it should (issue 13)', () => {
   });
 
   it('a wrong secret with no error listener: a warning and a clean exit, not an unhandled error', async () => {
-    await provisionIdentity(stack.store, { uuid: 'proc-wrong' });
+    await provision(stack, { uuid: 'proc-wrong' });
     const { proc, stderr } = child({
       MODE: 'wrong-secret',
       API: stack.apiUrl,

@@ -13,10 +13,10 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import type { LocalStack } from '../../local/stack.js';
 import { runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
+import { provision, startStack } from '../support/stack.js';
 
 const CERT = fileURLToPath(new URL('./tls/relay-test-cert.pem', import.meta.url));
 const KEY = fileURLToPath(new URL('./tls/relay-test-key.pem', import.meta.url));
@@ -72,18 +72,14 @@ beforeAll(async () => {
   tls = await forwarder((onSocket) =>
     createTlsServer({ key: readFileSync(KEY), cert: readFileSync(CERT), allowHalfOpen: true }, onSocket),
   );
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     relay: { pairWaitMs: 5_000 },
     // What the register handler gets on AWS with a certificate: the plain port and the TLS port.
     policy: { relayPort: plain.port, relayTlsPort: tls.port },
   });
   relayPort = stack.relayPort;
   echo = await startEchoServer();
-  const id = await provisionIdentity(stack.store, { uuid: 'tls-echo' });
+  const id = await provision(stack, { uuid: 'tls-echo' });
   env = { ...stack.env, NODE_EXTRA_CA_CERTS: CERT };
   agent = spawnCli(['expose', '--uuid', 'tls-echo', '--to', `127.0.0.1:${echo.port}`], {
     ...env,

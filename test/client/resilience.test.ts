@@ -6,27 +6,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newTotpSecret, otpauthUri } from '../../core/totp.js';
-import {
-  connect,
-  createHiddenServer,
-  exposeHiddenServer,
-  type HiddenServer,
-  rendezvousUrl,
-} from '../../index.js';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
-import { provisionIdentity } from '../../server/identities.js';
+import { connect, createHiddenServer, type HiddenServer, rendezvousUrl } from '../../index.js';
+import type { LocalStack } from '../../local/stack.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
 import { readAll, startEchoServer } from '../support/net.js';
+import { expose, provision, startStack } from '../support/stack.js';
 
 let stack: LocalStack;
 const servers: HiddenServer[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     relay: { pairWaitMs: 1_500 },
   });
 });
@@ -55,15 +45,8 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
   it('exposeHiddenServer (generic) keeps serving through a flood of resets', async () => {
     const echo = await startEchoServer();
     try {
-      const id = await provisionIdentity(stack.store, { uuid: 'rst-expose' });
-      const server = exposeHiddenServer({
-        api: stack.apiUrl,
-        uuid: 'rst-expose',
-        secret: id.secret,
-        pool: 4,
-        target: { host: '127.0.0.1', port: echo.port },
-        backoff: { minMs: 10, maxMs: 100 },
-      });
+      const id = await provision(stack, { uuid: 'rst-expose' });
+      const server = expose(stack, id, echo.port, { pool: 4, backoff: { minMs: 10, maxMs: 100 } });
       await listening(server);
       await floodGenericResets(stack.apiUrl, 'rst-expose', 300);
       expect(server.listening).toBe(true);
@@ -74,7 +57,7 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
   });
 
   it('createHiddenServer with a handler that adds no error listener keeps serving', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'rst-lib' });
+    const id = await provision(stack, { uuid: 'rst-lib' });
     const server = createHiddenServer(
       { api: stack.apiUrl, uuid: 'rst-lib', secret: id.secret, pool: 4, backoff: { minMs: 10, maxMs: 100 } },
       (socket) => socket.pipe(socket),
@@ -88,14 +71,10 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
   it('exposeHiddenServer (HTTP-specific) keeps serving through a flood of resets', async () => {
     const web = await startFreezableWebServer();
     try {
-      const id = await provisionIdentity(stack.store, { uuid: 'rst-http' });
-      const server = exposeHiddenServer({
+      const id = await provision(stack, { uuid: 'rst-http' });
+      const server = expose(stack, id, web.port, {
         protocol: 'http',
-        relay: `http://127.0.0.1:${stack.httpPort}`,
-        uuid: 'rst-http',
-        secret: id.secret,
         pool: 4,
-        target: { host: '127.0.0.1', port: web.port },
         backoff: { minMs: 10, maxMs: 100 },
       });
       await listening(server);
@@ -115,14 +94,8 @@ describe('resets from mobile clients (issue 12 item 2)', () => {
 
 describe('a hidden server whose target is down tells the mobile side (issue 13)', () => {
   it('HTTP-specific: the mobile client gets a 502 with a JSON body', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'down-http' });
-    const server = exposeHiddenServer({
-      protocol: 'http',
-      relay: `http://127.0.0.1:${stack.httpPort}`,
-      uuid: 'down-http',
-      secret: id.secret,
-      target: { host: '127.0.0.1', port: 1 },
-    });
+    const id = await provision(stack, { uuid: 'down-http' });
+    const server = expose(stack, id, 1, { protocol: 'http' });
     await listening(server);
     const res = await fetch(rendezvousUrl(`http://127.0.0.1:${stack.httpPort}`, 'down-http', '/x'));
     expect(res.status).toBe(502);
@@ -132,13 +105,8 @@ describe('a hidden server whose target is down tells the mobile side (issue 13)'
   });
 
   it('generic: the connection ends (no hang) and the library says why', async () => {
-    const id = await provisionIdentity(stack.store, { uuid: 'down-generic' });
-    const server = exposeHiddenServer({
-      api: stack.apiUrl,
-      uuid: 'down-generic',
-      secret: id.secret,
-      target: { host: '127.0.0.1', port: 1 },
-    });
+    const id = await provision(stack, { uuid: 'down-generic' });
+    const server = expose(stack, id, 1);
     await listening(server);
     const socket = await connect({ api: stack.apiUrl, uuid: 'down-generic' });
     const got = await new Promise<string>((resolve) => {

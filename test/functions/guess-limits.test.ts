@@ -11,7 +11,7 @@ import { makeRegisterHandler } from '../../functions/register.js';
 import { provisionIdentity } from '../../server/identities.js';
 import { type RegistrationPolicy, registerHiddenServer } from '../../server/register.js';
 import type { Store } from '../../server/store/index.js';
-import { apiEvent, resultBody } from '../support/api-event.js';
+import { apiEvent, resultBody, storeUnavailable, untilEvaluated } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
 const event = apiEvent;
@@ -96,7 +96,7 @@ describe('regression: 100 concurrent wrong codes were all evaluated (issue 12.6)
     const evaluated = results.filter((r) => r.statusCode === 401).length;
     const limited = results.filter((r) => r.statusCode === 429).length;
     // A store overloaded by the burst on a busy machine answers 503, which evaluates nothing either.
-    const unavailable = results.filter((r) => r.statusCode === 503).length;
+    const unavailable = results.filter(storeUnavailable).length;
     expect(evaluated + limited + unavailable).toBe(100);
     expect(evaluated).toBeGreaterThan(0);
     expect(evaluated).toBeLessThanOrEqual(policy.maxFailures as number);
@@ -112,7 +112,7 @@ describe('regression: 100 concurrent wrong codes were all evaluated (issue 12.6)
     const evaluated = results.filter((r) => r.statusCode === 401).length;
     expect(evaluated).toBeGreaterThan(0);
     expect(evaluated).toBeLessThanOrEqual(policy.maxFailuresPerSource);
-    const unavailable = results.filter((r) => r.statusCode === 503).length;
+    const unavailable = results.filter(storeUnavailable).length;
     expect(results.filter((r) => r.statusCode === 429).length).toBe(100 - evaluated - unavailable);
     const counter = await env.store.getAttempts('source', '10.2.0.1');
     expect(counter?.count ?? 0).toBeLessThanOrEqual(policy.maxFailuresPerSource);
@@ -126,7 +126,8 @@ describe('regression: only real uuids ever answered 429 (issue 12.7)', () => {
     for (const uuid of Object.keys(seen)) {
       // One guess per source, so only the per-uuid limit can answer 429.
       for (let n = 0; n < 14; n++) {
-        const r = await put(uuid, wrongCode(id, n), `10.3.${uuid.length}.${n + 1}`);
+        // A guess the store timed out on was not evaluated: it is sent again (the same guess).
+        const r = await untilEvaluated(() => put(uuid, wrongCode(id, n), `10.3.${uuid.length}.${n + 1}`));
         seen[uuid]?.push(`${r.statusCode} ${r.body}`);
       }
     }
@@ -151,10 +152,15 @@ describe('regression: anyone who knew a uuid could lock its hidden server out (i
       ),
     ]);
     const evaluated = attack.filter((r) => r.statusCode === 401).length;
-    expect(attack.every((r) => r.statusCode === 401 || r.statusCode === 429)).toBe(true);
+    // A store overloaded by the burst on a busy machine answers 503, which evaluates nothing either.
+    expect(attack.every((r) => r.statusCode === 401 || r.statusCode === 429 || storeUnavailable(r))).toBe(
+      true,
+    );
     expect(evaluated).toBeLessThanOrEqual(policy.maxFailures as number);
     // The uuid is exhausted now: a new address gets 429 without its guess being evaluated.
-    expect((await put('lock-victim', wrongCode(id, 999), '203.0.113.200')).statusCode).toBe(429);
+    expect(
+      (await untilEvaluated(() => put('lock-victim', wrongCode(id, 999), '203.0.113.200'))).statusCode,
+    ).toBe(429);
 
     // The real agent, with the right code, during the attack: registered.
     const ok = await put('lock-victim', codeForStep(id, step), agentSource);

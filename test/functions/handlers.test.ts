@@ -9,7 +9,7 @@ import { mobileCookieFor } from '../../server/cookies.js';
 import { provisionIdentity } from '../../server/identities.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { Store } from '../../server/store/index.js';
-import { apiEvent, resultBody } from '../support/api-event.js';
+import { apiEvent, resultBody, untilEvaluated } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
 const event = apiEvent;
@@ -132,10 +132,13 @@ describe('register (PUT) and lookup (GET)', () => {
   it('429s with Retry-After after too many failures, for that uuid only', async () => {
     const id = await provisionIdentity(env.store, { uuid: 'hs-limit' });
     const other = await provisionIdentity(env.store, { uuid: 'hs-limit-other' });
+    // A guess the store timed out on (a busy machine) was not evaluated: it is sent again.
+    const guess = (response: string) =>
+      untilEvaluated(() => register(event('PUT', { uuid: 'hs-limit', response })));
     for (let i = 0; i < 3; i++) {
-      expect((await register(event('PUT', { uuid: 'hs-limit', response: '000000' }))).statusCode).toBe(401);
+      expect((await guess('000000')).statusCode).toBe(401);
     }
-    const r = await register(event('PUT', { uuid: 'hs-limit', response: currentCode(id) }));
+    const r = await guess(currentCode(id));
     expect(r.statusCode).toBe(429);
     expect(Number(r.headers?.['retry-after'])).toBeGreaterThan(0);
     expect(body(r).error.permanent).toBe(false);

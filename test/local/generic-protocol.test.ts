@@ -4,13 +4,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exposeHiddenServer, type HiddenServer } from '../../client/hidden-server.js';
+import type { HiddenServer } from '../../client/hidden-server.js';
 import { connect as connectToHiddenServer } from '../../client/mobile.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
-import { type LocalStack, startLocalStack } from '../../local/stack.js';
+import type { LocalStack } from '../../local/stack.js';
 import { mobileCookieFor } from '../../server/cookies.js';
-import { type ProvisionedIdentity, provisionIdentity } from '../../server/identities.js';
+import type { ProvisionedIdentity } from '../../server/identities.js';
 import { closedWithin, dial, rawExchange, readAll, sha256, startEchoServer } from '../support/net.js';
+import { expose, provision, startStack } from '../support/stack.js';
+import { waitFor as waitUntil } from '../support/wait.js';
 
 let stack: LocalStack;
 let echo: Awaited<ReturnType<typeof startEchoServer>>;
@@ -20,22 +22,12 @@ let agent: HiddenServer;
 const HANDSHAKE_MS = 400;
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    apiPort: 0,
-    relayPort: 0,
-    httpPort: 0,
-    storePort: 0,
+  stack = await startStack({
     relay: { handshakeTimeoutMs: HANDSHAKE_MS, pairWaitMs: 2_000, revalidateMs: 200 },
   });
   echo = await startEchoServer();
-  id = await provisionIdentity(stack.store, { uuid: 'echo-server' });
-  agent = exposeHiddenServer({
-    api: stack.apiUrl,
-    uuid: id.uuid,
-    secret: id.otpauth,
-    target: { host: '127.0.0.1', port: echo.port },
-    pool: 2,
-  });
+  id = await provision(stack, { uuid: 'echo-server' });
+  agent = expose(stack, { uuid: id.uuid, secret: id.otpauth }, echo.port, { pool: 2 });
   await new Promise((r) => agent.once('parked', r));
 });
 
@@ -124,7 +116,7 @@ let manualStep = 0;
 /** Registers uuid "manual" once and parks one raw `R` socket. */
 async function parkByHand() {
   if (!manualStep) {
-    const manual = await provisionIdentity(stack.store, { uuid: 'manual' });
+    const manual = await provision(stack, { uuid: 'manual' });
     manualStep = timeStep(manual, Date.now());
     const r = await api('PUT', `uuid=manual&response=${codeForStep(manual, manualStep)}`);
     expect(r.status).toBe(200);
@@ -137,17 +129,12 @@ async function parkByHand() {
 }
 let manualCookie = '';
 
-async function waitFor(cond: () => boolean, ms = 2_000) {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+/** Waits for the relay to see a park; 10 s, not 2, so a busy machine is not taken for a failure. */
+const waitFor = (cond: () => boolean, ms = 10_000) => waitUntil(cond, ms, 'condition not met in time');
 
 describe('bad inputs on the wire', () => {
   it('API: wrong code 401, unknown uuid 401 with the same body, replay 401', async () => {
-    const other = await provisionIdentity(stack.store, { uuid: 'api-checks' });
+    const other = await provision(stack, { uuid: 'api-checks' });
     const code = currentCode(other);
     const wrong = String((Number(code) + 1) % 1_000_000).padStart(6, '0');
     const a = await api('PUT', `uuid=api-checks&response=${wrong}`);
@@ -167,7 +154,7 @@ describe('bad inputs on the wire', () => {
     const post = await api('POST', 'uuid=x');
     expect(post.status).toBe(405);
     expect(post.headers.get('allow')).toBe('GET, PUT');
-    await provisionIdentity(stack.store, { uuid: 'not-registered' });
+    await provision(stack, { uuid: 'not-registered' });
     const l = await api('GET', 'uuid=not-registered');
     expect(l.status).toBe(404);
     expect(l.body.error).toEqual({ permanent: false, diagnostic: 'hidden server not registered' });
@@ -198,7 +185,7 @@ describe('bad inputs on the wire', () => {
   });
 
   it('relay: a mobile client with no hidden server parked gets -ERR after the wait', async () => {
-    const lonely = await provisionIdentity(stack.store, { uuid: 'lonely' });
+    const lonely = await provision(stack, { uuid: 'lonely' });
     const reg = await api('PUT', `uuid=lonely&response=${currentCode(lonely)}`);
     const r = await rawExchange(
       stack.relayPort,
@@ -209,7 +196,7 @@ describe('bad inputs on the wire', () => {
   });
 
   it('relay: a new registration tells sockets parked with the old cookie -ERR', async () => {
-    const rot = await provisionIdentity(stack.store, { uuid: 'rotating' });
+    const rot = await provision(stack, { uuid: 'rotating' });
     const step = timeStep(rot, Date.now());
     const first = await api('PUT', `uuid=rotating&response=${codeForStep(rot, step)}`);
     const parked = await dial(stack.relayPort);
