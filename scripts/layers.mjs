@@ -134,7 +134,29 @@ export function checkLayers(root) {
   return problems;
 }
 
-/** One cycle per strongly connected group of files (Tarjan), each listed from its first file. */
+/** The shortest import path from `start` back to itself inside one strongly connected group. */
+function shortestCycle(graph, start, group) {
+  const from = new Map([[start, undefined]]);
+  const queue = [start];
+  while (queue.length) {
+    const v = queue.shift();
+    for (const w of graph.get(v) ?? []) {
+      if (!group.has(w)) continue;
+      if (w === start) {
+        const path = [start];
+        for (let x = v; x !== start; x = from.get(x)) path.splice(1, 0, x);
+        return [...path, start];
+      }
+      if (!from.has(w)) {
+        from.set(w, v);
+        queue.push(w);
+      }
+    }
+  }
+  return [start, start];
+}
+
+/** One cycle per strongly connected group of files (Tarjan), each a real path of imports. */
 export function cyclesOf(graph) {
   let index = 0;
   const stack = [];
@@ -162,7 +184,7 @@ export function cyclesOf(graph) {
         group.push(w);
       } while (w !== v);
       const self = (graph.get(v) ?? []).includes(v);
-      if (group.length > 1 || self) out.push([...group.reverse(), group[0]]);
+      if (group.length > 1 || self) out.push(shortestCycle(graph, v, new Set(group)));
     }
   };
   for (const v of graph.keys()) if (!idx.has(v)) visit(v);
