@@ -12,6 +12,9 @@ import type { Socket } from 'node:net';
 export const EMPTY_RESET_HINT =
   'the hidden server ended the connection before sending anything: its target is probably down or refusing (the agent on the hidden server logs why)';
 
+/** How long an end with nothing received waits for a reset that would explain it. */
+const EMPTY_END_GRACE_MS = 250;
+
 /** Bridges `socket` and this process's stdin/stdout; resolves with the exit code when both are done. */
 export function bridgeStdio(
   socket: Socket,
@@ -37,7 +40,18 @@ export function bridgeStdio(
     // (ssh, a pipe) sees EOF now; stdin may still have data for the far side.
     socket.on('end', () => {
       stdoutClosed = new Promise((done) =>
-        stdout.write('', () => {
+        stdout.write('', async () => {
+          // An end before any byte is often the first half of a refusal: the reset that follows
+          // carries the reason. Closing stdout at once let ssh exit and kill this process before
+          // it could say why; wait for the socket's close (briefly) so the reason comes first.
+          if (received === 0 && !socket.closed)
+            await new Promise<void>((closed) => {
+              const t = setTimeout(closed, EMPTY_END_GRACE_MS);
+              socket.once('close', () => {
+                clearTimeout(t);
+                setImmediate(closed);
+              });
+            });
           // process.stdout cannot be end()ed; closing fd 1 is the half-close its reader sees.
           if (stdout === process.stdout) {
             try {

@@ -19,7 +19,7 @@ import { connect as connectToHidden } from '../../index.js';
 import { Store } from '../../server/store/index.js';
 import { BIN, exitWithin, runCli, spawnCli, stop, waitForOutput } from '../support/cli.js';
 import { floodGenericResets, floodHttpResets, startFreezableWebServer } from '../support/flood.js';
-import { dial, readAll, sha256, startEchoServer } from '../support/net.js';
+import { closedPort, dial, readAll, sha256, startEchoServer } from '../support/net.js';
 import { type Sshd, startSshd } from '../support/sshd.js';
 
 // Every test here starts CLI processes from source (tsx compiles each at start: seconds on a
@@ -239,10 +239,7 @@ describe('rendezvous CLI', () => {
 
 describe("connect --listen when the hidden side's target is down (issue 13)", () => {
   it('the local client is reset and connect says why on stderr', async () => {
-    const probe = createNetServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const deadPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    const deadPort = await closedPort();
     await provisionAndExpose('cli-listen-down', deadPort);
     const mobile = spawnCli(['connect', '--uuid', 'cli-listen-down', '--listen', '127.0.0.1:0'], env);
     agents.push(mobile);
@@ -467,11 +464,8 @@ describe('ssh through the rendezvous (real sshd, real ssh client, connect as Pro
   });
 
   it("ssh ends within seconds, with a message, when the hidden side's sshd is down (issue 13)", async () => {
-    // A port nothing listens on: the agent's target refuses every connection.
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const deadPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    // A port nothing listens on (nor will: see closedPort): the agent's target refuses every connection.
+    const deadPort = await closedPort();
     await provisionAndExpose('cli-ssh-down', deadPort);
     const proxy = `${process.execPath} ${BIN} connect --uuid cli-ssh-down`;
     const ssh = spawn(

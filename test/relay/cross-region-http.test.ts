@@ -16,7 +16,7 @@ import { regionFromEnv } from '../../relay/main.js';
 import { redirectLocation } from '../../relay/regions.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { provisionIdentity } from '../../server/identities.js';
-import { closedPort, rawExchange } from '../support/net.js';
+import { freePort, rawExchange } from '../support/net.js';
 import { embeddedStore } from '../support/store.js';
 
 const run = promisify(execFile);
@@ -43,8 +43,8 @@ async function regionRelay(region: string, host: string, port: number, pairWaitM
 
 beforeAll(async () => {
   env = await embeddedStore();
-  portA = await closedPort();
-  portB = await closedPort();
+  portA = await freePort();
+  portB = await freePort();
   relayA = await regionRelay('eu-west-1', 'relay-a.localhost', portA);
   relayB = await regionRelay('us-east-1', 'relay-b.localhost', portB, 4_000);
   app = createServer((req, res) => {

@@ -109,11 +109,35 @@ export function postBody(url: string, body: Buffer): Promise<Buffer> {
   });
 }
 
-/** A port on 127.0.0.1 that nothing listens on (bound once, then released). */
-export async function closedPort(): Promise<number> {
+/** A port on 127.0.0.1 that is free to listen on now (bound once, then released). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
   await new Promise((r) => server.close(r));
   return port;
+}
+
+/**
+ * Low ports: listen(0) never hands them out and nothing in the suite binds them, so they stay
+ * closed. A released ephemeral port does not: with a second suite running, another test bound
+ * one a moment after it was "closed", and a hidden server's dead target answered.
+ */
+const REFUSING_PORTS = [1, 3, 4, 6, 8, 10];
+
+/** A port on 127.0.0.1 that nothing listens on, and nothing will (a connection is refused). */
+export async function closedPort(): Promise<number> {
+  for (const port of REFUSING_PORTS) if (await refuses(port)) return port;
+  throw new Error(`every one of the ports ${REFUSING_PORTS.join(', ')} on 127.0.0.1 accepts connections`);
+}
+
+function refuses(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
 }
