@@ -57,11 +57,11 @@ export async function runProductionRelay(): Promise<number> {
 }
 
 /** True when the bundle is missing or older than a source file of relay/ or core/ (in a checkout). */
-function bundleStale(bundle: string): boolean {
+export function bundleStale(bundle: string, root = ROOT): boolean {
   if (!existsSync(bundle)) return true;
   const built = statSync(bundle).mtimeMs;
   for (const dir of ['relay', 'core']) {
-    const path = join(ROOT, dir);
+    const path = join(root, dir);
     if (!existsSync(path)) continue;
     for (const f of readdirSync(path))
       if (f.endsWith('.ts') && statSync(join(path, f)).mtimeMs > built) return true;
