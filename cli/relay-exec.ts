@@ -35,12 +35,14 @@ export function containerMallocEnv(dockerfile = join(ROOT, 'relay/Dockerfile')):
 export async function runProductionRelay(): Promise<number> {
   const bundle = join(ROOT, 'dist/relay.mjs');
   if (bundleStale(bundle)) {
-    // A checkout whose relay or core changed since the last build: running the old bundle would
+    // A checkout whose relay, server or core changed since the last build: running the old bundle would
     // run code that is not the source in front of the operator.
     try {
       execFileSync(process.execPath, ['scripts/build.mjs', 'relay'], { cwd: ROOT, stdio: 'ignore' });
     } catch {
-      throw new Error('dist/relay.mjs is missing or older than relay/ and core/: run `npm run build`');
+      throw new Error(
+        'dist/relay.mjs is missing or older than relay/, server/ or core/: run `npm run build`',
+      );
     }
   }
   const child = spawn(process.execPath, [...containerNodeFlags(), bundle], {
@@ -56,15 +58,18 @@ export async function runProductionRelay(): Promise<number> {
   });
 }
 
-/** True when the bundle is missing or older than a source file of relay/ or core/ (in a checkout). */
+/** The folders the relay bundle is built from (scripts/build.mjs follows its imports into them). */
+const RELAY_SOURCES = ['relay', 'server', 'core'];
+
+/** True when the bundle is missing or older than a source file it is built from (in a checkout). */
 export function bundleStale(bundle: string, root = ROOT): boolean {
   if (!existsSync(bundle)) return true;
   const built = statSync(bundle).mtimeMs;
-  for (const dir of ['relay', 'core']) {
-    const path = join(root, dir);
-    if (!existsSync(path)) continue;
-    for (const f of readdirSync(path))
-      if (f.endsWith('.ts') && statSync(join(path, f)).mtimeMs > built) return true;
-  }
-  return false;
+  const newer = (dir: string): boolean =>
+    readdirSync(dir, { withFileTypes: true }).some((e) =>
+      e.isDirectory()
+        ? newer(join(dir, e.name))
+        : e.name.endsWith('.ts') && statSync(join(dir, e.name)).mtimeMs > built,
+    );
+  return RELAY_SOURCES.some((dir) => existsSync(join(root, dir)) && newer(join(root, dir)));
 }
