@@ -12,6 +12,10 @@ export type ErrorCode =
   | 'AUTH_FAILED'
   | 'NOT_REGISTERED'
   | 'TOO_MANY_ATTEMPTS'
+  /** The identity is disabled: said only to a caller whose code was right (HTTP 403). */
+  | 'IDENTITY_DISABLED'
+  /** The code was right at a length this identity does not accept: said only to a right code (HTTP 400). */
+  | 'CODE_LENGTH_REFUSED'
   | 'STORE_UNAVAILABLE'
   | 'ALREADY_EXISTS'
   | 'COOKIE_UNKNOWN'
@@ -65,6 +69,16 @@ export const badRequest = (message: string) => new RendezvousError('BAD_REQUEST'
 /** Unknown uuid and wrong code must look the same, so there is one message for both. */
 export const authFailed = () =>
   new RendezvousError('AUTH_FAILED', 'authentication failed', { permanent: true });
+
+/** Told only to a caller whose code was right, so it proves nothing to a guesser. */
+export const identityDisabled = () =>
+  new RendezvousError('IDENTITY_DISABLED', 'identity disabled', { permanent: true });
+
+/** Told only to a caller whose code was right at a length the identity does not accept. */
+export const codeLengthRefused = () =>
+  new RendezvousError('CODE_LENGTH_REFUSED', 'code length not accepted for this identity', {
+    permanent: true,
+  });
 
 /**
  * The store could not be reached or refused the request for reasons of its own; `detail` says

@@ -65,6 +65,31 @@ export function verifyCode(
   return delta === null ? null : timeStep(p, nowMs) + delta;
 }
 
+/**
+ * Length of a one-time proof: 32 decimal digits (about 106 bits). A proof goes in the same
+ * `response` parameter as a code, but no number of guesses finds one, so the server checks it
+ * without spending any guess budget (a stranger's wrong codes never delay the real agent).
+ */
+export const PROOF_DIGITS = 32;
+
+/** True when a `response` value has the shape of a one-time proof rather than a short code. */
+export function isProof(response: string): boolean {
+  return response.length === PROOF_DIGITS && /^[0-9]+$/.test(response);
+}
+
+/**
+ * The one-time proof of a strict identity for a time step: HMAC-SHA256 of the uuid and step
+ * under the identity's secret, its first 128 bits in decimal, cut to PROOF_DIGITS (padded).
+ * Bound to the uuid so two identities sharing a secret never share proofs.
+ */
+export function proofForStep(p: Pick<TotpParams, 'secret'>, uuid: string, step: number): string {
+  const mac = createHmac('sha256', base32Decode(p.secret))
+    .update(`rendezvous-proof:v1:${uuid}:${step}`)
+    .digest();
+  const value = BigInt(`0x${mac.subarray(0, 16).toString('hex')}`) % 10n ** BigInt(PROOF_DIGITS);
+  return value.toString().padStart(PROOF_DIGITS, '0');
+}
+
 /** The `otpauth://` URI authenticator apps and the agent understand. */
 export function otpauthUri(p: TotpParams, uuid: string): string {
   return totpOf(p, uuid).toString();
