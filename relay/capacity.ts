@@ -11,7 +11,7 @@ import type { Log } from '../core/log.js';
 import { encodeErrorLine } from '../core/relay-line.js';
 import type { RelayTelemetry } from './telemetry.js';
 
-/** Share of the descriptor limit kept free of client connections (store, health, peers, logs). */
+/** Share of the descriptor limit kept free of accepted connections (store, health, links this relay opens to peers, logs). */
 export const FD_HEADROOM_SHARE = 0.2;
 
 /** What a client past the ceiling is told. */
@@ -27,7 +27,11 @@ export function readFdLimit(): number | undefined {
   }
 }
 
-/** The client connections a relay holds (both public listeners), against its descriptor ceiling. */
+/**
+ * The connections a relay holds (both public listeners and the peer port), against its
+ * descriptor ceiling. Peer connections count too: strangers' connections to the peer port hold
+ * descriptors like anyone's, and once uncounted they pushed the process past its limit unseen.
+ */
 export class ClientSockets {
   private readonly open = new Set<Socket>();
   /** The descriptor limit stayed below (undefined: none). */
@@ -58,16 +62,26 @@ export class ClientSockets {
    * Tracks an accepted socket. False when it is past the ceiling: the refusal is recorded and the
    * socket answered and closed at once.
    */
-  accept(socket: Socket, protocol: 'generic' | 'http'): boolean {
+  accept(socket: Socket, protocol: 'generic' | 'http' | 'peer'): boolean {
     this.track(socket);
     if (!this.atCeiling(socket, protocol)) return true;
-    if (protocol === 'generic') this.shed(socket, encodeErrorLine(AT_CAPACITY));
-    else
-      this.shed(
+    if (protocol === 'http')
+      shed(
         socket,
         encodeResponse(503, { 'Retry-After': '1' }, { permanent: false, diagnostic: AT_CAPACITY }),
       );
+    else shed(socket, encodeErrorLine(AT_CAPACITY));
     return false;
+  }
+
+  /**
+   * `share` of the connections allowed below the ceiling (rounded down, at least 1), or undefined
+   * without a ceiling: the peer port's admission limit never exceeds a quarter of it.
+   */
+  ceilingShare(share: number): number | undefined {
+    return this.maxClientSockets === undefined
+      ? undefined
+      : Math.max(1, Math.floor(this.maxClientSockets * share));
   }
 
   /** Ends every client connection still open (the end of a drain). */
@@ -83,7 +97,7 @@ export class ClientSockets {
     socket.on('error', this.destroyOnError);
   }
 
-  private atCeiling(socket: Socket, protocol: 'generic' | 'http'): boolean {
+  private atCeiling(socket: Socket, protocol: 'generic' | 'http' | 'peer'): boolean {
     if (this.maxClientSockets === undefined || this.open.size <= this.maxClientSockets) return false;
     this.telemetry.refused('at_capacity', {
       protocol,
@@ -93,13 +107,16 @@ export class ClientSockets {
     });
     return true;
   }
+}
 
-  /** At the ceiling a refusal must free its descriptor at once (no linger): answer, then close. */
-  private shed(socket: Socket, answer: Buffer): void {
-    socket.end(answer);
-    socket.once('finish', () => socket.destroy());
-    setTimeout(() => socket.destroy(), 1_000).unref();
-  }
+/**
+ * Answers and closes at once, freeing the descriptor without the usual linger: the refusals of
+ * a flood (past the ceiling, past an admission limit) must not themselves hold descriptors.
+ */
+export function shed(socket: Socket, answer: Buffer): void {
+  socket.end(answer);
+  socket.once('finish', () => socket.destroy());
+  setTimeout(() => socket.destroy(), 1_000).unref();
 }
 
 /**

@@ -10,6 +10,10 @@
  *   RELAY_PEER_PORT          peer port (8897)
  *   RELAY_PEER_HOST          address other relays dial (on ECS: the task's private IP, read from
  *                            the task metadata endpoint when unset)
+ *   RELAY_PEER_BIND          listen address of the peer port (default: RELAY_PEER_HOST when it is
+ *                            an address of this machine, as the ECS task's private IP is; else RELAY_BIND)
+ *   RELAY_MAX_PEER_HANDSHAKES  peer-port connections not yet authenticated, at once (256; never
+ *                            more than a quarter of the descriptor ceiling's connections)
  *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here,
  *                            and written into park records for the operator console)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
@@ -41,6 +45,7 @@ import { jsonLog, type Log } from '../core/log.js';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
 import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
+import { MAX_PEER_HANDSHAKES } from './peer-listener.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
 
@@ -120,6 +125,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
       env,
     ),
     maxHandshakes: intFromEnv('RELAY_MAX_HANDSHAKES', RELAY_DEFAULTS.maxHandshakes, env),
+    maxPeerHandshakes: intFromEnv('RELAY_MAX_PEER_HANDSHAKES', MAX_PEER_HANDSHAKES, env),
     maxWaitingPerSource: intFromEnv('RELAY_MAX_WAITING_PER_SOURCE', RELAY_DEFAULTS.maxWaitingPerSource, env),
     maxWaiting: intFromEnv('RELAY_MAX_WAITING', RELAY_DEFAULTS.maxWaiting, env),
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
@@ -154,6 +160,7 @@ export async function runRelayFromEnv(
     clusterSecret: secret,
     peerPort: intFromEnv('RELAY_PEER_PORT', RELAY_DEFAULTS.peerPort, env),
     peerHost: secret ? await discoverPeerHost(env, bind) : undefined,
+    peerBind: env.RELAY_PEER_BIND?.trim() || undefined,
     healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
     ...relayLimitsFromEnv(env),
     ...regionFromEnv(env),

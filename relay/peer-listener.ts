@@ -5,10 +5,13 @@
  * the peer listener only hands out sockets parked locally, never forwards and never waits.
  */
 
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, isIP, type Server, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
-import { LineDecoder, OK_LINE } from '../core/relay-line.js';
+import { encodeErrorLine, LineDecoder, OK_LINE } from '../core/relay-line.js';
+import { HandshakeAdmission } from './admission.js';
+import { shed } from './capacity.js';
 import { SPLICE_CAP_MESSAGE, type SplicesPerUuid } from './limits.js';
 import { listen } from './listen.js';
 import { hiddenStream, type ParkingLot } from './parking.js';
@@ -25,10 +28,30 @@ import {
 import { refuse } from './refuse.js';
 import { newRid, type RelayTelemetry, type RendezvousStart } from './telemetry.js';
 
+/** Peer connections in their handshake (no valid hello or request yet) at once, by default. */
+export const MAX_PEER_HANDSHAKES = 256;
+
+/**
+ * Where the peer port listens by default: the address other relays dial when it is one of this
+ * machine's (a loopback address, or one on an interface, such as an ECS task's private IP), so the
+ * port is not open on every address the public ports are; else `bind` (the public listen address).
+ */
+export function defaultPeerBind(peerHost: string, bind: string): string {
+  if (!isIP(peerHost)) return bind;
+  if (peerHost === '::1' || peerHost.startsWith('127.')) return peerHost;
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (a.address === peerHost) return peerHost;
+  return bind;
+}
+
 /** Starts the peer listener; resolves once it listens. */
 export async function startPeerListener(opts: {
   port: number;
   host: string;
+  /** Counts an accepted connection against the descriptor ceiling; false: refused (answered) already. */
+  accept: (link: Socket) => boolean;
+  /** Connections in their handshake at once (past it: refused at once, and logged). */
+  maxHandshakes: number;
   secret: string;
   lot: ParkingLot;
   log: Log;
@@ -41,18 +64,28 @@ export async function startPeerListener(opts: {
 }): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
   const sockets = new Set<Socket>();
   const nonces = new PeerNonces();
+  const admission = new HandshakeAdmission(opts.maxHandshakes, opts.maxHandshakes);
   const server = createServer({ allowHalfOpen: true }, (link) => {
+    if (!opts.accept(link)) return;
+    // Strangers' connections that say nothing hold a descriptor each until the deadline below:
+    // only so many at once, the rest refused at once (and the descriptor freed without linger).
+    const admitted = admission.admit(link);
+    if (!admitted.ok) {
+      opts.telemetry.refused('too_many_handshakes', { protocol: 'peer', source: link.remoteAddress });
+      shed(link, encodeErrorLine(admitted.reason));
+      return;
+    }
     sockets.add(link);
     link.once('close', () => sockets.delete(link));
-    link.setNoDelay(true);
-    link.on('error', () => link.destroy());
     let decoder = new LineDecoder(MAX_PEER_LINE);
     let deadline = setTimeout(() => {
+      admitted.release();
       opts.telemetry.refused('handshake_timeout', { protocol: 'peer', source: link.remoteAddress });
       refuse(link, 'handshake timeout');
     }, PEER_TIMEOUT_MS);
     // A peer that cannot authenticate is logged (rate-limited) with its address; the cause stays in words.
     const refusePeer = (err: unknown) => {
+      admitted.release();
       opts.telemetry.refused('peer_refused', {
         protocol: 'peer',
         source: link.remoteAddress,
@@ -81,6 +114,7 @@ export async function startPeerListener(opts: {
           refusePeer(err);
           return;
         }
+        admitted.release();
         decoder = new LineDecoder(MAX_PEER_LINE);
         deadline = setTimeout(() => link.end(), PEER_LINK_IDLE_MS);
         if (got.rest.length > 0) onData(got.rest);
@@ -95,6 +129,7 @@ export async function startPeerListener(opts: {
         refusePeer(err);
         return;
       }
+      admitted.release();
       void serve(link, req, got.rest);
     };
     link.on('data', onData);

@@ -24,7 +24,7 @@ import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import { listen } from './listen.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
-import { startPeerListener } from './peer-listener.js';
+import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
 import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
@@ -46,8 +46,16 @@ export interface RelayOptions {
   /** Cluster: peer listener port (0 picks one) and the address other relays dial. */
   peerPort?: number;
   peerHost?: string;
-  /** Listen address of the peer listener (default: `host`). */
+  /**
+   * Listen address of the peer listener (default: `peerHost` when it is an address of this
+   * machine, else `host`).
+   */
   peerBind?: string;
+  /**
+   * Peer-port connections still in their handshake at once (default 256, and never more than a
+   * quarter of the connections the descriptor ceiling allows).
+   */
+  maxPeerHandshakes?: number;
   /** `GET /healthz` port (default: none). */
   healthPort?: number;
   handshakeTimeoutMs?: number;
@@ -188,9 +196,21 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
   let peerSockets: Set<Socket> | undefined;
   if (opts.clusterSecret) {
+    const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
+    const peerBind = opts.peerBind || defaultPeerBind(peerHost, host);
+    if (peerBind !== peerHost && (peerBind === '0.0.0.0' || peerBind === '::') && !opts.peerBind)
+      log.warn('peer port open on every address', {
+        peerHost,
+        hint: 'the address other relays dial is not one of this machine’s: set RELAY_PEER_BIND',
+      });
     const peer = await startPeerListener({
       port: opts.peerPort ?? RELAY_DEFAULTS.peerPort,
-      host: opts.peerBind ?? host,
+      host: peerBind,
+      accept: (link) => clients.accept(link, 'peer'),
+      maxHandshakes: Math.min(
+        opts.maxPeerHandshakes ?? MAX_PEER_HANDSHAKES,
+        clients.ceilingShare(0.25) ?? Number.POSITIVE_INFINITY,
+      ),
       secret: opts.clusterSecret,
       lot,
       log,
@@ -203,7 +223,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     peerAddress = peer.server.address() as AddressInfo;
     peerSockets = peer.sockets;
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
-    const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
     records = new ParkRecords({ store: opts.store, relayId, peer: `${peerHost}:${peer.port}`, log, origin });
   } else {
     // A relay alone still records its parks (the operator console shows who is online); with no
@@ -307,7 +326,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     relayId,
     generic: `${address.address}:${address.port}`,
     http: httpAddress ? `${httpAddress.address}:${httpAddress.port}` : undefined,
-    peer: records?.peer,
+    // A relay alone has no peer port: no `peer` field at all rather than an empty one.
+    peer: records?.peer || undefined,
+    peerBind: peerAddress ? `${peerAddress.address}:${peerAddress.port}` : undefined,
     health: healthAddress ? `${healthAddress.address}:${healthAddress.port}` : undefined,
   });
 

@@ -64,17 +64,21 @@ describe('the peer port under strangers’ idle connections', () => {
     const r = await relay({}, 320);
     const peerPort = Number(r.listening.peer?.split(':').pop());
     // Strangers: connections that never say a word, more than the descriptor limit allows.
-    const idle: Array<{ socket: Socket; said: string; closed: boolean }> = [];
+    const idle: Array<{ socket: Socket; said: string; ended: boolean }> = [];
     for (let k = 0; k < 300; k++) {
       const socket = await dial(peerPort).catch(() => undefined);
       if (!socket) break;
-      const entry = { socket, said: '', closed: false };
+      const entry = { socket, said: '', ended: false };
       socket.on('data', (d: Buffer) => {
         entry.said += d.toString('latin1');
       });
       socket.on('error', () => {});
+      // The relay's end of the connection (these strangers never end theirs).
+      socket.on('end', () => {
+        entry.ended = true;
+      });
       socket.on('close', () => {
-        entry.closed = true;
+        entry.ended = true;
       });
       idle.push(entry);
     }
@@ -87,7 +91,7 @@ describe('the peer port under strangers’ idle connections', () => {
       expect(health.status).toBe(200);
       // Every idle connection is ended with a reason on the wire: refused at once, or after the
       // peer handshake timeout.
-      await waitFor(() => idle.every((e) => e.closed), 30_000, 'idle peer connections closed');
+      await waitFor(() => idle.every((e) => e.ended), 30_000, 'idle peer connections ended by the relay');
       for (const e of idle) expect(e.said).toMatch(/^-ERR /);
       expect(idle.some((e) => e.said === '-ERR handshake timeout\n')).toBe(true);
       // The log says why they were refused.
