@@ -4,7 +4,10 @@
  * process under a low descriptor limit, strangers' idle connections on its peer port.
  */
 import { connect, type Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { textLog } from '../../core/log.js';
+import { startRelay } from '../../relay/server.js';
 import { dial } from '../support/net.js';
 import { type RelayProcess, spawnRelayProcess } from '../support/relay-process.js';
 import { embeddedStore } from '../support/store.js';
@@ -121,4 +124,33 @@ describe('the peer port under strangers’ idle connections', () => {
     });
     expect(await reachable('127.0.0.2', Number(open.listening.peer?.split(':').pop()))).toBe(true);
   }, 90_000);
+});
+
+describe('the start line', () => {
+  /** The relay's "relay listening" line as a person reads it. */
+  async function startLine(clusterSecret?: string): Promise<string> {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    const r = await startRelay({
+      store: store.store,
+      port: 0,
+      peerPort: 0,
+      clusterSecret,
+      log: textLog('relay', out),
+    });
+    await r.close();
+    return text.split('\n').find((l) => l.includes('relay listening')) ?? '';
+  }
+
+  it('names no peer address for a relay alone (issue 28 #9), and the dialled and bound ones in a cluster', async () => {
+    const alone = await startLine();
+    expect(alone).toMatch(/relay listening .*generic=127\.0\.0\.1:\d+/);
+    expect(alone).not.toMatch(/peer/);
+    const clustered = await startLine('start-line-secret');
+    expect(clustered).toMatch(/ peer=127\.0\.0\.1:\d+ /);
+    expect(clustered).toMatch(/ peerBind=127\.0\.0\.1:\d+/);
+  });
 });
