@@ -14,6 +14,8 @@
  *                            an address of this machine, as the ECS task's private IP is; else RELAY_BIND)
  *   RELAY_MAX_PEER_HANDSHAKES  peer-port connections not yet authenticated, at once (256; never
  *                            more than a quarter of the descriptor ceiling's connections)
+ *   RELAY_PEER_UNBOUND_GRACE_MS  for this long after the start, peer lines that name no destination
+ *                            relay (the previous release's, during a rolling deploy) are accepted (900000; 0 never)
  *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here,
  *                            and written into park records for the operator console)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
@@ -126,6 +128,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
     ),
     maxHandshakes: intFromEnv('RELAY_MAX_HANDSHAKES', RELAY_DEFAULTS.maxHandshakes, env),
     maxPeerHandshakes: intFromEnv('RELAY_MAX_PEER_HANDSHAKES', MAX_PEER_HANDSHAKES, env),
+    peerUnboundGraceMs: intFromEnv('RELAY_PEER_UNBOUND_GRACE_MS', RELAY_DEFAULTS.peerUnboundGraceMs, env),
     maxWaitingPerSource: intFromEnv('RELAY_MAX_WAITING_PER_SOURCE', RELAY_DEFAULTS.maxWaitingPerSource, env),
     maxWaiting: intFromEnv('RELAY_MAX_WAITING', RELAY_DEFAULTS.maxWaiting, env),
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),

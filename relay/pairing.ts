@@ -104,6 +104,8 @@ async function search(
             waitMs: Math.max(0, Math.min(left, PEER_WAIT_SLICE_MS)),
             pool: cluster.pool,
             tag: { rid: req.rid, from: req.relayId },
+            // Bound to the holder: a captured line is no good at any other relay.
+            to: rec.relayId,
             onAnswer: req.onPeerAnswer,
           });
           if (link) return { stream: link, peerRelayId: rec.relayId };

@@ -24,16 +24,43 @@ export interface PeerAsk {
   pool?: PeerPool;
   /** The rendezvous's rid and this relay's id, signed into the request. */
   tag?: PeerRequestTag;
+  /**
+   * The holder's relay id (its park record's `relayId`), signed into the request so it is good at
+   * that relay only.
+   */
+  to?: string;
   /** The holder answered after `ms` (`+OK` or `-ERR`; the PeerLinkLatency metric). */
   onAnswer?: (ms: number) => void;
 }
 
-/** Sends a signed request on `link` and reads the answer; resolves to the link past its `+OK`. */
-/** `tag` is the one sent this time (`req.tag`, or none for a holder that predates it). */
-async function ask(link: Socket, req: PeerAsk, tag: PeerRequestTag | undefined): Promise<Socket> {
+/** What a request carries beyond its key: less of it for a holder of an older release. */
+interface Variant {
+  tag?: PeerRequestTag;
+  to?: string;
+}
+
+/**
+ * The request's forms, newest first: bound and tagged; then as the previous release sends it
+ * (tagged, bound to no relay); then as the one before (neither). A holder that does not know a
+ * form refuses its shape (see `olderForm`), and the next form is tried.
+ */
+function variants(req: PeerAsk): Variant[] {
+  const all: Variant[] = [{ tag: req.tag, to: req.to }];
+  if (req.to !== undefined) all.push({ tag: req.tag });
+  if (req.tag !== undefined) all.push({});
+  return all;
+}
+
+/**
+ * Sends a signed request on `link` and reads the answer; resolves to the link past its `+OK`.
+ * `v` is the form sent this time.
+ */
+async function ask(link: Socket, req: PeerAsk, v: Variant): Promise<Socket> {
   const waitMs = req.waitMs ?? 0;
   const asked = Date.now();
-  link.write(encodePeerLine(req.secret, { kind: req.kind, key: req.key, waitMs, tag }, asked));
+  link.write(
+    encodePeerLine(req.secret, { kind: req.kind, key: req.key, waitMs, tag: v.tag, to: v.to }, asked),
+  );
   try {
     await expectOk(link, { timeoutMs: PEER_TIMEOUT_MS + waitMs, what: 'answer from peer' });
   } catch (err) {
@@ -58,18 +85,20 @@ const busyFrom = (err: unknown) =>
  */
 export async function dialPeer(req: PeerAsk): Promise<Socket | undefined> {
   const peer = req.peer;
-  let sendTag = req.tag;
-  const pooled = req.pool?.take(peer);
+  const forms = variants(req);
+  let form = 0;
+  const pooled = req.pool?.take(peer, req.to);
   if (pooled) {
     try {
-      return await ask(pooled, req, sendTag);
+      return await ask(pooled, req, forms[form] as Variant);
     } catch (err) {
       pooled.destroy();
       const busy = busyFrom(err);
       if (busy) throw busy;
-      // A relay of the previous release (a rolling deploy) does not know the tag: ask it again
-      // without one, so a rendezvous across versions still pairs (the holder then makes its own rid).
-      if (sendTag && untagged(err)) sendTag = undefined;
+      // A relay of an older release (a rolling deploy) does not know this form: ask it again in
+      // the previous one, so a rendezvous across versions still pairs (without a tag the holder
+      // makes its own rid).
+      if (form + 1 < forms.length && olderForm(err)) form++;
       // A refusal is that relay's answer. A link that ended without one had gone stale in the
       // pool (that relay restarted, or gave the link up): ask again on a new connection.
       else if (isRendezvousError(err, 'RELAY_REFUSED')) return undefined;
@@ -80,13 +109,13 @@ export async function dialPeer(req: PeerAsk): Promise<Socket | undefined> {
     let link: Socket | undefined;
     try {
       link = await connectTcp(host, port, { timeoutMs: PEER_TIMEOUT_MS });
-      return await ask(link, req, sendTag);
+      return await ask(link, req, forms[form] as Variant);
     } catch (err) {
       link?.destroy();
       const busy = busyFrom(err);
       if (busy) throw busy;
-      if (sendTag && untagged(err)) {
-        sendTag = undefined;
+      if (form + 1 < forms.length && olderForm(err)) {
+        form++;
         continue;
       }
       return undefined;
@@ -94,6 +123,10 @@ export async function dialPeer(req: PeerAsk): Promise<Socket | undefined> {
   }
 }
 
-/** The holder refused the request's shape: a relay that predates the rid tag. */
-const untagged = (err: unknown) =>
-  isRendezvousError(err, 'RELAY_REFUSED') && err.message === 'malformed peer line';
+/**
+ * The holder refused the request's shape or length: a relay that predates one of its fields (the
+ * destination, or the rid tag). Only an older release says this to a line this release signed.
+ */
+const olderForm = (err: unknown) =>
+  isRendezvousError(err, 'RELAY_REFUSED') &&
+  (err.message === 'malformed peer line' || err.message === 'line too long');

@@ -22,6 +22,7 @@ import {
   PEER_TIMEOUT_MS,
   PeerNonces,
   type PeerRequest,
+  type PeerSelf,
   verifyPeerHello,
   verifyPeerLine,
 } from './peer-line.js';
@@ -58,13 +59,17 @@ export async function startPeerListener(opts: {
   perUuid: SplicesPerUuid;
   spliceHidden: (hidden: Duplex, link: Duplex, rendezvous: RendezvousStart) => void;
   telemetry: RelayTelemetry;
-  /** This relay's id: the hidden side of the rendezvous it serves. */
+  /** This relay's id: the hidden side of the rendezvous it serves, and what peer lines must name. */
   relayId: string;
+  /** For this long after the start, lines naming no relay (the previous release's) are accepted. */
+  unboundGraceMs: number;
   onError: (err: NodeJS.ErrnoException) => void;
 }): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
   const sockets = new Set<Socket>();
   const nonces = new PeerNonces();
   const admission = new HandshakeAdmission(opts.maxHandshakes, opts.maxHandshakes);
+  const graceEnds = Date.now() + opts.unboundGraceMs;
+  const self = (): PeerSelf => ({ relayId: opts.relayId, acceptUnbound: Date.now() < graceEnds });
   const server = createServer({ allowHalfOpen: true }, (link) => {
     if (!opts.accept(link)) return;
     // Strangers' connections that say nothing hold a descriptor each until the deadline below:
@@ -108,7 +113,7 @@ export async function startPeerListener(opts: {
         // A pooled link: authenticated now, it may wait idle for its request (the asking relay
         // gives idle links up before this runs out, so this only ends links it forgot).
         try {
-          verifyPeerHello(opts.secret, got.line, Date.now(), nonces);
+          verifyPeerHello(opts.secret, got.line, Date.now(), nonces, self());
         } catch (err) {
           link.off('data', onData);
           refusePeer(err);
@@ -124,7 +129,7 @@ export async function startPeerListener(opts: {
       link.pause();
       let req: PeerRequest;
       try {
-        req = verifyPeerLine(opts.secret, got.line, Date.now(), nonces);
+        req = verifyPeerLine(opts.secret, got.line, Date.now(), nonces, self());
       } catch (err) {
         refusePeer(err);
         return;

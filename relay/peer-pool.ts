@@ -9,7 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import { connectTcp } from '../core/socket-reader.js';
-import { encodePeerHello, PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer-line.js';
+import { encodePeerHello, isRelayId, PEER_LINK_IDLE_MS, PEER_TIMEOUT_MS, splitPeer } from './peer-line.js';
 
 /** When an idle link says its hello: a second before the holder's deadline for a first line. */
 export const PEER_HELLO_AFTER_MS = PEER_TIMEOUT_MS - 1_000;
@@ -42,6 +42,8 @@ export class PeerPool {
   /** Per peer, idle links (newest last); Map order is least recently used first. */
   private readonly idle = new Map<string, IdleLink[]>();
   private readonly opening = new Map<string, number>();
+  /** Per peer address, the id of the relay there (the newest a pairing named): what hellos are bound to. */
+  private readonly relayIds = new Map<string, string>();
   private closed = false;
 
   constructor(
@@ -63,9 +65,11 @@ export class PeerPool {
 
   /**
    * A live idle link to `peer`, out of the pool (paused, no listener of the pool left), or
-   * undefined; either way one more is opened in the background for the next pairing.
+   * undefined; either way one more is opened in the background for the next pairing. `relayId`
+   * is the id of the relay at `peer`, which the hellos of links to it are bound to.
    */
-  take(peer: string): Socket | undefined {
+  take(peer: string, relayId?: string): Socket | undefined {
+    this.remember(peer, relayId);
     const list = this.idle.get(peer);
     let link: Socket | undefined;
     while (list && list.length > 0 && !link) {
@@ -84,11 +88,23 @@ export class PeerPool {
     return link;
   }
 
+  /** Notes which relay is at `peer` (a shape a hello can carry), keeping the map small. */
+  private remember(peer: string, relayId: string | undefined): void {
+    this.relayIds.delete(peer);
+    if (relayId === undefined || !isRelayId(relayId)) return;
+    // Addresses of relays long gone (stale records, replaced tasks) are forgotten.
+    if (this.relayIds.size >= this.opts.maxPeers * 4)
+      for (const p of this.relayIds.keys())
+        if (!this.idle.has(p) && !this.opening.has(p)) this.relayIds.delete(p);
+    this.relayIds.set(peer, relayId);
+  }
+
   /** Closes every idle link and opens no more (drain). */
   close(): void {
     this.closed = true;
     for (const list of this.idle.values()) for (const e of list.splice(0)) e.socket.destroy();
     this.idle.clear();
+    this.relayIds.clear();
   }
 
   private open(peer: string): void {
@@ -98,6 +114,7 @@ export class PeerPool {
     if (!this.idle.has(peer) && opening === 0 && this.idle.size >= this.opts.maxPeers) {
       const [oldest, list] = this.idle.entries().next().value as [string, IdleLink[]];
       this.idle.delete(oldest);
+      this.relayIds.delete(oldest);
       for (const e of list) e.socket.destroy();
     }
     this.opening.set(peer, opening + 1);
@@ -139,7 +156,7 @@ export class PeerPool {
     // still idle shortly before the holder's deadline for a first line says its hello, which
     // lets it wait up to idleMs: the signing is only paid for links that wait.
     let timer = setTimeout(() => {
-      socket.write(encodePeerHello(this.secret));
+      socket.write(encodePeerHello(this.secret, Date.now(), this.relayIds.get(peer)));
       timer = setTimeout(drop, Math.max(0, this.opts.idleMs - PEER_HELLO_AFTER_MS));
       timer.unref();
     }, PEER_HELLO_AFTER_MS);

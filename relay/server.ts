@@ -56,6 +56,11 @@ export interface RelayOptions {
    * quarter of the connections the descriptor ceiling allows).
    */
   maxPeerHandshakes?: number;
+  /**
+   * For this long after the start, peer lines naming no destination relay (the previous
+   * release's, during a rolling deploy) are accepted; then refused (default 15 min; 0: never).
+   */
+  peerUnboundGraceMs?: number;
   /** `GET /healthz` port (default: none). */
   healthPort?: number;
   handshakeTimeoutMs?: number;
@@ -128,6 +133,9 @@ export const RELAY_DEFAULTS = {
   // it, so this bound is the relay's own and only ends rendezvous nobody uses.
   idleTimeoutMs: 3_600_000,
   drainGraceMs: 60_000,
+  // A rolling deploy's overlap: new tasks start, old ones drain (60 s grace) and stop. Past it no
+  // relay of the previous release should be left to send unbound lines.
+  peerUnboundGraceMs: 900_000,
 } as const;
 
 /** A running relay. */
@@ -218,6 +226,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       spliceHidden: splices.spliceHidden,
       telemetry,
       relayId,
+      unboundGraceMs: opts.peerUnboundGraceMs ?? RELAY_DEFAULTS.peerUnboundGraceMs,
       onError: onListenerError('peer'),
     });
     peerAddress = peer.server.address() as AddressInfo;

@@ -3,8 +3,11 @@
  * the holder remembers for the line's validity window. Issue 26 item 6: nor can it be replayed at
  * another relay, whose nonce memory is its own: lines and hellos name the relay they are for.
  */
+
+import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
+import { dialPeer } from '../../relay/peer-dial.js';
 import { encodePeerHello, encodePeerLine } from '../../relay/peer-line.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { provisionIdentity } from '../../server/identities.js';
@@ -159,6 +162,39 @@ describe('peer lines name the relay they are for', () => {
       }
     } finally {
       await strict.close();
+    }
+  });
+});
+
+describe('a rolling deploy', () => {
+  it('a relay of this release still pairs through a holder of the previous one (which knows no destination)', async () => {
+    // The previous release's holder: its line shape ends at `from=`; anything more is malformed.
+    const lines: string[] = [];
+    const old = createServer((s: Socket) => {
+      s.once('data', (d: Buffer) => {
+        const line = d.toString('latin1').trimEnd();
+        lines.push(line);
+        s.end(/ to=/.test(line) ? '-ERR malformed peer line\n' : '+OK\nhidden bytes');
+      });
+    });
+    await new Promise<void>((r) => old.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (old.address() as { port: number }).port;
+      const link = await dialPeer({
+        peer: `127.0.0.1:${port}`,
+        secret: SECRET,
+        kind: 'generic',
+        key: 'abcdefghijklmnopqrstuvwx',
+        tag: { rid: 'AAAAAAAAAAAAAAAA', from: 'asking-relay' },
+        to: 'old-relay',
+      });
+      expect(link).toBeDefined();
+      link?.destroy();
+      // Bound first; then as the previous release signs it, tag kept.
+      expect(lines.map((l) => / to=/.test(l))).toEqual([true, false]);
+      expect(lines[1]).toMatch(/ rid=AAAAAAAAAAAAAAAA from=asking-relay$/);
+    } finally {
+      old.close();
     }
   });
 });
