@@ -8,7 +8,8 @@ import { createServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
 import { dialPeer } from '../../relay/peer-dial.js';
-import { encodePeerHello, encodePeerLine } from '../../relay/peer-line.js';
+import { encodePeerHello, encodePeerLine, PEER_TIMEOUT_MS } from '../../relay/peer-line.js';
+import { PeerPool } from '../../relay/peer-pool.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
@@ -161,6 +162,46 @@ describe('peer lines name the relay they are for', () => {
         for (const s of parks) s.destroy();
       }
     } finally {
+      await strict.close();
+    }
+  });
+});
+
+describe('pooled links to a relay that takes bound lines only', () => {
+  it('their hellos name that relay: they stay open past the first-line deadline and carry the next pairing', async () => {
+    const strict = await startRelay({
+      store: c.store,
+      port: 0,
+      httpPort: 0,
+      peerPort: 0,
+      clusterSecret: SECRET,
+      peerUnboundGraceMs: 0,
+    });
+    const pool = new PeerPool(SECRET);
+    try {
+      const id = await provisionIdentity(c.store, { uuid: 'peer-pooled' });
+      const parks = await parkHttp(strict, 'peer-pooled', currentCode(id), 2);
+      const peer = `127.0.0.1:${strict.peerAddress?.port}`;
+      const ask = {
+        peer,
+        secret: SECRET,
+        kind: 'http' as const,
+        key: 'peer-pooled',
+        pool,
+        to: strict.relayId,
+      };
+      const first = await dialPeer(ask);
+      expect(first).toBeDefined();
+      await waitFor(() => pool.idleTo(peer) === 1, 5_000, 'an idle link');
+      // Past the holder's deadline for a first line: only a hello it accepted keeps the link.
+      await new Promise((r) => setTimeout(r, PEER_TIMEOUT_MS + 1_000));
+      expect(pool.idleTo(peer)).toBe(1);
+      const second = await dialPeer(ask);
+      expect(second).toBeDefined();
+      expect(strict.lot.count('http', 'peer-pooled')).toBe(0);
+      for (const s of [first, second, ...parks]) s?.destroy();
+    } finally {
+      pool.close();
       await strict.close();
     }
   });
