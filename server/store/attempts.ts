@@ -15,8 +15,13 @@ export interface AttemptWindow {
   windowStart: number;
 }
 
-/** The outcome of reserving one guess. */
-export type Reservation = { ok: true; windowStart: number } | { ok: false; retryAfter: number };
+/**
+ * The outcome of reserving one guess: `count` is the window's guesses with this one (so more than
+ * one means others are evaluated, or were wrong, in the same window).
+ */
+export type Reservation =
+  | { ok: true; windowStart: number; count: number }
+  | { ok: false; retryAfter: number };
 
 /** The guess counters of one table. */
 export class Attempts {
@@ -48,7 +53,7 @@ export class Attempts {
           ExpressionAttributeValues: { ':one': 1, ':cutoff': cutoff, ':limit': limit },
           ReturnValues: 'ALL_NEW',
         });
-        return { ok: true, windowStart: Number(out?.windowStart) };
+        return { ok: true, windowStart: Number(out?.windowStart), count: Number(out?.guesses) };
       } catch (err) {
         if (isConditionFailed(err)) return undefined;
         throw err;
@@ -61,7 +66,7 @@ export class Attempts {
         // No window, or a lapsed one: this guess opens a new window.
         await this.table.update({
           Key,
-          UpdateExpression: 'SET #n = :one, windowStart = :now, expiresAt = :exp',
+          UpdateExpression: 'SET #n = :one, windowStart = :now, expiresAt = :exp REMOVE failedFrom',
           ConditionExpression: 'attribute_not_exists(windowStart) OR windowStart <= :cutoff',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: {
@@ -71,7 +76,7 @@ export class Attempts {
             ':exp': nowSec + windowSec,
           },
         });
-        return { ok: true, windowStart: nowSec };
+        return { ok: true, windowStart: nowSec, count: 1 };
       } catch (err) {
         if (!isConditionFailed(err)) throw err;
       }
@@ -97,6 +102,80 @@ export class Attempts {
     } catch (err) {
       if (!isConditionFailed(err)) throw err;
     }
+  }
+
+  /**
+   * Remembers, on a uuid's counter, that a guess counted in its window (`uuidWindowStart`) came
+   * from `source`, whose own counter's window began at `sourceWindowStart`: what `reset` gives
+   * back. At most one entry per guess the uuid's budget admits, so the list stays bounded.
+   */
+  async noteFailure(
+    uuid: string,
+    uuidWindowStart: number,
+    source: string,
+    sourceWindowStart: number,
+  ): Promise<void> {
+    try {
+      await this.table.update({
+        Key: attemptsKey('uuid', uuid),
+        UpdateExpression: 'SET failedFrom = list_append(if_not_exists(failedFrom, :empty), :entry)',
+        ConditionExpression: 'windowStart = :ws',
+        ExpressionAttributeValues: {
+          ':empty': [],
+          ':entry': [{ source, windowStart: sourceWindowStart }],
+          ':ws': uuidWindowStart,
+        },
+      });
+    } catch (err) {
+      // The window lapsed meanwhile: its guesses no longer count anywhere worth giving back.
+      if (!isConditionFailed(err)) throw err;
+    }
+  }
+
+  /**
+   * Clears a uuid's guesses (its settings changed, so they were judged by rules that no longer
+   * hold): gives each source back the guesses it spent on this uuid in the source's current
+   * window, then deletes the uuid's counter. Guesses a source spent on other uuids stay counted.
+   */
+  async reset(uuid: string): Promise<void> {
+    const { pk, sk } = attemptsKey('uuid', uuid);
+    const item = await this.table.get<{ failedFrom?: Array<{ source: string; windowStart: number }> }>(
+      pk,
+      sk,
+    );
+    const spent = new Map<string, { source: string; windowStart: number; n: number }>();
+    for (const e of item?.failedFrom ?? []) {
+      const k = `${e.source}@${e.windowStart}`;
+      const s = spent.get(k) ?? { source: e.source, windowStart: Number(e.windowStart), n: 0 };
+      s.n++;
+      spent.set(k, s);
+    }
+    for (const { source, windowStart, n } of spent.values()) {
+      await this.giveBack(source, windowStart, n);
+    }
+    await this.table.delete({ Key: attemptsKey('uuid', uuid) });
+  }
+
+  /** Takes `n` guesses off a source's counter, if its window is still `windowStart` (never below 0). */
+  private async giveBack(source: string, windowStart: number, n: number): Promise<void> {
+    const update = (expression: string, condition: string, values: Record<string, unknown>) =>
+      this.table
+        .update({
+          Key: attemptsKey('source', source),
+          UpdateExpression: expression,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: { '#n': 'guesses' },
+          ExpressionAttributeValues: { ':ws': windowStart, ...values },
+        })
+        .then(
+          () => true,
+          (err) => {
+            if (isConditionFailed(err)) return false;
+            throw err;
+          },
+        );
+    if (await update('SET #n = #n - :k', 'windowStart = :ws AND #n >= :k', { ':k': n })) return;
+    await update('SET #n = :zero', 'windowStart = :ws', { ':zero': 0 });
   }
 
   /** A guess counter's window, or undefined (never guessed at, or expired from the table). */
