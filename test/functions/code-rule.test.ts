@@ -146,7 +146,7 @@ describe('one-time proofs (issue 26 #10)', () => {
     const ok = await put(id.uuid, proofNow(id), '10.6.9.9');
     expect(ok.status).toBe(200);
     expect(ok.body.result.cookie).toMatch(/^R/);
-  });
+  }, 120_000);
 
   it('proofs work for compat identities too', async () => {
     const id = await compatIdentity('proof-compat');
