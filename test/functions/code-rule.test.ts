@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode, ORIGINAL_COMPAT, proofForStep, timeStep } from '../../core/totp.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { provisionIdentity, setIdentityCompat, setIdentityDisabled } from '../../server/identities.js';
-import type { RegistrationPolicy } from '../../server/register.js';
+import { type RegistrationPolicy, registerHiddenServer } from '../../server/register.js';
 import { originalAsciiSecret, originalCode, stepAt } from '../compat/original-model.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
@@ -93,6 +93,28 @@ describe('compat identities: the original`s code rule and answers', () => {
       body: ORIGINAL_REFUSAL,
     });
     expect((await put(id.uuid, id.code(), '10.3.2.3')).status).toBe(200);
+  });
+
+  it('a steady attacker spans windows: the first guess of a new window still finds the uuid under attack', async () => {
+    const secret = originalAsciiSecret();
+    await provisionIdentity(env.store, { uuid: 'rule-steady', secret, compat: ORIGINAL_COMPAT });
+    // A fake clock: a step whose value has 10 digits, and one six minutes (a window and more) later.
+    let step = 59_000_000;
+    while (originalCode(secret, step).length < 10 || originalCode(secret, step + 12).length < 10) step++;
+    const at = (s: number) => s * 30_000 + 1_000;
+    const reg = (code: string, s: number, src: string) =>
+      registerHiddenServer(env.store, policy, 'rule-steady', code, at(s), src);
+    await reg(originalCode(secret, step), step, '10.9.0.1');
+    await expect(reg(wrong(originalCode(secret, step, 6)), step, '10.9.1.1')).rejects.toMatchObject({
+      code: 'AUTH_FAILED',
+    });
+    // The next window: the stranger's guess stood in the one before, so a 6-digit code (never
+    // used by this identity's clients) is still refused; the whole value registers.
+    await expect(reg(originalCode(secret, step + 12, 6), step + 12, '10.9.1.2')).rejects.toMatchObject({
+      code: 'CODE_LENGTH_REFUSED',
+      permanent: false,
+    });
+    await reg(originalCode(secret, step + 12), step + 12, '10.9.0.1');
   });
 
   it('a right code for a disabled identity gets 403 identity disabled; a wrong one the usual refusal', async () => {
