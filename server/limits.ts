@@ -170,9 +170,13 @@ export async function verifyWithinLimits(
     await refund();
     throw identityDisabled();
   }
-  // Under attack: other guesses spent part of the uuid's budget in this window (or all of it).
+  // Under attack: other guesses spent part of the uuid's budget in this window (or all of it), or
+  // stood in the window just before it.
   const attack = byUuid.ok
-    ? { underAttack: byUuid.count > 1, retryAfter: byUuid.windowStart + windowSec - nowSec }
+    ? {
+        underAttack: byUuid.count > 1 || byUuid.earlier > 0,
+        retryAfter: byUuid.windowStart + windowSec - nowSec,
+      }
     : { underAttack: true, retryAfter: byUuid.retryAfter };
   const refused = lengthRefusal(identity, match.kind, attack);
   if (refused) return counted(refused);

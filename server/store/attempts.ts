@@ -17,11 +17,33 @@ export interface AttemptWindow {
 
 /**
  * The outcome of reserving one guess: `count` is the window's guesses with this one (so more than
- * one means others are evaluated, or were wrong, in the same window).
+ * one means others are evaluated, or were wrong, in the same window); `earlier`, the guesses left
+ * standing in the window before it when that one ended less than a window before this one began
+ * (a steady attacker spans windows).
  */
 export type Reservation =
-  | { ok: true; windowStart: number; count: number }
+  | { ok: true; windowStart: number; count: number; earlier: number }
   | { ok: false; retryAfter: number };
+
+/** The fields a reservation reads back from its counter's item. */
+interface CounterItem {
+  guesses?: number;
+  windowStart?: number;
+  prevGuesses?: number;
+  prevWindowStart?: number;
+}
+
+/** A successful reservation from its counter's item as written. */
+function reserved(item: CounterItem, windowSec: number): Reservation {
+  const windowStart = Number(item.windowStart);
+  const prevStart = Number(item.prevWindowStart ?? 0);
+  return {
+    ok: true,
+    windowStart,
+    count: Number(item.guesses),
+    earlier: windowStart - prevStart < 2 * windowSec ? Number(item.prevGuesses ?? 0) : 0,
+  };
+}
 
 /** The guess counters of one table. */
 export class Attempts {
@@ -53,7 +75,7 @@ export class Attempts {
           ExpressionAttributeValues: { ':one': 1, ':cutoff': cutoff, ':limit': limit },
           ReturnValues: 'ALL_NEW',
         });
-        return { ok: true, windowStart: Number(out?.windowStart), count: Number(out?.guesses) };
+        return reserved((out ?? {}) as CounterItem, windowSec);
       } catch (err) {
         if (isConditionFailed(err)) return undefined;
         throw err;
@@ -63,20 +85,25 @@ export class Attempts {
     if (first) return first;
     if (limit > 0) {
       try {
-        // No window, or a lapsed one: this guess opens a new window.
-        await this.table.update({
+        // No window, or a lapsed one: this guess opens a new window. The lapsed window's standing
+        // guesses are kept beside it, and the item outlives its window by one more, so a steady
+        // attacker still counts as one when a new window opens.
+        const out = await this.table.update({
           Key,
-          UpdateExpression: 'SET #n = :one, windowStart = :now, expiresAt = :exp REMOVE failedFrom',
+          UpdateExpression:
+            'SET prevGuesses = if_not_exists(#n, :zero), prevWindowStart = if_not_exists(windowStart, :zero), #n = :one, windowStart = :now, expiresAt = :exp REMOVE failedFrom',
           ConditionExpression: 'attribute_not_exists(windowStart) OR windowStart <= :cutoff',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: {
+            ':zero': 0,
             ':one': 1,
             ':now': nowSec,
             ':cutoff': cutoff,
-            ':exp': nowSec + windowSec,
+            ':exp': nowSec + 2 * windowSec,
           },
+          ReturnValues: 'ALL_NEW',
         });
-        return { ok: true, windowStart: nowSec, count: 1 };
+        return reserved((out ?? {}) as CounterItem, windowSec);
       } catch (err) {
         if (!isConditionFailed(err)) throw err;
       }
