@@ -10,6 +10,7 @@ import { currentCode, ORIGINAL_COMPAT, proofForStep, timeStep } from '../../core
 import { provisionIdentity, setIdentityDisabled } from '../../server/identities.js';
 import { originalAsciiSecret, originalCode, stepAt } from '../compat/original-model.js';
 import { startCluster } from '../support/cluster.js';
+import { waitFor } from '../support/wait.js';
 
 let cluster: Awaited<ReturnType<typeof startCluster>>;
 let httpPort: number;
@@ -86,6 +87,21 @@ describe('one-time proofs at CONNECT (issue 26 #10)', () => {
     expect(parked.status).toBe(200);
     parked.socket.destroy();
   }, 120_000);
+
+  it('a proof parks; used again once its park is gone: 401 proof already used, not permanent', async () => {
+    await roomInStep(10_000);
+    const id = await provisionIdentity(cluster.store, { uuid: 'connect-proof-again' });
+    const right = proofForStep(id, id.uuid, timeStep(id, Date.now()));
+    const first = await connectAs(id.uuid, right, '127.0.51.1');
+    expect(first.status).toBe(200);
+    first.socket.destroy();
+    await waitFor(() => cluster.relays[0]?.lot.count('http', id.uuid) === 0, 10_000, 'the park to end');
+    const again = await connectAs(id.uuid, right, '127.0.51.1');
+    expect(again).toMatchObject({
+      status: 401,
+      body: { error: { permanent: false, diagnostic: 'proof already used for this step' } },
+    });
+  });
 
   it('a wrong proof: 401, permanent; a disabled identity`s right proof: 403', async () => {
     await roomInStep(10_000);
