@@ -5,11 +5,17 @@
  * one-time proofs register whatever strangers have guessed, and never touch a guess budget.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importIdentities } from '../../cli/import/import.js';
 import { currentCode, ORIGINAL_COMPAT, proofForStep, timeStep } from '../../core/totp.js';
 import { makeRegisterHandler } from '../../functions/register.js';
-import { provisionIdentity, setIdentityCompat, setIdentityDisabled } from '../../server/identities.js';
+import {
+  provisionIdentity,
+  rotateIdentitySecret,
+  setIdentityCompat,
+  setIdentityDisabled,
+} from '../../server/identities.js';
 import { type RegistrationPolicy, registerHiddenServer } from '../../server/register.js';
-import { originalAsciiSecret, originalCode, stepAt } from '../compat/original-model.js';
+import { originalAsciiSecret, originalCode, originalRecord, stepAt } from '../compat/original-model.js';
 import { apiEvent, resultBody } from '../support/api-event.js';
 import { embeddedStore } from '../support/store.js';
 
@@ -143,6 +149,23 @@ describe('changing compat settings ends a lockout at once (issue 25)', () => {
     expect((await put(id.uuid, id.code(6), '10.5.0.1')).status).toBe(200);
     expect((await env.store.getAttempts('uuid', id.uuid))?.count ?? 0).toBe(0);
     expect((await env.store.getAttempts('source', '10.5.0.1'))?.count ?? 0).toBe(0);
+  });
+
+  it('a rotation and import --force clear the guesses too', async () => {
+    await roomInStep(5_000);
+    const strict = await provisionIdentity(env.store, { uuid: 'rule-rotate' });
+    for (let i = 0; i < 5; i++) await put(strict.uuid, wrong(currentCode(strict)), '10.10.0.1');
+    expect((await put(strict.uuid, currentCode(strict), '10.10.0.1')).status).toBe(429);
+    const fresh = await rotateIdentitySecret(env.store, strict.uuid);
+    expect((await put(strict.uuid, currentCode(fresh), '10.10.0.1')).status).toBe(200);
+
+    const old = await compatIdentity('rule-force');
+    for (let i = 0; i < 5; i++) await put(old.uuid, wrong(old.code()), '10.10.0.2');
+    expect((await put(old.uuid, old.code(), '10.10.0.2')).status).toBe(429);
+    const secret = originalAsciiSecret();
+    const report = await importIdentities(env.store, originalRecord(old.uuid, secret), { force: true });
+    expect(report.replaced).toEqual([old.uuid]);
+    expect((await put(old.uuid, originalCode(secret, stepAt(Date.now())), '10.10.0.2')).status).toBe(200);
   });
 });
 
