@@ -196,6 +196,18 @@ describe('one-time proofs (issue 26 #10)', () => {
   it('proofs work for compat identities too', async () => {
     const id = await compatIdentity('proof-compat');
     const p = proofForStep({ secret: id.secret }, id.uuid, stepAt(Date.now()));
+    // A wrong proof answers as for any uuid (proofs cost nothing, so their answers must not
+    // tell a compat identity from others).
+    expect(
+      await put(
+        id.uuid,
+        p.replace(/^./, (d) => String((Number(d) + 1) % 10)),
+        '10.7.0.1',
+      ),
+    ).toEqual({
+      status: 401,
+      body: { error: { permanent: true, diagnostic: 'authentication failed' } },
+    });
     expect((await put(id.uuid, p, '10.7.0.1')).status).toBe(200);
   });
 
