@@ -7,7 +7,7 @@
 import { isIP } from 'node:net';
 import { authFailed, identityDisabled, RendezvousError } from '../core/errors.js';
 import { type CompatMatch, isProof, matchCompatCode, verifyCode, verifyProof } from '../core/totp.js';
-import { lengthRefusal, withLength } from './code-rule.js';
+import { CodeAnswer, lengthRefusal, withLength } from './code-rule.js';
 import type { CodeLength, Identity, Reservation, Store } from './store/index.js';
 
 /** The failure-limit part of a policy. */
@@ -99,7 +99,9 @@ function verifyProofOnly(
   nowMs: number,
 ): Verified {
   const step = verifyProof(identity ?? NO_SECRET, uuid, proof, nowMs);
-  if (step === null || !identity) throw authFailed();
+  // Decided here, never answered the original's way: proofs cost nothing, so their refusals must
+  // not tell a compat identity from any other uuid.
+  if (step === null || !identity) throw new CodeAnswer(authFailed());
   if (identity.disabled) throw identityDisabled();
   return { step, proof: true };
 }
