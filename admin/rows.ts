@@ -89,7 +89,7 @@ export interface IdentityRow {
 /** The compatibility settings of an identity in words, as the console shows them. */
 export function describeCompat(c: TotpCompat): string {
   return [
-    c.digits === 'original' ? 'codes: unreduced 1–10 digits' : `codes: last ${c.digits} digits, unpadded`,
+    `codes: last ${c.digits === 'original' ? 6 : c.digits}–10 digits or the whole value, unpadded`,
     c.encoding === 'speakeasy' ? 'speakeasy key (UTF-8 of the bytes)' : 'RFC 6238 key',
     c.window === 0 ? 'no ±1 window' : '±1 step window',
     c.reuseWithinStep ? 'code reusable within its step' : 'one use per code',

@@ -101,9 +101,11 @@ export function otpauthUri(p: TotpParams, uuid: string): string {
  */
 export interface TotpCompat {
   /**
-   * `original`: the RFC 4226 dynamic-truncation value in decimal, unreduced and unpadded (1–10
-   * digits; the original's `length` 40). A number n (6–10): the last n decimal digits of that
-   * value, unpadded (what speakeasy's string truncation gives).
+   * The shortest code accepted. A code is the last N characters of the RFC 4226
+   * dynamic-truncation value in decimal, unreduced and unpadded (N its length, what speakeasy's
+   * string truncation gives), or that whole value (1–10 digits; the original's `length` 40).
+   * `original`: any N from 6, as the original; a number n (6–10): N from n, and the whole value
+   * at any length.
    */
   digits: 'original' | number;
   /** `speakeasy`: the HMAC key is the UTF-8 encoding of the decoded secret bytes (differs for binary secrets). */
@@ -220,8 +222,53 @@ export function compatCodeForStep(p: TotpParams, compat: TotpCompat, step: numbe
   return compat.digits === 'original' ? value : value.slice(-compat.digits);
 }
 
+/** Fewest digits any code may have (the original refused shorter ones). */
+export const MIN_CODE_DIGITS = 6;
+
 /**
- * Checks a compat identity's code against its window (constant-time comparison). Returns the
+ * What a compat identity's code matched: its step, and `full` when it is the whole unreduced
+ * value, else the number of last digits it gave.
+ */
+export interface CompatMatch {
+  step: number;
+  kind: number | 'full';
+}
+
+/** The shortest code a compat identity accepts, the whole value aside (`original`: 6, like the original). */
+export function shortestCodeOf(compat: TotpCompat): number {
+  return compat.digits === 'original' ? MIN_CODE_DIGITS : compat.digits;
+}
+
+/**
+ * The original's rule: a code of 6–10 digits matches when it equals the last N characters of its
+ * step's unreduced decimal value (N its length, no padding) — so the whole value matches too.
+ * Lengths are not judged here (see `verifyCompatCode` and the server's limits). Every step of the
+ * window is computed and compared in constant time, so the time taken says nothing.
+ */
+export function matchCompatCode(
+  p: TotpParams,
+  compat: TotpCompat,
+  code: string,
+  nowMs: number = Date.now(),
+): CompatMatch | null {
+  if (!/^[0-9]{6,10}$/.test(code)) return null;
+  const now = timeStep(p, nowMs);
+  const given = Buffer.from(code.padStart(10, ' '));
+  let found: CompatMatch | null = null;
+  for (let d = -compat.window; d <= compat.window; d++) {
+    const value = String(truncatedValue(compatKey(p.secret, compat.encoding), now + d, p.algorithm));
+    // A code longer than the value can only be compared with the whole value (and differs).
+    const want = Buffer.from(value.slice(-code.length).padStart(10, ' '));
+    if (timingSafeEqual(want, given) && found === null) {
+      found = { step: now + d, kind: code.length === value.length ? 'full' : code.length };
+    }
+  }
+  return found;
+}
+
+/**
+ * Checks a compat identity's code against its window: the original's rule, at any length from
+ * the identity's shortest (`compat.digits`) up, and the whole value at any length. Returns the
  * step the code belongs to, or null.
  */
 export function verifyCompatCode(
@@ -230,13 +277,29 @@ export function verifyCompatCode(
   code: string,
   nowMs: number = Date.now(),
 ): number | null {
-  if (!/^[0-9]{1,10}$/.test(code)) return null;
+  const m = matchCompatCode(p, compat, code, nowMs);
+  if (!m) return null;
+  return m.kind === 'full' || m.kind >= shortestCodeOf(compat) ? m.step : null;
+}
+
+/**
+ * Checks a one-time proof against the steps of the identity's window (its compat window, else
+ * ±TOTP_WINDOW), in constant time. Returns the step it proves, or null. No number of guesses
+ * finds a proof, so callers spend no guess budget on one.
+ */
+export function verifyProof(
+  p: Pick<TotpParams, 'secret' | 'step'> & { compat?: Pick<TotpCompat, 'window'> },
+  uuid: string,
+  proof: string,
+  nowMs: number = Date.now(),
+): number | null {
+  if (!isProof(proof)) return null;
+  const window = p.compat ? p.compat.window : TOTP_WINDOW;
   const now = timeStep(p, nowMs);
-  const given = Buffer.from(code.padStart(10, ' '));
+  const given = Buffer.from(proof);
   let found: number | null = null;
-  // Every step in the window is computed and compared, so the time taken says nothing.
-  for (let d = -compat.window; d <= compat.window; d++) {
-    const want = Buffer.from(compatCodeForStep(p, compat, now + d).padStart(10, ' '));
+  for (let d = -window; d <= window; d++) {
+    const want = Buffer.from(proofForStep(p, uuid, now + d));
     if (timingSafeEqual(want, given) && found === null) found = now + d;
   }
   return found;

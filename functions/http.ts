@@ -5,6 +5,7 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { badRequest, type ErrorCode, isRendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { isOriginalRefusal, ORIGINAL_REFUSAL_BODY } from '../server/code-rule.js';
 
 /** A payload-v2 handler as API Gateway and the local adapter call it. */
 export type Handler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxyStructuredResultV2>;
@@ -53,14 +54,18 @@ export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructu
 
 /** The HTTP status `errorResponse` gives an error (500 for anything unexpected). */
 export function statusOf(err: unknown): number {
+  if (isOriginalRefusal(err)) return 200;
   return (isRendezvousError(err) && STATUS[err.code]) || 500;
 }
 
 /**
- * `{"error":{"permanent","diagnostic"}}` with the status fitting the error. Only `message` goes on
+ * `{"error":{"permanent","diagnostic"}}` with the status fitting the error (a compat identity's
+ * refused code: 200 and the original's body, see server/code-rule.ts). Only `message` goes on
  * the wire (never an error's `detail`, which names configuration); the caller logs the rest.
  */
 export function errorResponse(err: unknown): APIGatewayProxyStructuredResultV2 {
+  // A compat identity's refused code: what the original's registrar answered (its clients retry).
+  if (isOriginalRefusal(err)) return json(200, ORIGINAL_REFUSAL_BODY);
   if (isRendezvousError(err) && STATUS[err.code]) {
     const headers: Record<string, string> = {};
     if (err.retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, err.retryAfter));

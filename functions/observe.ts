@@ -29,6 +29,8 @@ export const API_REFUSAL_REASONS = [
   'auth_failed',
   'not_registered',
   'too_many_attempts',
+  'identity_disabled',
+  'code_length_refused',
   'store_unavailable',
   'home_unreachable',
   'internal_error',
@@ -118,6 +120,11 @@ export function reasonOf(err: unknown, home?: StoreSettings): ApiRefusalReason {
       return 'not_registered';
     case 'TOO_MANY_ATTEMPTS':
       return 'too_many_attempts';
+    // Right codes refused anyway (issue 25): the identity's holder is told why.
+    case 'IDENTITY_DISABLED':
+      return 'identity_disabled';
+    case 'CODE_LENGTH_REFUSED':
+      return 'code_length_refused';
     case 'STORE_UNAVAILABLE':
       return home && failedStore(err) === home ? 'home_unreachable' : 'store_unavailable';
     default:

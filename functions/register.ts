@@ -1,7 +1,7 @@
-/** `PUT /?uuid=<ID>&response=<TOTP>`: a hidden server registers and gets its `R` triple. */
+/** `PUT /?uuid=<ID>&response=<TOTP or proof>`: a hidden server registers and gets its `R` triple. */
 import { policyFromEnv, tableFromEnv } from '../server/config.js';
 import { checkUuid } from '../server/identities.js';
-import { checkResponse, type RegistrationPolicy, registerHiddenServer } from '../server/register.js';
+import { type RegistrationPolicy, registerHiddenServer } from '../server/register.js';
 import { Store } from '../server/store/index.js';
 import {
   errorResponse,
@@ -50,11 +50,13 @@ export function makeRegisterHandler(
         return methodNotAllowed();
       }
       const uuid = checkUuid(queryParam(event, 'uuid'));
-      const code = checkResponse(queryParam(event, 'response'));
+      // Checked by the server once the identity is read: a compat identity answers a malformed
+      // code the original's way.
+      const response = queryParam(event, 'response');
       const d = deps();
       home = d.home;
       const source = event.requestContext?.http?.sourceIp;
-      const triple = await registerHiddenServer(d.store, d.policy, uuid, code, Date.now(), source, home);
+      const triple = await registerHiddenServer(d.store, d.policy, uuid, response, Date.now(), source, home);
       telemetry.registered(facts);
       return resultResponse(triple);
     } catch (err) {

@@ -26,6 +26,7 @@ import {
   serializeHead,
   TARGET_HEADER,
 } from '../core/http-head.js';
+import { ownPermanence } from '../server/code-rule.js';
 import { authenticateConnect } from '../server/connect-auth.js';
 import { checkUuid } from '../server/identities.js';
 import type { RelayContext } from './context.js';
@@ -54,9 +55,11 @@ export function respondError(
   status: number,
   diagnostic: string,
   headers: Record<string, string> = {},
+  /** Overrides the status's permanence (the code rule's answers: a compat identity's refusals are not). */
+  permanentOverride?: boolean,
 ): void {
   // 404 (not parked now), 408, 429 and 5xx may go away on a retry; the rest will not.
-  const permanent = ![404, 408, 429].includes(status) && status < 500;
+  const permanent = permanentOverride ?? (![404, 408, 429].includes(status) && status < 500);
   endWith(socket, encodeResponse(status, headers, { permanent, diagnostic }));
 }
 
@@ -86,7 +89,7 @@ function respondRendezvousError(socket: Socket, err: unknown, ctx: RelayContext,
     respondError(socket, err.status, err.message);
   } else if (isRendezvousError(err) && STATUS_OF[err.code]) {
     const headers: Record<string, string> = err.retryAfter ? { 'Retry-After': String(err.retryAfter) } : {};
-    respondError(socket, STATUS_OF[err.code] as number, err.message, headers);
+    respondError(socket, STATUS_OF[err.code] as number, err.message, headers, ownPermanence(err));
   } else {
     ctx.log.error('http session failed', { error: String(err) });
     respondError(socket, 500, 'internal error');

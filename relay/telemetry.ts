@@ -76,6 +76,8 @@ export const REFUSAL_REASONS = [
   'not_found',
   'no_name',
   'bad_code',
+  'identity_disabled',
+  'code_length_refused',
   'missing_response',
   'bad_scheme',
   'early_data',
@@ -136,6 +138,10 @@ export function refusalReason(err: unknown): RefusalReason {
       return 'bad_code';
     case 'TOO_MANY_ATTEMPTS':
       return 'too_many_attempts';
+    case 'IDENTITY_DISABLED':
+      return 'identity_disabled';
+    case 'CODE_LENGTH_REFUSED':
+      return 'code_length_refused';
     case 'STORE_UNAVAILABLE':
       return 'store_unavailable';
     case 'TOO_MANY_PARKED':

@@ -1,8 +1,10 @@
 /**
  * CONNECT authentication (the HTTP-specific protocol): the relay checks `uuid:<ID>?response=<TOTP>`
- * (within the guess limits, once per code, with the original's reuse rules) or `?cookie=<c>`.
+ * (within the guess limits, once per code, with the original's reuse rules), a one-time proof in
+ * the same parameter (outside the limits), or `?cookie=<c>`.
  */
 import { authFailed } from '../core/errors.js';
+import { asOriginal, proofUsed } from './code-rule.js';
 import { DEFAULT_COOKIE_TTL_SECONDS, isLive, newCookie, secretsEqual } from './cookies.js';
 import {
   COMPAT_MAX_REUSES_PER_STEP,
@@ -63,31 +65,45 @@ export async function authenticateConnect(
     }
     throw authFailed();
   }
+  try {
+    return await connectWithCode(claims, policy, uuid, identity, cred, liveParkMadeWith, nowMs);
+  } catch (err) {
+    // A compat identity's refusals keep the original's statuses, not permanent (code-rule.ts).
+    throw asOriginal(identity, err);
+  }
+}
+
+async function connectWithCode(
+  claims: Store,
+  policy: ConnectPolicy,
+  uuid: string,
+  identity: Identity | undefined,
+  cred: { response?: string; source?: string },
+  liveParkMadeWith: (uuid: string, step: number) => Promise<boolean>,
+  nowMs: number,
+): Promise<ConnectGrant> {
   const src = sourceKeyOf(cred.source);
-  const step = await verifyWithinLimits(claims, policy, uuid, identity, cred.response ?? '', src, nowMs);
+  const verified = await verifyWithinLimits(claims, policy, uuid, identity, cred.response ?? '', src, nowMs);
+  const { step } = verified;
+  // Refused after a right proof: said so (only its holder sees it); after a code, as before.
+  const refused = () => (verified.proof ? proofUsed() : authFailed());
   const generation = (identity as Identity).generation ?? 0;
   const cookie = newCookie();
   const expiresAt = Math.floor(nowMs / 1000) + (policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS);
-  if (
-    await claims.acceptStep(
-      uuid,
-      step,
-      'connect',
-      { cookie, expiresAt },
-      { generation, trustedSources: trust(identity, src) },
-    )
-  )
+  const extra = {
+    generation,
+    trustedSources: trust(identity, src),
+    ...(verified.codeLengths ? { codeLengths: verified.codeLengths } : {}),
+  };
+  if (await claims.acceptStep(uuid, step, 'connect', { cookie, expiresAt }, extra))
     return { uuid, cookie, step, generation };
 
   // Already used. A compat identity with reuseWithinStep takes a CONNECT's code again within its
   // step, with or without a live park (the original's semantics; bounded per step).
   if ((identity as Identity).compat?.reuseWithinStep) {
-    const reused = await claims.reuseStep(uuid, step, 'connect', COMPAT_MAX_REUSES_PER_STEP, {
-      generation,
-      trustedSources: trust(identity, src),
-    });
+    const reused = await claims.reuseStep(uuid, step, 'connect', COMPAT_MAX_REUSES_PER_STEP, extra);
     if (reused?.httpCookie) return { uuid, cookie: reused.httpCookie, step, generation };
-    throw authFailed();
+    throw refused();
   }
   // Only a CONNECT's code may come back, and only while its park lives.
   if ((policy.codeReuse ?? 'live-park') === 'live-park') {
@@ -104,5 +120,5 @@ export async function authenticateConnect(
       return { uuid, cookie: now.httpCookie, step, generation };
     }
   }
-  throw authFailed();
+  throw refused();
 }

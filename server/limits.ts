@@ -1,12 +1,14 @@
 /**
  * Guess limits: every code, from a PUT registration or a relay CONNECT, is a guess reserved
  * against its source address's budget and its uuid's before it is evaluated, and given back when
- * it was valid. The failure-limit defaults, the source key (IPv6 by /64) and trusted sources.
+ * it was valid; a one-time proof is checked without any. The failure-limit defaults, the source
+ * key (IPv6 by /64) and trusted sources.
  */
 import { isIP } from 'node:net';
-import { authFailed, RendezvousError } from '../core/errors.js';
-import { verifyCode } from '../core/totp.js';
-import type { Identity, Reservation, Store } from './store/index.js';
+import { authFailed, identityDisabled, RendezvousError } from '../core/errors.js';
+import { type CompatMatch, isProof, matchCompatCode, verifyCode, verifyProof } from '../core/totp.js';
+import { CodeAnswer, lengthRefusal, withLength } from './code-rule.js';
+import type { CodeLength, Identity, Reservation, Store } from './store/index.js';
 
 /** The failure-limit part of a policy. */
 export interface FailurePolicy {
@@ -70,14 +72,58 @@ const tooManyAttempts = (retryAfter: number) =>
     retryAfter,
   });
 
+/** A response that authenticated: the step it claims, and what the claim also writes. */
+export interface Verified {
+  step: number;
+  /** A one-time proof (no budget was touched), not a code. */
+  proof: boolean;
+  /** A compat identity's code lengths with this code's added, when that changed them. */
+  codeLengths?: CodeLength[];
+}
+
+/**
+ * A secret no identity has: an unknown uuid's proof is computed against it, so unknown and known
+ * uuids take the same work.
+ */
+const NO_SECRET = { secret: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', step: 30 };
+
+/**
+ * A one-time proof: checked against the identity's window without reserving anything (it cannot
+ * be guessed, so strangers' guesses never delay it). A wrong proof and an unknown uuid answer the
+ * same AUTH_FAILED, whatever the identity's settings; a right one for a disabled identity, 403.
+ */
+function verifyProofOnly(
+  identity: Identity | undefined,
+  uuid: string,
+  proof: string,
+  nowMs: number,
+): Verified {
+  const step = verifyProof(identity ?? NO_SECRET, uuid, proof, nowMs);
+  // Decided here, never answered the original's way: proofs cost nothing, so their refusals must
+  // not tell a compat identity from any other uuid.
+  if (step === null || !identity) throw new CodeAnswer(authFailed());
+  if (identity.disabled) throw identityDisabled();
+  return { step, proof: true };
+}
+
+/** A code's match: for compat identities the original's rule (any length), for strict ones RFC 6238. */
+function matchOf(identity: Identity, code: string, nowMs: number): CompatMatch | null {
+  if (identity.compat) return matchCompatCode(identity, identity.compat, code, nowMs);
+  const step = verifyCode(identity, code, nowMs);
+  return step === null ? null : { step, kind: code.length };
+}
+
 /**
  * The checks every code goes through. A guess is reserved before it is evaluated — first against
  * its source address's budget, then against the uuid's — so concurrent guesses cannot exceed
- * either. When the uuid's budget is spent, only sources that registered it before are still
- * evaluated (the real agent keeps working during an attack); everyone else gets 429. Unknown,
- * disabled and known uuids go through exactly the same steps and answers. A valid code (even a
- * replayed one) is no guess: its reservations are given back, so an agent restarting within one
- * step trips nothing. Returns the code's time step; replay is the caller's conditional write.
+ * either; a guess counts once whatever its length. When the uuid's budget is spent, only sources
+ * that registered it before are still evaluated (the real agent keeps working during an attack);
+ * everyone else gets 429. Unknown, disabled and known uuids go through the same steps, and every
+ * wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or CODE_LENGTH_REFUSED
+ * for a compat identity's length it does not take (see code-rule.ts); those keep their guess,
+ * except disabled. A valid code (even a replayed one) is no guess: its reservations are given
+ * back, so an agent restarting within one step trips nothing. A one-time proof skips the budgets.
+ * Returns the step to claim; replay is the caller's conditional write.
  */
 export async function verifyWithinLimits(
   store: Store,
@@ -87,7 +133,8 @@ export async function verifyWithinLimits(
   code: string,
   src: string,
   nowMs: number,
-): Promise<number> {
+): Promise<Verified> {
+  if (isProof(code)) return verifyProofOnly(identity, uuid, code, nowMs);
   const nowSec = Math.floor(nowMs / 1000);
   const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
   const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
@@ -108,11 +155,33 @@ export async function verifyWithinLimits(
     await store.refundAttempt('source', src, bySource.windowStart);
     throw tooManyAttempts(byUuid.retryAfter);
   }
-  const step = identity && !identity.disabled ? verifyCode(identity, code, nowMs) : null;
-  if (step === null) throw authFailed();
-  await Promise.all([
-    store.refundAttempt('source', src, bySource.windowStart),
-    byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
-  ]);
-  return step;
+  const refund = () =>
+    Promise.all([
+      store.refundAttempt('source', src, bySource.windowStart),
+      byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
+    ]);
+  // A counted guess remembers its source, so a settings change can give it back (store.setCompat).
+  const counted = async (err: RendezvousError): Promise<never> => {
+    if (byUuid.ok) await store.noteFailedGuess(uuid, byUuid.windowStart, src, bySource.windowStart);
+    throw err;
+  };
+
+  const match = identity ? matchOf(identity, code, nowMs) : null;
+  if (!identity || !match) return counted(authFailed());
+  if (identity.disabled) {
+    await refund();
+    throw identityDisabled();
+  }
+  // Under attack: other guesses spent part of the uuid's budget in this window (or all of it), or
+  // stood in the window just before it.
+  const attack = byUuid.ok
+    ? {
+        underAttack: byUuid.count > 1 || byUuid.earlier > 0,
+        retryAfter: byUuid.windowStart + windowSec - nowSec,
+      }
+    : { underAttack: true, retryAfter: byUuid.retryAfter };
+  const refused = lengthRefusal(identity, match.kind, attack);
+  if (refused) return counted(refused);
+  await refund();
+  return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind) };
 }

@@ -1,10 +1,12 @@
 /**
  * Registration: a hidden server proves its identity with a TOTP code (within the guess limits,
- * once per code) and gets a new `R` triple, replacing its previous cookie. Transport-free: the
- * Lambda handler and the CLI both call in here.
+ * once per code) or a one-time proof (outside them), and gets a new `R` triple, replacing its
+ * previous cookie. Transport-free: the Lambda handler and the CLI both call in here.
  */
 import { authFailed, badRequest } from '../core/errors.js';
+import { PROOF_DIGITS } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { asOriginal, proofUsed } from './code-rule.js';
 import { DEFAULT_COOKIE_TTL_SECONDS, mobileCookieFor, NO_EXPIRY, newCookie } from './cookies.js';
 import {
   COMPAT_MAX_REUSES_PER_STEP,
@@ -25,23 +27,27 @@ export interface RegistrationPolicy extends FailurePolicy {
   cookieTtlSeconds?: number;
 }
 
-/** Validates a TOTP response parameter. */
+const RESPONSE_SHAPE = new RegExp(`^(?:[0-9]{6,10}|[0-9]{${PROOF_DIGITS}})$`);
+
+/** Validates a response parameter: a code of 6–10 digits, or a one-time proof (PROOF_DIGITS). */
 export function checkResponse(response: string | undefined): string {
   if (response === undefined || response === '') throw badRequest('missing parameter: response');
-  if (!/^[0-9]{6,10}$/.test(response)) throw badRequest('malformed parameter: response');
+  if (!RESPONSE_SHAPE.test(response)) throw badRequest('malformed parameter: response');
   return response;
 }
 
 /**
- * Authenticates a hidden server by TOTP and makes a new registration for it, replacing (and so
- * invalidating) its previous cookie. Unknown uuid, disabled identity, wrong code and replayed code
- * all fail with the same AUTH_FAILED.
+ * Authenticates a hidden server by a code or a one-time proof and makes a new registration for
+ * it, replacing (and so invalidating) its previous cookie. Unknown uuid, wrong code and replayed
+ * code fail with the same AUTH_FAILED; a compat identity's refusals are answered the original's
+ * way (code-rule.ts). A right code for a disabled identity gets IDENTITY_DISABLED.
  */
 export async function registerHiddenServer(
   store: Store,
   policy: RegistrationPolicy,
   uuid: string,
-  code: string,
+  /** The `response` parameter as sent (checked here, once the identity's rules are known). */
+  response: string | undefined,
   nowMs: number = Date.now(),
   /** The caller's address (API Gateway's `sourceIp`), for the per-source guess limit. */
   source?: string,
@@ -54,10 +60,41 @@ export async function registerHiddenServer(
   claims: Store = store,
 ): Promise<RendezvousTriple> {
   const identity = await claims.getIdentity(uuid);
+  try {
+    return await register(store, policy, uuid, identity, response, nowMs, source, claims);
+  } catch (err) {
+    throw asOriginal(identity, err);
+  }
+}
+
+async function register(
+  store: Store,
+  policy: RegistrationPolicy,
+  uuid: string,
+  identity: Identity | undefined,
+  response: string | undefined,
+  nowMs: number,
+  source: string | undefined,
+  claims: Store,
+): Promise<RendezvousTriple> {
+  let code: string;
+  try {
+    code = checkResponse(response);
+  } catch (err) {
+    // The original answered a malformed code like a wrong one, and so do compat identities: an
+    // answer that tells them from other uuids costs a guess, as a wrong code does.
+    if (!identity?.compat) throw err;
+    code = '';
+  }
   const src = sourceKeyOf(source);
-  const step = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
+  const verified = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
+  const { step } = verified;
   const generation = (identity as Identity).generation ?? 0;
-  const extra = { generation, trustedSources: trust(identity, src) };
+  const extra = {
+    generation,
+    trustedSources: trust(identity, src),
+    ...(verified.codeLengths ? { codeLengths: verified.codeLengths } : {}),
+  };
   if (
     !(await claims.acceptStep(uuid, step, 'register', undefined, extra)) &&
     // The original let a code register any number of times within its step (each PUT a new cookie).
@@ -66,7 +103,7 @@ export async function registerHiddenServer(
       (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
     )
   )
-    throw authFailed();
+    throw verified.proof ? proofUsed() : authFailed();
 
   const nowSec = Math.floor(nowMs / 1000);
   const lifetime = (identity as Identity).compat?.cookieLifetime;

@@ -184,7 +184,10 @@ export function addCompatCommand(program: Command, fail: (message: string) => ne
       "show or change an identity's compatibility settings (node-rendezvous clients); --strict removes them",
     )
     .argument('<uuid>', 'the identity')
-    .option('--digits <d>', 'original (unreduced, 1–10 digits) or 6–10 (last digits, unpadded)')
+    .option(
+      '--digits <d>',
+      'shortest code accepted: 6–10 last digits (original: from 6, as the original); the whole value always',
+    )
     .option('--encoding <e>', 'rfc6238, or speakeasy (UTF-8 of binary secret bytes)')
     .option('--window <w>', '0 (the original) or 1 step of drift')
     .option('--reuse-within-step <yes|no>', 'accept a code again within its step (bounded)')

@@ -139,8 +139,9 @@ export function draftFromRecord(record: unknown, key?: string): ImportDraft {
   if (!Number.isInteger(length) || length < 6) {
     throw new RecordError('length below 6: such codes are refused by the API (6–10 digits)');
   }
-  // Over 10 the original compared the whole unreduced value (its shipped records say 40).
-  const digits = length > 10 ? 'original' : length;
+  // The original never read `length`: it checked a code at whatever length the client sent
+  // (from 6), so every imported identity takes every length its clients may use.
+  const digits = 'original';
   const issuer = typeof p.issuer === 'string' ? p.issuer.slice(0, 200) : undefined;
   return {
     uuid,

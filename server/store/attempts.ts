@@ -15,8 +15,35 @@ export interface AttemptWindow {
   windowStart: number;
 }
 
-/** The outcome of reserving one guess. */
-export type Reservation = { ok: true; windowStart: number } | { ok: false; retryAfter: number };
+/**
+ * The outcome of reserving one guess: `count` is the window's guesses with this one (so more than
+ * one means others are evaluated, or were wrong, in the same window); `earlier`, the guesses left
+ * standing in the window before it when that one ended less than a window before this one began
+ * (a steady attacker spans windows).
+ */
+export type Reservation =
+  | { ok: true; windowStart: number; count: number; earlier: number }
+  | { ok: false; retryAfter: number };
+
+/** The fields a reservation reads back from its counter's item. */
+interface CounterItem {
+  guesses?: number;
+  windowStart?: number;
+  prevGuesses?: number;
+  prevWindowStart?: number;
+}
+
+/** A successful reservation from its counter's item as written. */
+function reserved(item: CounterItem, windowSec: number): Reservation {
+  const windowStart = Number(item.windowStart);
+  const prevStart = Number(item.prevWindowStart ?? 0);
+  return {
+    ok: true,
+    windowStart,
+    count: Number(item.guesses),
+    earlier: windowStart - prevStart < 2 * windowSec ? Number(item.prevGuesses ?? 0) : 0,
+  };
+}
 
 /** The guess counters of one table. */
 export class Attempts {
@@ -48,7 +75,7 @@ export class Attempts {
           ExpressionAttributeValues: { ':one': 1, ':cutoff': cutoff, ':limit': limit },
           ReturnValues: 'ALL_NEW',
         });
-        return { ok: true, windowStart: Number(out?.windowStart) };
+        return reserved((out ?? {}) as CounterItem, windowSec);
       } catch (err) {
         if (isConditionFailed(err)) return undefined;
         throw err;
@@ -58,20 +85,25 @@ export class Attempts {
     if (first) return first;
     if (limit > 0) {
       try {
-        // No window, or a lapsed one: this guess opens a new window.
-        await this.table.update({
+        // No window, or a lapsed one: this guess opens a new window. The lapsed window's standing
+        // guesses are kept beside it, and the item outlives its window by one more, so a steady
+        // attacker still counts as one when a new window opens.
+        const out = await this.table.update({
           Key,
-          UpdateExpression: 'SET #n = :one, windowStart = :now, expiresAt = :exp',
+          UpdateExpression:
+            'SET prevGuesses = if_not_exists(#n, :zero), prevWindowStart = if_not_exists(windowStart, :zero), #n = :one, windowStart = :now, expiresAt = :exp REMOVE failedFrom',
           ConditionExpression: 'attribute_not_exists(windowStart) OR windowStart <= :cutoff',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: {
+            ':zero': 0,
             ':one': 1,
             ':now': nowSec,
             ':cutoff': cutoff,
-            ':exp': nowSec + windowSec,
+            ':exp': nowSec + 2 * windowSec,
           },
+          ReturnValues: 'ALL_NEW',
         });
-        return { ok: true, windowStart: nowSec };
+        return reserved((out ?? {}) as CounterItem, windowSec);
       } catch (err) {
         if (!isConditionFailed(err)) throw err;
       }
@@ -97,6 +129,80 @@ export class Attempts {
     } catch (err) {
       if (!isConditionFailed(err)) throw err;
     }
+  }
+
+  /**
+   * Remembers, on a uuid's counter, that a guess counted in its window (`uuidWindowStart`) came
+   * from `source`, whose own counter's window began at `sourceWindowStart`: what `reset` gives
+   * back. At most one entry per guess the uuid's budget admits, so the list stays bounded.
+   */
+  async noteFailure(
+    uuid: string,
+    uuidWindowStart: number,
+    source: string,
+    sourceWindowStart: number,
+  ): Promise<void> {
+    try {
+      await this.table.update({
+        Key: attemptsKey('uuid', uuid),
+        UpdateExpression: 'SET failedFrom = list_append(if_not_exists(failedFrom, :empty), :entry)',
+        ConditionExpression: 'windowStart = :ws',
+        ExpressionAttributeValues: {
+          ':empty': [],
+          ':entry': [{ source, windowStart: sourceWindowStart }],
+          ':ws': uuidWindowStart,
+        },
+      });
+    } catch (err) {
+      // The window lapsed meanwhile: its guesses no longer count anywhere worth giving back.
+      if (!isConditionFailed(err)) throw err;
+    }
+  }
+
+  /**
+   * Clears a uuid's guesses (its settings changed, so they were judged by rules that no longer
+   * hold): gives each source back the guesses it spent on this uuid in the source's current
+   * window, then deletes the uuid's counter. Guesses a source spent on other uuids stay counted.
+   */
+  async reset(uuid: string): Promise<void> {
+    const { pk, sk } = attemptsKey('uuid', uuid);
+    const item = await this.table.get<{ failedFrom?: Array<{ source: string; windowStart: number }> }>(
+      pk,
+      sk,
+    );
+    const spent = new Map<string, { source: string; windowStart: number; n: number }>();
+    for (const e of item?.failedFrom ?? []) {
+      const k = `${e.source}@${e.windowStart}`;
+      const s = spent.get(k) ?? { source: e.source, windowStart: Number(e.windowStart), n: 0 };
+      s.n++;
+      spent.set(k, s);
+    }
+    for (const { source, windowStart, n } of spent.values()) {
+      await this.giveBack(source, windowStart, n);
+    }
+    await this.table.delete({ Key: attemptsKey('uuid', uuid) });
+  }
+
+  /** Takes `n` guesses off a source's counter, if its window is still `windowStart` (never below 0). */
+  private async giveBack(source: string, windowStart: number, n: number): Promise<void> {
+    const update = (expression: string, condition: string, values: Record<string, unknown>) =>
+      this.table
+        .update({
+          Key: attemptsKey('source', source),
+          UpdateExpression: expression,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: { '#n': 'guesses' },
+          ExpressionAttributeValues: { ':ws': windowStart, ...values },
+        })
+        .then(
+          () => true,
+          (err) => {
+            if (isConditionFailed(err)) return false;
+            throw err;
+          },
+        );
+    if (await update('SET #n = #n - :k', 'windowStart = :ws AND #n >= :k', { ':k': n })) return;
+    await update('SET #n = :zero', 'windowStart = :ws', { ':zero': 0 });
   }
 
   /** A guess counter's window, or undefined (never guessed at, or expired from the table). */

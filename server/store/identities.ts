@@ -36,12 +36,33 @@ export interface Identity extends TotpParams {
   compat?: TotpCompat;
   /** Times the code of `lastStep` was used again (compat `reuseWithinStep` only; bounded). */
   reuses?: number;
+  /**
+   * The code lengths a compat identity's clients have registered with (`full`: the whole
+   * unreduced value): while its uuid is under attack, other lengths are refused.
+   */
+  codeLengths?: CodeLength[];
 }
+
+/** A code length a compat identity accepted: its number of last digits, or `full` (the whole value). */
+export type CodeLength = number | 'full';
 
 /** What a code claim also writes: the generation it was checked in (a rotation since fails it), and the trusted list. */
 export interface ClaimExtra {
   generation?: number;
   trustedSources?: string[];
+  /** The identity's code lengths with the claiming code's added (only when that changed them). */
+  codeLengths?: CodeLength[];
+}
+
+/** The `SET` clauses and values a claim's extras add. */
+function extraUpdates(extra: ClaimExtra): { set: string; values: Record<string, unknown> } {
+  return {
+    set: `${extra.trustedSources ? ', trustedSources = :ts' : ''}${extra.codeLengths ? ', codeLengths = :cl' : ''}`,
+    values: {
+      ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
+      ...(extra.codeLengths ? { ':cl': extra.codeLengths } : {}),
+    },
+  };
 }
 
 /** The identities of one table. */
@@ -96,12 +117,13 @@ export class Identities {
     extra: ClaimExtra = {},
   ): Promise<boolean> {
     const generation = extra.generation ?? 0;
+    const more = extraUpdates(extra);
     try {
       await this.table.update({
         Key: identityKey(uuid),
         UpdateExpression: `SET lastStep = :step, lastStepBy = :by, reuses = :zero${
           httpCookie ? ', httpCookie = :hc, httpCookieExpiresAt = :hce' : ''
-        }${extra.trustedSources ? ', trustedSources = :ts' : ''}`,
+        }${more.set}`,
         ConditionExpression: `attribute_exists(pk) AND (attribute_not_exists(lastStep) OR lastStep < :step) AND (attribute_not_exists(disabled) OR disabled = :false) AND (${
           generation === 0 ? 'attribute_not_exists(generation) OR ' : ''
         }generation = :gen)`,
@@ -112,7 +134,7 @@ export class Identities {
           ':gen': generation,
           ':zero': 0,
           ...(httpCookie ? { ':hc': httpCookie.cookie, ':hce': httpCookie.expiresAt } : {}),
-          ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
+          ...more.values,
         },
       });
       return true;
@@ -136,12 +158,11 @@ export class Identities {
     extra: ClaimExtra = {},
   ): Promise<Identity | undefined> {
     const generation = extra.generation ?? 0;
+    const more = extraUpdates(extra);
     try {
       const out = await this.table.update({
         Key: identityKey(uuid),
-        UpdateExpression: `SET reuses = if_not_exists(reuses, :zero) + :one${
-          extra.trustedSources ? ', trustedSources = :ts' : ''
-        }`,
+        UpdateExpression: `SET reuses = if_not_exists(reuses, :zero) + :one${more.set}`,
         ConditionExpression: `attribute_exists(pk) AND lastStep = :step AND lastStepBy = :by AND (attribute_not_exists(reuses) OR reuses < :max) AND (attribute_not_exists(disabled) OR disabled = :false) AND (${
           generation === 0 ? 'attribute_not_exists(generation) OR ' : ''
         }generation = :gen)`,
@@ -153,7 +174,7 @@ export class Identities {
           ':one': 1,
           ':false': false,
           ':gen': generation,
-          ...(extra.trustedSources ? { ':ts': extra.trustedSources } : {}),
+          ...more.values,
         },
         ReturnValues: 'ALL_NEW',
       });
@@ -211,7 +232,7 @@ export class Identities {
       uuid,
       `SET secret = :s, digits = :d, step = :st, algorithm = :a${
         compat ? ', compat = :c' : ''
-      } ADD generation :one REMOVE httpCookie, httpCookieExpiresAt${compat ? '' : ', compat'}`,
+      } ADD generation :one REMOVE httpCookie, httpCookieExpiresAt, codeLengths${compat ? '' : ', compat'}`,
       {
         ':s': params.secret,
         ':d': params.digits,

@@ -8,7 +8,7 @@ export type { ParkKind } from '../../core/protocol.js';
 export type { AttemptScope, AttemptWindow, Reservation } from './attempts.js';
 export { CHANGE_TTL_SECONDS, type ChangeNotice } from './changes.js';
 export { failedStore, type StoreSettings } from './errors.js';
-export type { ClaimExtra, Identity } from './identities.js';
+export type { ClaimExtra, CodeLength, Identity } from './identities.js';
 export {
   LAST_RENDEZVOUS_TTL_SECONDS,
   type LastRendezvous,

@@ -6,7 +6,8 @@
  *                                  trusted sources, compat (settings of identities imported from
  *                                  node-rendezvous; absent = strict), reuses
  *   SERVER#<uuid> / REGISTRATION   current mobile cookie <c>, scheme, relay host/port, region, expiresAt
- *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window (exists for any uuid
+ *   SERVER#<uuid> / ATTEMPTS       wrong-code guesses in the current window and the one before, the
+ *                                  sources they came from (exists for any uuid
  *                                  anyone guessed at, known or not, so the two look the same)
  *   SOURCE#<addr> / ATTEMPTS       guesses from one source address in the current window
  *   COOKIE#<c>    / COOKIE         uuid, expiresAt

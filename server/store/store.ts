@@ -95,14 +95,23 @@ export class Store {
     return this.identities.setDisabled(uuid, disabled);
   }
 
-  /** Replaces an identity's TOTP secret and ends everything made with the old one. */
-  rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
-    return this.identities.rotateSecret(uuid, params, compat);
+  /**
+   * Replaces an identity's TOTP secret and ends everything made with the old one. Its guesses are
+   * cleared (see `setCompat`).
+   */
+  async rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
+    await this.identities.rotateSecret(uuid, params, compat);
+    await this.attempts.reset(uuid);
   }
 
-  /** Sets (or removes) an identity's compatibility settings and informative `digits`. */
-  setCompat(uuid: string, compat: TotpCompat | undefined, digits: number): Promise<void> {
-    return this.identities.setCompat(uuid, compat, digits);
+  /**
+   * Sets (or removes) an identity's compatibility settings and informative `digits`, and clears its
+   * guesses: those were judged by the old rules (an original client refused for its code length
+   * is not a guesser), so the fix takes effect at once instead of after the window.
+   */
+  async setCompat(uuid: string, compat: TotpCompat | undefined, digits: number): Promise<void> {
+    await this.identities.setCompat(uuid, compat, digits);
+    await this.attempts.reset(uuid);
   }
 
   /** Deletes an identity, its registration and its last-rendezvous record. */
@@ -158,6 +167,16 @@ export class Store {
   /** Gives back a reservation, if its window is still the current one. */
   refundAttempt(scope: AttemptScope, key: string, windowStart: number): Promise<void> {
     return this.attempts.refund(scope, key, windowStart);
+  }
+
+  /** Remembers which source a guess counted on a uuid came from (what a settings change gives back). */
+  noteFailedGuess(
+    uuid: string,
+    uuidWindowStart: number,
+    source: string,
+    sourceWindowStart: number,
+  ): Promise<void> {
+    return this.attempts.noteFailure(uuid, uuidWindowStart, source, sourceWindowStart);
   }
 
   /** A guess counter's window, or undefined. */

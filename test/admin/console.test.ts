@@ -117,7 +117,8 @@ describe('operator console', () => {
     await page.waitForURL(`${admin.url}/`);
     expect(await row.locator('.status').textContent()).toContain('disabled');
     await new Promise((r) => setTimeout(r, 1_100));
-    expect((await putCode('console-laptop', secret)).status).toBe(401);
+    // The right code of a disabled identity: 403 identity disabled (said only to a right code).
+    expect((await putCode('console-laptop', secret)).status).toBe(403);
     // The relay's next check drops the disabled identity's parked sockets with -ERR.
     // Bounded generously: the check runs every 300 ms, but a busy machine stretches it.
     const until = Date.now() + 15_000;

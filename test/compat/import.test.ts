@@ -106,10 +106,10 @@ describe('accepted dump shapes', () => {
     await rm(dir, { recursive: true });
   });
 
-  it('a binary secret is imported with speakeasy-style codes; a record`s length 8 keeps 8 digits', async () => {
+  it('a binary secret is imported with speakeasy-style codes; a record`s length 8 still takes every length (the original never read it)', async () => {
     await importText(JSON.stringify({ 'shape-bin': originalRecord('shape-bin', secret('binary'), 8) }));
     const id = await env.store.getIdentity('shape-bin');
-    expect(id?.compat).toMatchObject({ encoding: 'speakeasy', digits: 8 });
+    expect(id?.compat).toMatchObject({ encoding: 'speakeasy', digits: 'original' });
   });
 });
 
@@ -315,7 +315,7 @@ describe('operator console', () => {
       return html.slice(start, html.indexOf('</tr>', start));
     };
     expect(row('shape-a')).toContain('imported: node-rendezvous (https://registrar.example.com)');
-    expect(row('shape-a')).toContain('codes: unreduced 1–10 digits');
+    expect(row('shape-a')).toContain('codes: last 6–10 digits or the whole value, unpadded');
     expect(row('shape-a')).toContain('no ±1 window');
     expect(row('shape-a')).toContain('code reusable within its step');
     expect(row('shape-a')).toContain('cookie until the next registration');
