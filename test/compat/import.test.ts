@@ -66,7 +66,7 @@ describe('accepted dump shapes', () => {
       }),
     );
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^imported 2, skipped 0/);
+    expect(r.stdout).toMatch(/^imported 2, unchanged 0/);
     const id = await env.store.getIdentity('shape-a');
     expect(id?.secret).toBe(a);
     expect(id?.compat).toMatchObject({
@@ -117,10 +117,10 @@ describe('idempotence, conflicts and bad records', () => {
   it('re-import skips what is there; a different secret is a conflict, left alone unless --force', async () => {
     const first = secret();
     const dump = JSON.stringify({ 'idem-1': originalRecord('idem-1', first) });
-    expect((await importText(dump)).stdout).toMatch(/^imported 1, skipped 0/);
+    expect((await importText(dump)).stdout).toMatch(/^imported 1, unchanged 0/);
     const again = await importText(dump);
     expect(again.code).toBe(0);
-    expect(again.stdout).toMatch(/^imported 0, skipped 1/);
+    expect(again.stdout).toMatch(/^imported 0, unchanged 1/);
 
     // Registered meanwhile with the original's code.
     const step = stepAt(Date.now());
@@ -137,13 +137,13 @@ describe('idempotence, conflicts and bad records', () => {
     const conflict = await importText(clash);
     expect(conflict.code).toBe(1);
     expect(conflict.stdout).toMatch(/conflicts 1/);
-    expect(conflict.stdout).toContain('conflict  idem-1');
+    expect(conflict.stdout).toContain('conflict   idem-1');
     expect((await env.store.getIdentity('idem-1'))?.secret).toBe(first);
     expect(await env.store.getRegistration('idem-1')).toBeDefined();
 
     const forced = await importText(clash, '--force');
     expect(forced.code).toBe(0);
-    expect(forced.stdout).toContain('replaced  idem-1');
+    expect(forced.stdout).toContain('replaced   idem-1');
     expect((await env.store.getIdentity('idem-1'))?.secret).toBe(other);
     // Replacing the secret ends what the old one registered, as a rotation does.
     expect(await env.store.getRegistration('idem-1')).toBeUndefined();
@@ -162,12 +162,12 @@ describe('idempotence, conflicts and bad records', () => {
     });
     const r = await importText(dump);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^imported 1, .*invalid 5/);
-    expect(r.stdout).toContain('invalid   bad-key: the key and the record name different uuids');
-    expect(r.stdout).toContain('invalid   bad-short: the secret is shorter than 10 bytes');
-    expect(r.stdout).toContain('invalid   bad-json: not a JSON record');
-    expect(r.stdout).toContain('invalid   bad-len: length below 6');
-    expect(r.stdout).toContain('invalid   bad uuid: uuid is not usable here');
+    expect(r.stdout).toMatch(/^imported 1, .*skipped 5/);
+    expect(r.stdout).toContain('skipped    bad-key: not usable here (the key and the record name different uuids)');
+    expect(r.stdout).toContain('skipped    bad-short: not usable here (the secret is shorter than 10 bytes');
+    expect(r.stdout).toContain('skipped    bad-json: not JSON');
+    expect(r.stdout).toContain('skipped    bad-len: not usable here (length below 6');
+    expect(r.stdout).toContain('skipped    bad uuid: not usable here (uuid: 1–128');
     expect(await env.store.getIdentity('good-one')).toBeDefined();
     expect(r.stdout).not.toContain(short);
   });
@@ -175,7 +175,7 @@ describe('idempotence, conflicts and bad records', () => {
   it('garbage on stdin is refused with a clear message, exit 1', async () => {
     const r = await importText('this is not a dump');
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/invalid 1/);
+    expect(r.stdout).toMatch(/skipped 1/);
   });
 });
 

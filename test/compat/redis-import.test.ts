@@ -79,15 +79,16 @@ describe('import --redis', () => {
   it('imports every identity record, leaves other key types out, and is idempotent', async () => {
     const first = await runCli(['import', '--redis', `redis://127.0.0.1:${port}`], cliEnv());
     const out = first.stdout.toString();
-    expect(out).toMatch(/^imported 2, skipped 0/);
-    expect(first.stderr).toContain('1 redis keys are not strings');
+    expect(out).toMatch(/^imported 2, unchanged 0/);
+    expect(first.stderr).toContain('1 redis key is not a string (left out; named in the report)');
+    expect(out).toContain('  skipped    some-list: not a string (list)\n');
     expect(first.code).toBe(0);
     for (const s of secrets) expect(out + first.stderr).not.toContain(s);
     expect((await env.store.getIdentity('redis-one'))?.secret).toBe(secrets[0]);
     expect((await env.store.getIdentity('redis-two'))?.compat?.digits).toBe('original');
 
     const again = await runCli(['import', '--redis', `redis://127.0.0.1:${port}`], cliEnv());
-    expect(again.stdout.toString()).toMatch(/^imported 0, skipped 2/);
+    expect(again.stdout.toString()).toMatch(/^imported 0, unchanged 2/);
   });
 
   it('a wrong password, a password in the URL and an unreachable redis are clear errors', async () => {
