@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
@@ -107,5 +108,49 @@ describe('import --redis', () => {
     const gone = await runCli(['import', '--redis', `redis://127.0.0.1:${await freePort()}`], cliEnv());
     expect(gone.code).toBe(1);
     expect(gone.stderr).toContain('ECONNREFUSED');
+  });
+});
+
+describe('import --redis against a server without SCAN (issue 25: nedis has none)', () => {
+  let bare: ChildProcess | undefined;
+  let barePort = 0;
+  let dir = '';
+  const bareSecret = originalAsciiSecret();
+
+  beforeAll(async () => {
+    // A real redis-server whose SCAN is renamed away answers as nedis does: unknown command.
+    dir = await mkdtemp('/tmp/rv-noscan-');
+    barePort = await freePort();
+    await writeFile(
+      `${dir}/redis.conf`,
+      `port ${barePort}\nbind 127.0.0.1\nsave ""\nappendonly no\nrename-command SCAN ""\n`,
+    );
+    bare = spawn('/usr/bin/redis-server', [`${dir}/redis.conf`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await waitForOutput(bare, /Ready to accept connections/, 20_000);
+    const at = ['-h', '127.0.0.1', '-p', String(barePort)];
+    await run('redis-cli', [...at, 'SET', 'noscan-one', originalRecord('noscan-one', bareSecret)]);
+    await run('redis-cli', [...at, 'SET', 'noscan-text', 'hello']);
+    await run('redis-cli', [...at, 'HSET', 'noscan-hash', 'f', 'v']);
+    await run('redis-cli', [...at, 'HSET', 'noscan-hash2', 'f', 'v']);
+  }, 60_000);
+
+  afterAll(async () => {
+    await stop(bare);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('falls back to KEYS with one warning, and names every key`s fate', async () => {
+    const { REDISCLI_AUTH: _none, ...noAuth } = cliEnv();
+    const r = await runCli(['import', '--redis', `redis://127.0.0.1:${barePort}`], noAuth);
+    const out = r.stdout.toString();
+    expect(r.stderr).not.toContain('unknown command');
+    expect(r.stderr.match(/no SCAN/g)).toHaveLength(1);
+    expect(r.stderr).toContain('listing the keys with one KEYS * instead');
+    expect(r.stderr).toContain('2 redis keys are not strings');
+    expect(out).toContain('  imported   noscan-one\n');
+    expect(out).toContain('  skipped    noscan-text: not JSON\n');
+    expect(out).toContain('  skipped    noscan-hash: not a string (hash)\n');
+    expect(out).not.toContain(bareSecret);
+    expect((await env.store.getIdentity('noscan-one'))?.secret).toBe(bareSecret);
   });
 });
