@@ -163,7 +163,9 @@ describe('idempotence, conflicts and bad records', () => {
     const r = await importText(dump);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/^imported 1, .*skipped 5/);
-    expect(r.stdout).toContain('skipped    bad-key: not usable here (the key and the record name different uuids)');
+    expect(r.stdout).toContain(
+      'skipped    bad-key: not usable here (the key and the record name different uuids)',
+    );
     expect(r.stdout).toContain('skipped    bad-short: not usable here (the secret is shorter than 10 bytes');
     expect(r.stdout).toContain('skipped    bad-json: not JSON');
     expect(r.stdout).toContain('skipped    bad-len: not usable here (length below 6');
@@ -322,5 +324,42 @@ describe('operator console', () => {
     expect(row('shape-bin')).toContain('speakeasy key');
     expect(row('prov-env')).toContain('strict');
     noSecretIn(html);
+  });
+});
+
+describe('a hostile dump cannot write to the operator`s terminal (issue 26 item 9)', () => {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must not appear
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  it('control characters in keys, reasons and error messages are escaped, never printed raw', async () => {
+    const forged = 'hostile-a\n  imported   root-account\r\u001b[2K';
+    const dump = JSON.stringify({
+      [forged]: 'not json at all',
+      'hostile-b\u001b]0;pwned\u0007': '{"uuid":"x"}',
+      'hostile-c\u009b31m': '[]',
+      'hostile-d\u202e': 'x',
+    });
+    const r = await importText(dump);
+    const all = r.stdout + r.stderr;
+    // No control character at all but the line ends.
+    expect(all).not.toMatch(RAW_CONTROL);
+    expect(r.stdout).not.toMatch(/^ {2}imported {3}root-account/m);
+    expect(r.stdout).toContain('  skipped    hostile-a\\n  imported   root-account\\r\\e[2K: not JSON\n');
+    expect(r.stdout).toContain('hostile-b\\e]0;pwned\\x07');
+    expect(r.stdout).toContain('hostile-c\\x9b31m');
+    expect(r.stdout).toContain('hostile-d\\u{202e}');
+    const json = await importText(dump, '--json');
+    expect(json.stdout).not.toMatch(RAW_CONTROL);
+    const parsed = JSON.parse(json.stdout) as { skipped: Array<{ key: string }> };
+    expect(parsed.skipped.map((s) => s.key)).toContain('hostile-c\u009b31m');
+  });
+
+  it('error messages that quote an argument escape it', async () => {
+    const r = await runCli(['compat', 'nobody\u001b[2J\rhere', '--window', '0'], cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).not.toMatch(RAW_CONTROL);
+    expect(r.stderr).toContain('nobody\\e[2J\\rhere');
+    const f = await runCli(['import', '/tmp/no-such-\u001b[31m-file'], cliEnv());
+    expect(f.code).toBe(1);
+    expect(f.stderr).toBe('rendezvous: cannot read /tmp/no-such-\\e[31m-file: ENOENT\n');
   });
 });
