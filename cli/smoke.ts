@@ -15,6 +15,7 @@ import { totpParamsFrom } from '../client/hidden-server.js';
 import { dialRelay } from '../client/relay-conn.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
+import { printable } from '../core/printable.js';
 import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
@@ -354,7 +355,7 @@ export function addSmokeCommand(program: Command, fail: (message: string) => nev
       } catch (err) {
         const message =
           err instanceof SmokeFailure ? err.message : `step "setup" failed: ${(err as Error).message}`;
-        process.stderr.write(`smoke: ${message}\n`);
+        process.stderr.write(`smoke: ${printable(message)}\n`);
         process.exit(1);
       }
       out.write('smoke: passed\n');

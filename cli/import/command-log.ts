@@ -173,15 +173,18 @@ export function replayCommandLog(
           if (opt === 'nx') nx = true;
           else if (opt === 'xx') xx = true;
           else if (opt === 'keepttl') keepTtl = true;
-          else if (opt === 'ex') (expiresAt = relativeDeadline(n(++i) * 1000)), (relative = true);
-          else if (opt === 'px') (expiresAt = relativeDeadline(n(++i))), (relative = true);
-          else if (opt === 'exat') expiresAt = n(++i) * 1000;
-          else if (opt === 'pxat') expiresAt = n(++i);
+          else if (opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') {
+            const t = n(++i) * (opt === 'ex' || opt === 'exat' ? 1000 : 1);
+            relative = opt === 'ex' || opt === 'px';
+            expiresAt = relative ? relativeDeadline(t) : t;
+          }
         }
         const before = live(key);
         if ((nx && before) || (xx && !before)) break;
-        if (keepTtl && before?.kind === 'string')
-          (expiresAt = before.expiresAt), (relative = !!before.relative);
+        if (keepTtl && before?.kind === 'string') {
+          expiresAt = before.expiresAt;
+          relative = !!before.relative;
+        }
         put(key, rest[1] ?? Buffer.alloc(0), expiresAt, relative);
         break;
       }
@@ -254,7 +257,10 @@ export function replayCommandLog(
       }
       case 'persist': {
         const f = live(key);
-        if (f?.kind === 'string') (f.expiresAt = undefined), (f.relative = false);
+        if (f?.kind === 'string') {
+          f.expiresAt = undefined;
+          f.relative = false;
+        }
         break;
       }
       case 'flushdb':

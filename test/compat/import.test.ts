@@ -351,7 +351,7 @@ describe('a hostile dump cannot write to the operator`s terminal (issue 26 item 
     expect(json.stdout).not.toMatch(RAW_CONTROL);
     const parsed = JSON.parse(json.stdout) as { skipped: Array<{ key: string }> };
     expect(parsed.skipped.map((s) => s.key)).toContain('hostile-c\u009b31m');
-  });
+  }, 120_000);
 
   it('error messages that quote an argument escape it', async () => {
     const r = await runCli(['compat', 'nobody\u001b[2J\rhere', '--window', '0'], cliEnv());
@@ -361,5 +361,5 @@ describe('a hostile dump cannot write to the operator`s terminal (issue 26 item 
     const f = await runCli(['import', '/tmp/no-such-\u001b[31m-file'], cliEnv());
     expect(f.code).toBe(1);
     expect(f.stderr).toBe('rendezvous: cannot read /tmp/no-such-\\e[31m-file: ENOENT\n');
-  });
+  }, 120_000);
 });

@@ -109,7 +109,7 @@ describe('import of a nedis log (issue 25)', () => {
     expect(db1.stdout.toString()).toContain('  imported   nd-db1\n');
     expect(db1.stdout.toString()).toContain('  skipped    nd-flushed: deleted\n');
     expect((await env.store.getIdentity('nd-db1'))?.secret).toBe(otherDb);
-  });
+  }, 120_000);
 
   it('absolute expiry times are judged against now; a key with a lifetime still running is named, not imported', async () => {
     const future = Math.floor(Date.now() / 1000) + 3_600;
@@ -133,7 +133,7 @@ describe('import of a nedis log (issue 25)', () => {
     expect(out).toContain('  imported   nd-kept\n');
     expect(await env.store.getIdentity('nd-past')).toBeUndefined();
     expect(await env.store.getIdentity('nd-future')).toBeUndefined();
-  });
+  }, 120_000);
 
   it('a log cut off inside its last command imports what came before and says so', async () => {
     const whole = aof('set', 'nd-cut', originalRecord('nd-cut', originalAsciiSecret()));
@@ -146,5 +146,5 @@ describe('import of a nedis log (issue 25)', () => {
     expect(r.stdout.toString()).toContain('  imported   nd-before-cut\n');
     expect(r.stderr).toMatch(/the log ends inside a command \(the last \d+ bytes are left out\)/);
     expect(await env.store.getIdentity('nd-cut')).toBeUndefined();
-  });
+  }, 120_000);
 });

@@ -152,5 +152,5 @@ describe('import --redis against a server without SCAN (issue 25: nedis has none
     expect(out).toContain('  skipped    noscan-hash: not a string (hash)\n');
     expect(out).not.toContain(bareSecret);
     expect((await env.store.getIdentity('noscan-one'))?.secret).toBe(bareSecret);
-  });
+  }, 120_000);
 });
