@@ -12,7 +12,6 @@ import { connect as tlsConnect } from 'node:tls';
 import type { Command } from 'commander';
 import { type ApiUrls, apiUrlList, lookupWithApi, registerWithApi } from '../client/api.js';
 import { totpParamsFrom } from '../client/hidden-server.js';
-import { dialRelay } from '../client/relay-conn.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
 import { printable } from '../core/printable.js';
@@ -20,6 +19,7 @@ import { connectTcp, readPreamble } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { ParkRefused, pairOnce, parkGeneric, within } from './smoke-pairing.js';
 
 /** The steps, in order; a failure names one of them. */
 export const SMOKE_STEPS = [
@@ -48,6 +48,15 @@ export const SMOKE_REFUSED_STEPS = 3;
 /** Bytes sent each way through each protocol. */
 export const SMOKE_PAYLOAD_BYTES = 64 * 1024;
 
+/**
+ * Pairings tried before the run fails when another client keeps taking the parked connection
+ * (anyone who knows the uuid can look it up and dial it, as a mobile client would).
+ */
+export const SMOKE_PAIR_ATTEMPTS = 3;
+
+/** The failure reason when every pairing was taken by another client. */
+export const STOLEN_REASON = 'another client took the parked connection';
+
 /** What a smoke run needs. */
 export interface SmokeOptions {
   api: ApiUrls;
@@ -57,8 +66,8 @@ export interface SmokeOptions {
   /** The relay's HTTP-specific endpoint, `http://host:port` or `https://host`. */
   relayHttp: string;
   stepTimeoutMs?: number;
-  /** Each finished step, with its duration. */
-  onStep?: (step: SmokeStep, ms: number) => void;
+  /** Each finished step, with its duration; a returned promise is awaited before the next step. */
+  onStep?: (step: SmokeStep, ms: number) => unknown;
 }
 
 /** A step that failed, with the reason. */
@@ -111,23 +120,6 @@ function reasonOf(err: unknown): string {
   return (err as Error).message || String(err);
 }
 
-/** Resolves like `p`, or rejects when `ms` pass first. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
-
 /** Reads everything until the far side ends. */
 function readAll(s: Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -169,7 +161,7 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
     const started = Date.now();
     try {
       const out = await run();
-      opts.onStep?.(name, Date.now() - started);
+      await opts.onStep?.(name, Date.now() - started);
       return out;
     } catch (err) {
       throw err instanceof SmokeFailure ? err : new SmokeFailure(name, reasonOf(err));
@@ -214,48 +206,40 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
         }
       }
     });
-    let parkedSocket: Socket | undefined;
-    let markParked = () => {};
-    const onParked = new Promise<void>((resolve) => {
-      markParked = resolve;
-    });
-    const hiddenPaired = dialRelay(triple, {
-      onConnected: (s) => {
-        parkedSocket = s;
-        markParked();
-      },
-    });
-    cleanup.push(() => parkedSocket?.destroy());
-    // A refusal (-ERR) of the park can only come before a mobile client does: it fails this step.
-    hiddenPaired.catch(() => undefined);
-    await step('park (generic)', () =>
-      within(Promise.race([onParked, hiddenPaired.then(() => {})]), ms, 'park'),
-    );
+    let park = parkGeneric(triple, cleanup);
+    park.paired.catch(() => undefined);
+    await step('park (generic)', () => within(park.ready, ms, 'park'));
     const mobileTriple: RendezvousTriple = await step('lookup (generic)', () =>
       within(lookupWithApi(api, opts.uuid), ms * api.length, 'answer'),
     );
-    const mobile = await step('pair (generic)', async () => {
-      const refusedPark = hiddenPaired.then(
-        () => new Promise<never>(() => {}),
-        (err) => {
-          throw new SmokeFailure('park (generic)', `the relay refused the park: ${reasonOf(err)}`);
-        },
-      );
-      const dialed = dialRelay(mobileTriple, { statusTimeoutMs: ms });
-      dialed.then((d) => cleanup.push(() => d.socket.destroy())).catch(() => undefined);
-      const m = await within(Promise.race([dialed, refusedPark]), ms, '+OK');
-      const h = await within(hiddenPaired, ms, '+OK on the parked side');
-      const toTarget = await connectTcp('127.0.0.1', target(echo), { timeoutMs: ms });
-      splice(h.socket, toTarget);
-      return m.socket;
+    const { mobile, nonce } = await step('pair (generic)', async () => {
+      for (let attempt = 1; ; attempt++) {
+        const got = await pairOnce(park, mobileTriple, target(echo), ms, cleanup).catch((err) => {
+          if (err instanceof ParkRefused)
+            throw new SmokeFailure('park (generic)', `the relay refused the park: ${reasonOf(err.refusal)}`);
+          throw err;
+        });
+        if (got !== 'stolen') return got;
+        if (attempt >= SMOKE_PAIR_ATTEMPTS) {
+          throw new Error(
+            `${STOLEN_REASON} ${attempt} times in a row (someone else is connecting to uuid ${opts.uuid}; keep the smoke's identity for the smoke alone)`,
+          );
+        }
+        // Park again with the same registration and try once more.
+        park = parkGeneric(triple, cleanup);
+        park.paired.catch(() => undefined);
+        await within(park.ready, ms, 'park');
+      }
     });
     await step('bytes (generic)', async () => {
       const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
       const back = readAll(mobile);
       mobile.end(payload);
       const got = await within(back, ms, 'echo');
-      if (sha(got) !== sha(payload))
-        throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+      if (!got.subarray(0, nonce.length).equals(nonce))
+        throw new Error("the echo does not start with this run's nonce: another client's bytes");
+      if (sha(got.subarray(nonce.length)) !== sha(payload))
+        throw new Error(`sent ${payload.length} bytes, got ${got.length - nonce.length} different ones back`);
     });
 
     // --- HTTP-specific protocol ---
