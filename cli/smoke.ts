@@ -326,7 +326,9 @@ export function addSmokeCommand(program: Command, fail: (message: string) => nev
         fail(`bad URL: ${(err as Error).message}`);
       }
       const out = process.stdout;
-      out.write(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}\n`);
+      out.write(
+        printable(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}`) + '\n',
+      );
       try {
         await runSmoke({
           api,
