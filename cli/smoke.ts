@@ -327,7 +327,7 @@ export function addSmokeCommand(program: Command, fail: (message: string) => nev
       }
       const out = process.stdout;
       out.write(
-        printable(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}`) + '\n',
+        `${printable(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}`)}\n`,
       );
       try {
         await runSmoke({
