@@ -15,16 +15,16 @@ import { startApiAdapter } from '../../local/api-adapter.js';
 import type { LocalStack } from '../../local/stack.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
-import { closedPort } from '../support/net.js';
+import { closedPort, dial } from '../support/net.js';
 import { provision, startStack } from '../support/stack.js';
-import { waitFor } from '../support/wait.js';
+import { parkedOnHealth, waitFor } from '../support/wait.js';
 
 let stack: LocalStack;
 const closers: Array<() => unknown> = [];
 
 beforeAll(async () => {
   stack = await startStack({
-    relay: { pairWaitMs: 3_000 },
+    relay: { pairWaitMs: 3_000, healthPort: 0 },
   });
 });
 afterAll(async () => {
@@ -226,5 +226,42 @@ describe('a stranger taking the smoke`s parked connection (issue 26 item 8)', ()
     expect(r.failure?.step).toBe('pair (generic)');
     expect(r.failure?.reason).toContain('another client took the parked connection 3 times');
     expect(r.taken).toBeGreaterThanOrEqual(3);
+  }, 120_000);
+});
+
+describe('a stranger taking the smoke`s parked HTTP connection (issue 26 item 8)', () => {
+  it('the parked side tells the stranger`s request from its own, parks again, and passes', async () => {
+    const id = await provision(stack, { uuid: 'smoke-stolen-http', params: { step: 5 } });
+    const strangers: Array<{ destroy(): void }> = [];
+    let strangerAnswer = '';
+    const passed: SmokeStep[] = [];
+    try {
+      await runSmoke({
+        api: stack.apiUrl,
+        uuid: 'smoke-stolen-http',
+        secret: id.otpauth,
+        relayHttp: relayHttp(),
+        stepTimeoutMs: 8_000,
+        onStep: async (s) => {
+          passed.push(s);
+          if (s !== 'park (http)') return;
+          // Right after the park: a stranger's request naming the uuid takes the parked socket.
+          const sock = await dial(stack.httpPort);
+          strangers.push(sock);
+          sock.on('data', (c: Buffer) => {
+            strangerAnswer += c.toString();
+          });
+          sock.write('GET /mine?rendezvous=smoke-stolen-http HTTP/1.1\r\nHost: x\r\n\r\n');
+          const health = stack.relay.healthAddress?.port as number;
+          await waitFor(async () => (await parkedOnHealth(health)) === 0, 10_000, 'the park taken');
+        },
+      });
+    } finally {
+      for (const s of strangers) s.destroy();
+      await stack.store.deleteIdentity('smoke-stolen-http').catch(() => undefined);
+    }
+    expect(passed).toEqual([...SMOKE_STEPS]);
+    // The stranger never reached the smoke's HTTP target.
+    expect(strangerAnswer).not.toContain('x-smoke-sha256');
   }, 120_000);
 });
