@@ -8,17 +8,17 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import type { Command } from 'commander';
 import { type ApiUrls, apiUrlList, lookupWithApi, registerWithApi } from '../client/api.js';
 import { totpParamsFrom } from '../client/hidden-server.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
-import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
+import { COOKIE_HEADER, headerValue } from '../core/http-head.js';
 import { printable } from '../core/printable.js';
-import { connectTcp, readPreamble } from '../core/socket-reader.js';
+import { connectTcp } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { connectPark, isOwnRequest, NONCE_HEADER } from './smoke-http.js';
 import { ParkRefused, pairOnce, parkGeneric, within } from './smoke-pairing.js';
 
 /** The steps, in order; a failure names one of them. */
@@ -130,25 +130,6 @@ function readAll(s: Socket): Promise<Buffer> {
   });
 }
 
-/** Opens a connection to the HTTP-specific endpoint (TLS for https). */
-async function dialHttpRelay(relay: URL, timeoutMs: number): Promise<Socket> {
-  const port = Number(relay.port) || (relay.protocol === 'https:' ? 443 : 80);
-  const tcp = await connectTcp(relay.hostname, port, { timeoutMs });
-  if (relay.protocol !== 'https:') return tcp;
-  return within(
-    new Promise<Socket>((resolve, reject) => {
-      const s = tlsConnect({ socket: tcp, servername: relay.hostname });
-      s.once('secureConnect', () => resolve(s as unknown as Socket));
-      s.once('error', (err) => {
-        tcp.destroy();
-        reject(new RendezvousError('UNREACHABLE', `TLS to ${relay.host} failed: ${err.message}`));
-      });
-    }),
-    timeoutMs,
-    'TLS handshake',
-  );
-}
-
 /** Runs every step in order; resolves when all passed, rejects with a SmokeFailure naming the first that did not. */
 export async function runSmoke(opts: SmokeOptions): Promise<void> {
   const ms = opts.stepTimeoutMs ?? SMOKE_STEP_TIMEOUT_MS;
@@ -178,7 +159,11 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-smoke-sha256': sha(body) });
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'x-smoke-sha256': sha(body),
+        [NONCE_HEADER]: String(req.headers[NONCE_HEADER] ?? ''),
+      });
       res.end(body);
     });
   });
@@ -243,23 +228,15 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
     });
 
     // --- HTTP-specific protocol ---
+    let httpCookie: string | undefined;
     const parkedHttp = await step('park (http)', async () => {
       for (;;) {
         const { code, step: s } = await codes.next();
-        const socket = await dialHttpRelay(relay, ms);
-        cleanup.push(() => socket.destroy());
-        socket.write(encodeConnect({ uuid: opts.uuid, response: code, host: relay.host }));
-        const decoder = new HeadDecoder();
-        const head: ResponseHead = await readPreamble(
-          socket,
-          (chunk) => {
-            const d = decoder.push(chunk);
-            return d && { value: parseResponseHead(d.text), rest: d.rest };
-          },
-          { what: 'answer to CONNECT', timeoutMs: ms },
-        );
+        const { socket, head } = await connectPark(relay, { uuid: opts.uuid, response: code }, ms, cleanup);
         if (head.status === 200) {
           codes.accepted(s);
+          // A later park (after a stolen request) names this cookie instead of a fresh code.
+          httpCookie = headerValue(head, COOKIE_HEADER);
           return socket;
         }
         socket.destroy();
@@ -269,26 +246,53 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
       }
     });
     await step('request (http)', async () => {
-      // The first bytes of a request reach the parked socket: hand it to the HTTP target.
-      parkedHttp.once('readable', () => {
-        void connectTcp('127.0.0.1', target(web), { timeoutMs: ms }).then(
-          (toTarget) => splice(parkedHttp, toTarget),
-          () => parkedHttp.destroy(),
-        );
-      });
-      const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
-      const url = new URL(relay);
-      url.pathname = '/smoke';
-      url.searchParams.set('rendezvous', opts.uuid);
-      const res = await fetch(url, {
-        method: 'POST',
-        body: payload,
-        signal: AbortSignal.timeout(ms),
-      });
-      const got = Buffer.from(await res.arrayBuffer());
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${got.toString('utf8').slice(0, 200)}`);
-      if (sha(got) !== sha(payload) || res.headers.get('x-smoke-sha256') !== sha(payload))
-        throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+      const nonce = randomBytes(16).toString('hex');
+      let thefts = 0;
+      // The parked side: a request carrying this run's nonce goes to the HTTP target; any other
+      // came from another client, which took the park: park again (with the cookie) and wait.
+      const serve = async (socket: Socket): Promise<never> => {
+        for (;;) {
+          if (await isOwnRequest(socket, nonce, ms)) {
+            splice(socket, await connectTcp('127.0.0.1', target(web), { timeoutMs: ms }));
+            return new Promise<never>(() => {});
+          }
+          socket.destroy();
+          if (++thefts >= SMOKE_PAIR_ATTEMPTS)
+            throw new Error(
+              `${STOLEN_REASON} ${thefts} times in a row (someone else is connecting to uuid ${opts.uuid})`,
+            );
+          const credential = httpCookie ? { cookie: httpCookie } : { response: (await codes.next()).code };
+          const again = await connectPark(relay, { uuid: opts.uuid, ...credential }, ms, cleanup);
+          if (again.head.status !== 200)
+            throw new Error(`the relay answered CONNECT with ${again.head.status}`);
+          socket = again.socket;
+        }
+      };
+      const send = async (): Promise<void> => {
+        for (let attempt = 1; ; attempt++) {
+          const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
+          const url = new URL(relay);
+          url.pathname = '/smoke';
+          url.searchParams.set('rendezvous', opts.uuid);
+          const res = await fetch(url, {
+            method: 'POST',
+            body: payload,
+            headers: { [NONCE_HEADER]: nonce },
+            signal: AbortSignal.timeout(ms),
+          });
+          const got = Buffer.from(await res.arrayBuffer());
+          // Not paired with this run's park (another client had it): try again while parks remain.
+          if (res.status !== 200 && thefts > 0 && attempt < SMOKE_PAIR_ATTEMPTS) continue;
+          if (res.status !== 200)
+            throw new Error(`HTTP ${res.status}: ${got.toString('utf8').slice(0, 200)}`);
+          if (res.headers.get(NONCE_HEADER) !== nonce)
+            throw new Error("the answer does not carry this run's nonce: another client's answer");
+          if (sha(got) !== sha(payload) || res.headers.get('x-smoke-sha256') !== sha(payload))
+            throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+          return;
+        }
+      };
+      await Promise.race([send(), serve(parkedHttp)]);
     });
   } finally {
     for (const c of cleanup) c();
