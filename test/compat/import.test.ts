@@ -3,7 +3,7 @@
  * dynalite: every accepted dump shape, idempotent re-import, conflicts and `--force`, unreadable
  * records, and no secret ever in the output. The console lists imported identities.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type AdminConsole, startAdminConsole } from '../../admin/server.js';
 import { splitDump } from '../../cli/import/import.js';
 import { registerHiddenServer } from '../../server/register.js';
@@ -17,6 +17,9 @@ import {
   originalRecord,
   stepAt,
 } from './original-model.js';
+
+// Each test runs the real command several times: room for a loaded 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;
 let admin: AdminConsole;

@@ -9,10 +9,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli, stop, waitForOutput } from '../support/cli.js';
 import { embeddedStore } from '../support/store.js';
 import { originalAsciiSecret, originalRecord } from './original-model.js';
+
+// Each test runs the real command several times: room for a loaded 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const run = promisify(execFile);
 const PASSWORD = 'redis-password-for-tests';
