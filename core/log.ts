@@ -16,7 +16,7 @@
  * "[redacted]" here, as a last line of defence behind the callers' own care.
  */
 
-import { printable } from './printable.js';
+import { printable, printableJson } from './printable.js';
 
 /** Fields attached to a log record. Never put a secret, code or cookie here. */
 export type LogFields = Record<string, string | number | boolean | undefined>;
@@ -62,7 +62,8 @@ export function makeRecord(
 /** One JSON object per line (stdout by default): what CloudWatch Logs Insights and `jq` read best. */
 export function jsonLog(service: string, out: NodeJS.WritableStream = process.stdout): Log {
   const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
-    out.write(`${JSON.stringify(makeRecord(level, service, msg, fields))}\n`);
+    // JSON escapes C0 itself; C1 and the bidi overrides, which a terminal may act on, too.
+    out.write(`${printableJson(makeRecord(level, service, msg, fields))}\n`);
   };
   return { info: line('INFO'), warn: line('WARN'), error: line('ERROR') };
 }
