@@ -95,7 +95,7 @@ beforeAll(async () => {
   const out = await runCli(['import'], importEnv(), dump);
   expect(out.stderr).toBe('');
   expect(out.code).toBe(0);
-  expect(out.stdout.toString()).toMatch(/^imported 2, skipped 0/);
+  expect(out.stdout.toString()).toMatch(/^imported 2, unchanged 0/);
 }, 60_000);
 
 afterAll(async () => cluster?.close());
