@@ -22,6 +22,30 @@ import { addSmokeCommand } from './smoke.js';
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+/** What each port of `dev` is, and the flag (or variable) that moves it. */
+const DEV_PORTS = [
+  ['storePort', "the store's port", '--store-port'],
+  ['apiPort', "the API's port", '--api-port'],
+  ['relayPort', "the relay's port", '--relay-port'],
+  ['httpPort', "the relay's HTTP port", '--http-port'],
+] as const;
+
+/** Why `dev` could not start, naming the flag that moves a port already in use. */
+export function devStartFailure(err: unknown, o: Record<string, unknown>): string {
+  const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
+  if (e.code === 'EADDRINUSE' && e.port) {
+    const named = DEV_PORTS.find(([key]) => o[key] === e.port);
+    const health = process.env.RELAY_HEALTH_PORT === String(e.port);
+    const which = named
+      ? `${named[1]}; choose another with ${named[2]}`
+      : health
+        ? "the relay's health port; choose another with RELAY_HEALTH_PORT"
+        : 'choose other ports with --api-port, --relay-port, --http-port, --store-port';
+    return `${e.address ?? '127.0.0.1'}:${e.port} is in use: ${which} (0 picks a free one)`;
+  }
+  return (err as Error).message;
+}
+
 /** Builds the command tree (exported for tests of the parser). */
 export function buildCli(): Command {
   const program = newProgram('rendezvous', 'Reach hidden servers behind NAT through a rendezvous relay');
@@ -70,7 +94,7 @@ export function buildCli(): Command {
         table: o.table,
         log: textLog('relay'),
         apiLog: textLog('api'),
-      }).catch((err) => fail(`cannot start: ${(err as Error).message}`));
+      }).catch((err) => fail(`cannot start: ${devStartFailure(err, o)}`));
       const out = process.stdout;
       out.write('rendezvous local stack\n');
       out.write(

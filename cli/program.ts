@@ -7,6 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { printable } from '../core/printable.js';
 
 // Replaced by the bundler (scripts/build.mjs) with the package's version; from source (tsx) it
 // is undefined and the version comes from the repository's package.json.
@@ -23,13 +24,14 @@ export class UsageError extends Error {}
 
 /** Ends the process with a usage error: `rendezvous: <message>` and exit 2. */
 export function usage(message: string): never {
-  process.stderr.write(`rendezvous: ${message}\n`);
+  // Messages quote input (arguments, a server's diagnostic): its control characters are escaped.
+  process.stderr.write(`rendezvous: ${printable(message)}\n`);
   process.exit(2);
 }
 
 /** Ends the process with a failure that is not a usage error: one line, exit 1. */
 export function fail(message: string): never {
-  process.stderr.write(`rendezvous: ${message}\n`);
+  process.stderr.write(`rendezvous: ${printable(message)}\n`);
   process.exit(1);
 }
 

@@ -8,17 +8,18 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import type { Command } from 'commander';
 import { type ApiUrls, apiUrlList, lookupWithApi, registerWithApi } from '../client/api.js';
 import { totpParamsFrom } from '../client/hidden-server.js';
-import { dialRelay } from '../client/relay-conn.js';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
-import { encodeConnect, HeadDecoder, parseResponseHead, type ResponseHead } from '../core/http-head.js';
-import { connectTcp, readPreamble } from '../core/socket-reader.js';
+import { COOKIE_HEADER, headerValue } from '../core/http-head.js';
+import { printable } from '../core/printable.js';
+import { connectTcp } from '../core/socket-reader.js';
 import { splice } from '../core/splice.js';
 import { codeForStep, type TotpParams, timeStep } from '../core/totp.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { connectPark, isOwnRequest, NONCE_HEADER } from './smoke-http.js';
+import { ParkRefused, pairOnce, parkGeneric, within } from './smoke-pairing.js';
 
 /** The steps, in order; a failure names one of them. */
 export const SMOKE_STEPS = [
@@ -47,6 +48,15 @@ export const SMOKE_REFUSED_STEPS = 3;
 /** Bytes sent each way through each protocol. */
 export const SMOKE_PAYLOAD_BYTES = 64 * 1024;
 
+/**
+ * Pairings tried before the run fails when another client keeps taking the parked connection
+ * (anyone who knows the uuid can look it up and dial it, as a mobile client would).
+ */
+export const SMOKE_PAIR_ATTEMPTS = 3;
+
+/** The failure reason when every pairing was taken by another client. */
+export const STOLEN_REASON = 'another client took the parked connection';
+
 /** What a smoke run needs. */
 export interface SmokeOptions {
   api: ApiUrls;
@@ -56,8 +66,8 @@ export interface SmokeOptions {
   /** The relay's HTTP-specific endpoint, `http://host:port` or `https://host`. */
   relayHttp: string;
   stepTimeoutMs?: number;
-  /** Each finished step, with its duration. */
-  onStep?: (step: SmokeStep, ms: number) => void;
+  /** Each finished step, with its duration; a returned promise is awaited before the next step. */
+  onStep?: (step: SmokeStep, ms: number) => unknown;
 }
 
 /** A step that failed, with the reason. */
@@ -110,23 +120,6 @@ function reasonOf(err: unknown): string {
   return (err as Error).message || String(err);
 }
 
-/** Resolves like `p`, or rejects when `ms` pass first. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
-
 /** Reads everything until the far side ends. */
 function readAll(s: Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -135,25 +128,6 @@ function readAll(s: Socket): Promise<Buffer> {
     s.once('end', () => resolve(Buffer.concat(chunks)));
     s.once('error', reject);
   });
-}
-
-/** Opens a connection to the HTTP-specific endpoint (TLS for https). */
-async function dialHttpRelay(relay: URL, timeoutMs: number): Promise<Socket> {
-  const port = Number(relay.port) || (relay.protocol === 'https:' ? 443 : 80);
-  const tcp = await connectTcp(relay.hostname, port, { timeoutMs });
-  if (relay.protocol !== 'https:') return tcp;
-  return within(
-    new Promise<Socket>((resolve, reject) => {
-      const s = tlsConnect({ socket: tcp, servername: relay.hostname });
-      s.once('secureConnect', () => resolve(s as unknown as Socket));
-      s.once('error', (err) => {
-        tcp.destroy();
-        reject(new RendezvousError('UNREACHABLE', `TLS to ${relay.host} failed: ${err.message}`));
-      });
-    }),
-    timeoutMs,
-    'TLS handshake',
-  );
 }
 
 /** Runs every step in order; resolves when all passed, rejects with a SmokeFailure naming the first that did not. */
@@ -168,7 +142,7 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
     const started = Date.now();
     try {
       const out = await run();
-      opts.onStep?.(name, Date.now() - started);
+      await opts.onStep?.(name, Date.now() - started);
       return out;
     } catch (err) {
       throw err instanceof SmokeFailure ? err : new SmokeFailure(name, reasonOf(err));
@@ -185,7 +159,11 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-smoke-sha256': sha(body) });
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'x-smoke-sha256': sha(body),
+        [NONCE_HEADER]: String(req.headers[NONCE_HEADER] ?? ''),
+      });
       res.end(body);
     });
   });
@@ -213,68 +191,52 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
         }
       }
     });
-    let parkedSocket: Socket | undefined;
-    let markParked = () => {};
-    const onParked = new Promise<void>((resolve) => {
-      markParked = resolve;
-    });
-    const hiddenPaired = dialRelay(triple, {
-      onConnected: (s) => {
-        parkedSocket = s;
-        markParked();
-      },
-    });
-    cleanup.push(() => parkedSocket?.destroy());
-    // A refusal (-ERR) of the park can only come before a mobile client does: it fails this step.
-    hiddenPaired.catch(() => undefined);
-    await step('park (generic)', () =>
-      within(Promise.race([onParked, hiddenPaired.then(() => {})]), ms, 'park'),
-    );
+    let park = parkGeneric(triple, cleanup);
+    park.paired.catch(() => undefined);
+    await step('park (generic)', () => within(park.ready, ms, 'park'));
     const mobileTriple: RendezvousTriple = await step('lookup (generic)', () =>
       within(lookupWithApi(api, opts.uuid), ms * api.length, 'answer'),
     );
-    const mobile = await step('pair (generic)', async () => {
-      const refusedPark = hiddenPaired.then(
-        () => new Promise<never>(() => {}),
-        (err) => {
-          throw new SmokeFailure('park (generic)', `the relay refused the park: ${reasonOf(err)}`);
-        },
-      );
-      const dialed = dialRelay(mobileTriple, { statusTimeoutMs: ms });
-      dialed.then((d) => cleanup.push(() => d.socket.destroy())).catch(() => undefined);
-      const m = await within(Promise.race([dialed, refusedPark]), ms, '+OK');
-      const h = await within(hiddenPaired, ms, '+OK on the parked side');
-      const toTarget = await connectTcp('127.0.0.1', target(echo), { timeoutMs: ms });
-      splice(h.socket, toTarget);
-      return m.socket;
+    const { mobile, nonce } = await step('pair (generic)', async () => {
+      for (let attempt = 1; ; attempt++) {
+        const got = await pairOnce(park, mobileTriple, target(echo), ms, cleanup).catch((err) => {
+          if (err instanceof ParkRefused)
+            throw new SmokeFailure('park (generic)', `the relay refused the park: ${reasonOf(err.refusal)}`);
+          throw err;
+        });
+        if (got !== 'stolen') return got;
+        if (attempt >= SMOKE_PAIR_ATTEMPTS) {
+          throw new Error(
+            `${STOLEN_REASON} ${attempt} times in a row (someone else is connecting to uuid ${opts.uuid}; keep the smoke's identity for the smoke alone)`,
+          );
+        }
+        // Park again with the same registration and try once more.
+        park = parkGeneric(triple, cleanup);
+        park.paired.catch(() => undefined);
+        await within(park.ready, ms, 'park');
+      }
     });
     await step('bytes (generic)', async () => {
       const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
       const back = readAll(mobile);
       mobile.end(payload);
       const got = await within(back, ms, 'echo');
-      if (sha(got) !== sha(payload))
-        throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+      if (!got.subarray(0, nonce.length).equals(nonce))
+        throw new Error("the echo does not start with this run's nonce: another client's bytes");
+      if (sha(got.subarray(nonce.length)) !== sha(payload))
+        throw new Error(`sent ${payload.length} bytes, got ${got.length - nonce.length} different ones back`);
     });
 
     // --- HTTP-specific protocol ---
+    let httpCookie: string | undefined;
     const parkedHttp = await step('park (http)', async () => {
       for (;;) {
         const { code, step: s } = await codes.next();
-        const socket = await dialHttpRelay(relay, ms);
-        cleanup.push(() => socket.destroy());
-        socket.write(encodeConnect({ uuid: opts.uuid, response: code, host: relay.host }));
-        const decoder = new HeadDecoder();
-        const head: ResponseHead = await readPreamble(
-          socket,
-          (chunk) => {
-            const d = decoder.push(chunk);
-            return d && { value: parseResponseHead(d.text), rest: d.rest };
-          },
-          { what: 'answer to CONNECT', timeoutMs: ms },
-        );
+        const { socket, head } = await connectPark(relay, { uuid: opts.uuid, response: code }, ms, cleanup);
         if (head.status === 200) {
           codes.accepted(s);
+          // A later park (after a stolen request) names this cookie instead of a fresh code.
+          httpCookie = headerValue(head, COOKIE_HEADER);
           return socket;
         }
         socket.destroy();
@@ -284,26 +246,53 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
       }
     });
     await step('request (http)', async () => {
-      // The first bytes of a request reach the parked socket: hand it to the HTTP target.
-      parkedHttp.once('readable', () => {
-        void connectTcp('127.0.0.1', target(web), { timeoutMs: ms }).then(
-          (toTarget) => splice(parkedHttp, toTarget),
-          () => parkedHttp.destroy(),
-        );
-      });
-      const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
-      const url = new URL(relay);
-      url.pathname = '/smoke';
-      url.searchParams.set('rendezvous', opts.uuid);
-      const res = await fetch(url, {
-        method: 'POST',
-        body: payload,
-        signal: AbortSignal.timeout(ms),
-      });
-      const got = Buffer.from(await res.arrayBuffer());
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${got.toString('utf8').slice(0, 200)}`);
-      if (sha(got) !== sha(payload) || res.headers.get('x-smoke-sha256') !== sha(payload))
-        throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+      const nonce = randomBytes(16).toString('hex');
+      let thefts = 0;
+      // The parked side: a request carrying this run's nonce goes to the HTTP target; any other
+      // came from another client, which took the park: park again (with the cookie) and wait.
+      const serve = async (socket: Socket): Promise<never> => {
+        for (;;) {
+          if (await isOwnRequest(socket, nonce, ms)) {
+            splice(socket, await connectTcp('127.0.0.1', target(web), { timeoutMs: ms }));
+            return new Promise<never>(() => {});
+          }
+          socket.destroy();
+          if (++thefts >= SMOKE_PAIR_ATTEMPTS)
+            throw new Error(
+              `${STOLEN_REASON} ${thefts} times in a row (someone else is connecting to uuid ${opts.uuid})`,
+            );
+          const credential = httpCookie ? { cookie: httpCookie } : { response: (await codes.next()).code };
+          const again = await connectPark(relay, { uuid: opts.uuid, ...credential }, ms, cleanup);
+          if (again.head.status !== 200)
+            throw new Error(`the relay answered CONNECT with ${again.head.status}`);
+          socket = again.socket;
+        }
+      };
+      const send = async (): Promise<void> => {
+        for (let attempt = 1; ; attempt++) {
+          const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
+          const url = new URL(relay);
+          url.pathname = '/smoke';
+          url.searchParams.set('rendezvous', opts.uuid);
+          const res = await fetch(url, {
+            method: 'POST',
+            body: payload,
+            headers: { [NONCE_HEADER]: nonce },
+            signal: AbortSignal.timeout(ms),
+          });
+          const got = Buffer.from(await res.arrayBuffer());
+          // Not paired with this run's park (another client had it): try again while parks remain.
+          if (res.status !== 200 && thefts > 0 && attempt < SMOKE_PAIR_ATTEMPTS) continue;
+          if (res.status !== 200)
+            throw new Error(`HTTP ${res.status}: ${got.toString('utf8').slice(0, 200)}`);
+          if (res.headers.get(NONCE_HEADER) !== nonce)
+            throw new Error("the answer does not carry this run's nonce: another client's answer");
+          if (sha(got) !== sha(payload) || res.headers.get('x-smoke-sha256') !== sha(payload))
+            throw new Error(`sent ${payload.length} bytes, got ${got.length} different ones back`);
+          return;
+        }
+      };
+      await Promise.race([send(), serve(parkedHttp)]);
     });
   } finally {
     for (const c of cleanup) c();
@@ -341,7 +330,9 @@ export function addSmokeCommand(program: Command, fail: (message: string) => nev
         fail(`bad URL: ${(err as Error).message}`);
       }
       const out = process.stdout;
-      out.write(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}\n`);
+      out.write(
+        `${printable(`smoke: api ${apiUrlList(api).join(',')} relay-http ${relayHttp} uuid ${o.uuid}`)}\n`,
+      );
       try {
         await runSmoke({
           api,
@@ -354,7 +345,7 @@ export function addSmokeCommand(program: Command, fail: (message: string) => nev
       } catch (err) {
         const message =
           err instanceof SmokeFailure ? err.message : `step "setup" failed: ${(err as Error).message}`;
-        process.stderr.write(`smoke: ${message}\n`);
+        process.stderr.write(`smoke: ${printable(message)}\n`);
         process.exit(1);
       }
       out.write('smoke: passed\n');

@@ -7,6 +7,7 @@
  */
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { printable } from '../core/printable.js';
 
 /** Why a far side that failed before sending a byte most likely failed (the agent logs the rest). */
 export const EMPTY_RESET_HINT =
@@ -79,7 +80,7 @@ export function bridgeStdio(
       stdin.unpipe(socket);
       stdin.pause();
       if (failure) {
-        stderr.write(`rendezvous: ${failure}\n`);
+        stderr.write(`rendezvous: ${printable(failure)}\n`);
         return resolve(1);
       }
       // Exit once the last byte is out (stdout may be a pipe whose writes are asynchronous).

@@ -16,6 +16,8 @@
  * "[redacted]" here, as a last line of defence behind the callers' own care.
  */
 
+import { printable, printableJson } from './printable.js';
+
 /** Fields attached to a log record. Never put a secret, code or cookie here. */
 export type LogFields = Record<string, string | number | boolean | undefined>;
 
@@ -60,7 +62,8 @@ export function makeRecord(
 /** One JSON object per line (stdout by default): what CloudWatch Logs Insights and `jq` read best. */
 export function jsonLog(service: string, out: NodeJS.WritableStream = process.stdout): Log {
   const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
-    out.write(`${JSON.stringify(makeRecord(level, service, msg, fields))}\n`);
+    // JSON escapes C0 itself; C1 and the bidi overrides, which a terminal may act on, too.
+    out.write(`${printableJson(makeRecord(level, service, msg, fields))}\n`);
   };
   return { info: line('INFO'), warn: line('WARN'), error: line('ERROR') };
 }
@@ -82,8 +85,9 @@ export function textLog(prefix: string, out: NodeJS.WritableStream = process.std
     const extra = Object.entries(rest)
       .map(([k, v]) => `${k}=${v}`)
       .join(' ');
+    // Fields carry input (a server's diagnostic, a peer's line): one record stays one line.
     out.write(
-      `${prefix}: ${time.slice(11, 19)}Z ${level === 'INFO' ? '' : `${level.toLowerCase()}: `}${msg}${extra ? ` ${extra}` : ''}\n`,
+      `${prefix}: ${time.slice(11, 19)}Z ${level === 'INFO' ? '' : `${level.toLowerCase()}: `}${printable(`${msg}${extra ? ` ${extra}` : ''}`)}\n`,
     );
   };
   return { info: line('INFO'), warn: line('WARN'), error: line('ERROR') };

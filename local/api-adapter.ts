@@ -1,12 +1,13 @@
 /**
  * A local stand-in for API Gateway (HTTP API, payload v2): turns each request into the same
- * event API Gateway would send and calls the same handlers. GET → lookup, PUT → register.
+ * event API Gateway would send and calls the same handlers. GET → lookup, PUT → register, on any
+ * path (only the query is read, as by the original's registrar).
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import { type Handler, methodNotAllowed, notFound } from '../functions/http.js';
+import { type Handler, methodNotAllowed } from '../functions/http.js';
 
 /** Largest request body the adapter accepts (API Gateway's own limit is far larger; ours needs none). */
 export const MAX_BODY = 64 * 1024;
@@ -97,7 +98,11 @@ export async function startApiAdapter(opts: {
     let size = 0;
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > MAX_BODY) return { result: jsonError(413, 'request body too large'), tooLarge: true };
+      if (size > MAX_BODY) {
+        // The rest of the body is never read: the connection ends after the answer.
+        const result = jsonError(413, 'request body too large');
+        return { result: { ...result, headers: { ...result.headers, connection: 'close' } }, tooLarge: true };
+      }
       chunks.push(chunk);
     }
     const target = parseTarget(req.url ?? '');
@@ -109,13 +114,15 @@ export async function startApiAdapter(opts: {
     const event = toEventV2(req, Buffer.concat(chunks).toString('utf8'), target);
     const method = event.requestContext.http.method;
     let result: HandlerResult;
-    if (event.rawPath !== '/') result = notFound();
-    else if (method === 'GET' || method === 'HEAD') result = await opts.lookup(event);
+    // Any path reaches the handlers, as on the original's registrar (it reads only the query).
+    if (method === 'GET' || method === 'HEAD') result = await opts.lookup(event);
     else if (method === 'PUT') result = await opts.register(event);
     else result = methodNotAllowed();
     return { result, tooLarge: false };
   };
   const server = createServer((req, res) => {
+    // Held here: once the response is done Node detaches the socket and `req.socket` is null.
+    const socket = req.socket;
     // One request's failure is its own: it gets an answer (or its socket ends), never the process.
     answer(req)
       .catch((): { result: HandlerResult; tooLarge: boolean } => ({
@@ -126,9 +133,9 @@ export async function startApiAdapter(opts: {
         if (res.headersSent || res.destroyed) return;
         res.writeHead(result.statusCode ?? 200, { ...(result.headers ?? {}) } as Record<string, string>);
         res.end(req.method === 'HEAD' ? undefined : result.body);
-        if (tooLarge) req.socket.destroySoon();
+        if (tooLarge) socket.destroySoon();
       })
-      .catch(() => req.socket.destroy());
+      .catch(() => socket.destroy());
   });
   // A request Node's parser rejects (garbage, a head over its limit) still gets an HTTP answer.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

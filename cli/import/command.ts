@@ -3,19 +3,21 @@
  * identities over. Secrets come from a file, stdin or the environment, never from argv, and are
  * never printed back.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { type Command, InvalidArgumentError } from 'commander';
 import { isRendezvousError } from '../../core/errors.js';
+import { printable, printableJson } from '../../core/printable.js';
 import { ORIGINAL_COMPAT, type TotpCompat } from '../../core/totp.js';
 import { DEFAULT_TABLE } from '../../server/config.js';
 import { DEFAULT_COOKIE_TTL_SECONDS } from '../../server/cookies.js';
 import { originalCompatFor, setIdentityCompat } from '../../server/identities.js';
 import { Store } from '../../server/store/index.js';
-import { type ImportReport, importIdentities, MAX_IMPORT_BYTES } from './import.js';
-import { dumpRedis } from './redis.js';
+import { integer } from '../program.js';
+import { type ImportReport, importEntries, MAX_IMPORT_BYTES } from './import.js';
+import { type ImportSource, sourceFromBytes, sourceFromRedis } from './sources.js';
 
-/** Reads stdin to the end, refusing more than `max` bytes. */
-export async function readStdin(max: number = MAX_IMPORT_BYTES): Promise<string> {
+/** Reads stdin to the end as bytes, refusing more than `max`. */
+export async function readStdinBytes(max: number = MAX_IMPORT_BYTES): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of process.stdin as AsyncIterable<Buffer>) {
@@ -23,7 +25,12 @@ export async function readStdin(max: number = MAX_IMPORT_BYTES): Promise<string>
     if (size > max) throw new InvalidArgumentError(`stdin holds more than ${max} bytes`);
     chunks.push(c);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+/** Reads stdin to the end as UTF-8 text, refusing more than `max` bytes. */
+export async function readStdin(max: number = MAX_IMPORT_BYTES): Promise<string> {
+  return (await readStdinBytes(max)).toString('utf8');
 }
 
 /** The existing secret `provision` was asked to use (`--secret-env` or `--secret-stdin`), if any. */
@@ -67,19 +74,42 @@ export function provisionCompat(o: { compat?: boolean }, secret: string | undefi
   return compat;
 }
 
-/** One-line summary of an import, and the per-uuid lines (uuids only, never secrets). */
+/** True when the operator must look: a conflict, or a record that could not be read. */
+export const reportNeedsAttention = (r: ImportReport): boolean =>
+  r.conflicts.length > 0 || r.skipped.some((s) => s.problem);
+
+/**
+ * One-line summary of an import, then one line per key naming its fate (keys only, never
+ * secrets; keys come from the input, so their control characters are escaped).
+ */
 export function formatReport(r: ImportReport): string {
+  const line = (fate: string, key: string, reason?: string) =>
+    `  ${fate.padEnd(11)}${printable(key)}${reason ? `: ${printable(reason)}` : ''}`;
   const lines = [
-    `imported ${r.imported.length}, skipped ${r.skipped.length} (already present, same secret), ` +
+    `imported ${r.imported.length}, unchanged ${r.unchanged.length} (already present, same secret), ` +
       `conflicts ${r.conflicts.length} (present with another secret; --force replaces), ` +
-      `replaced ${r.replaced.length}, invalid ${r.invalid.length}`,
-    ...r.imported.map((u) => `  imported  ${u}`),
-    ...r.skipped.map((u) => `  skipped   ${u}`),
-    ...r.conflicts.map((u) => `  conflict  ${u}`),
-    ...r.replaced.map((u) => `  replaced  ${u}`),
-    ...r.invalid.map((p) => `  invalid   ${p.where}: ${p.reason}`),
+      `replaced ${r.replaced.length}, skipped ${r.skipped.length}`,
+    ...r.imported.map((k) => line('imported', k)),
+    ...r.unchanged.map((k) => line('unchanged', k)),
+    ...r.conflicts.map((k) => line('conflict', k)),
+    ...r.replaced.map((k) => line('replaced', k)),
+    ...r.skipped.map((s) => line('skipped', s.key, s.reason)),
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/** Reads the source the options name (a file, stdin, or `--redis`). */
+async function readSource(
+  file: string | undefined,
+  o: { redis?: string; db?: number },
+): Promise<ImportSource> {
+  if (o.redis) return sourceFromRedis(o.redis);
+  if (file && file !== '-') {
+    const [data, info] = await Promise.all([readFile(file), stat(file)]);
+    if (data.length > MAX_IMPORT_BYTES) throw new Error(`more than ${MAX_IMPORT_BYTES} bytes`);
+    return sourceFromBytes(data, { db: o.db, writtenBy: info.mtimeMs });
+  }
+  return sourceFromBytes(await readStdinBytes(), { db: o.db, writtenBy: Date.now() });
 }
 
 /** Adds `rendezvous import [file]` to the command tree. */
@@ -87,44 +117,39 @@ export function addImportCommand(program: Command, fail: (message: string) => ne
   program
     .command('import')
     .description(
-      "create identities from node-rendezvous's redis records (a JSON dump, or `redis-cli --raw` lines), same uuid and secret",
+      "create identities from node-rendezvous's records (a JSON dump, `redis-cli --raw` lines, or nedis's command log nedis.db), same uuid and secret",
     )
-    .argument('[file]', 'the dump (default: stdin)')
+    .argument('[file]', 'the dump or command log (default: stdin)')
     .option(
       '--redis <url>',
-      "read the records from the original's redis: redis://host[:port][/db] (password: REDISCLI_AUTH)",
+      "read the records from the original's redis or nedis: redis://host[:port][/db] (password: REDISCLI_AUTH)",
     )
+    .option('--db <n>', 'the database of a command log to import (default 0)', integer(0, 1_000_000))
     .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
     .option('--force', 'replace the secret of identities already present with a different one')
     .option('--json', 'print the report as JSON')
     .action(async (file: string | undefined, o) => {
-      let dump: string;
       if (o.redis && file) fail('a file or --redis, not both');
+      if (o.redis && o.db !== undefined)
+        fail('--db is for a command log; with --redis, put the database in the URL');
+      let source: ImportSource;
       try {
-        if (o.redis) {
-          const fromRedis = await dumpRedis(o.redis);
-          dump = fromRedis.dump;
-          if (fromRedis.otherTypes) {
-            process.stderr.write(
-              `rendezvous: ${fromRedis.otherTypes} redis keys are not strings (left out)\n`,
-            );
-          }
-        } else {
-          dump = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
-        }
+        source = await readSource(file, o);
       } catch (err) {
         // The error names the source, never its contents.
-        fail(
-          `cannot read ${o.redis ? 'from redis' : (file ?? 'stdin')}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        );
+        const what = o.redis ? 'from redis' : (file ?? 'stdin');
+        fail(`cannot read ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
-      if (dump.length > MAX_IMPORT_BYTES) fail(`the dump holds more than ${MAX_IMPORT_BYTES} bytes`);
+      for (const w of source.warnings) process.stderr.write(`rendezvous: ${printable(w)}\n`);
       const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
       try {
-        const report = await importIdentities(store, dump, { force: Boolean(o.force) });
-        process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : formatReport(report));
+        const report = await importEntries(store, source.entries, {
+          force: Boolean(o.force),
+          skipped: source.skipped,
+        });
+        process.stdout.write(o.json ? `${printableJson(report)}\n` : formatReport(report));
         // Conflicts and unreadable records need the operator; a re-import of what is there does not.
-        if (report.conflicts.length || report.invalid.length) process.exitCode = 1;
+        if (reportNeedsAttention(report)) process.exitCode = 1;
       } catch (err) {
         fail(
           isRendezvousError(err) ? (err.detail ?? err.message) : `import failed: ${(err as Error).message}`,

@@ -31,22 +31,34 @@ export interface ImportDraft {
   compat: TotpCompat;
 }
 
-/** One input record that could not be read, and why (never with its secret). */
-export interface ImportProblem {
-  /** The record's uuid or key when known, else its position. */
-  where: string;
+/**
+ * A key (or record) that was not imported, and why (never with its secret): `not JSON`, `not an
+ * identity (…)`, `not usable here (…)`, `deleted`, `expired`, `not a string (hash)` ….
+ */
+export interface ImportSkip {
+  /** The record's key or uuid when known, else its position. */
+  key: string;
   reason: string;
+  /** A record that could not be read (the operator should look): the import exits 1. */
+  problem: boolean;
 }
 
-/** What one import did. */
+/** What one import did: every key of the input under exactly one fate. */
 export interface ImportReport {
   imported: string[];
   /** Already present with the same secret. */
-  skipped: string[];
+  unchanged: string[];
   /** Already present with a different secret: left alone (or replaced, with `force`). */
   conflicts: string[];
   replaced: string[];
-  invalid: ImportProblem[];
+  skipped: ImportSkip[];
+}
+
+/** One record of the input, with the key it was stored under (when the input says). */
+export interface ImportEntry {
+  key?: string;
+  record: unknown;
+  where: string;
 }
 
 /** Largest dump accepted (a record is about 400 bytes: this is well over 100,000 identities). */
@@ -58,7 +70,11 @@ const ALGORITHMS: Record<string, TotpParams['algorithm']> = {
   sha512: 'SHA512',
 };
 
+/** A record that is not imported; the message is the report's reason. */
 class RecordError extends Error {}
+
+/** A record whose fields are there but are refused (the reason in brackets). */
+const unusable = (why: string) => new RecordError(`not usable here (${why})`);
 
 function parseJson(text: string): unknown {
   try {
@@ -69,7 +85,7 @@ function parseJson(text: string): unknown {
 }
 
 /** The records of a dump, each with the key it was stored under (when the dump says). */
-export function splitDump(text: string): Array<{ key?: string; record: unknown; where: string }> {
+export function splitDump(text: string): ImportEntry[] {
   const whole = parseJson(text.trim());
   if (Array.isArray(whole)) return whole.map((record, i) => ({ record, where: `#${i + 1}` }));
   if (whole && typeof whole === 'object') {
@@ -77,7 +93,7 @@ export function splitDump(text: string): Array<{ key?: string; record: unknown; 
     return Object.entries(whole).map(([key, record]) => ({ key, record, where: key }));
   }
   // Lines: records, each optionally after its key.
-  const out: Array<{ key?: string; record: unknown; where: string }> = [];
+  const out: ImportEntry[] = [];
   let key: string | undefined;
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
@@ -104,40 +120,41 @@ export function splitDump(text: string): Array<{ key?: string; record: unknown; 
  */
 export function draftFromRecord(record: unknown, key?: string): ImportDraft {
   const rec = typeof record === 'string' ? parseJson(record) : record;
-  if (!rec || typeof rec !== 'object' || Array.isArray(rec)) throw new RecordError('not a JSON record');
+  if (rec === undefined) throw new RecordError('not JSON');
+  if (!rec || typeof rec !== 'object' || Array.isArray(rec))
+    throw new RecordError('not an identity (not a JSON object)');
   const r = rec as { uuid?: unknown; authURL?: unknown; authParams?: Record<string, unknown> };
   const uuid = typeof r.uuid === 'string' ? r.uuid : key;
-  if (typeof uuid !== 'string') throw new RecordError('no uuid');
-  if (key !== undefined && key !== uuid) throw new RecordError('the key and the record name different uuids');
+  if (typeof uuid !== 'string') throw new RecordError('not an identity (no uuid)');
+  const p = r.authParams && typeof r.authParams === 'object' ? r.authParams : {};
+  if (p.protocol !== undefined && p.protocol !== 'totp') throw new RecordError('not an identity (not TOTP)');
+  const fromUri = typeof r.authURL === 'string' ? uriSecret(r.authURL) : undefined;
+  const base32 = typeof p.base32 === 'string' ? p.base32 : fromUri;
+  if (!base32) throw new RecordError('not an identity (no secret: authParams.base32 or authURL secret=)');
+
+  if (key !== undefined && key !== uuid) throw unusable('the key and the record name different uuids');
   try {
     checkUuid(uuid);
   } catch {
-    throw new RecordError('uuid is not usable here (1–128 of A–Z a–z 0–9 . _ : -)');
+    throw unusable('uuid: 1–128 of A–Z a–z 0–9 . _ : -');
   }
-  const p = r.authParams && typeof r.authParams === 'object' ? r.authParams : {};
-  if (p.protocol !== undefined && p.protocol !== 'totp') throw new RecordError('not a TOTP identity');
-
-  const fromUri = typeof r.authURL === 'string' ? uriSecret(r.authURL) : undefined;
-  const base32 = typeof p.base32 === 'string' ? p.base32 : fromUri;
-  if (!base32) throw new RecordError('no secret (authParams.base32 or authURL secret=)');
   let secret: string;
   try {
     secret = checkSecret(base32);
   } catch (err) {
-    throw new RecordError((err as Error).message);
+    throw unusable((err as Error).message);
   }
   if (fromUri && !base32Decode(fromUri).equals(base32Decode(secret))) {
-    throw new RecordError('authURL and authParams.base32 hold different secrets');
+    throw unusable('authURL and authParams.base32 hold different secrets');
   }
 
   const step = p.step === undefined ? 30 : Number(p.step);
-  if (!Number.isInteger(step) || step < 1 || step > 3600)
-    throw new RecordError('step must be 1–3600 seconds');
+  if (!Number.isInteger(step) || step < 1 || step > 3600) throw unusable('step must be 1–3600 seconds');
   const algorithm = ALGORITHMS[String(p.algorithm ?? 'sha1').toLowerCase()];
-  if (!algorithm) throw new RecordError('algorithm must be sha1, sha256 or sha512');
+  if (!algorithm) throw unusable('algorithm must be sha1, sha256 or sha512');
   const length = p.length === undefined ? 6 : Number(p.length);
   if (!Number.isInteger(length) || length < 6) {
-    throw new RecordError('length below 6: such codes are refused by the API (6–10 digits)');
+    throw unusable('length below 6: such codes are refused by the API (6–10 digits)');
   }
   // The original never read `length`: it checked a code at whatever length the client sent
   // (from 6), so every imported identity takes every length its clients may use.
@@ -165,27 +182,45 @@ function uriSecret(uri: string): string | undefined {
 
 /**
  * Imports every record of a dump. Idempotent: a uuid already present with the same secret is
- * skipped; one present with a different secret is a conflict, left alone unless `force`, which
+ * unchanged; one present with a different secret is a conflict, left alone unless `force`, which
  * replaces the secret and settings and ends the identity's registrations (as a rotation does).
  */
-export async function importIdentities(
+export function importIdentities(
   store: Store,
   dump: string,
   opts: { force?: boolean; nowMs?: number } = {},
 ): Promise<ImportReport> {
-  const report: ImportReport = { imported: [], skipped: [], conflicts: [], replaced: [], invalid: [] };
+  return importEntries(store, splitDump(dump), opts);
+}
+
+/**
+ * Imports records already split from their source (a dump, a replayed log, a redis); `skipped`
+ * are the source's own verdicts on keys that hold no record (deleted, expired, another type …).
+ */
+export async function importEntries(
+  store: Store,
+  entries: Iterable<ImportEntry>,
+  opts: { force?: boolean; nowMs?: number; skipped?: ImportSkip[] } = {},
+): Promise<ImportReport> {
+  const report: ImportReport = {
+    imported: [],
+    unchanged: [],
+    conflicts: [],
+    replaced: [],
+    skipped: [...(opts.skipped ?? [])],
+  };
   const seen = new Set<string>();
-  for (const { key, record, where } of splitDump(dump)) {
+  for (const { key, record, where } of entries) {
     let draft: ImportDraft;
     try {
       draft = draftFromRecord(record, key);
     } catch (err) {
       if (!(err instanceof RecordError)) throw err;
-      report.invalid.push({ where: where.slice(0, 140), reason: err.message });
+      report.skipped.push({ key: where.slice(0, 140), reason: err.message, problem: true });
       continue;
     }
     if (seen.has(draft.uuid)) {
-      report.invalid.push({ where: draft.uuid, reason: 'uuid appears twice in the input' });
+      report.skipped.push({ key: draft.uuid, reason: 'uuid appears twice in the input', problem: true });
       continue;
     }
     seen.add(draft.uuid);
@@ -219,7 +254,7 @@ async function importOne(
   }
   const now = existing ?? (await store.getIdentity(draft.uuid));
   if (now && secretsEqual(now.secret, draft.secret)) {
-    report.skipped.push(draft.uuid);
+    report.unchanged.push(draft.uuid);
   } else if (opts.force) {
     const digits = typeof draft.compat.digits === 'number' ? draft.compat.digits : 10;
     await store.rotateSecret(

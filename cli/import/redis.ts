@@ -1,11 +1,11 @@
 /**
  * Reading the original's identity records straight from its redis (`rendezvous import --redis`):
- * a minimal RESP2 client over one TCP connection that SCANs every key and GETs it. Read-only
- * (SCAN, GET, and AUTH/SELECT when asked); the password comes from `REDISCLI_AUTH`, as for
- * `redis-cli`, never from argv.
+ * a minimal RESP2 client over one TCP connection that SCANs (or, without SCAN, KEYS) every key
+ * and GETs it. Read-only (SCAN or KEYS, GET, TYPE, and AUTH/SELECT when asked); the password
+ * comes from `REDISCLI_AUTH`, as for `redis-cli`, never from argv.
  */
 import { connect, type Socket } from 'node:net';
-import { MAX_IMPORT_BYTES } from './import.js';
+import { type ImportSkip, MAX_IMPORT_BYTES } from './import.js';
 
 /** A RESP2 value. */
 type Resp = string | number | null | Error | Resp[];
@@ -140,14 +140,28 @@ export function parseRedisUrl(url: string): { host: string; port: number; db: nu
   return { host: u.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1', port: Number(u.port || 6379), db };
 }
 
+/** What a redis database holds for an import: string values by key, and the other keys' fates. */
+export interface RedisContents {
+  /** Every string key and its value. */
+  records: Record<string, string>;
+  /** Keys that hold no string: their type (a hash, a list …), or that they vanished meanwhile. */
+  skipped: ImportSkip[];
+  /** Lines for the operator about the read as a whole (the KEYS fall-back). */
+  warnings: string[];
+}
+
+/** True for the answer of a server that lacks a command (nedis, redis before 2.8, a renamed SCAN). */
+const isUnknownCommand = (v: Resp) => v instanceof Error && /unknown command/i.test(v.message);
+
 /**
- * Every string key of a redis database and its value, as a JSON object of key → value (the
- * first dump shape `importIdentities` reads). Keys of other types are left out and counted.
+ * Every string key of a redis database and its value; keys of other types are named with their
+ * type. Keys are listed with SCAN, or with one KEYS * where the server has no SCAN (the
+ * original's nedis; a renamed SCAN), which blocks a busy redis for its length, hence the warning.
  */
-export async function dumpRedis(
+export async function readRedis(
   url: string,
   password: string | undefined = process.env.REDISCLI_AUTH,
-): Promise<{ dump: string; otherTypes: number }> {
+): Promise<RedisContents> {
   const { host, port, db } = parseRedisUrl(url);
   const socket = await new Promise<Socket>((resolve, reject) => {
     const s = connect({ host, port }, () => resolve(s));
@@ -160,35 +174,54 @@ export async function dumpRedis(
     if (v instanceof Error) throw new Error(`redis refused ${what}: ${v.message.slice(0, 200)}`);
     return v;
   };
+  const out: RedisContents = { records: {}, skipped: [], warnings: [] };
+  let size = 0;
+  const readKey = async (key: Resp) => {
+    if (typeof key !== 'string' || key in out.records) return;
+    const value = await conn.send(['GET', key]);
+    if (value === null) {
+      // Listed, then gone before it was read: expired or deleted meanwhile.
+      out.skipped.push({ key, reason: 'gone before it was read (expired or deleted)', problem: false });
+      return;
+    }
+    if (value instanceof Error) {
+      // WRONGTYPE: a list, hash… — not an identity record.
+      const type = await conn.send(['TYPE', key]);
+      out.skipped.push({
+        key,
+        reason: `not a string (${typeof type === 'string' ? type : 'another type'})`,
+        problem: false,
+      });
+      return;
+    }
+    if (typeof value !== 'string') throw new Error('unexpected GET reply');
+    size += value.length + key.length;
+    if (size > MAX_IMPORT_BYTES) throw new Error(`the database holds more than ${MAX_IMPORT_BYTES} bytes`);
+    out.records[key] = value;
+  };
   try {
     if (password) check(await conn.send(['AUTH', password]), 'AUTH');
     if (db) check(await conn.send(['SELECT', String(db)]), 'SELECT');
-    const records: Record<string, string> = {};
-    let otherTypes = 0;
-    let size = 0;
     let cursor = '0';
     do {
-      const reply = check(await conn.send(['SCAN', cursor, 'COUNT', '500']), 'SCAN');
+      const reply = await conn.send(['SCAN', cursor, 'COUNT', '500']);
+      if (cursor === '0' && isUnknownCommand(reply)) {
+        out.warnings.push(
+          'this server has no SCAN (nedis, or an old or restricted redis): listing the keys with one KEYS * instead',
+        );
+        const keys = check(await conn.send(['KEYS', '*']), 'KEYS');
+        if (!Array.isArray(keys)) throw new Error('unexpected KEYS reply');
+        for (const key of keys) await readKey(key);
+        break;
+      }
+      check(reply, 'SCAN');
       if (!Array.isArray(reply) || typeof reply[0] !== 'string' || !Array.isArray(reply[1])) {
         throw new Error('unexpected SCAN reply');
       }
       cursor = reply[0];
-      for (const key of reply[1]) {
-        if (typeof key !== 'string' || key in records) continue;
-        const value = await conn.send(['GET', key]);
-        // WRONGTYPE: a list, hash… — not an identity record.
-        if (value instanceof Error || value === null) {
-          otherTypes++;
-          continue;
-        }
-        if (typeof value !== 'string') throw new Error('unexpected GET reply');
-        size += value.length + key.length;
-        if (size > MAX_IMPORT_BYTES)
-          throw new Error(`the database holds more than ${MAX_IMPORT_BYTES} bytes`);
-        records[key] = value;
-      }
+      for (const key of reply[1]) await readKey(key);
     } while (cursor !== '0');
-    return { dump: JSON.stringify(records), otherTypes };
+    return out;
   } finally {
     conn.close();
   }

@@ -6,6 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSmoke, SMOKE_STEPS, SmokeFailure, type SmokeStep } from '../../cli/smoke.js';
+import { lookupWithApi } from '../../client/api.js';
+import { dialRelay } from '../../client/relay-conn.js';
 import { base32Encode } from '../../core/totp.js';
 import { makeLookupHandler } from '../../functions/lookup.js';
 import { makeRegisterHandler } from '../../functions/register.js';
@@ -13,15 +15,16 @@ import { startApiAdapter } from '../../local/api-adapter.js';
 import type { LocalStack } from '../../local/stack.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
-import { closedPort } from '../support/net.js';
+import { closedPort, dial } from '../support/net.js';
 import { provision, startStack } from '../support/stack.js';
+import { parkedOnHealth, waitFor } from '../support/wait.js';
 
 let stack: LocalStack;
 const closers: Array<() => unknown> = [];
 
 beforeAll(async () => {
   stack = await startStack({
-    relay: { pairWaitMs: 3_000 },
+    relay: { pairWaitMs: 3_000, healthPort: 0 },
   });
 });
 afterAll(async () => {
@@ -142,4 +145,123 @@ describe('rendezvous smoke (issue 18)', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/not an http\(s\) URL: nope/);
   });
+});
+
+describe('a stranger taking the smoke`s parked connection (issue 26 item 8)', () => {
+  /**
+   * A stranger who knows the uuid: looks it up as any mobile client may and dials the relay
+   * with the look-up's cookie, sending bytes of its own. `forever` keeps a dial waiting, so
+   * every new park is taken at once; else it takes one park and stops.
+   */
+  function stranger(forever: boolean) {
+    let stopped = false;
+    let taken = 0;
+    const sockets: Array<{ destroy(): void }> = [];
+    const run = async () => {
+      const triple = await lookupWithApi([stack.apiUrl], 'smoke-stolen');
+      do {
+        try {
+          const d = await dialRelay(triple, { statusTimeoutMs: 10_000 });
+          sockets.push(d.socket);
+          d.socket.on('error', () => undefined);
+          d.socket.write('a stranger was here\n');
+          taken++;
+        } catch {
+          // Nothing parked within the relay's wait: dial again.
+        }
+      } while (forever && !stopped);
+    };
+    return {
+      start: () => run(),
+      taken: () => taken,
+      stop: () => {
+        stopped = true;
+        for (const s of sockets) s.destroy();
+      },
+    };
+  }
+
+  async function smokeWithStranger(forever: boolean) {
+    const id = await provision(stack, { uuid: 'smoke-stolen', params: { step: 5 } });
+    const thief = stranger(forever);
+    const passed: SmokeStep[] = [];
+    let running: Promise<void> | undefined;
+    try {
+      await runSmoke({
+        api: stack.apiUrl,
+        uuid: 'smoke-stolen',
+        secret: id.otpauth,
+        relayHttp: relayHttp(),
+        stepTimeoutMs: 8_000,
+        onStep: async (s) => {
+          passed.push(s);
+          // Right after the park: the stranger takes it before the smoke's own mobile side dials.
+          if (s === 'park (generic)') {
+            running = thief.start();
+            if (!forever) await running;
+            else await waitFor(() => thief.taken() > 0, 10_000);
+          }
+        },
+      });
+      return { failure: undefined, passed, taken: thief.taken() };
+    } catch (err) {
+      if (!(err instanceof SmokeFailure)) throw err;
+      return { failure: err, passed, taken: thief.taken() };
+    } finally {
+      thief.stop();
+      await running?.catch(() => undefined);
+      await stack.store.deleteIdentity('smoke-stolen').catch(() => undefined);
+    }
+  }
+
+  it('one stolen pairing: the smoke parks again and passes', async () => {
+    const r = await smokeWithStranger(false);
+    expect(r.taken).toBe(1);
+    expect(r.failure).toBeUndefined();
+    expect(r.passed).toEqual([...SMOKE_STEPS]);
+  }, 120_000);
+
+  it('a stranger taking every park: the pair step fails, naming the cause', async () => {
+    const r = await smokeWithStranger(true);
+    expect(r.failure?.step).toBe('pair (generic)');
+    expect(r.failure?.reason).toContain('another client took the parked connection 3 times');
+    expect(r.taken).toBeGreaterThanOrEqual(3);
+  }, 120_000);
+});
+
+describe('a stranger taking the smoke`s parked HTTP connection (issue 26 item 8)', () => {
+  it('the parked side tells the stranger`s request from its own, parks again, and passes', async () => {
+    const id = await provision(stack, { uuid: 'smoke-stolen-http', params: { step: 5 } });
+    const strangers: Array<{ destroy(): void }> = [];
+    let strangerAnswer = '';
+    const passed: SmokeStep[] = [];
+    try {
+      await runSmoke({
+        api: stack.apiUrl,
+        uuid: 'smoke-stolen-http',
+        secret: id.otpauth,
+        relayHttp: relayHttp(),
+        stepTimeoutMs: 8_000,
+        onStep: async (s) => {
+          passed.push(s);
+          if (s !== 'park (http)') return;
+          // Right after the park: a stranger's request naming the uuid takes the parked socket.
+          const sock = await dial(stack.httpPort);
+          strangers.push(sock);
+          sock.on('data', (c: Buffer) => {
+            strangerAnswer += c.toString();
+          });
+          sock.write('GET /mine?rendezvous=smoke-stolen-http HTTP/1.1\r\nHost: x\r\n\r\n');
+          const health = stack.relay.healthAddress?.port as number;
+          await waitFor(async () => (await parkedOnHealth(health)) === 0, 10_000, 'the park taken');
+        },
+      });
+    } finally {
+      for (const s of strangers) s.destroy();
+      await stack.store.deleteIdentity('smoke-stolen-http').catch(() => undefined);
+    }
+    expect(passed).toEqual([...SMOKE_STEPS]);
+    // The stranger never reached the smoke's HTTP target.
+    expect(strangerAnswer).not.toContain('x-smoke-sha256');
+  }, 120_000);
 });

@@ -3,7 +3,7 @@
  * dynalite: every accepted dump shape, idempotent re-import, conflicts and `--force`, unreadable
  * records, and no secret ever in the output. The console lists imported identities.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type AdminConsole, startAdminConsole } from '../../admin/server.js';
 import { splitDump } from '../../cli/import/import.js';
 import { registerHiddenServer } from '../../server/register.js';
@@ -17,6 +17,9 @@ import {
   originalRecord,
   stepAt,
 } from './original-model.js';
+
+// Each test runs the real command several times: room for a loaded 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 let env: Awaited<ReturnType<typeof embeddedStore>>;
 let admin: AdminConsole;
@@ -66,7 +69,7 @@ describe('accepted dump shapes', () => {
       }),
     );
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^imported 2, skipped 0/);
+    expect(r.stdout).toMatch(/^imported 2, unchanged 0/);
     const id = await env.store.getIdentity('shape-a');
     expect(id?.secret).toBe(a);
     expect(id?.compat).toMatchObject({
@@ -117,10 +120,10 @@ describe('idempotence, conflicts and bad records', () => {
   it('re-import skips what is there; a different secret is a conflict, left alone unless --force', async () => {
     const first = secret();
     const dump = JSON.stringify({ 'idem-1': originalRecord('idem-1', first) });
-    expect((await importText(dump)).stdout).toMatch(/^imported 1, skipped 0/);
+    expect((await importText(dump)).stdout).toMatch(/^imported 1, unchanged 0/);
     const again = await importText(dump);
     expect(again.code).toBe(0);
-    expect(again.stdout).toMatch(/^imported 0, skipped 1/);
+    expect(again.stdout).toMatch(/^imported 0, unchanged 1/);
 
     // Registered meanwhile with the original's code.
     const step = stepAt(Date.now());
@@ -137,13 +140,13 @@ describe('idempotence, conflicts and bad records', () => {
     const conflict = await importText(clash);
     expect(conflict.code).toBe(1);
     expect(conflict.stdout).toMatch(/conflicts 1/);
-    expect(conflict.stdout).toContain('conflict  idem-1');
+    expect(conflict.stdout).toContain('conflict   idem-1');
     expect((await env.store.getIdentity('idem-1'))?.secret).toBe(first);
     expect(await env.store.getRegistration('idem-1')).toBeDefined();
 
     const forced = await importText(clash, '--force');
     expect(forced.code).toBe(0);
-    expect(forced.stdout).toContain('replaced  idem-1');
+    expect(forced.stdout).toContain('replaced   idem-1');
     expect((await env.store.getIdentity('idem-1'))?.secret).toBe(other);
     // Replacing the secret ends what the old one registered, as a rotation does.
     expect(await env.store.getRegistration('idem-1')).toBeUndefined();
@@ -162,12 +165,14 @@ describe('idempotence, conflicts and bad records', () => {
     });
     const r = await importText(dump);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^imported 1, .*invalid 5/);
-    expect(r.stdout).toContain('invalid   bad-key: the key and the record name different uuids');
-    expect(r.stdout).toContain('invalid   bad-short: the secret is shorter than 10 bytes');
-    expect(r.stdout).toContain('invalid   bad-json: not a JSON record');
-    expect(r.stdout).toContain('invalid   bad-len: length below 6');
-    expect(r.stdout).toContain('invalid   bad uuid: uuid is not usable here');
+    expect(r.stdout).toMatch(/^imported 1, .*skipped 5/);
+    expect(r.stdout).toContain(
+      'skipped    bad-key: not usable here (the key and the record name different uuids)',
+    );
+    expect(r.stdout).toContain('skipped    bad-short: not usable here (the secret is shorter than 10 bytes');
+    expect(r.stdout).toContain('skipped    bad-json: not JSON');
+    expect(r.stdout).toContain('skipped    bad-len: not usable here (length below 6');
+    expect(r.stdout).toContain('skipped    bad uuid: not usable here (uuid: 1–128');
     expect(await env.store.getIdentity('good-one')).toBeDefined();
     expect(r.stdout).not.toContain(short);
   });
@@ -175,7 +180,7 @@ describe('idempotence, conflicts and bad records', () => {
   it('garbage on stdin is refused with a clear message, exit 1', async () => {
     const r = await importText('this is not a dump');
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/invalid 1/);
+    expect(r.stdout).toMatch(/skipped 1/);
   });
 });
 
@@ -323,4 +328,41 @@ describe('operator console', () => {
     expect(row('prov-env')).toContain('strict');
     noSecretIn(html);
   });
+});
+
+describe('a hostile dump cannot write to the operator`s terminal (issue 26 item 9)', () => {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must not appear
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  it('control characters in keys, reasons and error messages are escaped, never printed raw', async () => {
+    const forged = 'hostile-a\n  imported   root-account\r\u001b[2K';
+    const dump = JSON.stringify({
+      [forged]: 'not json at all',
+      'hostile-b\u001b]0;pwned\u0007': '{"uuid":"x"}',
+      'hostile-c\u009b31m': '[]',
+      'hostile-d\u202e': 'x',
+    });
+    const r = await importText(dump);
+    const all = r.stdout + r.stderr;
+    // No control character at all but the line ends.
+    expect(all).not.toMatch(RAW_CONTROL);
+    expect(r.stdout).not.toMatch(/^ {2}imported {3}root-account/m);
+    expect(r.stdout).toContain('  skipped    hostile-a\\n  imported   root-account\\r\\e[2K: not JSON\n');
+    expect(r.stdout).toContain('hostile-b\\e]0;pwned\\x07');
+    expect(r.stdout).toContain('hostile-c\\x9b31m');
+    expect(r.stdout).toContain('hostile-d\\u{202e}');
+    const json = await importText(dump, '--json');
+    expect(json.stdout).not.toMatch(RAW_CONTROL);
+    const parsed = JSON.parse(json.stdout) as { skipped: Array<{ key: string }> };
+    expect(parsed.skipped.map((s) => s.key)).toContain('hostile-c\u009b31m');
+  }, 120_000);
+
+  it('error messages that quote an argument escape it', async () => {
+    const r = await runCli(['compat', 'nobody\u001b[2J\rhere', '--window', '0'], cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).not.toMatch(RAW_CONTROL);
+    expect(r.stderr).toContain('nobody\\e[2J\\rhere');
+    const f = await runCli(['import', '/tmp/no-such-\u001b[31m-file'], cliEnv());
+    expect(f.code).toBe(1);
+    expect(f.stderr).toBe('rendezvous: cannot read /tmp/no-such-\\e[31m-file: ENOENT\n');
+  }, 120_000);
 });
