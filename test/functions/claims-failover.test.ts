@@ -75,7 +75,7 @@ afterAll(async () => {
 });
 
 /** A code valid for at least one more step from now (room for a command to start on a busy machine). */
-const nextCode = (id: Parameters<typeof timeStep>[0]) => codeForStep(id, timeStep(id, Date.now()) + 1);
+const nextCode = (id: Parameters<typeof codeForStep>[0]) => codeForStep(id, timeStep(id, Date.now()) + 1);
 
 describe('the claims region fails over (issue 27)', () => {
   it('home down: 503 until one command moves the claims region, then registrations continue', async () => {
@@ -131,7 +131,10 @@ describe('the claims region fails over (issue 27)', () => {
 
     // us-east-1 follows within its refresh period, and registrations continue, once per code.
     await waitFor(
-      async () => (await router.claims(), router.current === 'us-east-1'),
+      async () => {
+        await router.claims();
+        return router.current === 'us-east-1';
+      },
       10_000,
       'router moved',
     );
