@@ -12,12 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codeForStep, timeStep } from '../../core/totp.js';
 import { makeRegisterHandler } from '../../functions/register.js';
 import { startStoreServer } from '../../local/store-server.js';
+import { type Relay, startRelay } from '../../relay/server.js';
 import { ClaimsRouter } from '../../server/claims.js';
 import { provisionIdentity } from '../../server/identities.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { Store } from '../../server/store/index.js';
 import { apiEvent } from '../support/api-event.js';
 import { exitWithin, spawnCli } from '../support/cli.js';
+import { rawExchange } from '../support/net.js';
 import { type Replicator, startReplicator } from '../support/replicator.js';
 import { waitFor } from '../support/wait.js';
 
@@ -40,6 +42,8 @@ let homeStore: Store;
 let awayStore: Store;
 let replicator: Replicator;
 let router: ClaimsRouter;
+let relay: Relay;
+let relayRouter: ClaimsRouter;
 let put: (uuid: string, code: string) => Promise<APIGatewayProxyStructuredResultV2>;
 
 const endpoints = () => ({ 'eu-west-1': home.endpoint, 'us-east-1': away.endpoint });
@@ -63,9 +67,38 @@ beforeAll(async () => {
   });
   const handler = makeRegisterHandler(() => ({ store: awayStore, policy, claims: router }));
   put = (uuid, response) => handler(apiEvent('PUT', { uuid, response }, '10.6.0.1'));
+  // us-east-1's relay, whose CONNECTs claim codes the same way.
+  relayRouter = new ClaimsRouter({
+    local: awayStore,
+    here: 'us-east-1',
+    deployed: 'eu-west-1',
+    storeFor: (region) => new Store({ table: TABLE, endpoint: endpoints()[region as 'eu-west-1'], region }),
+    refreshMs: 200,
+  });
+  relay = await startRelay({
+    store: awayStore,
+    port: 0,
+    httpPort: 0,
+    host: '127.0.0.1',
+    region: 'us-east-1',
+    claims: relayRouter,
+  });
 }, 60_000);
 
+/** The first line a CONNECT with `code` gets from us-east-1's relay. */
+async function connect(uuid: string, code: string): Promise<string> {
+  const port = relay.httpAddress?.port as number;
+  const out = await rawExchange(
+    port,
+    `CONNECT uuid:${uuid}?response=${code} HTTP/1.1\r\nHost: relay\r\n\r\n`,
+    15_000,
+  );
+  return out.text.split('\r\n')[0] ?? '';
+}
+
 afterAll(async () => {
+  await relay?.close();
+  relayRouter?.close();
   await replicator.stop();
   router.close();
   homeStore.close();
@@ -81,8 +114,12 @@ describe('the claims region fails over (issue 27)', () => {
   it('home down: 503 until one command moves the claims region, then registrations continue', async () => {
     const early = await provisionIdentity(homeStore, { uuid: 'claimed-before-outage' });
     const late = await provisionIdentity(homeStore, { uuid: 'registers-during-outage' });
+    const parker = await provisionIdentity(homeStore, { uuid: 'parks-during-outage' });
     await waitFor(
-      async () => !!(await awayStore.getIdentity(early.uuid)) && !!(await awayStore.getIdentity(late.uuid)),
+      async () =>
+        !!(await awayStore.getIdentity(early.uuid)) &&
+        !!(await awayStore.getIdentity(late.uuid)) &&
+        !!(await awayStore.getIdentity(parker.uuid)),
       30_000,
       'identities replicated to us-east-1',
     );
@@ -102,6 +139,9 @@ describe('the claims region fails over (issue 27)', () => {
     const refused = await put(late.uuid, lateCode);
     expect(refused.statusCode).toBe(503);
     expect(Number(refused.headers?.['retry-after'])).toBeGreaterThan(0);
+    // The relay's CONNECT cannot claim either.
+    const parkerCode = nextCode(parker);
+    expect(await connect(parker.uuid, parkerCode)).toMatch(/^HTTP\/1\.1 503/);
 
     // The operator's one command. It writes the record on every replica it reaches and says
     // which it could not (the home gets it by replication once it is back).
@@ -140,6 +180,16 @@ describe('the claims region fails over (issue 27)', () => {
     );
     expect((await put(late.uuid, lateCode)).statusCode).toBe(200);
     expect((await put(late.uuid, lateCode)).statusCode).toBe(401);
+    // The relay follows the same record: its CONNECTs park again.
+    await waitFor(
+      async () => {
+        await relayRouter.claims();
+        return relayRouter.current === 'us-east-1';
+      },
+      10_000,
+      'relay router moved',
+    );
+    expect(await connect(parker.uuid, parkerCode)).toBe('HTTP/1.1 200 OK');
 
     // The cost: the code claimed at home just before the outage never reached this replica, so
     // it is accepted once more here — once, and only while the code is valid.
