@@ -69,16 +69,6 @@ export function makeRegisterHandler(
   };
 }
 
-/**
- * The home replica's store when `RENDEZVOUS_HOME_REGION` names a region other than this one
- * (`AWS_REGION`), else undefined (single region, or the home region itself: claims stay local).
- */
-export function homeStoreFromEnv(env: NodeJS.ProcessEnv = process.env): Store | undefined {
-  const home = env.RENDEZVOUS_HOME_REGION?.trim();
-  if (!home || home === env.AWS_REGION) return undefined;
-  return new Store({ table: tableFromEnv(env), region: home });
-}
-
 let fromEnv: RegisterDeps | undefined;
 
 /** The Lambda entry point: configuration from the environment, one SDK client per process. */
