@@ -4,7 +4,7 @@
  * relays then claim one-time codes on `<region>`'s replica within CLAIMS_REFRESH_MS. Run it when
  * the claims region (by default the table's home) is down, and again to move back.
  */
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { CLAIMS_REFRESH_MS, moveClaimsRegion } from '../server/claims.js';
 import { DEFAULT_TABLE } from '../server/config.js';
 import { Store } from '../server/store/index.js';
@@ -14,7 +14,7 @@ import { UsageError } from './program.js';
 function endpointOption(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const i = value.indexOf('=');
   if (i < 1 || !/^https?:\/\//.test(value.slice(i + 1)))
-    throw new UsageError(`--endpoint takes region=http(s)://host:port, not ${value}`);
+    throw new InvalidArgumentError('region=http(s)://host:port is required');
   return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
 }
 
