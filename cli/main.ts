@@ -13,6 +13,7 @@ import { relayLimitsFromEnv } from '../relay/main.js';
 import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.js';
 import { provisionIdentity } from '../server/identities.js';
 import { probeStore, Store } from '../server/store/index.js';
+import { addClaimsRegionCommand } from './claims-region.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import/command.js';
 import { originalRecordOf } from './import/import.js';
@@ -229,6 +230,7 @@ export function buildCli(): Command {
   addImportCommand(program, fail);
   addCompatCommand(program, fail);
   addSmokeCommand(program, fail);
+  addClaimsRegionCommand(program, fail);
 
   return program;
 }

@@ -1,4 +1,5 @@
 /** `PUT /?uuid=<ID>&response=<TOTP or proof>`: a hidden server registers and gets its `R` triple. */
+import { type ClaimsRouter, claimsRouterFromEnv } from '../server/claims.js';
 import { policyFromEnv, tableFromEnv } from '../server/config.js';
 import { checkUuid } from '../server/identities.js';
 import { type RegistrationPolicy, registerHiddenServer } from '../server/register.js';
@@ -24,12 +25,14 @@ import {
 /**
  * What the handler works on. `home`: the table's home replica when this region is another one
  * of a global table — codes are claimed and guesses counted there, so they hold across regions;
- * the registration itself is written to `store` (this region's replica).
+ * the registration itself is written to `store` (this region's replica). `claims`, when given,
+ * decides that replica per request instead (the claims region, which an operator can move).
  */
 export interface RegisterDeps {
   store: Store;
   policy: RegistrationPolicy;
   home?: Store;
+  claims?: ClaimsRouter;
 }
 
 /**
@@ -54,7 +57,7 @@ export function makeRegisterHandler(
       // code the original's way.
       const response = queryParam(event, 'response');
       const d = deps();
-      home = d.home;
+      home = d.claims ? await d.claims.claims() : d.home;
       const source = event.requestContext?.http?.sourceIp;
       const triple = await registerHiddenServer(d.store, d.policy, uuid, response, Date.now(), source, home);
       telemetry.registered(facts);
@@ -68,24 +71,13 @@ export function makeRegisterHandler(
   };
 }
 
-/**
- * The home replica's store when `RENDEZVOUS_HOME_REGION` names a region other than this one
- * (`AWS_REGION`), else undefined (single region, or the home region itself: claims stay local).
- */
-export function homeStoreFromEnv(env: NodeJS.ProcessEnv = process.env): Store | undefined {
-  const home = env.RENDEZVOUS_HOME_REGION?.trim();
-  if (!home || home === env.AWS_REGION) return undefined;
-  return new Store({ table: tableFromEnv(env), region: home });
-}
-
 let fromEnv: RegisterDeps | undefined;
 
 /** The Lambda entry point: configuration from the environment, one SDK client per process. */
 export const handler: Handler = makeRegisterHandler(() => {
-  fromEnv ??= {
-    store: new Store({ table: tableFromEnv() }),
-    policy: policyFromEnv(),
-    home: homeStoreFromEnv(),
-  };
+  if (!fromEnv) {
+    const store = new Store({ table: tableFromEnv() });
+    fromEnv = { store, policy: policyFromEnv(), claims: claimsRouterFromEnv(store) };
+  }
   return fromEnv;
 }, apiObservabilityFromEnv());

@@ -14,6 +14,11 @@ export interface DeploymentPlan {
   regions: string[];
   /** The table stack's region. */
   home: string;
+  /**
+   * Where one-time codes are claimed as deployed (`claimsRegion`, default `home`): any region of
+   * `regions`, unlike the table's home. `rendezvous claims-region` moves it at run time.
+   */
+  claimsRegion: string;
   tableName: string;
   account?: string;
   relayPort: number;
@@ -150,11 +155,17 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
           'must name relay.<region>.example.com and *.relay.<region>.example.com), then point that name at the ' +
           "stack's NlbDnsName output.",
       );
+  const claimsRegion = String(ctx('claimsRegion') ?? regions[0]).trim();
+  if (!regions.includes(claimsRegion))
+    throw new Error(
+      `claimsRegion ${claimsRegion} has no replica of the table; name one of ${regions.join(', ')}`,
+    );
   const count = Number(ctx('relayDesiredCount') ?? 2);
   if (!Number.isInteger(count) || count < 1) throw new Error('relayDesiredCount is a whole number ≥ 1');
   return {
     regions,
     home: regions[0] as string,
+    claimsRegion,
     tableName: String(ctx('tableName') ?? 'rendezvous'),
     account: ctx('account') === undefined ? undefined : String(ctx('account')),
     relayPort: port(ctx('relayPort'), 'relayPort', 8899) as number,

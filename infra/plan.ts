@@ -47,7 +47,8 @@ export function regionStackProps(
     relayDomain: plan.domains[region],
     alarmEmail: plan.alarmEmail,
     nodeImage: plan.nodeImage,
-    homeRegion: plan.home,
+    homeRegion: plan.claimsRegion,
+    tableRegions: plan.regions,
     zone: plan.zone,
     apiDomain: plan.apiDomain,
   };

@@ -30,8 +30,13 @@ export interface RendezvousStackProps extends StackProps {
   relayDomain?: string;
   alarmEmail?: string;
   nodeImage?: string;
-  /** The table's home region (first of `regions`); one-time codes are claimed on its replica. */
+  /**
+   * Where one-time codes are claimed as deployed (`claimsRegion`, default the table's home, the
+   * first of `regions`); an operator moves it at run time (`rendezvous claims-region`).
+   */
   homeRegion?: string;
+  /** Every region with a replica: functions and relays may use each (a claims move needs no redeploy). */
+  tableRegions?: string[];
   /** Users' hosted zone: with it, the API's custom domain, latency record and relay records. */
   zone?: { hostedZoneId: string; zoneName: string };
   /** The one API name (with `zone`). */
@@ -73,7 +78,11 @@ export class RendezvousStack extends Stack {
     super(scope, id, props);
     const logRetention = RetentionDays.ONE_MONTH;
     this.alarmPrefix = alarmPrefixOf(this.region);
-    this.table = new StateTable(this, 'State', { tableName: props.tableName, homeRegion: props.homeRegion });
+    this.table = new StateTable(this, 'State', {
+      tableName: props.tableName,
+      homeRegion: props.homeRegion,
+      regions: props.tableRegions,
+    });
     // From attributes, never looked up: synth stays offline.
     const zone = props.zone ? HostedZone.fromHostedZoneAttributes(this, 'Zone', props.zone) : undefined;
     let certificate: ICertificate | undefined;

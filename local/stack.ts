@@ -21,6 +21,13 @@ export interface LocalStackOptions {
   storePort?: number;
   /** Keep the store on disk in this folder (default: memory). */
   dataDir?: string;
+  /**
+   * Run on this DynamoDB endpoint (DynamoDB Local, LocalStack, a dynalite of its own) instead of
+   * starting the embedded store; `storePort` and `dataDir` are then unused.
+   */
+  storeEndpoint?: string;
+  /** The region requests to `storeEndpoint` are signed for (default `local`). */
+  storeRegion?: string;
   table?: string;
   /** Overrides of the registration policy (tests shorten windows). */
   policy?: Partial<RegistrationPolicy>;
@@ -66,11 +73,11 @@ export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, httpPort: 8898, 
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
   const log = opts.log ?? silentLog;
   const table = opts.table ?? DEFAULT_TABLE;
-  const storeServer = await startStoreServer({
-    port: opts.storePort ?? LOCAL_DEFAULTS.storePort,
-    path: opts.dataDir,
-  });
-  const store = new Store({ table, endpoint: storeServer.endpoint, region: 'local' });
+  const storeServer = opts.storeEndpoint
+    ? { endpoint: opts.storeEndpoint, close: async () => undefined }
+    : await startStoreServer({ port: opts.storePort ?? LOCAL_DEFAULTS.storePort, path: opts.dataDir });
+  const storeRegion = opts.storeRegion ?? 'local';
+  const store = new Store({ table, endpoint: storeServer.endpoint, region: storeRegion });
   const guessPolicy = { maxFailuresPerSource: LOCAL_MAX_FAILURES_PER_SOURCE, ...opts.policy };
   const cleanup: Array<() => Promise<void> | void> = [() => storeServer.close(), () => store.close()];
   try {
@@ -113,7 +120,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       relay,
       env: {
         AWS_ENDPOINT_URL_DYNAMODB: storeServer.endpoint,
-        AWS_REGION: 'local',
+        AWS_REGION: storeRegion,
         RENDEZVOUS_TABLE: table,
         RENDEZVOUS_API: api.url,
         RENDEZVOUS_RELAY_HTTP: httpUrl,

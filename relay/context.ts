@@ -2,6 +2,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
+import type { ClaimsRouter } from '../server/claims.js';
 import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Store } from '../server/store/index.js';
 import type { Admitted } from './admission.js';
@@ -51,6 +52,8 @@ export interface RelayContext {
   regions?: Pick<ParkRecords, 'others' | 'elsewhere'> & { region: string };
   /** The table's home replica, where CONNECT codes are claimed (another region of a global table). */
   home?: Store;
+  /** Where CONNECT codes are claimed, per request (the claims region an operator can move); before `home`. */
+  claims?: ClaimsRouter;
   /** HTTP-specific: the domain under which `<id>.<domain>` names hidden server `<id>`. */
   httpDomain?: string;
   /** Bounds on mobile clients waiting for a hidden server. */

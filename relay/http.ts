@@ -145,6 +145,7 @@ async function parkConnect(
   socket.resume();
   let grant: Awaited<ReturnType<typeof authenticateConnect>>;
   try {
+    const claims = ctx.claims ? await ctx.claims.claims() : ctx.home;
     grant = await authenticateConnect(
       ctx.store,
       ctx.connectPolicy,
@@ -153,7 +154,7 @@ async function parkConnect(
       async (uuid, step) =>
         ctx.lot.hasParkWithStep(uuid, step) || (await remoteParkWithStep(ctx, uuid, step)),
       Date.now(),
-      ctx.home,
+      claims,
     );
   } finally {
     socket.off('data', onEarly);

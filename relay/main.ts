@@ -44,6 +44,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { jsonLog, type Log } from '../core/log.js';
+import { claimsRouterFromEnv } from '../server/claims.js';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
 import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
@@ -167,6 +168,7 @@ export async function runRelayFromEnv(
     healthPort: env.RELAY_HEALTH_PORT ? intFromEnv('RELAY_HEALTH_PORT', 0, env) : undefined,
     ...relayLimitsFromEnv(env),
     ...regionFromEnv(env),
+    claims: claimsRouterFromEnv(store, env, env.RELAY_REGION?.trim() || env.AWS_REGION),
     publicAddress: env.RELAY_PUBLIC_HOST
       ? `${env.RELAY_PUBLIC_HOST}:${intFromEnv('RELAY_PUBLIC_PORT', RELAY_DEFAULTS.port, env)}`
       : undefined,

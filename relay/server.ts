@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Socket } from 'node:net';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
+import type { ClaimsRouter } from '../server/claims.js';
 import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
 import type { Store } from '../server/store/index.js';
@@ -99,6 +100,8 @@ export interface RelayOptions {
   publicAddress?: string;
   /** The table's home replica, where CONNECT codes are claimed (see RENDEZVOUS_HOME_REGION). */
   home?: Store;
+  /** Where CONNECT codes are claimed, followed per request (server/claims.ts); overrides `home`. */
+  claims?: ClaimsRouter;
   /** Cluster: bounds of the pool of idle links to other relays. */
   peerPool?: PeerPoolOptions;
   log?: Log;
@@ -274,6 +277,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
         }
       : undefined,
     home: opts.home,
+    claims: opts.claims,
     waiting: new WaitingClients(
       opts.maxWaitingPerSource ?? RELAY_DEFAULTS.maxWaitingPerSource,
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,

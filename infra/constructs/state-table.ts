@@ -51,6 +51,11 @@ export interface StateTableProps {
    * the local replica.
    */
   homeRegion?: string;
+  /**
+   * Every region with a replica. `grantWithHome` grants on each of them: the claims region can be
+   * moved to any of them at run time (`rendezvous claims-region`), with no redeploy.
+   */
+  regions?: string[];
 }
 
 /** A region's view of the state table: its local replica, by name. */
@@ -62,6 +67,8 @@ export class StateTable extends Construct {
   readonly homeRegion?: string;
   /** ARN of the same table in the home region (the home replica), when it is not this one. */
   readonly homeTableArn?: string;
+  /** ARNs of the other regions' replicas a claims move may send this region's claims to. */
+  readonly claimsTableArns: string[];
 
   constructor(scope: Construct, id: string, props: StateTableProps) {
     super(scope, id);
@@ -82,6 +89,14 @@ export class StateTable extends Construct {
         resourceName: props.tableName,
       });
     }
+    const others = [...new Set([props.homeRegion, ...(props.regions ?? [])])].filter(
+      (r): r is string => !!r && r !== stack.region,
+    );
+    this.claimsTableArns = others
+      .sort()
+      .map((region) =>
+        stack.formatArn({ service: 'dynamodb', region, resource: 'table', resourceName: props.tableName }),
+      );
   }
 
   /** Grants exactly `actions` on this region's table to `grantee`. */
@@ -93,12 +108,15 @@ export class StateTable extends Construct {
     });
   }
 
-  /** Grants exactly `actions` on this region's replica and on the home region's replica. */
+  /**
+   * Grants exactly `actions` on this region's replica and on every replica codes may be claimed
+   * on: the deployed claims region's and, with `regions`, every other one.
+   */
   grantWithHome(grantee: IGrantable, actions: TableAction[]): Grant {
     return Grant.addToPrincipal({
       grantee,
       actions: actions.map((a) => `dynamodb:${a}`),
-      resourceArns: this.homeTableArn ? [this.tableArn, this.homeTableArn] : [this.tableArn],
+      resourceArns: [this.tableArn, ...this.claimsTableArns],
     });
   }
 }

@@ -14,6 +14,8 @@
  *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
  *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
  *   SERVER#<uuid> / LAST           the uuid's last rendezvous per protocol (operator console)
+ *   SERVICE       / CLAIMS_REGION  the region codes are claimed in, when an operator moved it
+ *                                  (`rendezvous claims-region`; absent = the deployed one)
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
  *                                  rotated, disabled, deleted): relays read these once per pass
  *                                  instead of re-reading every parked key (expires after an hour)
@@ -43,6 +45,9 @@ export const registrationKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk
 
 /** The item a mobile cookie resolves through. */
 export const cookieItemKey = (cookie: string): Key => ({ pk: cookieKey(cookie), sk: 'COOKIE' });
+
+/** The claims-region record (one per table; replicated like every item). */
+export const claimsRegionKey: Key = { pk: 'SERVICE', sk: 'CLAIMS_REGION' };
 
 /** A uuid's last rendezvous per protocol. */
 export const lastRendezvousKey = (uuid: string): Key => ({ pk: serverKey(uuid), sk: 'LAST' });

@@ -9,6 +9,7 @@ import type { ParkKind } from '../../core/protocol.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
 import { type AttemptScope, Attempts, type AttemptWindow, type Reservation } from './attempts.js';
 import { type ChangeNotice, Changes } from './changes.js';
+import { type ClaimsRegionRecord, ClaimsRegions } from './claims-region.js';
 import type { StoreSettings } from './errors.js';
 import { type ClaimExtra, Identities, type Identity } from './identities.js';
 import { type LastRendezvous, LastRendezvousRecords, type ParkRecord, Parks } from './parks.js';
@@ -28,6 +29,7 @@ export class Store {
   private readonly parks: Parks;
   private readonly last: LastRendezvousRecords;
   private readonly changes: Changes;
+  private readonly claimsRegions: ClaimsRegions;
 
   constructor(opts: StoreOptions) {
     this.t = new Table(opts);
@@ -39,6 +41,7 @@ export class Store {
     this.identities = new Identities(this.t, this.registrations, this.last, this.changes);
     this.attempts = new Attempts(this.t);
     this.parks = new Parks(this.t);
+    this.claimsRegions = new ClaimsRegions(this.t);
   }
 
   /** Creates the table if missing (local stacks and tests; CDK owns it on AWS). */
@@ -49,6 +52,18 @@ export class Store {
   /** Releases the SDK client's sockets. */
   close(): void {
     this.t.close();
+  }
+
+  // The claims region (claims-region.ts)
+
+  /** The claims region an operator set on this replica, or undefined (the deployed one applies). */
+  getClaimsRegion(): Promise<ClaimsRegionRecord | undefined> {
+    return this.claimsRegions.get();
+  }
+
+  /** Sets the claims region on this replica (replication carries it to the other replicas). */
+  setClaimsRegion(region: string, nowMs?: number): Promise<void> {
+    return this.claimsRegions.set(region, nowMs);
   }
 
   // Identities (identities.ts)

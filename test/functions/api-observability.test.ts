@@ -309,7 +309,7 @@ describe('the real Lambda entry points', () => {
     Object.assign(process.env, {
       AWS_ENDPOINT_URL_DYNAMODB: env.endpoint,
       AWS_REGION: 'local',
-      RENDEZVOUS_TABLE: 'rendezvous-test',
+      RENDEZVOUS_TABLE: env.store.table,
       RELAY_PUBLIC_HOST: 'relay.example',
       RENDEZVOUS_METRICS: 'emf',
       RENDEZVOUS_METRICS_DIMENSION: 'stack-x',

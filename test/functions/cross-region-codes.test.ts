@@ -9,8 +9,9 @@ import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRendezvousError } from '../../core/errors.js';
 import { codeForStep, currentCode, timeStep } from '../../core/totp.js';
-import { homeStoreFromEnv, makeRegisterHandler } from '../../functions/register.js';
+import { makeRegisterHandler } from '../../functions/register.js';
 import { startStoreServer } from '../../local/store-server.js';
+import { claimsRouterFromEnv } from '../../server/claims.js';
 import { authenticateConnect } from '../../server/connect-auth.js';
 import { provisionIdentity } from '../../server/identities.js';
 import type { RegistrationPolicy } from '../../server/register.js';
@@ -180,18 +181,26 @@ describe('one-time codes across regions (issue 18)', () => {
   });
 });
 
-describe('homeStoreFromEnv', () => {
-  it('claims stay local in one region and in the home region; another region claims at home', () => {
-    expect(homeStoreFromEnv({ AWS_REGION: 'eu-west-1' })).toBeUndefined();
-    expect(
-      homeStoreFromEnv({ AWS_REGION: 'eu-west-1', RENDEZVOUS_HOME_REGION: 'eu-west-1' }),
-    ).toBeUndefined();
-    const other = homeStoreFromEnv({
-      AWS_REGION: 'us-east-1',
-      RENDEZVOUS_HOME_REGION: 'eu-west-1',
-      RENDEZVOUS_TABLE: 't1',
-    });
-    expect(other?.table).toBe('t1');
-    other?.close();
+describe('claimsRouterFromEnv', () => {
+  it('claims stay local in one region and in the claims region; another region claims there', async () => {
+    const local = new Store({ table: 't1', endpoint: servers[1]?.endpoint, region: 'us-east-1' });
+    try {
+      expect(claimsRouterFromEnv(local, { AWS_REGION: 'eu-west-1' })).toBeUndefined();
+      const atHome = claimsRouterFromEnv(local, {
+        AWS_REGION: 'eu-west-1',
+        RENDEZVOUS_HOME_REGION: 'eu-west-1',
+      });
+      expect(atHome?.current).toBe('eu-west-1');
+      // The deployed claims region before any record is read (t1 does not exist: unreadable).
+      const other = claimsRouterFromEnv(local, {
+        AWS_REGION: 'us-east-1',
+        RENDEZVOUS_HOME_REGION: 'eu-west-1',
+        RENDEZVOUS_TABLE: 't1',
+      });
+      expect(other?.current).toBe('eu-west-1');
+      other?.close();
+    } finally {
+      local.close();
+    }
   });
 });

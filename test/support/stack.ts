@@ -10,16 +10,47 @@ import { type ExposeOptions, exposeHiddenServer, type HiddenServer } from '../..
 import { type LocalStack, type LocalStackOptions, startLocalStack } from '../../local/stack.js';
 import { type ProvisionedIdentity, provisionIdentity } from '../../server/identities.js';
 import type { Store } from '../../server/store/index.js';
+import {
+  createExternalTable,
+  dropExternalTable,
+  externalEndpoint,
+  externalRegion,
+} from './external-store.js';
 
 /** Every port 0: the OS picks free ones, so test files run side by side without clashing. */
 export const FREE_PORTS = { apiPort: 0, relayPort: 0, httpPort: 0, storePort: 0 } as const;
 
 /**
  * Starts a local stack on free ports with `opts` (the relay's and policy's overrides). The
- * caller closes it (`await stack?.close()` in its afterAll, after what runs through it).
+ * caller closes it (`await stack?.close()` in its afterAll, after what runs through it). With
+ * RENDEZVOUS_TEST_DYNAMODB_ENDPOINT set, the stack runs on a fresh table there (dropped on close)
+ * instead of an embedded store.
  */
-export function startStack(opts: Omit<LocalStackOptions, keyof typeof FREE_PORTS> = {}): Promise<LocalStack> {
-  return startLocalStack({ ...FREE_PORTS, ...opts });
+export async function startStack(
+  opts: Omit<LocalStackOptions, keyof typeof FREE_PORTS> = {},
+): Promise<LocalStack> {
+  const external = opts.dataDir === undefined ? externalEndpoint() : undefined;
+  if (!external) return startLocalStack({ ...FREE_PORTS, ...opts });
+  const table = await createExternalTable(external, opts.table ?? 'rendezvous-stack');
+  try {
+    const stack = await startLocalStack({
+      ...FREE_PORTS,
+      ...opts,
+      table,
+      storeEndpoint: external,
+      storeRegion: externalRegion(),
+    });
+    return {
+      ...stack,
+      close: async () => {
+        await stack.close();
+        await dropExternalTable(external, table);
+      },
+    };
+  } catch (err) {
+    await dropExternalTable(external, table);
+    throw err;
+  }
 }
 
 /** A provisioned identity and the code its authenticator shows (now, or at `nowMs`). */
