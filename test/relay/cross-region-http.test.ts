@@ -203,3 +203,39 @@ describe('HTTP-specific requests in the wrong region (issue 18)', () => {
     expect(redirectLocation({ httpUrl: 'not a url' }, head('/'), 'w', 'host')).toBeUndefined();
   });
 });
+
+describe('regression: Location injection in the cross-region 307 (issue 26.5)', () => {
+  const rec = { httpUrl: 'https://relay-eu.example.com' };
+  const head = (target: string) => parseRequestHead(`GET ${target} HTTP/1.1\r\nHost: h`);
+
+  it('a target that is no path is refused (400), never turned into another host in Location', async () => {
+    const basic = Buffer.from(`${UUID}:x`).toString('base64');
+    for (const [target, named] of [
+      [`x:@evil.example/x?rendezvous=${UUID}`, ''],
+      ['x:.evil.example/', `Authorization: Basic ${basic}\r\n`],
+      [`x:.evil.example/?rendezvous=${UUID}`, ''],
+    ] as const) {
+      const raw = await rawExchange(portB, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${named}\r\n`);
+      expect(raw.text, target).toMatch(/^HTTP\/1\.1 400 /);
+      expect(raw.text, target).not.toContain('evil.example');
+    }
+    for (const by of ['query', 'host', 'credentials'] as const) {
+      expect(() => redirectLocation(rec, head(`x:@evil.example/x?rendezvous=${UUID}`), UUID, by)).toThrow(
+        /path/,
+      );
+      expect(() => redirectLocation(rec, head('x:.evil.example/'), UUID, by)).toThrow(/path/);
+      // A path that a URL parser would read as another host (`//host`, `/\host`) is no path either.
+      expect(() => redirectLocation(rec, head('//evil.example/x'), 'web.1', by)).toThrow(/path/);
+      expect(() => redirectLocation(rec, head('/\\evil.example/x'), 'web.1', by)).toThrow(/path/);
+    }
+  });
+
+  it('an origin-form path and query keep their place in Location, percent-encoded where needed', () => {
+    expect(redirectLocation(rec, head('/a/b?c=d'), 'w1', 'host')).toBe(
+      'https://w1.relay-eu.example.com/a/b?c=d',
+    );
+    expect(redirectLocation(rec, head('/a"<b>?q=1'), 'w1', 'query')).toBe(
+      'https://relay-eu.example.com/a%22%3Cb%3E?q=1',
+    );
+  });
+});
