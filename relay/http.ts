@@ -225,7 +225,7 @@ async function pairHttpMobile(
     (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
-  ctx.perUuid.check(id);
+  ctx.perUuid.check(id, socket.remoteAddress);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();
   const claimed = await claimHiddenServer(ctx.lot, cluster, {

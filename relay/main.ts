@@ -22,6 +22,8 @@
  *                            mobile clients waiting for a hidden server to park, per source
  *                            address (128) and in all (10000)
  *   RELAY_MAX_SPLICES_PER_UUID  live rendezvous per hidden server on this relay (100)
+ *   RELAY_MAX_SPLICES_PER_SOURCE  live rendezvous per hidden server from one source address
+ *                            (IPv6: /64) on this relay (16)
  *   RELAY_PEER_POOL          idle links kept open to each other relay, for the next cross-relay
  *                            pairing (16; 0 turns the pool off)
  *   RELAY_IDLE_TIMEOUT_MS    a rendezvous with no byte either way for this long is ended (3600000; 0 never)
@@ -123,6 +125,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
     maxWaitingPerSource: intFromEnv('RELAY_MAX_WAITING_PER_SOURCE', RELAY_DEFAULTS.maxWaitingPerSource, env),
     maxWaiting: intFromEnv('RELAY_MAX_WAITING', RELAY_DEFAULTS.maxWaiting, env),
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
+    maxSplicesPerSource: intFromEnv('RELAY_MAX_SPLICES_PER_SOURCE', RELAY_DEFAULTS.maxSplicesPerSource, env),
     idleTimeoutMs: intFromEnv('RELAY_IDLE_TIMEOUT_MS', RELAY_DEFAULTS.idleTimeoutMs, env),
     httpDomain: httpDomainFromEnv(env),
     peerPool: {

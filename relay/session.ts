@@ -215,7 +215,7 @@ function started(
  * `+OK` (and the client's early bytes) to each side, then the splice. False when none is parked here.
  */
 function pairHere(socket: Socket, ctx: RelayContext, { line, uuid, early }: Settled): boolean {
-  ctx.perUuid.check(uuid);
+  ctx.perUuid.check(uuid, socket.remoteAddress);
   const here = ctx.lot.take('generic', line.cookie);
   if (!here) return false;
   const rid = newRid();
@@ -275,7 +275,7 @@ async function pairMobileClient(
   ctx: RelayContext,
   { line, uuid, early }: Settled,
 ): Promise<void> {
-  ctx.perUuid.check(uuid);
+  ctx.perUuid.check(uuid, socket.remoteAddress);
   const rid = newRid();
   const claimed = await claimHiddenServer(ctx.lot, ctx.cluster, {
     kind: 'generic',

@@ -44,7 +44,7 @@ export class Splices {
   ): void => {
     const { perUuid, keepAlive, idleTimeoutMs, telemetry, log } = this.opts;
     this.live++;
-    const release = perUuid.add(rendezvous.uuid);
+    const release = perUuid.add(rendezvous.uuid, rendezvous.source);
     keepAlive.soon(mobile);
     splice(
       hidden,

@@ -141,7 +141,7 @@ export function refusalReason(err: unknown): RefusalReason {
     case 'TOO_MANY_PARKED':
       return 'too_many_parked';
     case 'BUSY':
-      if (err.message === SPLICE_CAP_MESSAGE) return 'too_many_splices';
+      if (err.message.startsWith(SPLICE_CAP_MESSAGE)) return 'too_many_splices';
       if (/handshake/.test(err.message)) return 'too_many_handshakes';
       if (/waiting/.test(err.message)) return 'too_many_waiting';
       return 'at_capacity';

@@ -9,6 +9,7 @@
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
+import { RELAY_DEFAULTS } from '../../relay/server.js';
 import { provisionIdentity } from '../../server/identities.js';
 import { startCluster } from '../support/cluster.js';
 import { dial } from '../support/net.js';
@@ -51,7 +52,14 @@ function ask(
 }
 
 beforeAll(async () => {
-  c = await startCluster(1, { relay: { maxParkedPerKey: 256, pairWaitMs: 1_000 } });
+  // The deployed per-source default (the cluster helper lifts it for tests that are not about it).
+  c = await startCluster(1, {
+    relay: {
+      maxParkedPerKey: 256,
+      pairWaitMs: 1_000,
+      maxSplicesPerSource: RELAY_DEFAULTS.maxSplicesPerSource,
+    },
+  });
 });
 afterAll(async () => {
   for (const s of opened) s.destroy();
