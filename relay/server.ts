@@ -71,6 +71,11 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** HTTP-specific: `<id>.<httpDomain>` in a request's Host names hidden server `<id>` (default: off). */
   httpDomain?: string;
+  /**
+   * HTTP-specific, with `httpDomain`: the parent name still serves tenants named by `?rendezvous=`,
+   * Digest or Basic, one origin shared by all (unsafe for browsers; default: off, refused with 403).
+   */
+  httpSharedOrigin?: boolean;
   /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
   fdLimit?: number;
   connectPolicy?: ConnectPolicy;
@@ -247,6 +252,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     relayId,
     admit: (socket) => admission.admit(socket),
     httpDomain: opts.httpDomain || undefined,
+    httpSharedOrigin: opts.httpSharedOrigin === true,
     regions: origin.region
       ? {
           region: origin.region,

@@ -75,6 +75,7 @@ export const REFUSAL_REASONS = [
   'no_hidden_server',
   'not_found',
   'no_name',
+  'not_host_routed',
   'bad_code',
   'missing_response',
   'bad_scheme',
