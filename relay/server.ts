@@ -315,6 +315,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
       refuse(p.socket, reason);
     },
+    live: splices,
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
   });
 
