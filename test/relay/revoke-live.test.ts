@@ -23,7 +23,8 @@ const opened: Socket[] = [];
 
 beforeAll(async () => {
   // Short rounds: the test waits for the round after the revocation, not 10 s.
-  c = await startCluster(1, { relay: { revalidateMs: 300, pairWaitMs: 2_000 } });
+  // Two relays: hidden servers park on relay 0; a mobile client may arrive at relay 1 (peer link).
+  c = await startCluster(2, { relay: { revalidateMs: 300, pairWaitMs: 2_000 } });
 });
 afterAll(async () => {
   for (const s of opened) s.destroy();
@@ -49,7 +50,7 @@ async function open(port: number): Promise<Socket> {
 }
 
 /** A live generic splice of `uuid`: both sides past `+OK`, a byte carried each way. */
-async function liveGeneric(uuid: string) {
+async function liveGeneric(uuid: string, mobileRelay = 0) {
   const id = await provisionIdentity(c.store, { uuid });
   const put = await fetch(`${c.apiUrl}/?uuid=${uuid}&response=${currentCode(id)}`, { method: 'PUT' });
   const r = ((await put.json()) as { result: { cookie: string } }).result.cookie;
@@ -60,7 +61,7 @@ async function liveGeneric(uuid: string) {
   const h = reader(hidden);
   hidden.write(`${r}\n`);
   await waitFor(() => (c.relays[0]?.lot.sizeOf('generic') ?? 0) > 0, 5_000, 'parked');
-  const mobile = await open(port);
+  const mobile = await open(c.relays[mobileRelay]?.address.port as number);
   const m = reader(mobile);
   mobile.write(`${i}\nping`);
   await h.until('+OK\nping');
@@ -115,8 +116,24 @@ describe('regression: live rendezvous survived rotate and disable (issue 26.7)',
         await waitFor(() => endRecords(uuid).length > 0, 5_000, `${uuid} record`);
         expect(endRecords(uuid)[0]).toMatchObject({ end: 'revoked', reason: `identity ${how}` });
       }
+      // The operator console's "last rendezvous" says why too.
+      await waitFor(
+        async () =>
+          (await c.store.getLastRendezvous(`live-tunnel-${how}`))?.http?.reason === `identity ${how}`,
+        10_000,
+        'last rendezvous record',
+      );
     });
   }
+
+  it('through a peer link: the relay holding the hidden server ends it, and the link takes the mobile side along', async () => {
+    const uuid = 'live-generic-peer';
+    const generic = await liveGeneric(uuid, 1);
+    await rotateIdentitySecret(c.store, uuid);
+    for (const s of [generic.mobile, generic.hidden]) await closedWithin(s, 20_000);
+    await waitFor(() => endRecords(uuid).length > 0, 5_000, 'record');
+    expect(endRecords(uuid)[0]).toMatchObject({ end: 'revoked', reason: 'identity rotated', hops: 1 });
+  });
 
   it('a rendezvous of another identity, and a tunnel made with the new secret after a rotation, go on', async () => {
     const bystander = await liveGeneric('live-bystander');
