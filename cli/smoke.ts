@@ -292,14 +292,21 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
         );
       });
       const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
+      const post = (url: URL) =>
+        fetch(url, { method: 'POST', body: payload, signal: AbortSignal.timeout(ms) });
       const url = new URL(relay);
       url.pathname = '/smoke';
       url.searchParams.set('rendezvous', opts.uuid);
-      const res = await fetch(url, {
-        method: 'POST',
-        body: payload,
-        signal: AbortSignal.timeout(ms),
-      });
+      let res = await post(url);
+      if (res.status === 403) {
+        // A relay routing by host (RELAY_HTTP_DOMAIN) serves no hidden server on its own name:
+        // ask <uuid>.<its name> (the refusal came before any pairing, the park is still there).
+        await res.arrayBuffer();
+        const hosted = new URL(relay);
+        hosted.hostname = `${opts.uuid.toLowerCase()}.${hosted.hostname}`;
+        hosted.pathname = '/smoke';
+        res = await post(hosted);
+      }
       const got = Buffer.from(await res.arrayBuffer());
       if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${got.toString('utf8').slice(0, 200)}`);
       if (sha(got) !== sha(payload) || res.headers.get('x-smoke-sha256') !== sha(payload))
