@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseRequestHead } from '../../core/http-head.js';
 import { cookieForHost, headForHost, inDomain, requestHost } from '../../relay/host-origin.js';
+import { relayLimitsFromEnv } from '../../relay/main.js';
 
 const HOST = 'alice.relay.example.com';
 
@@ -67,5 +68,16 @@ describe('requestHost and inDomain', () => {
     expect(inDomain('a.b.relay.example.com', 'relay.example.com')).toBe(true);
     expect(inDomain('evilrelay.example.com', 'relay.example.com')).toBe(false);
     expect(inDomain('127.0.0.1', 'relay.example.com')).toBe(false);
+  });
+});
+
+describe('settings from the environment', () => {
+  it('RELAY_HTTP_SHARED_ORIGIN is a switch (off by default); RELAY_MAX_SPLICES_PER_SOURCE a number (16)', () => {
+    expect(relayLimitsFromEnv({})).toMatchObject({ httpSharedOrigin: false, maxSplicesPerSource: 16 });
+    expect(
+      relayLimitsFromEnv({ RELAY_HTTP_SHARED_ORIGIN: 'on', RELAY_MAX_SPLICES_PER_SOURCE: '4' }),
+    ).toMatchObject({ httpSharedOrigin: true, maxSplicesPerSource: 4 });
+    expect(relayLimitsFromEnv({ RELAY_HTTP_SHARED_ORIGIN: 'off' }).httpSharedOrigin).toBe(false);
+    expect(() => relayLimitsFromEnv({ RELAY_HTTP_SHARED_ORIGIN: 'yes please' })).toThrow(/on or off/);
   });
 });
