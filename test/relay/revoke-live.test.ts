@@ -28,6 +28,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const s of opened) s.destroy();
+  // Let the relays' bookkeeping of the closed sockets reach the store before it closes.
+  await waitFor(() => (c?.relays ?? []).every((r) => r.lot.size === 0 && r.splices === 0), 20_000, 'closed');
   await c?.close();
 });
 

@@ -63,6 +63,14 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const s of opened) s.destroy();
+  // The relay's bookkeeping of 200 closing sockets (park records in the store) settles before the
+  // store closes: a write landing after it would fail inside the embedded store.
+  await waitFor(
+    () => (c?.relays[0]?.lot.size ?? 0) === 0 && (c?.relays[0]?.splices ?? 0) === 0,
+    20_000,
+    'closed',
+  );
+  await new Promise((r) => setTimeout(r, 1_500));
   await c?.close();
 });
 
