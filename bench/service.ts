@@ -86,6 +86,7 @@ export async function startRelayProcess(service: Service): Promise<RelayProcess>
         RELAY_CLUSTER_SECRET: SECRET,
         RELAY_MAX_PARKED: String(PARKED + 100),
         RELAY_MAX_HANDSHAKES_PER_SOURCE: '100000',
+        RELAY_MAX_SPLICES_PER_SOURCE: '100000',
         RELAY_MAX_HANDSHAKES: '100000',
       },
       /relay listening/,

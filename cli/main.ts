@@ -8,7 +8,12 @@ import { ADMIN_PORT, startAdminConsole } from '../admin/server.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
 import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
-import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
+import {
+  LOCAL_DEFAULTS,
+  LOCAL_MAX_FAILURES_PER_SOURCE,
+  LOCAL_RELAY_LIMITS,
+  startLocalStack,
+} from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.js';
 import { provisionIdentity } from '../server/identities.js';
@@ -76,6 +81,7 @@ export function buildCli(): Command {
       // Every local client shares 127.0.0.1, so one address's guess budget would be everyone's.
       const localEnv = {
         RENDEZVOUS_MAX_FAILURES_PER_SOURCE: String(LOCAL_MAX_FAILURES_PER_SOURCE),
+        RELAY_MAX_SPLICES_PER_SOURCE: String(LOCAL_RELAY_LIMITS.maxSplicesPerSource),
         ...process.env,
       };
       const stack = await startLocalStack({

@@ -268,18 +268,29 @@ export async function runSmoke(opts: SmokeOptions): Promise<void> {
           socket = again.socket;
         }
       };
+      let url = new URL(relay);
+      url.pathname = '/smoke';
+      url.searchParams.set('rendezvous', opts.uuid);
       const send = async (): Promise<void> => {
         for (let attempt = 1; ; attempt++) {
           const payload = randomBytes(SMOKE_PAYLOAD_BYTES);
-          const url = new URL(relay);
-          url.pathname = '/smoke';
-          url.searchParams.set('rendezvous', opts.uuid);
-          const res = await fetch(url, {
-            method: 'POST',
-            body: payload,
-            headers: { [NONCE_HEADER]: nonce },
-            signal: AbortSignal.timeout(ms),
-          });
+          const post = (to: URL) =>
+            fetch(to, {
+              method: 'POST',
+              body: payload,
+              headers: { [NONCE_HEADER]: nonce },
+              signal: AbortSignal.timeout(ms),
+            });
+          let res = await post(url);
+          if (res.status === 403 && url.searchParams.has('rendezvous')) {
+            // A relay routing by host (RELAY_HTTP_DOMAIN) serves no hidden server on its own name:
+            // ask <uuid>.<its name> from now on (the refusal came before any pairing).
+            await res.arrayBuffer();
+            url = new URL(relay);
+            url.hostname = `${opts.uuid.toLowerCase()}.${url.hostname}`;
+            url.pathname = '/smoke';
+            res = await post(url);
+          }
           const got = Buffer.from(await res.arrayBuffer());
           // Not paired with this run's park (another client had it): try again while parks remain.
           if (res.status !== 200 && thefts > 0 && attempt < SMOKE_PAIR_ATTEMPTS) continue;

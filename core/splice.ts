@@ -208,7 +208,7 @@ function idleTimer(a: Duplex, b: Duplex, ms: number, onIdle: () => void): { stop
  * sent (end() called, shutdown not finished) fails with EINVAL inside Node and the handle is
  * then never closed — no 'close', a leaked descriptor — so such a socket is destroyed plainly.
  */
-function reset(s: Duplex): void {
+export function reset(s: Duplex): void {
   const socket = s as Duplex & { resetAndDestroy?: () => void; connecting?: boolean };
   if (socket.destroyed) return;
   const shuttingDown = socket.writableEnded && !socket.writableFinished;

@@ -7,7 +7,7 @@ import { type Log, silentLog } from '../core/log.js';
 import { makeLookupHandler } from '../functions/lookup.js';
 import { apiObservability } from '../functions/observe.js';
 import { makeRegisterHandler } from '../functions/register.js';
-import { type Relay, type RelayOptions, startRelay } from '../relay/server.js';
+import { RELAY_DEFAULTS, type Relay, type RelayOptions, startRelay } from '../relay/server.js';
 import { DEFAULT_TABLE } from '../server/config.js';
 import type { RegistrationPolicy } from '../server/register.js';
 import { Store } from '../server/store/index.js';
@@ -66,6 +66,12 @@ export interface LocalStack {
  */
 export const LOCAL_MAX_FAILURES_PER_SOURCE = 50;
 
+/**
+ * Relay limits per source address that differ on the local stack, for the same reason: live
+ * rendezvous per hidden server from one address is the per-hidden-server cap itself here.
+ */
+export const LOCAL_RELAY_LIMITS = { maxSplicesPerSource: RELAY_DEFAULTS.maxSplicesPerUuid } as const;
+
 /** Defaults of `npm start`. */
 export const LOCAL_DEFAULTS = { apiPort: 8080, relayPort: 8899, httpPort: 8898, storePort: 8000 } as const;
 
@@ -84,6 +90,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     await store.ensureTable();
     const relay = await startRelay({
       peerPort: 0,
+      ...LOCAL_RELAY_LIMITS,
       ...opts.relay,
       store,
       port: opts.relayPort ?? LOCAL_DEFAULTS.relayPort,

@@ -56,6 +56,12 @@ export interface RelayContext {
   claims?: ClaimsRouter;
   /** HTTP-specific: the domain under which `<id>.<domain>` names hidden server `<id>`. */
   httpDomain?: string;
+  /**
+   * HTTP-specific, with host routing: the parent name (and other names under the domain) still
+   * serves tenants named by `?rendezvous=`, Digest or Basic — one origin shared by all of them,
+   * unsafe for browsers (`RELAY_HTTP_SHARED_ORIGIN`).
+   */
+  httpSharedOrigin?: boolean;
   /** Bounds on mobile clients waiting for a hidden server. */
   waiting: WaitingClients;
   /** Live splices per hidden server, capped. */

@@ -5,7 +5,8 @@
  * connection after its body. A WebSocket upgrade (101) turns both into a plain tunnel.
  */
 import { Transform } from 'node:stream';
-import { MAX_HEAD, RequestBodyFramer } from '../core/http-head.js';
+import { encodeResponse, MAX_HEAD, RequestBodyFramer } from '../core/http-head.js';
+import { headForHost } from './host-origin.js';
 
 /**
  * Passes the mobile client's bytes to the hidden server up to the end of the first request's
@@ -61,6 +62,8 @@ const MAX_RESPONSE_HEAD = 64 * 1024;
  * the connection ends right after it, whatever the hidden server does with keep-alive. Interim
  * answers (1xx) pass unchanged; a 101 turns the connection into a tunnel; an answer the relay
  * cannot read (no head within 64 KiB) passes through unchanged until the hidden server closes.
+ * With `cookieHost` (host-based routing), every head's cookies are restricted to that host
+ * (relay/host-origin.ts), and an answer whose head cannot be read that strictly is a 502 instead.
  */
 export class OneResponseGate extends Transform {
   private head: Buffer[] = [];
@@ -71,6 +74,7 @@ export class OneResponseGate extends Transform {
   constructor(
     private readonly noBody: boolean,
     private readonly onStatus: (switched: boolean) => void,
+    private readonly cookieHost?: string,
   ) {
     super();
   }
@@ -115,19 +119,23 @@ export class OneResponseGate extends Transform {
       return Buffer.alloc(0);
     }
     const code = Number(status[1]);
-    if (code === 101) {
-      this.onStatus(true);
-      this.push(all);
-      this.mode = 'through';
+    const lines =
+      this.cookieHost === undefined ? text.split('\r\n') : headForHost(text.split('\r\n'), this.cookieHost);
+    if (!lines) {
+      this.refuse();
       return Buffer.alloc(0);
     }
     if (code < 200) {
-      // 100 Continue, 103 Early Hints: the final answer is still to come.
-      this.push(all.subarray(0, end + 4));
-      return after;
+      // A 101 keeps its head (cookies aside) and the connection becomes a tunnel; 100 Continue
+      // and 103 Early Hints pass, the final answer is still to come.
+      this.push(Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'));
+      if (code !== 101) return after;
+      this.onStatus(true);
+      if (after.length > 0) this.push(after);
+      this.mode = 'through';
+      return Buffer.alloc(0);
     }
     this.onStatus(false);
-    const lines = text.split('\r\n');
     const kept = lines.filter((l, i) => i === 0 || !/^(connection|keep-alive)\s*:/i.test(l));
     this.push(Buffer.from(`${[...kept, 'Connection: close'].join('\r\n')}\r\n\r\n`, 'latin1'));
     const value = (name: string) =>
@@ -154,11 +162,26 @@ export class OneResponseGate extends Transform {
   }
 
   private passThrough(bytes: Buffer): void {
+    if (this.cookieHost !== undefined) {
+      this.refuse();
+      return;
+    }
     this.head = [];
     this.headBytes = 0;
     this.onStatus(false);
     this.push(bytes);
     this.mode = 'through';
+  }
+
+  /** An answer whose cookies cannot be checked never reaches a browser: a 502 in its place. */
+  private refuse(): void {
+    this.head = [];
+    this.headBytes = 0;
+    this.onStatus(false);
+    this.push(
+      encodeResponse(502, {}, { permanent: false, diagnostic: 'unreadable answer from the hidden server' }),
+    );
+    this.finish();
   }
 
   /** The answer is complete: end the mobile side (its `Connection: close` said so). */

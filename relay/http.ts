@@ -30,6 +30,7 @@ import { ownPermanence } from '../server/code-rule.js';
 import { authenticateConnect } from '../server/connect-auth.js';
 import { checkUuid } from '../server/identities.js';
 import type { RelayContext } from './context.js';
+import { inDomain, requestHost } from './host-origin.js';
 import { OneRequestGate, OneResponseGate } from './http-gates.js';
 import { claimHiddenServer } from './pairing.js';
 import { isGone } from './parking.js';
@@ -203,6 +204,20 @@ async function pairHttpMobile(
   ctx: RelayContext,
   { head, rest, acceptedAt, about }: HttpRequest,
 ): Promise<void> {
+  const host = requestHost(head);
+  // Host routing: the parent name (or another name under it that names no tenant) is no tenant's
+  // origin, so it serves none unless the operator shares it (relay/host-origin.ts).
+  if (
+    ctx.httpDomain &&
+    !ctx.httpSharedOrigin &&
+    inDomain(host, ctx.httpDomain) &&
+    namedBy(head, ctx.httpDomain) !== 'host'
+  )
+    return refuseHttp(socket, ctx, {
+      reason: 'not_host_routed',
+      status: 403,
+      diagnostic: `name the hidden server by its host: <ID>.${ctx.httpDomain}`,
+    });
   const id = namedHiddenServer(head, ctx.httpDomain);
   if (!id) {
     const nonce = randomBytes(16).toString('hex');
@@ -229,7 +244,7 @@ async function pairHttpMobile(
     (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
-  ctx.perUuid.check(id);
+  ctx.perUuid.check(id, socket.remoteAddress);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();
   const claimed = await claimHiddenServer(ctx.lot, cluster, {
@@ -273,7 +288,12 @@ async function pairHttpMobile(
       );
   hidden.write(forwarded);
   const requests = new OneRequestGate(new RequestBodyFramer(head), upgrade);
-  const responses = new OneResponseGate(head.method === 'HEAD', (switched) => requests.decide(switched));
+  // With host routing, an answer sets cookies for the host it was asked for only.
+  const responses = new OneResponseGate(
+    head.method === 'HEAD',
+    (switched) => requests.decide(switched),
+    ctx.httpDomain ? host : undefined,
+  );
   if (rest.length > 0) requests.write(rest);
   ctx.telemetry.paired('http', claimed.peerRelayId ? 'peer' : 'local');
   ctx.telemetry.handshake('http', acceptedAt);
@@ -305,7 +325,10 @@ async function redirectElsewhere(
   const away = await regions.elsewhere('http', id).catch(() => []);
   if (away.length === 0) return false;
   if (onlyIfNoneHere && (await regions.others('http', id).catch(() => [])).length > 0) return false;
-  const by = namedBy(head, ctx.httpDomain);
+  // With host routing and no shared origin, the other region's parent name serves no tenant
+  // either: a request named by its query is sent to the hidden server's own host there.
+  const named = namedBy(head, ctx.httpDomain);
+  const by = named === 'query' && ctx.httpDomain && !ctx.httpSharedOrigin ? 'host' : named;
   for (const rec of away) {
     const location = redirectLocation(rec, head, id, by);
     if (!location) continue;

@@ -71,6 +71,7 @@ export class LastRendezvousWriter {
     if (address) record.address = address;
     if (this.origin.region) record.region = this.origin.region;
     if (s.mobileRelayId && s.mobileRelayId !== s.relayId) record.mobileRelayId = s.mobileRelayId;
+    if (s.reason) record.reason = s.reason;
 
     let state = this.uuids.get(s.uuid);
     if (!state) {

@@ -7,10 +7,13 @@
 import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
 import { type Log, type LogFields, RefusalLogGate } from '../core/log.js';
+import { sourceKeyOf } from '../server/limits.js';
 import type { Store } from '../server/store/index.js';
 
 /** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
 export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';
+/** What a mobile client over the per-source share of that cap is told. */
+export const SPLICE_SOURCE_CAP_MESSAGE = `${SPLICE_CAP_MESSAGE} from your address`;
 /**
  * Records of one kind (a refusal reason, a limit) logged per minute from one source address, and
  * from all sources together; the rest are counted (metrics) and reported as `suppressed`.
@@ -109,30 +112,54 @@ export class WaitingClients {
   }
 }
 
-/** Live splices per hidden server (uuid) on this relay, with a cap. */
+/**
+ * Live splices per hidden server (uuid) on this relay, with a cap, and per hidden server and
+ * source address (IPv4 address, IPv6 /64) with a lower one: a stranger who knows a uuid (and its
+ * public `I` cookie) can hold at most the per-source share of its cap, so clients from other
+ * addresses still find room. A splice whose mobile side is a peer link has no source here (the
+ * relay the mobile client reached counts it by its address).
+ */
 export class SplicesPerUuid {
   private readonly live = new Map<string, number>();
+  private readonly bySource = new Map<string, number>();
 
-  constructor(private readonly cap: number) {}
+  constructor(
+    private readonly cap: number,
+    private readonly perSource: number = cap,
+  ) {}
 
-  /** Throws BUSY when `uuid` is at its cap (checked before a mobile client is paired). */
-  check(uuid: string): void {
-    if ((this.live.get(uuid) ?? 0) < this.cap) return;
-    throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
+  /** Throws BUSY when `uuid` is at its cap, or at its per-source cap for `source` (checked before a mobile client is paired). */
+  check(uuid: string, source?: string): void {
+    if ((this.live.get(uuid) ?? 0) >= this.cap)
+      throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
+    if (source === undefined || (this.bySource.get(sourceSlot(uuid, source)) ?? 0) < this.perSource) return;
+    throw new RendezvousError('BUSY', SPLICE_SOURCE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
   }
 
-  /** Counts one live splice of `uuid` (a race past `check` is still counted); returns its idempotent release. */
-  add(uuid: string): () => void {
-    this.live.set(uuid, (this.live.get(uuid) ?? 0) + 1);
+  /** Counts one live splice of `uuid` (from `source`, when known; a race past `check` is still counted); returns its idempotent release. */
+  add(uuid: string, source?: string): () => void {
+    const slot = source === undefined ? undefined : sourceSlot(uuid, source);
+    bump(this.live, uuid, 1);
+    if (slot) bump(this.bySource, slot, 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      const n = (this.live.get(uuid) ?? 1) - 1;
-      if (n <= 0) this.live.delete(uuid);
-      else this.live.set(uuid, n);
+      bump(this.live, uuid, -1);
+      if (slot) bump(this.bySource, slot, -1);
     };
   }
+}
+
+/** The per-source counter's key: the uuid and the source's key (IPv6 by /64). */
+function sourceSlot(uuid: string, source: string): string {
+  return `${uuid}\n${sourceKeyOf(source)}`;
+}
+
+function bump(counts: Map<string, number>, key: string, by: number): void {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n <= 0) counts.delete(key);
+  else counts.set(key, n);
 }
 
 /**

@@ -28,10 +28,14 @@
  *                            mobile clients waiting for a hidden server to park, per source
  *                            address (128) and in all (10000)
  *   RELAY_MAX_SPLICES_PER_UUID  live rendezvous per hidden server on this relay (100)
+ *   RELAY_MAX_SPLICES_PER_SOURCE  live rendezvous per hidden server from one source address
+ *                            (IPv6: /64) on this relay (16)
  *   RELAY_PEER_POOL          idle links kept open to each other relay, for the next cross-relay
  *                            pairing (16; 0 turns the pool off)
  *   RELAY_IDLE_TIMEOUT_MS    a rendezvous with no byte either way for this long is ended (3600000; 0 never)
  *   RELAY_HTTP_DOMAIN        HTTP-specific: `<id>.<domain>` in Host names hidden server <id> (off)
+ *   RELAY_HTTP_SHARED_ORIGIN with RELAY_HTTP_DOMAIN: `on` lets the domain's own name serve tenants
+ *                            named by ?rendezvous=, Digest or Basic (off: 403; unsafe for browsers)
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
  *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
  *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
@@ -80,6 +84,14 @@ function httpDomainFromEnv(env: NodeJS.ProcessEnv): string | undefined {
   if (!/^(?=.{1,253}$)[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*$/.test(domain))
     throw new Error('RELAY_HTTP_DOMAIN must be a host name such as relay.example.com');
   return domain;
+}
+
+/** A switch: `on`/`true`/`1` or `off`/`false`/`0` (off when unset). */
+function onOffFromEnv(name: string, env: NodeJS.ProcessEnv): boolean {
+  const v = env[name]?.trim().toLowerCase() ?? '';
+  if (['on', 'true', '1'].includes(v)) return true;
+  if (['', 'off', 'false', '0'].includes(v)) return false;
+  throw new Error(`${name} must be on or off`);
 }
 
 /**
@@ -133,8 +145,10 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
     maxWaitingPerSource: intFromEnv('RELAY_MAX_WAITING_PER_SOURCE', RELAY_DEFAULTS.maxWaitingPerSource, env),
     maxWaiting: intFromEnv('RELAY_MAX_WAITING', RELAY_DEFAULTS.maxWaiting, env),
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
+    maxSplicesPerSource: intFromEnv('RELAY_MAX_SPLICES_PER_SOURCE', RELAY_DEFAULTS.maxSplicesPerSource, env),
     idleTimeoutMs: intFromEnv('RELAY_IDLE_TIMEOUT_MS', RELAY_DEFAULTS.idleTimeoutMs, env),
     httpDomain: httpDomainFromEnv(env),
+    httpSharedOrigin: onOffFromEnv('RELAY_HTTP_SHARED_ORIGIN', env),
     peerPool: {
       ...PEER_POOL_DEFAULTS,
       maxIdlePerPeer: intFromEnv('RELAY_PEER_POOL', PEER_POOL_DEFAULTS.maxIdlePerPeer, env),

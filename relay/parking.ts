@@ -17,7 +17,10 @@ export interface Parked {
   uuid: string;
   /** HTTP parks: the TOTP step the CONNECT authenticated with (code-reuse rule). */
   step?: number;
-  /** HTTP parks: the identity generation the CONNECT authenticated in (rotation ends older ones). */
+  /**
+   * The identity generation the park authenticated in (HTTP: its CONNECT; generic: the
+   * registration of its cookie). Rotation and disable end parks — and rendezvous — of older ones.
+   */
   generation?: number;
   /** Generic parks: the hidden server asked for `+OK rid=<rid>` (the `rid` option). */
   wantsRid?: true;
@@ -62,6 +65,17 @@ const id = (kind: ParkKind, key: string) => `${kind}\u0000${key}`;
 export function isGone(socket: Socket): boolean {
   const state = (socket as Socket & { _readableState?: { ended?: boolean } })._readableState;
   return socket.destroyed || !socket.writable || socket.readableEnded || state?.ended === true;
+}
+
+/** Where a parked socket keeps its park's generation after it is handed over (its rendezvous reads it). */
+const GENERATION = Symbol('park generation');
+
+/**
+ * The identity generation a hidden server's socket was parked in, or undefined for a stream that
+ * was never parked here (a peer link to the relay holding it).
+ */
+export function parkedGeneration(s: Duplex): number | undefined {
+  return (s as Duplex & { [GENERATION]?: number })[GENERATION];
 }
 
 /** A parked socket made ready for the mobile client's bytes: a generic hidden server gets its `+OK`. */
@@ -148,6 +162,8 @@ export class ParkingLot {
    */
   park(p: Parked, onEarlyData: (p: Parked) => void): boolean {
     const k = id(p.kind, p.key);
+    if (p.generation !== undefined)
+      (p.socket as Socket & { [GENERATION]?: number })[GENERATION] = p.generation;
     // A socket that is already gone is never parked nor handed over: it is closed, and "parked" is
     // still the answer (there is nobody to refuse).
     if (isGone(p.socket)) {

@@ -2,7 +2,10 @@
  * Periodic re-check of what is parked on this relay, so that a revocation in the store reaches
  * sockets that authenticated before it: a generic park whose cookie no longer resolves (rotated,
  * disabled, replaced, expired, or from before the R/I split) is told `-ERR`; an HTTP park whose
- * identity is gone, disabled, or rotated since its CONNECT (older generation) is closed.
+ * identity is gone, disabled, or rotated since its CONNECT (older generation) is closed. Live
+ * rendezvous whose hidden server was parked here end the same way when their identity is gone,
+ * disabled or rotated since the park (a cookie merely replaced by a newer registration leaves
+ * them running), recorded as `revoked` with the reason.
  *
  * At rest this costs the store one query per round, not one read per parked key: every change
  * that can revoke a park leaves a change notice (`Store.noteChange`), each round reads the notices
@@ -18,6 +21,7 @@ import type { Store } from '../server/store/index.js';
 import type { CookieCache } from './cookie-cache.js';
 import type { Parked, ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';
+import type { Splices } from './splices.js';
 
 /** Default period between rounds (a revocation takes effect within about this long). */
 export const REVALIDATE_MS = 10_000;
@@ -41,6 +45,8 @@ export interface RevalidationDeps {
   log: Log;
   /** Ends a generic park with `-ERR <reason>`. */
   refuseGeneric: (p: Parked, reason: string) => void;
+  /** Live rendezvous whose hidden server was parked here, by uuid (relay/splices.ts). */
+  live?: Pick<Splices, 'uuids' | 'has' | 'revoke'>;
   periodMs?: number;
   /** Period of the full sweep (default SWEEP_MS). */
   sweepMs?: number;
@@ -86,11 +92,19 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
       return;
     }
     const generation = identity?.generation ?? 0;
-    const stale =
-      !identity || identity.disabled
-        ? lot.takeAll('http', uuid)
-        : lot.takeWhere('http', uuid, (p) => (p.generation ?? 0) !== generation);
+    const gone = !identity || identity.disabled;
+    const stale = gone
+      ? lot.takeAll('http', uuid)
+      : lot.takeWhere('http', uuid, (p) => (p.generation ?? 0) !== generation);
     for (const p of stale) p.socket.destroy();
+    if (!deps.live?.has(uuid)) return;
+    const reason = !identity
+      ? 'identity deleted'
+      : identity.disabled
+        ? 'identity disabled'
+        : 'identity rotated';
+    const ended = deps.live.revoke(uuid, (g) => gone || g !== generation, reason);
+    if (ended > 0) deps.log.info('live rendezvous revoked', { uuid, ended, reason });
   };
 
   // Change notices: the cursor advances only after a successful read, and notices already acted
@@ -112,6 +126,7 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
   };
   const sweepGeneric = new Rotation(deps.sweepMs ?? SWEEP_MS, periodMs);
   const sweepHttp = new Rotation(deps.sweepMs ?? SWEEP_MS, periodMs);
+  const sweepLive = new Rotation(deps.sweepMs ?? SWEEP_MS, periodMs);
 
   let running: Promise<void> | undefined;
   const round = (): Promise<void> => {
@@ -119,6 +134,8 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
       try {
         const generic = new Set(sweepGeneric.take(() => lot.keys('generic')));
         const http = new Set(sweepHttp.take(() => lot.keys('http')));
+        // The identities of live rendezvous are swept too (a lost notice, as for parks).
+        for (const uuid of sweepLive.take(() => deps.live?.uuids() ?? [])) http.add(uuid);
         let changed: Set<string> = new Set();
         try {
           changed = await changedUuids();
@@ -127,7 +144,7 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
         }
         for (const uuid of changed) {
           for (const key of lot.keysOfUuid('generic', uuid)) generic.add(key);
-          if (lot.count('http', uuid) > 0) http.add(uuid);
+          if (lot.count('http', uuid) > 0 || deps.live?.has(uuid)) http.add(uuid);
         }
         await eachLimited([...generic], REVALIDATE_CONCURRENCY, checkCookie);
         await eachLimited([...http], REVALIDATE_CONCURRENCY, checkIdentity);

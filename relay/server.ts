@@ -79,10 +79,17 @@ export interface RelayOptions {
   maxWaiting?: number;
   /** Live splices per hidden server (uuid) on this relay (default 100). */
   maxSplicesPerUuid?: number;
+  /** Live splices per hidden server from one source address (IPv6: /64) on this relay (default 16). */
+  maxSplicesPerSource?: number;
   /** A splice with no byte either way for this long is ended (default 1 h; 0: never). */
   idleTimeoutMs?: number;
   /** HTTP-specific: `<id>.<httpDomain>` in a request's Host names hidden server `<id>` (default: off). */
   httpDomain?: string;
+  /**
+   * HTTP-specific, with `httpDomain`: the parent name still serves tenants named by `?rendezvous=`,
+   * Digest or Basic, one origin shared by all (unsafe for browsers; default: off, refused with 403).
+   */
+  httpSharedOrigin?: boolean;
   /** The descriptor limit to stay below (default: the process's soft limit; 0: none). */
   fdLimit?: number;
   connectPolicy?: ConnectPolicy;
@@ -131,6 +138,10 @@ export const RELAY_DEFAULTS = {
   maxWaitingPerSource: 128,
   maxWaiting: 10_000,
   maxSplicesPerUuid: 100,
+  // A sixth of the per-hidden-server cap: a stranger who knows a uuid holds at most that share
+  // from one address, and one person's own sessions (shells, a browser's parallel requests,
+  // WebSockets) still fit.
+  maxSplicesPerSource: 16,
   // An hour: an interactive session left idle (a shell, a database console) survives a long
   // meeting; TCP keepalive (keepAliveMs) already keeps the NLB's 350 s flow timeout from cutting
   // it, so this bound is the relay's own and only ends rendezvous nobody uses.
@@ -199,7 +210,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const onListenerError = listenerErrors(telemetry, log);
   const closers: Array<() => Promise<void>> = [];
   const keepAlive = new KeepAlive(opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs);
-  const perUuid = new SplicesPerUuid(opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid);
+  const perUuid = new SplicesPerUuid(
+    opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid,
+    opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
+  );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
 
@@ -269,6 +283,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     relayId,
     admit: (socket) => admission.admit(socket),
     httpDomain: opts.httpDomain || undefined,
+    httpSharedOrigin: opts.httpSharedOrigin === true,
     regions: origin.region
       ? {
           region: origin.region,
@@ -332,6 +347,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
       refuse(p.socket, reason);
     },
+    live: splices,
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
   });
 

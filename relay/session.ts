@@ -93,10 +93,11 @@ interface Line {
   acceptedAt: number;
 }
 
-/** A client whose cookie resolved: its line, its identity, and the bytes it sent after the line. */
+/** A client whose cookie resolved: its line, its identity (and its registration's generation), and the bytes it sent after the line. */
 interface Settled {
   line: Line;
   uuid: string;
+  generation?: number;
   early: Buffer;
 }
 
@@ -127,7 +128,7 @@ function dispatch(
   const binding = ctx.cookies.peek(line.cookie);
   if (binding) {
     try {
-      const settled: Settled = { line, uuid: binding.uuid, early: rest };
+      const settled: Settled = { line, uuid: binding.uuid, generation: binding.generation, early: rest };
       if (line.role === 'hidden') {
         settleHidden(socket, ctx, settled);
         return;
@@ -174,7 +175,7 @@ async function settle(socket: Socket, ctx: RelayContext, line: Line, rest: Buffe
     const binding = await ctx.cookies.resolveCookie(line.cookie);
     uuid = binding.uuid;
     if (socket.destroyed) return;
-    const settled: Settled = { line, uuid: binding.uuid, early: rest };
+    const settled: Settled = { line, uuid: binding.uuid, generation: binding.generation, early: rest };
     if (line.role === 'hidden') settleHidden(socket, ctx, settled);
     else await pairMobileClient(socket, ctx, settled);
   } catch (err) {
@@ -182,10 +183,10 @@ async function settle(socket: Socket, ctx: RelayContext, line: Line, rest: Buffe
   }
 }
 
-function settleHidden(socket: Socket, ctx: RelayContext, { line, uuid, early }: Settled): void {
+function settleHidden(socket: Socket, ctx: RelayContext, { line, uuid, generation, early }: Settled): void {
   if (early.length > 0)
     refuseGeneric(socket, ctx, { reason: 'early_data', diagnostic: 'data before +OK', uuid });
-  else parkHiddenServer(socket, ctx, line, uuid);
+  else parkHiddenServer(socket, ctx, line, uuid, generation);
 }
 
 /**
@@ -215,7 +216,7 @@ function started(
  * `+OK` (and the client's early bytes) to each side, then the splice. False when none is parked here.
  */
 function pairHere(socket: Socket, ctx: RelayContext, { line, uuid, early }: Settled): boolean {
-  ctx.perUuid.check(uuid);
+  ctx.perUuid.check(uuid, socket.remoteAddress);
   const here = ctx.lot.take('generic', line.cookie);
   if (!here) return false;
   const rid = newRid();
@@ -229,7 +230,13 @@ function pairHere(socket: Socket, ctx: RelayContext, { line, uuid, early }: Sett
 }
 
 /** Parks an `R` socket; sockets parked here with the uuid's older cookies are told `-ERR`. */
-function parkHiddenServer(socket: Socket, ctx: RelayContext, line: Line, uuid: string): void {
+function parkHiddenServer(
+  socket: Socket,
+  ctx: RelayContext,
+  line: Line,
+  uuid: string,
+  generation: number | undefined,
+): void {
   const cookie = line.cookie;
   for (const old of ctx.lot.keysOfUuid('generic', uuid)) {
     if (old === cookie) continue;
@@ -246,6 +253,7 @@ function parkHiddenServer(socket: Socket, ctx: RelayContext, line: Line, uuid: s
   if (line.target) ctx.records.noteTarget('generic', cookie, line.target);
   const parked: Parked = { socket, kind: 'generic', key: cookie, uuid };
   if (line.wantsRid) parked.wantsRid = true;
+  if (generation !== undefined) parked.generation = generation;
   const ok = ctx.lot.park(parked, earlyDataOf(ctx));
   if (!ok)
     refuseGeneric(socket, ctx, {
@@ -275,7 +283,7 @@ async function pairMobileClient(
   ctx: RelayContext,
   { line, uuid, early }: Settled,
 ): Promise<void> {
-  ctx.perUuid.check(uuid);
+  ctx.perUuid.check(uuid, socket.remoteAddress);
   const rid = newRid();
   const claimed = await claimHiddenServer(ctx.lot, ctx.cluster, {
     kind: 'generic',

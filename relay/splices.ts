@@ -1,14 +1,17 @@
 /**
  * The live splices of one relay: each counted in all (drain waits for them) and per hidden server
  * (the cap), its mobile socket given keepalive if it lasts, ended after the idle timeout, and
- * recorded once at its end.
+ * recorded once at its end. Those whose hidden server is parked on this relay are also listed
+ * per uuid with the identity generation it parked in, so that a revocation (rotate, disable)
+ * ends them as it ends parks (relay/revalidate.ts).
  */
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
-import { splice } from '../core/splice.js';
+import { reset, splice } from '../core/splice.js';
 import type { SpliceFilters } from './context.js';
 import type { KeepAlive } from './keepalive.js';
 import type { SplicesPerUuid } from './limits.js';
+import { parkedGeneration } from './parking.js';
 import type { RelayTelemetry, RendezvousStart } from './telemetry.js';
 
 /** What the splices of one relay share. */
@@ -21,15 +24,46 @@ export interface SplicesOptions {
   log: Log;
 }
 
+/** A live splice whose hidden server was parked here: what a revocation needs to end it. */
+interface Revocable {
+  generation: number;
+  end(reason: string): void;
+}
+
 /** The live splices of one relay. */
 export class Splices {
   private live = 0;
+  private readonly byUuid = new Map<string, Set<Revocable>>();
 
   constructor(private readonly opts: SplicesOptions) {}
 
   /** Live splices. */
   get count(): number {
     return this.live;
+  }
+
+  /** The uuids with live splices whose hidden server was parked on this relay. */
+  uuids(): string[] {
+    return [...this.byUuid.keys()];
+  }
+
+  /** True when `uuid` has a live splice whose hidden server was parked here. */
+  has(uuid: string): boolean {
+    return this.byUuid.has(uuid);
+  }
+
+  /**
+   * Ends the live splices of `uuid` (parked here) whose generation `stale` rejects, both sides at
+   * once; each is recorded as ended `revoked` with `reason`. Returns how many were ended.
+   */
+  revoke(uuid: string, stale: (generation: number) => boolean, reason: string): number {
+    let n = 0;
+    for (const r of [...(this.byUuid.get(uuid) ?? [])]) {
+      if (!stale(r.generation)) continue;
+      r.end(reason);
+      n++;
+    }
+    return n;
   }
 
   /**
@@ -44,16 +78,33 @@ export class Splices {
   ): void => {
     const { perUuid, keepAlive, idleTimeoutMs, telemetry, log } = this.opts;
     this.live++;
-    const release = perUuid.add(rendezvous.uuid);
+    const release = perUuid.add(rendezvous.uuid, rendezvous.source);
     keepAlive.soon(mobile);
+    // Only a hidden server parked here carries its generation: a peer link's holder revokes it.
+    const generation = parkedGeneration(hidden);
+    let revoked: string | undefined;
+    const revocable: Revocable | undefined =
+      generation === undefined
+        ? undefined
+        : {
+            generation,
+            end: (reason) => {
+              revoked ??= reason;
+              // An abort (RST) both ways: neither end may take it for a complete exchange.
+              reset(hidden);
+              reset(mobile);
+            },
+          };
+    if (revocable) this.track(rendezvous.uuid, revocable, true);
     splice(
       hidden,
       mobile,
       (end) => {
         keepAlive.forget(mobile);
         release();
+        if (revocable) this.track(rendezvous.uuid, revocable, false);
         this.live--;
-        telemetry.ended(rendezvous, end);
+        telemetry.ended(rendezvous, end, revoked);
       },
       {
         countBytes: true,
@@ -65,4 +116,18 @@ export class Splices {
       },
     );
   };
+
+  private track(uuid: string, r: Revocable, live: boolean): void {
+    let set = this.byUuid.get(uuid);
+    if (live) {
+      if (!set) {
+        set = new Set();
+        this.byUuid.set(uuid, set);
+      }
+      set.add(r);
+    } else if (set) {
+      set.delete(r);
+      if (set.size === 0) this.byUuid.delete(uuid);
+    }
+  }
 }

@@ -32,7 +32,8 @@ export type RendezvousEnd =
   | 'mobile_reset'
   | 'idle_timeout'
   | 'drained'
-  | 'peer_lost';
+  | 'peer_lost'
+  | 'revoked';
 
 /** One rendezvous, logged once at its end (and handed to `RelayOptions.onRendezvousEnd`). */
 export interface RendezvousSummary {
@@ -54,6 +55,8 @@ export interface RendezvousSummary {
   startedAt: number;
   durationMs: number;
   end: RendezvousEnd;
+  /** Why a `revoked` rendezvous was ended: `identity rotated`, `identity disabled`, `identity deleted`. */
+  reason?: string;
   /** The mobile client's source address, when this relay saw it. */
   source?: string;
 }
@@ -75,6 +78,7 @@ export const REFUSAL_REASONS = [
   'no_hidden_server',
   'not_found',
   'no_name',
+  'not_host_routed',
   'bad_code',
   'identity_disabled',
   'code_length_refused',
@@ -147,7 +151,7 @@ export function refusalReason(err: unknown): RefusalReason {
     case 'TOO_MANY_PARKED':
       return 'too_many_parked';
     case 'BUSY':
-      if (err.message === SPLICE_CAP_MESSAGE) return 'too_many_splices';
+      if (err.message.startsWith(SPLICE_CAP_MESSAGE)) return 'too_many_splices';
       if (/handshake/.test(err.message)) return 'too_many_handshakes';
       if (/waiting/.test(err.message)) return 'too_many_waiting';
       return 'at_capacity';
@@ -284,8 +288,9 @@ export class RelayTelemetry {
    * A rendezvous's splice ended: one record, the Bytes metric, and (on the relay holding the
    * hidden server's socket) `onRendezvousEnd`. The splice's `a` is the hidden side, `b` the mobile
    * side; a side that is a peer link (its relay is another one) ends as `peer_lost` when it breaks.
+   * `revoked` says why a revocation ended it (the record's `reason`).
    */
-  ended(r: RendezvousStart, end: SpliceEnd): void {
+  ended(r: RendezvousStart, end: SpliceEnd, revoked?: string): void {
     const bytesToHidden = r.toHiddenBefore + end.fromB;
     const bytesToMobile = end.fromA;
     this.bytes.inc({ direction: 'to_hidden' }, bytesToHidden);
@@ -294,7 +299,8 @@ export class RelayTelemetry {
     const hiddenIsLink = r.hiddenRelayId !== here;
     const mobileIsLink = r.mobileRelayId !== here;
     let how: RendezvousEnd;
-    if (end.cause === 'idle') how = 'idle_timeout';
+    if (revoked !== undefined) how = 'revoked';
+    else if (end.cause === 'idle') how = 'idle_timeout';
     else if (end.cause === 'closed') how = 'closed';
     else if (this.opts.draining()) how = 'drained';
     else if (end.cause === 'a') how = hiddenIsLink ? 'peer_lost' : 'hidden_reset';
@@ -314,6 +320,7 @@ export class RelayTelemetry {
       durationMs: now - r.startedAt,
       end: how,
     };
+    if (revoked !== undefined) summary.reason = revoked;
     if (r.source !== undefined) summary.source = r.source;
     const { startedAt: _startedAt, ...fields } = summary;
     this.log.info('rendezvous ended', { event: 'rendezvous', ...fields });

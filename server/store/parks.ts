@@ -45,6 +45,8 @@ export interface LastRendezvousRecord {
   /** End time, epoch ms. */
   at: number;
   end: string;
+  /** Why an `end: revoked` rendezvous was ended (`identity rotated`, `identity disabled`, `identity deleted`). */
+  reason?: string;
   bytesToHidden: number;
   bytesToMobile: number;
   durationMs: number;

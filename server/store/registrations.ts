@@ -38,6 +38,8 @@ export interface Registration {
 export interface CookieBinding {
   uuid: string;
   expiresAt: number;
+  /** The identity's generation the registration was made in (relays end rendezvous of older ones). */
+  generation?: number;
 }
 
 /** The registrations and cookie items of one table. */
@@ -101,7 +103,7 @@ export class Registrations {
     if (!secretsEqual(reg.cookie, cookie)) {
       throw new RendezvousError('COOKIE_REPLACED', 'cookie replaced by a newer registration');
     }
-    return { uuid: item.uuid, expiresAt: item.expiresAt };
+    return { uuid: item.uuid, expiresAt: item.expiresAt, generation: reg.generation ?? 0 };
   }
 
   /**

@@ -25,6 +25,7 @@ beforeAll(async () => {
     RELAY_MAX_HANDSHAKES_PER_SOURCE: '4000',
     RELAY_MAX_WAITING_PER_SOURCE: '4000',
     RELAY_MAX_SPLICES_PER_UUID: '1000',
+    RELAY_MAX_SPLICES_PER_SOURCE: '1000',
   });
   store = storeOf(dev);
 });

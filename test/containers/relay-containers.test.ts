@@ -54,7 +54,12 @@ async function newRelay(env: Record<string, string> = {}) {
     storeEndpoint,
     table: TABLE,
     secret: SECRET,
-    env: { RELAY_PAIR_WAIT_MS: '15000', RELAY_MAX_HANDSHAKES_PER_SOURCE: '5000', ...env },
+    env: {
+      RELAY_PAIR_WAIT_MS: '15000',
+      RELAY_MAX_HANDSHAKES_PER_SOURCE: '5000',
+      RELAY_MAX_SPLICES_PER_SOURCE: '5000',
+      ...env,
+    },
   });
   relays.push(r);
   balancer.targets.push(r.ports.generic);

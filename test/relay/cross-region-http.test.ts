@@ -118,9 +118,10 @@ describe('HTTP-specific requests in the wrong region (issue 18)', () => {
     expect(JSON.parse(r.body)).toMatchObject({ region: 'eu-west-1', method: 'GET', url: '/status?x=1&y=2' });
   });
 
-  it('named by ?rendezvous=: the query is kept at region A (no wildcard name needed)', async () => {
+  it('named by ?rendezvous= with host routing on: host-routed at region A, the query kept', async () => {
+    // Region A's parent name serves no tenant (issue 26.2), so the redirect names the host.
     const r = await curl(`http://127.0.0.1:${portB}/p/q?rendezvous=${UUID}&a=b`);
-    expect(r.status).toBe(`200 1 http://relay-a.localhost:${portA}/p/q?rendezvous=${UUID}&a=b`);
+    expect(r.status).toBe(`200 1 http://${UUID}.relay-a.localhost:${portA}/p/q?rendezvous=${UUID}&a=b`);
     expect(JSON.parse(r.body)).toMatchObject({ url: `/p/q?rendezvous=${UUID}&a=b` });
   });
 
@@ -201,5 +202,41 @@ describe('HTTP-specific requests in the wrong region (issue 18)', () => {
       'https://relay-eu-west-1.example.com/a?b=c&rendezvous=web.1',
     );
     expect(redirectLocation({ httpUrl: 'not a url' }, head('/'), 'w', 'host')).toBeUndefined();
+  });
+});
+
+describe('regression: Location injection in the cross-region 307 (issue 26.5)', () => {
+  const rec = { httpUrl: 'https://relay-eu.example.com' };
+  const head = (target: string) => parseRequestHead(`GET ${target} HTTP/1.1\r\nHost: h`);
+
+  it('a target that is no path is refused (400), never turned into another host in Location', async () => {
+    const basic = Buffer.from(`${UUID}:x`).toString('base64');
+    for (const [target, named] of [
+      [`x:@evil.example/x?rendezvous=${UUID}`, ''],
+      ['x:.evil.example/', `Authorization: Basic ${basic}\r\n`],
+      [`x:.evil.example/?rendezvous=${UUID}`, ''],
+    ] as const) {
+      const raw = await rawExchange(portB, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${named}\r\n`);
+      expect(raw.text, target).toMatch(/^HTTP\/1\.1 400 /);
+      expect(raw.text, target).not.toContain('evil.example');
+    }
+    for (const by of ['query', 'host', 'credentials'] as const) {
+      expect(() => redirectLocation(rec, head(`x:@evil.example/x?rendezvous=${UUID}`), UUID, by)).toThrow(
+        /path/,
+      );
+      expect(() => redirectLocation(rec, head('x:.evil.example/'), UUID, by)).toThrow(/path/);
+      // A path that a URL parser would read as another host (`//host`, `/\host`) is no path either.
+      expect(() => redirectLocation(rec, head('//evil.example/x'), 'web.1', by)).toThrow(/path/);
+      expect(() => redirectLocation(rec, head('/\\evil.example/x'), 'web.1', by)).toThrow(/path/);
+    }
+  });
+
+  it('an origin-form path and query keep their place in Location, percent-encoded where needed', () => {
+    expect(redirectLocation(rec, head('/a/b?c=d'), 'w1', 'host')).toBe(
+      'https://w1.relay-eu.example.com/a/b?c=d',
+    );
+    expect(redirectLocation(rec, head('/a"<b>?q=1'), 'w1', 'query')).toBe(
+      'https://relay-eu.example.com/a%22%3Cb%3E?q=1',
+    );
   });
 });

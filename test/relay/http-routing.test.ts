@@ -232,8 +232,9 @@ describe('host-based routing', () => {
     expect(await ask(`alice.${DOMAIN}`, '/y?rendezvous=bob')).toContain('I am ALICE; got /y?rendezvous=bob');
     // Not under the domain: the query still works, and naming nobody is still a 401.
     expect(await ask('elsewhere.example.org', '/z?rendezvous=bob')).toContain('I am BOB; got /z');
-    expect(await ask(`${DOMAIN}`)).toMatch(/^HTTP\/1\.1 401 /);
-    expect(await ask(`a.b.${DOMAIN}`)).toMatch(/^HTTP\/1\.1 (400|401) /);
+    // The parent name and names under it that name no tenant serve none (issue 26.2).
+    expect(await ask(`${DOMAIN}`)).toMatch(/^HTTP\/1\.1 403 /);
+    expect(await ask(`a.b.${DOMAIN}`)).toMatch(/^HTTP\/1\.1 403 /);
   });
 
   it('curl --resolve <id>.<domain> reaches that hidden server', async () => {

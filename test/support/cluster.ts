@@ -45,8 +45,9 @@ export async function startCluster(
         peerPort: 0,
         clusterSecret: opts.secret ?? 'cluster-secret-for-tests',
         pairWaitMs: 3_000,
-        // Every test client comes from 127.0.0.1: lift the per-source handshake limit.
+        // Every test client comes from 127.0.0.1: lift the per-source handshake and splice limits.
         maxHandshakesPerSource: 10_000,
+        maxSplicesPerSource: 10_000,
         log: captureLog(lines),
         ...opts.relay,
       }),
