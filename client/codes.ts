@@ -135,6 +135,12 @@ export class OneTimeCodes {
   private noWindow = false;
   /** The server takes an accepted code again within its step (the original's HTTP relay). */
   private reusable = false;
+  /**
+   * Two proofs were refused as our servers refuse a wrong secret: one short code of the current
+   * step tells an older relay that refuses proofs the same way (it accepts the code) from a
+   * wrong secret (refused: the verdict).
+   */
+  private probing = false;
 
   constructor(
     private readonly settings: CodeSettings,
@@ -188,6 +194,8 @@ export class OneTimeCodes {
       const kind = this.kind;
       if (this.reusable && kind === 'code' && this.acceptedStep === nowStep)
         return { code: this.credential(nowStep), step: nowStep, ahead: false, kind, reuse: true };
+      // Proofs of this step were refused, not claimed: its code is unspent.
+      if (this.probing) return { code: this.credential(nowStep), step: nowStep, ahead: false, kind };
       const step = Math.max(nowStep, this.lastStep + 1);
       const stepMs = this.params.step * 1000;
       if ((step === this.aheadRefused || this.noWindow) && step > nowStep) {
@@ -207,7 +215,8 @@ export class OneTimeCodes {
    * - a proof refused as `malformed` or in the original's manner: the server does not know
    *   proofs — short codes for the rest of this session (with `auth: 'proof'`, a verdict);
    * - a proof refused as `auth`: proofs cannot be guessed nor are they replayed by this agent,
-   *   so a second refusal, on the next step, is the verdict: wrong secret or unknown uuid;
+   *   so a second refusal, on the next step, is the verdict: wrong secret or unknown uuid — with
+   *   `auto`, once one short code is refused as well (an older relay refuses proofs that way);
    * - a code refused: a replay or a wrong secret — only refusals on several later steps tell.
    */
   refused(sent: SentCode, refusal: Refusal): RendezvousError | undefined {
@@ -261,8 +270,15 @@ export class OneTimeCodes {
         if (sent.kind === 'proof') {
           this.refusedProofs.add(sent.step);
           this.lastStep = Math.max(this.lastStep, sent.step);
-          if (this.refusedProofs.size >= 2) return wrongSecretOrUuid();
+          if (this.refusedProofs.size < 2) return undefined;
+          if (this.mode !== 'auto') return wrongSecretOrUuid();
+          this.mode = 'code';
+          this.probing = true;
           return undefined;
+        }
+        if (this.probing) {
+          this.probing = false;
+          return wrongSecretOrUuid();
         }
         return this.codeRefused(sent);
     }
@@ -287,6 +303,15 @@ export class OneTimeCodes {
 
   /** A credential was accepted: the refusals before it were replays, not a wrong secret. */
   accepted(step: number): void {
+    if (this.probing) {
+      this.probing = false;
+      this.clock.log.warn(
+        'the server does not know one-time proofs: authenticating with short codes for this session',
+        {
+          event: 'auth',
+        },
+      );
+    }
     this.lastStep = Math.max(this.lastStep, step);
     this.acceptedStep = step;
     this.refusedSteps.clear();
