@@ -133,7 +133,8 @@ export type Refusal = 'disabled' | 'length' | 'replay' | 'malformed' | 'nack' | 
 export function refusalOf(err: RendezvousError): Refusal | undefined {
   if (err.code === 'IDENTITY_DISABLED') return 'disabled';
   if (err.code === 'CODE_LENGTH_REFUSED') return 'length';
-  if (/used already/i.test(err.message)) return 'replay';
+  // "code used already", "proof already used for this step": told only to a right credential.
+  if (/used already|already used/i.test(err.message)) return 'replay';
   if (err.code === 'BAD_REQUEST' && /\bresponse\b/.test(err.message)) return 'malformed';
   if (err.code === 'AUTH_FAILED') return err.permanent ? 'auth' : 'nack';
   return undefined;

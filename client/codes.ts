@@ -141,6 +141,8 @@ export class OneTimeCodes {
    * wrong secret (refused: the verdict).
    */
   private probing = false;
+  /** A replay was reported, which a server tells only to a right credential: the secret is right. */
+  private secretProven = false;
 
   constructor(
     private readonly settings: CodeSettings,
@@ -237,6 +239,7 @@ export class OneTimeCodes {
           { permanent: true },
         );
       case 'replay':
+        this.secretProven = true;
         this.lastStep = Math.max(this.lastStep, sent.step);
         if (sent.reuse) this.acceptedStep = -1;
         log.info("code used already, sending the next step's", { event: 'auth' });
@@ -267,6 +270,13 @@ export class OneTimeCodes {
         this.noWindow = true; // the original: the current step only
         return this.codeRefused(sent);
       case 'auth':
+        if (sent.kind === 'proof' && this.secretProven && sent.ahead) {
+          // The secret is right, so the server has no drift window (an imported identity's):
+          // send that step's proof again once it is current.
+          this.noWindow = true;
+          this.lastStep = Math.max(this.lastStep, sent.step - 1);
+          return undefined;
+        }
         if (sent.kind === 'proof') {
           this.refusedProofs.add(sent.step);
           this.lastStep = Math.max(this.lastStep, sent.step);

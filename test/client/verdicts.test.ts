@@ -32,7 +32,10 @@ interface ProofServer {
  */
 async function proofServer(
   relayPort: number,
-  known: Record<string, (n: number) => { status: number; diagnostic: string } | undefined>,
+  known: Record<
+    string,
+    (n: number) => { status: number; diagnostic: string; permanent?: boolean } | undefined
+  >,
 ): Promise<ProofServer> {
   const seen: string[] = [];
   const count = new Map<string, number>();
@@ -41,9 +44,9 @@ async function proofServer(
     const uuid = url.searchParams.get('uuid') ?? '';
     const response = url.searchParams.get('response') ?? '';
     seen.push(response);
-    const fail = (status: number, diagnostic: string) => {
+    const fail = (status: number, diagnostic: string, permanent = status !== 429) => {
       res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { permanent: status !== 429, diagnostic } }));
+      res.end(JSON.stringify({ error: { permanent, diagnostic } }));
     };
     if (!/^[0-9]{6,10}$/.test(response) && !isProof(response))
       return fail(400, 'malformed parameter: response');
@@ -55,7 +58,7 @@ async function proofServer(
     const n = (count.get(uuid) ?? 0) + 1;
     count.set(uuid, n);
     const override = rule(n);
-    if (override) return fail(override.status, override.diagnostic);
+    if (override) return fail(override.status, override.diagnostic, override.permanent);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ result: { host: '127.0.0.1', port: relayPort, cookie: 'Rabc' } }));
   });
@@ -78,6 +81,9 @@ beforeAll(async () => {
     disabled: () => ({ status: 403, diagnostic: 'identity disabled' }),
     length: () => ({ status: 400, diagnostic: 'code length not accepted for this identity' }),
     replayed: (n) => (n === 1 ? { status: 401, diagnostic: 'code used already' } : undefined),
+    // What our server answers a right proof whose step was claimed already (not permanent).
+    'proof-replayed': (n) =>
+      n === 1 ? { status: 401, diagnostic: 'proof already used for this step', permanent: false } : undefined,
   });
 });
 afterAll(() => {
@@ -109,6 +115,12 @@ describe('the one-time proof', () => {
   it('"code used already" is not a verdict: the next step\'s proof registers', async () => {
     expect(await firstOutcome('replayed')).toBeUndefined();
   });
+
+  it('"proof already used for this step" (permanent: false) is no verdict nor a server without proofs', async () => {
+    const before = api.seen.length;
+    expect(await firstOutcome('proof-replayed')).toBeUndefined();
+    expect(api.seen.slice(before).every(isProof)).toBe(true);
+  });
 });
 
 describe('verdicts (library): a typed error, at once, naming what the server can prove', () => {
@@ -117,8 +129,9 @@ describe('verdicts (library): a typed error, at once, naming what the server can
     const err = await firstOutcome('good', newTotpSecret());
     expect(isRendezvousError(err, 'AUTH_FAILED')).toBe(true);
     expect(err?.message).toMatch(/wrong secret or unknown uuid/);
-    // Two proofs (this step's and the next's), no waiting for later steps.
-    expect(api.seen.length - before).toBeLessThanOrEqual(2);
+    // Two proofs (this step's and the next's) and one short code (which an older relay that
+    // refuses proofs like a wrong secret would accept), no waiting for later steps.
+    expect(api.seen.length - before).toBeLessThanOrEqual(3);
   });
 
   it('an unknown uuid: the same verdict (indistinguishable by design)', async () => {
