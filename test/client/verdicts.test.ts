@@ -216,6 +216,22 @@ describe('against the local stack (needs the server side of proofs: branch codes
     }
   });
 
+  it('a disabled identity: IDENTITY_DISABLED on both protocols, the secret not blamed', async () => {
+    const id = await provision(stack, { uuid: 'verdict-disabled' });
+    await stack.store.setDisabled(id.uuid, true);
+    for (const protocol of ['generic', 'http'] as const) {
+      const err = await outcome({
+        protocol,
+        api: stack.apiUrl,
+        relay: `http://127.0.0.1:${stack.httpPort}`,
+        uuid: id.uuid,
+        secret: id.secret,
+      });
+      expect(isRendezvousError(err, 'IDENTITY_DISABLED'), `${protocol}: ${String(err)}`).toBe(true);
+      expect(err?.message).not.toMatch(/secret/i);
+    }
+  });
+
   it('the right secret registers with a proof', async () => {
     const id = await provision(stack, { uuid: 'verdict-right' });
     expect(
