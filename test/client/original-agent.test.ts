@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Log } from '../../core/log.js';
 import { createHiddenServer, exposeHiddenServer, type HiddenServer } from '../../index.js';
 import { binarySecret, originalAsciiSecret, originalCode, stepAt } from '../compat/original-model.js';
+import { spawnCli, waitForOutput } from '../support/cli.js';
 import { type OriginalStack, startOriginalStack } from '../support/original-servers.js';
 import { waitFor } from '../support/wait.js';
 
@@ -126,6 +127,24 @@ describe('our agent against the original servers', () => {
     expect(sent).toHaveLength(8);
     expect(sent).toBe(originalCode(binary.base32, stepAt(Date.now()), 8));
     agent.close();
+  });
+
+  it('the CLI: expose --code-encoding speakeasy --code-digits 8 registers a binary secret', async () => {
+    const child = spawnCli(
+      ['expose', '--uuid', binary.uuid, '--to', '1', '--api', stack.apiUrl, '--probe-every', '0'].concat([
+        '--code-encoding',
+        'speakeasy',
+        '--code-digits',
+        '8',
+      ]),
+      { RENDEZVOUS_SECRET: binary.base32 },
+    );
+    try {
+      await waitForOutput(child, /registered/, 30_000, 'stderr');
+      expect(stack.responses.at(-1)).toHaveLength(8);
+    } finally {
+      child.kill();
+    }
   });
 
   it('an otpauth URI with encoding=speakeasy and digits=40 (the original full value) authenticates', async () => {
