@@ -114,6 +114,23 @@ export function addExposeCommand(program: Command): void {
     )
     .option('--relay <url>', 'relay HTTP endpoint, http protocol (default: RENDEZVOUS_RELAY_HTTP)')
     .option('--pool <n>', 'parked connections kept ready (1–1000)', integer(1, 1000), 1)
+    .addOption(
+      new Option(
+        '--auth <how>',
+        'proof (one-time proofs only), code (short TOTP codes only); default: a proof, falling back to codes against a server without proofs',
+      ).choices(['proof', 'code']),
+    )
+    .addOption(
+      new Option(
+        '--code-encoding <encoding>',
+        "how codes are computed: rfc (RFC 6238), or speakeasy (the original's, for binary secrets)",
+      ).choices(['rfc', 'speakeasy']),
+    )
+    .option(
+      '--code-digits <n>',
+      "send n-digit codes (6–10, the original's rule: the last n digits, unpadded) to an original server",
+      integer(6, 10),
+    )
     .addOption(logFormatOption())
     .option(
       '--status-every <seconds>',
@@ -150,6 +167,9 @@ export function addExposeCommand(program: Command): void {
           secret,
           target,
           pool: o.pool,
+          auth: o.auth,
+          codeEncoding: o.codeEncoding,
+          codeDigits: o.codeDigits,
           probeEveryMs: o.probeEvery * 1000,
           log,
         });
@@ -162,10 +182,11 @@ export function addExposeCommand(program: Command): void {
       const health = () => log.info('health', healthFields(agent.status()));
       process.on('SIGUSR2', health);
       if (o.statusEvery > 0) setInterval(health, o.statusEvery * 1000).unref();
+      // The verdict in one line: only what the server can prove (client/codes.ts).
       agent.on('error', (err: Error) =>
         fail(
           isRendezvousError(err, 'AUTH_FAILED')
-            ? `authentication failed: the registry does not know uuid ${o.uuid} or RENDEZVOUS_SECRET is wrong (a local stack started with --memory, or from another folder, forgets its identities: provision again)`
+            ? `${err.message} for uuid ${o.uuid} (the server cannot tell which; a local stack started with --memory, or from another folder, forgets its identities)`
             : err.message,
         ),
       );
@@ -242,8 +263,10 @@ export function addConnectCommand(program: Command): void {
             splice(local, remote);
           },
           (err: Error) => {
-            log.warn('rendezvous failed', { reason: err.message });
             local.destroy();
+            // A URL that is not a registration API (or a relay) will not get better: stop.
+            if (isRendezvousError(err, 'PROTOCOL')) fail(err.message);
+            log.warn('rendezvous failed', { reason: err.message });
           },
         );
       });

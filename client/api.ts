@@ -2,8 +2,9 @@
  * The registration API as a client sees it: PUT to register, GET to look up — against one API URL
  * or several (one per region, or a global name), tried in order with fail-over.
  */
-import { type ErrorCode, isRendezvousError, RendezvousError } from '../core/errors.js';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { errorOfAnswer } from './answers.js';
 
 /** Request timeout for API calls. */
 export const API_TIMEOUT_MS = 10_000;
@@ -98,44 +99,20 @@ async function call(
     });
   }
   const text = await res.text();
-  let body: { result?: RendezvousTriple; error?: { permanent?: boolean; diagnostic?: string } };
+  let body: { result?: RendezvousTriple; error?: unknown } = {};
   try {
     body = JSON.parse(text);
-  } catch {
-    body = {};
-  }
-  if (res.ok && body.result && typeof body.result.cookie === 'string' && !body.error) return body.result;
-  const diagnostic = body.error?.diagnostic ?? `HTTP ${res.status}`;
-  const retryAfter = Number(res.headers.get('retry-after')) || undefined;
-  const code =
-    res.ok && body.error
-      ? originalErrorCode(method, diagnostic)
-      : res.status === 401
-        ? 'AUTH_FAILED'
-        : res.status === 404
-          ? 'NOT_REGISTERED'
-          : res.status === 429
-            ? 'TOO_MANY_ATTEMPTS'
-            : res.status === 400
-              ? 'BAD_REQUEST'
-              : 'UNREACHABLE';
-  const error = new RendezvousError(code, diagnostic, {
-    permanent: body.error?.permanent ?? res.status < 500,
-    retryAfter,
-  });
-  if (res.status >= 400 && res.status < 500) definite.add(error);
+  } catch {}
+  if (res.ok && body?.result && typeof body.result.cookie === 'string' && !body.error) return body.result;
+  // `api` has no query: the code never reaches a message.
+  const error = errorOfAnswer(
+    { status: res.status, header: (n) => res.headers.get(n) ?? undefined, text },
+    method,
+    api,
+  );
+  // A 4xx (or a foreign answer) is the same from every region: no fail-over.
+  if ((res.status >= 400 && res.status < 500) || error.code === 'PROTOCOL') definite.add(error);
   throw error;
-}
-
-/**
- * The original servers answer errors as `200 {"error":{…}}`: a bad code or unknown uuid is
- * "invalid request" on a PUT, an unregistered uuid "not registered" on a GET. Taken for what
- * they mean, not for an unreachable API (which would be retried forever).
- */
-function originalErrorCode(method: 'GET' | 'PUT', diagnostic: string): ErrorCode {
-  if (/not registered/i.test(diagnostic)) return 'NOT_REGISTERED';
-  if (method === 'PUT') return 'AUTH_FAILED';
-  return 'BAD_REQUEST';
 }
 
 /**

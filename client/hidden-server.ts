@@ -18,7 +18,7 @@ import type { TargetState } from '../core/relay-line.js';
 import type { AgentEvent, AgentRendezvousEnd, AgentStatus } from './agent-report.js';
 import { type ApiUrls, apiUrlList } from './api.js';
 import { BACKOFF_DEFAULTS, Backoff, type BackoffBounds, Sleeper } from './backoff.js';
-import { OneTimeCodes, totpParamsFrom } from './codes.js';
+import { OneTimeCodes, secretSettingsFrom } from './codes.js';
 import { forwardToTarget } from './expose.js';
 import { checkHiddenServerOptions, type ExposeOptions, type HiddenServerOptions } from './options.js';
 import { GenericParker } from './park-generic.js';
@@ -37,11 +37,17 @@ interface Parked {
   recycle: () => void;
 }
 
+/**
+ * How long `'listening'` waits after the first park for the rest of the pool: a slot that cannot
+ * park (a relay at its cap) must not hold the application back for good.
+ */
+const LISTENING_WAIT_MS = 10_000;
+
 /** Park records logged per minute at most (a pool of 1,000 parking at once is one line per slot otherwise). */
 const PARK_LOGS_PER_MINUTE = 20;
 
 /**
- * A hidden server. Events: `listening` (first park), `registered` ({host, port} or {relay}),
+ * A hidden server. Events: `listening` (the whole pool parked), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
  * ms), `report` (an `AgentEvent`: each park and re-park, each rendezvous's end, the target going
  * down or up, each error — the same things it logs), `error` (a RendezvousError; fatal ones —
@@ -71,6 +77,10 @@ export class HiddenServer extends EventEmitter {
   /** Why each slot parks next (a slot's first park is `start`). */
   private readonly parkCause = new Map<number, NextPark>();
   private readonly parkLogBudget = new LogBudget(PARK_LOGS_PER_MINUTE);
+  /** Slots kept parking (the pool, until a relay that keeps one park per cookie shrinks it). */
+  private poolSize = 1;
+  /** Slots that have parked at least once (`'listening'` waits for all of them). */
+  private readonly parkedSlots = new Set<number>();
 
   constructor(private readonly opts: HiddenServerOptions) {
     super();
@@ -85,12 +95,22 @@ export class HiddenServer extends EventEmitter {
     });
     const stopped = () => this.stopped;
     const sleep = (ms: number) => this.sleeper.sleep(ms);
-    this.codes = new OneTimeCodes(totpParamsFrom(opts.secret), {
-      sleep,
-      stopped,
-      log: this.log,
-      authRetrySteps: opts.authRetrySteps,
-    });
+    const fromSecret = secretSettingsFrom(opts.secret);
+    this.codes = new OneTimeCodes(
+      {
+        ...fromSecret,
+        uuid: opts.uuid,
+        auth: opts.auth,
+        digits: opts.codeDigits ?? fromSecret.digits,
+        encoding: opts.codeEncoding ?? fromSecret.encoding,
+      },
+      {
+        sleep,
+        stopped,
+        log: this.log,
+        authRetrySteps: opts.authRetrySteps,
+      },
+    );
     this.context = {
       opts,
       signal: this.stopper.signal,
@@ -109,6 +129,11 @@ export class HiddenServer extends EventEmitter {
         this.emit('registered', info);
       },
       retryLater: (wait, message, reason, fields) => this.retryLater(wait, message, reason, fields),
+      shrinkPool: (size, why) => {
+        this.poolSize = Math.min(this.poolSize, size);
+        this.log.warn(why, { event: 'pool', pool: this.poolSize });
+        this.maybeListening();
+      },
     };
   }
 
@@ -174,7 +199,11 @@ export class HiddenServer extends EventEmitter {
     cb(null, this.rendezvous.size);
   }
 
-  /** Registers and starts parking; `cb` runs on the first park (`'listening'`). */
+  /**
+   * Registers and starts parking; `cb` runs on `'listening'`: once every slot of the pool has
+   * parked (so `status().parked` counts the whole pool), or LISTENING_WAIT_MS after the first
+   * park when some slot cannot park.
+   */
   listen(cb?: () => void): this {
     if (cb) this.once('listening', cb);
     return this.start();
@@ -197,7 +226,13 @@ export class HiddenServer extends EventEmitter {
     if (this.started) return this;
     this.started = true;
     this.startedAt = Date.now();
-    this.once('parked', () => this.emit('listening'));
+    this.poolSize = this.opts.pool ?? 1;
+    this.on('parked', (slot: number) => {
+      const first = this.parkedSlots.size === 0;
+      this.parkedSlots.add(slot);
+      if (first && this.poolSize > 1) setTimeout(() => this.maybeListening(true), LISTENING_WAIT_MS).unref();
+      this.maybeListening();
+    });
     const http = this.opts.protocol === 'http';
     if (http && !this.opts.relay)
       throw new RendezvousError('BAD_REQUEST', 'the http protocol needs the relay URL');
@@ -207,6 +242,16 @@ export class HiddenServer extends EventEmitter {
     const parker = http ? new HttpParker(this.context) : new GenericParker(this.context, this.backoff);
     for (let i = 0; i < (this.opts.pool ?? 1); i++) void this.parkSlot(parker, i);
     return this;
+  }
+
+  private listeningEmitted = false;
+
+  /** Emits `'listening'` once: every slot parked (or `anyway`, after the wait, with one at least). */
+  private maybeListening(anyway = false): void {
+    if (this.listeningEmitted || this.stopped || this.parkedSlots.size === 0) return;
+    if (!anyway && this.parkedSlots.size < this.poolSize) return;
+    this.listeningEmitted = true;
+    this.emit('listening');
   }
 
   /** Stops parking; live spliced connections are left to finish. */

@@ -34,6 +34,25 @@ export interface HiddenServerOptions {
    */
   authRetrySteps?: number;
   /**
+   * How the agent authenticates. `auto` (default): the one-time proof (no guess budget is spent
+   * on it, and a refusal is a verdict within seconds), falling back for the session to short codes
+   * when the server does not know proofs (the original node-rendezvous, an older deployment).
+   * `proof`: proofs only. `code`: short TOTP codes only.
+   */
+  auth?: 'auto' | 'proof' | 'code';
+  /**
+   * How short codes are computed: `rfc` (RFC 6238, default) or `speakeasy` (the original's: the
+   * HMAC key is the UTF-8 encoding of the secret's bytes, which differs for binary secrets). An
+   * otpauth URI with `encoding=speakeasy` selects it too.
+   */
+  codeEncoding?: 'rfc' | 'speakeasy';
+  /**
+   * Digits of each short code sent, 6–10, the original's way (the last n digits of the
+   * truncation value, unpadded: what the original's server checks whatever its identity says).
+   * Default: the secret's (6, or an otpauth URI's `digits`; `digits=40` sends the whole value).
+   */
+  codeDigits?: number;
+  /**
    * Where the agent's records go (core/log.ts schema): parks and re-parks, each rendezvous's
    * end (rid, bytes, duration, outcome), the target going down or up, errors.
    */
@@ -102,6 +121,11 @@ export function checkHiddenServerOptions(opts: unknown, withTarget = false): voi
   else urls(opts, 'api');
   optionalInteger(opts, 'pool', 1, 1000);
   optionalInteger(opts, 'authRetrySteps', 0, 100);
+  optionalInteger(opts, 'codeDigits', 6, 10);
+  if (opts.auth !== undefined && !['auto', 'proof', 'code'].includes(opts.auth as string))
+    throw invalidOption('auth', `'auto', 'proof' or 'code' (got ${String(opts.auth)})`);
+  if (opts.codeEncoding !== undefined && opts.codeEncoding !== 'rfc' && opts.codeEncoding !== 'speakeasy')
+    throw invalidOption('codeEncoding', `'rfc' or 'speakeasy' (got ${String(opts.codeEncoding)})`);
   if (opts.backoff !== undefined) {
     const b = opts.backoff;
     if (!isRecord(b)) throw invalidOption('backoff', 'an object {minMs, maxMs} is required');

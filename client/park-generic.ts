@@ -5,6 +5,7 @@
 import type { Socket } from 'node:net';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { refusalOf } from './answers.js';
 import { type ApiUrls, registerWithApi } from './api.js';
 import { Backoff, type BackoffBounds } from './backoff.js';
 import type { ParkContext, Parker, ParkOutcome } from './parking.js';
@@ -13,10 +14,25 @@ import { dialRelay, relayAddressOf } from './relay-conn.js';
 /** A park that lived this long before it failed starts the back-off afresh. */
 const LONG_PARK_MS = 10_000;
 
+/**
+ * A park closed without a word this soon after another slot parked with the same cookie was
+ * displaced by it: the relay keeps one parked socket per cookie (the original's), and this many
+ * displacements in a row make the pool shrink to one.
+ */
+const DISPLACED_WITHIN_MS = 2_000;
+const DISPLACEMENTS_TO_SHRINK = 2;
+
 /** Parks the generic way; the registration is shared by every slot of the pool. */
 export class GenericParker implements Parker {
   private triple: RendezvousTriple | undefined;
   private registering: Promise<RendezvousTriple> | undefined;
+  /** The latest park of any slot: which, on which registration, when. */
+  private lastPark: { slot: number; triple: RendezvousTriple; at: number } | undefined;
+  private displaced = 0;
+  /** Slots allowed to park (the pool, until a relay that keeps one park per cookie shrinks it). */
+  private slots = Number.POSITIVE_INFINITY;
+  /** The uuid's registration was replaced by another agent: said once. */
+  private twinReported = false;
 
   constructor(
     private readonly ctx: ParkContext,
@@ -26,6 +42,7 @@ export class GenericParker implements Parker {
   /** One park of `slot`: register if needed, dial, wait for `+OK`. */
   async park(slot: number): Promise<ParkOutcome> {
     const ctx = this.ctx;
+    if (slot >= this.slots) return { kind: 'stopped' };
     let triple: RendezvousTriple;
     try {
       triple = await this.ensureRegistered();
@@ -48,6 +65,7 @@ export class GenericParker implements Parker {
           if (ctx.stopped()) return void s.destroy();
           parkedSocket = s;
           parkedAt = Date.now();
+          this.lastPark = { slot, triple, at: parkedAt };
           ctx.hold(s, relay, () => {
             recycled = true;
             // With an error, so the wait for the status line ends at once.
@@ -67,6 +85,10 @@ export class GenericParker implements Parker {
       if (recycled) return { kind: 'again', cause: { after: 'target_changed' } };
       const fresh = parkedAt !== 0 && Date.now() - parkedAt > LONG_PARK_MS;
       const reason = (err as Error).message;
+      if (isRendezvousError(err, 'RELAY_REFUSED') && /replaced/.test(reason) && this.triple === triple)
+        this.reportTwin();
+      else if (!isRendezvousError(err, 'RELAY_REFUSED') && parkedAt !== 0)
+        this.noteClosed(slot, triple, parkedAt);
       if (isRendezvousError(err, 'RELAY_REFUSED')) {
         // Any -ERR on a park (ours: unknown, expired or replaced cookie, draining relay; the
         // original's: "not registered", "invalid cookie") means this registration cannot be
@@ -88,6 +110,38 @@ export class GenericParker implements Parker {
         fields: { relay },
       };
     }
+  }
+
+  /**
+   * The relay closed a park of `slot` without a status line: displaced, when another slot had
+   * just parked with the same cookie. Past DISPLACEMENTS_TO_SHRINK, the pool shrinks to one slot,
+   * said once: the relay keeps one parked socket per cookie, so more slots only churn.
+   */
+  private noteClosed(slot: number, triple: RendezvousTriple, parkedAt: number): void {
+    const lp = this.lastPark;
+    if (!lp || lp.slot === slot || lp.triple !== triple || lp.at < parkedAt) return;
+    if (Date.now() - lp.at > DISPLACED_WITHIN_MS) return;
+    if (++this.displaced < DISPLACEMENTS_TO_SHRINK || this.slots === 1) return;
+    this.slots = 1;
+    this.ctx.shrinkPool(
+      1,
+      'the relay keeps one parked connection per registration (as the original node-rendezvous does): pool reduced to 1',
+    );
+  }
+
+  /**
+   * The relay said our registration was replaced, and this agent did not replace it: another
+   * agent registered the same uuid. Said once, on each side (the other agent hears the same when
+   * this one registers again).
+   */
+  private reportTwin(): void {
+    if (this.twinReported) return;
+    this.twinReported = true;
+    const uuid = this.ctx.opts.uuid;
+    this.ctx.log.warn(
+      `another agent registered uuid ${uuid} (at ${new Date().toISOString()}, from another process or machine): two agents on one uuid take turns, each replacing the other's registration; stop one, or run a single agent with --pool N to keep N connections parked`,
+      { event: 'error', reason: 'registration replaced by another agent' },
+    );
   }
 
   private ensureRegistered(): Promise<RendezvousTriple> {
@@ -112,11 +166,14 @@ export class GenericParker implements Parker {
         return triple;
       } catch (err) {
         if (ctx.stopped()) throw new RendezvousError('ABORTED', 'agent stopped');
-        if (isRendezvousError(err, 'AUTH_FAILED')) {
-          if (ctx.codes.refused(sent)) throw err;
+        const refusal = isRendezvousError(err) ? refusalOf(err) : undefined;
+        if (refusal) {
+          const verdict = ctx.codes.refused(sent, refusal);
+          if (verdict) throw verdict;
           continue;
         }
-        if (isRendezvousError(err, 'BAD_REQUEST')) throw err;
+        // A malformed request, or a URL that is not a registration API: the configuration is wrong.
+        if (isRendezvousError(err, 'BAD_REQUEST') || isRendezvousError(err, 'PROTOCOL')) throw err;
         // 429, 503, unreachable, an answer that is not JSON: transient.
         const wait = backoff.next(isRendezvousError(err) ? err.retryAfter : undefined);
         await ctx.retryLater(wait, 'registration failed, retrying', (err as Error).message);

@@ -5,7 +5,7 @@
  * cookie for every re-park and every pool slot.
  */
 import type { Socket } from 'node:net';
-import { RendezvousError } from '../core/errors.js';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import {
   COOKIE_HEADER,
   encodeConnect,
@@ -17,6 +17,7 @@ import {
 } from '../core/http-head.js';
 import type { TargetState } from '../core/relay-line.js';
 import { readPreamble } from '../core/socket-reader.js';
+import { errorOfAnswer, refusalOf } from './answers.js';
 import type { SentCode } from './codes.js';
 import type { ParkContext, Parker, ParkOutcome } from './parking.js';
 import { connectHttpRelay } from './relay-conn.js';
@@ -86,9 +87,14 @@ export class HttpParker implements Parker {
         ),
       );
       const decoder = new HeadDecoder();
+      let seen = '';
       head = await readPreamble(
         socket,
         (chunk) => {
+          // Something other than HTTP answered (a relay's generic port says `-ERR …`).
+          if (seen.length < 16) seen += chunk.subarray(0, 16).toString('latin1');
+          if ((seen.length >= 5 || seen.includes('\n')) && !seen.startsWith('HTTP/'))
+            throw notAnHttpRelay(ctx.opts.relay as string, seen);
           const d = decoder.push(chunk);
           return d && { value: parseResponseHead(d.text), rest: d.rest };
         },
@@ -102,6 +108,7 @@ export class HttpParker implements Parker {
       release?.();
       if (ctx.stopped()) return { kind: 'stopped' };
       if (recycled) return { kind: 'again', cause: { after: 'target_changed' } };
+      if (isRendezvousError(err, 'PROTOCOL')) return { kind: 'fatal', error: err };
       const reason = (err as Error).message;
       return {
         kind: 'retry',
@@ -111,6 +118,7 @@ export class HttpParker implements Parker {
       };
     }
     if (head.status === 200) return this.parked(slot, socket, head, sent, release, target, () => recycled);
+    const text = await readBody(socket, head);
     ctx.release(socket);
     socket.destroy();
     if (head.status === 401 && !sent) {
@@ -118,16 +126,24 @@ export class HttpParker implements Parker {
       return { kind: 'again', cause: { after: 'refusal', reason: 'cookie refused (401)' } };
     }
     release?.();
-    if (head.status === 401 && sent && !ctx.codes.refused(sent)) return { kind: 'again' };
-    if (head.status === 401 || head.status === 403 || head.status === 400) {
+    const error = errorOfAnswer(
+      { status: head.status, header: (n) => headerValue(head, n), text },
+      'CONNECT',
+      ctx.opts.relay as string,
+    );
+    const refusal = sent ? refusalOf(error) : undefined;
+    if (sent && refusal) {
+      const verdict = ctx.codes.refused(sent, refusal);
+      return verdict ? { kind: 'fatal', error: verdict } : { kind: 'again' };
+    }
+    if (error.code === 'PROTOCOL' || error.code === 'BAD_REQUEST' || head.status === 401)
       return {
         kind: 'fatal',
         error:
-          head.status === 401
-            ? new RendezvousError('AUTH_FAILED', 'authentication failed')
-            : new RendezvousError('BAD_REQUEST', `relay refused CONNECT (${head.status})`),
+          error.code === 'BAD_REQUEST'
+            ? new RendezvousError('BAD_REQUEST', `relay refused CONNECT (${head.status}): ${error.message}`)
+            : error,
       };
-    }
     if (sent) ctx.codes.spent(sent.step);
     // 429, 503 (Retry-After), 408, 409, 5xx: transient.
     const retryAfter = Number(headerValue(head, 'retry-after'));
@@ -155,6 +171,9 @@ export class HttpParker implements Parker {
     if (sent) ctx.codes.accepted(sent.step);
     const cookie = headerValue(head, COOKIE_HEADER);
     if (cookie) this.cookie = cookie;
+    // A relay that grants no cookie (the original's) takes the same code again within its step:
+    // re-parks send it at once rather than waiting for the next step.
+    else if (sent?.kind === 'code') ctx.codes.allowReuse();
     release?.();
     if (!this.registeredOnce) {
       this.registeredOnce = true;
@@ -174,6 +193,54 @@ export class HttpParker implements Parker {
       fresh: true,
     };
   }
+}
+
+/** The error for a `--relay` that answered a CONNECT with something other than HTTP. */
+function notAnHttpRelay(relay: string, first: string): RendezvousError {
+  const line =
+    first
+      .split('\n')[0]
+      ?.replace(/[^\x20-\x7e]+/g, ' ')
+      .trim() ?? '';
+  const how = /^[-+](ERR|OK)/.test(line)
+    ? `a relay's generic port ("${line}…"): use the relay's HTTP port, or --protocol generic with --api`
+    : `something that is not HTTP ("${line}…")`;
+  return new RendezvousError('PROTOCOL', `${relay} is not a rendezvous HTTP relay: it answered as ${how}`, {
+    permanent: true,
+  });
+}
+
+/** Limit on a refusal's body read (the relay's are a line of JSON). */
+const MAX_REFUSAL_BODY = 8 * 1024;
+
+/** The body of a refusal to a CONNECT (up to its Content-Length, or its close), bounded in size and time. */
+function readBody(socket: Socket, head: ResponseHead): Promise<string> {
+  const length = Number(headerValue(head, 'content-length'));
+  const want =
+    Number.isInteger(length) && length >= 0 ? Math.min(length, MAX_REFUSAL_BODY) : MAX_REFUSAL_BODY;
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const done = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', done);
+      socket.off('close', done);
+      socket.off('error', done);
+      resolve(Buffer.concat(chunks).subarray(0, want).toString('utf8'));
+    };
+    const onData = (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (got >= want) done();
+    };
+    const timer = setTimeout(done, 3_000);
+    if (want === 0) return done();
+    socket.on('data', onData);
+    socket.once('end', done);
+    socket.once('close', done);
+    socket.once('error', done);
+  });
 }
 
 /** Resolves true when the first bytes of a rendezvous arrive (left unread), false on close. */

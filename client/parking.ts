@@ -64,6 +64,8 @@ export interface ParkContext {
   parked(slot: number, relay: string, target: TargetState | undefined): void;
   /** The first registration (or the first accepted CONNECT): logged and emitted as `'registered'`. */
   registered(info: { host: string; port: number } | { relay: string }): void;
+  /** The pool is to keep `size` slots only (the rest stop): `why` is warned once. */
+  shrinkPool(size: number, why: string): void;
   /** A transient failure: logged with `fields` and the wait, `'reconnecting'` emitted, then the wait. */
   retryLater(wait: number, message: string, reason: string, fields?: LogFields): Promise<void>;
 }

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { secretSettingsFrom } from '../../client/codes.js';
 import { totpParamsFrom } from '../../client/hidden-server.js';
 import { codeForStep, timeStep } from '../../core/totp.js';
 import { connect, createHiddenServer, type HiddenServer, isRendezvousError } from '../../index.js';
@@ -154,8 +155,12 @@ describe('transient refusals', () => {
 });
 
 describe("the original's identity URIs", () => {
-  it('a digits=40 URI (what node-rendezvous wrote) is refused at once, naming what to do', () => {
-    const uri = 'otpauth://totp/x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&digits=40&period=30';
-    expect(() => totpParamsFrom(uri)).toThrow(/RENDEZVOUS_SECRET asks for 40-digit codes.*original client/);
+  it("a digits=40 URI (what node-rendezvous wrote) means the original's whole truncation value", () => {
+    const uri =
+      'otpauth://totp/x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&digits=40&period=30&encoding=speakeasy';
+    const s = secretSettingsFrom(uri);
+    expect(s.digits).toBe('original');
+    expect(s.encoding).toBe('speakeasy');
+    expect(s.params.step).toBe(30);
   });
 });
