@@ -174,7 +174,10 @@ export async function secretPage(id: ProvisionedIdentity, verb: string, apiUrl?:
 <p class="muted">${e(id.digits)} digits, ${e(id.step)} s steps, ${e(id.algorithm)}</p>
 <p>Environment for the hidden server:</p><pre id="env">export RENDEZVOUS_SECRET=${e(id.secret)}
 export RENDEZVOUS_API=${e(api)}</pre>
-<p>Then:</p><pre id="expose">npx rendezvous expose --uuid ${e(id.uuid)} --to 127.0.0.1:22</pre></div>
+<p>Install the client there once (Node.js; it puts the <code>rendezvous</code> command on the PATH):</p>
+<pre id="install">npm install -g @rendezvous-relay/client</pre>
+<p>Then, in the shell with that environment:</p><pre id="expose">rendezvous expose --uuid ${e(id.uuid)} --to 127.0.0.1:22</pre>
+<p class="muted">Not <code>npx rendezvous</code>: outside this repository's clone that fetches an unrelated registry package of that name, which would run with the secret in its environment.</p></div>
 <p><a href="/">Back to the list</a></p>`,
   );
 }
