@@ -107,10 +107,18 @@ describe('the packed tarball, installed into an empty folder', () => {
         'dist/types/index.d.ts',
         'dist/types/index.d.cts',
         'dist/THIRD-PARTY-LICENSES.md',
+        'LICENSE',
       ]),
     );
     // The client's declarations stop at the client: no store, no registration domain, no SDK.
     expect(packed.files.filter((f) => /store|registration|aws/.test(f))).toEqual([]);
+  });
+
+  it('carries the MIT licence of package.json, the same text as the repository root', () => {
+    const root = readFileSync(join(ROOT, 'LICENSE'), 'utf8');
+    expect(root).toMatch(/^MIT License\n\nCopyright \(c\) 2026 the rendezvous authors\n/);
+    expect(JSON.parse(readFileSync(join(CLIENT_DIR, 'package.json'), 'utf8')).license).toBe('MIT');
+    expect(readFileSync(join(app, 'node_modules', CLIENT_NAME, 'LICENSE'), 'utf8')).toBe(root);
   });
 
   it('installs offline as one package (at most 5) under 2 MB, with no install scripts, no tsx, no AWS SDK', () => {
