@@ -3,7 +3,7 @@
  * and calls into local/, client/ or relay/.
  */
 import { pathToFileURL } from 'node:url';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/server.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
@@ -11,7 +11,7 @@ import { claimDataDir, DEFAULT_DATA_DIR } from '../local/data-dir.js';
 import { LOCAL_DEFAULTS, LOCAL_MAX_FAILURES_PER_SOURCE, startLocalStack } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.js';
-import { provisionIdentity } from '../server/identities.js';
+import { isUuid, provisionIdentity, UUID_RULE } from '../server/identities.js';
 import { probeStore, Store } from '../server/store/index.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import/command.js';
@@ -21,6 +21,12 @@ import { addSmokeCommand } from './smoke.js';
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** Option parser: a hidden-server uuid, checked here so a malformed one is a usage error (exit 2). */
+export function uuidOption(value: string): string {
+  if (!isUuid(value)) throw new InvalidArgumentError(`a uuid is ${UUID_RULE}`);
+  return value;
+}
 
 /** Builds the command tree (exported for tests of the parser). */
 export function buildCli(): Command {
@@ -107,7 +113,7 @@ export function buildCli(): Command {
   program
     .command('provision')
     .description('create a hidden-server identity (uuid + TOTP secret) in the table')
-    .option('--uuid <uuid>', 'the identity (default: a random UUID)')
+    .option('--uuid <uuid>', 'the identity (default: a random UUID)', uuidOption)
     .option('--label <label>', 'a note for the operator')
     .option('--table <name>', 'table (default: RENDEZVOUS_TABLE or rendezvous)')
     .option(

@@ -97,7 +97,13 @@ export async function runProgram(program: Command, argv: string[]): Promise<void
   } catch (err) {
     if (err instanceof CommanderError) {
       if (QUIET_EXITS.has(err.code) && err.exitCode === 0) return;
-      usage(`${sub ? `${sub.name()}: ` : ''}${err.message.replace(/^error: /, '')} (${seeHelp})`);
+      // Commander puts a near miss's hint on a second line: it joins the one line instead.
+      const message = err.message.replace(/^error: /, '');
+      const hint = /\n\(Did you mean (.+)\?\)\s*$/.exec(message);
+      const first = hint ? message.slice(0, hint.index) : message.trimEnd().replace(/\s*\n\s*/g, ' ');
+      usage(
+        `${sub ? `${sub.name()}: ` : ''}${first} (${hint ? `did you mean ${hint[1]}?; ` : ''}${seeHelp})`,
+      );
     }
     if (err instanceof UsageError) usage(err.message);
     fail(messageOf(err));

@@ -40,10 +40,13 @@ describe('rendezvous (service CLI) usage', () => {
       // A malformed value is a usage error too, and says what a uuid may hold.
       [
         ['provision', '--uuid', 'bad uuid'],
-        /provision: option '--uuid <uuid>' argument 'bad uuid' is invalid: .*letters, digits, "\.", "_", ":" or "-"/,
+        /provision: option '--uuid <uuid>' argument 'bad uuid' is invalid\. a uuid is .*letters, digits, "\.", "_", ":" or "-"/,
       ],
       // A near miss: one line, the hint inside it.
-      [['provison'], /^rendezvous: unknown command 'provison' \(did you mean provision\?; see 'rendezvous --help'\)$/],
+      [
+        ['provison'],
+        /^rendezvous: unknown command 'provison' \(did you mean provision\?; see 'rendezvous --help'\)\n$/,
+      ],
     ];
     const results = await Promise.all(
       cases.map(([args]) => runCli(args, { RENDEZVOUS_API: '', RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' }, '')),
