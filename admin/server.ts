@@ -21,9 +21,11 @@ import { authPolicyFromEnv } from '../server/config.js';
 import { secretsEqual } from '../server/cookies.js';
 import {
   checkUuid,
+  deleteIdentity,
   provisionIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
+  unlockIdentity,
 } from '../server/identities.js';
 import type { FailurePolicy } from '../server/limits.js';
 import type { Store } from '../server/store/index.js';
@@ -171,8 +173,8 @@ export async function startAdminConsole(opts: {
         log.info('admin: secret rotated', { uuid });
         return send(res, 200, await secretPage(rotated, 'New secret', opts.apiUrl), headers);
       }
-      if (verb === 'delete') await opts.store.deleteIdentity(uuid);
-      else if (verb === 'unlock') await opts.store.unlockIdentity(uuid);
+      if (verb === 'delete') await deleteIdentity(opts.store, uuid);
+      else if (verb === 'unlock') await unlockIdentity(opts.store, uuid);
       else await setIdentityDisabled(opts.store, uuid, verb === 'disable');
       rows.forget();
       log.info(verb === 'unlock' ? 'admin: identity unlocked' : `admin: identity ${verb}d`, { uuid });

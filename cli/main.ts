@@ -14,6 +14,7 @@ import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.j
 import { isUuid, provisionIdentity, UUID_RULE } from '../server/identities.js';
 import { probeStore, Store } from '../server/store/index.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
+import { addIdentitiesCommand } from './identities.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import/command.js';
 import { originalRecordOf } from './import/import.js';
 import { fail, messageOf, newProgram, port, runProgram, usage } from './program.js';
@@ -172,6 +173,7 @@ export function buildCli(): Command {
 
   addExposeCommand(program);
   addConnectCommand(program);
+  addIdentitiesCommand(program, uuidOption);
 
   program
     .command('admin')
