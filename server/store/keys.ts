@@ -13,6 +13,9 @@
  *   COOKIE#<c>    / PARK#<relay>   a relay holding generic-protocol sockets parked for <c>
  *   SERVER#<uuid> / HTTPPARK#<relay>  a relay holding HTTP-protocol (CONNECT) sockets of <uuid>
  *   SERVER#<uuid> / LAST           the uuid's last rendezvous per protocol (operator console)
+ *   RELAY#<id>    / HEARTBEAT      a relay's newest heartbeat: alive until `liveUntil` (epoch ms);
+ *                                  outlives the relay's park records (console: a crashed relay's
+ *                                  records are not shown as live)
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
  *                                  rotated, disabled, deleted): relays read these once per pass
  *                                  instead of re-reading every parked key (expires after an hour)
@@ -58,6 +61,9 @@ export const attemptsKey = (scope: AttemptScope, key: string): Key => ({
 /** The partition of `key`'s park records and the sort-key prefix before each relay's id. */
 export const parkKeys = (kind: ParkKind, key: string): { pk: string; prefix: string } =>
   kind === 'generic' ? { pk: cookieKey(key), prefix: 'PARK#' } : { pk: serverKey(key), prefix: 'HTTPPARK#' };
+
+/** A relay's heartbeat item. */
+export const relayHeartbeatKey = (relayId: string): Key => ({ pk: `RELAY#${relayId}`, sk: 'HEARTBEAT' });
 
 /** The partition every change notice is written to. */
 export const CHANGES_PK = 'CHANGES';
