@@ -30,7 +30,7 @@ import {
 import type { FailurePolicy } from '../server/limits.js';
 import type { Store } from '../server/store/index.js';
 import {
-  deletePage,
+  confirmPage,
   errorPage,
   forbiddenPage,
   listPage,
@@ -135,10 +135,11 @@ export async function startAdminConsole(opts: {
         });
         return res.end(JSON.stringify({ at: utc(Date.now()), servers }));
       }
-      const del = /^\/identities\/([^/]+)\/delete$/.exec(url.pathname);
-      if (req.method === 'GET' && del) {
-        const uuid = decodeURIComponent(del[1] as string);
-        return send(res, 200, deletePage(uuid, tokenFor(session)), headers);
+      // Delete and disable ask first: a GET shows the confirmation, whose form posts.
+      const ask = /^\/identities\/([^/]+)\/(delete|disable)$/.exec(url.pathname);
+      if (req.method === 'GET' && ask) {
+        const uuid = checkUuid(decodeURIComponent(ask[1] as string));
+        return send(res, 200, confirmPage(ask[2] as 'delete' | 'disable', uuid, tokenFor(session)), headers);
       }
       if (req.method !== 'POST') return send(res, 404, notFoundPage());
 
