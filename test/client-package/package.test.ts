@@ -131,6 +131,12 @@ describe('the packed tarball, installed into an empty folder', () => {
     // No dependencies at all (otpauth and commander are bundled): installed with --offline.
     expect(stats.packages).toEqual([`${CLIENT_NAME}@${VERSION}`]);
     expect(stats.bytes).toBeLessThanOrEqual(2_000_000);
+    // What the README says it weighs is what it weighs (rounded to the hundredth of a MB; packed, within 3 KB).
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const stated = /about ([\d.]+) MB installed \((\d+) KB packed/.exec(readme);
+    expect(stated, 'the README states the installed and packed size').not.toBeNull();
+    expect(Math.abs(Number(stated?.[1]) - stats.bytes / 1e6)).toBeLessThanOrEqual(0.005);
+    expect(Math.abs(Number(stated?.[2]) - packed.size / 1e3)).toBeLessThanOrEqual(3);
     expect(stats.installScripts).toEqual([]);
     expect(
       stats.packages.filter((p) => /^(tsx|esbuild|@aws-sdk\/|aws-cdk|dynalite|commander)@/.test(p)),
