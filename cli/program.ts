@@ -99,7 +99,10 @@ export async function runProgram(program: Command, argv: string[]): Promise<void
   const seeHelp = `see '${program.name()}${named ? ` ${named}` : ''} --help'`;
   if (args.length === 0)
     usage(`a command is required: ${program.commands.map((c) => c.name()).join(', ')} (${seeHelp})`);
-  if (group?.commands.length && (args.length === 1 || (!inner && !args[1]?.startsWith('-'))))
+  if (
+    group?.commands.length &&
+    (args.length === 1 || (!inner && args[1] !== 'help' && !args[1]?.startsWith('-')))
+  )
     usage(
       `${group.name()}: ${args[1] ? `unknown command '${args[1]}'` : 'a command is required'}: ${group.commands.map((c) => c.name()).join(', ')} (${seeHelp})`,
     );
