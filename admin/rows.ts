@@ -146,7 +146,16 @@ export async function identityRows(
   nowMs = Date.now(),
   failures: FailurePolicy = {},
 ): Promise<IdentityRow[]> {
-  const identities = await store.listIdentities();
+  return rowsOf(store, await store.listIdentities(), nowMs, failures);
+}
+
+/** The rows of the given identities only (one identity: `rendezvous identities show`). */
+export async function rowsOf(
+  store: Store,
+  identities: Identity[],
+  nowMs = Date.now(),
+  failures: FailurePolicy = {},
+): Promise<IdentityRow[]> {
   const limit = failures.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
   const windowSec = failures.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
   const gathered = await Promise.all(

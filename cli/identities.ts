@@ -9,7 +9,8 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { identityRows } from '../admin/rows.js';
+import { identityRows, rowsOf } from '../admin/rows.js';
+import { RendezvousError } from '../core/errors.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../server/config.js';
 import {
   deleteIdentity,
@@ -130,13 +131,15 @@ export function addIdentitiesCommand(program: Command, uuidOption: (value: strin
     return c;
   };
 
-  const rowsOf = (store: Store) => identityRows(store, Date.now(), authPolicyFromEnv());
+  const policy = () => authPolicyFromEnv();
 
   sub(
     'list',
     'every identity: uuid, label, state, wrong codes, created, last seen (never a secret)',
     async (store, o) => {
-      const rows = (await rowsOf(store)).sort((a, b) => a.uuid.localeCompare(b.uuid));
+      const rows = (await identityRows(store, Date.now(), policy())).sort((a, b) =>
+        a.uuid.localeCompare(b.uuid),
+      );
       out(o.json ? JSON.stringify(rows) : columns([HEADER, ...rows.map(cells)]));
     },
     false,
@@ -146,10 +149,10 @@ export function addIdentitiesCommand(program: Command, uuidOption: (value: strin
     'show',
     'one identity: what the console shows (parks per protocol, lockout, last rendezvous), no secret',
     async (store, o, uuid) => {
-      await requireIdentity(store, uuid);
-      const row = (await rowsOf(store)).find((r) => r.uuid === uuid);
-      if (!row) await requireIdentity(store, uuid); // deleted meanwhile: says so
-      out(o.json ? JSON.stringify(row) : details(row as Row));
+      const id = await store.getIdentity(uuid);
+      if (!id) throw new RendezvousError('NOT_FOUND', `no such identity: ${uuid}`);
+      const [row] = (await rowsOf(store, [id], Date.now(), policy())) as [Row];
+      out(o.json ? JSON.stringify(row) : details(row));
     },
   );
 
