@@ -1,9 +1,9 @@
 /**
  * The state store: one DynamoDB table (keys.ts has its layout), reached through `Store`, a facade
  * over one module per record type — identities, registrations and cookies, guess attempts, parks
- * and last rendezvous, relay heartbeats, change notices — that share one Table (table.ts, the only SDK caller). SDK
- * errors leave as typed errors (errors.ts). Consumers hold a `Store` (or a `Pick` of it) and call
- * its methods; the per-record modules are its implementation.
+ * and last rendezvous, relay heartbeats, change notices — that share one Table (table.ts, the
+ * only SDK caller). SDK errors leave as typed errors (errors.ts). Consumers hold a `Store` (or a
+ * `Pick` of it) and call its methods; the per-record modules are its implementation.
  */
 import type { ParkKind } from '../../core/protocol.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';

@@ -5,7 +5,7 @@
  * records, as behind a load balancer), CHILD_HEARTBEAT_MS. Prints one JSON line once listening:
  * `{"relayId","httpPort"}`.
  */
-import { type RelayOptions, startRelay } from '../../relay/server.js';
+import { startRelay } from '../../relay/server.js';
 import { Store } from '../../server/store/index.js';
 
 const env = process.env;
@@ -20,5 +20,5 @@ const relay = await startRelay({
   httpPort: Number(env.CHILD_HTTP_PORT ?? 0),
   httpPublicUrl: env.CHILD_PUBLIC_URL,
   heartbeatMs: Number(env.CHILD_HEARTBEAT_MS ?? 300),
-} as RelayOptions);
+});
 process.stdout.write(`${JSON.stringify({ relayId: relay.relayId, httpPort: relay.httpAddress?.port })}\n`);
