@@ -51,7 +51,7 @@ describe('rendezvous identities', () => {
     expect(rows.find((r) => r.uuid === 'ids-list-b')).toMatchObject({ disabled: true });
     for (const out of [text.stdout.toString(), asJson.stdout.toString()])
       for (const secret of [a.secret, b.secret]) expect(out).not.toContain(secret);
-  }, 60_000);
+  }, 180_000);
 
   it('show: one identity (text and --json); an unknown uuid is one line and exit 1', async () => {
     await provisionIdentity(store.store, { uuid: 'ids-show', label: 'shown' });
@@ -66,7 +66,7 @@ describe('rendezvous identities', () => {
     expect(json<IdentityRow>(asJson)).toMatchObject({ uuid: 'ids-show', label: 'shown', disabled: false });
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toBe('rendezvous: no such identity: ids-nobody\n');
-  }, 60_000);
+  }, 180_000);
 
   it('rotate: the new secret printed once (text and --json); the store holds it, the old one is gone', async () => {
     const old = await provisionIdentity(store.store, { uuid: 'ids-rotate' });
@@ -86,9 +86,11 @@ describe('rendezvous identities', () => {
     expect(out).toContain('rendezvous expose --uuid ids-rotate');
     expect(out).not.toMatch(/npx/);
     // Once: nothing else ever prints it.
-    for (const args of [['list'], ['show', 'ids-rotate'], ['show', 'ids-rotate', '--json']])
-      expect((await ids(args)).stdout.toString()).not.toContain(secret);
-  }, 60_000);
+    const later = await Promise.all(
+      [['list'], ['show', 'ids-rotate'], ['show', 'ids-rotate', '--json']].map((args) => ids(args)),
+    );
+    for (const r of later) expect(r.stdout.toString()).not.toContain(secret);
+  }, 180_000);
 
   it('disable and enable: the store follows, --json says the state', async () => {
     await provisionIdentity(store.store, { uuid: 'ids-toggle' });
@@ -103,7 +105,7 @@ describe('rendezvous identities', () => {
     const unknown = await ids(['disable', 'ids-nobody']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toBe('rendezvous: no such identity: ids-nobody\n');
-  }, 60_000);
+  }, 180_000);
 
   it('unlock: clears the uuid’s wrong-code counter; show says locked before, not after', async () => {
     await provisionIdentity(store.store, { uuid: 'ids-locked' });
@@ -118,7 +120,7 @@ describe('rendezvous identities', () => {
     expect(json(r)).toEqual({ uuid: 'ids-locked', unlocked: true });
     expect(await store.store.getAttempts('uuid', 'ids-locked')).toBeUndefined();
     expect(json<IdentityRow>(await ids(['show', 'ids-locked', '--json'])).lockout.locked).toBe(false);
-  }, 60_000);
+  }, 180_000);
 
   it('delete: refuses without a terminal unless --yes (exit 2); --yes deletes', async () => {
     await provisionIdentity(store.store, { uuid: 'ids-delete' });
@@ -134,7 +136,7 @@ describe('rendezvous identities', () => {
     const again = await ids(['delete', 'ids-delete', '--yes']);
     expect(again.code).toBe(1);
     expect(again.stderr).toBe('rendezvous: no such identity: ids-delete\n');
-  }, 60_000);
+  }, 180_000);
 
   it('delete on a terminal asks: "n" keeps the identity, "y" deletes it', async () => {
     await provisionIdentity(store.store, { uuid: 'ids-ask' });
@@ -157,8 +159,8 @@ describe('rendezvous identities', () => {
         });
         const t = setTimeout(() => {
           child.kill('SIGKILL');
-          reject(new Error(`no answer within 30 s: ${out}`));
-        }, 30_000);
+          reject(new Error(`no answer within 90 s: ${out}`));
+        }, 90_000);
         child.on('close', (code) => {
           clearTimeout(t);
           resolve({ code, out });
@@ -172,7 +174,7 @@ describe('rendezvous identities', () => {
     expect(gone.code, gone.out).toBe(0);
     expect(gone.out).toMatch(/ids-ask deleted/);
     expect(await store.store.getIdentity('ids-ask')).toBeUndefined();
-  }, 90_000);
+  }, 180_000);
 
   it('usage: a malformed uuid or a missing one is exit 2 in one line', async () => {
     const [bad, missing] = await Promise.all([ids(['rotate', 'bad uuid']), ids(['disable'])]);
@@ -181,5 +183,5 @@ describe('rendezvous identities', () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/missing required argument 'uuid'/);
     for (const r of [bad, missing]) expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
-  }, 60_000);
+  }, 180_000);
 });
