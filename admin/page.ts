@@ -2,7 +2,7 @@
  * The console's HTML: the list page (a table of the rows, refreshed every REFRESH_MS by a small
  * script that runs under the response's nonce), the rows alone (what the refresh fetches), the
  * page that shows a new or rotated secret exactly once (with a QR code of its otpauth URI), the
- * delete confirmation, and the error pages. Every value is escaped; forms carry the session's
+ * delete and disable confirmations, and the error pages. Every value is escaped; forms carry the session's
  * CSRF token, which the caller passes in.
  */
 import escapeHtml from 'escape-html';
@@ -52,14 +52,18 @@ function protocolHtml(kind: ParkKind, v: ProtocolView): string {
   return `<div class="proto" data-protocol="${kind}"><strong>${PROTOCOL_NAMES[kind]}</strong>: <span class="parked" data-parked="${v.parked}">${parked}</span> ${target}<br><span class="last">${last}</span></div>`;
 }
 
+// The table fits a 1280 px window: long values (uuids, relay names, imported settings) wrap
+// anywhere rather than widen their column, and the actions stack in a narrow last column.
 const STYLE = `body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:96rem;padding:0 1rem;color:#1d2330}
-h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e3e6ec;vertical-align:top}
+h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid #e3e6ec;vertical-align:top;overflow-wrap:break-word}
 .online{color:#127a3a;font-weight:600}.imported{color:#8a4b00;font-weight:600}.offline{color:#8a93a3}.disabled{color:#b42318;font-weight:600}
 form.inline{display:inline}button{font:inherit;padding:.25rem .7rem;border-radius:6px;border:1px solid #b9c0cc;background:#fff;cursor:pointer}
 button.danger{border-color:#d92d20;color:#b42318}input{font:inherit;padding:.3rem .5rem;border:1px solid #b9c0cc;border-radius:6px}
+td.actions{width:7.5rem}td.actions form{display:block;margin-bottom:.3rem}td.actions button{width:100%;white-space:nowrap}
 .card{border:1px solid #e3e6ec;border-radius:10px;padding:1rem 1.2rem;margin:1rem 0}.secret{font:600 1.1rem ui-monospace,monospace;background:#f4f6fa;padding:.4rem .6rem;border-radius:6px}
 pre{background:#f4f6fa;padding:.8rem;border-radius:8px;overflow-x:auto}.qr svg{width:12rem;height:12rem}.muted{color:#5b6475}
-time{white-space:nowrap}.warn,.locked{color:#b54708;font-weight:600}.proto{margin-bottom:.3rem}.live{font-size:.9rem;min-width:24rem}`;
+.warn,.locked{color:#b54708;font-weight:600}.proto{margin-bottom:.3rem}.live,.lockout,.compat{font-size:.9rem}.when{font-size:.85rem}
+time{white-space:nowrap}.live,.identity code{overflow-wrap:anywhere}.identity{min-width:10rem}`;
 
 /** A whole page: the title, the style, the body (its scripts need the response's nonce). */
 function page(title: string, body: string): string {
@@ -103,14 +107,18 @@ export function rowsHtml(rows: IdentityRow[], csrf: string): string {
   const token = csrfField(csrf);
   const action = (uuid: string, verb: string, label: string, cls = '') =>
     `<form class="inline" method="post" action="/identities/${encodeURIComponent(uuid)}/${verb}">${token}<button ${cls} type="submit" data-action="${verb}">${label}</button></form>`;
+  // The actions that ask first: a GET to their confirmation page, which posts.
+  const ask = (uuid: string, verb: string, label: string, cls = '') =>
+    `<form class="inline" method="get" action="/identities/${encodeURIComponent(uuid)}/${verb}"><button ${cls} type="submit" data-action="${verb}">${label}</button></form>`;
+  // Where it is parked is the Live column's to say; this one says the state.
   const status = (r: IdentityRow) => {
     if (r.disabled) return '<span class="disabled">disabled</span>';
     if (!r.parkedOn.length) return '<span class="offline">offline</span>';
     // Parked but its agent says the target is down: reachable relay, unreachable service.
     const down = [r.generic, r.http].some((v) => v.parked && v.target === 'down');
-    return `${
-      down ? '<span class="warn">online, target unreachable</span>' : '<span class="online">online</span>'
-    } <span class="muted">${r.parkedOn.map(e).join(', ')}</span>`;
+    return down
+      ? '<span class="warn">online, target unreachable</span>'
+      : '<span class="online">online</span>';
   };
   const lockout = (r: IdentityRow) =>
     r.lockout.locked
@@ -118,23 +126,25 @@ export function rowsHtml(rows: IdentityRow[], csrf: string): string {
       : `<span data-locked="false">${r.lockout.failures ? `${r.lockout.failures} of ${r.lockout.limit} wrong codes <span class="muted">until ${when(r.lockout.until)}</span>` : '<span class="muted">no wrong codes</span>'}</span>`;
   const body = rows
     .map(
-      (
-        r,
-      ) => `<tr data-uuid="${e(r.uuid)}"><td><code>${e(r.uuid)}</code></td><td>${e(r.label ?? '')}</td><td>${when(r.createdAt)}</td>
+      (r) => `<tr data-uuid="${e(r.uuid)}"><td class="identity"><code>${e(r.uuid)}</code>${
+        r.label ? `<br>${e(r.label)}` : ''
+      }<br><span class="when muted">created ${when(r.createdAt)}</span></td>
 <td class="compat">${
         r.compat
           ? `<span class="imported">${e(r.importedFrom ? `imported: ${r.importedFrom}` : 'compatibility')}</span><br><span class="muted">${e(r.compat)}</span>`
           : '<span class="muted">strict</span>'
       }</td>
-<td>${when(r.lastRegistration)}${r.region ? ` <span class="muted">(${e(r.region)})</span>` : ''}</td>
-<td class="status">${status(r)}</td>
+<td><span class="status">${status(r)}</span><br><span class="when muted">registered ${when(r.lastRegistration)}${
+        r.region ? ` (${e(r.region)})` : ''
+      }<br>seen ${when(r.lastSeen)}</span></td>
 <td class="live">${protocolHtml('generic', r.generic)}${protocolHtml('http', r.http)}</td>
-<td class="lockout">${lockout(r)}</td><td>${when(r.lastSeen)}</td>
-<td>${action(r.uuid, 'rotate', 'Rotate secret')} ${r.disabled ? action(r.uuid, 'enable', 'Enable') : action(r.uuid, 'disable', 'Disable')}
-<a href="/identities/${encodeURIComponent(r.uuid)}/delete"><button type="button" class="danger">Delete…</button></a></td></tr>`,
+<td class="lockout">${lockout(r)}</td>
+<td class="actions">${action(r.uuid, 'rotate', 'Rotate secret')}${
+        r.disabled ? action(r.uuid, 'enable', 'Enable') : ask(r.uuid, 'disable', 'Disable…')
+      }${ask(r.uuid, 'delete', 'Delete…', 'class="danger"')}</td></tr>`,
     )
     .join('\n');
-  return body || '<tr><td colspan="10" class="muted">No identities yet.</td></tr>';
+  return body || '<tr><td colspan="6" class="muted">No identities yet.</td></tr>';
 }
 
 /** The list page: the create form, the filter `q`, the rows, and the refresh script under `nonce`. */
@@ -153,7 +163,7 @@ export function listPage(
 <button type="submit" id="create">Create identity</button></form></div>
 <form method="get" action="/"><input name="q" value="${e(q)}" placeholder="Filter by uuid or label"> <button type="submit">Filter</button></form>
 <p class="muted">Times in UTC. Refreshes every ${REFRESH_MS / 1000} s; last at <time id="refreshed" datetime="${utc(Date.now())}">${utc(Date.now())}</time>.</p>
-<table id="identities"><thead><tr><th>UUID</th><th>Label</th><th>Created</th><th>Codes</th><th>Last registration</th><th>Now</th><th>Live, per protocol</th><th>Wrong codes</th><th>Last seen</th><th></th></tr></thead>
+<table id="identities"><thead><tr><th>Identity</th><th>Codes</th><th>Now</th><th>Live, per protocol</th><th>Wrong codes</th><th></th></tr></thead>
 <tbody>${body}</tbody></table><script nonce="${nonce}">${REFRESH_SCRIPT}</script>`,
   );
 }
@@ -174,18 +184,36 @@ export async function secretPage(id: ProvisionedIdentity, verb: string, apiUrl?:
 <p class="muted">${e(id.digits)} digits, ${e(id.step)} s steps, ${e(id.algorithm)}</p>
 <p>Environment for the hidden server:</p><pre id="env">export RENDEZVOUS_SECRET=${e(id.secret)}
 export RENDEZVOUS_API=${e(api)}</pre>
-<p>Then:</p><pre id="expose">npx rendezvous expose --uuid ${e(id.uuid)} --to 127.0.0.1:22</pre></div>
+<p>Install the client there once (Node.js; it puts the <code>rendezvous</code> command on the PATH):</p>
+<pre id="install">npm install -g @rendezvous-relay/client</pre>
+<p>Then, in the shell with that environment:</p><pre id="expose">rendezvous expose --uuid ${e(id.uuid)} --to 127.0.0.1:22</pre>
+<p class="muted">Not <code>npx rendezvous</code>: outside this repository's clone that fetches an unrelated registry package of that name, which would run with the secret in its environment.</p></div>
 <p><a href="/">Back to the list</a></p>`,
   );
 }
 
-/** The delete confirmation for `uuid` (its form signed with `csrf`). */
-export function deletePage(uuid: string, csrf: string): string {
+/** What each confirmation page says and its button (the verbs that ask first). */
+const CONFIRMS = {
+  delete: {
+    title: 'Delete',
+    text: 'Its secret and registration are removed; the hidden server can no longer register.',
+    button: 'Delete for good',
+  },
+  disable: {
+    title: 'Disable',
+    text: 'Its codes are refused and its registration and parked sockets end, until it is enabled again.',
+    button: 'Disable',
+  },
+} as const;
+
+/** The confirmation of `verb` (delete or disable) for `uuid` (its form signed with `csrf`). */
+export function confirmPage(verb: keyof typeof CONFIRMS, uuid: string, csrf: string): string {
+  const c = CONFIRMS[verb];
   return page(
-    'Delete',
-    `<h1>Delete <code>${e(uuid)}</code>?</h1><p>Its secret and registration are removed; the hidden server can no longer register.</p>
-<form method="post" action="/identities/${encodeURIComponent(uuid)}/delete">${csrfField(csrf)}
-<button class="danger" type="submit" id="confirm-delete">Delete for good</button> <a href="/">Cancel</a></form>`,
+    c.title,
+    `<h1>${c.title} <code>${e(uuid)}</code>?</h1><p>${c.text}</p>
+<form method="post" action="/identities/${encodeURIComponent(uuid)}/${verb}">${csrfField(csrf)}
+<button class="danger" type="submit" id="confirm-${verb}">${c.button}</button> <a href="/">Cancel</a></form>`,
   );
 }
 

@@ -1,6 +1,7 @@
 /**
  * The console's rows: what the table shows per identity, gathered from the store (identity,
- * registration, park records, last rendezvous, wrong-code counter), with times as UTC ISO 8601.
+ * registration, park records of live relays, last rendezvous, wrong-code counter), with times as
+ * UTC ISO 8601.
  * No secret ever appears in a row. `GET /api/servers` serves these rows as JSON.
  */
 import type { TotpCompat } from '../core/totp.js';
@@ -10,6 +11,7 @@ import {
   type LastRendezvousRecord,
   PARK_RECORD_TTL_SECONDS,
   type ParkRecord,
+  relayAlive,
   type Store,
 } from '../server/store/index.js';
 
@@ -134,16 +136,29 @@ function protocolView(parks: ParkRecord[], last: LastRendezvousRecord | undefine
   };
 }
 
-/** Gathers the rows: identity, registration, park records, last rendezvous, guess counter. */
+/**
+ * Gathers the rows: identity, registration, park records, last rendezvous, guess counter. A park
+ * record of a relay whose heartbeat lapsed (it crashed: its records stay for their 15-minute TTL)
+ * is not shown, so a relay that came back on the same address is listed once.
+ */
 export async function identityRows(
   store: Store,
   nowMs = Date.now(),
   failures: FailurePolicy = {},
 ): Promise<IdentityRow[]> {
-  const identities = await store.listIdentities();
+  return rowsOf(store, await store.listIdentities(), nowMs, failures);
+}
+
+/** The rows of the given identities only (one identity: `rendezvous identities show`). */
+export async function rowsOf(
+  store: Store,
+  identities: Identity[],
+  nowMs = Date.now(),
+  failures: FailurePolicy = {},
+): Promise<IdentityRow[]> {
   const limit = failures.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
   const windowSec = failures.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
-  return Promise.all(
+  const gathered = await Promise.all(
     identities.map(async (id: Identity) => {
       const reg = await store.getRegistrationRecord(id.uuid);
       const [generic, http, last, attempts] = await Promise.all([
@@ -152,36 +167,46 @@ export async function identityRows(
         store.getLastRendezvous(id.uuid, nowMs),
         store.getAttempts('uuid', id.uuid),
       ]);
-      const parks = [...generic, ...http];
-      // A park record is rewritten at least every third of its TTL: written no earlier than this.
-      const seen = [reg?.registeredAt, ...parks.map((p) => p.expiresAt - PARK_RECORD_TTL_SECONDS)].filter(
-        (v): v is number => v !== undefined,
-      );
-      // The counter's window is the lock: guesses stop being evaluated at `limit` until it ends.
-      const windowEnds = attempts ? attempts.windowStart + windowSec : 0;
-      const current = attempts && windowEnds * 1000 > nowMs ? attempts.count : 0;
-      return {
-        uuid: id.uuid,
-        label: id.label,
-        createdAt: utcSec(id.createdAt) as UtcTime,
-        disabled: Boolean(id.disabled),
-        lastRegistration: utcSec(reg?.registeredAt),
-        region: reg?.region,
-        parkedOn: [...new Set(parks.map(relayName))],
-        lastSeen: seen.length ? utcSec(Math.max(...seen)) : undefined,
-        compat: id.compat ? describeCompat(id.compat) : undefined,
-        importedFrom: id.compat?.importedFrom,
-        generic: protocolView(generic, last.generic),
-        http: protocolView(http, last.http),
-        lockout: {
-          locked: current >= limit,
-          failures: current,
-          limit,
-          until: current > 0 ? utcSec(windowEnds) : undefined,
-        },
-      };
+      return { id, reg, generic, http, last, attempts };
     }),
   );
+  // One read per relay named in any record, however many identities it holds.
+  const beats = await store.relayHeartbeats(
+    gathered.flatMap((g) => [...g.generic, ...g.http].map((p) => p.relayId)),
+  );
+  const alive = (p: ParkRecord) => relayAlive(beats.get(p.relayId), nowMs);
+  return gathered.map(({ id, reg, last, attempts, ...all }) => {
+    const generic = all.generic.filter(alive);
+    const http = all.http.filter(alive);
+    const parks = [...generic, ...http];
+    // A park record is rewritten at least every third of its TTL: written no earlier than this.
+    const seen = [reg?.registeredAt, ...parks.map((p) => p.expiresAt - PARK_RECORD_TTL_SECONDS)].filter(
+      (v): v is number => v !== undefined,
+    );
+    // The counter's window is the lock: guesses stop being evaluated at `limit` until it ends.
+    const windowEnds = attempts ? attempts.windowStart + windowSec : 0;
+    const current = attempts && windowEnds * 1000 > nowMs ? attempts.count : 0;
+    return {
+      uuid: id.uuid,
+      label: id.label,
+      createdAt: utcSec(id.createdAt) as UtcTime,
+      disabled: Boolean(id.disabled),
+      lastRegistration: utcSec(reg?.registeredAt),
+      region: reg?.region,
+      parkedOn: [...new Set(parks.map(relayName))],
+      lastSeen: seen.length ? utcSec(Math.max(...seen)) : undefined,
+      compat: id.compat ? describeCompat(id.compat) : undefined,
+      importedFrom: id.compat?.importedFrom,
+      generic: protocolView(generic, last.generic),
+      http: protocolView(http, last.http),
+      lockout: {
+        locked: current >= limit,
+        failures: current,
+        limit,
+        until: current > 0 ? utcSec(windowEnds) : undefined,
+      },
+    };
+  });
 }
 
 /** Whether a row matches the list's filter (a case-insensitive part of its uuid or label). */

@@ -21,14 +21,16 @@ import { authPolicyFromEnv } from '../server/config.js';
 import { secretsEqual } from '../server/cookies.js';
 import {
   checkUuid,
+  deleteIdentity,
   provisionIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
+  unlockIdentity,
 } from '../server/identities.js';
 import type { FailurePolicy } from '../server/limits.js';
 import type { Store } from '../server/store/index.js';
 import {
-  deletePage,
+  confirmPage,
   errorPage,
   forbiddenPage,
   listPage,
@@ -133,10 +135,11 @@ export async function startAdminConsole(opts: {
         });
         return res.end(JSON.stringify({ at: utc(Date.now()), servers }));
       }
-      const del = /^\/identities\/([^/]+)\/delete$/.exec(url.pathname);
-      if (req.method === 'GET' && del) {
-        const uuid = decodeURIComponent(del[1] as string);
-        return send(res, 200, deletePage(uuid, tokenFor(session)), headers);
+      // Delete and disable ask first: a GET shows the confirmation, whose form posts.
+      const ask = /^\/identities\/([^/]+)\/(delete|disable)$/.exec(url.pathname);
+      if (req.method === 'GET' && ask) {
+        const uuid = checkUuid(decodeURIComponent(ask[1] as string));
+        return send(res, 200, confirmPage(ask[2] as 'delete' | 'disable', uuid, tokenFor(session)), headers);
       }
       if (req.method !== 'POST') return send(res, 404, notFoundPage());
 
@@ -171,8 +174,8 @@ export async function startAdminConsole(opts: {
         log.info('admin: secret rotated', { uuid });
         return send(res, 200, await secretPage(rotated, 'New secret', opts.apiUrl), headers);
       }
-      if (verb === 'delete') await opts.store.deleteIdentity(uuid);
-      else if (verb === 'unlock') await opts.store.unlockIdentity(uuid);
+      if (verb === 'delete') await deleteIdentity(opts.store, uuid);
+      else if (verb === 'unlock') await unlockIdentity(opts.store, uuid);
       else await setIdentityDisabled(opts.store, uuid, verb === 'disable');
       rows.forget();
       log.info(verb === 'unlock' ? 'admin: identity unlocked' : `admin: identity ${verb}d`, { uuid });

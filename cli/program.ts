@@ -82,24 +82,42 @@ const QUIET_EXITS = new Set(['commander.helpDisplayed', 'commander.version', 'co
  * way out one line: usage errors exit 2, other failures exit 1.
  */
 export async function runProgram(program: Command, argv: string[]): Promise<void> {
-  const commands = [program, ...program.commands];
-  for (const c of commands) {
+  // Every command, subcommands of a group (`identities list`) too.
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const c of all(program)) {
     c.version(VERSION, '-V, --version', 'print the version');
     c.exitOverride();
     // Commander's own message is replaced by the one line below.
     c.configureOutput({ outputError: () => undefined });
   }
   const args = argv.slice(2);
-  const sub = program.commands.find((c) => c.name() === args[0]);
-  const seeHelp = `see '${program.name()}${sub ? ` ${sub.name()}` : ''} --help'`;
+  const group = program.commands.find((c) => c.name() === args[0]);
+  const inner = group?.commands.find((c) => c.name() === args[1]);
+  // The words naming the command that failed: `identities rotate`, `provision`, or none.
+  const named = [group, inner]
+    .filter((c): c is Command => Boolean(c))
+    .map((c) => c.name())
+    .join(' ');
+  const seeHelp = `see '${program.name()}${named ? ` ${named}` : ''} --help'`;
   if (args.length === 0)
     usage(`a command is required: ${program.commands.map((c) => c.name()).join(', ')} (${seeHelp})`);
+  if (
+    group?.commands.length &&
+    (args.length === 1 || (!inner && args[1] !== 'help' && !args[1]?.startsWith('-')))
+  )
+    usage(
+      `${group.name()}: ${args[1] ? `unknown command '${args[1]}'` : 'a command is required'}: ${group.commands.map((c) => c.name()).join(', ')} (${seeHelp})`,
+    );
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       if (QUIET_EXITS.has(err.code) && err.exitCode === 0) return;
-      usage(`${sub ? `${sub.name()}: ` : ''}${err.message.replace(/^error: /, '')} (${seeHelp})`);
+      // Commander puts a near miss's hint on a second line: it joins the one line instead.
+      const message = err.message.replace(/^error: /, '');
+      const hint = /\n\(Did you mean (.+)\?\)\s*$/.exec(message);
+      const first = hint ? message.slice(0, hint.index) : message.trimEnd().replace(/\s*\n\s*/g, ' ');
+      usage(`${named ? `${named}: ` : ''}${first} (${hint ? `did you mean ${hint[1]}?; ` : ''}${seeHelp})`);
     }
     if (err instanceof UsageError) usage(err.message);
     fail(messageOf(err));

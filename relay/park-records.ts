@@ -23,6 +23,15 @@ export const PARK_RECORD_TICK_MS = 10_000;
  * empty for moments between rendezvous, and peers asking then should queue here, not give up.
  */
 export const PARK_RECORD_LINGER_MS = 2_000;
+/**
+ * How often a relay writes its heartbeat (server/store/relays.ts). It counts as alive for
+ * HEARTBEAT_LIVES beats: the console stops showing a crashed relay's parks within about 90 s,
+ * where its park records would last 15 minutes.
+ */
+export const RELAY_HEARTBEAT_MS = 30_000;
+/** Beats a relay may miss (a slow store write) before it counts as dead. */
+export const HEARTBEAT_LIVES = 3;
+
 /** How long one query of other relays' records serves every waiting mobile client. */
 export const OTHERS_CACHE_MS = 200;
 
@@ -59,7 +68,7 @@ interface TargetNote {
 
 /** Whose records, where they go, and what they carry. */
 export interface ParkRecordsOptions {
-  store: Pick<Store, 'putPark' | 'deletePark' | 'listParks'>;
+  store: Pick<Store, 'putPark' | 'deletePark' | 'listParks' | 'putRelayHeartbeat'>;
   /** This relay's identity in the records. */
   relayId: string;
   /** `host:port` other relays dial ('' for a relay alone: nobody dials it). */
@@ -69,11 +78,14 @@ export interface ParkRecordsOptions {
   ttlSeconds?: number;
   /** Written into every record; records of another region are never dialled, only redirected to. */
   origin?: ParkOrigin;
+  /** How often the relay's heartbeat is written (default RELAY_HEARTBEAT_MS). */
+  heartbeatMs?: number;
 }
 
 /** Keeps this relay's park records in step with its parking lot. */
 export class ParkRecords {
   private timer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
   private lot: ParkingLot | undefined;
   private readonly written = new Set<string>();
   private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
@@ -88,6 +100,7 @@ export class ParkRecords {
   readonly peer: string;
   private readonly log: Log;
   private readonly ttlSeconds: number;
+  private readonly heartbeatMs: number;
   /** Written into every record; records of another region are never dialled, only redirected to. */
   readonly origin: ParkOrigin;
 
@@ -98,6 +111,7 @@ export class ParkRecords {
     this.log = opts.log;
     this.ttlSeconds = opts.ttlSeconds ?? PARK_RECORD_TTL_SECONDS;
     this.origin = opts.origin ?? {};
+    this.heartbeatMs = opts.heartbeatMs ?? RELAY_HEARTBEAT_MS;
   }
 
   /** True for a record of this relay's region (records and relays without a region count as one). */
@@ -114,6 +128,14 @@ export class ParkRecords {
     const http = new Rotation(refreshMs, tick);
     this.timer = setInterval(() => void this.refresh(generic, http), tick);
     this.timer.unref();
+    // Alive while it beats: readers tell this relay's records from those of a crashed one.
+    const beat = () =>
+      void this.store
+        .putRelayHeartbeat(this.relayId, Date.now() + HEARTBEAT_LIVES * this.heartbeatMs)
+        .catch((err) => this.fail(err, 'relay heartbeat write failed'));
+    beat();
+    this.heartbeat = setInterval(beat, this.heartbeatMs);
+    this.heartbeat.unref();
   }
 
   /**
@@ -211,9 +233,10 @@ export class ParkRecords {
     return records;
   }
 
-  /** Deletes every record this relay wrote (drain). */
+  /** Deletes every record this relay wrote, and says it is no longer alive (drain). */
   async removeAll(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.heartbeat);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
     this.pendingDeletes.clear();
     const jobs: Promise<void>[] = [];
@@ -224,12 +247,18 @@ export class ParkRecords {
     this.written.clear();
     for (const note of this.targets.values()) clearTimeout(note.timer);
     this.targets.clear();
+    jobs.push(
+      this.store
+        .putRelayHeartbeat(this.relayId, Date.now())
+        .catch((err) => this.fail(err, 'relay heartbeat write failed')),
+    );
     await Promise.all(jobs);
   }
 
   /** Stops refreshing. */
   stop(): void {
     clearInterval(this.timer);
+    clearInterval(this.heartbeat);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
     for (const note of this.targets.values()) clearTimeout(note.timer);
   }
@@ -283,7 +312,7 @@ export class ParkRecords {
     }
   }
 
-  private fail(err: unknown): void {
-    this.log.warn('park record write failed', { reason: (err as Error).message });
+  private fail(err: unknown, what = 'park record write failed'): void {
+    this.log.warn(what, { reason: (err as Error).message });
   }
 }

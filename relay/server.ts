@@ -100,6 +100,8 @@ export interface RelayOptions {
    */
   region?: string;
   httpPublicUrl?: string;
+  /** How often the relay writes its heartbeat to the store (default 30 s; tests shorten it). */
+  heartbeatMs?: number;
   /**
    * The generic protocol's public `host:port` (RELAY_PUBLIC_HOST/_PORT), shown by the operator
    * console; default: the listen address when it is a specific one.
@@ -249,11 +251,25 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     peerAddress = peer.server.address() as AddressInfo;
     peerSockets = peer.sockets;
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
-    records = new ParkRecords({ store: opts.store, relayId, peer: `${peerHost}:${peer.port}`, log, origin });
+    records = new ParkRecords({
+      store: opts.store,
+      relayId,
+      peer: `${peerHost}:${peer.port}`,
+      log,
+      origin,
+      heartbeatMs: opts.heartbeatMs,
+    });
   } else {
     // A relay alone still records its parks (the operator console shows who is online); with no
     // peer address, no other relay will try to dial it.
-    records = new ParkRecords({ store: opts.store, relayId, peer: '', log, origin });
+    records = new ParkRecords({
+      store: opts.store,
+      relayId,
+      peer: '',
+      log,
+      origin,
+      heartbeatMs: opts.heartbeatMs,
+    });
   }
   records.start(lot);
   telemetry.watch(

@@ -1,6 +1,6 @@
 // Bundles the Lambda handlers, the relay and the CLI with esbuild into dist/.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -122,6 +122,9 @@ if (only === 'client') {
     const text = file ? readFileSync(join(dir, file), 'utf8').trim() : `${license}`;
     return `## ${name} ${version} (${license})\n\n${text}\n`;
   });
+  // The project's own licence, at the package root where npm always packs it (a build product,
+  // not a tracked copy: the root LICENSE stays the one text).
+  copyFileSync('LICENSE', 'packages/client/LICENSE');
   writeFileSync(
     `${out}/THIRD-PARTY-LICENSES.md`,
     `# Code bundled into this package\n\n${notices.join('\n')}`,

@@ -1,10 +1,11 @@
 /**
  * Identities as the operator manages them: provisioning (a fresh or an existing TOTP secret),
- * rotating the secret, disabling, and the compatibility settings of identities imported from
- * node-rendezvous. The console, the CLI and the importer call in here; the store keeps them.
+ * rotating the secret, disabling, unlocking, deleting, and the compatibility settings of
+ * identities imported from node-rendezvous. The console, the CLI (`rendezvous identities`) and the
+ * importer call in here; the store keeps them.
  */
 import { randomUUID } from 'node:crypto';
-import { badRequest } from '../core/errors.js';
+import { badRequest, RendezvousError } from '../core/errors.js';
 import {
   base32Decode,
   isAsciiSecret,
@@ -19,6 +20,12 @@ import {
 import type { Store } from './store/index.js';
 
 const UUID_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/** What a uuid may hold, in words (for a person: the command line's usage error says it). */
+export const UUID_RULE = '1–128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit';
+
+/** True when `uuid` has the shape `checkUuid` accepts. */
+export const isUuid = (uuid: string): boolean => UUID_SHAPE.test(uuid);
 
 /** Validates a hidden-server uuid parameter (printable, bounded, no separators that matter). */
 export function checkUuid(uuid: string | undefined): string {
@@ -158,4 +165,23 @@ export async function setIdentityCompat(
 /** Disables (ending its registration, cookie and parks, as a rotation does) or re-enables an identity. */
 export async function setIdentityDisabled(store: Store, uuid: string, disabled: boolean): Promise<void> {
   await store.setDisabled(checkUuid(uuid), disabled);
+}
+
+/** Throws NOT_FOUND naming `uuid` unless the identity exists (the CLI's commands say which one). */
+export async function requireIdentity(store: Store, uuid: string): Promise<void> {
+  if (!(await store.getIdentity(checkUuid(uuid))))
+    throw new RendezvousError('NOT_FOUND', `no such identity: ${uuid}`);
+}
+
+/**
+ * Ends an identity's lockout: deletes its wrong-code counter (any uuid may have one, known or
+ * not). Addresses it registered from were never locked out.
+ */
+export async function unlockIdentity(store: Store, uuid: string): Promise<void> {
+  await store.unlockIdentity(checkUuid(uuid));
+}
+
+/** Deletes an identity with its registration, cookie and last rendezvous; relays drop its parks. */
+export async function deleteIdentity(store: Store, uuid: string): Promise<void> {
+  await store.deleteIdentity(checkUuid(uuid));
 }

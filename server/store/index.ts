@@ -18,5 +18,6 @@ export {
   type ParkRecord,
 } from './parks.js';
 export { type CookieBinding, type Registration, SPLIT_COOKIE_SCHEME } from './registrations.js';
+export { type RelayHeartbeat, relayAlive } from './relays.js';
 export { probeStore, Store } from './store.js';
 export { STORE_REQUEST_TIMEOUT_MS, type StoreOptions } from './table.js';

@@ -16,6 +16,9 @@
  *   SERVER#<uuid> / LAST           the uuid's last rendezvous per protocol (operator console)
  *   SERVICE       / CLAIMS_REGION  the region codes are claimed in, when an operator moved it
  *                                  (`rendezvous claims-region`; absent = the deployed one)
+ *   RELAY#<id>    / HEARTBEAT      a relay's newest heartbeat: alive until `liveUntil` (epoch ms);
+ *                                  outlives the relay's park records (console: a crashed relay's
+ *                                  records are not shown as live)
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
  *                                  rotated, disabled, deleted): relays read these once per pass
  *                                  instead of re-reading every parked key (expires after an hour)
@@ -64,6 +67,9 @@ export const attemptsKey = (scope: AttemptScope, key: string): Key => ({
 /** The partition of `key`'s park records and the sort-key prefix before each relay's id. */
 export const parkKeys = (kind: ParkKind, key: string): { pk: string; prefix: string } =>
   kind === 'generic' ? { pk: cookieKey(key), prefix: 'PARK#' } : { pk: serverKey(key), prefix: 'HTTPPARK#' };
+
+/** A relay's heartbeat item. */
+export const relayHeartbeatKey = (relayId: string): Key => ({ pk: `RELAY#${relayId}`, sk: 'HEARTBEAT' });
 
 /** The partition every change notice is written to. */
 export const CHANGES_PK = 'CHANGES';

@@ -1,9 +1,9 @@
 /**
  * The state store: one DynamoDB table (keys.ts has its layout), reached through `Store`, a facade
  * over one module per record type — identities, registrations and cookies, guess attempts, parks
- * and last rendezvous, change notices — that share one Table (table.ts, the only SDK caller). SDK
- * errors leave as typed errors (errors.ts). Consumers hold a `Store` (or a `Pick` of it) and call
- * its methods; the per-record modules are its implementation.
+ * and last rendezvous, relay heartbeats, change notices — that share one Table (table.ts, the
+ * only SDK caller). SDK errors leave as typed errors (errors.ts). Consumers hold a `Store` (or a
+ * `Pick` of it) and call its methods; the per-record modules are its implementation.
  */
 import type { ParkKind } from '../../core/protocol.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
@@ -14,6 +14,7 @@ import type { StoreSettings } from './errors.js';
 import { type ClaimExtra, Identities, type Identity } from './identities.js';
 import { type LastRendezvous, LastRendezvousRecords, type ParkRecord, Parks } from './parks.js';
 import { type CookieBinding, type Registration, Registrations } from './registrations.js';
+import { type RelayHeartbeat, RelayHeartbeats } from './relays.js';
 import { type StoreOptions, Table } from './table.js';
 
 /** DynamoDB-backed store. One instance (one SDK client) per process. */
@@ -30,6 +31,7 @@ export class Store {
   private readonly last: LastRendezvousRecords;
   private readonly changes: Changes;
   private readonly claimsRegions: ClaimsRegions;
+  private readonly heartbeats: RelayHeartbeats;
 
   constructor(opts: StoreOptions) {
     this.t = new Table(opts);
@@ -42,6 +44,7 @@ export class Store {
     this.attempts = new Attempts(this.t);
     this.parks = new Parks(this.t);
     this.claimsRegions = new ClaimsRegions(this.t);
+    this.heartbeats = new RelayHeartbeats(this.t);
   }
 
   /** Creates the table if missing (local stacks and tests; CDK owns it on AWS). */
@@ -229,6 +232,18 @@ export class Store {
   /** A uuid's last rendezvous per protocol (empty when none is recorded or it expired). */
   getLastRendezvous(uuid: string, nowMs: number = Date.now()): Promise<LastRendezvous> {
     return this.last.get(uuid, nowMs);
+  }
+
+  // Relay heartbeats (relays.ts)
+
+  /** Records that relay `relayId` is alive until `liveUntil` (epoch ms; now or past: it stopped). */
+  putRelayHeartbeat(relayId: string, liveUntil: number, nowMs: number = Date.now()): Promise<void> {
+    return this.heartbeats.put(relayId, liveUntil, nowMs);
+  }
+
+  /** The heartbeats of `relayIds` (a relay that never wrote one is absent). */
+  relayHeartbeats(relayIds: Iterable<string>): Promise<Map<string, RelayHeartbeat>> {
+    return this.heartbeats.get(relayIds);
   }
 
   // Change notices (changes.ts)

@@ -1,8 +1,8 @@
 /**
  * The operator console in headless Chromium (Debian's, driven by playwright-core) against the
  * local stack: create an identity, read its one-time secret and QR code, register with it, see it
- * go online when `expose` parks, disable it (registration refused, parked sockets dropped), delete
- * it. Cross-site requests are refused. The live views — parked count and relay address per
+ * go online when `expose` parks, disable it after its confirmation (registration refused, parked
+ * sockets dropped), delete it after its confirmation. Cross-site requests are refused. The live views — parked count and relay address per
  * protocol, target state, last rendezvous, lockout and unlock, UTC times — appear on an open page
  * by themselves and in `GET /api/servers`. Screenshots are saved for reviewers.
  */
@@ -114,6 +114,7 @@ describe('operator console', () => {
     // Disable: registration refused, parked sockets dropped by the relay.
     exposed.on('error', () => {}); // it will fail to register again, as it should
     await row.locator('button[data-action=disable]').click();
+    await page.click('#confirm-disable');
     await page.waitForURL(`${admin.url}/`);
     expect(await row.locator('.status').textContent()).toContain('disabled');
     await new Promise((r) => setTimeout(r, 1_100));
@@ -126,7 +127,7 @@ describe('operator console', () => {
     expect(stack.relay.lot.size).toBe(0);
 
     // Delete, with its confirmation page.
-    await row.locator('button.danger').click();
+    await row.locator('button[data-action=delete]').click();
     await page.click('#confirm-delete');
     await page.waitForURL(`${admin.url}/`);
     expect(await page.locator('tr[data-uuid="console-laptop"]').count()).toBe(0);

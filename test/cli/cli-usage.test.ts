@@ -37,6 +37,16 @@ describe('rendezvous (service CLI) usage', () => {
       [['admin', '--port', '8o8o'], /admin: option '--port <port>' argument '8o8o' is invalid/],
       [['expose', '--uuid', 'u', '--to', '22', '--pool', 'abc'], /--pool <n>' argument 'abc' is invalid/],
       [['connect', '--uuid', 'u'], /--api URL \(or RENDEZVOUS_API\) is required/],
+      // A malformed value is a usage error too, and says what a uuid may hold.
+      [
+        ['provision', '--uuid', 'bad uuid'],
+        /provision: option '--uuid <uuid>' argument 'bad uuid' is invalid\. a uuid is .*letters, digits, "\.", "_", ":" or "-"/,
+      ],
+      // A near miss: one line, the hint inside it.
+      [
+        ['provison'],
+        /^rendezvous: unknown command 'provison' \(did you mean provision\?; see 'rendezvous --help'\)\n$/,
+      ],
     ];
     const results = await Promise.all(
       cases.map(([args]) => runCli(args, { RENDEZVOUS_API: '', RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' }, '')),

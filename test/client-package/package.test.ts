@@ -107,10 +107,18 @@ describe('the packed tarball, installed into an empty folder', () => {
         'dist/types/index.d.ts',
         'dist/types/index.d.cts',
         'dist/THIRD-PARTY-LICENSES.md',
+        'LICENSE',
       ]),
     );
     // The client's declarations stop at the client: no store, no registration domain, no SDK.
     expect(packed.files.filter((f) => /store|registration|aws/.test(f))).toEqual([]);
+  });
+
+  it('carries the MIT licence of package.json, the same text as the repository root', () => {
+    const root = readFileSync(join(ROOT, 'LICENSE'), 'utf8');
+    expect(root).toMatch(/^MIT License\n\nCopyright \(c\) 2026 the rendezvous authors\n/);
+    expect(JSON.parse(readFileSync(join(CLIENT_DIR, 'package.json'), 'utf8')).license).toBe('MIT');
+    expect(readFileSync(join(app, 'node_modules', CLIENT_NAME, 'LICENSE'), 'utf8')).toBe(root);
   });
 
   it('installs offline as one package (at most 5) under 2 MB, with no install scripts, no tsx, no AWS SDK', () => {
@@ -123,6 +131,12 @@ describe('the packed tarball, installed into an empty folder', () => {
     // No dependencies at all (otpauth and commander are bundled): installed with --offline.
     expect(stats.packages).toEqual([`${CLIENT_NAME}@${VERSION}`]);
     expect(stats.bytes).toBeLessThanOrEqual(2_000_000);
+    // What the README says it weighs is what it weighs (rounded to the hundredth of a MB; packed, within 3 KB).
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const stated = /about ([\d.]+) MB installed \((\d+) KB packed/.exec(readme);
+    expect(stated, 'the README states the installed and packed size').not.toBeNull();
+    expect(Math.abs(Number(stated?.[1]) - stats.bytes / 1e6)).toBeLessThanOrEqual(0.005);
+    expect(Math.abs(Number(stated?.[2]) - packed.size / 1e3)).toBeLessThanOrEqual(3);
     expect(stats.installScripts).toEqual([]);
     expect(
       stats.packages.filter((p) => /^(tsx|esbuild|@aws-sdk\/|aws-cdk|dynalite|commander)@/.test(p)),
