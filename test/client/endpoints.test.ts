@@ -17,8 +17,15 @@ let stack: LocalStack;
 let page: Server;
 /** A web server that answers every request, CONNECT included, with a 404 page (as nginx does). */
 let web404: NetServer;
+/** API Gateway with no route for the request (a deployment older than the any-path routes). */
+let gateway: Server;
 let secret: string;
 beforeAll(async () => {
+  gateway = createServer((_req, res) => {
+    res.writeHead(404, { 'content-type': 'application/json', 'x-amzn-requestid': 'f00' });
+    res.end('{"message":"Not Found"}');
+  });
+  await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
   stack = await startStack();
   secret = (await provision(stack, { uuid: 'endpoint-id' })).secret;
   page = createServer((_req, res) => {
@@ -38,6 +45,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   page?.close();
+  gateway?.close();
   web404?.close();
   await stack?.close();
 });
@@ -61,7 +69,13 @@ async function run(args: string[]): Promise<{ code: number | null; lines: string
 const wrongApis: Array<[string, () => string, RegExp]> = [
   ['the store (DynamoDB) port', () => stack.storeEndpoint, /DynamoDB/],
   ["the relay's HTTP port", () => `http://127.0.0.1:${stack.httpPort}`, /relay's HTTP-specific port/],
-  ['a wrong path on the API', () => `${stack.apiUrl}/nope/x`, /no such resource.*path/],
+  // Any path reaches our API's handlers (as on the original), so a wrong path shows up only as
+  // API Gateway answering for a route it does not have.
+  [
+    'API Gateway without the route',
+    () => `http://127.0.0.1:${(gateway.address() as AddressInfo).port}/prod`,
+    /API Gateway endpoint without this route.*check the path/,
+  ],
   ['an HTML page (the console)', pageUrl, /HTML page.*rendezvous console/],
 ];
 
