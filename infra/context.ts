@@ -36,9 +36,21 @@ export interface DeploymentPlan {
   zone?: { hostedZoneId: string; zoneName: string };
   /** The one API name for users (default `api.<zoneName>`), with a zone only. */
   apiDomain?: string;
+  /** NAT gateways per region: 2 (one per AZ, the default) or 1 (cheaper; one AZ's loss cuts egress). */
+  natGateways: 1 | 2;
+  /** Reserved concurrency of each registration function; undefined: none reserved. */
+  reservedConcurrency?: number;
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
+
+/**
+ * Reserved concurrency per registration function unless `reservedConcurrency` says otherwise:
+ * far above what the stage throttle lets through (100 rps at tens of milliseconds each), and two
+ * of them leave 900 of the default regional quota of 1,000 unreserved. Accounts with a lower quota
+ * (new accounts may start with 10) must set `none`: Lambda keeps 100 unreserved.
+ */
+export const DEFAULT_RESERVED_CONCURRENCY = 50;
 
 const list = (v: unknown): string[] =>
   v === undefined
@@ -150,6 +162,20 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
           'must name relay.<region>.example.com and *.relay.<region>.example.com), then point that name at the ' +
           "stack's NlbDnsName output.",
       );
+  const nat = Number(ctx('natGateways') ?? 2);
+  if (nat !== 1 && nat !== 2)
+    throw new Error(
+      `natGateways is 1 or 2, not ${String(ctx('natGateways'))}: 2 keeps one per AZ (losing an AZ leaves the other's egress), 1 saves one gateway`,
+    );
+  const reserved = ctx('reservedConcurrency') ?? DEFAULT_RESERVED_CONCURRENCY;
+  const reservedConcurrency = reserved === 'none' ? undefined : Number(reserved);
+  if (
+    reservedConcurrency !== undefined &&
+    (!Number.isInteger(reservedConcurrency) || reservedConcurrency < 1)
+  )
+    throw new Error(
+      `reservedConcurrency is a whole number ≥ 1, or none (the account's shared pool), not ${String(reserved)}`,
+    );
   const count = Number(ctx('relayDesiredCount') ?? 2);
   if (!Number.isInteger(count) || count < 1) throw new Error('relayDesiredCount is a whole number ≥ 1');
   return {
@@ -168,6 +194,8 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     nodeImage: ctx('nodeImage') === undefined ? undefined : String(ctx('nodeImage')),
     zone,
     apiDomain,
+    natGateways: nat,
+    reservedConcurrency,
   };
 }
 

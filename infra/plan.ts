@@ -50,6 +50,8 @@ export function regionStackProps(
     homeRegion: plan.home,
     zone: plan.zone,
     apiDomain: plan.apiDomain,
+    natGateways: plan.natGateways,
+    reservedConcurrency: plan.reservedConcurrency,
   };
 }
 

@@ -93,6 +93,26 @@ export class StateTable extends Construct {
     });
   }
 
+  /**
+   * Grants `local` on this region's replica and `home` on the home region's replica (both, on the
+   * one replica, when this is the home region): for code that does different things on each, so
+   * neither replica gets an action only the other needs. test/infra/grants.test.ts derives both
+   * lists from what the code calls.
+   */
+  grantByReplica(grantee: IGrantable, actions: { local: TableAction[]; home: TableAction[] }): void {
+    const sorted = (xs: TableAction[]) => [...new Set(xs)].sort().map((a) => `dynamodb:${a}`);
+    if (!this.homeTableArn) {
+      Grant.addToPrincipal({
+        grantee,
+        actions: sorted([...actions.local, ...actions.home]),
+        resourceArns: [this.tableArn],
+      });
+      return;
+    }
+    Grant.addToPrincipal({ grantee, actions: sorted(actions.local), resourceArns: [this.tableArn] });
+    Grant.addToPrincipal({ grantee, actions: sorted(actions.home), resourceArns: [this.homeTableArn] });
+  }
+
   /** Grants exactly `actions` on this region's replica and on the home region's replica. */
   grantWithHome(grantee: IGrantable, actions: TableAction[]): Grant {
     return Grant.addToPrincipal({

@@ -49,6 +49,7 @@ function principalMatches(p: Statement['Principal'], who: Request['principal']):
   if (p === '*') return true;
   if (!p) return false;
   if (who.service && asList(p.Service).some((s) => s === who.service)) return true;
+  if (p.AWS === undefined) return false;
   return asList(p.AWS).some(
     (a) => a === '*' || (who.account !== undefined && JSON.stringify(a).includes(who.account)),
   );
