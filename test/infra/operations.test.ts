@@ -246,3 +246,72 @@ describe('the relay image', () => {
     expect(docker).toMatch(/^FROM \$\{NODE_IMAGE\}$/m);
   });
 });
+
+describe('removing a region (docs/deploy.md "Removing a region")', () => {
+  const replicasOf = (context: Record<string, unknown>) => {
+    const t = Template.fromStack(synthApp(context).table);
+    const [table] = resourcesOf(t, 'AWS::DynamoDB::GlobalTable');
+    return Object.fromEntries(
+      (table?.Properties.Replicas as Array<{ Region: string; DeletionProtectionEnabled?: boolean }>).map(
+        (r) => [r.Region, r.DeletionProtectionEnabled === true],
+      ),
+    );
+  };
+  const three = 'us-east-1,eu-west-1,ap-southeast-2';
+
+  it('step 1: retiringRegions lifts the leaving replica’s deletion protection, and only its', () => {
+    expect(replicasOf({ regions: three, deployedRegions: three, retiringRegions: 'ap-southeast-2' })).toEqual(
+      {
+        'us-east-1': true,
+        'eu-west-1': true,
+        'ap-southeast-2': false,
+      },
+    );
+    // Its service stack is still in the app, so `cdk destroy Rendezvous-ap-southeast-2` finds it.
+    const app = synthApp({ regions: three, deployedRegions: three, retiringRegions: 'ap-southeast-2' });
+    expect(app.stacks.map((s: RendezvousStack) => s.stackName)).toContain('Rendezvous-ap-southeast-2');
+  });
+
+  it('step 3: the replica leaves the table once it is named retiring; without that, synth refuses with the procedure', () => {
+    expect(() => synthApp({ regions: 'us-east-1,eu-west-1', deployedRegions: three })).toThrow(
+      /ap-southeast-2.*deletion protection.*retiringRegions=ap-southeast-2.*cdk destroy Rendezvous-ap-southeast-2/s,
+    );
+    expect(
+      replicasOf({
+        regions: 'us-east-1,eu-west-1',
+        deployedRegions: three,
+        retiringRegions: 'ap-southeast-2',
+      }),
+    ).toEqual({ 'us-east-1': true, 'eu-west-1': true });
+  });
+
+  it('the home region cannot retire, and a retiring region must be one the table has', () => {
+    expect(() => synthApp({ regions: three, deployedRegions: three, retiringRegions: 'us-east-1' })).toThrow(
+      /home/,
+    );
+    expect(() => synthApp({ regions: three, deployedRegions: three, retiringRegions: 'ap-south-1' })).toThrow(
+      /ap-south-1 is not in deployedRegions/,
+    );
+  });
+});
+
+describe('deploying again after `cdk destroy --all` (docs/deploy.md "Tear-down")', () => {
+  it('the retained table meets what `cdk deploy --import-existing-resources` needs to adopt it', () => {
+    const t = Template.fromStack(synthApp({ regions: 'us-east-1,eu-west-1' }).table).toJSON() as {
+      Resources: Record<
+        string,
+        { Type: string; DeletionPolicy?: string; Properties: Record<string, unknown> }
+      >;
+    };
+    const tables = Object.values(t.Resources).filter((r) => r.Type === 'AWS::DynamoDB::GlobalTable');
+    expect(tables.length).toBe(1);
+    const [table] = tables;
+    // CloudFormation imports a named resource automatically when its name is a literal in the
+    // template (the GlobalTable's primary identifier), it is retained on delete, and no stack owns it.
+    expect(table?.DeletionPolicy).toBe('Retain');
+    expect(typeof table?.Properties.TableName).toBe('string');
+    expect(table?.Properties.TableName).toBe('rendezvous');
+    // Nothing else in the stack needs the table to be new.
+    expect(Object.values(t.Resources).filter((r) => r.Type !== 'AWS::CDK::Metadata').length).toBe(1);
+  });
+});
