@@ -5,6 +5,7 @@
  *   regions            comma-separated; the first is the table's home (default us-east-1)
  *   deployedRegions    the regions the deployed table has now (set after each deploy); lets synth
  *                      refuse what CloudFormation would (home moved, >1 replica changed at once)
+ *   retiringRegions    regions leaving: their replicas lose deletion protection (docs/deploy.md)
  *   account            AWS account id (else the CLI's default account)
  *   tableName          (rendezvous)
  *   relayPort          public generic-protocol port (8899)

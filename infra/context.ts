@@ -36,6 +36,11 @@ export interface DeploymentPlan {
   zone?: { hostedZoneId: string; zoneName: string };
   /** The one API name for users (default `api.<zoneName>`), with a zone only. */
   apiDomain?: string;
+  /**
+   * Regions leaving the rollout (`retiringRegions`): while still in `regions`, their replicas lose
+   * deletion protection (step 1); once out of `regions`, the table drops them (step 3).
+   */
+  retiring: string[];
   /** NAT gateways per region: 2 (one per AZ, the default) or 1 (cheaper; one AZ's loss cuts egress). */
   natGateways: 1 | 2;
   /** Reserved concurrency of each registration function; undefined: none reserved. */
@@ -93,6 +98,38 @@ export function checkRegionChange(regions: string[], deployed: string[]): void {
   }
 }
 
+/**
+ * Checks a region's removal against what CloudFormation accepts. Every replica has deletion
+ * protection, so removing one fails unless an earlier deploy lifted it: a region leaves in three
+ * steps, (1) named in `retiringRegions` while still in `regions` (its replica's protection off),
+ * (2) its service stack destroyed (no deploy deletes a stack that left the app), (3) dropped from
+ * `regions`, still named retiring (the table update removes the replica).
+ */
+export function checkRetirement(regions: string[], deployed: string[], retiring: string[]): void {
+  for (const r of retiring) {
+    if (r === (deployed[0] ?? regions[0]))
+      throw new Error(
+        `retiringRegions names ${r}, the table's home: the table stack lives there and cannot move (see checkRegionChange).`,
+      );
+    if (deployed.length > 0 && !deployed.includes(r))
+      throw new Error(
+        `retiringRegions names ${r}, but ${r} is not in deployedRegions (${deployed.join(',')}).`,
+      );
+  }
+  const removed = deployed.filter((r) => !regions.includes(r) && !retiring.includes(r));
+  if (removed.length > 0) {
+    const [r] = removed as [string];
+    throw new Error(
+      `regions drops ${r}, whose replica has deletion protection: CloudFormation would refuse to remove it. ` +
+        `Remove a region in three steps: (1) deploy with ${r} still in regions and -c retiringRegions=${r} ` +
+        `(lifts its replica's deletion protection); (2) npx cdk destroy Rendezvous-${r} -c regions=${deployed.join(',')} ` +
+        `-c retiringRegions=${r} (no deploy deletes a stack that left the app); (3) deploy -c regions=${regions.join(',')} ` +
+        `-c deployedRegions=${deployed.join(',')} -c retiringRegions=${r}, then set deployedRegions=${regions.join(',')} ` +
+        'and drop retiringRegions.',
+    );
+  }
+}
+
 /** This region's relay name from `relayDomain`: a template with `{region}`, or a region → name map. */
 function domainsOf(v: unknown, regions: string[]): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = {};
@@ -127,6 +164,8 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
   if (new Set(regions).size !== regions.length)
     throw new Error(`context regions names a region twice: ${regions}`);
   checkRegionChange(regions, list(ctx('deployedRegions')));
+  const retiring = list(ctx('retiringRegions'));
+  checkRetirement(regions, list(ctx('deployedRegions')), retiring);
   const architecture = String(ctx('relayArchitecture') ?? 'x86_64');
   if (architecture !== 'x86_64' && architecture !== 'arm64')
     throw new Error('relayArchitecture is x86_64 or arm64');
@@ -196,6 +235,7 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     apiDomain,
     natGateways: nat,
     reservedConcurrency,
+    retiring,
   };
 }
 

@@ -68,6 +68,7 @@ export const PIPELINE_STACK = 'Rendezvous-Pipeline';
 export const PASSED_CONTEXT = [
   'regions',
   'deployedRegions',
+  'retiringRegions',
   'account',
   'tableName',
   'relayPort',

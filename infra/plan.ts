@@ -24,6 +24,7 @@ export function tableStackProps(plan: DeploymentPlan, account?: string): TableSt
     description: `rendezvous: the state table (global, home ${plan.home})`,
     tableName: plan.tableName,
     replicaRegions: plan.regions.filter((r) => r !== plan.home),
+    unprotectedReplicas: plan.retiring,
   };
 }
 

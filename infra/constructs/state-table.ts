@@ -18,6 +18,8 @@ export interface GlobalStateTableProps {
   tableName: string;
   /** Regions that get a replica besides the stack's own. */
   replicaRegions: string[];
+  /** Replicas whose deletion protection is lifted, so an update can remove them (regions leaving). */
+  unprotectedReplicas?: string[];
 }
 
 /** The global table itself (in the table stack's region, with its replicas). */
@@ -37,7 +39,11 @@ export class GlobalStateTable extends Construct {
       // Identities and their secrets live here: never deleted with the stack.
       removalPolicy: RemovalPolicy.RETAIN,
       // Sorted: reordering the non-home regions in `regions` changes nothing in the template.
-      replicas: [...props.replicaRegions].sort().map((region) => ({ region })),
+      replicas: [...props.replicaRegions]
+        .sort()
+        .map((region) =>
+          props.unprotectedReplicas?.includes(region) ? { region, deletionProtection: false } : { region },
+        ),
     });
   }
 }
