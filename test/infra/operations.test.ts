@@ -251,8 +251,9 @@ describe('removing a region (docs/deploy.md "Removing a region")', () => {
   const replicasOf = (context: Record<string, unknown>) => {
     const t = Template.fromStack(synthApp(context).table);
     const [table] = resourcesOf(t, 'AWS::DynamoDB::GlobalTable');
+    if (!table) throw new Error('no global table');
     return Object.fromEntries(
-      (table?.Properties.Replicas as Array<{ Region: string; DeletionProtectionEnabled?: boolean }>).map(
+      (table.Properties.Replicas as Array<{ Region: string; DeletionProtectionEnabled?: boolean }>).map(
         (r) => [r.Region, r.DeletionProtectionEnabled === true],
       ),
     );
