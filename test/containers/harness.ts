@@ -162,6 +162,53 @@ export async function startStore(image: GenericContainer, port: number): Promise
     .start();
 }
 
+/** What the relay task definition (in the synthesised template) runs the container with. */
+export interface TaskSettings {
+  /** The container's environment variables whose values are literals (tokens such as the NLB's name left out). */
+  environment: Record<string, string>;
+  nofile: number;
+  readonlyRootFilesystem: boolean;
+}
+
+/** The relay container's settings from a region stack's template (JSON text). */
+export function taskDefinitionOf(template: string): TaskSettings {
+  interface Container {
+    Environment?: Array<{ Name: string; Value: unknown }>;
+    Ulimits?: Array<{ Name: string; HardLimit: number }>;
+    ReadonlyRootFilesystem?: boolean;
+  }
+  const resources = (
+    JSON.parse(template) as {
+      Resources: Record<string, { Type: string; Properties: { ContainerDefinitions?: Container[] } }>;
+    }
+  ).Resources;
+  const task = Object.values(resources).find((r) => r.Type === 'AWS::ECS::TaskDefinition');
+  const container = task?.Properties.ContainerDefinitions?.[0];
+  if (!container) throw new Error('no relay task definition in the template');
+  const environment: Record<string, string> = {};
+  for (const { Name, Value } of container.Environment ?? [])
+    if (typeof Value === 'string') environment[Name] = Value;
+  const nofile = (container.Ulimits ?? []).find((u) => u.Name === 'nofile');
+  return {
+    environment,
+    nofile: nofile?.HardLimit ?? 0,
+    readonlyRootFilesystem: container.ReadonlyRootFilesystem === true,
+  };
+}
+
+/**
+ * Variables this machine sets itself: every container shares the host's network (its own ports,
+ * 127.0.0.1), and the store is a local container, not the deployed table.
+ */
+export const HOST_SPECIFIC = new Set([
+  'RELAY_BIND',
+  'RELAY_PORT',
+  'RELAY_HTTP_PORT',
+  'RELAY_PEER_PORT',
+  'RELAY_HEALTH_PORT',
+  'RENDEZVOUS_TABLE',
+]);
+
 /** Ports of one relay container. */
 export interface RelayPorts {
   generic: number;
