@@ -28,6 +28,7 @@ import {
   docker,
   freePort,
   HOST_SPECIFIC,
+  hostNofileCeiling,
   type RelayPorts,
   ROOT,
   type StagedRelayImage,
@@ -168,6 +169,8 @@ describe('relay containers', () => {
     );
     expect(task.readonlyRootFilesystem).toBe(true);
     expect(task.nofile).toBeGreaterThan(1024);
+    // The task's limit, or this machine's hard limit where that is lower (a warning says so).
+    expect(images.asset.nofile).toBe(Math.min(task.nofile, await hostNofileCeiling()));
     for (const r of relays) {
       const id = r.container.getId();
       expect((await docker('inspect', '-f', '{{.HostConfig.ReadonlyRootfs}}', id)).trim()).toBe('true');
@@ -176,7 +179,11 @@ describe('relay containers', () => {
         Soft: number;
         Hard: number;
       }>;
-      expect(ulimits).toContainEqual({ Name: 'nofile', Soft: task.nofile, Hard: task.nofile });
+      expect(ulimits).toContainEqual({
+        Name: 'nofile',
+        Soft: images.asset.nofile,
+        Hard: images.asset.nofile,
+      });
       const env = new Set(
         (JSON.parse(await docker('inspect', '-f', '{{json .Config.Env}}', id)) as string[]) ?? [],
       );
