@@ -9,8 +9,9 @@
  * the edge: HTTP APIs take neither usage plans nor AWS WAF (both are REST API features), and the
  * clients (hidden servers, mobile apps) carry no API key. What a single source can do is bounded
  * inside: wrong codes per uuid and per source address (server/limits.ts), one-time codes.
- * Both functions may also use the table's home replica (one-time codes are claimed there, so a
- * code holds across regions) and are told the home region in `RENDEZVOUS_HOME_REGION`.
+ * The register function may also use the table's home replica (one-time codes are claimed there,
+ * so a code holds across regions); both functions are told the home region in
+ * `RENDEZVOUS_HOME_REGION`.
  */
 import { CfnOutput, Stack } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
@@ -73,11 +74,11 @@ export class RegistrationApi extends Construct {
       canaryAlarmName: `${props.alarmPrefix}LookupCanaryErrors`,
       reservedConcurrency: props.reservedConcurrency,
     });
-    // Lookup only reads. Register reads the identity, claims its code and counts guesses on the
+    // Lookup only reads, and only this region's replica. Register reads the identity, claims its code and counts guesses on the
     // home replica (get, conditional update); here it writes the registration and its cookie
     // (put), expires a replaced cookie (update) and withdraws a registration that raced a
     // rotation or a disable (delete). test/infra/grants.test.ts derives these from the code.
-    props.table.grantWithHome(this.lookup.fn, ['GetItem']);
+    props.table.grant(this.lookup.fn, ['GetItem']);
     props.table.grantByReplica(this.register.fn, {
       local: ['PutItem', 'UpdateItem', 'DeleteItem'],
       home: ['GetItem', 'UpdateItem'],
