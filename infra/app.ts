@@ -5,12 +5,13 @@
  *   regions            comma-separated; the first is the table's home (default us-east-1)
  *   deployedRegions    the regions the deployed table has now (set after each deploy); lets synth
  *                      refuse what CloudFormation would (home moved, >1 replica changed at once)
+ *   retiringRegions    regions leaving: their replicas lose deletion protection (docs/deploy.md)
  *   account            AWS account id (else the CLI's default account)
  *   tableName          (rendezvous)
  *   relayPort          public generic-protocol port (8899)
  *   relayTlsPort       generic protocol over TLS, with a certificate (8443)
  *   relayHttpPort      HTTP-specific protocol in plain TCP, without a certificate (8898)
- *   relayDesiredCount  relay tasks per region (2)
+ *   relayDesiredCount  fewest relay tasks per region (2): autoscaling's minimum
  *   relayArchitecture  x86_64 | arm64
  *   certificateArn     ACM certificate ARN(s), comma-separated; each region uses the one in its region
  *   relayDomain        each region's relay name: a template (relay.{region}.example.com) or a JSON
@@ -20,6 +21,8 @@
  *   hostedZoneId, zoneName   users' Route 53 zone (never looked up): api.<zone> as a latency record
  *                      per region, relay-<region>.<zone> and its wildcard, a certificate per region
  *   apiDomain          the one API name (default api.<zoneName>)
+ *   natGateways        NAT gateways per region: 2 (one per AZ, default) or 1 (cheaper, one AZ's egress)
+ *   reservedConcurrency  per registration function (50), or none (accounts with a low Lambda quota)
  *   pipeline           true: infra/main.ts synthesises the CDK Pipelines app instead (infra/pipeline.ts)
  *   skipRelayBuild     true: do not bundle the relay before the image is staged (tests only)
  */

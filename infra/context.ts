@@ -41,9 +41,26 @@ export interface DeploymentPlan {
   zone?: { hostedZoneId: string; zoneName: string };
   /** The one API name for users (default `api.<zoneName>`), with a zone only. */
   apiDomain?: string;
+  /**
+   * Regions leaving the rollout (`retiringRegions`): while still in `regions`, their replicas lose
+   * deletion protection (step 1); once out of `regions`, the table drops them (step 3).
+   */
+  retiring: string[];
+  /** NAT gateways per region: 2 (one per AZ, the default) or 1 (cheaper; one AZ's loss cuts egress). */
+  natGateways: 1 | 2;
+  /** Reserved concurrency of each registration function; undefined: none reserved. */
+  reservedConcurrency?: number;
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
+
+/**
+ * Reserved concurrency per registration function unless `reservedConcurrency` says otherwise:
+ * far above what the stage throttle lets through (100 rps at tens of milliseconds each), and two
+ * of them leave 900 of the default regional quota of 1,000 unreserved. Accounts with a lower quota
+ * (new accounts may start with 10) must set `none`: Lambda keeps 100 unreserved.
+ */
+export const DEFAULT_RESERVED_CONCURRENCY = 50;
 
 const list = (v: unknown): string[] =>
   v === undefined
@@ -86,6 +103,38 @@ export function checkRegionChange(regions: string[], deployed: string[]): void {
   }
 }
 
+/**
+ * Checks a region's removal against what CloudFormation accepts. Every replica has deletion
+ * protection, so removing one fails unless an earlier deploy lifted it: a region leaves in three
+ * steps, (1) named in `retiringRegions` while still in `regions` (its replica's protection off),
+ * (2) its service stack destroyed (no deploy deletes a stack that left the app), (3) dropped from
+ * `regions`, still named retiring (the table update removes the replica).
+ */
+export function checkRetirement(regions: string[], deployed: string[], retiring: string[]): void {
+  for (const r of retiring) {
+    if (r === (deployed[0] ?? regions[0]))
+      throw new Error(
+        `retiringRegions names ${r}, the table's home: the table stack lives there and cannot move (see checkRegionChange).`,
+      );
+    if (deployed.length > 0 && !deployed.includes(r))
+      throw new Error(
+        `retiringRegions names ${r}, but ${r} is not in deployedRegions (${deployed.join(',')}).`,
+      );
+  }
+  const removed = deployed.filter((r) => !regions.includes(r) && !retiring.includes(r));
+  if (removed.length > 0) {
+    const [r] = removed as [string];
+    throw new Error(
+      `regions drops ${r}, whose replica has deletion protection: CloudFormation would refuse to remove it. ` +
+        `Remove a region in three steps: (1) deploy with ${r} still in regions and -c retiringRegions=${r} ` +
+        `(lifts its replica's deletion protection); (2) npx cdk destroy Rendezvous-${r} -c regions=${deployed.join(',')} ` +
+        `-c retiringRegions=${r} (no deploy deletes a stack that left the app); (3) deploy -c regions=${regions.join(',')} ` +
+        `-c deployedRegions=${deployed.join(',')} -c retiringRegions=${r}, then set deployedRegions=${regions.join(',')} ` +
+        'and drop retiringRegions.',
+    );
+  }
+}
+
 /** This region's relay name from `relayDomain`: a template with `{region}`, or a region → name map. */
 function domainsOf(v: unknown, regions: string[]): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = {};
@@ -120,6 +169,8 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
   if (new Set(regions).size !== regions.length)
     throw new Error(`context regions names a region twice: ${regions}`);
   checkRegionChange(regions, list(ctx('deployedRegions')));
+  const retiring = list(ctx('retiringRegions'));
+  checkRetirement(regions, list(ctx('deployedRegions')), retiring);
   const architecture = String(ctx('relayArchitecture') ?? 'x86_64');
   if (architecture !== 'x86_64' && architecture !== 'arm64')
     throw new Error('relayArchitecture is x86_64 or arm64');
@@ -160,6 +211,20 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     throw new Error(
       `claimsRegion ${claimsRegion} has no replica of the table; name one of ${regions.join(', ')}`,
     );
+  const nat = Number(ctx('natGateways') ?? 2);
+  if (nat !== 1 && nat !== 2)
+    throw new Error(
+      `natGateways is 1 or 2, not ${String(ctx('natGateways'))}: 2 keeps one per AZ (losing an AZ leaves the other's egress), 1 saves one gateway`,
+    );
+  const reserved = ctx('reservedConcurrency') ?? DEFAULT_RESERVED_CONCURRENCY;
+  const reservedConcurrency = reserved === 'none' ? undefined : Number(reserved);
+  if (
+    reservedConcurrency !== undefined &&
+    (!Number.isInteger(reservedConcurrency) || reservedConcurrency < 1)
+  )
+    throw new Error(
+      `reservedConcurrency is a whole number ≥ 1, or none (the account's shared pool), not ${String(reserved)}`,
+    );
   const count = Number(ctx('relayDesiredCount') ?? 2);
   if (!Number.isInteger(count) || count < 1) throw new Error('relayDesiredCount is a whole number ≥ 1');
   return {
@@ -179,6 +244,9 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     nodeImage: ctx('nodeImage') === undefined ? undefined : String(ctx('nodeImage')),
     zone,
     apiDomain,
+    natGateways: nat,
+    reservedConcurrency,
+    retiring,
   };
 }
 

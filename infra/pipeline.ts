@@ -19,13 +19,14 @@
  * Context, besides the service's (infra/app.ts; stack names and props from infra/plan.ts):
  *   account            required (cross-region pipelines need a concrete account)
  *   pipelineRegion     where the pipeline runs (default: the first region)
- *   repository, branch, connectionArn   a CodeStar connection source (GitHub, GitLab, Bitbucket)
- *   codeCommitRepository                or a CodeCommit repository (with branch)
+ *   repository, branch, connectionArn   a connection source (GitHub, GitLab, Bitbucket)
+ *   codeCommitRepository                or a CodeCommit repository (with branch): only for accounts
+ *                                       that already use CodeCommit (it takes no new customers)
  *   canaryRegion       the region that goes first (default: the first region)
  *   bakeMinutes        canary bake, alarms watched (default 15); waveBakeMinutes (default 5)
  *   canaryApproval     true: a manual approval after the canary's bake
- *   smokeUuid          the smoke identity (default rendezvous-smoke)
- *   smokeSecretName    Secrets Manager secret holding its TOTP secret (default rendezvous/smoke)
+ *   smokeUuid          the smoke identities' prefix: <smokeUuid>-<region> (default rendezvous-smoke)
+ *   smokeSecretName    their secrets' prefix in Secrets Manager: <name>/<region> (default rendezvous/smoke)
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,7 +38,7 @@ import {
   LinuxBuildImage,
 } from 'aws-cdk-lib/aws-codebuild';
 import { Repository } from 'aws-cdk-lib/aws-codecommit';
-import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { PolicyStatement, Role } from 'aws-cdk-lib/aws-iam';
 import {
   CodeBuildStep,
   CodePipeline,
@@ -67,6 +68,7 @@ export const PIPELINE_STACK = 'Rendezvous-Pipeline';
 export const PASSED_CONTEXT = [
   'regions',
   'deployedRegions',
+  'retiringRegions',
   'account',
   'tableName',
   'relayPort',
@@ -81,6 +83,8 @@ export const PASSED_CONTEXT = [
   'hostedZoneId',
   'zoneName',
   'apiDomain',
+  'natGateways',
+  'reservedConcurrency',
   'pipelineRegion',
   'repository',
   'branch',
@@ -107,9 +111,27 @@ export interface PipelinePlan {
   bakeMinutes: number;
   waveBakeMinutes: number;
   canaryApproval: boolean;
+  /** The smoke identities' uuid prefix: each region's is `<smokeUuid>-<region>` (smokeIdentity). */
   smokeUuid: string;
+  /** The smoke secrets' name prefix: each region's is `<smokeSecretName>/<region>`. */
   smokeSecretName: string;
 }
+
+/**
+ * Each region's own smoke identity and secret. The wave's regions run their smoke tests at the
+ * same time: with one identity, a second region's registration would replace the first's
+ * mid-test (same TOTP window), and the first would then fail or pair with the other's socket.
+ */
+export function smokeIdentity(pp: Pick<PipelinePlan, 'smokeUuid' | 'smokeSecretName'>, region: string) {
+  return { uuid: `${pp.smokeUuid}-${region}`, secretName: `${pp.smokeSecretName}/${region}` };
+}
+
+/** The CDK CLI the pipeline installs for self-mutation: the one package-lock.json pins for synth. */
+export const CDK_CLI_VERSION = '2.1148.1';
+/** cdk-assets, pinned: the asset steps install it by this exact version, never `latest`. */
+export const CDK_ASSETS_VERSION = '4.7.3';
+/** Node.js of every build (package.json engines; Node 20 reached end of life on 2026-04-30). */
+export const BUILD_NODE = '22';
 
 function minutes(v: unknown, name: string, fallback: number): number {
   if (v === undefined) return fallback;
@@ -140,7 +162,8 @@ export function pipelinePlanFromContext(get: ContextGetter, plan: DeploymentPlan
   else
     throw new Error(
       'the pipeline needs its source: -c repository=owner/rendezvous -c connectionArn=arn:aws:codeconnections:… ' +
-        '(a CodeStar connection to GitHub, GitLab or Bitbucket), or -c codeCommitRepository=rendezvous; -c branch=main by default',
+        '(a connection to GitHub, GitLab or Bitbucket), or -c codeCommitRepository=rendezvous (CodeCommit takes no new ' +
+        'customers: only for accounts that already use it); -c branch=main by default',
     );
   const canary = ctx('canaryRegion') ?? plan.home;
   if (!plan.regions.includes(canary))
@@ -289,11 +312,13 @@ export function buildPipelineApp(app: App = new App()): {
     // built in the Assets stage, whose projects CDK Pipelines gives Docker itself.
     dockerEnabledForSynth: false,
     dockerEnabledForSelfMutation: false,
+    cliVersion: CDK_CLI_VERSION,
+    cdkAssetsCliVersion: CDK_ASSETS_VERSION,
     codeBuildDefaults: {
       buildEnvironment: { buildImage: LinuxBuildImage.STANDARD_7_0, computeType: ComputeType.SMALL },
-      // The project needs Node 20 (package.json engines); the image offers several.
+      // The image offers several Node.js versions; every step runs the one the project is built for.
       partialBuildSpec: BuildSpec.fromObject({
-        phases: { install: { 'runtime-versions': { nodejs: '20' } } },
+        phases: { install: { 'runtime-versions': { nodejs: BUILD_NODE } } },
       }),
     },
     synth: new ShellStep('Synth', {
@@ -319,10 +344,11 @@ export function buildPipelineApp(app: App = new App()): {
     });
   const checks = (stage: RegionStage, bake: number): Step[] => {
     const r = stage.stack.region;
+    const identity = smokeIdentity(pp, r);
     const smoke = new CodeBuildStep(`Smoke-${r}`, {
       input,
       commands: SMOKE_COMMANDS,
-      env: { SMOKE_UUID: pp.smokeUuid },
+      env: { SMOKE_UUID: identity.uuid },
       envFromCfnOutputs: {
         API_URL: stage.stack.api.urlOutput,
         RELAY_HTTP_URL: stage.stack.relay.httpUrlOutput,
@@ -331,7 +357,7 @@ export function buildPipelineApp(app: App = new App()): {
         environmentVariables: {
           RENDEZVOUS_SECRET: {
             type: BuildEnvironmentVariableType.SECRETS_MANAGER,
-            value: pp.smokeSecretName,
+            value: identity.secretName,
           },
         },
       },
@@ -368,10 +394,33 @@ export function buildPipelineApp(app: App = new App()): {
 
   // Built now (not at synthesis) so the generated support stacks exist for their suppressions.
   pipeline.buildPipeline();
+  if (pp.source.kind === 'connection') allowBothConnectionPrefixes(pipeline, pp.source.connectionArn);
   suppressPipelineFindings(pipelineStack);
   for (const { stack } of Object.values(pipeline.pipeline.crossRegionSupport))
     if (stack !== pipelineStack) NagSuppressions.addStackSuppressions(stack, [ARTIFACT_BUCKET_LOGS]);
   return { app, pipelineStack, pipeline, table, canary, wave };
+}
+
+/**
+ * The source action's role gets `UseConnection` under both service prefixes. CDK grants only
+ * `codestar-connections:`, but AWS matches the action's prefix to the connection ARN's, and
+ * connections created since the rename have `arn:aws:codeconnections:…` ARNs (older ones keep
+ * `codestar-connections`); with both, either kind of ARN works.
+ */
+function allowBothConnectionPrefixes(pipeline: CodePipeline, connectionArn: string): void {
+  const roles = pipeline.pipeline.node
+    .findAll()
+    .filter(
+      (c): c is Role => c instanceof Role && /\/Source\/[^/]+\/CodePipelineActionRole$/.test(c.node.path),
+    );
+  if (roles.length === 0) throw new Error('no source action role found for the connection grant');
+  for (const role of roles)
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['codestar-connections:UseConnection', 'codeconnections:UseConnection'],
+        resources: [connectionArn],
+      }),
+    );
 }
 
 /** Artifact buckets (the pipeline's and its cross-region replicas) keep no access logs. */

@@ -24,6 +24,7 @@ export function tableStackProps(plan: DeploymentPlan, account?: string): TableSt
     description: `rendezvous: the state table (global, home ${plan.home})`,
     tableName: plan.tableName,
     replicaRegions: plan.regions.filter((r) => r !== plan.home),
+    unprotectedReplicas: plan.retiring,
   };
 }
 
@@ -51,6 +52,8 @@ export function regionStackProps(
     tableRegions: plan.regions,
     zone: plan.zone,
     apiDomain: plan.apiDomain,
+    natGateways: plan.natGateways,
+    reservedConcurrency: plan.reservedConcurrency,
   };
 }
 

@@ -41,6 +41,10 @@ export interface RendezvousStackProps extends StackProps {
   zone?: { hostedZoneId: string; zoneName: string };
   /** The one API name (with `zone`). */
   apiDomain?: string;
+  /** NAT gateways in the relay VPC (default 2, one per AZ). */
+  natGateways?: 1 | 2;
+  /** Reserved concurrency of each registration function (undefined: none). */
+  reservedConcurrency?: number;
 }
 
 /** This region's alarm-name prefix: the pipeline's alarm gate lists alarms by it. */
@@ -106,6 +110,7 @@ export class RendezvousStack extends Stack {
       architecture: props.relayArchitecture,
       logRetention,
       nodeImage: props.nodeImage,
+      natGateways: props.natGateways,
     });
     this.api = new RegistrationApi(this, 'Registration', {
       table: this.table,
@@ -114,6 +119,7 @@ export class RendezvousStack extends Stack {
       relayTlsPort: this.relay.tlsPort,
       logRetention,
       alarmPrefix: this.alarmPrefix,
+      reservedConcurrency: props.reservedConcurrency,
     });
     this.observability = new Observability(this, 'Observability', {
       api: this.api,

@@ -13,6 +13,8 @@ export interface TableStackProps extends StackProps {
   tableName: string;
   /** Replica regions besides the stack's own. */
   replicaRegions: string[];
+  /** Replicas without deletion protection: regions leaving (context `retiringRegions`). */
+  unprotectedReplicas?: string[];
 }
 
 /** The global table's stack. */
@@ -24,6 +26,7 @@ export class TableStack extends Stack {
     this.state = new GlobalStateTable(this, 'State', {
       tableName: props.tableName,
       replicaRegions: props.replicaRegions,
+      unprotectedReplicas: props.unprotectedReplicas,
     });
     new CfnOutput(this, 'TableName', {
       value: props.tableName,

@@ -41,6 +41,12 @@ export interface RendezvousFunctionProps {
   canaryAlarmName: string;
   /** How CodeDeploy shifts traffic to a new version (default: 10 % for 5 minutes, then all). */
   deploymentConfig?: ILambdaDeploymentConfig;
+  /**
+   * Concurrent executions kept for this function and never exceeded (undefined: none reserved,
+   * the account's shared pool). Keeps a flood on one function from starving the other and the
+   * account's other functions.
+   */
+  reservedConcurrency?: number;
 }
 
 /** The alias every caller (API integrations) invokes. */
@@ -71,6 +77,7 @@ export class RendezvousFunction extends Construct {
       architecture: Architecture.ARM_64,
       memorySize: 256,
       timeout: Duration.seconds(10),
+      reservedConcurrentExecutions: props.reservedConcurrency,
       logGroup: this.logGroup,
       environment: {
         NODE_OPTIONS: '--enable-source-maps',

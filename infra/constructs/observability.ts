@@ -7,7 +7,8 @@
  * live splices against its capacity (capacity.ts), and API authentication failures. Alarms
  * notify an SNS topic encrypted with a customer-managed key whose policy lets CloudWatch use it
  * (an `alias/aws/sns` topic silently drops alarm notifications: CloudWatch cannot use that
- * AWS-managed key), and an e-mail address when given.
+ * AWS-managed key) and whose topic policy lets this account's CloudWatch alarms publish, over TLS
+ * only, and an e-mail address when given. Every alarm notifies when it fires and when it clears.
  *
  * Every alarm is named `<alarmPrefix><name>` (`rendezvous.<region>.` from the stack), so the
  * pipeline's alarm gate lists exactly this region's alarms by prefix (CloudFormation's generated
@@ -103,6 +104,18 @@ export class Observability extends Construct {
       }),
     );
     this.topic = new Topic(this, 'AlarmTopic', { enforceSSL: true, masterKey: this.key });
+    // A topic policy replaces SNS's default one (which let this account's principals publish), and
+    // enforceSSL writes one holding only its Deny: without this Allow, CloudWatch is refused and
+    // alarm e-mails never arrive. Only this account's alarms (aws:SourceAccount) may publish.
+    this.topic.addToResourcePolicy(
+      new PolicyStatement({
+        sid: 'AllowCloudWatchAlarmsToPublish',
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.topic.topicArn],
+        conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
+      }),
+    );
     if (props.alarmEmail) this.topic.addSubscription(new EmailSubscription(props.alarmEmail));
     const five = Duration.minutes(5);
     const alarm = (
@@ -123,13 +136,18 @@ export class Observability extends Construct {
         alarmDescription: description,
       });
       a.addAlarmAction(new SnsAction(this.topic));
+      // And when it clears: an operator paged at night learns it is over without a console.
+      a.addOkAction(new SnsAction(this.topic));
       this.alarms.push(a);
       this.byName[name] = a;
       return a;
     };
     const { api, relay } = props;
     // The canaries' rollback alarms live with their functions; they notify here too.
-    for (const f of [api.register, api.lookup]) f.canaryAlarm.addAlarmAction(new SnsAction(this.topic));
+    for (const f of [api.register, api.lookup]) {
+      f.canaryAlarm.addAlarmAction(new SnsAction(this.topic));
+      f.canaryAlarm.addOkAction(new SnsAction(this.topic));
+    }
     alarm(
       'Api5xx',
       api.api.metricServerError({ period: five, statistic: 'Sum' }),

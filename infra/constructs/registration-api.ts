@@ -1,9 +1,17 @@
 /**
  * The registration API: API Gateway HTTP API with the seed's routes, `PUT /` (register) and
- * `GET /` (lookup), each to its own function's `live` alias with least-privilege grants; any
- * other method at `/` reaches the read-only lookup function, which answers 405 with `Allow`.
- * Both functions may also use the table's home replica (one-time codes are claimed there, so a
- * code holds across regions) and are told the home region in `RENDEZVOUS_HOME_REGION`.
+ * `GET /` (lookup), and the same on any other path (`/{proxy+}`: the original reads only the
+ * query), each to its own function's `live` alias with least-privilege grants; any other method
+ * reaches the read-only lookup function, which answers 405 with `Allow`.
+ *
+ * Limits: the stage throttle bounds the region; each function's reserved concurrency bounds what
+ * a flood on one can take from the other and from the account. There is no per-client limit at
+ * the edge: HTTP APIs take neither usage plans nor AWS WAF (both are REST API features), and the
+ * clients (hidden servers, mobile apps) carry no API key. What a single source can do is bounded
+ * inside: wrong codes per uuid and per source address (server/limits.ts), one-time codes.
+ * The register function may also use the table's home replica (one-time codes are claimed there,
+ * so a code holds across regions); both functions are told the home region in
+ * `RENDEZVOUS_HOME_REGION`.
  */
 import { CfnOutput, Stack } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
@@ -27,6 +35,8 @@ export interface RegistrationApiProps {
   alarmPrefix: string;
   /** Steady requests per second and burst, for the whole stage. */
   throttle?: { rateLimit: number; burstLimit: number };
+  /** Reserved concurrency of each function (undefined: none reserved). */
+  reservedConcurrency?: number;
 }
 
 /** The registration API of one region. */
@@ -55,17 +65,24 @@ export class RegistrationApi extends Construct {
       environment,
       logRetention: props.logRetention,
       canaryAlarmName: `${props.alarmPrefix}RegisterCanaryErrors`,
+      reservedConcurrency: props.reservedConcurrency,
     });
     this.lookup = new RendezvousFunction(this, 'Lookup', {
       entry: 'functions/lookup.ts',
       environment: { RENDEZVOUS_TABLE: props.table.tableName, ...home },
       logRetention: props.logRetention,
       canaryAlarmName: `${props.alarmPrefix}LookupCanaryErrors`,
+      reservedConcurrency: props.reservedConcurrency,
     });
-    // Lookup only reads; register reads and writes single items conditionally (here and on the
-    // home replica, where a one-time code is claimed).
-    props.table.grantWithHome(this.lookup.fn, ['GetItem']);
-    props.table.grantWithHome(this.register.fn, ['GetItem', 'PutItem', 'UpdateItem']);
+    // Lookup only reads, and only this region's replica. Register reads the identity, claims its code and counts guesses on the
+    // home replica (get, conditional update); here it writes the registration and its cookie
+    // (put), expires a replaced cookie (update) and withdraws a registration that raced a
+    // rotation or a disable (delete). test/infra/grants.test.ts derives these from the code.
+    props.table.grant(this.lookup.fn, ['GetItem']);
+    props.table.grantByReplica(this.register.fn, {
+      local: ['PutItem', 'UpdateItem', 'DeleteItem'],
+      home: ['GetItem', 'UpdateItem'],
+    });
 
     this.api = new HttpApi(this, 'Api', {
       createDefaultStage: false,
@@ -96,9 +113,14 @@ export class RegistrationApi extends Construct {
     // The aliases, never $LATEST: a new version gets traffic only as CodeDeploy shifts it.
     const register = new HttpLambdaIntegration('RegisterIntegration', this.register.alias);
     const lookup = new HttpLambdaIntegration('LookupIntegration', this.lookup.alias);
-    this.api.addRoutes({ path: '/', methods: [HttpMethod.PUT], integration: register });
-    this.api.addRoutes({ path: '/', methods: [HttpMethod.GET], integration: lookup });
-    this.api.addRoutes({ path: '/', methods: [HttpMethod.ANY], integration: lookup });
+    // Every path, `/` and `/{proxy+}` alike: the original reads only the query, so a registrar URL
+    // with a path (`https://host/rendezvous?uuid=…`) must reach the same handlers (which never
+    // look at the path).
+    for (const path of ['/', '/{proxy+}']) {
+      this.api.addRoutes({ path, methods: [HttpMethod.PUT], integration: register });
+      this.api.addRoutes({ path, methods: [HttpMethod.GET], integration: lookup });
+      this.api.addRoutes({ path, methods: [HttpMethod.ANY], integration: lookup });
+    }
     this.url = this.api.apiEndpoint;
     this.urlOutput = new CfnOutput(this, 'ApiUrl', {
       value: this.url,

@@ -89,12 +89,15 @@ export interface RelayServiceProps {
   certificateArn?: string;
   /** This region's relay name (CNAME to the NLB), put in triples instead of the NLB's own name. */
   domainName?: string;
+  /** Fewest relay tasks (autoscaling's minimum; the service itself names no count). */
   desiredCount: number;
   maxCount?: number;
   architecture: 'x86_64' | 'arm64';
   logRetention: RetentionDays;
   /** Base image override for the Docker build (default: the Dockerfile's public Node 22 image). */
   nodeImage?: string;
+  /** NAT gateways: 2 (one per AZ, default) or 1. */
+  natGateways?: 1 | 2;
 }
 
 /** The relay service of one region. */
@@ -137,14 +140,19 @@ export class RelayService extends Construct {
       // A literal range, so rules that read it (security groups, cdk-nag) see a value, not a token.
       ipAddresses: IpAddresses.cidr('10.80.0.0/16'),
       maxAzs: 2,
-      natGateways: 1,
+      // One per AZ by default: each private subnet routes to its own AZ's gateway, so losing an
+      // AZ leaves the other AZ's tasks their way to ECR, Secrets Manager, CloudWatch Logs (and the
+      // EMF metrics that drive scaling) and the home region. 1 is the cheap setting.
+      natGateways: props.natGateways ?? 2,
       subnetConfiguration: [
         { name: 'public', subnetType: SubnetType.PUBLIC },
         { name: 'relay', subnetType: SubnetType.PRIVATE_WITH_EGRESS },
       ],
     });
-    // Table traffic stays on the AWS network and off the NAT gateway's bill.
+    // Table traffic (this region's replica) and ECR's image layers (S3) stay on the AWS network
+    // and off the NAT gateways' bill; gateway endpoints are free and need no AZ.
     this.vpc.addGatewayEndpoint('DynamoDb', { service: GatewayVpcEndpointAwsService.DYNAMODB });
+    this.vpc.addGatewayEndpoint('S3', { service: GatewayVpcEndpointAwsService.S3 });
     this.vpc.addFlowLog('FlowLogs', {
       destination: FlowLogDestination.toCloudWatchLogs(
         new LogGroup(this, 'FlowLogGroup', {
@@ -246,7 +254,10 @@ export class RelayService extends Construct {
     this.service = new FargateService(this, 'Service', {
       cluster,
       taskDefinition: task,
-      desiredCount: props.desiredCount,
+      // No DesiredCount: CloudFormation would re-apply it on every service update, cutting a
+      // fleet that autoscaling grew back to it (and re-parking every hidden server at once).
+      // Autoscaling owns the count: ECS creates the service with one task, and registering the
+      // scalable target (MinCapacity = desiredCount) raises it to the minimum right after.
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { rollback: true },

@@ -18,6 +18,8 @@ export interface GlobalStateTableProps {
   tableName: string;
   /** Regions that get a replica besides the stack's own. */
   replicaRegions: string[];
+  /** Replicas whose deletion protection is lifted, so an update can remove them (regions leaving). */
+  unprotectedReplicas?: string[];
 }
 
 /** The global table itself (in the table stack's region, with its replicas). */
@@ -37,7 +39,11 @@ export class GlobalStateTable extends Construct {
       // Identities and their secrets live here: never deleted with the stack.
       removalPolicy: RemovalPolicy.RETAIN,
       // Sorted: reordering the non-home regions in `regions` changes nothing in the template.
-      replicas: [...props.replicaRegions].sort().map((region) => ({ region })),
+      replicas: [...props.replicaRegions]
+        .sort()
+        .map((region) =>
+          props.unprotectedReplicas?.includes(region) ? { region, deletionProtection: false } : { region },
+        ),
     });
   }
 }
@@ -106,6 +112,24 @@ export class StateTable extends Construct {
       actions: actions.map((a) => `dynamodb:${a}`),
       resourceArns: [this.tableArn],
     });
+  }
+
+  /**
+   * Grants `local` on this region's replica and `home` wherever codes may be claimed: this
+   * replica, the deployed claims region's and, with `regions`, every other one (a claims move,
+   * `rendezvous claims-region`, needs no redeploy). For code that does different things on each,
+   * so the local replica gets no action only the claims need beyond those. test/infra/grants.test.ts
+   * derives both lists from what the code calls.
+   */
+  grantByReplica(grantee: IGrantable, actions: { local: TableAction[]; home: TableAction[] }): void {
+    const sorted = (xs: TableAction[]) => [...new Set(xs)].sort().map((a) => `dynamodb:${a}`);
+    Grant.addToPrincipal({
+      grantee,
+      actions: sorted([...actions.local, ...actions.home]),
+      resourceArns: [this.tableArn],
+    });
+    if (this.claimsTableArns.length > 0)
+      Grant.addToPrincipal({ grantee, actions: sorted(actions.home), resourceArns: this.claimsTableArns });
   }
 
   /**

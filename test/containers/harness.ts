@@ -1,7 +1,9 @@
 /**
  * Container harness: builds the relay image from the Docker asset `cdk synth` staged in cdk.out
  * (the very context and Dockerfile `cdk deploy` would build and push), and a dynalite store image,
- * with testcontainers, and runs them with host networking (every address is 127.0.0.1). No
+ * with testcontainers, and runs them with host networking (every address is 127.0.0.1); relays
+ * run as the synthesised task definition runs them (read-only root filesystem, nofile limit,
+ * environment). No
  * registry is needed when NODE_IMAGE names a local base (see node-base.sh; .ci/run builds one),
  * passed as the Dockerfile's build argument; without it the public Node 22 default is pulled, as
  * on a developer's laptop.
@@ -85,6 +87,13 @@ async function baseImage(): Promise<Record<string, string>> {
 
 /** The relay's Docker image asset as `cdk synth` staged it. */
 export interface StagedRelayImage {
+  /** How the task definition runs it (read from the same synthesis). */
+  task: TaskSettings;
+  /**
+   * The nofile limit the containers here run with: the task's, unless this machine's hard limit
+   * is lower (Docker cannot raise a container above its daemon's), then that one, with a warning.
+   */
+  nofile: number;
   /** The asset hash (the image tag `cdk deploy` pushes). */
   hash: string;
   /** The staged build context inside cdk.out, and the Dockerfile within it. */
@@ -117,7 +126,15 @@ export async function synthRelayAsset(outdir = join(ROOT, 'cdk.out')): Promise<S
   const images = Object.entries(assets.dockerImages);
   if (images.length !== 1) throw new Error(`expected one Docker image asset, found ${images.length}`);
   const [hash, { source }] = images[0] as (typeof images)[number];
+  const task = taskDefinitionOf(readFileSync(join(outdir, 'Rendezvous-us-east-1.template.json'), 'utf8'));
+  const ceiling = await hostNofileCeiling();
+  if (ceiling < task.nofile)
+    console.warn(
+      `relay containers run with nofile ${ceiling}, this machine's hard limit, not the task's ${task.nofile}`,
+    );
   return {
+    task,
+    nofile: Math.min(task.nofile, ceiling),
     hash,
     directory: join(outdir, source.directory),
     dockerFile: source.dockerFile,
@@ -138,9 +155,10 @@ export async function buildImages(): Promise<{
   const { GenericContainer } = await tc();
   const args = await baseImage();
   const asset = await synthRelayAsset();
-  const relay = await GenericContainer.fromDockerfile(asset.directory, asset.dockerFile)
+  const built = await GenericContainer.fromDockerfile(asset.directory, asset.dockerFile)
     .withBuildArgs({ ...asset.buildArgs, ...args })
     .build(`rendezvous-relay:asset-${asset.hash.slice(0, 12)}`, { deleteOnExit: false });
+  const relay = asTheTaskRunsIt(built, asset.task, asset.nofile);
   const context = mkdtempSync(join(tmpdir(), 'rendezvous-store-'));
   cpSync(join(HERE, 'store'), context, { recursive: true });
   for (const [abs, rel] of dependencyClosure('dynalite', ROOT))
@@ -149,6 +167,20 @@ export async function buildImages(): Promise<{
     .withBuildArgs(args)
     .build('rendezvous-store:test', { deleteOnExit: false });
   return { relay, store, asset };
+}
+
+/**
+ * The relay image set up as its task definition runs it: the root filesystem read-only (a write
+ * anywhere fails, as on Fargate), the task's nofile limit, and its literal environment, under
+ * what each test sets (startRelay: ports, address, store).
+ */
+function asTheTaskRunsIt(image: GenericContainer, task: TaskSettings, nofile: number): GenericContainer {
+  const env = Object.fromEntries(Object.entries(task.environment).filter(([k]) => !HOST_SPECIFIC.has(k)));
+  const container = image.withEnvironment(env).withUlimits({ nofile: { soft: nofile, hard: nofile } });
+  // testcontainers has no setter for it; its host config is what Docker receives.
+  const hostConfig = (container as unknown as { hostConfig: { ReadonlyRootfs?: boolean } }).hostConfig;
+  hostConfig.ReadonlyRootfs = task.readonlyRootFilesystem;
+  return container;
 }
 
 /** Starts the store container on `port`. */
@@ -160,6 +192,60 @@ export async function startStore(image: GenericContainer, port: number): Promise
     .withWaitStrategy(Wait.forLogMessage(/store listening/))
     .withStartupTimeout(30_000)
     .start();
+}
+
+/** What the relay task definition (in the synthesised template) runs the container with. */
+export interface TaskSettings {
+  /** The container's environment variables whose values are literals (tokens such as the NLB's name left out). */
+  environment: Record<string, string>;
+  nofile: number;
+  readonlyRootFilesystem: boolean;
+}
+
+/** The relay container's settings from a region stack's template (JSON text). */
+export function taskDefinitionOf(template: string): TaskSettings {
+  interface Container {
+    Environment?: Array<{ Name: string; Value: unknown }>;
+    Ulimits?: Array<{ Name: string; HardLimit: number }>;
+    ReadonlyRootFilesystem?: boolean;
+  }
+  const resources = (
+    JSON.parse(template) as {
+      Resources: Record<string, { Type: string; Properties: { ContainerDefinitions?: Container[] } }>;
+    }
+  ).Resources;
+  const task = Object.values(resources).find((r) => r.Type === 'AWS::ECS::TaskDefinition');
+  const container = task?.Properties.ContainerDefinitions?.[0];
+  if (!container) throw new Error('no relay task definition in the template');
+  const environment: Record<string, string> = {};
+  for (const { Name, Value } of container.Environment ?? [])
+    if (typeof Value === 'string') environment[Name] = Value;
+  const nofile = (container.Ulimits ?? []).find((u) => u.Name === 'nofile');
+  return {
+    environment,
+    nofile: nofile?.HardLimit ?? 0,
+    readonlyRootFilesystem: container.ReadonlyRootFilesystem === true,
+  };
+}
+
+/**
+ * Variables this machine sets itself: every container shares the host's network (its own ports,
+ * 127.0.0.1), and the store is a local container, not the deployed table.
+ */
+export const HOST_SPECIFIC = new Set([
+  'RELAY_BIND',
+  'RELAY_PORT',
+  'RELAY_HTTP_PORT',
+  'RELAY_PEER_PORT',
+  'RELAY_HEALTH_PORT',
+  'RENDEZVOUS_TABLE',
+]);
+
+/** This machine's hard open-file limit (what a container may be given at most). */
+export async function hostNofileCeiling(): Promise<number> {
+  const { stdout } = await run('sh', ['-c', 'ulimit -Hn'], { timeout: 10_000 });
+  const n = Number(stdout.trim());
+  return Number.isInteger(n) && n > 0 ? n : Number.POSITIVE_INFINITY;
 }
 
 /** Ports of one relay container. */

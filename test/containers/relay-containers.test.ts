@@ -27,11 +27,14 @@ import {
   buildImages,
   docker,
   freePort,
+  HOST_SPECIFIC,
+  hostNofileCeiling,
   type RelayPorts,
   ROOT,
   type StagedRelayImage,
   startRelay,
   startStore,
+  taskDefinitionOf,
 } from './harness.js';
 
 const SECRET = 'container-cluster-secret';
@@ -162,6 +165,40 @@ describe('relay containers', () => {
       // What runs in the container is byte for byte the staged bundle.
       await docker('cp', `${r.container.getId()}:/app/relay.mjs`, join(copy, 'relay.mjs'));
       expect(sha256(readFileSync(join(copy, 'relay.mjs')))).toBe(sha256(staged));
+    }
+  });
+
+  it('run the way the task does: read-only root filesystem, the task’s nofile limit and environment', async () => {
+    const task = taskDefinitionOf(
+      readFileSync(join(ROOT, 'cdk.out', 'Rendezvous-us-east-1.template.json'), 'utf8'),
+    );
+    expect(task.readonlyRootFilesystem).toBe(true);
+    expect(task.nofile).toBeGreaterThan(1024);
+    // The task's limit, or this machine's hard limit where that is lower (a warning says so).
+    expect(images.asset.nofile).toBe(Math.min(task.nofile, await hostNofileCeiling()));
+    for (const r of relays) {
+      const id = r.container.getId();
+      expect((await docker('inspect', '-f', '{{.HostConfig.ReadonlyRootfs}}', id)).trim()).toBe('true');
+      const ulimits = JSON.parse(await docker('inspect', '-f', '{{json .HostConfig.Ulimits}}', id)) as Array<{
+        Name: string;
+        Soft: number;
+        Hard: number;
+      }>;
+      expect(ulimits).toContainEqual({
+        Name: 'nofile',
+        Soft: images.asset.nofile,
+        Hard: images.asset.nofile,
+      });
+      const env = new Set(
+        (JSON.parse(await docker('inspect', '-f', '{{json .Config.Env}}', id)) as string[]) ?? [],
+      );
+      // Every literal variable of the task definition, except where this machine differs: the
+      // ports and address (host networking), the table and the store's endpoint.
+      for (const [k, v] of Object.entries(task.environment))
+        if (!HOST_SPECIFIC.has(k) && !k.startsWith('RELAY_DRAIN_GRACE'))
+          expect(env, k).toContain(`${k}=${v}`);
+      // The relay works there: it writes nothing to its filesystem, and answers its health check.
+      expect((await fetch(`http://127.0.0.1:${r.ports.health}/healthz`)).status).toBe(200);
     }
   });
 

@@ -155,15 +155,17 @@ describe('the pipeline: table, canary, bake, the rest', () => {
         'node bin/rendezvous.js smoke --api \\"$API_URL\\" --uuid \\"$SMOKE_UUID\\" --relay-http \\"$RELAY_HTTP_URL\\"',
       );
       expect(project.buildSpec).toMatch(/npm ci.*npm run build/s);
-      expect(JSON.parse(project.buildSpec).phases.install['runtime-versions']).toEqual({ nodejs: '20' });
+      expect(JSON.parse(project.buildSpec).phases.install['runtime-versions']).toEqual({ nodejs: '22' });
       const plain = [...project.env, ...JSON.parse(JSON.parse(smoke.config).EnvironmentVariables)];
       expect(JSON.stringify(plain)).toMatch(
-        /"(name|Name)":"SMOKE_UUID","(type|Type)":"PLAINTEXT","(value|Value)":"rendezvous-smoke"/,
+        new RegExp(
+          `"(name|Name)":"SMOKE_UUID","(type|Type)":"PLAINTEXT","(value|Value)":"rendezvous-smoke-${region}"`,
+        ),
       );
       expect(project.env).toContainEqual({
         Name: 'RENDEZVOUS_SECRET',
         Type: 'SECRETS_MANAGER',
-        Value: 'ops/rendezvous-smoke',
+        Value: `ops/rendezvous-smoke/${region}`,
       });
       expect(project.buildSpec).not.toMatch(/RENDEZVOUS_SECRET/);
       // API_URL and RELAY_HTTP_URL are this region's stack outputs, as the pipeline read them.
@@ -184,7 +186,59 @@ describe('the pipeline: table, canary, bake, the rest', () => {
     // The smoke step may read its secret: the project role is granted it.
     const policies = JSON.stringify(pipeline.findResources('AWS::IAM::Policy'));
     expect(policies).toMatch(/secretsmanager:GetSecretValue/);
-    expect(policies).toContain(':secret:ops/rendezvous-smoke');
+    expect(policies).toContain(':secret:ops/rendezvous-smoke/us-east-1');
+  });
+
+  it('gives every region its own smoke identity and secret: the wave runs its smoke tests at the same time, and one identity would replace the other’s registration mid-test', () => {
+    const identities = REGIONS.map((region) => {
+      const stageName = region === 'us-east-1' ? 'Region-us-east-1' : 'Wave';
+      const smoke = action(stageName, `Smoke-${region}`);
+      const project = projectOf(smoke.config);
+      const plain = [...project.env, ...JSON.parse(JSON.parse(smoke.config).EnvironmentVariables)] as Array<
+        Record<string, string>
+      >;
+      const uuid = plain.find((v) => (v.name ?? v.Name) === 'SMOKE_UUID');
+      const secret = project.env.find((v) => v.Name === 'RENDEZVOUS_SECRET');
+      return { uuid: uuid?.value ?? uuid?.Value, secret: secret?.Value };
+    });
+    expect(new Set(identities.map((i) => i.uuid)).size).toBe(REGIONS.length);
+    expect(new Set(identities.map((i) => i.secret)).size).toBe(REGIONS.length);
+    // Each smoke project may read its own secret (and, by name, no other region's).
+    const policies = JSON.stringify(pipeline.findResources('AWS::IAM::Policy'));
+    for (const region of REGIONS) expect(policies).toContain(`:secret:ops/rendezvous-smoke/${region}`);
+  });
+
+  it('the source action may use the connection under both service prefixes (AWS matches the prefix to the ARN’s)', () => {
+    const statements = resourcesOf(pipeline, 'AWS::IAM::Policy').flatMap(
+      (p) =>
+        (p.Properties.PolicyDocument as { Statement: Array<{ Action: unknown; Resource: unknown }> })
+          .Statement,
+    );
+    const use = statements.filter((s) => JSON.stringify(s.Action).includes(':UseConnection'));
+    const actions = use.flatMap((s) => ([] as string[]).concat(s.Action as string));
+    expect(actions).toEqual(
+      expect.arrayContaining(['codestar-connections:UseConnection', 'codeconnections:UseConnection']),
+    );
+    for (const s of use) expect(JSON.stringify(s.Resource)).toContain(CONTEXT.connectionArn);
+  });
+
+  it('builds on Node.js 22 with a pinned CDK CLI and cdk-assets (the CLI the lock file installs)', () => {
+    const installed = JSON.parse(
+      readFileSync(new URL('../../node_modules/aws-cdk/package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
+    expect(installed.version).toMatch(/^2\.1148\./);
+    const specs = resourcesOf(pipeline, 'AWS::CodeBuild::Project').map((p) =>
+      String((p.Properties.Source as { BuildSpec?: string }).BuildSpec ?? ''),
+    );
+    const all = specs.join('\n');
+    expect(all).not.toMatch(/"nodejs":\s*"20"/);
+    expect(all).toContain(`npm install -g aws-cdk@${installed.version}`);
+    expect(all).not.toMatch(/aws-cdk@2"/);
+    expect(all).not.toContain('cdk-assets@latest');
+    // The asset projects' buildspecs are files in the assembly when published one per asset type;
+    // here they are inline: every cdk-assets install names an exact version.
+    for (const m of all.matchAll(/cdk-assets@([^\s"]+)/g)) expect(m[1]).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(all).toMatch(/cdk-assets@\d+\.\d+\.\d+/);
   });
 
   it("gates each region on its own alarms (by name prefix), with the bake's length, and may list them", () => {
@@ -576,6 +630,10 @@ describe('context checks (no synthesis)', () => {
       if (saved !== undefined) process.env.CDK_DEFAULT_ACCOUNT = saved;
     }
     expect(() => pipelinePlan({ account: '123456789012' })).toThrow(/needs its source/);
+    // CodeCommit takes no new customers: the option is for accounts that already use it.
+    expect(() => pipelinePlan({ account: '123456789012' })).toThrow(
+      /CodeCommit.*accounts that already use it/,
+    );
     expect(() =>
       pipelinePlan({
         account: '123456789012',
