@@ -22,6 +22,7 @@ import type { RendezvousStack } from '../../infra/stack.js';
 import { startApiAdapter } from '../../local/api-adapter.js';
 import { startStoreServer } from '../../local/store-server.js';
 import { type Relay, startRelay } from '../../relay/server.js';
+import { ClaimsRouter } from '../../server/claims.js';
 import { provisionIdentity, rotateIdentitySecret } from '../../server/identities.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { Store } from '../../server/store/index.js';
@@ -156,7 +157,17 @@ describe('the register function', () => {
       maxFailuresPerSource: 100,
       failureWindowSeconds: 300,
     };
-    const deps = { store: storeOn(p('register'), HERE), policy, home: storeOn(p('registerHome'), HOME) };
+    // As deployed: a claims router (RENDEZVOUS_HOME_REGION) that reads the claims-region record on
+    // this region's replica and claims on the home's.
+    const local = storeOn(p('register'), HERE);
+    const home = storeOn(p('registerHome'), HOME);
+    const claims = new ClaimsRouter({
+      local,
+      here: HERE,
+      deployed: HOME,
+      storeFor: (r) => (r === HOME ? home : local),
+    });
+    const deps = { store: local, policy, claims };
     const register = makeRegisterHandler(() => deps);
     const put = (uuid: string, response: string): Promise<APIGatewayProxyStructuredResultV2> =>
       register(apiEvent('PUT', { uuid, response }, '10.1.0.1'));
