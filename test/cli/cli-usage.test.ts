@@ -48,7 +48,7 @@ describe('rendezvous (service CLI) usage', () => {
       expect(code, what).toBe(2);
       expect(stderr, what).toMatch(
         new RegExp(
-          `^rendezvous ${args[0]}: option '--uuid <uuid>' argument 'bad uuid' is invalid\\. a uuid is .*letters, digits, "\\.", "_", ":" or "-"`,
+          `^rendezvous: ${args[0]}: option '--uuid <uuid>' argument 'bad uuid' is invalid\\. a uuid is .*letters, digits, "\\.", "_", ":" or "-"`,
         ),
       );
       expect(stderr.trimEnd().split('\n'), what).toHaveLength(1);
