@@ -12,7 +12,7 @@ import { checkConnectOptions } from '../client/options.js';
 import { isRendezvousError } from '../core/errors.js';
 import { jsonLog, type Log, textLog } from '../core/log.js';
 import { splice } from '../core/splice.js';
-import { fail, hostPort, integer, UsageError, usage } from './program.js';
+import { fail, hostPort, integer, UsageError, usage, uuidOption } from './program.js';
 import { bridgeStdio, EMPTY_RESET_HINT } from './stdio.js';
 
 /** `--api` may be repeated or comma-separated: every URL, in order (one per region). */
@@ -100,7 +100,7 @@ export function addExposeCommand(program: Command): void {
     .description(
       'hidden-server agent: park at the relay and forward each rendezvous to a local port (secret from RENDEZVOUS_SECRET)',
     )
-    .requiredOption('--uuid <uuid>', "this hidden server's identity")
+    .requiredOption('--uuid <uuid>', "this hidden server's identity", uuidOption)
     .requiredOption('--to <[host:]port>', 'local service to forward to')
     .addOption(
       new Option('--protocol <protocol>', 'generic (any TCP, via the API) or http (CONNECT to the relay)')
@@ -204,7 +204,7 @@ export function addConnectCommand(program: Command): void {
   program
     .command('connect')
     .description('mobile client: reach a hidden server on stdin/stdout (ssh ProxyCommand) or a local port')
-    .requiredOption('--uuid <uuid>', 'the hidden server to reach')
+    .requiredOption('--uuid <uuid>', 'the hidden server to reach', uuidOption)
     .option(
       '--api <url>',
       'registration API; repeat or comma-separate for fail-over (default: RENDEZVOUS_API)',

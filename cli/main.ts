@@ -3,7 +3,7 @@
  * and calls into local/, client/ or relay/.
  */
 import { pathToFileURL } from 'node:url';
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { ADMIN_PORT, startAdminConsole } from '../admin/server.js';
 import { isRendezvousError } from '../core/errors.js';
 import { textLog } from '../core/log.js';
@@ -16,15 +16,18 @@ import {
 } from '../local/stack.js';
 import { relayLimitsFromEnv } from '../relay/main.js';
 import { authPolicyFromEnv, DEFAULT_TABLE, intFromEnv } from '../server/config.js';
-import { isUuid, provisionIdentity, UUID_RULE } from '../server/identities.js';
+import { provisionIdentity } from '../server/identities.js';
 import { probeStore, Store } from '../server/store/index.js';
 import { addClaimsRegionCommand } from './claims-region.js';
 import { addConnectCommand, addExposeCommand } from './client-commands.js';
 import { addIdentitiesCommand } from './identities.js';
 import { addCompatCommand, addImportCommand, existingSecret, provisionCompat } from './import/command.js';
 import { originalRecordOf } from './import/import.js';
-import { fail, messageOf, newProgram, port, runProgram, usage } from './program.js';
+import { fail, messageOf, newProgram, port, runProgram, usage, uuidOption } from './program.js';
 import { addSmokeCommand } from './smoke.js';
+
+/** The uuid option parser (in program.ts, shared with the client package's commands). */
+export { uuidOption };
 
 // The SDK warns on Node 20 at the first client; the CLI's users can do nothing about it here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -51,12 +54,6 @@ export function devStartFailure(err: unknown, o: Record<string, unknown>): strin
     return `${e.address ?? '127.0.0.1'}:${e.port} is in use: ${which} (0 picks a free one)`;
   }
   return (err as Error).message;
-}
-
-/** Option parser: a hidden-server uuid, checked here so a malformed one is a usage error (exit 2). */
-export function uuidOption(value: string): string {
-  if (!isUuid(value)) throw new InvalidArgumentError(`a uuid is ${UUID_RULE}`);
-  return value;
 }
 
 /** Builds the command tree (exported for tests of the parser). */

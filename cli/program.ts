@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { printable } from '../core/printable.js';
+import { isUuid, UUID_RULE } from '../core/uuid.js';
 
 // Replaced by the bundler (scripts/build.mjs) with the package's version; from source (tsx) it
 // is undefined and the version comes from the repository's package.json.
@@ -122,4 +123,13 @@ export async function runProgram(program: Command, argv: string[]): Promise<void
     if (err instanceof UsageError) usage(err.message);
     fail(messageOf(err));
   }
+}
+
+/**
+ * Option parser: a hidden-server uuid, checked here so a malformed one is a usage error (exit 2)
+ * naming the rule, rather than a request the API refuses again and again.
+ */
+export function uuidOption(value: string): string {
+  if (!isUuid(value)) throw new InvalidArgumentError(`a uuid is ${UUID_RULE}`);
+  return value;
 }

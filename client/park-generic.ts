@@ -31,8 +31,10 @@ export class GenericParker implements Parker {
   private displaced = 0;
   /** Slots allowed to park (the pool, until a relay that keeps one park per cookie shrinks it). */
   private slots = Number.POSITIVE_INFINITY;
-  /** The uuid's registration was replaced by another agent: said once. */
-  private twinReported = false;
+  /** The relay said our registration was replaced: the next registration's answer says by whom. */
+  private twinSuspected = false;
+  /** The other agents already reported, by address (`''`: a server that does not say). */
+  private readonly twinsReported = new Set<string>();
 
   constructor(
     private readonly ctx: ParkContext,
@@ -86,7 +88,7 @@ export class GenericParker implements Parker {
       const fresh = parkedAt !== 0 && Date.now() - parkedAt > LONG_PARK_MS;
       const reason = (err as Error).message;
       if (isRendezvousError(err, 'RELAY_REFUSED') && /replaced/.test(reason) && this.triple === triple)
-        this.reportTwin();
+        this.twinSuspected = true;
       else if (!isRendezvousError(err, 'RELAY_REFUSED') && parkedAt !== 0)
         this.noteClosed(slot, triple, parkedAt);
       if (isRendezvousError(err, 'RELAY_REFUSED')) {
@@ -130,17 +132,29 @@ export class GenericParker implements Parker {
   }
 
   /**
-   * The relay said our registration was replaced, and this agent did not replace it: another
-   * agent registered the same uuid. Said once, on each side (the other agent hears the same when
-   * this one registers again).
+   * Our registration was replaced (the relay said so), and this agent did not replace it: another
+   * agent registered the same uuid. The registration that takes it back is told when and from
+   * where the other one registered (`replaced`); said once per other agent, on each side, since
+   * each learns of the other from its own registration's answer.
    */
-  private reportTwin(): void {
-    if (this.twinReported) return;
-    this.twinReported = true;
+  private reportTwin(triple: RendezvousTriple): void {
+    this.twinSuspected = false;
+    const other = triple.replaced;
+    const key = other?.from ?? '';
+    if (this.twinsReported.has(key)) return;
+    this.twinsReported.add(key);
     const uuid = this.ctx.opts.uuid;
+    // A server that does not say (the original, a compat identity): when we noticed, no address.
+    const who = other
+      ? `from ${other.from} at ${other.at}`
+      : `at ${new Date().toISOString()} (from another process or machine; this server does not say which)`;
     this.ctx.log.warn(
-      `another agent registered uuid ${uuid} (at ${new Date().toISOString()}, from another process or machine): two agents on one uuid take turns, each replacing the other's registration; stop one, or run a single agent with --pool N to keep N connections parked`,
-      { event: 'error', reason: 'registration replaced by another agent' },
+      `another agent registered uuid ${uuid} ${who} (this agent took it back); two agents on one uuid replace each other's registration every time — stop one, or run one agent with --pool N to keep several connections parked`,
+      {
+        event: 'error',
+        reason: 'registration replaced by another agent',
+        ...(other ? { other: other.from, otherAt: other.at } : {}),
+      },
     );
   }
 
@@ -162,6 +176,7 @@ export class GenericParker implements Parker {
         const triple = await registerWithApi(ctx.opts.api as ApiUrls, ctx.opts.uuid, sent.code, ctx.signal);
         ctx.codes.accepted(sent.step);
         this.triple = triple;
+        if (this.twinSuspected) this.reportTwin(triple);
         ctx.registered({ host: triple.host, port: triple.port });
         return triple;
       } catch (err) {

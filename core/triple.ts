@@ -13,4 +13,17 @@ export interface RendezvousTriple {
   port: number;
   cookie: string;
   tlsPort?: number;
+  /**
+   * Registration answers only, additive: the live registration this one replaced, when it was
+   * made (ISO time) and from which source address. Another agent on the same uuid shows here.
+   */
+  replaced?: ReplacedRegistration;
+}
+
+/** A replaced registration as the registration API tells its successor. */
+export interface ReplacedRegistration {
+  /** When it was made (ISO 8601, UTC). */
+  at: string;
+  /** The address its registration request came from. */
+  from: string;
 }

@@ -44,12 +44,15 @@ function json(
 
 /**
  * `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one and
- * `relayOptions` (see RELAY_OPTIONS).
+ * `relayOptions` (see RELAY_OPTIONS), and `replaced` on a registration that replaced a live one.
  */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
-  const { host, port, cookie, tlsPort } = triple;
+  const { host, port, cookie, tlsPort, replaced } = triple;
   const result = tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie };
-  return json(200, { result: { ...result, relayOptions: [...RELAY_OPTIONS] } });
+  // `replaced` (additive) only where the registration set it: never on a look-up.
+  return json(200, {
+    result: { ...result, relayOptions: [...RELAY_OPTIONS], ...(replaced ? { replaced } : {}) },
+  });
 }
 
 /** The HTTP status `errorResponse` gives an error (500 for anything unexpected). */

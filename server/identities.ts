@@ -17,20 +17,15 @@ import {
   type TotpCompat,
   type TotpParams,
 } from '../core/totp.js';
+import { isUuid } from '../core/uuid.js';
 import type { Store } from './store/index.js';
 
-const UUID_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-
-/** What a uuid may hold, in words (for a person: the command line's usage error says it). */
-export const UUID_RULE = '1–128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit';
-
-/** True when `uuid` has the shape `checkUuid` accepts. */
-export const isUuid = (uuid: string): boolean => UUID_SHAPE.test(uuid);
+export { isUuid, UUID_RULE } from '../core/uuid.js';
 
 /** Validates a hidden-server uuid parameter (printable, bounded, no separators that matter). */
 export function checkUuid(uuid: string | undefined): string {
   if (uuid === undefined || uuid === '') throw badRequest('missing parameter: uuid');
-  if (!UUID_SHAPE.test(uuid)) throw badRequest('malformed parameter: uuid');
+  if (!isUuid(uuid)) throw badRequest('malformed parameter: uuid');
   return uuid;
 }
 

@@ -5,9 +5,9 @@
  */
 import { authFailed, badRequest } from '../core/errors.js';
 import { PROOF_DIGITS } from '../core/totp.js';
-import type { RendezvousTriple } from '../core/triple.js';
+import type { RendezvousTriple, ReplacedRegistration } from '../core/triple.js';
 import { asOriginal, proofUsed } from './code-rule.js';
-import { DEFAULT_COOKIE_TTL_SECONDS, mobileCookieFor, NO_EXPIRY, newCookie } from './cookies.js';
+import { DEFAULT_COOKIE_TTL_SECONDS, isLive, mobileCookieFor, NO_EXPIRY, newCookie } from './cookies.js';
 import {
   COMPAT_MAX_REUSES_PER_STEP,
   type FailurePolicy,
@@ -15,7 +15,7 @@ import {
   trust,
   verifyWithinLimits,
 } from './limits.js';
-import { type Identity, SPLIT_COOKIE_SCHEME, type Store } from './store/index.js';
+import { type Identity, type Registration, SPLIT_COOKIE_SCHEME, type Store } from './store/index.js';
 
 /** Where this deployment's relay is reached, and registration policy. */
 export interface RegistrationPolicy extends FailurePolicy {
@@ -125,6 +125,7 @@ async function register(
       lifetime === 'next-registration'
         ? NO_EXPIRY
         : nowSec + (lifetime ?? policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
+    ...(source ? { source } : {}),
   });
   // A replaced cookie that was to live until this registration now has the ordinary lifetime,
   // so TTL removes its record (it is refused as replaced from now on either way).
@@ -137,10 +138,25 @@ async function register(
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();
   }
-  return withTls(
+  const triple = withTls(
     { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` },
     policy.relayTlsPort,
   );
+  // Told only here, past the code check; compat identities keep the original's result keys.
+  const was = identity?.compat ? undefined : replacedOf(replaced, nowMs);
+  return was ? { ...triple, replaced: was } : triple;
+}
+
+/**
+ * What a registration tells its successor about the one it replaced: when and from where, if
+ * that one was live and its source is known. Said even when the source is the caller's own (two
+ * agents on one machine); the agent decides whether it was a twin (the relay said its cookie was
+ * replaced) or its own earlier registration.
+ */
+function replacedOf(old: Registration | undefined, nowMs: number): ReplacedRegistration | undefined {
+  if (!old?.source || !isLive(old.expiresAt, nowMs) || old.cookieScheme !== SPLIT_COOKIE_SCHEME)
+    return undefined;
+  return { at: new Date(old.registeredAt * 1000).toISOString(), from: old.source };
 }
 
 /** Adds `tlsPort` to a triple only when there is one (the seed's triple has three fields). */

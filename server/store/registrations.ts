@@ -32,6 +32,11 @@ export interface Registration {
   registeredAt: number;
   /** Epoch seconds. */
   expiresAt: number;
+  /**
+   * The registrant's source address, when known: a later registration from elsewhere tells the
+   * holder of the right code where the one it replaced came from (two agents on one uuid).
+   */
+  source?: string;
 }
 
 /** What a valid cookie resolves to. */

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildCli } from '../../cli/main.js';
-import { runCli } from '../support/cli.js';
+import { exitWithin, runCli, spawnCli } from '../support/cli.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
@@ -28,6 +28,32 @@ describe('rendezvous (service CLI) usage', () => {
     expect(help.code).toBe(0);
     expect(help.stdout.toString()).toMatch(/-V, --version/);
   });
+
+  it('a malformed --uuid for expose or connect is a usage error naming the rule, not retried', async () => {
+    const env = { RENDEZVOUS_API: '', RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' };
+    // An API that never answers: before the fix, both commands retried against it forever.
+    const api = 'http://127.0.0.1:9';
+    for (const args of [
+      ['expose', '--uuid', 'bad uuid', '--to', '22', '--api', api],
+      ['connect', '--uuid', 'bad uuid', '--api', api],
+    ]) {
+      const child = spawnCli(args, env);
+      let stderr = '';
+      child.stderr?.on('data', (c) => {
+        stderr += c.toString();
+      });
+      child.stdin?.end();
+      const code = await exitWithin(child, 20_000);
+      const what = `rendezvous ${args.join(' ')}: ${stderr}`;
+      expect(code, what).toBe(2);
+      expect(stderr, what).toMatch(
+        new RegExp(
+          `^rendezvous: ${args[0]}: option '--uuid <uuid>' argument 'bad uuid' is invalid\\. a uuid is .*letters, digits, "\\.", "_", ":" or "-"`,
+        ),
+      );
+      expect(stderr.trimEnd().split('\n'), what).toHaveLength(1);
+    }
+  }, 60_000);
 
   it('bad options are one line with exit 2, without a stack trace', async () => {
     const cases: Array<[string[], RegExp]> = [

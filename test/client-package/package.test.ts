@@ -194,7 +194,13 @@ describe('the installed `rendezvous` command', () => {
       [
         ['connect', '--uuid', '', '--api', 'http://127.0.0.1:1'],
         {},
-        /--uuid: a non-empty string is required/,
+        // Checked by the parser with the API's rule (an empty uuid is one of its misses).
+        /option '--uuid <uuid>' argument '' is invalid\. a uuid is 1–128 letters/,
+      ],
+      [
+        ['expose', '--uuid', 'bad uuid', '--to', '22', '--api', 'http://127.0.0.1:1'],
+        { RENDEZVOUS_SECRET: 'JBSWY3DPEHPK3PXP' },
+        /option '--uuid <uuid>' argument 'bad uuid' is invalid\. a uuid is 1–128 letters/,
       ],
       [
         ['expose', '--uuid', 'x', '--to', '22'],
