@@ -186,6 +186,7 @@ export async function secretPage(id: ProvisionedIdentity, verb: string, apiUrl?:
 export RENDEZVOUS_API=${e(api)}</pre>
 <p>Install the client there once (Node.js; it puts the <code>rendezvous</code> command on the PATH):</p>
 <pre id="install">npm install -g @rendezvous-relay/client</pre>
+<p class="muted">Until the package is on the registry, pack it in this repository's clone (<code>npm pack ./packages/client</code>), copy the <code>.tgz</code> there and <code>npm install -g ./rendezvous-relay-client-0.1.0.tgz</code>.</p>
 <p>Then, in the shell with that environment:</p><pre id="expose">rendezvous expose --uuid ${e(id.uuid)} --to 127.0.0.1:22</pre>
 <p class="muted">Not <code>npx rendezvous</code>: outside this repository's clone that fetches an unrelated registry package of that name, which would run with the secret in its environment.</p></div>
 <p><a href="/">Back to the list</a></p>`,

@@ -79,7 +79,8 @@ function secretText(id: ProvisionedIdentity): string {
   return (
     `uuid     ${id.uuid}\nsecret   ${id.secret}\ndigits   ${id.digits}\nstep     ${id.step}s\notpauth  ${id.otpauth}\n\n` +
     'The secret is shown once; the old one no longer works and the hidden server must be given this.\n' +
-    'On the hidden server (the client: npm install -g @rendezvous-relay/client):\n' +
+    'On the hidden server (the client: npm install -g @rendezvous-relay/client, or until it is on the\n' +
+    'registry the tarball `npm pack ./packages/client` makes in the clone):\n' +
     `  export RENDEZVOUS_SECRET=${id.secret} RENDEZVOUS_API=<API URL>\n` +
     `  rendezvous expose --uuid ${id.uuid} --to 127.0.0.1:22\n`
   );
