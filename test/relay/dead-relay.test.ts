@@ -26,11 +26,9 @@ beforeAll(async () => {
   env = await embeddedStore('rendezvous-dead-relay');
   // A short pair wait: a mobile client with no hidden server anywhere hears -ERR after 2 s.
   const relayEnv = { RELAY_PAIR_WAIT_MS: '2000' };
-  [a, b] = await Promise.all(
-    [0, 1].map(() =>
-      spawnRelayProcess({ storeEndpoint: env.endpoint, table: env.store.table, env: relayEnv }),
-    ),
-  );
+  const start = () =>
+    spawnRelayProcess({ storeEndpoint: env.endpoint, table: env.store.table, env: relayEnv });
+  [a, b] = await Promise.all([start(), start()]);
 }, 120_000);
 
 afterAll(async () => {
