@@ -159,9 +159,17 @@ export class ParkRecords {
   }
 
   private stopped = false;
+  /** The heartbeat write in flight, if any (a drain's "dead" beat must land after it). */
+  private beating: Promise<void> | undefined;
 
   /** Writes the heartbeat: alive until the next beat is due plus HEARTBEAT_GRACE_MS. */
-  private async beat(): Promise<void> {
+  private beat(): Promise<void> {
+    const p = this.beatOnce();
+    this.beating = p;
+    return p;
+  }
+
+  private async beatOnce(): Promise<void> {
     try {
       await this.store.putRelayHeartbeat(this.relayId, Date.now() + this.heartbeatMs + HEARTBEAT_GRACE_MS);
     } catch (err) {
@@ -284,6 +292,7 @@ export class ParkRecords {
     }
     this.written.clear();
     this.targets.clear();
+    await this.beating;
     jobs.push(
       this.store
         .putRelayHeartbeat(this.relayId, Date.now())
