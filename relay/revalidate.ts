@@ -153,8 +153,12 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
       const binding = await store.resolveCookie(cookie);
       if (lot.count('generic', cookie) > 0) expiry.add(cookie, binding.expiresAt);
     } catch (err) {
-      // A dead store is not a reason to drop parked servers; only a definite "no" is.
-      if (!isRendezvousError(err) || !err.code.startsWith('COOKIE_')) return;
+      // A dead store is not a reason to drop parked servers; only a definite "no" is. A cookie
+      // whose expiry is still unknown is asked about again next round.
+      if (!isRendezvousError(err) || !err.code.startsWith('COOKIE_')) {
+        if (lot.count('generic', cookie) > 0 && !expiry.has(cookie)) unknownExpiry.add(cookie);
+        return;
+      }
       refuseAll(cookie, err.message);
     }
   };
