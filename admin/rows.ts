@@ -6,13 +6,12 @@
  */
 import type { TotpCompat } from '../core/totp.js';
 import { FAILURE_LIMIT_DEFAULTS, type FailurePolicy } from '../server/limits.js';
-import {
-  type Identity,
-  type LastRendezvousRecord,
-  PARK_RECORD_TTL_SECONDS,
-  type ParkRecord,
-  relayAlive,
-  type Store,
+import type {
+  Identity,
+  LastRendezvousRecord,
+  LiveParkRecord,
+  ParkRecord,
+  Store,
 } from '../server/store/index.js';
 
 /** A UTC ISO 8601 time to the second (`2026-12-01T04:21:05Z`). */
@@ -137,9 +136,10 @@ function protocolView(parks: ParkRecord[], last: LastRendezvousRecord | undefine
 }
 
 /**
- * Gathers the rows: identity, registration, park records, last rendezvous, guess counter. A park
- * record of a relay whose heartbeat lapsed (it crashed: its records stay for their 15-minute TTL)
- * is not shown, so a relay that came back on the same address is listed once.
+ * Gathers the rows: identity, registration, park records, last rendezvous, guess counter. Only
+ * records of relays whose heartbeat is alive are shown (`Store.liveParks`): a relay that crashed
+ * leaves its records in the store, and stops being listed within 30 s; a relay that came back on
+ * the same address is listed once.
  */
 export async function identityRows(
   store: Store,
@@ -162,25 +162,18 @@ export async function rowsOf(
     identities.map(async (id: Identity) => {
       const reg = await store.getRegistrationRecord(id.uuid);
       const [generic, http, last, attempts] = await Promise.all([
-        reg ? store.listParks('generic', reg.cookie, nowMs) : ([] as ParkRecord[]),
-        store.listParks('http', id.uuid, nowMs),
+        reg ? store.liveParks('generic', reg.cookie, nowMs) : ([] as LiveParkRecord[]),
+        store.liveParks('http', id.uuid, nowMs),
         store.getLastRendezvous(id.uuid, nowMs),
         store.getAttempts('uuid', id.uuid),
       ]);
       return { id, reg, generic, http, last, attempts };
     }),
   );
-  // One read per relay named in any record, however many identities it holds.
-  const beats = await store.relayHeartbeats(
-    gathered.flatMap((g) => [...g.generic, ...g.http].map((p) => p.relayId)),
-  );
-  const alive = (p: ParkRecord) => relayAlive(beats.get(p.relayId), nowMs);
-  return gathered.map(({ id, reg, last, attempts, ...all }) => {
-    const generic = all.generic.filter(alive);
-    const http = all.http.filter(alive);
+  return gathered.map(({ id, reg, last, attempts, generic, http }) => {
     const parks = [...generic, ...http];
-    // A park record is rewritten at least every third of its TTL: written no earlier than this.
-    const seen = [reg?.registeredAt, ...parks.map((p) => p.expiresAt - PARK_RECORD_TTL_SECONDS)].filter(
+    // Parked on a live relay: seen at that relay's newest heartbeat.
+    const seen = [reg?.registeredAt, ...parks.map((p) => Math.floor(p.relaySeenAt / 1000))].filter(
       (v): v is number => v !== undefined,
     );
     // The counter's window is the lock: guesses stop being evaluated at `limit` until it ends.

@@ -271,10 +271,26 @@ export async function parkedMemoryRun(
   }
 }
 
+/** DynamoDB operations that write (each replicated to every other region of a global table). */
+const WRITE_OPS = new Set(['PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem', 'TransactWriteItems']);
+
+/** What one store-at-rest run counted. */
+export interface StoreAtRest {
+  /** Requests per parked hidden server per minute, each write counted once (one region). */
+  perKeyPerMinute: number;
+  /** The same with each write counted `regions` times (a global table's replicated writes). */
+  perKeyPerMinuteReplicated: number;
+  /** Requests per relay per minute (one region): the cost of a relay at rest, whatever it holds. */
+  perRelayPerMinute: number;
+  byOp: Record<string, number>;
+}
+
 /**
- * Store requests per parked hidden server per minute while nothing happens: `cookies.length`
- * hidden servers parked on a fresh relay that reaches the store through a counting proxy; the
- * requests of `windowMs` after the parks settled, by operation.
+ * Store requests per parked hidden server per minute while nothing happens: `cookies` hidden
+ * servers parked over `relays` fresh relay processes of one cluster, every one of them reaching
+ * the store through one counting proxy (heartbeats, change-notice polls, park-record writes: all
+ * of it); the requests of `windowMs` after the parks settled, by operation. `regions`: how many
+ * times each write is counted for the replicated figure.
  */
 export async function storeAtRestRun(
   variant: RelayVariant,
@@ -282,21 +298,49 @@ export async function storeAtRestRun(
   storeEndpoint: string,
   cookies: string[],
   windowMs: number,
-): Promise<{ perKeyPerMinute: number; byOp: Record<string, number> }> {
+  { relays = 2, regions = 3 }: { relays?: number; regions?: number } = {},
+): Promise<StoreAtRest> {
   const children: ChildProcess[] = [];
   const proxy = await countingStoreProxy(storeEndpoint);
   try {
-    const relay = await startRelay(variant, { ...env, AWS_ENDPOINT_URL_DYNAMODB: proxy.endpoint }, children);
-    await parkFrom(relay, cookies, children);
-    await expectParked(relay, cookies.length, `${variant.name} store traffic`);
+    const clusterEnv = {
+      ...env,
+      AWS_ENDPOINT_URL_DYNAMODB: proxy.endpoint,
+      RELAY_CLUSTER_SECRET: 'bench-at-rest-cluster',
+      RELAY_PEER_PORT: '0',
+      RELAY_PEER_HOST: '127.0.0.1',
+    };
+    const running: RunningRelay[] = [];
+    for (let i = 0; i < relays; i++) running.push(await startRelay(variant, clusterEnv, children));
+    // An even share of the hidden servers on each relay, as behind the load balancer.
+    const share = Math.ceil(cookies.length / relays);
+    for (const [i, relay] of running.entries()) {
+      const mine = cookies.slice(i * share, (i + 1) * share);
+      await parkFrom(relay, mine, children);
+      await expectParked(relay, mine.length, `${variant.name} store traffic`);
+    }
     // The parks' own first writes and cookie checks are changes, not rest.
     await new Promise((r) => setTimeout(r, 3_000));
     proxy.counts.clear();
     await new Promise((r) => setTimeout(r, windowMs));
-    await expectParked(relay, cookies.length, `${variant.name} store traffic`);
+    for (const [i, relay] of running.entries())
+      await expectParked(
+        relay,
+        cookies.slice(i * share, (i + 1) * share).length,
+        `${variant.name} store traffic`,
+      );
     const byOp = Object.fromEntries(proxy.counts);
     const total = Object.values(byOp).reduce((a, b) => a + b, 0);
-    return { perKeyPerMinute: total / cookies.length / (windowMs / 60_000), byOp };
+    const writes = Object.entries(byOp)
+      .filter(([op]) => WRITE_OPS.has(op))
+      .reduce((a, [, n]) => a + n, 0);
+    const minutes = windowMs / 60_000;
+    return {
+      perKeyPerMinute: total / cookies.length / minutes,
+      perKeyPerMinuteReplicated: (total + (regions - 1) * writes) / cookies.length / minutes,
+      perRelayPerMinute: total / relays / minutes,
+      byOp,
+    };
   } finally {
     stopAll(children);
     proxy.close();

@@ -67,8 +67,15 @@ export function writeResults(result: BenchResult, file: string): void {
 /** Prints the figures and ratios as Markdown tables, warning (stderr) of every wide spread. */
 export function printReport(result: BenchResult): void {
   const { figures, ratios } = result;
+  // Figures under 1 (store requests per key per minute) keep three significant digits.
   const fmt = (n: number) =>
-    Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
+    Math.abs(n) >= 100
+      ? n.toFixed(0)
+      : Math.abs(n) >= 10
+        ? n.toFixed(1)
+        : Math.abs(n) >= 1 || n === 0
+          ? n.toFixed(2)
+          : n.toPrecision(3);
   // A wide spread means the runs disagree: the median alone would mislead, so say so.
   const wide = (f: Figure) => f.runs > 1 && f.min > 0 && f.max / f.min > SPREAD_WARNING;
   const rows = Object.entries(figures).map(

@@ -20,7 +20,8 @@
  *                            and written into park records for the operator console)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
  *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
- *   RELAY_REVALIDATE_MS      period of re-checking parked cookies and identities (10000)
+ *   RELAY_REVALIDATE_MS      period of reading change notices and re-checking the uuids they name,
+ *                            and of refusing parked cookies that expired (10000)
  *   RELAY_MAX_PARKED         parked sockets per cookie or uuid (64)
  *   RELAY_MAX_HANDSHAKES_PER_SOURCE / RELAY_MAX_HANDSHAKES
  *                            connections still in handshake per source address (64) and in all (10000)

@@ -1,7 +1,14 @@
 /**
- * This relay's park records in the store: the cluster's way of finding which relay holds a
- * parked socket. A key's record is written when its first socket parks, refreshed while any
- * stay parked (so a dead relay's records expire), and deleted when the last one leaves.
+ * This relay's park records in the store — the cluster's way of finding which relay holds a
+ * parked socket — and its heartbeat, which says whether any of them is to be believed.
+ *
+ * At rest this costs the store one heartbeat write per relay per RELAY_HEARTBEAT_MS, not a write
+ * per key: a key's record is written when its first socket parks, rewritten only when what it says
+ * changes (the agent's target, the socket count: at most once per TARGET_WRITE_MS each) or once a
+ * day (PARK_RECORD_REFRESH_MS, so its 3-day GC expiry never catches a relay that runs for weeks),
+ * and deleted when the last socket leaves. Readers judge every record by its relay's heartbeat
+ * (`Store.liveParks`): a relay that died without draining stops being named once its `liveUntil`
+ * passes, RELAY_HEARTBEAT_MS + HEARTBEAT_GRACE_MS after its last beat (28 s by default).
  */
 import type { Log } from '../core/log.js';
 import {
@@ -14,23 +21,32 @@ import type { ParkingLot } from './parking.js';
 import { Rotation } from './rotation.js';
 import type { TargetState } from './telemetry.js';
 
-/** Each key's record is rewritten once per this period, spread evenly (a third of the TTL). */
-export const PARK_RECORD_REFRESH_MS = (PARK_RECORD_TTL_SECONDS * 1000) / 3;
-/** How often a share of the records is refreshed. */
-export const PARK_RECORD_TICK_MS = 10_000;
+/**
+ * A record a relay keeps holding is rewritten once per this period (a day), spread evenly over
+ * it: its GC expiry (PARK_RECORD_TTL_SECONDS, 3 days) stays ahead. 1/1440 of a write per key per
+ * minute — negligible against the heartbeat, and counted in the bench's figure.
+ */
+export const PARK_RECORD_REFRESH_MS = 24 * 3600 * 1000;
+/** How often a share of the daily rewrites is done. */
+export const PARK_RECORD_TICK_MS = 60_000;
 /**
  * A key's record outlives its last parked socket this long: under load a hidden server's pool is
  * empty for moments between rendezvous, and peers asking then should queue here, not give up.
  */
 export const PARK_RECORD_LINGER_MS = 2_000;
 /**
- * How often a relay writes its heartbeat (server/store/relays.ts). It counts as alive for
- * HEARTBEAT_LIVES beats: the console stops showing a crashed relay's parks within about 90 s,
- * where its park records would last 15 minutes.
+ * How often a relay writes its heartbeat (server/store/relays.ts): the whole store cost of its
+ * liveness, whatever it holds.
  */
-export const RELAY_HEARTBEAT_MS = 30_000;
-/** Beats a relay may miss (a slow store write) before it counts as dead. */
-export const HEARTBEAT_LIVES = 3;
+export const RELAY_HEARTBEAT_MS = 20_000;
+/**
+ * A heartbeat says "alive until the next beat is due, plus this": a beat may land this late (a
+ * slow store: two 3 s attempts) before readers count the relay dead. With the default period a
+ * relay killed just after a beat is named for at most 20 + 8 = 28 s.
+ */
+export const HEARTBEAT_GRACE_MS = 8_000;
+/** A failed heartbeat write is tried again after this long (not a whole period later). */
+export const HEARTBEAT_RETRY_MS = 2_000;
 
 /** How long one query of other relays' records serves every waiting mobile client. */
 export const OTHERS_CACHE_MS = 200;
@@ -59,22 +75,27 @@ interface TargetNote {
   /** When it changed to `state`, and when it was last said (epoch ms). */
   since: number;
   at: number;
-  /** The state the store holds for this key (undefined: none written yet), and when it was written. */
+  /** The state the store holds for this key (undefined: none written yet). */
   written?: TargetState;
-  writtenAt?: number;
-  /** A write waiting for the end of the period. */
+}
+
+/** What the store holds for a key this relay parks: the count written, when, and a pending write. */
+interface Written {
+  count: number;
+  at: number;
+  /** A write waiting for the end of the period (target or count changed inside it). */
   timer?: NodeJS.Timeout;
 }
 
 /** Whose records, where they go, and what they carry. */
 export interface ParkRecordsOptions {
-  store: Pick<Store, 'putPark' | 'deletePark' | 'listParks' | 'putRelayHeartbeat'>;
+  store: Pick<Store, 'putPark' | 'deletePark' | 'liveParks' | 'putRelayHeartbeat'>;
   /** This relay's identity in the records. */
   relayId: string;
   /** `host:port` other relays dial ('' for a relay alone: nobody dials it). */
   peer: string;
   log: Log;
-  /** Records live this long without a refresh (default PARK_RECORD_TTL_SECONDS). */
+  /** Records' GC expiry, past their last write (default PARK_RECORD_TTL_SECONDS). */
   ttlSeconds?: number;
   /** Written into every record; records of another region are never dialled, only redirected to. */
   origin?: ParkOrigin;
@@ -87,7 +108,7 @@ export class ParkRecords {
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private lot: ParkingLot | undefined;
-  private readonly written = new Set<string>();
+  private readonly written = new Map<string, Written>();
   private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
   private readonly targets = new Map<string, TargetNote>();
   /** Minimum time between two target-state writes of one key (tests shorten it). */
@@ -119,29 +140,52 @@ export class ParkRecords {
     return !r.region || !this.origin.region || r.region === this.origin.region;
   }
 
-  /** Starts the refresh loop over `lot`. */
-  start(lot: ParkingLot): void {
+  /**
+   * Starts the heartbeat and the daily rewrite over `lot`. Resolves once the first heartbeat was
+   * written (or failed: logged, and tried again), so no record of this relay is ever read before
+   * its heartbeat exists — a relay without one counts as dead.
+   */
+  start(lot: ParkingLot): Promise<void> {
     this.lot = lot;
-    const refreshMs = (this.ttlSeconds * 1000) / 3;
+    const refreshMs = Math.min(PARK_RECORD_REFRESH_MS, (this.ttlSeconds * 1000) / 3);
     const tick = Math.min(PARK_RECORD_TICK_MS, refreshMs);
     const generic = new Rotation(refreshMs, tick);
     const http = new Rotation(refreshMs, tick);
     this.timer = setInterval(() => void this.refresh(generic, http), tick);
     this.timer.unref();
-    // Alive while it beats: readers tell this relay's records from those of a crashed one.
-    const beat = () =>
-      void this.store
-        .putRelayHeartbeat(this.relayId, Date.now() + HEARTBEAT_LIVES * this.heartbeatMs)
-        .catch((err) => this.fail(err, 'relay heartbeat write failed'));
-    beat();
-    this.heartbeat = setInterval(beat, this.heartbeatMs);
+    this.heartbeat = setInterval(() => void this.beat(), this.heartbeatMs);
     this.heartbeat.unref();
+    return this.beat();
+  }
+
+  private stopped = false;
+  /** The heartbeat write in flight, if any (a drain's "dead" beat must land after it). */
+  private beating: Promise<void> | undefined;
+
+  /** Writes the heartbeat: alive until the next beat is due plus HEARTBEAT_GRACE_MS. */
+  private beat(): Promise<void> {
+    const p = this.beatOnce();
+    this.beating = p;
+    return p;
+  }
+
+  private async beatOnce(): Promise<void> {
+    try {
+      await this.store.putRelayHeartbeat(this.relayId, Date.now() + this.heartbeatMs + HEARTBEAT_GRACE_MS);
+    } catch (err) {
+      this.fail(err, 'relay heartbeat write failed');
+      // Soon, not a whole period later: the grace is shorter than a period.
+      if (!this.stopped && this.heartbeatMs > 2 * HEARTBEAT_RETRY_MS)
+        setTimeout(() => {
+          if (!this.stopped) void this.beat();
+        }, HEARTBEAT_RETRY_MS).unref();
+    }
   }
 
   /**
    * An agent parking on `key` reported its target `up` or `down`. Kept with the key and written
-   * into its park record only when the state changes (agents repeat it on every park), so the
-   * store cost stays one refresh per key per period; the refresh carries the newest report time.
+   * into its park record only when the state changes (agents repeat it on every park); the write
+   * carries the newest report time.
    */
   noteTarget(kind: ParkKind, key: string, target: TargetState): void {
     const k = `${kind} ${key}`;
@@ -153,29 +197,31 @@ export class ParkRecords {
     }
     if (note) Object.assign(note, { state: target, since: now, at: now });
     else this.targets.set(k, { state: target, since: now, at: now });
-    this.syncTarget(kind, key);
+    this.sync(kind, key);
   }
 
   /**
-   * Writes a key's target state when the store's differs and the key is parked. An agent reports
-   * a change by re-parking, so the report often arrives while its count is 0 (between the old
-   * sockets' close and the new ones' park): then the next park writes it (onCount). At most one
-   * write per TARGET_WRITE_MS per key; a change inside the period is written at its end.
+   * Rewrites a parked key's record when what it says changed — the agent's target state, or the
+   * number of sockets parked — at most once per `targetWriteMs` per key (a change inside the
+   * period is written at its end, if it still differs then). An agent reports a change by
+   * re-parking, so the report often arrives while its count is 0 (between the old sockets' close
+   * and the new ones' park): then the next park's write carries it (onCount).
    */
-  private syncTarget(kind: ParkKind, key: string): void {
+  private sync(kind: ParkKind, key: string): void {
     const k = `${kind} ${key}`;
-    const note = this.targets.get(k);
-    // Not parked yet (or between parks): the next park's write carries it.
-    if (!note || note.timer || note.written === note.state || !this.written.has(k)) return;
+    const w = this.written.get(k);
+    if (!w || w.timer) return;
     const count = this.lot?.count(kind, key) ?? 0;
     if (count === 0) return;
-    const wait = (note.writtenAt ?? 0) + this.targetWriteMs - Date.now();
+    const note = this.targets.get(k);
+    if (count === w.count && (!note || note.written === note.state)) return;
+    const wait = w.at + this.targetWriteMs - Date.now();
     if (wait > 0) {
-      note.timer = setTimeout(() => {
-        note.timer = undefined;
-        this.syncTarget(kind, key);
+      w.timer = setTimeout(() => {
+        w.timer = undefined;
+        this.sync(kind, key);
       }, wait);
-      note.timer.unref();
+      w.timer.unref();
       return;
     }
     this.write(kind, key, count).catch((err) => this.fail(err));
@@ -189,8 +235,8 @@ export class ParkRecords {
     if (count === 0) {
       const t = setTimeout(() => {
         this.pendingDeletes.delete(k);
+        clearTimeout(this.written.get(k)?.timer);
         this.written.delete(k);
-        clearTimeout(this.targets.get(k)?.timer);
         this.targets.delete(k);
         this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
       }, PARK_RECORD_LINGER_MS);
@@ -198,9 +244,10 @@ export class ParkRecords {
       this.pendingDeletes.set(k, t);
     } else if (!this.written.has(k) || kind === 'http') {
       // HTTP records also carry the newest code step, which the code-reuse rule reads.
-      this.written.add(k);
+      clearTimeout(this.written.get(k)?.timer);
+      this.written.set(k, { count, at: Date.now() });
       this.write(kind, key, count).catch((err) => this.fail(err));
-    } else this.syncTarget(kind, key);
+    } else this.sync(kind, key);
   }
 
   private readonly lookups = new Map<string, { at: number; records: Promise<ParkRecord[]> }>();
@@ -226,7 +273,8 @@ export class ParkRecords {
     const now = Date.now();
     const cached = this.lookups.get(k);
     if (cached && now - cached.at < OTHERS_CACHE_MS) return cached.records;
-    const records = this.store.listParks(kind, key);
+    // Records of relays whose heartbeat lapsed are not dialled (Store.liveParks).
+    const records: Promise<ParkRecord[]> = this.store.liveParks(kind, key);
     records.catch(() => this.lookups.delete(k));
     if (this.lookups.size > 10_000) this.lookups.clear();
     this.lookups.set(k, { at: now, records });
@@ -235,18 +283,16 @@ export class ParkRecords {
 
   /** Deletes every record this relay wrote, and says it is no longer alive (drain). */
   async removeAll(): Promise<void> {
-    clearInterval(this.timer);
-    clearInterval(this.heartbeat);
-    for (const t of this.pendingDeletes.values()) clearTimeout(t);
+    this.stop();
     this.pendingDeletes.clear();
     const jobs: Promise<void>[] = [];
-    for (const k of this.written) {
+    for (const k of this.written.keys()) {
       const [kind, key] = k.split(' ') as [ParkKind, string];
       jobs.push(this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err)));
     }
     this.written.clear();
-    for (const note of this.targets.values()) clearTimeout(note.timer);
     this.targets.clear();
+    await this.beating;
     jobs.push(
       this.store
         .putRelayHeartbeat(this.relayId, Date.now())
@@ -255,32 +301,36 @@ export class ParkRecords {
     await Promise.all(jobs);
   }
 
-  /** Stops refreshing. */
+  /** Stops the heartbeat and the rewrites. */
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
     clearInterval(this.heartbeat);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
-    for (const note of this.targets.values()) clearTimeout(note.timer);
+    for (const w of this.written.values()) clearTimeout(w.timer);
   }
 
   private async write(kind: ParkKind, key: string, count: number): Promise<void> {
+    const now = Date.now();
     const rec: ParkRecord = {
       relayId: this.relayId,
       peer: this.peer,
       count,
-      expiresAt: Math.floor(Date.now() / 1000) + this.ttlSeconds,
+      expiresAt: Math.floor(now / 1000) + this.ttlSeconds,
     };
     if (kind === 'http') rec.step = this.lot?.newestStep(key);
     if (this.origin.region) rec.region = this.origin.region;
     if (this.origin.httpUrl) rec.httpUrl = this.origin.httpUrl;
     const shown = kind === 'http' ? this.origin.httpAddress : this.origin.address;
     if (shown) rec.address = shown;
-    const note = this.targets.get(`${kind} ${key}`);
+    const k = `${kind} ${key}`;
+    const note = this.targets.get(k);
     if (note) {
       Object.assign(rec, { target: note.state, targetSince: note.since, targetAt: note.at });
       note.written = note.state;
-      note.writtenAt = Date.now();
     }
+    const w = this.written.get(k);
+    if (w) Object.assign(w, { count, at: now });
     await this.store.putPark(kind, key, rec);
   }
 
@@ -302,11 +352,7 @@ export class ParkRecords {
         }
       }
       // Reports for keys that never parked (the park was refused after the report) go.
-      for (const [k, note] of this.targets)
-        if (!this.written.has(k)) {
-          clearTimeout(note.timer);
-          this.targets.delete(k);
-        }
+      for (const k of this.targets.keys()) if (!this.written.has(k)) this.targets.delete(k);
     } finally {
       this.refreshing = false;
     }

@@ -28,7 +28,7 @@ import { ParkingLot } from './parking.js';
 import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
 import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
-import { startRevalidation } from './revalidate.js';
+import { type Revalidation, startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
 import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
@@ -100,7 +100,7 @@ export interface RelayOptions {
    */
   region?: string;
   httpPublicUrl?: string;
-  /** How often the relay writes its heartbeat to the store (default 30 s; tests shorten it). */
+  /** How often the relay writes its heartbeat to the store (default 20 s; tests shorten it). */
   heartbeatMs?: number;
   /**
    * The generic protocol's public `host:port` (RELAY_PUBLIC_HOST/_PORT), shown by the operator
@@ -205,8 +205,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
 
   let records: ParkRecords | undefined;
+  let revalidation: Revalidation | undefined;
   const lot = new ParkingLot(opts.maxParkedPerKey ?? RELAY_DEFAULTS.maxParkedPerKey, {
-    onCount: (kind, key, count) => records?.onCount(kind, key, count),
+    onCount: (kind, key, count) => {
+      records?.onCount(kind, key, count);
+      revalidation?.onCount(kind, key, count);
+    },
   });
   const clients = new ClientSockets(telemetry, opts.fdLimit);
   const onListenerError = listenerErrors(telemetry, log);
@@ -271,7 +275,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       heartbeatMs: opts.heartbeatMs,
     });
   }
-  records.start(lot);
+  // The first heartbeat before any park: a relay without one counts as dead to every reader.
+  await records.start(lot);
   telemetry.watch(
     (kind) => lot.sizeOf(kind),
     () => splices.count,
@@ -282,6 +287,19 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
+  // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
+  revalidation = startRevalidation({
+    store: opts.store,
+    lot,
+    cookies,
+    log,
+    refuseGeneric: (p, reason) => {
+      telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
+      refuse(p.socket, reason);
+    },
+    live: splices,
+    periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
+  });
   const ctx: RelayContext = {
     store: opts.store,
     cookies,
@@ -353,20 +371,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     closers.push(health.close);
   }
 
-  // Revocations (rotation, disable, replacement) reach sockets parked before them.
-  const revalidation = startRevalidation({
-    store: opts.store,
-    lot,
-    cookies,
-    log,
-    refuseGeneric: (p, reason) => {
-      telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
-      refuse(p.socket, reason);
-    },
-    live: splices,
-    periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
-  });
-
   log.info('relay listening', {
     relayId,
     generic: `${address.address}:${address.port}`,
@@ -388,7 +392,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
           records,
           telemetry,
           stopBackground: () => {
-            revalidation.stop();
+            revalidation?.stop();
             keepAlive.stop();
             pool?.close();
           },

@@ -1,7 +1,11 @@
 /**
- * Change notices: "this uuid's cookie or identity changed" (replaced, revoked, rotated, disabled,
- * deleted). Relays read the last seconds of them once per pass and re-check only those uuids'
- * parked keys, instead of re-reading every parked key.
+ * Change notices: "this uuid's cookie or identity changes" (replaced, revoked, rotated, disabled,
+ * deleted). Relays read the last seconds of them once per round (relay/revalidate.ts) and re-check
+ * only those uuids' parked keys — there is no sweep over every parked key. A notice is written
+ * BEFORE the change it announces, and a relay re-checks a noticed uuid in every round while the
+ * notice is young (NOTICE_WINDOW_MS), so a writer that crashes between the two loses nothing (a
+ * notice without its change costs a few reads) and a notice that lands before its change (or
+ * beside it: the PUT path writes both at once) is honoured when the change lands.
  */
 import { CHANGES_PK, changeSk } from './keys.js';
 import type { Table } from './table.js';
@@ -21,10 +25,8 @@ export class Changes {
   constructor(private readonly table: Table) {}
 
   /**
-   * Records that `uuid`'s cookie or identity changed, after the change itself is written (a relay
-   * that reads the notice then reads the new state). Relays read the notices once per pass and
-   * re-check only the keys of those uuids; a notice lost to a crash right here is caught by the
-   * relays' slow sweep of every parked key.
+   * Records that `uuid`'s cookie or identity changes. Written before the change (or beside it):
+   * relays re-check the uuid's parked keys in every round while the notice is young.
    */
   async note(uuid: string, nowMs: number = Date.now()): Promise<void> {
     await this.table.put({

@@ -2,7 +2,8 @@
  * Identities: a hidden server's TOTP parameters as the operator provisioned them, with replay
  * protection (the last accepted step), the CONNECT cookie, the generation a rotation or disable
  * bumps, trusted sources and compatibility settings. Ending an identity's secret also ends its
- * registration (registrations.ts) and leaves a change notice (changes.ts).
+ * registration (registrations.ts); a change notice (changes.ts) is written first, before anything
+ * changes, so relays re-check the uuid's parks while the change lands.
  */
 import { RendezvousError } from '../../core/errors.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
@@ -205,6 +206,7 @@ export class Identities {
    * refuses its cookie at the next check and tells its parked sockets `-ERR`.
    */
   async setDisabled(uuid: string, disabled: boolean): Promise<void> {
+    if (disabled) await this.changes.note(uuid);
     await this.update(
       uuid,
       disabled
@@ -212,10 +214,7 @@ export class Identities {
         : 'SET disabled = :d',
       disabled ? { ':d': disabled, ':one': 1 } : { ':d': disabled },
     );
-    if (disabled) {
-      await this.registrations.delete(uuid);
-      await this.changes.note(uuid);
-    }
+    if (disabled) await this.registrations.delete(uuid, undefined, { noted: true });
   }
 
   /**
@@ -226,6 +225,7 @@ export class Identities {
    * rotation either sees the new generation (and withdraws itself) or is deleted here.
    */
   async rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
+    await this.changes.note(uuid);
     // The code parameters go with the secret: a strict rotation of an imported identity drops
     // its compatibility settings; a forced re-import sets them.
     await this.update(
@@ -242,13 +242,13 @@ export class Identities {
         ...(compat ? { ':c': compat } : {}),
       },
     );
-    await this.registrations.delete(uuid);
-    await this.changes.note(uuid);
+    await this.registrations.delete(uuid, undefined, { noted: true });
   }
 
   /**
    * Sets (or, with undefined, removes) an identity's compatibility settings and the informative
-   * `digits` that goes with them. Registrations stand; new rules apply from the next code checked.
+   * `digits` that goes with them. Registrations stand; new rules apply from the next code checked
+   * (no notice: nothing a relay checks changes).
    */
   async setCompat(uuid: string, compat: TotpCompat | undefined, digits: number): Promise<void> {
     await this.update(
@@ -260,9 +260,9 @@ export class Identities {
 
   /** Deletes an identity, its registration and its last-rendezvous record. */
   async delete(uuid: string): Promise<void> {
-    await this.registrations.delete(uuid);
+    await this.changes.note(uuid);
+    await this.registrations.delete(uuid, undefined, { noted: true });
     await this.last.delete(uuid);
     await this.table.delete({ Key: identityKey(uuid) });
-    await this.changes.note(uuid);
   }
 }

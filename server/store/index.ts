@@ -14,10 +14,11 @@ export {
   LAST_RENDEZVOUS_TTL_SECONDS,
   type LastRendezvous,
   type LastRendezvousRecord,
+  type LiveParkRecord,
   PARK_RECORD_TTL_SECONDS,
   type ParkRecord,
 } from './parks.js';
 export { type CookieBinding, type Registration, SPLIT_COOKIE_SCHEME } from './registrations.js';
-export { type RelayHeartbeat, relayAlive } from './relays.js';
+export { HEARTBEAT_CACHE_MS, type RelayHeartbeat, relayAlive } from './relays.js';
 export { probeStore, Store } from './store.js';
 export { STORE_REQUEST_TIMEOUT_MS, type StoreOptions } from './table.js';

@@ -11,12 +11,13 @@ import { type Table, withoutKeys } from './table.js';
 export type { ParkKind } from '../../core/protocol.js';
 
 /**
- * Park records live this long without a refresh. Long, so that holding a parked socket costs the
- * store a write per PARK_RECORD_REFRESH_MS (relay/park-records.ts), not one a minute; the price is
- * that a relay that died without draining keeps records up to this long (peers skip them: the dial
- * fails, the live relay's record is fresher and tried first).
+ * A park record's garbage-collection expiry (3 days). It says nothing about liveness: readers
+ * judge a record by its relay's heartbeat (relays.ts, `Store.liveParks`). A record is written when
+ * its key first parks on a relay and deleted when the last socket leaves; a relay that holds a key
+ * longer rewrites the record once per PARK_RECORD_REFRESH_MS (a day, relay/park-records.ts), so a
+ * record outlives neither its key nor, by more than this, its relay.
  */
-export const PARK_RECORD_TTL_SECONDS = 900;
+export const PARK_RECORD_TTL_SECONDS = 3 * 24 * 3600;
 
 /** One relay's claim to hold parked sockets for a cookie (generic) or a uuid (http). */
 export interface ParkRecord {
@@ -26,7 +27,7 @@ export interface ParkRecord {
   count: number;
   /** For http parks: the newest TOTP step a live park there was made with. */
   step?: number;
-  /** Epoch seconds; a record not refreshed by then is stale. */
+  /** Epoch seconds: the store deletes the record then (garbage collection, not liveness). */
   expiresAt: number;
   /** The parking relay's region (multi-region; absent: the same region as every reader). */
   region?: string;
@@ -38,6 +39,12 @@ export interface ParkRecord {
   target?: TargetState;
   targetSince?: number;
   targetAt?: number;
+}
+
+/** A park record whose relay's heartbeat is alive (`Store.liveParks`). */
+export interface LiveParkRecord extends ParkRecord {
+  /** The relay's newest heartbeat, epoch ms: the hidden server was parked there then. */
+  relaySeenAt: number;
 }
 
 /** A uuid's last rendezvous through one protocol, as the relay holding its hidden socket saw it. */
@@ -84,7 +91,7 @@ export class Parks {
     await this.table.delete({ Key: { pk, sk: `${prefix}${relayId}` } });
   }
 
-  /** The live (unexpired) park records for `key`, freshest first. */
+  /** The unexpired park records for `key`, newest write first (alive or not: see `Store.liveParks`). */
   async list(kind: ParkKind, key: string, nowMs: number = Date.now()): Promise<ParkRecord[]> {
     const { pk, prefix } = parkKeys(kind, key);
     const items = await this.table.queryPage({

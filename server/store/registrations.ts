@@ -1,7 +1,7 @@
 /**
  * Registrations and their cookies: where each hidden server is registered now, and the cookie
  * items a mobile cookie resolves through. Replacing or removing a registration leaves a change
- * notice, so relays drop sockets parked with the old cookie at their next pass.
+ * notice (changes.ts), so relays drop sockets parked with the old cookie at their next round.
  */
 import { RendezvousError } from '../../core/errors.js';
 import { isLive, secretsEqual } from '../cookies.js';
@@ -130,9 +130,16 @@ export class Registrations {
 
   /**
    * Deletes the uuid's registration and its cookie record; with `onlyCookie`, only while that is
-   * still the current cookie (a registration withdrawing itself must not delete a newer one).
+   * still the current cookie (a registration withdrawing itself must not delete a newer one). A
+   * change notice goes first (relays re-check the uuid while it is young), unless the caller
+   * wrote one already (`noted`: an identity's rotation, disable or deletion).
    */
-  async delete(uuid: string, onlyCookie?: string): Promise<void> {
+  async delete(
+    uuid: string,
+    onlyCookie?: string,
+    { noted = false }: { noted?: boolean } = {},
+  ): Promise<void> {
+    if (!noted) await this.changes.note(uuid);
     let old: Registration | undefined;
     try {
       old = (await this.table.delete({
@@ -146,9 +153,6 @@ export class Registrations {
       if (isConditionFailed(err)) return;
       throw err;
     }
-    if (old?.cookie) {
-      await this.table.delete({ Key: cookieItemKey(old.cookie) });
-      await this.changes.note(uuid);
-    }
+    if (old?.cookie) await this.table.delete({ Key: cookieItemKey(old.cookie) });
   }
 }

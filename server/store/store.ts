@@ -12,9 +12,15 @@ import { type ChangeNotice, Changes } from './changes.js';
 import { type ClaimsRegionRecord, ClaimsRegions } from './claims-region.js';
 import type { StoreSettings } from './errors.js';
 import { type ClaimExtra, Identities, type Identity } from './identities.js';
-import { type LastRendezvous, LastRendezvousRecords, type ParkRecord, Parks } from './parks.js';
+import {
+  type LastRendezvous,
+  LastRendezvousRecords,
+  type LiveParkRecord,
+  type ParkRecord,
+  Parks,
+} from './parks.js';
 import { type CookieBinding, type Registration, Registrations } from './registrations.js';
-import { type RelayHeartbeat, RelayHeartbeats } from './relays.js';
+import { type RelayHeartbeat, RelayHeartbeats, relayAlive } from './relays.js';
 import { type StoreOptions, Table } from './table.js';
 
 /** DynamoDB-backed store. One instance (one SDK client) per process. */
@@ -219,9 +225,32 @@ export class Store {
     return this.parks.delete(kind, key, relayId);
   }
 
-  /** The live (unexpired) park records for `key`, freshest first. */
+  /**
+   * The unexpired park records for `key`, newest write first, whatever their relays' state (a
+   * crashed relay's records stay until their GC expiry): most readers want `liveParks`.
+   */
   listParks(kind: ParkKind, key: string, nowMs: number = Date.now()): Promise<ParkRecord[]> {
     return this.parks.list(kind, key, nowMs);
+  }
+
+  /**
+   * The park records for `key` whose relay's heartbeat is alive at `nowMs`, newest write first:
+   * what look-ups, peers' dials and the console name. Heartbeats are cached in-process for a few
+   * seconds per relay (HEARTBEAT_CACHE_MS), so a hot key costs its one query and no more.
+   */
+  async liveParks(kind: ParkKind, key: string, nowMs: number = Date.now()): Promise<LiveParkRecord[]> {
+    const records = await this.parks.list(kind, key, nowMs);
+    if (records.length === 0) return [];
+    const beats = await this.heartbeats.cached(
+      records.map((r) => r.relayId),
+      nowMs,
+    );
+    const live: LiveParkRecord[] = [];
+    for (const r of records) {
+      const beat = beats.get(r.relayId);
+      if (beat && relayAlive(beat, nowMs)) live.push({ ...r, relaySeenAt: beat.at });
+    }
+    return live;
   }
 
   /** Records a uuid's last rendezvous for the given protocols in one write (the others stay). */
@@ -241,14 +270,17 @@ export class Store {
     return this.heartbeats.put(relayId, liveUntil, nowMs);
   }
 
-  /** The heartbeats of `relayIds` (a relay that never wrote one is absent). */
+  /** The heartbeats of `relayIds`, read now (a relay without one is absent, and counts as dead). */
   relayHeartbeats(relayIds: Iterable<string>): Promise<Map<string, RelayHeartbeat>> {
     return this.heartbeats.get(relayIds);
   }
 
   // Change notices (changes.ts)
 
-  /** Records that `uuid`'s cookie or identity changed (after the change itself is written). */
+  /**
+   * Records that `uuid`'s cookie or identity changes: written before the change it announces (a
+   * relay re-checks a noticed uuid while the notice is young, so the change is seen when it lands).
+   */
   noteChange(uuid: string, nowMs: number = Date.now()): Promise<void> {
     return this.changes.note(uuid, nowMs);
   }

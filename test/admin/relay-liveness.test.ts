@@ -1,6 +1,6 @@
 /**
  * The console's "Live" figures after a relay crashes (SIGKILL: nothing drained, its park records
- * left in the store for their 15-minute TTL): the dead relay's parks stop showing once its
+ * left in the store until their 3-day GC expiry): the dead relay's parks stop showing once its
  * heartbeat lapses, and when a relay comes back on the same public address the agent's parks are
  * listed once, on the new relay — not twice, one of them dead.
  */

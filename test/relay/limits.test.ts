@@ -99,7 +99,7 @@ describe('waiting mobile clients', () => {
   it('unknown names are negative-cached: waiting for them does not poll the store', async () => {
     const store = c.store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
     let reads = 0;
-    for (const name of ['listParks', 'getIdentity'] as const) {
+    for (const name of ['liveParks', 'getIdentity'] as const) {
       const real = store[name]?.bind(c.store) as (...a: unknown[]) => Promise<unknown>;
       store[name] = (...a: unknown[]) => {
         reads++;

@@ -76,7 +76,8 @@ describe('store traffic at rest', () => {
       .filter(([op]) => op !== 'Query')
       .reduce((a, [, n]) => a + n, 0);
     expect(relay.lot.size).toBe(KEYS);
-    // Per-key reads and writes: the slow sweep's share of 15 rounds, far under one per key.
+    // Per-key reads and writes: none at rest (no sweep; the daily record rewrite's share of 3 s is
+    // nothing); the heartbeat is one write per relay per 20 s.
     expect(others, JSON.stringify(counts)).toBeLessThanOrEqual(KEYS / 4);
     // One notice query per round (jitter makes rounds as short as 0.8 × ROUND_MS).
     expect(queries).toBeGreaterThan(0);
@@ -92,7 +93,7 @@ describe('store traffic at rest', () => {
     await setIdentityDisabled(env.store, 'rest-revoked', true);
     // A new registration (the next code step) on another relay: only the notice tells this one.
     await register('rest-replaced', 1);
-    // The full sweep runs once per 10 minutes: only the change notices can end these now.
+    // There is no sweep: only the change notices can end these.
     await Promise.all([revoked.ended, replaced.ended]);
     expect(revoked.text()).toMatch(/^-ERR unknown cookie/);
     expect(replaced.text()).toBe('-ERR cookie replaced by a newer registration\n');
