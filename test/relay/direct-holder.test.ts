@@ -139,8 +139,7 @@ describe('the look-up names the relay that holds the hidden server', () => {
     // The front stays named as the way in when the holder cannot be reached.
     expect((answer as { fallback?: unknown }).fallback).toEqual({ host: '127.0.0.1', port: front.port });
 
-    // Mobiles not directed would now land on any of the three relays.
-    front.targets.splice(0, front.targets.length, a.port, b.port, c.port);
+    // Each pairing goes where the look-up says: A (the agent re-parks at A through the front).
     for (let i = 0; i < 4; i++) await roundTrip(`direct ${i}`);
     await until(async () => rendezvousRecords().length >= 4, 'the rendezvous records');
     const records = rendezvousRecords();
