@@ -54,7 +54,11 @@ export function signGet(
     .map(([k, v]) => `${enc(k)}=${enc(v)}`)
     .sort()
     .join('&');
-  const headers: Record<string, string> = { host: url.host, 'x-amz-date': amzDate };
+  const headers: Record<string, string> = {
+    host: url.host,
+    'x-amz-content-sha256': sha256(''),
+    'x-amz-date': amzDate,
+  };
   if (creds.Token) headers['x-amz-security-token'] = creds.Token;
   const names = Object.keys(headers).sort();
   const canonical = [
