@@ -1,13 +1,16 @@
 /**
  * The cluster group of `npm run bench` (`--only cluster`): three relay processes (the production
  * bundle) behind a tiny round-robin TCP front standing in for the NLB, each advertising a direct
- * address (RELAY_DIRECT_HOST). Hidden servers park through the front, two sockets each, and park
+ * address (RELAY_DIRECT_HOST). Hidden servers park through the front, two sockets each (POOL), and park
  * again after every rendezvous, as agents do; mobile clients look the uuid up over HTTP and then
  * connect. Contenders, interleaved run by run:
  *
  *   direct     the look-up names the holding relay (RENDEZVOUS_LOOKUP_DIRECT on): the mobile
  *              connects there (the front when the answer names none)
  *   front      today's answer: the mobile connects through the front (any relay)
+ *   front, pool 6  the same with six sockets per hidden server (two per relay): what an
+ *              HTTP-specific client (any HTTP client, no look-up, through the NLB) sees when its
+ *              hidden server's pool is at least twice the relay count
  *   one relay  everything on one relay, no front: the local baseline
  *
  * Reported per contender: the share of pairings that were local (the mobile reached the relay
@@ -36,6 +39,7 @@ import { registerCookie, type Service, TABLE } from './service.js';
 
 const RELAYS = 3;
 const HIDDEN = 30;
+/** Sockets each hidden server keeps parked (the `front, pool 6` contender: 6). */
 const POOL = 2;
 const IN_FLIGHT = 10;
 
@@ -104,7 +108,7 @@ type Front = Awaited<ReturnType<typeof startFront>>;
  * Keeps POOL hidden sockets parked per cookie at `parkAt` (a relay, or the front). A paired socket
  * tells the mobile which relay it was parked on (`<port>\n`), ends, and is replaced at once.
  */
-function keepParked(cookies: string[], parkAt: number, front?: Front) {
+function keepParked(cookies: string[], parkAt: number, pool: number, front?: Front) {
   let stopped = false;
   const open = new Set<Socket>();
   const parkOne = async (c: string): Promise<void> => {
@@ -120,7 +124,7 @@ function keepParked(cookies: string[], parkAt: number, front?: Front) {
       void parkOne(c).catch(() => undefined);
     });
   };
-  const ready = Promise.all(cookies.flatMap((c) => Array.from({ length: POOL }, () => parkOne(c))));
+  const ready = Promise.all(cookies.flatMap((c) => Array.from({ length: pool }, () => parkOne(c))));
   return {
     ready,
     stop: () => {
@@ -154,7 +158,7 @@ async function pairOnce(
   return { ms, local: parkedOn === reached(m) };
 }
 
-type Contender = 'direct' | 'front' | 'one relay';
+type Contender = 'direct' | 'front' | 'front, pool 6' | 'one relay';
 
 /** The cluster group: see the module comment. */
 export async function benchCluster(ctx: GroupContext, service: Service): Promise<void> {
@@ -177,12 +181,15 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
   const byPort = new Map(relays.map((r) => [r.port, r]));
 
   const run = async (who: Contender) => {
-    const stamp = `${who.replace(' ', '-')}-${Date.now()}`;
+    const stamp = `${who.replace(/\W+/g, '-')}-${Date.now()}`;
+    const pool = who === 'front, pool 6' ? 6 : POOL;
     const uuids = Array.from({ length: HIDDEN }, (_, i) => `bench-cluster-${stamp}-${i}`);
     const cookies = await Promise.all(uuids.map((u) => registerCookie(service, u)));
     const base = relays[0] as ClusterRelay;
     const parks =
-      who === 'one relay' ? keepParked(cookies, base.port) : keepParked(cookies, front.port, front);
+      who === 'one relay'
+        ? keepParked(cookies, base.port, pool)
+        : keepParked(cookies, front.port, pool, front);
     await parks.ready;
     // Park records written, heartbeats in: what a look-up reads.
     await new Promise((r) => setTimeout(r, 1_000));
@@ -226,7 +233,7 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
     };
   };
 
-  const contenders: Contender[] = ['direct', 'front', 'one relay'];
+  const contenders: Contender[] = ['direct', 'front', 'front, pool 6', 'one relay'];
   // A warm-up pass each (JIT), then interleaved runs.
   for (const who of contenders) await run(who);
   const results = new Map<Contender, Record<'share' | 'cpu' | 'p50' | 'p99' | 'lookup', number[]>>();
