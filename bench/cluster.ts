@@ -22,7 +22,6 @@ import { join } from 'node:path';
 import { splice } from '../core/splice.js';
 import { makeLookupHandler } from '../functions/lookup.js';
 import { startApiAdapter } from '../local/api-adapter.js';
-import { mobileCookieFor } from '../server/cookies.js';
 import {
   cpuSeconds,
   dial,
