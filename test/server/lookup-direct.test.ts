@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lookupHiddenServer, parseDirect } from '../../server/lookup.js';
-import type { ParkRecord } from '../../server/store/index.js';
+import { type ParkRecord, Store } from '../../server/store/index.js';
+import { countingStoreProxy } from '../support/counting-proxy.js';
 import { embeddedStore } from '../support/store.js';
 
 let store: Awaited<ReturnType<typeof embeddedStore>>;
@@ -87,6 +88,25 @@ describe('lookupHiddenServer with direct addressing', () => {
         ...FRONT,
         fallback: undefined,
       });
+    }
+  });
+
+  it('costs one store request per GET when off; with direct, one query and a get per holder more', async () => {
+    const { uuid, cookie } = await registered();
+    await parked(cookie, 'relay-c1', { direct: '203.0.113.20:8899' });
+    await parked(cookie, 'relay-c2', { direct: '203.0.113.21:8899' });
+    const proxy = await countingStoreProxy(store.endpoint);
+    const counted = new Store({ table: store.store.table, endpoint: proxy.endpoint, region: 'local' });
+    try {
+      await lookupHiddenServer(counted, uuid);
+      expect(Object.fromEntries(proxy.counts)).toEqual({ GetItem: 1 });
+      proxy.counts.clear();
+      // Sequential: the registration, the park records, then both heartbeats in parallel (3 round trips).
+      await lookupHiddenServer(counted, uuid, Date.now(), {});
+      expect(Object.fromEntries(proxy.counts)).toEqual({ GetItem: 3, Query: 1 });
+    } finally {
+      counted.close();
+      proxy.close();
     }
   });
 
