@@ -104,6 +104,7 @@ async function directFromEnv(
     log.warn('no direct address: the task public IP was not found', { reason: err.message });
     return undefined;
   });
+  if (ip) log.info('direct address', { host: ip, port: directPort });
   return ip ? { directHost: ip, directPort } : {};
 }
 
