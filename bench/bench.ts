@@ -6,11 +6,12 @@
  * Prints a table and writes bench/results/latest.json.
  *
  * This file reads the flags, starts the service and runs the groups, one file each:
- * throughput.ts, pairing.ts, at-rest.ts (memory and store, measured by parked.ts),
+ * throughput.ts, pairing.ts, cluster.ts, at-rest.ts (memory and store, measured by parked.ts),
  * registration.ts, client-package.ts; harness.ts holds what they share, report.ts the output.
  */
 import { benchAtRest } from './at-rest.js';
 import { benchClientPackage } from './client-package.js';
+import { benchCluster } from './cluster.js';
 import { type Figure, type GroupContext, killChildren, summary } from './harness.js';
 import { benchPairing } from './pairing.js';
 import { benchRegistration } from './registration.js';
@@ -19,7 +20,7 @@ import { startRelayProcess, startService } from './service.js';
 import { benchThroughput, startForwarders, startSink } from './throughput.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|memory|store|registration|client`: one group, for iterating on it. */
+/** `--only throughput|pairing|cluster|memory|store|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
@@ -50,6 +51,8 @@ async function main() {
   if (want('throughput')) await benchThroughput(ctx, service, relayA, sink, forwarders);
   // 2. pairing
   if (want('pairing')) await benchPairing(ctx, service, relayA, relayB);
+  // 2b. a cluster of three relays behind a round-robin front: direct look-ups against the front
+  if (want('cluster')) await benchCluster(ctx, service);
   // 3. memory and store at rest: a fresh relay process per run, one socket per hidden server
   if (want('memory') || want('store'))
     await benchAtRest(ctx, service, { memory: want('memory'), store: want('store') });

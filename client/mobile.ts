@@ -1,9 +1,10 @@
 /** The mobile side as a library: reach a hidden server the way `net.connect` feels. */
 import type { Socket } from 'node:net';
 import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import type { RendezvousTriple } from '../core/triple.js';
 import { type ApiUrls, lookupWithApi } from './api.js';
 import { checkConnectOptions } from './options.js';
-import { dialRelay } from './relay-conn.js';
+import { type Dialled, dialRelay } from './relay-conn.js';
 
 /** Options of `connect`. */
 export interface ConnectOptions {
@@ -33,6 +34,38 @@ export function rendezvousIdOf(socket: Socket): string | undefined {
   return ridOf.get(socket);
 }
 
+/** Bound on the TCP connect to a relay the look-up named directly, before its fallback is tried. */
+export const DIRECT_CONNECT_TIMEOUT_MS = 3_000;
+
+/** The triple's `fallback` (the front, when `host:port` names the holding relay directly), if valid. */
+function fallbackOf(triple: RendezvousTriple): RendezvousTriple | undefined {
+  const f = triple.fallback as { host?: unknown; port?: unknown } | undefined;
+  if (!f || typeof f.host !== 'string' || !f.host || typeof f.port !== 'number') return undefined;
+  if (!Number.isInteger(f.port) || f.port <= 0 || f.port > 65535) return undefined;
+  const { fallback: _named, ...rest } = triple;
+  return { ...rest, host: f.host, port: f.port };
+}
+
+/**
+ * Dials the relay of a look-up's triple. When the triple names the holding relay directly (it has
+ * a `fallback`) and that relay cannot be reached (it died or is draining since the look-up: the
+ * connect fails, or the connection ends before a status line), dials the fallback with the same
+ * cookie. A relay's `-ERR` is its answer and is not retried.
+ */
+async function dialNamedRelay(
+  triple: RendezvousTriple,
+  opts: { statusTimeoutMs: number; signal: AbortSignal },
+): Promise<Dialled> {
+  const fallback = fallbackOf(triple);
+  if (!fallback) return dialRelay(triple, opts);
+  try {
+    return await dialRelay(triple, { ...opts, connectTimeoutMs: DIRECT_CONNECT_TIMEOUT_MS });
+  } catch (err) {
+    if (!isRendezvousError(err, 'UNREACHABLE') || opts.signal.aborted) throw err;
+    return dialRelay(fallback, opts);
+  }
+}
+
 /** Default bound on one `connect` attempt. */
 export const CONNECT_TIMEOUT_MS = 15_000;
 
@@ -50,7 +83,7 @@ export async function connect(opts: ConnectOptions): Promise<Socket> {
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
   try {
     const triple = await lookupWithApi(opts.api, opts.uuid, signal);
-    const { socket, rid } = await dialRelay(triple, { statusTimeoutMs: timeoutMs, signal });
+    const { socket, rid } = await dialNamedRelay(triple, { statusTimeoutMs: timeoutMs, signal });
     if (rid) ridOf.set(socket, rid);
     // A reset from the far side must not crash an application that added no 'error' listener
     // (its own listeners still see the error; 'close' reports hadError).

@@ -129,9 +129,9 @@ async function connectTls(
 export function connectRelay(
   host: string,
   port: number,
-  opts: { tls: boolean; signal?: AbortSignal },
+  opts: { tls: boolean; signal?: AbortSignal; timeoutMs?: number },
 ): Promise<Socket> {
-  const connectOpts = { timeoutMs: CONNECT_TIMEOUT_MS, signal: opts.signal };
+  const connectOpts = { timeoutMs: opts.timeoutMs ?? CONNECT_TIMEOUT_MS, signal: opts.signal };
   return opts.tls ? connectTls(host, port, connectOpts) : connectTcp(host, port, connectOpts);
 }
 
@@ -164,12 +164,15 @@ export async function dialRelay(
     onConnected?: (s: Socket) => void;
     /** Read when the line is written, so a park made while the target changed tells the news. */
     target?: () => TargetState | undefined;
+    /** Bound on the TCP connect (and TLS handshake); default CONNECT_TIMEOUT_MS. */
+    connectTimeoutMs?: number;
   } = {},
 ): Promise<Dialled> {
   const tlsPort = tlsPortOf(triple);
   const socket = await connectRelay(triple.host, tlsPort ?? triple.port, {
     tls: !!tlsPort,
     signal: opts.signal,
+    timeoutMs: opts.connectTimeoutMs,
   });
   socket.write(encodeCookieLine(cookieLineText(triple, opts.target?.())));
   opts.onConnected?.(socket);

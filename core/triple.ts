@@ -18,6 +18,19 @@ export interface RendezvousTriple {
    * made (ISO time) and from which source address. Another agent on the same uuid shows here.
    */
   replaced?: ReplacedRegistration;
+  /**
+   * Look-up answers only, additive: set when `host:port` names the relay holding the hidden
+   * server directly rather than the deployment's front (the NLB). A client that cannot reach the
+   * named relay connects here instead, with the same cookie (original clients ignore it and fail
+   * over by looking up again).
+   */
+  fallback?: RelayAddress;
+}
+
+/** A relay's address as a triple names it. */
+export interface RelayAddress {
+  host: string;
+  port: number;
 }
 
 /** A replaced registration as the registration API tells its successor. */

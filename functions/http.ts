@@ -44,14 +44,20 @@ function json(
 
 /**
  * `200 {"result":{host,port,cookie}}`, plus the additive `tlsPort` when the relay has one and
- * `relayOptions` (see RELAY_OPTIONS), and `replaced` on a registration that replaced a live one.
+ * `relayOptions` (see RELAY_OPTIONS), `replaced` on a registration that replaced a live one, and
+ * `fallback` on a look-up that names the holding relay directly.
  */
 export function resultResponse(triple: RendezvousTriple): APIGatewayProxyStructuredResultV2 {
-  const { host, port, cookie, tlsPort, replaced } = triple;
+  const { host, port, cookie, tlsPort, replaced, fallback } = triple;
   const result = tlsPort ? { host, port, cookie, tlsPort } : { host, port, cookie };
   // `replaced` (additive) only where the registration set it: never on a look-up.
   return json(200, {
-    result: { ...result, relayOptions: [...RELAY_OPTIONS], ...(replaced ? { replaced } : {}) },
+    result: {
+      ...result,
+      relayOptions: [...RELAY_OPTIONS],
+      ...(replaced ? { replaced } : {}),
+      ...(fallback ? { fallback: { host: fallback.host, port: fallback.port } } : {}),
+    },
   });
 }
 

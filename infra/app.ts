@@ -22,6 +22,8 @@
  *                      per region, relay-<region>.<zone> and its wildcard, a certificate per region
  *   apiDomain          the one API name (default api.<zoneName>)
  *   natGateways        NAT gateways per region: 2 (one per AZ, default) or 1 (cheaper, one AZ's egress)
+ *   relayDirect        true: relay tasks get public IPs and look-ups name the task holding the hidden
+ *                      server (no peer hop; plain-TCP triples only; default false, docs/deploy.md)
  *   reservedConcurrency  per registration function (50), or none (accounts with a low Lambda quota)
  *   pipeline           true: infra/main.ts synthesises the CDK Pipelines app instead (infra/pipeline.ts)
  *   skipRelayBuild     true: do not bundle the relay before the image is staged (tests only)

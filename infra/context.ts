@@ -50,6 +50,11 @@ export interface DeploymentPlan {
   natGateways: 1 | 2;
   /** Reserved concurrency of each registration function; undefined: none reserved. */
   reservedConcurrency?: number;
+  /**
+   * Direct addressing (`relayDirect`, default off): relay tasks get public IPv4s and look-ups name
+   * the task holding the hidden server, so mobile clients pair there without a peer hop.
+   */
+  relayDirect: boolean;
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
@@ -225,6 +230,13 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     throw new Error(
       `reservedConcurrency is a whole number ≥ 1, or none (the account's shared pool), not ${String(reserved)}`,
     );
+  const relayDirect = onOff(ctx('relayDirect'), 'relayDirect');
+  const certified = regions.find((r) => certificates[r]);
+  if (relayDirect && certified)
+    throw new Error(
+      `relayDirect applies to plain-TCP triples, and with a certificate (${certified}) every triple is TLS, naming the ` +
+        'relay domain that only the NLB has a certificate for: a task address cannot serve it. Drop -c relayDirect or the certificate.',
+    );
   const count = Number(ctx('relayDesiredCount') ?? 2);
   if (!Number.isInteger(count) || count < 1) throw new Error('relayDesiredCount is a whole number ≥ 1');
   return {
@@ -247,7 +259,15 @@ export function planFromContext(get: ContextGetter): DeploymentPlan {
     natGateways: nat,
     reservedConcurrency,
     retiring,
+    relayDirect,
   };
+}
+
+/** A boolean context value: true/false (or unset: false). */
+function onOff(v: unknown, name: string): boolean {
+  if (v === undefined || v === false || v === 'false') return false;
+  if (v === true || v === 'true') return true;
+  throw new Error(`${name} is true or false, not ${String(v)}`);
 }
 
 /** The hosted zone from `hostedZoneId` and `zoneName`: both or neither. */

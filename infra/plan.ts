@@ -54,6 +54,7 @@ export function regionStackProps(
     apiDomain: plan.apiDomain,
     natGateways: plan.natGateways,
     reservedConcurrency: plan.reservedConcurrency,
+    relayDirect: plan.relayDirect,
   };
 }
 

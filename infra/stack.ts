@@ -45,6 +45,8 @@ export interface RendezvousStackProps extends StackProps {
   natGateways?: 1 | 2;
   /** Reserved concurrency of each registration function (undefined: none). */
   reservedConcurrency?: number;
+  /** Direct addressing: public task IPs, look-ups name the holding task (docs/deploy.md). */
+  relayDirect?: boolean;
 }
 
 /** This region's alarm-name prefix: the pipeline's alarm gate lists alarms by it. */
@@ -111,6 +113,7 @@ export class RendezvousStack extends Stack {
       logRetention,
       nodeImage: props.nodeImage,
       natGateways: props.natGateways,
+      directAddressing: props.relayDirect,
     });
     this.api = new RegistrationApi(this, 'Registration', {
       table: this.table,
@@ -120,6 +123,7 @@ export class RendezvousStack extends Stack {
       logRetention,
       alarmPrefix: this.alarmPrefix,
       reservedConcurrency: props.reservedConcurrency,
+      lookupDirect: props.relayDirect,
     });
     this.observability = new Observability(this, 'Observability', {
       api: this.api,

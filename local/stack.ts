@@ -4,7 +4,7 @@
  */
 
 import { type Log, silentLog } from '../core/log.js';
-import { makeLookupHandler } from '../functions/lookup.js';
+import { directPolicyFromEnv, makeLookupHandler } from '../functions/lookup.js';
 import { apiObservability } from '../functions/observe.js';
 import { makeRegisterHandler } from '../functions/register.js';
 import { RELAY_DEFAULTS, type Relay, type RelayOptions, startRelay } from '../relay/server.js';
@@ -111,7 +111,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const obs = apiObservability({ log: opts.apiLog });
     const api = await startApiAdapter({
       register: makeRegisterHandler(() => ({ store, policy }), obs),
-      lookup: makeLookupHandler(() => ({ store }), obs),
+      lookup: makeLookupHandler(() => ({ store, direct: directPolicyFromEnv() }), obs),
       port: opts.apiPort ?? LOCAL_DEFAULTS.apiPort,
     });
     cleanup.unshift(() => api.close());

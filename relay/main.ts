@@ -18,6 +18,11 @@
  *                            relay (the previous release's, during a rolling deploy) are accepted (900000; 0 never)
  *   RELAY_PUBLIC_HOST/_PORT  what triples name (read by the register function and `dev`; logged here,
  *                            and written into park records for the operator console)
+ *   RELAY_DIRECT_HOST/_PORT  direct addressing: where mobile clients reach this relay itself (its
+ *                            public IP or name; port default: RELAY_PORT's), written into its park
+ *                            records so look-ups name it for the hidden servers it holds (off when
+ *                            unset); `ecs-public-ip`: the task's public IPv4 (ECS, assignPublicIp)
+ *   RELAY_HEARTBEAT_MS       how often the relay writes its heartbeat (30000; alive for 3 beats)
  *   RELAY_HANDSHAKE_MS       cookie-line / request-head deadline (10000)
  *   RELAY_PAIR_WAIT_MS       how long a mobile client waits for a parked socket (5000)
  *   RELAY_REVALIDATE_MS      period of reading change notices and re-checking the uuids they name,
@@ -53,6 +58,7 @@ import { claimsRouterFromEnv } from '../server/claims.js';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
 import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
+import { ecsPublicIp } from './ecs-public-ip.js';
 import { MAX_PEER_HANDSHAKES } from './peer-listener.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
@@ -76,6 +82,31 @@ export async function discoverPeerHost(env: NodeJS.ProcessEnv, bind: string): Pr
     throw new Error('no IPv4 address in the ECS task metadata');
   }
   return bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
+}
+
+/**
+ * RELAY_DIRECT_HOST/_PORT → the relay's direct address (none when unset). `ecs-public-ip` reads
+ * the task's public IPv4 (ecs-public-ip.ts); a relay that cannot find one starts without a direct
+ * address (clients then come through the front, as without direct addressing) and says so.
+ */
+async function directFromEnv(
+  env: NodeJS.ProcessEnv,
+  log: Log,
+): Promise<{ directHost?: string; directPort?: number }> {
+  const host = env.RELAY_DIRECT_HOST?.trim();
+  if (!host) return {};
+  const directPort = env.RELAY_DIRECT_PORT ? intFromEnv('RELAY_DIRECT_PORT', 0, env) : undefined;
+  if (host !== 'ecs-public-ip') {
+    if (!/^[A-Za-z0-9.:-]{1,253}$/.test(host))
+      throw new Error('RELAY_DIRECT_HOST must be an IP address, a host name or ecs-public-ip');
+    return { directHost: host, directPort };
+  }
+  const ip = await ecsPublicIp(env).catch((err: Error) => {
+    log.warn('no direct address: the task public IP was not found', { reason: err.message });
+    return undefined;
+  });
+  if (ip) log.info('direct address', { host: ip, port: directPort });
+  return ip ? { directHost: ip, directPort } : {};
 }
 
 /** RELAY_HTTP_DOMAIN, checked to be a host name (`relay.example.com`), or undefined. */
@@ -184,6 +215,8 @@ export async function runRelayFromEnv(
     ...relayLimitsFromEnv(env),
     ...regionFromEnv(env),
     claims: claimsRouterFromEnv(store, env, env.RELAY_REGION?.trim() || env.AWS_REGION),
+    ...(await directFromEnv(env, log)),
+    heartbeatMs: env.RELAY_HEARTBEAT_MS ? intFromEnv('RELAY_HEARTBEAT_MS', 30_000, env) : undefined,
     publicAddress: env.RELAY_PUBLIC_HOST
       ? `${env.RELAY_PUBLIC_HOST}:${intFromEnv('RELAY_PUBLIC_PORT', RELAY_DEFAULTS.port, env)}`
       : undefined,

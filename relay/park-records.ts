@@ -60,6 +60,8 @@ export interface ParkOrigin {
   httpUrl?: string;
   address?: string;
   httpAddress?: string;
+  /** `host:port` of this relay's generic port as mobile clients reach it directly (generic records). */
+  direct?: string;
 }
 
 /**
@@ -323,6 +325,7 @@ export class ParkRecords {
     if (this.origin.httpUrl) rec.httpUrl = this.origin.httpUrl;
     const shown = kind === 'http' ? this.origin.httpAddress : this.origin.address;
     if (shown) rec.address = shown;
+    if (kind === 'generic' && this.origin.direct) rec.direct = this.origin.direct;
     const k = `${kind} ${key}`;
     const note = this.targets.get(k);
     if (note) {

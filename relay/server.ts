@@ -107,6 +107,13 @@ export interface RelayOptions {
    * console; default: the listen address when it is a specific one.
    */
   publicAddress?: string;
+  /**
+   * Direct addressing (RELAY_DIRECT_HOST/_PORT): the host (and port; default: the generic
+   * listener's) at which mobile clients reach this relay itself, bypassing the front. Written into
+   * its generic park records, so look-ups name this relay for the hidden servers it holds.
+   */
+  directHost?: string;
+  directPort?: number;
   /** The table's home replica, where CONNECT codes are claimed (see RENDEZVOUS_HOME_REGION). */
   home?: Store;
   /** Where CONNECT codes are claimed, followed per request (server/claims.ts); overrides `home`. */
@@ -345,6 +352,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
   const specific = host !== '0.0.0.0' && host !== '::';
   origin.address = opts.publicAddress || (specific ? `${host}:${address.port}` : undefined);
+  if (opts.directHost) origin.direct = directAddress(opts.directHost, opts.directPort ?? address.port);
   closers.push(() => new Promise((r) => generic.close(() => r())));
 
   let httpAddress: AddressInfo | undefined;
@@ -430,4 +438,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     drain,
     close: () => drain(0),
   };
+}
+
+/** `host:port` for a park record's `direct` (an IPv6 literal in brackets). */
+function directAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }

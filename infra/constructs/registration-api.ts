@@ -37,6 +37,8 @@ export interface RegistrationApiProps {
   throttle?: { rateLimit: number; burstLimit: number };
   /** Reserved concurrency of each function (undefined: none reserved). */
   reservedConcurrency?: number;
+  /** Direct addressing: look-ups name the relay task holding the hidden server (RENDEZVOUS_LOOKUP_DIRECT). */
+  lookupDirect?: boolean;
 }
 
 /** The registration API of one region. */
@@ -69,7 +71,11 @@ export class RegistrationApi extends Construct {
     });
     this.lookup = new RendezvousFunction(this, 'Lookup', {
       entry: 'functions/lookup.ts',
-      environment: { RENDEZVOUS_TABLE: props.table.tableName, ...home },
+      environment: {
+        RENDEZVOUS_TABLE: props.table.tableName,
+        ...home,
+        ...(props.lookupDirect ? { RENDEZVOUS_LOOKUP_DIRECT: 'on' } : {}),
+      },
       logRetention: props.logRetention,
       canaryAlarmName: `${props.alarmPrefix}LookupCanaryErrors`,
       reservedConcurrency: props.reservedConcurrency,
@@ -78,7 +84,8 @@ export class RegistrationApi extends Construct {
     // home replica (get, conditional update); here it writes the registration and its cookie
     // (put), expires a replaced cookie (update) and withdraws a registration that raced a
     // rotation or a disable (delete). test/infra/grants.test.ts derives these from the code.
-    props.table.grant(this.lookup.fn, ['GetItem']);
+    // With direct addressing it also queries the uuid's park records (heartbeats are gets).
+    props.table.grant(this.lookup.fn, props.lookupDirect ? ['GetItem', 'Query'] : ['GetItem']);
     props.table.grantByReplica(this.register.fn, {
       local: ['PutItem', 'UpdateItem', 'DeleteItem'],
       home: ['GetItem', 'UpdateItem'],

@@ -54,6 +54,7 @@ import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { DEPLOYMENT_DIMENSION, METRIC, METRICS_NAMESPACE } from '../../server/metrics/catalogue.js';
 import { RELAY_NOFILE, RELAY_SCALING, RELAY_TASK_CPU, RELAY_TASK_MEMORY_MIB } from './capacity.js';
+import { directEnvironment, directPlacement, openDirect } from './direct-addressing.js';
 import { metricsEnvironment, PROJECT_ROOT } from './function.js';
 import type { StateTable } from './state-table.js';
 
@@ -98,6 +99,8 @@ export interface RelayServiceProps {
   nodeImage?: string;
   /** NAT gateways: 2 (one per AZ, default) or 1. */
   natGateways?: 1 | 2;
+  /** Direct addressing (default off): public task IPv4s, look-ups name the holding task (direct-addressing.ts). */
+  directAddressing?: boolean;
 }
 
 /** The relay service of one region. */
@@ -229,6 +232,8 @@ export class RelayService extends Construct {
         // Metrics from inside, as EMF lines on stdout once a minute: the awslogs driver carries
         // them to CloudWatch Logs, which extracts them (no cloudwatch:PutMetricData needed).
         ...metricsEnvironment(this),
+        // Direct addressing: look-ups name the task holding a hidden server (direct-addressing.ts).
+        ...directEnvironment(!!props.directAddressing, RELAY_PORTS.generic),
       },
       ulimits: [{ name: UlimitName.NOFILE, softLimit: RELAY_NOFILE, hardLimit: RELAY_NOFILE }],
       secrets: { RELAY_CLUSTER_SECRET: EcsSecret.fromSecretsManager(this.clusterSecret) },
@@ -250,6 +255,7 @@ export class RelayService extends Construct {
       Port.tcp(RELAY_PORTS.peer),
       'peer links, relay tasks only',
     );
+    if (props.directAddressing) openDirect(this.securityGroup, task.taskRole, RELAY_PORTS.generic);
 
     this.service = new FargateService(this, 'Service', {
       cluster,
@@ -262,7 +268,7 @@ export class RelayService extends Construct {
       maxHealthyPercent: 200,
       circuitBreaker: { rollback: true },
       securityGroups: [this.securityGroup],
-      vpcSubnets: { subnetType: SubnetType.PRIVATE_WITH_EGRESS },
+      ...directPlacement(!!props.directAddressing),
     });
 
     // Every listener reaches the tasks on its container port, health-checked on /healthz.
@@ -432,7 +438,8 @@ export class RelayService extends Construct {
         {
           id: 'AwsSolutions-IAM5',
           reason:
-            'The execution role gets ecr:GetAuthorizationToken, which has no resource-level scope, from the ECS construct.',
+            'The execution role gets ecr:GetAuthorizationToken, which has no resource-level scope, from the ECS construct; ' +
+            'with direct addressing the task role gets ec2:DescribeNetworkInterfaces (read-only, no resource-level scope) to read its public IPv4.',
           appliesTo: ['Resource::*'],
         },
       ],

@@ -35,6 +35,11 @@ export interface ParkRecord {
   httpUrl?: string;
   /** Display only (console): the relay's public `host:port` for this record's protocol. */
   address?: string;
+  /**
+   * Generic records only: `host:port` where mobile clients reach that relay's generic port
+   * directly (its own public address, not the front); look-ups may name it (server/lookup.ts).
+   */
+  direct?: string;
   /** What the parked agent last reported about its target, since when, and its newest report (epoch ms). */
   target?: TargetState;
   targetSince?: number;
