@@ -58,7 +58,7 @@ function lookupEnv(t: Template): Record<string, unknown> {
 
 function serviceNetwork(t: Template): Json {
   const [svc] = Object.values(t.findResources('AWS::ECS::Service'));
-  return ((svc?.Properties as Json).NetworkConfiguration as Json).AwsvpcConfiguration as Json;
+  return (((svc as Json).Properties as Json).NetworkConfiguration as Json).AwsvpcConfiguration as Json;
 }
 
 /** Every IAM action any policy of the stack grants. */
@@ -81,7 +81,7 @@ describe('direct addressing on', () => {
     const subnets = t.findResources('AWS::EC2::Subnet');
     for (const ref of net.Subnets as Array<{ Ref: string }>) {
       const tags =
-        ((subnets[ref.Ref]?.Properties as Json).Tags as Array<{ Key: string; Value: string }>) ?? [];
+        (((subnets[ref.Ref] as Json).Properties as Json).Tags as Array<{ Key: string; Value: string }>) ?? [];
       expect(tags.find((tag) => tag.Key === 'aws-cdk:subnet-type')?.Value).toBe('Public');
     }
   });
