@@ -1,6 +1,8 @@
 /**
  * The registration group of `npm run bench` (`--only registration`): PUT and GET latency and
  * throughput through the local API Gateway adapter, 8 requests in flight, each checked for a 200;
+ * store round trips per PUT, GET and CONNECT, sequential and total, and an away-region PUT's
+ * cross-region ones (bench/store-trips.ts, a store that adds 20 ms per request);
  * then the size of each Lambda bundle and how long a fresh node takes to import it, and how long
  * the relay takes from its process start to "relay listening" (the container's start, less Docker).
  */
@@ -11,6 +13,7 @@ import { currentCode } from '../core/totp.js';
 import { provisionIdentity } from '../server/identities.js';
 import { type GroupContext, percentile, ROOT } from './harness.js';
 import { type Service, startRelayProcess } from './service.js';
+import { countStoreTrips } from './store-trips.js';
 
 /** The relay should be listening this soon after its process starts (a task replaced under load). */
 export const RELAY_START_TARGET_MS = 2_000;
@@ -68,6 +71,23 @@ function coldImport(file: string): number {
 /** The registration group: the API's PUT and GET, then the Lambda bundles' size and cold import. */
 export async function benchRegistration(ctx: GroupContext, service: Service): Promise<void> {
   const { add, runs } = ctx;
+  // Store round trips per request, with 20 ms added to each store request (bench/store-trips.ts).
+  const trips = await countStoreTrips(ctx.quick ? 5 : 10, 20);
+  const ops = (o: Record<string, number>, n: number) =>
+    Object.entries(o)
+      .map(([k, v]) => `${k} ${(v / n).toFixed(1)}`)
+      .join(', ');
+  for (const [label, t] of [
+    ['PUT', trips.put],
+    ['GET', trips.get],
+    ['CONNECT (relay HTTP-specific auth)', trips.connect],
+    ['away-region PUT, cross-region', trips.awayPut],
+    ['away-region PUT, local replica', trips.awayPut.local],
+  ] as const) {
+    add(`store round trips per ${label}: sequential`, t.sequential, 'trips');
+    add(`store round trips per ${label}: total`, t.total, 'requests');
+    console.error(`bench: ${label} store requests per request: ${ops(t.ops, t.total.length)}`);
+  }
   const reg = {
     putP50: [] as number[],
     putP99: [] as number[],
@@ -98,7 +118,8 @@ export async function benchRegistration(ctx: GroupContext, service: Service): Pr
     add(`lambda bundle size: ${fn}`, [statSync(file).size / 1000], 'KB');
     add(
       `lambda cold import: ${fn}`,
-      Array.from({ length: runs }, () => coldImport(file)),
+      // More runs than other figures: a fresh node per run, and the spread is what is asked for.
+      Array.from({ length: runs * 2 + 1 }, () => coldImport(file)),
       'ms',
     );
   }

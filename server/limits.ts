@@ -79,6 +79,11 @@ export interface Verified {
   proof: boolean;
   /** A compat identity's code lengths with this code's added, when that changed them. */
   codeLengths?: CodeLength[];
+  /**
+   * The valid code's reservations being given back (a proof: none). The caller awaits it beside
+   * its claim, so a store failure there still fails the request.
+   */
+  settled: Promise<void>;
 }
 
 /**
@@ -103,7 +108,7 @@ function verifyProofOnly(
   // not tell a compat identity from any other uuid.
   if (step === null || !identity) throw new CodeAnswer(authFailed());
   if (identity.disabled) throw identityDisabled();
-  return { step, proof: true };
+  return { step, proof: true, settled: Promise.resolve() };
 }
 
 /** A code's match: for compat identities the original's rule (any length), for strict ones RFC 6238. */
@@ -114,52 +119,106 @@ function matchOf(identity: Identity, code: string, nowMs: number): CompatMatch |
 }
 
 /**
- * The checks every code goes through. A guess is reserved before it is evaluated — first against
- * its source address's budget, then against the uuid's — so concurrent guesses cannot exceed
- * either; a guess counts once whatever its length. When the uuid's budget is spent, only sources
- * that registered it before are still evaluated (the real agent keeps working during an attack);
- * everyone else gets 429. Unknown, disabled and known uuids go through the same steps, and every
- * wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or CODE_LENGTH_REFUSED
- * for a compat identity's length it does not take (see code-rule.ts); those keep their guess,
- * except disabled. A valid code (even a replayed one) is no guess: its reservations are given
- * back, so an agent restarting within one step trips nothing. A one-time proof skips the budgets.
- * Returns the step to claim; replay is the caller's conditional write.
+ * Reserves one guess against the source's budget and the uuid's, both at once (one round trip).
+ * A source whose budget is full gives the uuid's reservation straight back and is looked at again
+ * briefly (valid codes hold a reservation for a few milliseconds, so a burst of them from one
+ * address can find it full for a moment); found room, the uuid's is reserved again after it.
+ * 429 when the source's budget stays full. The uuid's outcome is the caller's to judge (trusted
+ * sources are still evaluated when it is spent).
+ */
+async function reserveGuess(
+  store: Store,
+  uuid: string,
+  src: string,
+  limits: { perSource: number; perUuid: number; windowSec: number },
+  nowSec: number,
+): Promise<{ bySource: Reservation & { ok: true }; byUuid: Reservation }> {
+  const { perSource, perUuid, windowSec } = limits;
+  const source = () => store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  const ofUuid = () => store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
+  const [first, byUuid] = await Promise.all([source(), ofUuid()]);
+  if (first.ok) return { bySource: first, byUuid };
+  if (byUuid.ok) await store.refundAttempt('uuid', uuid, byUuid.windowStart);
+  let bySource: Reservation = first;
+  for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
+    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
+    bySource = await source();
+  }
+  if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
+  return { bySource, byUuid: await ofUuid() };
+}
+
+/**
+ * The checks every code goes through. A guess is reserved before it is evaluated, against its
+ * source address's budget and its uuid's (both in one round trip, beside the identity's read), so
+ * concurrent guesses cannot exceed either; a guess counts once whatever its length. A guess the
+ * source's budget refuses gives the uuid's reservation back. When the uuid's budget is spent,
+ * only sources that registered it before are still evaluated (the real agent keeps working during
+ * an attack); everyone else gets 429. Unknown, disabled and known uuids go through the same
+ * steps, and every wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or
+ * CODE_LENGTH_REFUSED for a compat identity's length it does not take (see code-rule.ts); those
+ * keep their guess, except disabled. A valid code (even a replayed one) is no guess: its
+ * reservations are given back (`settled`, which the caller awaits beside its claim), so an agent
+ * restarting within one step trips nothing. A one-time proof skips the budgets. Returns the step
+ * to claim; replay is the caller's conditional write. `identity` may still be on its way (its
+ * read runs beside the reservations).
  */
 export async function verifyWithinLimits(
   store: Store,
   policy: FailurePolicy,
   uuid: string,
-  identity: Identity | undefined,
+  identityRead: Identity | undefined | Promise<Identity | undefined>,
   code: string,
   src: string,
   nowMs: number,
 ): Promise<Verified> {
-  if (isProof(code)) return verifyProofOnly(identity, uuid, code, nowMs);
+  if (isProof(code)) return verifyProofOnly(await identityRead, uuid, code, nowMs);
   const nowSec = Math.floor(nowMs / 1000);
-  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
-  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
-  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
+  const limits = {
+    perUuid: policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures,
+    perSource: policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource,
+    windowSec: policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds,
+  };
+  const windowSec = limits.windowSec;
 
-  let bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
-  // Valid codes hold a reservation for a few milliseconds before giving it back, so a burst of
-  // them from one address (hidden servers behind one NAT starting together) can find the budget
-  // full for a moment: look again briefly before answering 429. Each look is still a reservation.
-  for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
-    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
-    bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  const [read, reservations] = await Promise.allSettled([
+    identityRead,
+    reserveGuess(store, uuid, src, limits, nowSec),
+  ]);
+  if (read.status === 'rejected') {
+    // The identity could not be read: nothing was evaluated, so the reservations go back.
+    if (reservations.status === 'fulfilled') {
+      const { bySource, byUuid } = reservations.value;
+      await Promise.allSettled([
+        store.refundAttempt('source', src, bySource.windowStart),
+        byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
+      ]);
+    }
+    throw read.reason;
   }
-  if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
-  const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
-  if (!byUuid.ok && !(identity?.trustedSources ?? []).includes(src)) {
+  if (reservations.status === 'rejected') throw reservations.reason;
+  const identity = read.value;
+  const { bySource } = reservations.value;
+  let { byUuid } = reservations.value;
+  const trusted = (identity?.trustedSources ?? []).includes(src);
+  if (!byUuid.ok && !trusted) {
+    // Guesses the source's budget refused held a uuid reservation for one round trip before
+    // giving it back (the two are reserved together): look once more before answering 429, so
+    // they cannot shut out a guess the uuid's budget has room for.
+    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
+    byUuid = await store.reserveAttempt('uuid', uuid, limits.perUuid, nowSec, windowSec);
+  }
+  if (!byUuid.ok && !trusted) {
     // Not evaluated: the source's reservation goes back.
     await store.refundAttempt('source', src, bySource.windowStart);
     throw tooManyAttempts(byUuid.retryAfter);
   }
-  const refund = () =>
-    Promise.all([
+  const refund = async () => {
+    await Promise.all([
       store.refundAttempt('source', src, bySource.windowStart),
       byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
     ]);
+  };
   // A counted guess remembers its source, so a settings change can give it back (store.setCompat).
   const counted = async (err: RendezvousError): Promise<never> => {
     if (byUuid.ok) await store.noteFailedGuess(uuid, byUuid.windowStart, src, bySource.windowStart);
@@ -182,6 +241,8 @@ export async function verifyWithinLimits(
     : { underAttack: true, retryAfter: byUuid.retryAfter };
   const refused = lengthRefusal(identity, match.kind, attack);
   if (refused) return counted(refused);
-  await refund();
-  return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind) };
+  // Given back beside the caller's claim: the claim does not depend on it.
+  const settled = refund();
+  settled.catch(() => {});
+  return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind), settled };
 }

@@ -59,59 +59,73 @@ export async function registerHiddenServer(
    */
   claims: Store = store,
 ): Promise<RendezvousTriple> {
-  const identity = await claims.getIdentity(uuid);
+  // Read beside the guess reservations (limits.ts): neither needs the other.
+  const identity = claims.getIdentity(uuid);
+  identity.catch(() => {});
   try {
     return await register(store, policy, uuid, identity, response, nowMs, source, claims);
   } catch (err) {
-    throw asOriginal(identity, err);
+    throw asOriginal(await identity.catch(() => undefined), err);
   }
 }
 
+/**
+ * The request's store round trips, one after another (the rest run beside them):
+ *   1. the identity's read, the guess reservations (source and uuid);
+ *   2. the step's claim, beside the reservations' refund and the new cookie item (inert until
+ *      step 3 makes it current; dropped if the claim is refused);
+ *   3. the registration's swap, beside its change notice;
+ *   4. the identity's re-read (a rotation or disable that ran meanwhile wins), beside the
+ *      replaced cookie's shortened life.
+ */
 async function register(
   store: Store,
   policy: RegistrationPolicy,
   uuid: string,
-  identity: Identity | undefined,
+  identityRead: Promise<Identity | undefined>,
   response: string | undefined,
   nowMs: number,
   source: string | undefined,
   claims: Store,
 ): Promise<RendezvousTriple> {
   let code: string;
-  try {
-    code = checkResponse(response);
-  } catch (err) {
+  if (response !== undefined && RESPONSE_SHAPE.test(response)) code = response;
+  else {
     // The original answered a malformed code like a wrong one, and so do compat identities: an
     // answer that tells them from other uuids costs a guess, as a wrong code does.
-    if (!identity?.compat) throw err;
-    code = '';
+    const identity = await identityRead;
+    try {
+      code = checkResponse(response);
+    } catch (err) {
+      if (!identity?.compat) throw err;
+      code = '';
+    }
   }
   const src = sourceKeyOf(source);
-  const verified = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
+  const verified = await verifyWithinLimits(claims, policy, uuid, identityRead, code, src, nowMs);
+  const identity = (await identityRead) as Identity;
   const { step } = verified;
-  const generation = (identity as Identity).generation ?? 0;
+  const generation = identity.generation ?? 0;
   const extra = {
     generation,
     trustedSources: trust(identity, src),
     ...(verified.codeLengths ? { codeLengths: verified.codeLengths } : {}),
   };
-  if (
-    !(await claims.acceptStep(uuid, step, 'register', undefined, extra)) &&
+  const claim = async () =>
+    (await claims.acceptStep(uuid, step, 'register', undefined, extra)) ||
     // The original let a code register any number of times within its step (each PUT a new cookie).
-    !(
-      (identity as Identity).compat?.reuseWithinStep &&
-      (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
-    )
-  )
-    throw verified.proof ? proofUsed() : authFailed();
+    Boolean(
+      identity.compat?.reuseWithinStep &&
+        (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra)),
+    );
 
   const nowSec = Math.floor(nowMs / 1000);
-  const lifetime = (identity as Identity).compat?.cookieLifetime;
+  const lifetime = identity.compat?.cookieLifetime;
   // The hidden server gets R<hiddenCookie>; everything stored, and the look-up, use the one-way
   // derivation, so knowing the public I cookie does not let anyone park as the hidden server.
   const hiddenCookie = newCookie();
   const cookie = mobileCookieFor(hiddenCookie);
-  const replaced = await store.putRegistration({
+  const registration: Registration = {
     uuid,
     cookie,
     cookieScheme: SPLIT_COOKIE_SCHEME,
@@ -126,14 +140,31 @@ async function register(
         ? NO_EXPIRY
         : nowSec + (lifetime ?? policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
     ...(source ? { source } : {}),
-  });
-  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
-  // so TTL removes its record (it is refused as replaced from now on either way).
-  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS) {
-    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
+  };
+  // The cookie item is inert until the swap below makes it current, so it is written beside the
+  // claim; the registration itself only once the claim has made this code's step used.
+  const [claimed, , cookieWritten] = await Promise.allSettled([
+    claim(),
+    verified.settled,
+    store.putRegistrationCookie(registration),
+  ]);
+  if (claimed.status !== 'fulfilled' || !claimed.value) {
+    if (cookieWritten.status === 'fulfilled') await store.dropRegistrationCookie(cookie).catch(() => {});
+    if (claimed.status === 'rejected') throw claimed.reason;
+    throw verified.proof ? proofUsed() : authFailed();
   }
-  // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
-  const after = await claims.getIdentity(uuid);
+  if (cookieWritten.status === 'rejected') throw cookieWritten.reason;
+
+  const replaced = await store.swapRegistration(registration);
+  // A rotation or disable that ran while we registered must win: withdraw what we just wrote. A
+  // replaced cookie that was to live until this registration now has the ordinary lifetime, so
+  // TTL removes its record (it is refused as replaced from now on either way).
+  const [after] = await Promise.all([
+    claims.getIdentity(uuid),
+    replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS
+      ? store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS)
+      : undefined,
+  ]);
   if (!after || after.disabled || (after.generation ?? 0) !== generation) {
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();

@@ -60,19 +60,42 @@ export class Registrations {
    * orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
    */
   async put(reg: Registration): Promise<Registration | undefined> {
+    await this.putCookie(reg);
+    return this.swap(reg);
+  }
+
+  /**
+   * Writes the cookie item `reg`'s cookie will resolve through. Inert until `swap` makes it the
+   * uuid's current cookie: `resolveCookie` refuses a cookie that is not current, so it may be
+   * written before the code that earns it is claimed (and dropped with `dropCookie` if it is not).
+   */
+  async putCookie(reg: Registration): Promise<void> {
     await this.table.put({
       Item: { ...cookieItemKey(reg.cookie), uuid: reg.uuid, expiresAt: reg.expiresAt },
       ConditionExpression: 'attribute_not_exists(pk)',
     });
+  }
+
+  /** Deletes a cookie item that never became current (its registration was refused). */
+  async dropCookie(cookie: string): Promise<void> {
+    await this.table.delete({ Key: cookieItemKey(cookie) });
+  }
+
+  /**
+   * Makes `reg` (whose cookie item is written) the uuid's current registration, returning the one
+   * it replaced, with its change notice written beside it: relays honour a notice that lands
+   * before or with its change, so sockets parked with the old cookie are told at their next pass.
+   * Written for every registration (whether one was replaced is known only from the swap), so
+   * the two writes take one round trip.
+   */
+  async swap(reg: Registration): Promise<Registration | undefined> {
     // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
     // is no longer current, and can say so precisely ("replaced") rather than "unknown".
-    const old = (await this.table.put({
-      Item: { ...registrationKey(reg.uuid), ...reg },
-      ReturnValues: 'ALL_OLD',
-    })) as Registration | undefined;
-    // Sockets parked with the old cookie, on any relay, are told at the relays' next pass.
-    if (old?.cookie && old.cookie !== reg.cookie) await this.changes.note(reg.uuid);
-    return old;
+    const [old] = await Promise.all([
+      this.table.put({ Item: { ...registrationKey(reg.uuid), ...reg }, ReturnValues: 'ALL_OLD' }),
+      this.changes.note(reg.uuid),
+    ]);
+    return old as Registration | undefined;
   }
 
   /** The uuid's live registration, or undefined (missing or expired). */

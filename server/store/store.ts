@@ -144,6 +144,21 @@ export class Store {
     return this.registrations.put(reg);
   }
 
+  /** Writes a registration's cookie item, inert until `swapRegistration` makes it current. */
+  putRegistrationCookie(reg: Registration): Promise<void> {
+    return this.registrations.putCookie(reg);
+  }
+
+  /** Deletes a cookie item that never became current (its registration was refused). */
+  dropRegistrationCookie(cookie: string): Promise<void> {
+    return this.registrations.dropCookie(cookie);
+  }
+
+  /** Makes `reg` current (its cookie item written) with its change notice; returns the one it replaced. */
+  swapRegistration(reg: Registration): Promise<Registration | undefined> {
+    return this.registrations.swap(reg);
+  }
+
   /** The uuid's live registration, or undefined (missing, expired, or from before the R/I split). */
   getRegistration(uuid: string, nowMs: number = Date.now()): Promise<Registration | undefined> {
     return this.registrations.get(uuid, nowMs);

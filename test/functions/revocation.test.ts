@@ -52,9 +52,9 @@ describe('revocation in the store', () => {
     // The real store; the rotation lands between the registration's write and its re-check.
     const racing = new Proxy(env.store, {
       get(target, prop, receiver) {
-        if (prop === 'putRegistration') {
-          return async (reg: Parameters<Store['putRegistration']>[0]) => {
-            const out = await target.putRegistration(reg);
+        if (prop === 'swapRegistration') {
+          return async (reg: Parameters<Store['swapRegistration']>[0]) => {
+            const out = await target.swapRegistration(reg);
             written = reg.cookie;
             await rotateIdentitySecret(target, uuid);
             return out;
