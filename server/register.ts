@@ -3,7 +3,7 @@
  * once per code) or a one-time proof (outside them), and gets a new `R` triple, replacing its
  * previous cookie. Transport-free: the Lambda handler and the CLI both call in here.
  */
-import { authFailed, badRequest } from '../core/errors.js';
+import { authFailed, badRequest, isRendezvousError, RendezvousError } from '../core/errors.js';
 import { PROOF_DIGITS } from '../core/totp.js';
 import type { RendezvousTriple, ReplacedRegistration } from '../core/triple.js';
 import { asOriginal, proofUsed } from './code-rule.js';
@@ -153,9 +153,14 @@ async function register(
     if (claimed.status === 'rejected') throw claimed.reason;
     throw verified.proof ? proofUsed() : authFailed();
   }
-  if (cookieWritten.status === 'rejected') throw cookieWritten.reason;
+  if (cookieWritten.status === 'rejected') throw spentBy(cookieWritten.reason);
 
-  const replaced = await store.swapRegistration(registration);
+  let replaced: Registration | undefined;
+  try {
+    replaced = await store.swapRegistration(registration);
+  } catch (err) {
+    throw spentBy(err);
+  }
   // A rotation or disable that ran while we registered must win: withdraw what we just wrote. A
   // replaced cookie that was to live until this registration now has the ordinary lifetime, so
   // TTL removes its record (it is refused as replaced from now on either way).
@@ -176,6 +181,20 @@ async function register(
   // Told only here, past the code check; compat identities keep the original's result keys.
   const was = identity?.compat ? undefined : replacedOf(replaced, nowMs);
   return was ? { ...triple, replaced: was } : triple;
+}
+
+/**
+ * A store failure after the code's step was claimed: the code is used up though nothing was
+ * registered, so the answer says so (a retry must use the next step's code or a new proof;
+ * the same code is refused as replayed). Other errors as they are.
+ */
+function spentBy(err: unknown): unknown {
+  if (!isRendezvousError(err, 'STORE_UNAVAILABLE')) return err;
+  return new RendezvousError(
+    'STORE_UNAVAILABLE',
+    'store unavailable after the code was accepted: that code is spent, register again with the next one',
+    { permanent: false, retryAfter: err.retryAfter, cause: err, detail: err.detail },
+  );
 }
 
 /**
