@@ -74,9 +74,10 @@ export async function registerHiddenServer(
  *   1. the identity's read, the guess reservations (source and uuid);
  *   2. the step's claim, beside the reservations' refund and the new cookie item (inert until
  *      step 3 makes it current; dropped if the claim is refused);
- *   3. the registration's swap, beside its change notice;
- *   4. the identity's re-read (a rotation or disable that ran meanwhile wins), beside the
- *      replaced cookie's shortened life.
+ *   3. the registration's swap (refused by a rotation's or disable's fence), beside its change
+ *      notice and the identity's re-read; claimed in another region, the re-read follows it (4);
+ *   +1 for a compat identity whose replaced cookie lived until this registration: its life is
+ *      shortened.
  */
 async function register(
   store: Store,
@@ -155,25 +156,37 @@ async function register(
   }
   if (cookieWritten.status === 'rejected') throw spentBy(cookieWritten.reason);
 
-  let replaced: Registration | undefined;
-  try {
-    replaced = await store.swapRegistration(registration);
-  } catch (err) {
-    throw spentBy(err);
+  // A rotation, disable or deletion that ran while we registered must win. On this region's own
+  // replica its fence refuses the swap (or replaces what the swap wrote), and the identity is
+  // re-read beside the swap as well (should its writer have stopped before the fence). Claimed
+  // on another region's replica, the fence may not have replicated here yet: the identity is
+  // re-read there once the swap is written, and the registration withdrawn if it changed.
+  const swap = async () => {
+    try {
+      return await store.swapRegistration(registration);
+    } catch (err) {
+      throw spentBy(err);
+    }
+  };
+  const recheck = () =>
+    claims.getIdentity(uuid).catch((err) => {
+      throw spentBy(err);
+    });
+  const [swapped, after] =
+    claims === store ? await Promise.all([swap(), recheck()]) : [await swap(), await recheck()];
+  if (swapped.fenced) {
+    await store.dropRegistrationCookie(cookie).catch(() => {});
+    throw authFailed();
   }
-  // A rotation or disable that ran while we registered must win: withdraw what we just wrote. A
-  // replaced cookie that was to live until this registration now has the ordinary lifetime, so
-  // TTL removes its record (it is refused as replaced from now on either way).
-  const [after] = await Promise.all([
-    claims.getIdentity(uuid),
-    replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS
-      ? store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS)
-      : undefined,
-  ]);
   if (!after || after.disabled || (after.generation ?? 0) !== generation) {
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();
   }
+  const { replaced } = swapped;
+  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
+  // so TTL removes its record (it is refused as replaced from now on either way).
+  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS)
+    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
   const triple = withTls(
     { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` },
     policy.relayTlsPort,

@@ -39,6 +39,9 @@ export interface Registration {
   source?: string;
 }
 
+/** The generation a deletion fences with: no registration of any earlier identity passes it. */
+export const REVOKED_FOR_GOOD = Number.MAX_SAFE_INTEGER;
+
 /** What a valid cookie resolves to. */
 export interface CookieBinding {
   uuid: string;
@@ -61,7 +64,7 @@ export class Registrations {
    */
   async put(reg: Registration): Promise<Registration | undefined> {
     await this.putCookie(reg);
-    return this.swap(reg);
+    return (await this.swap(reg)).replaced;
   }
 
   /**
@@ -82,20 +85,68 @@ export class Registrations {
   }
 
   /**
-   * Makes `reg` (whose cookie item is written) the uuid's current registration, returning the one
-   * it replaced, with its change notice written beside it: relays honour a notice that lands
-   * before or with its change, so sockets parked with the old cookie are told at their next pass.
-   * Written for every registration (whether one was replaced is known only from the swap), so
-   * the two writes take one round trip.
+   * Makes `reg` (whose cookie item is written) the uuid's current registration, with its change
+   * notice written beside it: relays honour a notice that lands before or with its change, so
+   * sockets parked with the old cookie are told at their next pass. Written for every
+   * registration (whether one was replaced is known only from the swap), so the two writes take
+   * one round trip. Refused (`fenced`) when a rotation, disable or deletion since `reg`'s
+   * generation left its fence (see `fence`), or a newer generation's registration stands.
    */
-  async swap(reg: Registration): Promise<Registration | undefined> {
+  async swap(reg: Registration): Promise<{ replaced?: Registration; fenced: boolean }> {
     // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
     // is no longer current, and can say so precisely ("replaced") rather than "unknown".
-    const [old] = await Promise.all([
-      this.table.put({ Item: { ...registrationKey(reg.uuid), ...reg }, ReturnValues: 'ALL_OLD' }),
+    const [put, notice] = await Promise.allSettled([
+      this.table.put({
+        Item: { ...registrationKey(reg.uuid), ...reg },
+        ConditionExpression:
+          '(attribute_not_exists(revokedGeneration) OR revokedGeneration <= :g) AND (attribute_not_exists(generation) OR generation <= :g)',
+        ExpressionAttributeValues: { ':g': reg.generation ?? 0 },
+        ReturnValues: 'ALL_OLD',
+      }),
       this.changes.note(reg.uuid),
     ]);
-    return old as Registration | undefined;
+    if (put.status === 'rejected') {
+      // Fenced: nothing changed, so the notice (written or not) announces nothing.
+      if (isConditionFailed(put.reason)) return { fenced: true };
+      throw put.reason;
+    }
+    if (notice.status === 'rejected') throw notice.reason;
+    const old = put.value as Registration | undefined;
+    // A fence is no registration: nothing was replaced.
+    return { replaced: old?.cookie ? old : undefined, fenced: false };
+  }
+
+  /**
+   * Leaves a fence where the uuid's registration was: a registration item without a cookie,
+   * marked with the generation a rotation, disable (`generation`, the identity's new one) or
+   * deletion (`REVOKED_FOR_GOOD`) ended. A registration of an older generation whose code was
+   * claimed before that and that is written after it is refused by `swap`; one written just
+   * before it is replaced by it. Never replaces a registration or fence of the same or a newer
+   * generation. Readers see no registration (`get`, `record`).
+   */
+  async fence(uuid: string, generation: number): Promise<void> {
+    try {
+      await this.table.put({
+        Item: { ...registrationKey(uuid), uuid, revokedGeneration: generation },
+        ConditionExpression:
+          '(attribute_not_exists(generation) OR generation < :g) AND (attribute_not_exists(revokedGeneration) OR revokedGeneration < :g)',
+        ExpressionAttributeValues: { ':g': generation },
+      });
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+    }
+  }
+
+  /** Removes a deletion's fence when the uuid is provisioned again (its generations start over). */
+  async unfence(uuid: string): Promise<void> {
+    try {
+      await this.table.delete({
+        Key: registrationKey(uuid),
+        ConditionExpression: 'attribute_exists(revokedGeneration)',
+      });
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+    }
   }
 
   /** The uuid's live registration, or undefined (missing or expired). */
@@ -110,7 +161,9 @@ export class Registrations {
   /** The uuid's registration even when expired (operator console: "last registration"). */
   async record(uuid: string): Promise<Registration | undefined> {
     const { pk, sk } = registrationKey(uuid);
-    return this.table.get<Registration>(pk, sk);
+    const item = await this.table.get<Registration>(pk, sk);
+    // A fence (see `fence`) is where a registration ended, not one.
+    return item?.cookie ? item : undefined;
   }
 
   /**

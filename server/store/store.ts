@@ -13,7 +13,7 @@ import { type ClaimsRegionRecord, ClaimsRegions } from './claims-region.js';
 import type { StoreSettings } from './errors.js';
 import { type ClaimExtra, Identities, type Identity } from './identities.js';
 import { type LastRendezvous, LastRendezvousRecords, type ParkRecord, Parks } from './parks.js';
-import { type CookieBinding, type Registration, Registrations } from './registrations.js';
+import { type CookieBinding, REVOKED_FOR_GOOD, type Registration, Registrations } from './registrations.js';
 import { type RelayHeartbeat, RelayHeartbeats } from './relays.js';
 import { type StoreOptions, Table } from './table.js';
 
@@ -72,8 +72,11 @@ export class Store {
   // Identities (identities.ts)
 
   /** Creates an identity; ALREADY_EXISTS when the uuid is taken. */
-  createIdentity(id: Identity): Promise<void> {
-    return this.identities.create(id);
+  async createIdentity(id: Identity): Promise<void> {
+    await this.identities.create(id);
+    // A uuid provisioned again after a deletion: its generations start over, so the deletion's
+    // fence would refuse every registration of it.
+    await this.registrations.unfence(id.uuid);
   }
 
   /** Reads an identity, or undefined. */
@@ -109,8 +112,19 @@ export class Store {
   }
 
   /** Disables (ending its registration) or enables an identity. */
-  setDisabled(uuid: string, disabled: boolean): Promise<void> {
-    return this.identities.setDisabled(uuid, disabled);
+  async setDisabled(uuid: string, disabled: boolean): Promise<void> {
+    await this.identities.setDisabled(uuid, disabled);
+    if (disabled) await this.fenceRegistration(uuid);
+  }
+
+  /**
+   * After a rotation or disable (which bumped the generation and deleted the registration): the
+   * fence that refuses a registration of an older generation still on its way (its code claimed
+   * before the bump), or replaces one that landed after the deletion (Registrations.fence).
+   */
+  private async fenceRegistration(uuid: string): Promise<void> {
+    const id = await this.identities.get(uuid);
+    await this.registrations.fence(uuid, id ? (id.generation ?? 0) : REVOKED_FOR_GOOD);
   }
 
   /**
@@ -119,6 +133,7 @@ export class Store {
    */
   async rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
     await this.identities.rotateSecret(uuid, params, compat);
+    await this.fenceRegistration(uuid);
     await this.attempts.reset(uuid);
   }
 
@@ -133,8 +148,9 @@ export class Store {
   }
 
   /** Deletes an identity, its registration and its last-rendezvous record. */
-  deleteIdentity(uuid: string): Promise<void> {
-    return this.identities.delete(uuid);
+  async deleteIdentity(uuid: string): Promise<void> {
+    await this.identities.delete(uuid);
+    await this.registrations.fence(uuid, REVOKED_FOR_GOOD);
   }
 
   // Registrations and cookies (registrations.ts)
@@ -154,8 +170,11 @@ export class Store {
     return this.registrations.dropCookie(cookie);
   }
 
-  /** Makes `reg` current (its cookie item written) with its change notice; returns the one it replaced. */
-  swapRegistration(reg: Registration): Promise<Registration | undefined> {
+  /**
+   * Makes `reg` current (its cookie item written) with its change notice; returns the one it
+   * replaced, or `fenced` when a rotation, disable or deletion since its generation refuses it.
+   */
+  swapRegistration(reg: Registration): Promise<{ replaced?: Registration; fenced: boolean }> {
     return this.registrations.swap(reg);
   }
 
