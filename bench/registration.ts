@@ -83,7 +83,9 @@ export async function benchRegistration(ctx: GroupContext, service: Service): Pr
       .map(([k, v]) => `${k} ${(v / n).toFixed(1)}`)
       .join(', ');
   for (const [label, t] of [
-    ['PUT', trips.put],
+    ['PUT (code, first from its address)', trips.put],
+    ['PUT (code, from an address that registered it)', trips.putAgain],
+    ['PUT (one-time proof)', trips.putProof],
     ['GET', trips.get],
     ['CONNECT (relay HTTP-specific auth)', trips.connect],
     ['away-region PUT, cross-region', trips.awayPut],

@@ -10,7 +10,7 @@
  */
 import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { currentCode } from '../core/totp.js';
+import { codeForStep, currentCode, proofForStep, timeStep } from '../core/totp.js';
 import { makeLookupHandler } from '../functions/lookup.js';
 import { makeRegisterHandler } from '../functions/register.js';
 import { startStoreServer } from '../local/store-server.js';
@@ -107,7 +107,14 @@ const policy = (region: string): RegistrationPolicy => ({
 export async function countStoreTrips(
   samples: number,
   delayMs = 20,
-): Promise<{ put: Trips; get: Trips; connect: Trips; awayPut: Trips & { local: Trips } }> {
+): Promise<{
+  put: Trips;
+  putAgain: Trips;
+  putProof: Trips;
+  get: Trips;
+  connect: Trips;
+  awayPut: Trips & { local: Trips };
+}> {
   const TABLE = 'rendezvous-trips';
   const servers = [await startStoreServer({ port: 0 }), await startStoreServer({ port: 0 })];
   const [homeServer, awayServer] = servers as [(typeof servers)[0], (typeof servers)[0]];
@@ -125,7 +132,14 @@ export async function countStoreTrips(
   const get = makeLookupHandler(() => ({ store: home }));
 
   const empty = (): Trips => ({ total: [], sequential: [], ops: {} });
-  const result = { put: empty(), get: empty(), connect: empty(), awayPut: { ...empty(), local: empty() } };
+  const result = {
+    put: empty(),
+    putAgain: empty(),
+    putProof: empty(),
+    get: empty(),
+    connect: empty(),
+    awayPut: { ...empty(), local: empty() },
+  };
   /** Runs `fn` alone and records the spans it caused at `proxy` into `into`. */
   const measure = async (
     fns: () => Promise<void>,
@@ -154,6 +168,21 @@ export async function countStoreTrips(
         const r = await put(apiEvent('PUT', { uuid, response: currentCode(id) }, '10.1.0.1'));
         if (r.statusCode !== 200) throw new Error(`PUT ${r.statusCode} ${r.body}`);
       }, [[homeProxy, result.put]]);
+      // Again from the address that registered it (the agent's next registration): the next
+      // step's code, accepted within the ±1 step window.
+      await measure(async () => {
+        const next = codeForStep(id, timeStep(id, Date.now()) + 1);
+        const r = await put(apiEvent('PUT', { uuid, response: next }, '10.1.0.1'));
+        if (r.statusCode !== 200) throw new Error(`PUT again ${r.statusCode} ${r.body}`);
+      }, [[homeProxy, result.putAgain]]);
+      // A one-time proof (what the project's agent sends), on a fresh identity.
+      const proofUuid = `trips-proof-${stamp}-${i}`;
+      const proofId = await provisionIdentity(homeDirect, { uuid: proofUuid });
+      await measure(async () => {
+        const proof = proofForStep(proofId, proofUuid, timeStep(proofId, Date.now()));
+        const r = await put(apiEvent('PUT', { uuid: proofUuid, response: proof }, '10.1.0.2'));
+        if (r.statusCode !== 200) throw new Error(`PUT proof ${r.statusCode} ${r.body}`);
+      }, [[homeProxy, result.putProof]]);
       await measure(async () => {
         const r = await get(apiEvent('GET', { uuid }));
         if (r.statusCode !== 200) throw new Error(`GET ${r.statusCode} ${r.body}`);

@@ -65,7 +65,7 @@ export async function authenticateConnect(
     }
     throw authFailed();
   }
-  // Read beside the guess reservations (limits.ts): neither needs the other.
+  // Read beside the source's guess reservation (limits.ts): neither needs the other.
   const identity = claims.getIdentity(uuid);
   identity.catch(() => {});
   try {

@@ -119,49 +119,42 @@ function matchOf(identity: Identity, code: string, nowMs: number): CompatMatch |
 }
 
 /**
- * Reserves one guess against the source's budget and the uuid's, both at once (one round trip).
- * A source whose budget is full gives the uuid's reservation straight back and is looked at again
- * briefly (valid codes hold a reservation for a few milliseconds, so a burst of them from one
- * address can find it full for a moment); found room, the uuid's is reserved again after it.
- * 429 when the source's budget stays full. The uuid's outcome is the caller's to judge (trusted
- * sources are still evaluated when it is spent).
+ * Reserves one guess against the source's budget. A full budget is looked at again briefly (valid
+ * codes hold a reservation for a few milliseconds, so a burst of them from one address can find it
+ * full for a moment); 429 when it stays full.
  */
-async function reserveGuess(
+async function reserveSource(
   store: Store,
-  uuid: string,
   src: string,
-  limits: { perSource: number; perUuid: number; windowSec: number },
+  perSource: number,
+  windowSec: number,
   nowSec: number,
-): Promise<{ bySource: Reservation & { ok: true }; byUuid: Reservation }> {
-  const { perSource, perUuid, windowSec } = limits;
-  const source = () => store.reserveAttempt('source', src, perSource, nowSec, windowSec);
-  const ofUuid = () => store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
-  const [first, byUuid] = await Promise.all([source(), ofUuid()]);
-  if (first.ok) return { bySource: first, byUuid };
-  if (byUuid.ok) await store.refundAttempt('uuid', uuid, byUuid.windowStart);
-  let bySource: Reservation = first;
+): Promise<Reservation & { ok: true }> {
+  let bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
+  // Each look is still a reservation.
   for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
     await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
-    bySource = await source();
+    bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
   }
   if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
-  return { bySource, byUuid: await ofUuid() };
+  return bySource;
 }
 
 /**
- * The checks every code goes through. A guess is reserved before it is evaluated, against its
- * source address's budget and its uuid's (both in one round trip, beside the identity's read), so
- * concurrent guesses cannot exceed either; a guess counts once whatever its length. A guess the
- * source's budget refuses gives the uuid's reservation back. When the uuid's budget is spent,
- * only sources that registered it before are still evaluated (the real agent keeps working during
- * an attack); everyone else gets 429. Unknown, disabled and known uuids go through the same
+ * The checks every code goes through. A guess is reserved before it is evaluated — first against
+ * its source address's budget (beside the identity's read), then against the uuid's — so
+ * concurrent guesses cannot exceed either; a guess counts once whatever its length. When the
+ * uuid's budget is spent, only sources that registered it before are still evaluated (the real
+ * agent keeps working during an attack); everyone else gets 429. So a right code from such a
+ * source, which no length rule can refuse, is answered without the uuid's reservation: its
+ * outcome could not change the answer. Unknown, disabled and known uuids go through the same
  * steps, and every wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or
  * CODE_LENGTH_REFUSED for a compat identity's length it does not take (see code-rule.ts); those
  * keep their guess, except disabled. A valid code (even a replayed one) is no guess: its
  * reservations are given back (`settled`, which the caller awaits beside its claim), so an agent
  * restarting within one step trips nothing. A one-time proof skips the budgets. Returns the step
  * to claim; replay is the caller's conditional write. `identity` may still be on its way (its
- * read runs beside the reservations).
+ * read runs beside the source's reservation).
  */
 export async function verifyWithinLimits(
   store: Store,
@@ -174,48 +167,40 @@ export async function verifyWithinLimits(
 ): Promise<Verified> {
   if (isProof(code)) return verifyProofOnly(await identityRead, uuid, code, nowMs);
   const nowSec = Math.floor(nowMs / 1000);
-  const limits = {
-    perUuid: policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures,
-    perSource: policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource,
-    windowSec: policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds,
-  };
-  const windowSec = limits.windowSec;
+  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
+  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
 
-  const [read, reservations] = await Promise.allSettled([
+  const [read, reserved] = await Promise.allSettled([
     identityRead,
-    reserveGuess(store, uuid, src, limits, nowSec),
+    reserveSource(store, src, perSource, windowSec, nowSec),
   ]);
+  if (reserved.status === 'rejected') throw reserved.reason;
+  const bySource = reserved.value;
+  const giveSource = () => store.refundAttempt('source', src, bySource.windowStart);
   if (read.status === 'rejected') {
-    // The identity could not be read: nothing was evaluated, so the reservations go back.
-    if (reservations.status === 'fulfilled') {
-      const { bySource, byUuid } = reservations.value;
-      await Promise.allSettled([
-        store.refundAttempt('source', src, bySource.windowStart),
-        byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
-      ]);
-    }
+    // The identity could not be read: nothing was evaluated, so the reservation goes back.
+    await giveSource().catch(() => {});
     throw read.reason;
   }
-  if (reservations.status === 'rejected') throw reservations.reason;
   const identity = read.value;
-  const { bySource } = reservations.value;
-  let { byUuid } = reservations.value;
+  const match = identity ? matchOf(identity, code, nowMs) : null;
   const trusted = (identity?.trustedSources ?? []).includes(src);
-  if (!byUuid.ok && !trusted) {
-    // Guesses the source's budget refused held a uuid reservation for one round trip before
-    // giving it back (the two are reserved together): look once more before answering 429, so
-    // they cannot shut out a guess the uuid's budget has room for.
-    await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
-    byUuid = await store.reserveAttempt('uuid', uuid, limits.perUuid, nowSec, windowSec);
+  if (trusted && identity && match && !identity.disabled && (!identity.compat || match.kind === 'full')) {
+    const settled = giveSource();
+    settled.catch(() => {});
+    return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind), settled };
   }
+
+  const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
   if (!byUuid.ok && !trusted) {
     // Not evaluated: the source's reservation goes back.
-    await store.refundAttempt('source', src, bySource.windowStart);
+    await giveSource();
     throw tooManyAttempts(byUuid.retryAfter);
   }
   const refund = async () => {
     await Promise.all([
-      store.refundAttempt('source', src, bySource.windowStart),
+      giveSource(),
       byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
     ]);
   };
@@ -225,7 +210,6 @@ export async function verifyWithinLimits(
     throw err;
   };
 
-  const match = identity ? matchOf(identity, code, nowMs) : null;
   if (!identity || !match) return counted(authFailed());
   if (identity.disabled) {
     await refund();

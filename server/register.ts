@@ -59,7 +59,7 @@ export async function registerHiddenServer(
    */
   claims: Store = store,
 ): Promise<RendezvousTriple> {
-  // Read beside the guess reservations (limits.ts): neither needs the other.
+  // Read beside the source's guess reservation (limits.ts): neither needs the other.
   const identity = claims.getIdentity(uuid);
   identity.catch(() => {});
   try {
@@ -71,11 +71,14 @@ export async function registerHiddenServer(
 
 /**
  * The request's store round trips, one after another (the rest run beside them):
- *   1. the identity's read, the guess reservations (source and uuid);
- *   2. the step's claim, beside the reservations' refund and the new cookie item (inert until
- *      step 3 makes it current; dropped if the claim is refused);
- *   3. the registration's swap (refused by a rotation's or disable's fence), beside its change
- *      notice and the identity's re-read; claimed in another region, the re-read follows it (4);
+ *   1. the identity's read, beside the source's guess reservation;
+ *   2. the uuid's guess reservation, for a code (limits.ts) — not for a proof, nor for a right
+ *      code from a source that registered the uuid before (its outcome could not change the
+ *      answer);
+ *   3. the step's claim, beside the reservations' refund and the new cookie item (inert until
+ *      step 4 makes it current; dropped if the claim is refused);
+ *   4. the registration's swap (refused by a rotation's or disable's fence), beside its change
+ *      notice and the identity's re-read; claimed in another region, the re-read follows it;
  *   +1 for a compat identity whose replaced cookie lived until this registration: its life is
  *      shortened.
  */
