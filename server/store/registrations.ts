@@ -39,6 +39,9 @@ export interface Registration {
   source?: string;
 }
 
+/** How long a fence stands (seconds): far longer than any registration's run. */
+export const FENCE_TTL_SECONDS = 86_400;
+
 /** The generation a deletion fences with: no registration of any earlier identity passes it. */
 export const REVOKED_FOR_GOOD = Number.MAX_SAFE_INTEGER;
 
@@ -127,7 +130,14 @@ export class Registrations {
   async fence(uuid: string, generation: number): Promise<void> {
     try {
       await this.table.put({
-        Item: { ...registrationKey(uuid), uuid, revokedGeneration: generation },
+        // Expires with the table's TTL once no registration can still be on its way (a
+        // function's run is seconds long); a deleted uuid's fence is not left for good.
+        Item: {
+          ...registrationKey(uuid),
+          uuid,
+          revokedGeneration: generation,
+          expiresAt: Math.floor(Date.now() / 1000) + FENCE_TTL_SECONDS,
+        },
         ConditionExpression:
           '(attribute_not_exists(generation) OR generation < :g) AND (attribute_not_exists(revokedGeneration) OR revokedGeneration < :g)',
         ExpressionAttributeValues: { ':g': generation },
