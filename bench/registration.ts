@@ -1,6 +1,8 @@
 /**
  * The registration group of `npm run bench` (`--only registration`): PUT and GET latency and
  * throughput through the local API Gateway adapter, 8 requests in flight, each checked for a 200;
+ * store round trips per PUT, GET and CONNECT, sequential and total, and an away-region PUT's
+ * cross-region ones (bench/store-trips.ts, a store that adds 20 ms per request);
  * then the size of each Lambda bundle and how long a fresh node takes to import it, and how long
  * the relay takes from its process start to "relay listening" (the container's start, less Docker).
  */
@@ -11,6 +13,7 @@ import { currentCode } from '../core/totp.js';
 import { provisionIdentity } from '../server/identities.js';
 import { type GroupContext, percentile, ROOT } from './harness.js';
 import { type Service, startRelayProcess } from './service.js';
+import { countStoreTrips } from './store-trips.js';
 
 /** The relay should be listening this soon after its process starts (a task replaced under load). */
 export const RELAY_START_TARGET_MS = 2_000;
@@ -19,9 +22,16 @@ export const RELAY_START_TARGET_MS = 2_000;
 async function runRegistration(service: Service, n: number, concurrency: number) {
   const { store, apiUrl } = service;
   const stamp = Date.now();
-  const ids = await Promise.all(
-    Array.from({ length: n }, (_, i) => provisionIdentity(store, { uuid: `bench-reg-${stamp}-${i}` })),
-  );
+  // Provisioned 20 at a time: all at once, a loaded machine's store timed out (1 s to connect).
+  const ids: Awaited<ReturnType<typeof provisionIdentity>>[] = [];
+  for (let i = 0; i < n; i += 20)
+    ids.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(20, n - i) }, (_, j) =>
+          provisionIdentity(store, { uuid: `bench-reg-${stamp}-${i + j}` }),
+        ),
+      )),
+    );
   const timed = async (jobs: Array<() => Promise<void>>) => {
     const lat: number[] = [];
     let next = 0;
@@ -56,18 +66,42 @@ async function runRegistration(service: Service, n: number, concurrency: number)
   return { put, get };
 }
 
-function coldImport(file: string): number {
+/**
+ * A fresh node importing `file`: wall time, and the CPU time the import took (user+sys, steadier
+ * than wall time on a shared machine).
+ */
+function coldImport(file: string): { wall: number; cpu: number } {
   const out = execFileSync(process.execPath, [
     '--input-type=module',
     '-e',
-    `const t = performance.now(); await import(${JSON.stringify(file)}); console.log(performance.now() - t);`,
+    `const c = process.cpuUsage(); const t = performance.now(); await import(${JSON.stringify(file)}); const w = performance.now() - t; const u = process.cpuUsage(c); console.log(w, (u.user + u.system) / 1000);`,
   ]);
-  return Number(out.toString().trim());
+  const [wall, cpu] = out.toString().trim().split(' ').map(Number);
+  return { wall: wall as number, cpu: cpu as number };
 }
 
 /** The registration group: the API's PUT and GET, then the Lambda bundles' size and cold import. */
 export async function benchRegistration(ctx: GroupContext, service: Service): Promise<void> {
   const { add, runs } = ctx;
+  // Store round trips per request, with 20 ms added to each store request (bench/store-trips.ts).
+  const trips = await countStoreTrips(ctx.quick ? 5 : 10, 20);
+  const ops = (o: Record<string, number>, n: number) =>
+    Object.entries(o)
+      .map(([k, v]) => `${k} ${(v / n).toFixed(1)}`)
+      .join(', ');
+  for (const [label, t] of [
+    ['PUT (code, first from its address)', trips.put],
+    ['PUT (code, from an address that registered it)', trips.putAgain],
+    ['PUT (one-time proof)', trips.putProof],
+    ['GET', trips.get],
+    ['CONNECT (relay HTTP-specific auth)', trips.connect],
+    ['away-region PUT, cross-region', trips.awayPut],
+    ['away-region PUT, local replica', trips.awayPut.local],
+  ] as const) {
+    add(`store round trips per ${label}: sequential`, t.sequential, 'trips');
+    add(`store round trips per ${label}: total`, t.total, 'requests');
+    console.error(`bench: ${label} store requests per request: ${ops(t.ops, t.total.length)}`);
+  }
   const reg = {
     putP50: [] as number[],
     putP99: [] as number[],
@@ -96,9 +130,16 @@ export async function benchRegistration(ctx: GroupContext, service: Service): Pr
   for (const fn of ['register', 'lookup']) {
     const file = join(ROOT, `dist/functions/${fn}.mjs`);
     add(`lambda bundle size: ${fn}`, [statSync(file).size / 1000], 'KB');
+    // More runs than other figures: a fresh node per run, and the spread is what is asked for.
+    const imports = Array.from({ length: runs * 2 + 1 }, () => coldImport(file));
     add(
       `lambda cold import: ${fn}`,
-      Array.from({ length: runs }, () => coldImport(file)),
+      imports.map((i) => i.wall),
+      'ms',
+    );
+    add(
+      `lambda cold import CPU: ${fn}`,
+      imports.map((i) => i.cpu),
       'ms',
     );
   }

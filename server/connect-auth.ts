@@ -51,8 +51,8 @@ export async function authenticateConnect(
   /** Where codes are claimed and guesses counted (the home replica; see `registerHiddenServer`). */
   claims: Store = store,
 ): Promise<ConnectGrant> {
-  const identity = await claims.getIdentity(uuid);
   if (cred.cookie !== undefined) {
+    const identity = await claims.getIdentity(uuid);
     if (
       identity &&
       !identity.disabled &&
@@ -65,11 +65,14 @@ export async function authenticateConnect(
     }
     throw authFailed();
   }
+  // Read beside the source's guess reservation (limits.ts): neither needs the other.
+  const identity = claims.getIdentity(uuid);
+  identity.catch(() => {});
   try {
     return await connectWithCode(claims, policy, uuid, identity, cred, liveParkMadeWith, nowMs);
   } catch (err) {
     // A compat identity's refusals keep the original's statuses, not permanent (code-rule.ts).
-    throw asOriginal(identity, err);
+    throw asOriginal(await identity.catch(() => undefined), err);
   }
 }
 
@@ -77,13 +80,22 @@ async function connectWithCode(
   claims: Store,
   policy: ConnectPolicy,
   uuid: string,
-  identity: Identity | undefined,
+  identityRead: Promise<Identity | undefined>,
   cred: { response?: string; source?: string },
   liveParkMadeWith: (uuid: string, step: number) => Promise<boolean>,
   nowMs: number,
 ): Promise<ConnectGrant> {
   const src = sourceKeyOf(cred.source);
-  const verified = await verifyWithinLimits(claims, policy, uuid, identity, cred.response ?? '', src, nowMs);
+  const verified = await verifyWithinLimits(
+    claims,
+    policy,
+    uuid,
+    identityRead,
+    cred.response ?? '',
+    src,
+    nowMs,
+  );
+  const identity = await identityRead;
   const { step } = verified;
   // Refused after a right proof: said so (only its holder sees it); after a code, as before.
   const refused = () => (verified.proof ? proofUsed() : authFailed());
@@ -95,8 +107,12 @@ async function connectWithCode(
     trustedSources: trust(identity, src),
     ...(verified.codeLengths ? { codeLengths: verified.codeLengths } : {}),
   };
-  if (await claims.acceptStep(uuid, step, 'connect', { cookie, expiresAt }, extra))
-    return { uuid, cookie, step, generation };
+  // The reservations go back beside the claim (the claim does not depend on them).
+  const [accepted] = await Promise.all([
+    claims.acceptStep(uuid, step, 'connect', { cookie, expiresAt }, extra),
+    verified.settled,
+  ]);
+  if (accepted) return { uuid, cookie, step, generation };
 
   // Already used. A compat identity with reuseWithinStep takes a CONNECT's code again within its
   // step, with or without a live park (the original's semantics; bounded per step).

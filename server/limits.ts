@@ -79,6 +79,11 @@ export interface Verified {
   proof: boolean;
   /** A compat identity's code lengths with this code's added, when that changed them. */
   codeLengths?: CodeLength[];
+  /**
+   * The valid code's reservations being given back (a proof: none). The caller awaits it beside
+   * its claim, so a store failure there still fails the request.
+   */
+  settled: Promise<void>;
 }
 
 /**
@@ -103,7 +108,7 @@ function verifyProofOnly(
   // not tell a compat identity from any other uuid.
   if (step === null || !identity) throw new CodeAnswer(authFailed());
   if (identity.disabled) throw identityDisabled();
-  return { step, proof: true };
+  return { step, proof: true, settled: Promise.resolve() };
 }
 
 /** A code's match: for compat identities the original's rule (any length), for strict ones RFC 6238. */
@@ -114,59 +119,97 @@ function matchOf(identity: Identity, code: string, nowMs: number): CompatMatch |
 }
 
 /**
- * The checks every code goes through. A guess is reserved before it is evaluated — first against
- * its source address's budget, then against the uuid's — so concurrent guesses cannot exceed
- * either; a guess counts once whatever its length. When the uuid's budget is spent, only sources
- * that registered it before are still evaluated (the real agent keeps working during an attack);
- * everyone else gets 429. Unknown, disabled and known uuids go through the same steps, and every
- * wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or CODE_LENGTH_REFUSED
- * for a compat identity's length it does not take (see code-rule.ts); those keep their guess,
- * except disabled. A valid code (even a replayed one) is no guess: its reservations are given
- * back, so an agent restarting within one step trips nothing. A one-time proof skips the budgets.
- * Returns the step to claim; replay is the caller's conditional write.
+ * Reserves one guess against the source's budget. A full budget is looked at again briefly (valid
+ * codes hold a reservation for a few milliseconds, so a burst of them from one address can find it
+ * full for a moment); 429 when it stays full.
  */
-export async function verifyWithinLimits(
+async function reserveSource(
   store: Store,
-  policy: FailurePolicy,
-  uuid: string,
-  identity: Identity | undefined,
-  code: string,
   src: string,
-  nowMs: number,
-): Promise<Verified> {
-  if (isProof(code)) return verifyProofOnly(identity, uuid, code, nowMs);
-  const nowSec = Math.floor(nowMs / 1000);
-  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
-  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
-  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
-
+  perSource: number,
+  windowSec: number,
+  nowSec: number,
+): Promise<Reservation & { ok: true }> {
   let bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
-  // Valid codes hold a reservation for a few milliseconds before giving it back, so a burst of
-  // them from one address (hidden servers behind one NAT starting together) can find the budget
-  // full for a moment: look again briefly before answering 429. Each look is still a reservation.
+  // Each look is still a reservation.
   for (let i = 0; !bySource.ok && i < SOURCE_RESERVE_RETRIES; i++) {
     await new Promise((r) => setTimeout(r, SOURCE_RESERVE_RETRY_MS * (1 + Math.random())));
     bySource = await store.reserveAttempt('source', src, perSource, nowSec, windowSec);
   }
   if (!bySource.ok) throw tooManyAttempts(bySource.retryAfter);
+  return bySource;
+}
+
+/**
+ * The checks every code goes through. A guess is reserved before it is evaluated — first against
+ * its source address's budget (beside the identity's read), then against the uuid's — so
+ * concurrent guesses cannot exceed either; a guess counts once whatever its length. When the
+ * uuid's budget is spent, only sources that registered it before are still evaluated (the real
+ * agent keeps working during an attack); everyone else gets 429. So a right code from such a
+ * source, which no length rule can refuse, is answered without the uuid's reservation: its
+ * outcome could not change the answer. Unknown, disabled and known uuids go through the same
+ * steps, and every wrong code the same AUTH_FAILED. Only to a right code: IDENTITY_DISABLED, or
+ * CODE_LENGTH_REFUSED for a compat identity's length it does not take (see code-rule.ts); those
+ * keep their guess, except disabled. A valid code (even a replayed one) is no guess: its
+ * reservations are given back (`settled`, which the caller awaits beside its claim), so an agent
+ * restarting within one step trips nothing. A one-time proof skips the budgets. Returns the step
+ * to claim; replay is the caller's conditional write. `identity` may still be on its way (its
+ * read runs beside the source's reservation).
+ */
+export async function verifyWithinLimits(
+  store: Store,
+  policy: FailurePolicy,
+  uuid: string,
+  identityRead: Identity | undefined | Promise<Identity | undefined>,
+  code: string,
+  src: string,
+  nowMs: number,
+): Promise<Verified> {
+  if (isProof(code)) return verifyProofOnly(await identityRead, uuid, code, nowMs);
+  const nowSec = Math.floor(nowMs / 1000);
+  const perUuid = policy.maxFailures ?? FAILURE_LIMIT_DEFAULTS.maxFailures;
+  const perSource = policy.maxFailuresPerSource ?? FAILURE_LIMIT_DEFAULTS.maxFailuresPerSource;
+  const windowSec = policy.failureWindowSeconds ?? FAILURE_LIMIT_DEFAULTS.failureWindowSeconds;
+
+  const [read, reserved] = await Promise.allSettled([
+    identityRead,
+    reserveSource(store, src, perSource, windowSec, nowSec),
+  ]);
+  if (reserved.status === 'rejected') throw reserved.reason;
+  const bySource = reserved.value;
+  const giveSource = () => store.refundAttempt('source', src, bySource.windowStart);
+  if (read.status === 'rejected') {
+    // The identity could not be read: nothing was evaluated, so the reservation goes back.
+    await giveSource().catch(() => {});
+    throw read.reason;
+  }
+  const identity = read.value;
+  const match = identity ? matchOf(identity, code, nowMs) : null;
+  const trusted = (identity?.trustedSources ?? []).includes(src);
+  if (trusted && identity && match && !identity.disabled && (!identity.compat || match.kind === 'full')) {
+    const settled = giveSource();
+    settled.catch(() => {});
+    return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind), settled };
+  }
+
   const byUuid: Reservation = await store.reserveAttempt('uuid', uuid, perUuid, nowSec, windowSec);
-  if (!byUuid.ok && !(identity?.trustedSources ?? []).includes(src)) {
+  if (!byUuid.ok && !trusted) {
     // Not evaluated: the source's reservation goes back.
-    await store.refundAttempt('source', src, bySource.windowStart);
+    await giveSource();
     throw tooManyAttempts(byUuid.retryAfter);
   }
-  const refund = () =>
-    Promise.all([
-      store.refundAttempt('source', src, bySource.windowStart),
+  const refund = async () => {
+    await Promise.all([
+      giveSource(),
       byUuid.ok ? store.refundAttempt('uuid', uuid, byUuid.windowStart) : undefined,
     ]);
+  };
   // A counted guess remembers its source, so a settings change can give it back (store.setCompat).
   const counted = async (err: RendezvousError): Promise<never> => {
     if (byUuid.ok) await store.noteFailedGuess(uuid, byUuid.windowStart, src, bySource.windowStart);
     throw err;
   };
 
-  const match = identity ? matchOf(identity, code, nowMs) : null;
   if (!identity || !match) return counted(authFailed());
   if (identity.disabled) {
     await refund();
@@ -182,6 +225,8 @@ export async function verifyWithinLimits(
     : { underAttack: true, retryAfter: byUuid.retryAfter };
   const refused = lengthRefusal(identity, match.kind, attack);
   if (refused) return counted(refused);
-  await refund();
-  return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind) };
+  // Given back beside the caller's claim: the claim does not depend on it.
+  const settled = refund();
+  settled.catch(() => {});
+  return { step: match.step, proof: false, codeLengths: withLength(identity, match.kind), settled };
 }

@@ -3,7 +3,7 @@
  * once per code) or a one-time proof (outside them), and gets a new `R` triple, replacing its
  * previous cookie. Transport-free: the Lambda handler and the CLI both call in here.
  */
-import { authFailed, badRequest } from '../core/errors.js';
+import { authFailed, badRequest, isRendezvousError, RendezvousError } from '../core/errors.js';
 import { PROOF_DIGITS } from '../core/totp.js';
 import type { RendezvousTriple, ReplacedRegistration } from '../core/triple.js';
 import { asOriginal, proofUsed } from './code-rule.js';
@@ -59,59 +59,77 @@ export async function registerHiddenServer(
    */
   claims: Store = store,
 ): Promise<RendezvousTriple> {
-  const identity = await claims.getIdentity(uuid);
+  // Read beside the source's guess reservation (limits.ts): neither needs the other.
+  const identity = claims.getIdentity(uuid);
+  identity.catch(() => {});
   try {
     return await register(store, policy, uuid, identity, response, nowMs, source, claims);
   } catch (err) {
-    throw asOriginal(identity, err);
+    throw asOriginal(await identity.catch(() => undefined), err);
   }
 }
 
+/**
+ * The request's store round trips, one after another (the rest run beside them):
+ *   1. the identity's read, beside the source's guess reservation;
+ *   2. the uuid's guess reservation, for a code (limits.ts) — not for a proof, nor for a right
+ *      code from a source that registered the uuid before (its outcome could not change the
+ *      answer);
+ *   3. the step's claim, beside the reservations' refund and the new cookie item (inert until
+ *      step 4 makes it current; dropped if the claim is refused);
+ *   4. the registration's swap (refused by a rotation's or disable's fence), beside its change
+ *      notice and the identity's re-read; claimed in another region, the re-read follows it;
+ *   +1 for a compat identity whose replaced cookie lived until this registration: its life is
+ *      shortened.
+ */
 async function register(
   store: Store,
   policy: RegistrationPolicy,
   uuid: string,
-  identity: Identity | undefined,
+  identityRead: Promise<Identity | undefined>,
   response: string | undefined,
   nowMs: number,
   source: string | undefined,
   claims: Store,
 ): Promise<RendezvousTriple> {
   let code: string;
-  try {
-    code = checkResponse(response);
-  } catch (err) {
+  if (response !== undefined && RESPONSE_SHAPE.test(response)) code = response;
+  else {
     // The original answered a malformed code like a wrong one, and so do compat identities: an
     // answer that tells them from other uuids costs a guess, as a wrong code does.
-    if (!identity?.compat) throw err;
-    code = '';
+    const identity = await identityRead;
+    try {
+      code = checkResponse(response);
+    } catch (err) {
+      if (!identity?.compat) throw err;
+      code = '';
+    }
   }
   const src = sourceKeyOf(source);
-  const verified = await verifyWithinLimits(claims, policy, uuid, identity, code, src, nowMs);
+  const verified = await verifyWithinLimits(claims, policy, uuid, identityRead, code, src, nowMs);
+  const identity = (await identityRead) as Identity;
   const { step } = verified;
-  const generation = (identity as Identity).generation ?? 0;
+  const generation = identity.generation ?? 0;
   const extra = {
     generation,
     trustedSources: trust(identity, src),
     ...(verified.codeLengths ? { codeLengths: verified.codeLengths } : {}),
   };
-  if (
-    !(await claims.acceptStep(uuid, step, 'register', undefined, extra)) &&
+  const claim = async () =>
+    (await claims.acceptStep(uuid, step, 'register', undefined, extra)) ||
     // The original let a code register any number of times within its step (each PUT a new cookie).
-    !(
-      (identity as Identity).compat?.reuseWithinStep &&
-      (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra))
-    )
-  )
-    throw verified.proof ? proofUsed() : authFailed();
+    Boolean(
+      identity.compat?.reuseWithinStep &&
+        (await claims.reuseStep(uuid, step, 'register', COMPAT_MAX_REUSES_PER_STEP, extra)),
+    );
 
   const nowSec = Math.floor(nowMs / 1000);
-  const lifetime = (identity as Identity).compat?.cookieLifetime;
+  const lifetime = identity.compat?.cookieLifetime;
   // The hidden server gets R<hiddenCookie>; everything stored, and the look-up, use the one-way
   // derivation, so knowing the public I cookie does not let anyone park as the hidden server.
   const hiddenCookie = newCookie();
   const cookie = mobileCookieFor(hiddenCookie);
-  const replaced = await store.putRegistration({
+  const registration: Registration = {
     uuid,
     cookie,
     cookieScheme: SPLIT_COOKIE_SCHEME,
@@ -126,18 +144,52 @@ async function register(
         ? NO_EXPIRY
         : nowSec + (lifetime ?? policy.cookieTtlSeconds ?? DEFAULT_COOKIE_TTL_SECONDS),
     ...(source ? { source } : {}),
-  });
-  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
-  // so TTL removes its record (it is refused as replaced from now on either way).
-  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS) {
-    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
+  };
+  // The cookie item is inert until the swap below makes it current, so it is written beside the
+  // claim; the registration itself only once the claim has made this code's step used.
+  const [claimed, , cookieWritten] = await Promise.allSettled([
+    claim(),
+    verified.settled,
+    store.putRegistrationCookie(registration),
+  ]);
+  if (claimed.status !== 'fulfilled' || !claimed.value) {
+    if (cookieWritten.status === 'fulfilled') await store.dropRegistrationCookie(cookie).catch(() => {});
+    if (claimed.status === 'rejected') throw claimed.reason;
+    throw verified.proof ? proofUsed() : authFailed();
   }
-  // A rotation or disable that ran while we registered must win: withdraw what we just wrote.
-  const after = await claims.getIdentity(uuid);
+  if (cookieWritten.status === 'rejected') throw spentBy(cookieWritten.reason);
+
+  // A rotation, disable or deletion that ran while we registered must win. On this region's own
+  // replica its fence refuses the swap (or replaces what the swap wrote), and the identity is
+  // re-read beside the swap as well (should its writer have stopped before the fence). Claimed
+  // on another region's replica, the fence may not have replicated here yet: the identity is
+  // re-read there once the swap is written, and the registration withdrawn if it changed.
+  const swap = async () => {
+    try {
+      return await store.swapRegistration(registration);
+    } catch (err) {
+      throw spentBy(err);
+    }
+  };
+  const recheck = () =>
+    claims.getIdentity(uuid).catch((err) => {
+      throw spentBy(err);
+    });
+  const [swapped, after] =
+    claims === store ? await Promise.all([swap(), recheck()]) : [await swap(), await recheck()];
+  if (swapped.fenced) {
+    await store.dropRegistrationCookie(cookie).catch(() => {});
+    throw authFailed();
+  }
   if (!after || after.disabled || (after.generation ?? 0) !== generation) {
     await store.deleteRegistration(uuid, cookie);
     throw authFailed();
   }
+  const { replaced } = swapped;
+  // A replaced cookie that was to live until this registration now has the ordinary lifetime,
+  // so TTL removes its record (it is refused as replaced from now on either way).
+  if (replaced && replaced.expiresAt > nowSec + DEFAULT_COOKIE_TTL_SECONDS)
+    await store.expireCookie(replaced.cookie, nowSec + DEFAULT_COOKIE_TTL_SECONDS);
   const triple = withTls(
     { host: policy.relayHost, port: policy.relayPort, cookie: `R${hiddenCookie}` },
     policy.relayTlsPort,
@@ -145,6 +197,20 @@ async function register(
   // Told only here, past the code check; compat identities keep the original's result keys.
   const was = identity?.compat ? undefined : replacedOf(replaced, nowMs);
   return was ? { ...triple, replaced: was } : triple;
+}
+
+/**
+ * A store failure after the code's step was claimed: the code is used up though nothing was
+ * registered, so the answer says so (a retry must use the next step's code or a new proof;
+ * the same code is refused as replayed). Other errors as they are.
+ */
+function spentBy(err: unknown): unknown {
+  if (!isRendezvousError(err, 'STORE_UNAVAILABLE')) return err;
+  return new RendezvousError(
+    'STORE_UNAVAILABLE',
+    'store unavailable after the code was accepted: that code is spent, register again with the next one',
+    { permanent: false, retryAfter: err.retryAfter, cause: err, detail: err.detail },
+  );
 }
 
 /**

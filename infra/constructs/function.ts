@@ -92,6 +92,8 @@ export class RendezvousFunction extends Construct {
         mainFields: ['module', 'main'],
         // Bundle the SDK too: the version we test is the version that runs.
         externalModules: [],
+        // As scripts/build.mjs: credentials from the environment only (functions/lambda-credentials.ts).
+        esbuildArgs: { '--alias:@aws-sdk/credential-provider-node': './functions/lambda-credentials.ts' },
         // CommonJS dependencies call require(); an ESM bundle needs one.
         banner: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
       },

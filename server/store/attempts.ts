@@ -45,8 +45,14 @@ function reserved(item: CounterItem, windowSec: number): Reservation {
   };
 }
 
+/** Counters whose window a process remembers (a hint for the first write; cleared when full). */
+const MAX_WINDOWS_REMEMBERED = 10_000;
+
 /** The guess counters of one table. */
 export class Attempts {
+  /** The window start last reserved in, per counter: which write a reservation tries first. */
+  private readonly windows = new Map<string, number>();
+
   constructor(private readonly table: Table) {}
 
   /**
@@ -81,9 +87,7 @@ export class Attempts {
         throw err;
       }
     };
-    const first = await inWindow();
-    if (first) return first;
-    if (limit > 0) {
+    const open = async (): Promise<Reservation | undefined> => {
       try {
         // No window, or a lapsed one: this guess opens a new window. The lapsed window's standing
         // guesses are kept beside it, and the item outlives its window by one more, so a steady
@@ -105,15 +109,40 @@ export class Attempts {
         });
         return reserved((out ?? {}) as CounterItem, windowSec);
       } catch (err) {
-        if (!isConditionFailed(err)) throw err;
+        if (isConditionFailed(err)) return undefined;
+        throw err;
       }
-      // Someone else opened the window meanwhile: try once more inside it.
-      const second = await inWindow();
-      if (second) return second;
+    };
+    // Each try is one conditional write, so the order only decides how many round trips a
+    // reservation takes, never how many succeed. Most counters a process has not seen in this
+    // window have none (an agent's uuid, its address), so a window is opened first; one it saw
+    // in the window is most likely still open. A try that finds the other case is followed by the
+    // other write, then by the first again (someone opened or closed the window meanwhile).
+    const id = `${Key.pk}/${Key.sk}`;
+    const seen = this.windows.get(id);
+    const tries =
+      limit <= 0
+        ? [inWindow]
+        : seen !== undefined && seen > cutoff
+          ? [inWindow, open, inWindow]
+          : [open, inWindow, open];
+    for (const t of tries) {
+      const r = await t();
+      if (r?.ok) {
+        this.remember(id, r.windowStart);
+        return r;
+      }
     }
     const current = await this.get(scope, key);
+    // A full window: the next guess here tries it first (an attacker's guesses cost fewer writes).
+    if (current) this.remember(id, current.windowStart);
     const ends = (current?.windowStart ?? nowSec) + windowSec;
     return { ok: false, retryAfter: Math.max(1, ends - nowSec) };
+  }
+
+  private remember(id: string, windowStart: number): void {
+    if (this.windows.size >= MAX_WINDOWS_REMEMBERED) this.windows.clear();
+    this.windows.set(id, windowStart);
   }
 
   /** Gives back a reservation (the code was valid: not a guess), if its window is still the current one. */

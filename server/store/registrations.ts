@@ -39,6 +39,12 @@ export interface Registration {
   source?: string;
 }
 
+/** How long a fence stands (seconds): far longer than any registration's run. */
+export const FENCE_TTL_SECONDS = 86_400;
+
+/** The generation a deletion fences with: no registration of any earlier identity passes it. */
+export const REVOKED_FOR_GOOD = Number.MAX_SAFE_INTEGER;
+
 /** What a valid cookie resolves to. */
 export interface CookieBinding {
   uuid: string;
@@ -60,19 +66,97 @@ export class Registrations {
    * orphan cookie that `resolveCookie` refuses (it is not current) and TTL removes.
    */
   async put(reg: Registration): Promise<Registration | undefined> {
+    await this.putCookie(reg);
+    return (await this.swap(reg)).replaced;
+  }
+
+  /**
+   * Writes the cookie item `reg`'s cookie will resolve through. Inert until `swap` makes it the
+   * uuid's current cookie: `resolveCookie` refuses a cookie that is not current, so it may be
+   * written before the code that earns it is claimed (and dropped with `dropCookie` if it is not).
+   */
+  async putCookie(reg: Registration): Promise<void> {
     await this.table.put({
       Item: { ...cookieItemKey(reg.cookie), uuid: reg.uuid, expiresAt: reg.expiresAt },
       ConditionExpression: 'attribute_not_exists(pk)',
     });
+  }
+
+  /** Deletes a cookie item that never became current (its registration was refused). */
+  async dropCookie(cookie: string): Promise<void> {
+    await this.table.delete({ Key: cookieItemKey(cookie) });
+  }
+
+  /**
+   * Makes `reg` (whose cookie item is written) the uuid's current registration, with its change
+   * notice written beside it: relays honour a notice that lands before or with its change, so
+   * sockets parked with the old cookie are told at their next pass. Written for every
+   * registration (whether one was replaced is known only from the swap), so the two writes take
+   * one round trip. Refused (`fenced`) when a rotation, disable or deletion since `reg`'s
+   * generation left its fence (see `fence`), or a newer generation's registration stands.
+   */
+  async swap(reg: Registration): Promise<{ replaced?: Registration; fenced: boolean }> {
     // The replaced cookie item stays until TTL removes it: `resolveCookie` refuses it because it
     // is no longer current, and can say so precisely ("replaced") rather than "unknown".
-    const old = (await this.table.put({
-      Item: { ...registrationKey(reg.uuid), ...reg },
-      ReturnValues: 'ALL_OLD',
-    })) as Registration | undefined;
-    // Sockets parked with the old cookie, on any relay, are told at the relays' next pass.
-    if (old?.cookie && old.cookie !== reg.cookie) await this.changes.note(reg.uuid);
-    return old;
+    const [put, notice] = await Promise.allSettled([
+      this.table.put({
+        Item: { ...registrationKey(reg.uuid), ...reg },
+        ConditionExpression:
+          '(attribute_not_exists(revokedGeneration) OR revokedGeneration <= :g) AND (attribute_not_exists(generation) OR generation <= :g)',
+        ExpressionAttributeValues: { ':g': reg.generation ?? 0 },
+        ReturnValues: 'ALL_OLD',
+      }),
+      this.changes.note(reg.uuid),
+    ]);
+    if (put.status === 'rejected') {
+      // Fenced: nothing changed, so the notice (written or not) announces nothing.
+      if (isConditionFailed(put.reason)) return { fenced: true };
+      throw put.reason;
+    }
+    if (notice.status === 'rejected') throw notice.reason;
+    const old = put.value as Registration | undefined;
+    // A fence is no registration: nothing was replaced.
+    return { replaced: old?.cookie ? old : undefined, fenced: false };
+  }
+
+  /**
+   * Leaves a fence where the uuid's registration was: a registration item without a cookie,
+   * marked with the generation a rotation, disable (`generation`, the identity's new one) or
+   * deletion (`REVOKED_FOR_GOOD`) ended. A registration of an older generation whose code was
+   * claimed before that and that is written after it is refused by `swap`; one written just
+   * before it is replaced by it. Never replaces a registration or fence of the same or a newer
+   * generation. Readers see no registration (`get`, `record`).
+   */
+  async fence(uuid: string, generation: number): Promise<void> {
+    try {
+      await this.table.put({
+        // Expires with the table's TTL once no registration can still be on its way (a
+        // function's run is seconds long); a deleted uuid's fence is not left for good.
+        Item: {
+          ...registrationKey(uuid),
+          uuid,
+          revokedGeneration: generation,
+          expiresAt: Math.floor(Date.now() / 1000) + FENCE_TTL_SECONDS,
+        },
+        ConditionExpression:
+          '(attribute_not_exists(generation) OR generation < :g) AND (attribute_not_exists(revokedGeneration) OR revokedGeneration < :g)',
+        ExpressionAttributeValues: { ':g': generation },
+      });
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+    }
+  }
+
+  /** Removes a deletion's fence when the uuid is provisioned again (its generations start over). */
+  async unfence(uuid: string): Promise<void> {
+    try {
+      await this.table.delete({
+        Key: registrationKey(uuid),
+        ConditionExpression: 'attribute_exists(revokedGeneration)',
+      });
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+    }
   }
 
   /** The uuid's live registration, or undefined (missing or expired). */
@@ -87,7 +171,9 @@ export class Registrations {
   /** The uuid's registration even when expired (operator console: "last registration"). */
   async record(uuid: string): Promise<Registration | undefined> {
     const { pk, sk } = registrationKey(uuid);
-    return this.table.get<Registration>(pk, sk);
+    const item = await this.table.get<Registration>(pk, sk);
+    // A fence (see `fence`) is where a registration ended, not one.
+    return item?.cookie ? item : undefined;
   }
 
   /**

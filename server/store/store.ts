@@ -19,7 +19,7 @@ import {
   type ParkRecord,
   Parks,
 } from './parks.js';
-import { type CookieBinding, type Registration, Registrations } from './registrations.js';
+import { type CookieBinding, REVOKED_FOR_GOOD, type Registration, Registrations } from './registrations.js';
 import { type RelayHeartbeat, RelayHeartbeats, relayAlive } from './relays.js';
 import { type StoreOptions, Table } from './table.js';
 
@@ -78,8 +78,11 @@ export class Store {
   // Identities (identities.ts)
 
   /** Creates an identity; ALREADY_EXISTS when the uuid is taken. */
-  createIdentity(id: Identity): Promise<void> {
-    return this.identities.create(id);
+  async createIdentity(id: Identity): Promise<void> {
+    await this.identities.create(id);
+    // A uuid provisioned again after a deletion: its generations start over, so the deletion's
+    // fence would refuse every registration of it.
+    await this.registrations.unfence(id.uuid);
   }
 
   /** Reads an identity, or undefined. */
@@ -115,8 +118,19 @@ export class Store {
   }
 
   /** Disables (ending its registration) or enables an identity. */
-  setDisabled(uuid: string, disabled: boolean): Promise<void> {
-    return this.identities.setDisabled(uuid, disabled);
+  async setDisabled(uuid: string, disabled: boolean): Promise<void> {
+    await this.identities.setDisabled(uuid, disabled);
+    if (disabled) await this.fenceRegistration(uuid);
+  }
+
+  /**
+   * After a rotation or disable (which bumped the generation and deleted the registration): the
+   * fence that refuses a registration of an older generation still on its way (its code claimed
+   * before the bump), or replaces one that landed after the deletion (Registrations.fence).
+   */
+  private async fenceRegistration(uuid: string): Promise<void> {
+    const id = await this.identities.get(uuid);
+    await this.registrations.fence(uuid, id ? (id.generation ?? 0) : REVOKED_FOR_GOOD);
   }
 
   /**
@@ -125,6 +139,7 @@ export class Store {
    */
   async rotateSecret(uuid: string, params: TotpParams, compat?: TotpCompat): Promise<void> {
     await this.identities.rotateSecret(uuid, params, compat);
+    await this.fenceRegistration(uuid);
     await this.attempts.reset(uuid);
   }
 
@@ -139,8 +154,9 @@ export class Store {
   }
 
   /** Deletes an identity, its registration and its last-rendezvous record. */
-  deleteIdentity(uuid: string): Promise<void> {
-    return this.identities.delete(uuid);
+  async deleteIdentity(uuid: string): Promise<void> {
+    await this.identities.delete(uuid);
+    await this.registrations.fence(uuid, REVOKED_FOR_GOOD);
   }
 
   // Registrations and cookies (registrations.ts)
@@ -148,6 +164,24 @@ export class Store {
   /** Makes `reg` the uuid's current registration; returns the one it replaced. */
   putRegistration(reg: Registration): Promise<Registration | undefined> {
     return this.registrations.put(reg);
+  }
+
+  /** Writes a registration's cookie item, inert until `swapRegistration` makes it current. */
+  putRegistrationCookie(reg: Registration): Promise<void> {
+    return this.registrations.putCookie(reg);
+  }
+
+  /** Deletes a cookie item that never became current (its registration was refused). */
+  dropRegistrationCookie(cookie: string): Promise<void> {
+    return this.registrations.dropCookie(cookie);
+  }
+
+  /**
+   * Makes `reg` current (its cookie item written) with its change notice; returns the one it
+   * replaced, or `fenced` when a rotation, disable or deletion since its generation refuses it.
+   */
+  swapRegistration(reg: Registration): Promise<{ replaced?: Registration; fenced: boolean }> {
+    return this.registrations.swap(reg);
   }
 
   /** The uuid's live registration, or undefined (missing, expired, or from before the R/I split). */
