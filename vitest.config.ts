@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Bundles the CLI once for every file that starts it (test/support/global-setup.ts).
+    globalSetup: ['test/support/global-setup.ts'],
     // CI logs name every test (the container suite must visibly run, not be skipped).
     reporters: process.env.CI ? ['verbose'] : ['default'],
     testTimeout: 30_000,
