@@ -1,4 +1,5 @@
 import { configDefaults, defineConfig } from 'vitest/config';
+import LongestFirst from './test/support/sequencer.js';
 
 /**
  * The files that synthesise the CDK app in their own process (Template.fromStack). Each new process
@@ -18,6 +19,8 @@ export default defineConfig({
     // Two cores: suites that open many sockets run better one file at a time per worker.
     pool: 'forks',
     maxWorkers: 2,
+    // The longest files start first (test/support/sequencer.ts).
+    sequence: { sequencer: LongestFirst },
     // Handler logs are asserted where they matter; elsewhere they only bury the report.
     env: { POWERTOOLS_LOG_LEVEL: 'SILENT' },
     projects: [

@@ -9,7 +9,11 @@ import { readFileSync, renameSync } from 'node:fs';
 import { build } from 'esbuild';
 import { BUNDLE_BIN, ROOT } from './cli.js';
 
+/** Set for the workers (and a vitest a test starts, which then need not bundle again). */
+const READY = 'RENDEZVOUS_TEST_CLI_BUNDLED';
+
 export default async function setup(): Promise<void> {
+  if (process.env[READY] === BUNDLE_BIN) return;
   const { version } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
   // Written beside and renamed into place: a second `vitest run` in this checkout may be
   // starting the previous bundle at this moment.
@@ -32,4 +36,5 @@ export default async function setup(): Promise<void> {
     logLevel: 'warning',
   });
   renameSync(tmp, BUNDLE_BIN);
+  process.env[READY] = BUNDLE_BIN;
 }
