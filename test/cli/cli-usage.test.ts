@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildCli } from '../../cli/main.js';
-import { exitWithin, runCli, spawnCli } from '../support/cli.js';
+import { exitWithin, runCli, SOURCE_BIN, spawnCli } from '../support/cli.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
@@ -17,10 +17,11 @@ describe('rendezvous (service CLI) usage', () => {
     expect(names).toEqual(
       expect.arrayContaining(['dev', 'provision', 'expose', 'connect', 'admin', 'relay', 'import', 'compat']),
     );
+    // From source, as `npx rendezvous` runs on a fresh clone (the other tests start the bundle).
     const [top, sub, help] = await Promise.all([
-      runCli(['--version']),
-      runCli(['provision', '--version']),
-      runCli(['relay', '--help']),
+      runCli(['--version'], {}, undefined, undefined, SOURCE_BIN),
+      runCli(['provision', '--version'], {}, undefined, undefined, SOURCE_BIN),
+      runCli(['relay', '--help'], {}, undefined, undefined, SOURCE_BIN),
     ]);
     expect(top.code).toBe(0);
     expect(top.stdout.toString()).toBe(`${VERSION}\n`);

@@ -2,12 +2,35 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-/** Absolute path of the package's bin entry. */
-export const BIN = fileURLToPath(new URL('../../bin/rendezvous.js', import.meta.url));
+/** The repository's root directory (with a trailing slash). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-/** Spawns `rendezvous …args` with `env` added to this process's environment (in `cwd` if given). */
-export function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string): ChildProcess {
-  return spawn(process.execPath, [BIN, ...args], {
+/** The package's bin entry: the TypeScript source through tsx, as `npx rendezvous` runs it. */
+export const SOURCE_BIN = `${ROOT}bin/rendezvous.js`;
+
+/**
+ * The CLI bundled from this source before the run (test/support/global-setup.ts). One level
+ * below the root, as dist/cli.mjs: the CLI finds package.json and the relay's bundle from there.
+ */
+export const BUNDLE_BIN = `${ROOT}dist/test-cli.mjs`;
+
+/**
+ * What the tests start as `rendezvous`: the bundle (the same code, without compiling it again at
+ * each start), or the source with RENDEZVOUS_TEST_CLI=source.
+ */
+export const BIN = process.env.RENDEZVOUS_TEST_CLI === 'source' ? SOURCE_BIN : BUNDLE_BIN;
+
+/**
+ * Spawns `rendezvous …args` with `env` added to this process's environment (in `cwd` if given),
+ * through `bin` (BIN unless given).
+ */
+export function spawnCli(
+  args: string[],
+  env: Record<string, string> = {},
+  cwd?: string,
+  bin: string = BIN,
+): ChildProcess {
+  return spawn(process.execPath, [bin, ...args], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
     cwd,
@@ -63,15 +86,16 @@ export function waitForOutput(
   });
 }
 
-/** Runs `rendezvous …args` to completion (in `cwd` if given). */
+/** Runs `rendezvous …args` to completion (in `cwd` if given, through `bin` if given). */
 export function runCli(
   args: string[],
   env: Record<string, string> = {},
   input?: Buffer | string,
   cwd?: string,
+  bin: string = BIN,
 ): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawnCli(args, env, cwd);
+    const child = spawnCli(args, env, cwd, bin);
     const out: Buffer[] = [];
     let err = '';
     child.stdout?.on('data', (c) => out.push(c));
