@@ -34,15 +34,15 @@ import { type RelayProcess, registerCookie, type Service, startRelayProcess } fr
 
 /**
  * A minimal Node relay for the same generic protocol (`R<c>` parks, `I<c>` pairs, `+OK` to both,
- * `pipe` both ways; no cookie check, no limits, no cluster, no records): the floor a Node relay
- * cannot go below.
+ * `pipe` both ways; no cookie check, no limits, no cluster, no records; a parked socket that hangs
+ * up is dropped): the floor a Node relay cannot go below.
  */
 const MINIMAL_RELAY = `const net=require('net');const parked=new Map();
 net.createServer({allowHalfOpen:true},(s)=>{s.setNoDelay(true);s.on('error',()=>s.destroy());let buf='';
 const onData=(d)=>{buf+=d.toString('latin1');const nl=buf.indexOf('\\n');if(nl<0)return;s.off('data',onData);
 const key=buf.slice(1,nl);if(buf[0]==='R'){const l=parked.get(key)||[];l.push(s);parked.set(key,l);
-s.once('close',()=>{const i=l.indexOf(s);if(i>=0)l.splice(i,1);});return;}
-const h=(parked.get(key)||[]).shift();if(!h)return s.end('-ERR none\\n');
+s.once('end',()=>s.destroy());s.once('close',()=>{const i=l.indexOf(s);if(i>=0)l.splice(i,1);});return;}
+const h=(parked.get(key)||[]).shift();if(!h)return s.end('-ERR none\\n');h.removeAllListeners('end');
 h.write('+OK\\n');s.write('+OK\\n');h.pipe(s);s.pipe(h);h.on('error',()=>s.destroy());};
 s.on('data',onData);}).listen(0,'127.0.0.1',function(){console.log('port '+this.address().port)});`;
 
@@ -122,9 +122,18 @@ async function parkSlot(port: number, line: string): Promise<{ socket: Socket; o
  */
 async function runPairings(c: Contender, pairings: number, slots: number) {
   if (process.env.BENCH_DEBUG) console.error(`pairing: ${c.label}, ${pairings} over ${slots} slots`);
-  const parked = await Promise.all(Array.from({ length: slots }, (_, i) => parkSlot(c.park.port, c.lines(i).r)));
+  const parked = await Promise.all(
+    Array.from({ length: slots }, (_, i) => parkSlot(c.park.port, c.lines(i).r)),
+  );
   await new Promise((r) => setTimeout(r, 300));
   const pids = [...new Set([c.park.pid, c.pair.pid])];
+  const stages: string[] = Array.from({ length: slots }, () => 'start');
+  const watch = process.env.BENCH_DEBUG
+    ? setInterval(
+        () => console.error(`pairing: ${c.label} next=${next} stages=${[...new Set(stages)]}`),
+        5_000,
+      )
+    : undefined;
   const cpu0 = pids.map(cpuSeconds);
   const latencies: number[] = [];
   let notReady = 0;
@@ -138,18 +147,21 @@ async function runPairings(c: Contender, pairings: number, slots: number) {
       let t0 = 0n;
       for (let tries = 0; tries < 100; tries++) {
         t0 = process.hrtime.bigint();
+        stages[i] = 'dial';
         const s = await dial(c.pair.port);
         s.on('error', () => {});
         const got = firstChunk(s);
         s.write(`${pairLine}\n`);
+        stages[i] = 'answer';
         const answer = await got;
         if (answer.startsWith('+OK')) {
           m = s;
           break;
         }
         s.destroy();
-        if (/not ready/.test(answer)) {
-          // The original answers at once when the re-park's line is not read yet: dial again.
+        if (/not ready|-ERR none/.test(answer)) {
+          // The original (and the minimal relay) answer at once when the re-park's line is not
+          // read yet: dial again.
           notReady++;
           await new Promise((res) => setImmediate(res));
           continue;
@@ -168,15 +180,19 @@ async function runPairings(c: Contender, pairings: number, slots: number) {
       }
       latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
       // The agent's move: told +OK, it parks again at once.
+      stages[i] = 'hidden +OK';
       await old.ok;
+      stages[i] = 're-park';
       parked[i] = await parkSlot(c.park.port, r);
       const mobile = m;
       mobile.end();
       old.socket.end();
+      stages[i] = 'close';
       await new Promise((res) => (mobile.destroyed ? res(null) : mobile.once('close', res)));
+      stages[i] = 'done';
     }
   };
-  await Promise.all(Array.from({ length: slots }, (_, i) => slot(i)));
+  await Promise.all(Array.from({ length: slots }, (_, i) => slot(i))).finally(() => clearInterval(watch));
   await new Promise((r) => setTimeout(r, 200));
   const cpu = pids.map(cpuSeconds).reduce((a, b, i) => a + b - (cpu0[i] as number), 0);
   for (const p of parked) p.socket.destroy();
@@ -199,22 +215,39 @@ export async function benchPairing(
   relayB: RelayProcess,
 ): Promise<void> {
   const pairings = ctx.quick ? 600 : 2_000;
-  // One registered hidden server per slot (its cookie is the same on every relay of the cluster).
-  // One at a time: the API's per-source guess limits would refuse a burst of 50 from one address.
-  const cookies: string[] = [];
-  for (let i = 0; i < SLOTS; i++) cookies.push(await registerCookie(service, `bench-pair-${i}-${Date.now()}`));
-  const ours = (i: number) => ({
+  // One registered hidden server per slot and contender: a relay of the cluster that held a
+  // cookie's park in an earlier run must not be where another contender's mobile looks for it.
+  // Four at a time: the API's per-source guess limits would refuse a burst of 50 from one address.
+  let registered = 0;
+  const register = async (n: number) => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i += 4)
+      out.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(4, n - i) }, () =>
+            registerCookie(service, `bench-pair-${registered++}-${Date.now()}`),
+          ),
+        )),
+      );
+    return out;
+  };
+  const ours = (cookies: string[]) => (i: number) => ({
     r: `R${cookies[i]}`,
     i: `I${mobileCookieFor(cookies[i] as string)}`,
   });
+  const cookies = await register(SLOTS);
   const cli = await startRelayProcess(service, { cli: true });
+  // BENCH_PAIRING_BASELINE: another build of our relay (e.g. main's dist/relay.mjs), run beside it
+  // as a contender: a before/after in one run.
+  const baselineBundle = process.env.BENCH_PAIRING_BASELINE;
+  const baseline = baselineBundle ? await startRelayProcess(service, { bundle: baselineBundle }) : undefined;
   const minimal = await startMinimalRelay();
   // The original keys both lines by the text after R/I, as its registration server's cookies were.
   const originalCookies = cookies.map((c) => mobileCookieFor(c));
   const original = await startOriginalRelay(originalCookies);
   const contenders: Contender[] = [
-    { label: 'ours (rendezvous relay)', park: cli, pair: cli, lines: ours },
-    { label: 'ours (dist/relay.mjs)', park: relayA, pair: relayA, lines: ours },
+    { label: 'ours (rendezvous relay)', park: cli, pair: cli, lines: ours(await register(SLOTS)) },
+    { label: 'ours (dist/relay.mjs)', park: relayA, pair: relayA, lines: ours(await register(SLOTS)) },
     {
       label: 'original relay',
       park: original,
@@ -227,8 +260,15 @@ export async function benchPairing(
       pair: minimal,
       lines: (i) => ({ r: `R${originalCookies[i]}`, i: `I${originalCookies[i]}` }),
     },
-    { label: 'cross-relay', park: relayA, pair: relayB, lines: ours },
+    { label: 'cross-relay', park: relayA, pair: relayB, lines: ours(cookies) },
   ];
+  if (baseline)
+    contenders.splice(2, 0, {
+      label: 'ours, baseline build',
+      park: baseline,
+      pair: baseline,
+      lines: ours(await register(SLOTS)),
+    });
   // One warm-up pass per contender first: the first pairings of a fresh process run in V8's
   // interpreter and would count JIT compilation as pairing cost.
   for (const c of contenders) await runPairings(c, pairings, SLOTS);
@@ -270,11 +310,15 @@ export async function benchPairing(
     }
     // Ours against the original, run by run (each run's contenders ran back to back).
     const o = results.get('original relay');
-    for (const label of ['ours (rendezvous relay)', 'ours (dist/relay.mjs)']) {
+    for (const label of ['ours (rendezvous relay)', 'ours (dist/relay.mjs)', 'ours, baseline build']) {
       const v = results.get(label);
       if (!o || !v) continue;
       const ratio = (a: number[], b: number[]) => a.map((x, i) => x / (b[i] as number));
-      ctx.add(`pairing ${inFlight} in flight: ${label} / original, CPU per pairing`, ratio(v.cpu, o.cpu), '×');
+      ctx.add(
+        `pairing ${inFlight} in flight: ${label} / original, CPU per pairing`,
+        ratio(v.cpu, o.cpu),
+        '×',
+      );
       ctx.add(`pairing ${inFlight} in flight: ${label} / original, p99`, ratio(v.p99, o.p99), '×');
     }
   }

@@ -30,6 +30,7 @@ import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
+import { setOnListener } from './socket-options.js';
 import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
 
@@ -233,7 +234,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     const peer = await startPeerListener({
       port: opts.peerPort ?? RELAY_DEFAULTS.peerPort,
       host: peerBind,
-      accept: (link) => clients.accept(link, 'peer'),
+      // Peer links are few and long-lived (pooled): their options are set per link.
+      accept: (link) => {
+        link.setNoDelay(true);
+        return clients.accept(link, 'peer');
+      },
       maxHandshakes: Math.min(
         opts.maxPeerHandshakes ?? MAX_PEER_HANDSHAKES,
         clients.ceilingShare(0.25) ?? Number.POSITIVE_INFINITY,
@@ -316,15 +321,24 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     perUuid,
     names: new KnownNames(opts.store),
     spliceHidden: splices.spliceHidden,
-    keepAlive: (socket) => keepAlive.now(socket),
+    // A parked socket that got keepalive from its listener needs no call of its own.
+    keepAlive: (socket) => {
+      if (perSocketOptions) keepAlive.now(socket);
+    },
   };
 
+  // No-delay and keepalive come from the listeners where the kernel passes them on
+  // (relay/socket-options.ts); otherwise each accepted socket gets its own calls.
+  let perSocketOptions = false;
+  const keepAliveMs = opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs;
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
+    if (perSocketOptions) socket.setNoDelay(true);
     if (clients.accept(socket, 'generic')) startSession(socket, ctx);
   });
   generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
+  if (!setOnListener(generic, keepAliveMs)) perSocketOptions = true;
   const specific = host !== '0.0.0.0' && host !== '::';
   origin.address = opts.publicAddress || (specific ? `${host}:${address.port}` : undefined);
   closers.push(() => new Promise((r) => generic.close(() => r())));
@@ -332,10 +346,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   let httpAddress: AddressInfo | undefined;
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
+      if (perSocketOptions) socket.setNoDelay(true);
       if (clients.accept(socket, 'http')) startHttpSession(socket, ctx);
     });
     http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
+    if (!setOnListener(http, keepAliveMs)) perSocketOptions = true;
     origin.httpAddress = opts.httpPublicUrl || (specific ? `http://${host}:${httpAddress.port}` : undefined);
     closers.push(() => new Promise((r) => http.close(() => r())));
   }
