@@ -269,6 +269,11 @@ export async function benchPairing(
       pair: baseline,
       lines: ours(await register(SLOTS)),
     });
+  // BENCH_PAIRING_CONTENDERS: a regular expression over the labels, to run only some (e.g. with
+  // BENCH_RELAY_FLAGS="--cpu-prof …" to profile one relay under this load).
+  const only = process.env.BENCH_PAIRING_CONTENDERS;
+  if (only)
+    contenders.splice(0, contenders.length, ...contenders.filter((c) => new RegExp(only).test(c.label)));
   // One warm-up pass per contender first: the first pairings of a fresh process run in V8's
   // interpreter and would count JIT compilation as pairing cost.
   for (const c of contenders) await runPairings(c, pairings, SLOTS);

@@ -25,8 +25,11 @@ export class CookieCache {
     const now = Date.now();
     const hit = this.good.get(cookie);
     if (hit && hit.until > now && isLive(hit.binding.expiresAt, now)) return Promise.resolve(hit.binding);
-    const pending = this.inFlight.get(cookie);
-    if (pending) return pending;
+    return this.inFlight.get(cookie) ?? this.refresh(cookie);
+  }
+
+  /** One store read of `cookie`, shared by every check while it is in flight. */
+  private refresh(cookie: string): Promise<CookieBinding> {
     const p = this.store.resolveCookie(cookie).then(
       (binding) => {
         this.inFlight.delete(cookie);
@@ -52,7 +55,12 @@ export class CookieCache {
     const hit = this.good.get(cookie);
     if (!hit) return undefined;
     const now = Date.now();
-    return hit.until > now && isLive(hit.binding.expiresAt, now) ? hit.binding : undefined;
+    if (!(hit.until > now && isLive(hit.binding.expiresAt, now))) return undefined;
+    // Past half its life and in use: checked again in the background, so a cookie in steady use
+    // (an agent re-parking after each rendezvous, its clients pairing) never waits for the store
+    // on a pairing's path. The answer is still never older than ttlMs; a refusal drops it.
+    if (hit.until - now < this.ttlMs / 2 && !this.inFlight.has(cookie)) this.refresh(cookie).catch(() => {});
+    return hit.binding;
   }
 
   /** Forgets a cookie (it was refused, replaced or evicted). */
