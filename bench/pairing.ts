@@ -327,4 +327,19 @@ export async function benchPairing(
       ctx.add(`pairing ${inFlight} in flight: ${label} / original, p99`, ratio(v.p99, o.p99), '×');
     }
   }
+  // The relays this group started stop cleanly (a --cpu-prof profile is written at exit).
+  await Promise.all(
+    [cli, baseline].map(
+      (r) =>
+        r &&
+        new Promise((res) => {
+          const t = setTimeout(res, 10_000);
+          r.child.once('exit', () => {
+            clearTimeout(t);
+            res(null);
+          });
+          r.child.kill('SIGTERM');
+        }),
+    ),
+  );
 }

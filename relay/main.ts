@@ -204,7 +204,7 @@ export async function main(): Promise<void> {
     process.channel.unref();
     process.once('disconnect', () => process.exit(1));
   }
-  // Records are written asynchronously (relay/log-sink.ts), and flushed at exit.
+  // Records are written asynchronously, a batch per event-loop turn (relay/log-sink.ts).
   const out = stdoutSink();
   const log = jsonLog('relay', out);
   const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
@@ -220,7 +220,8 @@ export async function main(): Promise<void> {
       // The last minute's counts (the drain's refusals and ended rendezvous included).
       stopEmf?.();
       store.close();
-      process.exit(0);
+      // Every record (the drain's included) reaches stdout before the process ends.
+      void out.flush().then(() => process.exit(0));
     });
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
