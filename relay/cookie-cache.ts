@@ -11,7 +11,7 @@ import type { CookieBinding, Store } from '../server/store/index.js';
 export const COOKIE_CACHE_MS = 1_000;
 
 /** Uses of a cached cookie within its life that make it worth re-checking ahead of its expiry. */
-const HOT_USES = 8;
+const HOT_USES = 3;
 
 /** A `resolveCookie` with coalescing and a short positive cache. */
 export class CookieCache {
