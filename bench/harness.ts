@@ -128,20 +128,27 @@ export function spawnReady(
   args: string[],
   env: NodeJS.ProcessEnv,
   ready: RegExp,
+  cwd?: string,
 ): Promise<{ child: ChildProcess; out: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd,
+    });
     let out = '';
     let started = false;
     const t = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 30_000);
     const on = (c: Buffer) => {
       // BENCH_DEBUG keeps every child's output (e.g. --trace-gc) in /tmp/bench-child-<pid>.log.
       if (process.env.BENCH_DEBUG) appendFileSync(`/tmp/bench-child-${child.pid}.log`, c);
-      out += c.toString();
-      // Only until ready: a regex over the whole growing output (a relay logs a line per
-      // rendezvous) would flatten it on every chunk, slowing this process and, through the full
+      // Kept only until ready; after that the pipe is drained and its bytes dropped, as a
+      // container's log driver drains stdout. A relay writes a record per rendezvous: holding
+      // them, or a regex over the growing output, would slow this process and, through a full
       // pipe, the relay writing to it.
-      if (!started && ready.test(out)) {
+      if (started) return;
+      out += c.toString();
+      if (ready.test(out)) {
         started = true;
         clearTimeout(t);
         resolve({ child, out: () => out });

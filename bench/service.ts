@@ -60,19 +60,25 @@ export async function startService(): Promise<Service> {
   return { store, apiUrl, storeEndpoint };
 }
 
-/** A relay process from the production bundle (dist/relay.mjs), as the container runs it. */
-export async function startRelayProcess(service: Service): Promise<RelayProcess> {
+/**
+ * A relay process from the production bundle (dist/relay.mjs), as the container runs it; with
+ * `cli`, as `rendezvous relay` (bin/rendezvous.js, which runs the same bundle with the same flags
+ * as its child: the pid is the launcher's, whose CPU figure includes its child's); `bundle`, another
+ * build of the relay (a baseline to compare with).
+ */
+export async function startRelayProcess(
+  service: Service,
+  { cli = false, bundle = join(ROOT, 'dist/relay.mjs') } = {},
+): Promise<RelayProcess> {
   const port = await freePort();
   const r = track(
     await spawnReady(
       process.execPath,
-      // BENCH_RELAY_FLAGS: node flags for the relays only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-      // The node flags of relay/Dockerfile's ENTRYPOINT, so the relay is measured as deployed.
-      [
-        ...RELAY_NODE_FLAGS,
-        ...(process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? []),
-        join(ROOT, 'dist/relay.mjs'),
-      ],
+      cli
+        ? [join(ROOT, 'bin/rendezvous.js'), 'relay']
+        : // BENCH_RELAY_FLAGS: node flags for the relays only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+          // The node flags of relay/Dockerfile's ENTRYPOINT, so the relay is measured as deployed.
+          [...RELAY_NODE_FLAGS, ...(process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? []), bundle],
       {
         ...RELAY_MALLOC_ENV,
         AWS_ENDPOINT_URL_DYNAMODB: service.storeEndpoint,

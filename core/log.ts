@@ -43,6 +43,18 @@ export const REDACTED_FIELD = /secret|cookie|response|totp|otp|token|password|au
 /** Drops everything (tests, libraries without a logger). */
 export const silentLog: Log = { info() {}, warn() {}, error() {} };
 
+// Field names are few and repeat on every record: the redaction verdict is kept per name (bounded,
+// so names made from input cannot grow it without end).
+const redactedNames = new Map<string, boolean>();
+function redacted(name: string): boolean {
+  let r = redactedNames.get(name);
+  if (r === undefined) {
+    r = REDACTED_FIELD.test(name);
+    if (redactedNames.size < 1_000) redactedNames.set(name, r);
+  }
+  return r;
+}
+
 /** The record for one call: schema keys first, redacted fields replaced, undefined dropped. */
 export function makeRecord(
   level: LogRecord['level'],
@@ -52,15 +64,21 @@ export function makeRecord(
   now: Date = new Date(),
 ): LogRecord {
   const record: LogRecord = { time: now.toISOString(), level, service, msg };
-  for (const [k, v] of Object.entries(fields)) {
+  for (const k in fields) {
+    const v = fields[k];
     if (v === undefined || k === 'time' || k === 'level' || k === 'service' || k === 'msg') continue;
-    record[k] = REDACTED_FIELD.test(k) ? '[redacted]' : v;
+    record[k] = redacted(k) ? '[redacted]' : v;
   }
   return record;
 }
 
+/** Where `jsonLog` writes its lines: a stream, or an asynchronous sink (the relay's stdout). */
+export interface LineSink {
+  write(line: string): unknown;
+}
+
 /** One JSON object per line (stdout by default): what CloudWatch Logs Insights and `jq` read best. */
-export function jsonLog(service: string, out: NodeJS.WritableStream = process.stdout): Log {
+export function jsonLog(service: string, out: LineSink = process.stdout): Log {
   const line = (level: LogRecord['level']) => (msg: string, fields?: LogFields) => {
     // JSON escapes C0 itself; C1 and the bidi overrides, which a terminal may act on, too.
     out.write(`${printableJson(makeRecord(level, service, msg, fields))}\n`);

@@ -93,7 +93,7 @@ export class ClientSockets {
     this.open.add(socket);
     // on, not once: once wraps the listener in a closure per socket ('close' comes once anyway).
     socket.on('close', this.untrack);
-    socket.setNoDelay(true);
+    // No-delay is not set here: the listeners pass it on (relay/socket-options.ts, relay/server.ts).
     socket.on('error', this.destroyOnError);
   }
 

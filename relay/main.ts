@@ -59,6 +59,7 @@ import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js
 import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
 import { ecsPublicIp } from './ecs-public-ip.js';
+import { stdoutSink } from './log-sink.js';
 import { MAX_PEER_HANDSHAKES } from './peer-listener.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
@@ -237,12 +238,15 @@ export async function main(): Promise<void> {
     process.channel.unref();
     process.once('disconnect', () => process.exit(1));
   }
-  const log = jsonLog('relay');
+  // Records are written asynchronously, a batch per event-loop turn (relay/log-sink.ts).
+  const out = stdoutSink();
+  const log = jsonLog('relay', out);
   const { relay, store, graceMs } = await runRelayFromEnv(process.env, log);
-  // On AWS the metrics leave as EMF lines on stdout (the awslogs driver carries them to CloudWatch).
+  // On AWS the metrics leave as EMF lines on stdout (the awslogs driver carries them to CloudWatch),
+  // through the same sink as the records, so the two never interleave within a line.
   const stopEmf =
     process.env.RENDEZVOUS_METRICS === 'emf'
-      ? startEmfFlush(relay.metrics, process.env.RENDEZVOUS_METRICS_DIMENSION ?? 'rendezvous')
+      ? startEmfFlush(relay.metrics, process.env.RENDEZVOUS_METRICS_DIMENSION ?? 'rendezvous', 60_000, out)
       : undefined;
   const onSignal = (signal: string) => {
     log.info('stopping', { signal });
@@ -250,7 +254,8 @@ export async function main(): Promise<void> {
       // The last minute's counts (the drain's refusals and ended rendezvous included).
       stopEmf?.();
       store.close();
-      process.exit(0);
+      // Every record (the drain's included) reaches stdout before the process ends.
+      void out.flush().then(() => process.exit(0));
     });
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));

@@ -4,6 +4,7 @@
  * module (admission, capacity, health, drain, splices, sessions); this file only builds and
  * connects them. Accept loops only start sessions; a session's failure never reaches them.
  */
+
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Socket } from 'node:net';
@@ -16,6 +17,7 @@ import { HandshakeAdmission } from './admission.js';
 import { ClientSockets, listenerErrors } from './capacity.js';
 import type { RelayContext } from './context.js';
 import { CookieCache } from './cookie-cache.js';
+import { RELAY_DEFAULTS } from './defaults.js';
 import { drainRelay } from './drain.js';
 import { startHealthServer } from './health.js';
 import { startHttpSession } from './http.js';
@@ -30,6 +32,7 @@ import { PeerPool, type PeerPoolOptions } from './peer-pool.js';
 import { refuse } from './refuse.js';
 import { type Revalidation, startRevalidation } from './revalidate.js';
 import { startSession } from './session.js';
+import { setOnListener } from './socket-options.js';
 import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
 
@@ -132,34 +135,8 @@ export interface RelayOptions {
   refusalLog?: RefusalLogGate;
 }
 
-/** Relay defaults, named so the CLI and docs can show them. */
-export const RELAY_DEFAULTS = {
-  port: 8899,
-  httpPort: 8898,
-  peerPort: 8897,
-  handshakeTimeoutMs: 10_000,
-  pairWaitMs: 5_000,
-  maxParkedPerKey: 64,
-  revalidateMs: 10_000,
-  keepAliveMs: 60_000,
-  maxHandshakesPerSource: 64,
-  maxHandshakes: 10_000,
-  maxWaitingPerSource: 128,
-  maxWaiting: 10_000,
-  maxSplicesPerUuid: 100,
-  // A sixth of the per-hidden-server cap: a stranger who knows a uuid holds at most that share
-  // from one address, and one person's own sessions (shells, a browser's parallel requests,
-  // WebSockets) still fit.
-  maxSplicesPerSource: 16,
-  // An hour: an interactive session left idle (a shell, a database console) survives a long
-  // meeting; TCP keepalive (keepAliveMs) already keeps the NLB's 350 s flow timeout from cutting
-  // it, so this bound is the relay's own and only ends rendezvous nobody uses.
-  idleTimeoutMs: 3_600_000,
-  drainGraceMs: 60_000,
-  // A rolling deploy's overlap: new tasks start, old ones drain (60 s grace) and stop. Past it no
-  // relay of the previous release should be left to send unbound lines.
-  peerUnboundGraceMs: 900_000,
-} as const;
+/** Relay defaults (relay/defaults.ts), named so the CLI and docs can show them. */
+export { RELAY_DEFAULTS };
 
 /** A running relay. */
 export interface Relay {
@@ -244,7 +221,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     const peer = await startPeerListener({
       port: opts.peerPort ?? RELAY_DEFAULTS.peerPort,
       host: peerBind,
-      accept: (link) => clients.accept(link, 'peer'),
+      // Peer links are few and long-lived (pooled): their options are set per link.
+      accept: (link) => {
+        link.setNoDelay(true);
+        return clients.accept(link, 'peer');
+      },
       maxHandshakes: Math.min(
         opts.maxPeerHandshakes ?? MAX_PEER_HANDSHAKES,
         clients.ceilingShare(0.25) ?? Number.POSITIVE_INFINITY,
@@ -341,15 +322,24 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     perUuid,
     names: new KnownNames(opts.store),
     spliceHidden: splices.spliceHidden,
-    keepAlive: (socket) => keepAlive.now(socket),
+    // A parked socket that got keepalive from its listener needs no call of its own.
+    keepAlive: (socket) => {
+      if (perSocketOptions) keepAlive.now(socket);
+    },
   };
 
+  // No-delay and keepalive come from the listeners where the kernel passes them on
+  // (relay/socket-options.ts); otherwise each accepted socket gets its own calls.
+  let perSocketOptions = false;
+  const keepAliveMs = opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs;
   // allowHalfOpen: a peer's FIN must not end our write side; it is forwarded as a half-close.
   const generic = createServer({ allowHalfOpen: true }, (socket) => {
+    if (perSocketOptions) socket.setNoDelay(true);
     if (clients.accept(socket, 'generic')) startSession(socket, ctx);
   });
   generic.on('error', onListenerError('generic'));
   const address = await listen(generic, opts.port ?? RELAY_DEFAULTS.port, host);
+  if (!setOnListener(generic, keepAliveMs)) perSocketOptions = true;
   const specific = host !== '0.0.0.0' && host !== '::';
   origin.address = opts.publicAddress || (specific ? `${host}:${address.port}` : undefined);
   if (opts.directHost) origin.direct = directAddress(opts.directHost, opts.directPort ?? address.port);
@@ -358,10 +348,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   let httpAddress: AddressInfo | undefined;
   if (opts.httpPort !== undefined) {
     const http = createServer({ allowHalfOpen: true }, (socket) => {
+      if (perSocketOptions) socket.setNoDelay(true);
       if (clients.accept(socket, 'http')) startHttpSession(socket, ctx);
     });
     http.on('error', onListenerError('http'));
     httpAddress = await listen(http, opts.httpPort, host);
+    if (!setOnListener(http, keepAliveMs)) perSocketOptions = true;
     origin.httpAddress = opts.httpPublicUrl || (specific ? `http://${host}:${httpAddress.port}` : undefined);
     closers.push(() => new Promise((r) => http.close(() => r())));
   }

@@ -305,7 +305,28 @@ export class RelayTelemetry {
     else if (this.opts.draining()) how = 'drained';
     else if (end.cause === 'a') how = hiddenIsLink ? 'peer_lost' : 'hidden_reset';
     else how = mobileIsLink ? 'peer_lost' : 'mobile_reset';
-    const now = Date.now();
+    const durationMs = Date.now() - r.startedAt;
+    // The record: with hops 0 both relay ids are relayId, so they are written only for a hop.
+    const fields: LogFields = {
+      event: 'rendezvous',
+      rid: r.rid,
+      protocol: r.protocol,
+      uuid: r.uuid,
+      relayId: here,
+      hops: r.hops,
+    };
+    if (r.hops !== 0) {
+      fields.hiddenRelayId = r.hiddenRelayId;
+      fields.mobileRelayId = r.mobileRelayId;
+    }
+    fields.bytesToHidden = bytesToHidden;
+    fields.bytesToMobile = bytesToMobile;
+    fields.durationMs = durationMs;
+    fields.end = how;
+    if (revoked !== undefined) fields.reason = revoked;
+    if (r.source !== undefined) fields.source = r.source;
+    this.log.info('rendezvous ended', fields);
+    if (hiddenIsLink || !this.opts.onRendezvousEnd) return;
     const summary: RendezvousSummary = {
       rid: r.rid,
       protocol: r.protocol,
@@ -317,14 +338,11 @@ export class RelayTelemetry {
       bytesToHidden,
       bytesToMobile,
       startedAt: r.startedAt,
-      durationMs: now - r.startedAt,
+      durationMs,
       end: how,
     };
     if (revoked !== undefined) summary.reason = revoked;
     if (r.source !== undefined) summary.source = r.source;
-    const { startedAt: _startedAt, ...fields } = summary;
-    this.log.info('rendezvous ended', { event: 'rendezvous', ...fields });
-    if (hiddenIsLink || !this.opts.onRendezvousEnd) return;
     try {
       this.opts.onRendezvousEnd(summary);
     } catch (err) {

@@ -61,7 +61,15 @@ function walk(root, rel, out) {
     return;
   }
   for (const name of readdirSync(abs)) {
-    if (name === 'node_modules' || name === 'dist' || name === 'cdk.out' || name.startsWith('.')) continue;
+    // vendor/: third-party code kept as shipped (bench/original's winston), not ours to split.
+    if (
+      name === 'node_modules' ||
+      name === 'vendor' ||
+      name === 'dist' ||
+      name === 'cdk.out' ||
+      name.startsWith('.')
+    )
+      continue;
     walk(root, join(rel, name), out);
   }
 }

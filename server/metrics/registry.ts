@@ -293,7 +293,7 @@ export function startEmfFlush(
   metrics: Metrics,
   deployment: string,
   periodMs = 60_000,
-  out: NodeJS.WritableStream = process.stdout,
+  out: { write(line: string): unknown } = process.stdout,
 ): () => void {
   const flush = () => {
     for (const doc of metrics.emf(deployment)) out.write(`${JSON.stringify(doc)}\n`);
