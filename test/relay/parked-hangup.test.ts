@@ -44,7 +44,10 @@ describe('parked hidden servers that hang up later', () => {
       pool.push(s);
     }
     await waitFor(async () => (await parkedCount(c)) === 10, 10_000, 'ten parked');
-    pool.forEach((s, i) => (i % 2 ? s.end() : s.resetAndDestroy()));
+    for (const [i, s] of pool.entries()) {
+      if (i % 2) s.end();
+      else s.resetAndDestroy();
+    }
     await waitFor(async () => (await parkedCount(c)) === 0, 10_000, 'the pool gone from the count');
     const again = await dial(port);
     again.write(`${r}\n`);
