@@ -63,31 +63,31 @@ describe('capacity per relay task, derived from measured figures', () => {
     expect(RELAY_MAX_CLIENT_SOCKETS).toBe(838_844);
   });
 
-  it('parked sockets: 1,944 MiB left for sockets / 3,000 B each = 679,477 (memory binds); target half, ≥ 200,000 a task', () => {
+  it('parked sockets: 1,944 MiB left for sockets / 4,000 B each = 509,607 (memory binds); target half, ≥ 200,000 a task', () => {
     expect(RELAY_TASK_MEMORY_MIB).toBe(2048);
-    expect(RELAY_MEASURED.bytesPerParkedSocket).toBe(3_000);
+    expect(RELAY_MEASURED.bytesPerParkedSocket).toBe(4_000);
     expect(RELAY_SOCKET_MEMORY_BYTES).toBe((2048 - 64 - 40) * 1024 * 1024);
     expect(PARKED_CAPACITY).toEqual({
-      value: 679_477,
-      byMemory: 679_477,
+      value: 509_607,
+      byMemory: 509_607,
       byDescriptors: 838_844,
       bound: 'memory',
     });
-    expect(RELAY_SCALING.parkedSocketsTarget).toBe(339_738);
+    expect(RELAY_SCALING.parkedSocketsTarget).toBe(254_803);
     expect(RELAY_SCALING.parkedSocketsTarget).toBeGreaterThanOrEqual(200_000);
-    expect(RELAY_SCALING.parkedSocketsAlarm).toBe(543_581);
+    expect(RELAY_SCALING.parkedSocketsAlarm).toBe(407_685);
   });
 
-  it('live splices: two sockets and four 64 KiB stream buffers each, so memory binds at 7,602; target half', () => {
-    expect(BYTES_PER_SPLICE).toBe(2 * 3_000 + 4 * 65_536);
+  it('live splices: two sockets and four 64 KiB stream buffers each, so memory binds at 7,545; target half', () => {
+    expect(BYTES_PER_SPLICE).toBe(2 * 4_000 + 4 * 65_536);
     expect(SPLICE_CAPACITY).toEqual({
-      value: 7_602,
-      byMemory: 7_602,
+      value: 7_545,
+      byMemory: 7_545,
       byDescriptors: 419_422,
       bound: 'memory',
     });
-    expect(RELAY_SCALING.liveSplicesTarget).toBe(3_801);
-    expect(RELAY_SCALING.liveSplicesAlarm).toBe(6_081);
+    expect(RELAY_SCALING.liveSplicesTarget).toBe(3_772);
+    expect(RELAY_SCALING.liveSplicesAlarm).toBe(6_036);
   });
 
   it('a task at both targets at once stays inside its memory and its descriptors', () => {
