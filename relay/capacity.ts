@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import { encodeResponse } from '../core/http-head.js';
 import type { Log } from '../core/log.js';
 import { encodeErrorLine } from '../core/relay-line.js';
+import { CLOSE_REPORTED, parkedSocketClosed } from './parking.js';
 import type { RelayTelemetry } from './telemetry.js';
 
 /** Share of the descriptor limit kept free of accepted connections (store, health, links this relay opens to peers, logs). */
@@ -53,8 +54,10 @@ export class ClientSockets {
       ? Math.floor(this.fdLimit * (1 - FD_HEADROOM_SHARE)) - 16
       : undefined;
     const open = this.open;
+    // The one `close` handler of an accepted socket: a parked one leaves its lot here too.
     this.untrack = function (this: Socket) {
       open.delete(this);
+      parkedSocketClosed(this);
     };
   }
 
@@ -91,6 +94,8 @@ export class ClientSockets {
 
   private track(socket: Socket): void {
     this.open.add(socket);
+    // The parking lot adds no `close`/`error` listeners of its own to a socket tracked here.
+    (socket as Socket & { [CLOSE_REPORTED]?: true })[CLOSE_REPORTED] = true;
     // on, not once: once wraps the listener in a closure per socket ('close' comes once anyway).
     socket.on('close', this.untrack);
     // No-delay is not set here: the listeners pass it on (relay/socket-options.ts, relay/server.ts).

@@ -33,7 +33,7 @@ import type { RelayContext } from './context.js';
 import { inDomain, requestHost } from './host-origin.js';
 import { OneRequestGate, OneResponseGate } from './http-gates.js';
 import { claimHiddenServer } from './pairing.js';
-import { isGone } from './parking.js';
+import { isGone, type Parked } from './parking.js';
 import { endWith } from './refuse.js';
 import { encodeRedirect, namedBy, redirectLocation } from './regions.js';
 import { readHandshake } from './session.js';
@@ -187,11 +187,14 @@ async function parkConnect(
       step: grant.step,
       generation: grant.generation,
     },
-    (p) => p.socket.destroy(),
+    destroyEarly,
   );
   if (!parked) socket.destroy();
   else ctx.telemetry.handshake('http', acceptedAt);
 }
+
+/** A parked HTTP hidden server that sends before its rendezvous is cut (one function for every park, not a closure each). */
+const destroyEarly = (p: Parked) => p.socket.destroy();
 
 async function remoteParkWithStep(ctx: RelayContext, uuid: string, step: number): Promise<boolean> {
   if (!ctx.cluster) return false;

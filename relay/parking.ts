@@ -32,21 +32,65 @@ export interface ParkingHooks {
   onCount(kind: ParkKind, key: string, count: number): void;
 }
 
-interface Entry extends Parked {
-  onEarlyData: (p: Parked) => void;
+/**
+ * What the lot keeps per key (kind, key): the key's strings once, not once per socket, and its
+ * parked sockets, oldest first.
+ */
+class KeyRecord {
+  readonly entries: Entry[] = [];
+  constructor(
+    readonly lot: ParkingLot,
+    readonly id: string,
+    readonly kind: ParkKind,
+    readonly key: string,
+    readonly uuid: string,
+  ) {}
 }
 
 /**
- * A parked socket's entry, on the socket itself: the lot's listeners are two functions shared by
- * every parked socket (no closures per socket), and find their entry here.
+ * One parked socket: a class with every field always set, so all entries share one hidden class
+ * (an object spread gave each its own, about 240 bytes a socket), and only what differs per socket.
+ */
+class Entry {
+  constructor(
+    readonly socket: Socket,
+    readonly rec: KeyRecord,
+    readonly onEarlyData: (p: Parked) => void,
+    readonly step: number | undefined,
+    readonly generation: number | undefined,
+    readonly wantsRid: boolean,
+  ) {}
+}
+
+/**
+ * A parked socket's entry, on the socket itself: the lot's listeners are functions shared by every
+ * parked socket (no closures per socket), and find their entry here.
  */
 const ENTRY = Symbol('parked entry');
-type ParkedSocket = Socket & { [ENTRY]?: Entry };
+type ParkedSocket = Socket & { [ENTRY]?: Entry; [CLOSE_REPORTED]?: true };
+
+/**
+ * Set on a socket whose `close` and `error` events another owner already handles (relay/capacity.ts
+ * tracks every accepted socket: it destroys on `error` and calls `parkedSocketClosed` on `close`).
+ * The lot then adds no listener of its own for those two: one `close` handler per parked socket.
+ */
+export const CLOSE_REPORTED = Symbol('close reported');
+
+/** A socket that may be parked closed: it leaves its lot (called by the socket's `close` owner). */
+export function parkedSocketClosed(socket: Socket): void {
+  const entry = (socket as ParkedSocket)[ENTRY];
+  if (entry) entry.rec.lot.gone(entry);
+}
 
 const parkedOf = (e: Entry): Parked => {
-  const p: Parked = { socket: e.socket, kind: e.kind, key: e.key, uuid: e.uuid };
+  const { rec } = e;
+  const p: Parked = { socket: e.socket, kind: rec.kind, key: rec.key, uuid: rec.uuid };
   if (e.step !== undefined) p.step = e.step;
-  if (e.generation !== undefined) p.generation = e.generation;
+  if (e.generation !== undefined) {
+    p.generation = e.generation;
+    // Set when handed over, not while parked: a parked socket carries one property fewer.
+    (e.socket as Socket & { [GENERATION]?: number })[GENERATION] = e.generation;
+  }
   if (e.wantsRid) p.wantsRid = true;
   return p;
 };
@@ -86,10 +130,11 @@ export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRi
 
 /** Parked hidden servers and waiting mobile clients of one relay process. */
 export class ParkingLot {
-  private readonly parked = new Map<string, Entry[]>();
+  private readonly parked = new Map<string, KeyRecord>();
   private readonly waiters = new Map<string, Waiter[]>();
+  private parkedCount = 0;
 
-  /** The hidden server hung up (FIN or close) while parked. */
+  /** The hidden server hung up (FIN, or close and error where nobody else reports them) while parked. */
   private readonly onGone: (this: ParkedSocket) => void;
   /** The hidden server sent before its rendezvous. */
   private readonly onData: (this: ParkedSocket) => void;
@@ -114,37 +159,32 @@ export class ParkingLot {
 
   /** Parked sockets in all. */
   get size(): number {
-    let n = 0;
-    for (const list of this.parked.values()) n += list.length;
-    return n;
+    return this.parkedCount;
   }
 
   /** Parked sockets of one kind (the ParkedSockets gauge, read when scraped). */
   sizeOf(kind: ParkKind): number {
     let n = 0;
-    for (const list of this.parked.values()) if (list[0]?.kind === kind) n += list.length;
+    for (const rec of this.parked.values()) if (rec.kind === kind) n += rec.entries.length;
     return n;
   }
 
   /** Keys of one kind with at least one parked socket. */
   keys(kind: ParkKind): string[] {
     const out: string[] = [];
-    for (const list of this.parked.values()) {
-      const first = list[0];
-      if (first && first.kind === kind) out.push(first.key);
-    }
+    for (const rec of this.parked.values()) if (rec.kind === kind) out.push(rec.key);
     return out;
   }
 
   /** Parked sockets under (kind, key). */
   count(kind: ParkKind, key: string): number {
-    return this.parked.get(id(kind, key))?.length ?? 0;
+    return this.parked.get(id(kind, key))?.entries.length ?? 0;
   }
 
   /** The newest code step among live HTTP parks of `uuid`, if any. */
   newestStep(uuid: string): number | undefined {
     let step: number | undefined;
-    for (const e of this.parked.get(id('http', uuid)) ?? []) {
+    for (const e of this.parked.get(id('http', uuid))?.entries ?? []) {
       if (e.step !== undefined && (step === undefined || e.step > step)) step = e.step;
     }
     return step;
@@ -152,18 +192,19 @@ export class ParkingLot {
 
   /** True when a live HTTP park of `uuid` was made with code step `step`. */
   hasParkWithStep(uuid: string, step: number): boolean {
-    return (this.parked.get(id('http', uuid)) ?? []).some((e) => e.step === step && !e.socket.destroyed);
+    return (this.parked.get(id('http', uuid))?.entries ?? []).some(
+      (e) => e.step === step && !e.socket.destroyed,
+    );
   }
 
   /**
    * Parks a socket, or hands it straight to a mobile client waiting for its key. Returns false
    * when the key is at its limit (the caller refuses the socket). `onEarlyData` runs if the
-   * hidden server sends before its rendezvous; the socket is already out of the lot then.
+   * hidden server sends before its rendezvous; the socket is already out of the lot then. Pass
+   * one function shared by many parks, not a closure per socket: the entry keeps it.
    */
   park(p: Parked, onEarlyData: (p: Parked) => void): boolean {
     const k = id(p.kind, p.key);
-    if (p.generation !== undefined)
-      (p.socket as Socket & { [GENERATION]?: number })[GENERATION] = p.generation;
     // A socket that is already gone is never parked nor handed over: it is closed, and "parked" is
     // still the answer (there is nobody to refuse).
     if (isGone(p.socket)) {
@@ -172,32 +213,40 @@ export class ParkingLot {
     }
     const waiting = this.waiters.get(k)?.shift();
     if (waiting) {
+      if (p.generation !== undefined)
+        (p.socket as Socket & { [GENERATION]?: number })[GENERATION] = p.generation;
       if (this.waiters.get(k)?.length === 0) this.waiters.delete(k);
       clearTimeout(waiting.timer);
       waiting.resolve(p);
       return true;
     }
-    const list = this.parked.get(k) ?? [];
-    if (list.length >= this.maxPerKey) return false;
-    const entry: Entry = { ...p, onEarlyData };
+    let rec = this.parked.get(k);
+    if (rec && rec.entries.length >= this.maxPerKey) return false;
+    if (!rec) {
+      rec = new KeyRecord(this, k, p.kind, p.key, p.uuid);
+      this.parked.set(k, rec);
+    }
     const socket = p.socket as ParkedSocket;
+    const entry = new Entry(socket, rec, onEarlyData, p.step, p.generation, p.wantsRid === true);
     socket[ENTRY] = entry;
     socket.on('data', this.onData);
     socket.on('end', this.onGone);
-    socket.on('close', this.onGone);
-    socket.on('error', this.onGone);
-    p.socket.resume();
-    list.push(entry);
-    this.parked.set(k, list);
-    this.hooks.onCount(p.kind, p.key, list.length);
+    if (!socket[CLOSE_REPORTED]) {
+      socket.on('close', this.onGone);
+      socket.on('error', this.onGone);
+    }
+    socket.resume();
+    rec.entries.push(entry);
+    this.parkedCount++;
+    this.hooks.onCount(rec.kind, rec.key, rec.entries.length);
     return true;
   }
 
   /** Takes one live parked socket for (kind, key), oldest first, detached from the lot. */
   take(kind: ParkKind, key: string): Parked | undefined {
-    const list = this.parked.get(id(kind, key));
-    while (list && list.length > 0) {
-      const entry = list[0] as Entry;
+    const rec = this.parked.get(id(kind, key));
+    while (rec && rec.entries.length > 0) {
+      const entry = rec.entries[0] as Entry;
       this.remove(entry);
       if (!isGone(entry.socket)) {
         entry.socket.pause();
@@ -242,10 +291,11 @@ export class ParkingLot {
   /** Removes and returns the sockets parked under (kind, key) that `pred` selects. */
   takeWhere(kind: ParkKind, key: string, pred: (p: Parked) => boolean): Parked[] {
     const out: Parked[] = [];
-    for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
-      if (!pred(entry)) continue;
+    for (const entry of [...(this.parked.get(id(kind, key))?.entries ?? [])]) {
+      const p = parkedOf(entry);
+      if (!pred(p)) continue;
       this.remove(entry);
-      out.push(parkedOf(entry));
+      out.push(p);
     }
     return out;
   }
@@ -253,7 +303,7 @@ export class ParkingLot {
   /** Removes and returns every socket parked under (kind, key). */
   takeAll(kind: ParkKind, key: string): Parked[] {
     const out: Parked[] = [];
-    for (const entry of [...(this.parked.get(id(kind, key)) ?? [])]) {
+    for (const entry of [...(this.parked.get(id(kind, key))?.entries ?? [])]) {
       this.remove(entry);
       out.push(parkedOf(entry));
     }
@@ -263,8 +313,8 @@ export class ParkingLot {
   /** Removes and returns every parked socket (shutdown); waiting mobile clients get nothing. */
   drainAll(): Parked[] {
     const out: Parked[] = [];
-    for (const list of [...this.parked.values()]) {
-      for (const entry of [...list]) {
+    for (const rec of [...this.parked.values()]) {
+      for (const entry of [...rec.entries]) {
         this.remove(entry);
         out.push(parkedOf(entry));
       }
@@ -282,11 +332,14 @@ export class ParkingLot {
   /** Keys of one kind whose parked sockets belong to `uuid`. */
   keysOfUuid(kind: ParkKind, uuid: string): string[] {
     const out: string[] = [];
-    for (const list of this.parked.values()) {
-      const first = list[0];
-      if (first && first.kind === kind && first.uuid === uuid) out.push(first.key);
-    }
+    for (const rec of this.parked.values()) if (rec.kind === kind && rec.uuid === uuid) out.push(rec.key);
     return out;
+  }
+
+  /** A parked socket closed (reported by its `close` owner, see `parkedSocketClosed`). */
+  gone(entry: Entry): void {
+    this.remove(entry);
+    entry.socket.destroy();
   }
 
   private dropWaiter(k: string, w: Waiter): void {
@@ -303,16 +356,17 @@ export class ParkingLot {
       socket[ENTRY] = undefined;
       socket.off('data', this.onData);
       socket.off('end', this.onGone);
-      socket.off('close', this.onGone);
-      socket.off('error', this.onGone);
+      if (!socket[CLOSE_REPORTED]) {
+        socket.off('close', this.onGone);
+        socket.off('error', this.onGone);
+      }
     }
-    const k = id(entry.kind, entry.key);
-    const list = this.parked.get(k);
-    if (!list) return;
-    const i = list.indexOf(entry);
+    const { rec } = entry;
+    const i = rec.entries.indexOf(entry);
     if (i < 0) return;
-    list.splice(i, 1);
-    if (list.length === 0) this.parked.delete(k);
-    this.hooks.onCount(entry.kind, entry.key, list.length);
+    rec.entries.splice(i, 1);
+    this.parkedCount--;
+    if (rec.entries.length === 0 && this.parked.get(rec.id) === rec) this.parked.delete(rec.id);
+    this.hooks.onCount(rec.kind, rec.key, rec.entries.length);
   }
 }

@@ -3,15 +3,17 @@
  * measured figures so a change of task size, descriptor limit or measurement moves the targets
  * with it (test/infra/observability.test.ts checks the arithmetic and the template).
  *
- * Inputs (docs/performance.md, "Parked sockets and the store at rest"):
- *   - one more parked socket costs 2,176 B of RSS (the bundle as deployed, 15,000 parked, the
- *     second 7,500 only, median of 3 runs; 2,171–2,263);
- *   - filling a relay also grows V8's heap once, by about 35–40 MB, which a full GC does not return;
+ * Inputs (docs/performance.md, "Parked sockets"; docs/capacity.md turns them into fleet sizes):
+ *   - a parked socket costs about 2.5 KB of RSS at 10,000 parked after a 500-socket warm-up (the
+ *     bundle as deployed: the Dockerfile's node flags and malloc settings; RSS read without a
+ *     forced GC, so V8's heap slack is in it) but about 3.9 KB at 15,000 (two runs, after a full
+ *     GC too, not yet explained). The sizing takes 4,000 B, the worst measured rounded up;
+ *   - filling a relay also grows V8's heap once, by at most about 40 MB;
  *   - an idle relay (the bundle with the Dockerfile's node flags and malloc settings) holds about
- *     64 MiB of RSS (VmRSS 65,404 kB at 5 s, 62,416 kB at 30 s, 63,436 kB at 60 s after start,
- *     against a local store, on the shared 2-core x86 machine; measured once for this change);
+ *     64 MiB of RSS (VmRSS 62-65 MB from 5 s to 60 s after start, against a local store);
  *   - the relay keeps FD_HEADROOM_SHARE (20%) of its descriptor limit, and 16 more, away from
- *     client sockets (relay/capacity.ts), and the task's limit is RELAY_NOFILE.
+ *     client sockets (relay/capacity.ts, from the limit it reads at start), and the task's limit
+ *     is RELAY_NOFILE.
  * A live splice holds two sockets (two descriptors) and, at worst, both directions' stream
  * buffers full: a stalled reader keeps up to one high-water mark on the reading side and one on
  * the writing side of each direction (64 KiB each in Node 22), so 4 × 64 KiB per splice.
@@ -22,17 +24,27 @@
  * scale-out only spreads new parks: hidden servers already parked stay on their task.
  */
 
-/** Fargate task size of a relay (vCPU units; 512 = 0.5 vCPU). */
-export const RELAY_TASK_CPU = 512;
-/** Fargate task memory of a relay, MiB. */
-export const RELAY_TASK_MEMORY_MIB = 1024;
+/**
+ * Fargate task size of a relay (vCPU units; 1024 = 1 vCPU). Memory decides how many hidden servers
+ * a task holds; the vCPU is for what they do: pairings (a few hundred µs of CPU each), the GC of a
+ * heap of several hundred MB at 250,000+ parked (a major collection there is seconds of CPU, and
+ * with half a vCPU it would stall pairings behind it), and bulk splices until the CPU target (60%)
+ * adds tasks. 2 GiB needs at least 0.5 vCPU on Fargate; 1 vCPU costs about $0.02 an hour more.
+ */
+export const RELAY_TASK_CPU = 1024;
+/**
+ * Fargate task memory of a relay, MiB: 2 GiB holds 509,607 parked sockets at 4,000 B each, so the
+ * scaling target (half of it) is 254,803 a task, above the 200,000 a task is meant to hold.
+ */
+export const RELAY_TASK_MEMORY_MIB = 2048;
 
 /**
- * Open-file limit of the relay task (soft = hard). Every parked socket and both ends of every
- * splice hold a descriptor; Fargate's default is 65535 but set here so the relay's own limits
- * (issue 12) and the scaling targets below are sized against a known ceiling.
+ * Open-file limit of the relay task (soft = hard): Fargate's largest, 2^20. Every parked socket
+ * and both ends of every splice hold a descriptor; at the old 65,536 a task stopped at 52,412
+ * client sockets whatever its memory. The relay reads the limit at start (relay/capacity.ts), so
+ * its ceiling follows this value; memory now binds first.
  */
-export const RELAY_NOFILE = 65_536;
+export const RELAY_NOFILE = 1_048_576;
 
 /**
  * Share of the descriptor limit the relay keeps for itself (store, health, peers, logs). Must
@@ -47,8 +59,11 @@ const MiB = 1024 * 1024;
 
 /** Measured inputs, with where each comes from (see the module comment). */
 export const RELAY_MEASURED = {
-  /** Marginal RSS per parked socket, bytes (bench, bundle, 15,000 parked, second half). */
-  bytesPerParkedSocket: 2_176,
+  /**
+   * RSS per parked socket, bytes: the worst the bench measured (about 3.9 KB at 15,000 parked
+   * after the warm-up; 2.5 KB at 10,000), rounded up, heap slack included.
+   */
+  bytesPerParkedSocket: 4_000,
   /** Idle relay RSS, bytes (bundle as the container runs it, rounded up from 62–65 MB). */
   baselineRssBytes: 64 * MiB,
   /** One-time V8 heap growth while a relay fills, bytes (bench: 35–40 MB; the upper end). */

@@ -15,6 +15,7 @@ import {
   RELAY_NOFILE,
   RELAY_SCALING,
   RELAY_SOCKET_MEMORY_BYTES,
+  RELAY_TASK_CPU,
   RELAY_TASK_MEMORY_MIB,
   SPLICE_CAPACITY,
 } from '../../infra/constructs/capacity.js';
@@ -55,34 +56,38 @@ function dashboardOf(t: Template): { widgets: Array<{ properties: Record<string,
 describe('capacity per relay task, derived from measured figures', () => {
   it('mirrors the relay: its descriptor headroom, and the ceiling where it starts refusing', () => {
     expect(RELAY_FD_HEADROOM_SHARE).toBe(FD_HEADROOM_SHARE);
+    // Fargate's largest nofile (2^20): the relay reads it at start and keeps 20% (and 16) of it.
+    expect(RELAY_NOFILE).toBe(1_048_576);
     // relay/capacity.ts: Math.floor(fdLimit * (1 - FD_HEADROOM_SHARE)) - 16, with the task's nofile.
-    expect(RELAY_MAX_CLIENT_SOCKETS).toBe(Math.floor(65_536 * 0.8) - 16);
-    expect(RELAY_MAX_CLIENT_SOCKETS).toBe(52_412);
+    expect(RELAY_MAX_CLIENT_SOCKETS).toBe(Math.floor(1_048_576 * 0.8) - 16);
+    expect(RELAY_MAX_CLIENT_SOCKETS).toBe(838_844);
   });
 
-  it('parked sockets: 920 MiB left for sockets / 2,176 B each = 443,331, so descriptors bind at 52,412; target half', () => {
-    expect(RELAY_MEASURED.bytesPerParkedSocket).toBe(2_176);
-    expect(RELAY_SOCKET_MEMORY_BYTES).toBe((1024 - 64 - 40) * 1024 * 1024);
+  it('parked sockets: 1,944 MiB left for sockets / 4,000 B each = 509,607 (memory binds); target half, ≥ 200,000 a task', () => {
+    expect(RELAY_TASK_MEMORY_MIB).toBe(2048);
+    expect(RELAY_MEASURED.bytesPerParkedSocket).toBe(4_000);
+    expect(RELAY_SOCKET_MEMORY_BYTES).toBe((2048 - 64 - 40) * 1024 * 1024);
     expect(PARKED_CAPACITY).toEqual({
-      value: 52_412,
-      byMemory: 443_331,
-      byDescriptors: 52_412,
-      bound: 'descriptors',
-    });
-    expect(RELAY_SCALING.parkedSocketsTarget).toBe(26_206);
-    expect(RELAY_SCALING.parkedSocketsAlarm).toBe(41_929);
-  });
-
-  it('live splices: two sockets and four 64 KiB stream buffers each, so memory binds at 3,619; target half', () => {
-    expect(BYTES_PER_SPLICE).toBe(2 * 2_176 + 4 * 65_536);
-    expect(SPLICE_CAPACITY).toEqual({
-      value: 3_619,
-      byMemory: 3_619,
-      byDescriptors: 26_206,
+      value: 509_607,
+      byMemory: 509_607,
+      byDescriptors: 838_844,
       bound: 'memory',
     });
-    expect(RELAY_SCALING.liveSplicesTarget).toBe(1_809);
-    expect(RELAY_SCALING.liveSplicesAlarm).toBe(2_895);
+    expect(RELAY_SCALING.parkedSocketsTarget).toBe(254_803);
+    expect(RELAY_SCALING.parkedSocketsTarget).toBeGreaterThanOrEqual(200_000);
+    expect(RELAY_SCALING.parkedSocketsAlarm).toBe(407_685);
+  });
+
+  it('live splices: two sockets and four 64 KiB stream buffers each, so memory binds at 7,545; target half', () => {
+    expect(BYTES_PER_SPLICE).toBe(2 * 4_000 + 4 * 65_536);
+    expect(SPLICE_CAPACITY).toEqual({
+      value: 7_545,
+      byMemory: 7_545,
+      byDescriptors: 419_422,
+      bound: 'memory',
+    });
+    expect(RELAY_SCALING.liveSplicesTarget).toBe(3_772);
+    expect(RELAY_SCALING.liveSplicesAlarm).toBe(6_036);
   });
 
   it('a task at both targets at once stays inside its memory and its descriptors', () => {
@@ -100,6 +105,8 @@ describe('capacity per relay task, derived from measured figures', () => {
   it('the task definition has the memory and nofile limit the capacity was derived from', () => {
     const [task] = resourcesOf(owner, 'AWS::ECS::TaskDefinition');
     expect(task?.Properties.Memory).toBe(String(RELAY_TASK_MEMORY_MIB));
+    expect(task?.Properties.Cpu).toBe(String(RELAY_TASK_CPU));
+    expect(RELAY_TASK_CPU).toBe(1024);
     expect(relayContainer(owner).Ulimits).toEqual([
       { Name: 'nofile', SoftLimit: RELAY_NOFILE, HardLimit: RELAY_NOFILE },
     ]);
