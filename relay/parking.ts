@@ -131,6 +131,8 @@ export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRi
 /** Parked hidden servers and waiting mobile clients of one relay process. */
 export class ParkingLot {
   private readonly parked = new Map<string, KeyRecord>();
+  /** The generic keys of each uuid: a park replaces older cookies without scanning every key. */
+  private readonly genericByUuid = new Map<string, Set<KeyRecord>>();
   private readonly waiters = new Map<string, Waiter[]>();
   private parkedCount = 0;
 
@@ -225,6 +227,11 @@ export class ParkingLot {
     if (!rec) {
       rec = new KeyRecord(this, k, p.kind, p.key, p.uuid);
       this.parked.set(k, rec);
+      if (rec.kind === 'generic') {
+        const keys = this.genericByUuid.get(rec.uuid);
+        if (keys) keys.add(rec);
+        else this.genericByUuid.set(rec.uuid, new Set([rec]));
+      }
     }
     const socket = p.socket as ParkedSocket;
     const entry = new Entry(socket, rec, onEarlyData, p.step, p.generation, p.wantsRid === true);
@@ -331,9 +338,8 @@ export class ParkingLot {
 
   /** Keys of one kind whose parked sockets belong to `uuid`. */
   keysOfUuid(kind: ParkKind, uuid: string): string[] {
-    const out: string[] = [];
-    for (const rec of this.parked.values()) if (rec.kind === kind && rec.uuid === uuid) out.push(rec.key);
-    return out;
+    if (kind === 'http') return this.parked.has(id('http', uuid)) ? [uuid] : [];
+    return [...(this.genericByUuid.get(uuid) ?? [])].map((rec) => rec.key);
   }
 
   /** A parked socket closed (reported by its `close` owner, see `parkedSocketClosed`). */
@@ -366,7 +372,11 @@ export class ParkingLot {
     if (i < 0) return;
     rec.entries.splice(i, 1);
     this.parkedCount--;
-    if (rec.entries.length === 0 && this.parked.get(rec.id) === rec) this.parked.delete(rec.id);
+    if (rec.entries.length === 0 && this.parked.get(rec.id) === rec) {
+      this.parked.delete(rec.id);
+      const keys = this.genericByUuid.get(rec.uuid);
+      if (keys?.delete(rec) && keys.size === 0) this.genericByUuid.delete(rec.uuid);
+    }
     this.hooks.onCount(rec.kind, rec.key, rec.entries.length);
   }
 }
