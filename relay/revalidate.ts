@@ -55,6 +55,8 @@ export interface RevalidationDeps {
   /** Live rendezvous whose hidden server was parked here, by uuid (relay/splices.ts). */
   live?: Pick<Splices, 'uuids' | 'has' | 'revoke'>;
   periodMs?: number;
+  /** How long a noticed uuid is re-checked each round (default NOTICE_WINDOW_MS; tests shorten it). */
+  noticeWindowMs?: number;
 }
 
 /** A running re-check loop. */
@@ -136,6 +138,7 @@ export class ExpiryWheel {
 /** Starts re-checking the lot's parks every `periodMs` (jittered). */
 export function startRevalidation(deps: RevalidationDeps): Revalidation {
   const periodMs = deps.periodMs ?? REVALIDATE_MS;
+  const noticeWindowMs = deps.noticeWindowMs ?? NOTICE_WINDOW_MS;
   const { store, lot } = deps;
   const expiry = new ExpiryWheel(Math.max(1, Math.min(periodMs, 10_000)));
   /** Parked cookies whose expiry the cookie check's cache no longer had: checked next round. */
@@ -222,7 +225,7 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
         unknownExpiry.clear();
         const http = new Set<string>();
         for (const [uuid, since] of young) {
-          if (now - since > NOTICE_WINDOW_MS) {
+          if (now - since > noticeWindowMs) {
             young.delete(uuid);
             continue;
           }

@@ -72,6 +72,8 @@ export interface RelayOptions {
   maxParkedPerKey?: number;
   /** Period of the parked-cookie/identity re-check (default 10 s, jittered ±20%). */
   revalidateMs?: number;
+  /** How long a change notice's uuid is re-checked each round (default 30 s; tests shorten it). */
+  noticeWindowMs?: number;
   /** Connections still in their handshake, from one source address (default 64) and in all (default 10,000). */
   maxHandshakesPerSource?: number;
   maxHandshakes?: number;
@@ -287,6 +289,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     },
     live: splices,
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
+    noticeWindowMs: opts.noticeWindowMs,
   });
   const ctx: RelayContext = {
     store: opts.store,
