@@ -6,9 +6,11 @@
  * read, and fails loudly otherwise. Store requests are counted at the store, by a proxy in front of
  * it that reads each request's `X-Amz-Target`.
  */
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { NOTICE_WINDOW_MS } from '../relay/revalidate.js';
 import { mobileCookieFor, newCookie } from '../server/cookies.js';
 import { SPLIT_COOKIE_SCHEME, type Store } from '../server/store/index.js';
 import { countingStoreProxy } from '../test/support/counting-proxy.js';
@@ -318,8 +320,10 @@ export async function storeAtRestRun(
       await parkFrom(relay, mine, children);
       await expectParked(relay, mine.length, `${variant.name} store traffic`);
     }
-    // The parks' own first writes and cookie checks are changes, not rest.
-    await new Promise((r) => setTimeout(r, 3_000));
+    // The parks' own first writes and cookie checks are changes, not rest; so are the
+    // registrations' change notices, whose uuids a relay re-checks each round while they are
+    // young (NOTICE_WINDOW_MS after it first reads them).
+    await new Promise((r) => setTimeout(r, NOTICE_WINDOW_MS + 5_000));
     proxy.counts.clear();
     await new Promise((r) => setTimeout(r, windowMs));
     for (const [i, relay] of running.entries())
