@@ -22,10 +22,13 @@ export interface DevProcess {
 }
 
 /** Starts `rendezvous dev` on free ports with `env` added (relay limits, log levels). */
-export async function startDevProcess(env: Record<string, string> = {}): Promise<DevProcess> {
+export async function startDevProcess(
+  env: Record<string, string> = {},
+  bin: string = BIN,
+): Promise<DevProcess> {
   const child = spawn(
     process.execPath,
-    [BIN, 'dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
+    [bin, 'dev', '--memory', '--api-port', '0', '--relay-port', '0', '--http-port', '0', '--store-port', '0'],
     { env: { ...process.env, POWERTOOLS_LOG_LEVEL: 'INFO', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
