@@ -5,8 +5,12 @@
  * again after every rendezvous, as agents do; mobile clients look the uuid up over HTTP and then
  * connect. Contenders, interleaved run by run:
  *
+ *   direct, sticky  hidden servers as our agent parks: through the front, asking `direct`, then
+ *              at the address the first `+OK` named (their pool converges on one relay); the
+ *              look-up names the holder, the mobile connects there
  *   direct     the look-up names the holding relay (RENDEZVOUS_LOOKUP_DIRECT on): the mobile
- *              connects there (the front when the answer names none)
+ *              connects there (the front when the answer names none); hidden servers park
+ *              through the front every time (the original's agent)
  *   front      today's answer: the mobile connects through the front (any relay)
  *   front, pool 6  the same with six sockets per hidden server (two per relay): what an
  *              HTTP-specific client (any HTTP client, no look-up, through the NLB) sees when its
@@ -108,20 +112,45 @@ type Front = Awaited<ReturnType<typeof startFront>>;
 /**
  * Keeps POOL hidden sockets parked per cookie at `parkAt` (a relay, or the front). A paired socket
  * tells the mobile which relay it was parked on (`<port>\n`), ends, and is replaced at once.
+ * `sticky`: as our agent does (client/park-generic.ts), each park asks for the relay's direct
+ * address (`R<c> direct`); once a `+OK` names one, the cookie's parks go there, and its sockets
+ * parked elsewhere (not being paired) move there.
  */
-function keepParked(cookies: string[], parkAt: number, pool: number, front?: Front) {
+function keepParked(cookies: string[], parkAt: number, pool: number, front?: Front, sticky = false) {
   let stopped = false;
   const open = new Set<Socket>();
+  /** Per cookie: the direct port learned, and its open parks with the relay each sits on (if known). */
+  const direct = new Map<string, number>();
+  const parksOf = new Map<string, Map<Socket, number | undefined>>();
   const parkOne = async (c: string): Promise<void> => {
     if (stopped) return;
-    const s = await dial(parkAt);
+    const at = direct.get(c);
+    const s = await dial(at ?? parkAt);
     open.add(s);
+    const mine = parksOf.get(c) ?? new Map<Socket, number | undefined>();
+    parksOf.set(c, mine);
+    mine.set(s, at ?? (front ? undefined : parkAt));
     s.on('error', () => s.destroy());
-    s.on('close', () => open.delete(s));
-    s.write(`R${c}\n`);
-    s.once('data', () => {
+    s.on('close', () => {
+      open.delete(s);
+      mine.delete(s);
+    });
+    s.write(sticky ? `R${c} direct\n` : `R${c}\n`);
+    s.once('data', (d: Buffer) => {
+      mine.delete(s);
       // Asked only now: the front has routed the socket once bytes came back through it.
-      s.end(`${front ? front.relayOf(s) : parkAt}\n`);
+      const on = at ?? (front ? front.relayOf(s) : parkAt);
+      s.end(`${on}\n`);
+      const named = sticky ? Number(/^\+OK[^\n]* direct=[^\s]*:(\d+)/.exec(d.toString('latin1'))?.[1]) : NaN;
+      if (named && direct.get(c) !== named) {
+        direct.set(c, named);
+        for (const [other, where] of mine) {
+          if ((where ?? front?.relayOf(other)) === named || other.readableLength > 0) continue;
+          mine.delete(other);
+          other.destroy();
+          void parkOne(c).catch(() => undefined);
+        }
+      }
       void parkOne(c).catch(() => undefined);
     });
   };
@@ -175,7 +204,7 @@ async function registered(service: Service, uuid: string): Promise<string> {
   }
 }
 
-type Contender = 'direct' | 'front' | 'front, pool 6' | 'one relay';
+type Contender = 'direct, sticky' | 'direct' | 'front' | 'front, pool 6' | 'one relay';
 
 /** The cluster group: see the module comment. */
 export async function benchCluster(ctx: GroupContext, service: Service): Promise<void> {
@@ -216,7 +245,7 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
     const parks =
       who === 'one relay'
         ? keepParked(cookies, base.port, pool)
-        : keepParked(cookies, front.port, pool, front);
+        : keepParked(cookies, front.port, pool, front, who === 'direct, sticky');
     await parks.ready;
     // Park records written, heartbeats in: what a look-up reads.
     await new Promise((r) => setTimeout(r, 1_000));
@@ -231,7 +260,8 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
         const i = next++;
         const uuid = uuids[i % HIDDEN] as string;
         const t0 = process.hrtime.bigint();
-        const api = who === 'direct' ? lookups.direct : lookups.plain;
+        const named = who === 'direct' || who === 'direct, sticky';
+        const api = named ? lookups.direct : lookups.plain;
         const res = await fetch(`${api.url}/?uuid=${uuid}`);
         const answer = (
           (await res.json()) as { result: { host: string; port: number; cookie: string; fallback?: unknown } }
@@ -239,7 +269,7 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
         lookupMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
         let port: number;
         if (who === 'one relay') port = base.port;
-        else if (who === 'direct' && answer.fallback && byPort.has(answer.port)) port = answer.port;
+        else if (named && answer.fallback && byPort.has(answer.port)) port = answer.port;
         else port = front.port;
         const reached = port === front.port ? (s: Socket) => front.relayOf(s) : () => port;
         const x = await pairOnce(port, answer.cookie, reached);
@@ -262,7 +292,7 @@ export async function benchCluster(ctx: GroupContext, service: Service): Promise
     };
   };
 
-  const contenders: Contender[] = ['direct', 'front', 'front, pool 6', 'one relay'];
+  const contenders: Contender[] = ['direct, sticky', 'direct', 'front', 'front, pool 6', 'one relay'];
   // A warm-up pass each (JIT), then interleaved runs.
   for (const who of contenders) await run(who, 100);
   const results = new Map<Contender, Record<'share' | 'cpu' | 'p50' | 'p99' | 'lookup', number[]>>();

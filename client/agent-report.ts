@@ -18,7 +18,7 @@ export const PROBE_EVERY_MS = 30_000;
 export type AgentRendezvousEnd = 'closed' | 'mobile_reset' | 'target_reset' | 'target_unreachable';
 
 /** Why a pool slot parked: its first park, or what ended the previous one. */
-export type ParkCause = 'start' | 'rendezvous' | 'refusal' | 'failure' | 'target_changed';
+export type ParkCause = 'start' | 'rendezvous' | 'refusal' | 'failure' | 'target_changed' | 'moved';
 
 /** The events of `HiddenServer#on('report')`, one per thing a person watching the agent wants to know. */
 export type AgentEvent =

@@ -9,7 +9,22 @@ import { refusalOf } from './answers.js';
 import { type ApiUrls, registerWithApi } from './api.js';
 import { Backoff, type BackoffBounds } from './backoff.js';
 import type { ParkContext, Parker, ParkOutcome } from './parking.js';
-import { dialRelay, relayAddressOf } from './relay-conn.js';
+import { dialRelay, relayAddressOf, tlsPortOf } from './relay-conn.js';
+
+/** Connect timeout for a park at a relay's direct address (the front gets the usual one). */
+export const DIRECT_CONNECT_TIMEOUT_MS = 3_000;
+
+/** A refusal that says the relay itself is going away (its drain), not the registration. */
+const RELAY_LEAVING = /draining|shutting down/;
+
+/** The direct address a relay named (`+OK direct=`), for parks on the registration it came with. */
+interface Direct {
+  triple: RendezvousTriple;
+  host: string;
+  port: number;
+  /** `host:port`, as parks report their relay. */
+  address: string;
+}
 
 /** A park that lived this long before it failed starts the back-off afresh. */
 const LONG_PARK_MS = 10_000;
@@ -35,6 +50,14 @@ export class GenericParker implements Parker {
   private twinSuspected = false;
   /** The other agents already reported, by address (`''`: a server that does not say). */
   private readonly twinsReported = new Set<string>();
+  /**
+   * Where this registration's parks go instead of the triple's front: the relay that answered the
+   * latest rendezvous, so the pool converges on one relay and the look-up names it. Forgotten when
+   * that relay cannot be reached, closes a park or drains, and with a new registration.
+   */
+  private direct: Direct | undefined;
+  /** Parks waiting now, by socket: where, and how to end one so it parks at the direct address. */
+  private readonly waiting = new Map<Socket, { relay: string; move: () => void }>();
 
   constructor(
     private readonly ctx: ParkContext,
@@ -52,13 +75,18 @@ export class GenericParker implements Parker {
       return ctx.stopped() ? { kind: 'stopped' } : { kind: 'fatal', error: err as RendezvousError };
     }
     let parkedAt = 0;
-    const relay = relayAddressOf(triple);
+    const direct = this.direct?.triple === triple ? this.direct : undefined;
+    const dialled = direct ? { ...triple, host: direct.host, port: direct.port } : triple;
+    const relay = relayAddressOf(dialled);
     // Set when this park is ended on purpose, to re-park with news of the target.
     let recycled = false;
+    // Set when this park is ended on purpose, to re-park at the direct address.
+    let moved = false;
     let parkedSocket: Socket | undefined;
     try {
-      const paired = dialRelay(triple, {
+      const paired = dialRelay(dialled, {
         signal: ctx.signal,
+        connectTimeoutMs: direct ? DIRECT_CONNECT_TIMEOUT_MS : undefined,
         target: () => ctx.target(),
         onConnected: (s) => {
           // Called right after the line was written: ctx.target() is what it told the relay.
@@ -73,20 +101,45 @@ export class GenericParker implements Parker {
             // With an error, so the wait for the status line ends at once.
             s.destroy(new Error('re-parking'));
           });
+          this.waiting.set(s, {
+            relay,
+            move: () => {
+              moved = true;
+              s.destroy(new Error('moving to the direct address'));
+            },
+          });
           ctx.parked(slot, relay, target);
         },
       });
       try {
-        const { socket, rid } = await paired;
+        const { socket, rid, direct: named } = await paired;
+        // Paired: no longer a park to move.
+        this.waiting.delete(socket);
+        if (named) this.follow(triple, named);
         return { kind: 'paired', socket, relay, rid, fresh: true };
       } finally {
-        if (parkedSocket) ctx.release(parkedSocket);
+        if (parkedSocket) {
+          ctx.release(parkedSocket);
+          this.waiting.delete(parkedSocket);
+        }
       }
     } catch (err) {
       if (ctx.stopped()) return { kind: 'stopped' };
       if (recycled) return { kind: 'again', cause: { after: 'target_changed' } };
-      const fresh = parkedAt !== 0 && Date.now() - parkedAt > LONG_PARK_MS;
+      if (moved) return { kind: 'again', cause: { after: 'moved' } };
       const reason = (err as Error).message;
+      if (direct && this.direct === direct) {
+        // The direct relay is unreachable, closed the park (killed, restarted) or drains: the front
+        // again, at once (it leads to a live relay); other refusals concern the registration.
+        const refused = isRendezvousError(err, 'RELAY_REFUSED');
+        if (!refused || RELAY_LEAVING.test(reason)) {
+          this.direct = undefined;
+          if (!refused && parkedAt === 0)
+            return { kind: 'again', cause: { after: 'failure', reason }, fresh: false };
+          if (refused) return { kind: 'again', cause: { after: 'refusal', reason } };
+        }
+      }
+      const fresh = parkedAt !== 0 && Date.now() - parkedAt > LONG_PARK_MS;
       if (isRendezvousError(err, 'RELAY_REFUSED') && /replaced/.test(reason) && this.triple === triple)
         this.twinSuspected = true;
       else if (!isRendezvousError(err, 'RELAY_REFUSED') && parkedAt !== 0)
@@ -111,6 +164,22 @@ export class GenericParker implements Parker {
         message: 'relay connection failed, retrying',
         fields: { relay },
       };
+    }
+  }
+
+  /**
+   * A `+OK` on `triple`'s registration named its relay's direct address: parks go there from now
+   * on, and parks waiting elsewhere (the front) move there, so the whole pool sits on the relay
+   * the look-up names. A TLS triple's parks stay on the front (its cookie never goes in clear).
+   */
+  private follow(triple: RendezvousTriple, named: { host: string; port: number }): void {
+    if (this.triple !== triple || tlsPortOf(triple)) return;
+    const address = relayAddressOf({ ...triple, host: named.host, port: named.port });
+    if (this.direct?.address === address) return;
+    this.direct = { triple, host: named.host, port: named.port, address };
+    for (const [socket, w] of this.waiting) {
+      // A socket with bytes waiting is being paired right now: leave it.
+      if (w.relay !== address && socket.readableLength === 0) w.move();
     }
   }
 

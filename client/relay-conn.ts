@@ -7,7 +7,7 @@
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
 import { RendezvousError } from '../core/errors.js';
-import { encodeCookieLine, type TargetState } from '../core/relay-line.js';
+import { directOfOkLine, encodeCookieLine, type TargetState } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
 import type { RendezvousTriple } from '../core/triple.js';
 
@@ -30,13 +30,15 @@ export function relayOptionsOf(triple: RendezvousTriple): ReadonlySet<string> {
 /**
  * The cookie line's text for `triple` (without its newline): `R<c>`, `R<c> rid target=up`,
  * `I<c> rid` — each option only when the relay understands it, `target` only on a park and only
- * when the agent knows its target's state.
+ * when the agent knows its target's state, `direct` only on a park of a plain-TCP triple.
  */
 export function cookieLineText(triple: RendezvousTriple, target?: TargetState): string {
   const known = relayOptionsOf(triple);
   const options: string[] = [];
   if (known.has('rid')) options.push('rid');
   if (target && known.has('target') && triple.cookie.startsWith('R')) options.push(`target=${target}`);
+  // Where the agent could follow it: a TLS triple's cookie must not go to a plain direct port.
+  if (known.has('direct') && triple.cookie.startsWith('R') && !tlsPortOf(triple)) options.push('direct');
   return options.length ? `${triple.cookie} ${options.join(' ')}` : triple.cookie;
 }
 
@@ -59,6 +61,8 @@ export function parseOkOptions(statusText: string): Record<string, string> {
 export interface Dialled {
   socket: Socket;
   rid?: string;
+  /** The relay's direct address, when its `+OK` named one (`direct=`, asked by a park). */
+  direct?: { host: string; port: number };
 }
 
 /** Time allowed for the TCP connect to a relay. */
@@ -182,5 +186,8 @@ export async function dialRelay(
     what: 'status from relay',
   });
   const rid = parseOkOptions(text).rid;
-  return rid && RID.test(rid) ? { socket, rid } : { socket };
+  const out: Dialled = rid && RID.test(rid) ? { socket, rid } : { socket };
+  const direct = directOfOkLine(text);
+  if (direct) out.direct = direct;
+  return out;
 }

@@ -5,13 +5,16 @@
  *   client → relay   "I" cookie [SP options] "\n"   mobile client pairs   (≤ MAX_COOKIE_LINE bytes)
  *   relay  → client  "+OK\n"                        paired: bytes flow from here on
  *   relay  → client  "+OK rid=" rid "\n"            the same, to a client that asked with `rid`
+ *   relay  → client  "+OK direct=" host ":" port "\n"   to a hidden server that asked with `direct`
  *   relay  → client  "-ERR " text "\n"              refused; the relay closes after it
  *
  * Options are opt-in (original clients send none and get exactly "+OK\n"): words separated by one
  * space, each `name` or `name=value` (RELAY_OPTION). Known: `rid` (answer with the rendezvous's
  * correlation id) and, on R lines only, `target=up|down` (the agent's last knowledge of its
- * target). Unknown options of that shape are ignored, so clients may add new ones; anything else
- * is a malformed line.
+ * target) and `direct` (the relay's direct address, where mobile clients reach it without the
+ * front: `+OK [rid=<rid> ]direct=<host:port>`, the host an IPv4 address, a name, or an IPv6 literal
+ * in brackets; not said by a relay that has none). Unknown options of that shape are ignored, so
+ * clients may add new ones; anything else is a malformed line.
  *
  * A "\r" before the "\n" is tolerated (telnet, `nc -C`). Decoding is incremental and checks the
  * limit before buffering more, so an endless line costs at most MAX_COOKIE_LINE bytes.
@@ -38,6 +41,8 @@ export interface CookieLine {
   rid?: true;
   /** R only: what the agent last knew of its target. Absent when not said. */
   target?: 'up' | 'down';
+  /** R only: `direct` was asked — answer with the relay's direct address, when it has one. */
+  direct?: true;
 }
 
 /** The shape of one cookie-line option (`name` or `name=value`); others make the line malformed. */
@@ -48,9 +53,37 @@ export const OK_LINE = Buffer.from('+OK\n', 'latin1');
 
 const COOKIE_BODY = /^[A-Za-z0-9_-]{1,120}$/;
 
-/** `+OK\n`, or `+OK rid=<rid>\n` for a client that asked for the correlation id. */
-export function encodeOkLine(rid?: string): Buffer {
-  return rid === undefined ? OK_LINE : Buffer.from(`+OK rid=${rid}\n`, 'latin1');
+/**
+ * A direct address as `+OK direct=` carries it: `host:port`, the host a name or an IPv4 address
+ * (letters, digits, `.`, `-`) or an IPv6 literal in brackets. At most 64 characters, so a status
+ * line with `rid` too stays far below MAX_STATUS_LINE.
+ */
+export const DIRECT_ADDRESS = /^(?:[A-Za-z0-9.-]{1,56}|\[[0-9A-Fa-f:.]{2,45}\]):[0-9]{1,5}$/;
+
+/**
+ * `+OK\n`; `+OK rid=<rid>\n` for a client that asked for the correlation id; `direct=<host:port>`
+ * appended for a hidden server that asked for it (the caller passes `direct` only then).
+ */
+export function encodeOkLine(rid?: string, direct?: string): Buffer {
+  if (direct === undefined) return rid === undefined ? OK_LINE : Buffer.from(`+OK rid=${rid}\n`, 'latin1');
+  return Buffer.from(
+    rid === undefined ? `+OK direct=${direct}\n` : `+OK rid=${rid} direct=${direct}\n`,
+    'latin1',
+  );
+}
+
+/**
+ * The direct address a `+OK` line names (`direct=<host:port>`), as host and port (brackets of an
+ * IPv6 literal removed); undefined when the line names none or a malformed one.
+ */
+export function directOfOkLine(statusText: string): { host: string; port: number } | undefined {
+  const token = statusText.split(' ').find((t) => t.startsWith('direct='));
+  const address = token?.slice('direct='.length);
+  if (!address || !DIRECT_ADDRESS.test(address)) return undefined;
+  const colon = address.lastIndexOf(':');
+  const port = Number(address.slice(colon + 1));
+  if (port < 1 || port > 65535) return undefined;
+  return { host: address.slice(0, colon).replace(/^\[(.*)\]$/, '$1'), port };
 }
 
 /** `-ERR <diagnostic>\n`, with the diagnostic forced onto one printable line. */
@@ -79,7 +112,9 @@ export function parseCookieLine(text: string): CookieLine {
     // Empty words (two spaces, a trailing space) are malformed too: one space between options.
     if (!RELAY_OPTION.test(option)) throw malformed();
     if (option === 'rid') line.rid = true;
-    else if (option === 'target=up' || option === 'target=down') {
+    else if (option === 'direct') {
+      if (role === 'hidden') line.direct = true;
+    } else if (option === 'target=up' || option === 'target=down') {
       // Only a hidden server's agent knows its target; on an I line the option means nothing.
       if (role === 'hidden') line.target = option === 'target=up' ? 'up' : 'down';
     } else if (option.startsWith('target=') || option === 'target') throw malformed();

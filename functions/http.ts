@@ -18,7 +18,7 @@ export const ALLOWED_METHODS = 'GET, PUT';
  * as `relayOptions`, so our agent and client send options only where they are understood; an
  * original client ignores the extra key, and a result without it means plain lines.
  */
-export const RELAY_OPTIONS: readonly string[] = ['rid', 'target'];
+export const RELAY_OPTIONS: readonly string[] = ['rid', 'target', 'direct'];
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   BAD_REQUEST: 400,

@@ -35,6 +35,13 @@ export const PARK_RECORD_TICK_MS = 60_000;
  */
 export const PARK_RECORD_LINGER_MS = 2_000;
 /**
+ * A generic key whose last socket left and that stays empty this long has its record rewritten
+ * with count 0 (then deleted at PARK_RECORD_LINGER_MS): the look-up then names a relay that still
+ * holds sockets. An agent re-parking after a rendezvous is back well within it, so a hidden server
+ * that stays costs no write; one that moved (to its direct address) costs one.
+ */
+export const EMPTIED_WRITE_MS = 250;
+/**
  * How often a relay writes its heartbeat (server/store/relays.ts): the whole store cost of its
  * liveness, whatever it holds.
  */
@@ -112,6 +119,17 @@ export class ParkRecords {
   private lot: ParkingLot | undefined;
   private readonly written = new Map<string, Written>();
   private readonly pendingDeletes = new Map<string, NodeJS.Timeout>();
+  /** Generic keys emptied just now: their count-0 write, if they stay empty (EMPTIED_WRITE_MS). */
+  private readonly pendingEmpty = new Map<string, NodeJS.Timeout>();
+  /** Count-0 writes under way: the key's next write or delete waits for it (puts may overtake). */
+  private readonly emptied = new Map<string, Promise<void>>();
+
+  /** Runs `job` for key `k` once its count-0 write (if any) is done; failures are logged. */
+  private afterEmptied(k: string, job: () => Promise<void>): void {
+    const before = this.emptied.get(k);
+    this.emptied.delete(k);
+    (before ? before.then(job) : job()).catch((err) => this.fail(err));
+  }
   private readonly targets = new Map<string, TargetNote>();
   /** Minimum time between two target-state writes of one key (tests shorten it). */
   targetWriteMs = TARGET_WRITE_MS;
@@ -234,21 +252,37 @@ export class ParkRecords {
     const k = `${kind} ${key}`;
     clearTimeout(this.pendingDeletes.get(k));
     this.pendingDeletes.delete(k);
+    clearTimeout(this.pendingEmpty.get(k));
+    this.pendingEmpty.delete(k);
+    const w = this.written.get(k);
+    if (count === 0 && kind === 'generic' && w && w.count > 0) {
+      const t = setTimeout(() => {
+        this.pendingEmpty.delete(k);
+        if (this.written.get(k) === w && this.lot?.count(kind, key) === 0)
+          this.emptied.set(
+            k,
+            this.write(kind, key, 0).catch((err) => this.fail(err)),
+          );
+      }, EMPTIED_WRITE_MS);
+      t.unref();
+      this.pendingEmpty.set(k, t);
+    }
     if (count === 0) {
       const t = setTimeout(() => {
         this.pendingDeletes.delete(k);
         clearTimeout(this.written.get(k)?.timer);
         this.written.delete(k);
         this.targets.delete(k);
-        this.store.deletePark(kind, key, this.relayId).catch((err) => this.fail(err));
+        this.afterEmptied(k, () => this.store.deletePark(kind, key, this.relayId));
       }, PARK_RECORD_LINGER_MS);
       t.unref();
       this.pendingDeletes.set(k, t);
-    } else if (!this.written.has(k) || kind === 'http') {
-      // HTTP records also carry the newest code step, which the code-reuse rule reads.
+    } else if (!w || kind === 'http' || w.count === 0) {
+      // HTTP records also carry the newest code step, which the code-reuse rule reads; a generic
+      // record that says 0 (emptied, lingering) must say at once that sockets are back.
       clearTimeout(this.written.get(k)?.timer);
       this.written.set(k, { count, at: Date.now() });
-      this.write(kind, key, count).catch((err) => this.fail(err));
+      this.afterEmptied(k, () => this.write(kind, key, count));
     } else this.sync(kind, key);
   }
 
@@ -287,6 +321,8 @@ export class ParkRecords {
   async removeAll(): Promise<void> {
     this.stop();
     this.pendingDeletes.clear();
+    for (const t of this.pendingEmpty.values()) clearTimeout(t);
+    this.pendingEmpty.clear();
     const jobs: Promise<void>[] = [];
     for (const k of this.written.keys()) {
       const [kind, key] = k.split(' ') as [ParkKind, string];
@@ -309,6 +345,7 @@ export class ParkRecords {
     clearInterval(this.timer);
     clearInterval(this.heartbeat);
     for (const t of this.pendingDeletes.values()) clearTimeout(t);
+    for (const t of this.pendingEmpty.values()) clearTimeout(t);
     for (const w of this.written.values()) clearTimeout(w.timer);
   }
 

@@ -24,6 +24,8 @@ export interface Parked {
   generation?: number;
   /** Generic parks: the hidden server asked for `+OK rid=<rid>` (the `rid` option). */
   wantsRid?: true;
+  /** Generic parks that asked (`direct`): the relay's direct address, said with `+OK` (one shared string). */
+  direct?: string;
 }
 
 /** Reports from the lot to whoever keeps park records. */
@@ -92,6 +94,7 @@ const parkedOf = (e: Entry): Parked => {
     (e.socket as Socket & { [GENERATION]?: number })[GENERATION] = e.generation;
   }
   if (e.wantsRid) p.wantsRid = true;
+  if (e.direct) p.direct = e.direct;
   return p;
 };
 
@@ -123,8 +126,12 @@ export function parkedGeneration(s: Duplex): number | undefined {
 }
 
 /** A parked socket made ready for the mobile client's bytes: a generic hidden server gets its `+OK`. */
-export function hiddenStream(kind: ParkKind, p: Pick<Parked, 'socket' | 'wantsRid'>, rid: string): Duplex {
-  if (kind === 'generic') p.socket.write(encodeOkLine(p.wantsRid ? rid : undefined));
+export function hiddenStream(
+  kind: ParkKind,
+  p: Pick<Parked, 'socket' | 'wantsRid' | 'direct'>,
+  rid: string,
+): Duplex {
+  if (kind === 'generic') p.socket.write(encodeOkLine(p.wantsRid ? rid : undefined, p.direct));
   return p.socket;
 }
 

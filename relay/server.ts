@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Socket } from 'node:net';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
+import { DIRECT_ADDRESS } from '../core/relay-line.js';
 import type { ClaimsRouter } from '../server/claims.js';
 import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
@@ -345,7 +346,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   if (!setOnListener(generic, keepAliveMs)) perSocketOptions = true;
   const specific = host !== '0.0.0.0' && host !== '::';
   origin.address = opts.publicAddress || (specific ? `${host}:${address.port}` : undefined);
-  if (opts.directHost) origin.direct = directAddress(opts.directHost, opts.directPort ?? address.port);
+  if (opts.directHost) origin.direct = directAddress(opts.directHost, opts.directPort ?? address.port, log);
   closers.push(() => new Promise((r) => generic.close(() => r())));
 
   let httpAddress: AddressInfo | undefined;
@@ -435,7 +436,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   };
 }
 
-/** `host:port` for a park record's `direct` (an IPv6 literal in brackets). */
-function directAddress(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+/** `host:port` for park records and `+OK direct=` (IPv6 in brackets); none when `+OK` cannot carry it. */
+function directAddress(host: string, port: number, log: Log): string | undefined {
+  const direct = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  if (DIRECT_ADDRESS.test(direct)) return direct;
+  log.warn('no direct address: not a host:port the protocol can carry', { direct: direct.slice(0, 80) });
 }

@@ -89,6 +89,8 @@ interface Line {
   cookie: string;
   /** The client asked for `+OK rid=<rid>`. */
   wantsRid: boolean;
+  /** R only: the agent asked for this relay's direct address with its `+OK` (`direct`). */
+  wantsDirect?: true;
   target?: TargetState;
   acceptedAt: number;
 }
@@ -116,6 +118,7 @@ function dispatch(
       role: parsed.role,
       cookie: parsed.role === 'hidden' ? mobileCookieFor(parsed.cookie) : parsed.cookie,
       wantsRid: parsed.rid === true,
+      wantsDirect: parsed.direct,
       target: parsed.target,
       acceptedAt,
     };
@@ -220,7 +223,7 @@ function pairHere(socket: Socket, ctx: RelayContext, { line, uuid, early }: Sett
   const here = ctx.lot.take('generic', line.cookie);
   if (!here) return false;
   const rid = newRid();
-  const ok = encodeOkLine(here.wantsRid ? rid : undefined);
+  const ok = encodeOkLine(here.wantsRid ? rid : undefined, here.direct);
   here.socket.write(early.length > 0 ? Buffer.concat([ok, early]) : ok);
   socket.write(encodeOkLine(line.wantsRid ? rid : undefined));
   ctx.telemetry.paired('generic', 'local');
@@ -253,6 +256,7 @@ function parkHiddenServer(
   if (line.target) ctx.records.noteTarget('generic', cookie, line.target);
   const parked: Parked = { socket, kind: 'generic', key: cookie, uuid };
   if (line.wantsRid) parked.wantsRid = true;
+  if (line.wantsDirect && ctx.records.origin.direct) parked.direct = ctx.records.origin.direct;
   if (generation !== undefined) parked.generation = generation;
   const ok = ctx.lot.park(parked, earlyDataOf(ctx));
   if (!ok)

@@ -252,7 +252,7 @@ describe('expose and connect end to end against rendezvous dev', () => {
       result: { cookie: string; relayOptions?: string[] };
     };
     const agentRid = /rid=([\w-]+)/.exec(line)?.[1];
-    expect(lookup.result.relayOptions).toEqual(['rid', 'target']);
+    expect(lookup.result.relayOptions).toEqual(['rid', 'target', 'direct']);
     expect(mobile?.rid).toMatch(/^[A-Za-z0-9_-]{16}$/);
     expect(agentRid).toBe(mobile?.rid);
 

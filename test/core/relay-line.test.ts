@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { isRendezvousError } from '../../core/errors.js';
 import {
+  directOfOkLine,
   encodeCookieLine,
   encodeErrorLine,
+  encodeOkLine,
   LineDecoder,
   MAX_COOKIE_LINE,
   OK_LINE,
@@ -49,6 +51,44 @@ describe('relay line codec: byte vectors', () => {
     expect(parseStatusLine('+OK')).toEqual({ ok: true, text: '+OK' });
     expect(parseStatusLine('-ERR no hidden server')).toEqual({ ok: false, diagnostic: 'no hidden server' });
     expect(() => parseStatusLine('HTTP/1.1 200 OK')).toThrow();
+  });
+});
+
+describe('the direct option', () => {
+  it('is taken on R lines only, beside the others', () => {
+    expect(parseCookieLine('Rabc rid direct target=up')).toEqual({
+      role: 'hidden',
+      cookie: 'abc',
+      rid: true,
+      direct: true,
+      target: 'up',
+    });
+    expect(parseCookieLine('Iabc direct')).toEqual({ role: 'mobile', cookie: 'abc' });
+  });
+
+  it('is said after +OK only when given; a client reads it back, IPv6 in brackets', () => {
+    expect(encodeOkLine()).toBe(OK_LINE);
+    expect(encodeOkLine(undefined, '10.0.0.7:7000').toString('latin1')).toBe('+OK direct=10.0.0.7:7000\n');
+    expect(encodeOkLine('r1', '[2001:db8::1]:7000').toString('latin1')).toBe(
+      '+OK rid=r1 direct=[2001:db8::1]:7000\n',
+    );
+    expect(directOfOkLine('+OK rid=r1 direct=[2001:db8::1]:7000')).toEqual({
+      host: '2001:db8::1',
+      port: 7000,
+    });
+    expect(directOfOkLine('+OK direct=relay-1.example:7000')).toEqual({
+      host: 'relay-1.example',
+      port: 7000,
+    });
+    for (const bad of [
+      '+OK',
+      '+OK direct=',
+      '+OK direct=host',
+      '+OK direct=a:70000',
+      '+OK direct=a/b:1',
+      '+OK direct=::1:1',
+    ])
+      expect(directOfOkLine(bad)).toBeUndefined();
   });
 });
 

@@ -102,7 +102,7 @@ describe('API handlers with RENDEZVOUS_METRICS=emf (the Lambda setup)', () => {
       host: 'relay.example',
       port: 8899,
       cookie: expect.stringMatching(/^R/),
-      relayOptions: ['rid', 'target'],
+      relayOptions: ['rid', 'target', 'direct'],
     });
     expect(c.emf()).toEqual([emfDoc('Registrations', 1)]);
     expect(c.logs()).toEqual([
@@ -147,7 +147,7 @@ describe('API handlers with RENDEZVOUS_METRICS=emf (the Lambda setup)', () => {
       host: 'relay.example',
       port: 8899,
       cookie: expect.stringMatching(/^I/),
-      relayOptions: ['rid', 'target'],
+      relayOptions: ['rid', 'target', 'direct'],
     });
     expect(c.emf()).toEqual([emfDoc('Lookups', 1, { Outcome: 'found' }), emfDoc('Lookups', 1)]);
     expect(c.logs()).toEqual([]);

@@ -50,7 +50,7 @@ describe('register (PUT) and lookup (GET)', () => {
         host: 'relay.example',
         port: 8899,
         cookie: `I${mobileCookieFor(triple.cookie.slice(1))}`,
-        relayOptions: ['rid', 'target'],
+        relayOptions: ['rid', 'target', 'direct'],
       },
     });
     expect(l.headers?.['content-type']).toBe('application/json');
