@@ -61,6 +61,8 @@ class Entry {
     readonly step: number | undefined,
     readonly generation: number | undefined,
     readonly wantsRid: boolean,
+    /** The relay's direct address for a park that asked (one string shared by every entry). */
+    readonly direct: string | undefined,
   ) {}
 }
 
@@ -241,7 +243,7 @@ export class ParkingLot {
       }
     }
     const socket = p.socket as ParkedSocket;
-    const entry = new Entry(socket, rec, onEarlyData, p.step, p.generation, p.wantsRid === true);
+    const entry = new Entry(socket, rec, onEarlyData, p.step, p.generation, p.wantsRid === true, p.direct);
     socket[ENTRY] = entry;
     socket.on('data', this.onData);
     socket.on('end', this.onGone);
