@@ -128,16 +128,19 @@ export class GenericParker implements Parker {
       if (recycled) return { kind: 'again', cause: { after: 'target_changed' } };
       if (moved) return { kind: 'again', cause: { after: 'moved' } };
       const reason = (err as Error).message;
-      if (direct && this.direct === direct) {
-        // The direct relay is unreachable, closed the park (killed, restarted) or drains: the front
-        // again, at once (it leads to a live relay); other refusals concern the registration.
-        const refused = isRendezvousError(err, 'RELAY_REFUSED');
-        if (!refused || RELAY_LEAVING.test(reason)) {
-          this.direct = undefined;
-          if (!refused && parkedAt === 0)
-            return { kind: 'again', cause: { after: 'failure', reason }, fresh: false };
-          if (refused) return { kind: 'again', cause: { after: 'refusal', reason } };
-        }
+      const refused = isRendezvousError(err, 'RELAY_REFUSED');
+      if (refused && RELAY_LEAVING.test(reason)) {
+        // The relay is going (a drain), not the cookie: every slot parked there hears it, the
+        // direct one and those through the front alike; park again at once on the same
+        // registration (the front leads to a live relay; a closed listener refuses and backs off).
+        if (this.direct?.address === relay) this.direct = undefined;
+        return { kind: 'again', cause: { after: 'refusal', reason } };
+      }
+      if (direct && this.direct === direct && !refused) {
+        // The direct relay is unreachable or closed the park (killed, restarted): the front again,
+        // at once; other refusals concern the registration.
+        this.direct = undefined;
+        if (parkedAt === 0) return { kind: 'again', cause: { after: 'failure', reason }, fresh: false };
       }
       const fresh = parkedAt !== 0 && Date.now() - parkedAt > LONG_PARK_MS;
       if (isRendezvousError(err, 'RELAY_REFUSED') && /replaced/.test(reason) && this.triple === triple)
