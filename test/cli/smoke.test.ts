@@ -159,6 +159,13 @@ describe('a stranger taking the smoke`s parked connection (issue 26 item 8)', ()
     const sockets: Array<{ destroy(): void }> = [];
     const run = async () => {
       const triple = await lookupWithApi([stack.apiUrl], 'smoke-stolen');
+      // Forever: two dials always waiting at the relay, so each re-park meets a stranger queued
+      // before the smoke's own mobile side (one loop left a gap while it dialled again, which a
+      // loaded machine let the smoke's mobile side win).
+      if (forever) await Promise.all([loop(triple), loop(triple)]);
+      else await loop(triple);
+    };
+    const loop = async (triple: Awaited<ReturnType<typeof lookupWithApi>>) => {
       do {
         try {
           const d = await dialRelay(triple, { statusTimeoutMs: 10_000 });
