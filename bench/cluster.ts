@@ -22,25 +22,13 @@
  * (all relays), connect→`+OK` p50/p99, and the look-up's p50.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { splice } from '../core/splice.js';
 import { currentCode } from '../core/totp.js';
 import { makeLookupHandler } from '../functions/lookup.js';
 import { startApiAdapter } from '../local/api-adapter.js';
 import { provisionIdentity } from '../server/identities.js';
-import {
-  cpuSeconds,
-  dial,
-  freePort,
-  type GroupContext,
-  percentile,
-  RELAY_MALLOC_ENV,
-  RELAY_NODE_FLAGS,
-  ROOT,
-  spawnReady,
-  track,
-} from './harness.js';
-import { type Service, TABLE } from './service.js';
+import { cpuSeconds, dial, type GroupContext, percentile } from './harness.js';
+import { type Service, startRelayProcess } from './service.js';
 
 const RELAYS = 3;
 const HIDDEN = 20;
@@ -54,32 +42,8 @@ interface ClusterRelay {
 }
 
 /** A relay of the cluster: the production bundle, advertising 127.0.0.1:<port> as its direct address. */
-async function startClusterRelay(service: Service): Promise<ClusterRelay> {
-  const port = await freePort();
-  const r = track(
-    await spawnReady(
-      process.execPath,
-      [...RELAY_NODE_FLAGS, join(ROOT, 'dist/relay.mjs')],
-      {
-        ...RELAY_MALLOC_ENV,
-        AWS_ENDPOINT_URL_DYNAMODB: service.storeEndpoint,
-        AWS_REGION: 'local',
-        RENDEZVOUS_TABLE: TABLE,
-        RELAY_BIND: '127.0.0.1',
-        RELAY_PORT: String(port),
-        RELAY_HTTP_PORT: 'off',
-        RELAY_PEER_PORT: '0',
-        RELAY_PEER_HOST: '127.0.0.1',
-        RELAY_CLUSTER_SECRET: 'bench-cluster-secret',
-        RELAY_DIRECT_HOST: '127.0.0.1',
-        RELAY_MAX_HANDSHAKES_PER_SOURCE: '100000',
-        RELAY_MAX_SPLICES_PER_SOURCE: '100000',
-        RELAY_MAX_HANDSHAKES: '100000',
-      },
-      /relay listening/,
-    ),
-  );
-  return { pid: r.child.pid as number, port };
+function startClusterRelay(service: Service): Promise<ClusterRelay> {
+  return startRelayProcess(service, { env: { RELAY_DIRECT_HOST: '127.0.0.1' } });
 }
 
 /**

@@ -64,11 +64,15 @@ export async function startService(): Promise<Service> {
  * A relay process from the production bundle (dist/relay.mjs), as the container runs it; with
  * `cli`, as `rendezvous relay` (bin/rendezvous.js, which runs the same bundle with the same flags
  * as its child: the pid is the launcher's, whose CPU figure includes its child's); `bundle`, another
- * build of the relay (a baseline to compare with).
+ * build of the relay (a baseline to compare with); `env`, settings added to the relay's environment.
  */
 export async function startRelayProcess(
   service: Service,
-  { cli = false, bundle = join(ROOT, 'dist/relay.mjs') } = {},
+  {
+    cli = false,
+    bundle = join(ROOT, 'dist/relay.mjs'),
+    env = {},
+  }: { cli?: boolean; bundle?: string; env?: Record<string, string> } = {},
 ): Promise<RelayProcess> {
   const port = await freePort();
   const r = track(
@@ -94,6 +98,7 @@ export async function startRelayProcess(
         RELAY_MAX_HANDSHAKES_PER_SOURCE: '100000',
         RELAY_MAX_SPLICES_PER_SOURCE: '100000',
         RELAY_MAX_HANDSHAKES: '100000',
+        ...env,
       },
       /relay listening/,
     ),
