@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'IDENTITY_DISABLED'
   /** The code was right at a length this identity does not accept: said only to a right code (HTTP 400). */
   | 'CODE_LENGTH_REFUSED'
+  /** The identity's monthly byte quota is spent: no new rendezvous until the month ends or the operator raises it (HTTP 429). */
+  | 'QUOTA_EXCEEDED'
   | 'STORE_UNAVAILABLE'
   | 'ALREADY_EXISTS'
   | 'COOKIE_UNKNOWN'
@@ -79,6 +81,26 @@ export const codeLengthRefused = () =>
   new RendezvousError('CODE_LENGTH_REFUSED', 'code length not accepted for this identity', {
     permanent: true,
   });
+
+/** What the relay says (`-ERR quota exceeded`, and the HTTP 429's diagnostic) when an identity's monthly quota is spent. */
+export const QUOTA_EXCEEDED_MESSAGE = 'quota exceeded';
+
+/**
+ * An identity's monthly byte quota is spent. Not permanent (the operator may raise it; a new month
+ * resets it), but not worth retrying before `retryAfter`: the seconds to the next UTC month.
+ */
+export const quotaExceeded = (nowMs: number = Date.now()) =>
+  new RendezvousError('QUOTA_EXCEEDED', QUOTA_EXCEEDED_MESSAGE, {
+    permanent: false,
+    retryAfter: secondsToNextMonth(nowMs),
+  });
+
+/** Seconds from `nowMs` to the start of the next UTC calendar month (at least 1). */
+export function secondsToNextMonth(nowMs: number): number {
+  const d = new Date(nowMs);
+  const next = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
+  return Math.max(1, Math.ceil((next - nowMs) / 1000));
+}
 
 /**
  * The store could not be reached or refused the request for reasons of its own; `detail` says

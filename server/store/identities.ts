@@ -7,6 +7,7 @@
  */
 import { RendezvousError } from '../../core/errors.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
+import type { IdentityLimits } from '../usage-types.js';
 import type { Changes } from './changes.js';
 import { IDENTITY_SK, identityKey } from './keys.js';
 import type { LastRendezvousRecords } from './parks.js';
@@ -35,6 +36,8 @@ export interface Identity extends TotpParams {
   trustedSources?: string[];
   /** Compatibility settings of an identity imported from node-rendezvous; absent means strict. */
   compat?: TotpCompat;
+  /** Usage limits the operator set (issue 30); absent: none. */
+  limits?: IdentityLimits;
   /** Times the code of `lastStep` was used again (compat `reuseWithinStep` only; bounded). */
   reuses?: number;
   /**
