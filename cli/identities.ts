@@ -106,12 +106,25 @@ interface SubOptions {
   maxConcurrent?: string;
 }
 
-/** Runs `fn`; a BAD_REQUEST it throws (a bad option value) is a usage error: one line, exit 2. */
+/** The store's names of the limits (its refusals start with them), as the options name them. */
+const OPTION_NAMES: Record<string, string> = {
+  monthlyBytes: 'quota',
+  bytesPerSecond: 'bandwidth',
+  maxConcurrent: 'max-concurrent',
+};
+
+/**
+ * Runs `fn`; a BAD_REQUEST it throws (a bad option value, or one the store's range check refuses)
+ * is a usage error naming the option: one line, exit 2.
+ */
 async function asUsage<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (isRendezvousError(err, 'BAD_REQUEST')) usage(`identities ${what}: ${(err as Error).message}`);
+    if (isRendezvousError(err, 'BAD_REQUEST'))
+      usage(
+        `identities ${what}: ${(err as Error).message.replace(/^(\w+):/, (m, f: string) => (OPTION_NAMES[f] ? `${OPTION_NAMES[f]}:` : m))}`,
+      );
     throw err;
   }
 }

@@ -6,7 +6,6 @@
  * `parseBytes` reads back (to three significant digits).
  */
 import { badRequest } from '../core/errors.js';
-import { MIN_BYTES_PER_SECOND } from './store/index.js';
 import type { IdentityLimits } from './usage-types.js';
 
 const UNITS: Record<string, number> = {
@@ -83,8 +82,9 @@ const CLEAR = /^(none|off)$/i;
 
 /**
  * Reads the operator's limit options: `--quota 10GB|none`, `--bandwidth 1MB/s|none`,
- * `--max-concurrent N|none`. BAD_REQUEST naming the option for a bad value (a quota or a count
- * of zero, a bandwidth under 1 KiB/s); the store checks again (store/identities.ts `checkLimits`).
+ * `--max-concurrent N|none`. BAD_REQUEST naming the option for a value it cannot read or of
+ * zero; the ranges (a bandwidth of at least 1 KiB/s) are the store's (store/identities.ts
+ * `checkLimits`), whose refusals name the stored field (`bytesPerSecond: …`).
  */
 export function parseLimits(opts: LimitOptions): LimitsChange {
   const change: LimitsChange = {};
@@ -107,14 +107,7 @@ export function parseLimits(opts: LimitOptions): LimitsChange {
     }
   };
   one('quota', 'monthlyBytes', opts.quota, (t) => positive(parseBytes(t), t, 'a size'));
-  one('bandwidth', 'bytesPerSecond', opts.bandwidth, (t) => {
-    const rate = parseRate(t);
-    if (rate < MIN_BYTES_PER_SECOND)
-      throw badRequest(
-        `at least 1KiB/s (${MIN_BYTES_PER_SECOND} bytes a second) is required, not ${quoted(t)}`,
-      );
-    return rate;
-  });
+  one('bandwidth', 'bytesPerSecond', opts.bandwidth, (t) => positive(parseRate(t), t, 'a rate'));
   one('max-concurrent', 'maxConcurrent', opts.maxConcurrent, (t) => {
     if (!/^\d+$/.test(t)) throw badRequest(`not a whole number: ${quoted(t)}`);
     return positive(Number(t), t, 'a number');

@@ -214,7 +214,7 @@ describe('rendezvous identities limits', () => {
       'rendezvous: identities limits: quota: not a size in bytes: "lots" (e.g. 10GB, 512MiB, 1000), or none\n',
     );
     expect(bandwidth?.stderr).toBe(
-      'rendezvous: identities limits: bandwidth: at least 1KiB/s (1024 bytes a second) is required, not "100", or none\n',
+      'rendezvous: identities limits: bandwidth: a whole number of bytes per second, at least 1024\n',
     );
     expect(zero?.stderr).toMatch(/^rendezvous: identities limits: max-concurrent: .*above zero/);
     expect(fraction?.stderr).toMatch(/^rendezvous: identities limits: max-concurrent: not a whole number/);
