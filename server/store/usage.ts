@@ -17,7 +17,7 @@
  * protocol is `g` (generic) or `h` (http) and the counter `h` (bytes to the hidden server), `m`
  * (bytes to the mobile client), `r` (rendezvous begun) or `s` (connection-seconds). A counter
  * that never moved is absent (zero). A day used in every hour over both protocols holds 200
- * numbers, about 2 KB.
+ * numbers, under 2 KB (about 1.7 KB with ten-digit byte counts).
  */
 import { badRequest } from '../../core/errors.js';
 import {
@@ -198,7 +198,7 @@ export class Usage {
 
   /**
    * Bytes both ways over both protocols this UTC month (what a quota counts): one Query of the
-   * month's day items (at most 31 per region with usage, about 2 KB each at most: ≤ 16 read
+   * month's day items (at most 31 per region with usage, under 2 KB each: ≤ 16 read
    * units per such region at a busy month's end).
    */
   async monthBytes(uuid: string, nowMs: number = Date.now()): Promise<number> {
