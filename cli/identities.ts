@@ -236,6 +236,7 @@ export function addIdentitiesCommand(program: Command, uuidOption: (value: strin
       out(o.json ? JSON.stringify({ uuid, deleted: true }) : `${uuid} deleted`);
     },
   ).option('--yes', 'delete without asking');
+
   sub<[string | undefined]>(
     'usage',
     "one identity's usage (today, this month, the last 30 days; one query), or with no uuid every identity with usage in the month, largest first (a scan of the whole table: mind its cost)",
@@ -287,6 +288,8 @@ export function addIdentitiesCommand(program: Command, uuidOption: (value: strin
       let limits = id.limits;
       const setting = Object.keys(change).length > 0;
       if (setting) {
+        // The options given change those limits, the others stay (read, then written whole: two
+        // operators changing one identity's limits at the same moment, the last write wins).
         limits = applyLimits(id.limits, change);
         await asUsage('limits', () => setIdentityLimits(store, uuid, limits));
       }
