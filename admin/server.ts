@@ -199,6 +199,9 @@ export async function startAdminConsole(opts: {
         let set: ReturnType<typeof limitsFromForm>;
         try {
           set = limitsFromForm(form);
+          // The store writes the change notice first, then the identity: relays re-read within a
+          // round. It checks the ranges again (a refusal there stores nothing either).
+          await opts.store.setLimits(uuid, set);
         } catch (err) {
           if (!isRendezvousError(err)) throw err;
           // Refused: nothing is stored; the page says why and keeps what was typed.
@@ -209,8 +212,6 @@ export async function startAdminConsole(opts: {
           });
           return send(res, 400, page, headers);
         }
-        // The store writes the change notice first, then the identity: relays re-read within a round.
-        await opts.store.setLimits(uuid, set);
         rows.forget();
         log.info('admin: limits set', { uuid, limits: JSON.stringify(set) });
         res.writeHead(303, {

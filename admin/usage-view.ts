@@ -50,8 +50,7 @@ export async function usageView(store: Store, uuid: string, nowMs = Date.now()):
 }
 
 /** The names of the form's fields, as `parseLimits` and the CLI's options call them. */
-const FIELDS = ['quota', 'bandwidth', 'max-concurrent'] as const;
-type LimitField = (typeof FIELDS)[number];
+type LimitField = 'quota' | 'bandwidth' | 'max-concurrent';
 
 /**
  * The limits a posted form asks for. Every field is posted, so the form states the whole set: an
@@ -60,13 +59,17 @@ type LimitField = (typeof FIELDS)[number];
  */
 export function limitsFromForm(form: URLSearchParams): IdentityLimits {
   if (form.get('clear')) return {};
-  const opts: Partial<Record<LimitField, string>> = {};
-  for (const f of FIELDS) {
+  const value = (f: LimitField) => {
     const v = (form.get(f) ?? '').trim();
     if (v.length > 100) throw badRequest(`${f}: value too long`);
-    opts[f] = v || 'none';
-  }
-  const parsed = parseLimits(opts);
+    // Empty is no limit here (parseLimits keeps a field it is not given: the CLI's meaning).
+    return v || 'none';
+  };
+  const parsed = parseLimits({
+    quota: value('quota'),
+    bandwidth: value('bandwidth'),
+    maxConcurrent: value('max-concurrent'),
+  });
   // Only the fields this form owns, and only set ones: `{}` clears.
   const out: IdentityLimits = {};
   if (parsed.monthlyBytes !== undefined && parsed.monthlyBytes !== null) out.monthlyBytes = parsed.monthlyBytes;

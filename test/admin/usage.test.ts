@@ -134,6 +134,13 @@ describe('usage and limits in the console', () => {
     expect(await page.getAttribute('#days', 'role')).toBe('img');
     const label = (await page.getAttribute('#days', 'aria-label')) as string;
     expect(label).toContain(`most on ${busiest} (${formatBytes(tallest.bytes)})`);
+    // It fits a 1280 px window.
+    const scrollWidth = await page.evaluate(
+      () =>
+        (globalThis as unknown as { document: { documentElement: { scrollWidth: number } } }).document
+          .documentElement.scrollWidth,
+    );
+    expect(scrollWidth).toBeLessThanOrEqual(1280);
     // No script on the page and nothing loaded from elsewhere: it works offline.
     expect(await page.locator('script').count()).toBe(0);
     mkdirSync(ARTIFACTS, { recursive: true });
