@@ -7,7 +7,6 @@
  */
 import type { TotpCompat } from '../core/totp.js';
 import { FAILURE_LIMIT_DEFAULTS, type FailurePolicy } from '../server/limits.js';
-import type { IdentityLimits } from '../server/usage-types.js';
 import type {
   Identity,
   LastRendezvousRecord,
@@ -15,6 +14,7 @@ import type {
   ParkRecord,
   Store,
 } from '../server/store/index.js';
+import type { IdentityLimits } from '../server/usage-types.js';
 
 /** A UTC ISO 8601 time to the second (`2026-12-01T04:21:05Z`). */
 export type UtcTime = string;

@@ -13,10 +13,10 @@ import type { IdentityUsage } from '../server/store/usage.js';
 import { formatBytes, parseLimits } from '../server/usage-format.js';
 import {
   type IdentityLimits,
+  totalBytes,
   type UsageCounters,
   type UsageProtocol,
   type UsageTotals,
-  totalBytes,
 } from '../server/usage-types.js';
 import { type UtcTime, utc } from './rows.js';
 
@@ -35,7 +35,11 @@ export interface UsageView extends IdentityUsage {
 }
 
 /** Reads one identity's usage and limits; undefined for an unknown uuid. */
-export async function usageView(store: Store, uuid: string, nowMs = Date.now()): Promise<UsageView | undefined> {
+export async function usageView(
+  store: Store,
+  uuid: string,
+  nowMs = Date.now(),
+): Promise<UsageView | undefined> {
   const [id, usage] = await Promise.all([store.getIdentity(uuid), store.usageOf(uuid, nowMs)]);
   if (!id) return undefined;
   return {
@@ -72,10 +76,12 @@ export function limitsFromForm(form: URLSearchParams): IdentityLimits {
   });
   // Only the fields this form owns, and only set ones: `{}` clears.
   const out: IdentityLimits = {};
-  if (parsed.monthlyBytes !== undefined && parsed.monthlyBytes !== null) out.monthlyBytes = parsed.monthlyBytes;
+  if (parsed.monthlyBytes !== undefined && parsed.monthlyBytes !== null)
+    out.monthlyBytes = parsed.monthlyBytes;
   if (parsed.bytesPerSecond !== undefined && parsed.bytesPerSecond !== null)
     out.bytesPerSecond = parsed.bytesPerSecond;
-  if (parsed.maxConcurrent !== undefined && parsed.maxConcurrent !== null) out.maxConcurrent = parsed.maxConcurrent;
+  if (parsed.maxConcurrent !== undefined && parsed.maxConcurrent !== null)
+    out.maxConcurrent = parsed.maxConcurrent;
   return out;
 }
 
@@ -169,18 +175,22 @@ export function dayChart(days: IdentityUsage['days']): string {
   )}</title><line x1="0" y1="${CHART_H - 0.5}" x2="${CHART_W}" y2="${CHART_H - 0.5}" stroke="#b9c0cc" stroke-width="1"/>${bars}</svg>`;
 }
 
-/** The month column of the list: bytes this month, and a bar of the quota when one is set. */
+/**
+ * The month column of the list: bytes this month, and a bar of the quota when one is set (the
+ * browser colours it amber from 80 % and red from 95 %; over the quota it says so in words).
+ */
 export function monthCell(monthBytes: number, limits?: IdentityLimits): string {
   const quota = limits?.monthlyBytes;
   const used = `<span class="month-bytes" data-bytes="${monthBytes}">${e(formatBytes(monthBytes))}</span>`;
   if (!quota) return used;
+  const over = monthBytes >= quota;
   const pct = Math.min(100, Math.floor((monthBytes / quota) * 100));
-  return `${used}<br><meter class="quota${monthBytes >= quota ? ' over' : ''}" min="0" max="${quota}" value="${Math.min(
-    monthBytes,
-    quota,
-  )}" title="${pct} % of the ${e(formatBytes(quota))} quota">${pct} %</meter> <span class="muted quota-text">${pct} % of ${e(
-    formatBytes(quota),
-  )}</span>`;
+  const words = over ? `over the ${formatBytes(quota)} quota` : `${pct} % of ${formatBytes(quota)}`;
+  return `${used}<br><meter class="quota${over ? ' over' : ''}" min="0" max="${quota}" low="${Math.floor(
+    quota * 0.8,
+  )}" high="${Math.floor(quota * 0.95)}" optimum="0" value="${Math.min(monthBytes, quota)}" title="${e(words)}">${pct} %</meter> <span class="quota-text ${
+    over ? 'warn' : 'muted'
+  }">${e(words)}</span>`;
 }
 
 /** The limits in words. */
@@ -231,7 +241,9 @@ export function usageBody(
 <div class="card">${totalsTable('month', 'This month', v.month)}${
     quota ? `<p>${monthCell(v.monthBytes, v.limits)}</p>` : ''
   }</div>
-<div class="card"><h2>Last 30 days</h2>${dayChart(v.days)}</div>
+<div class="card"><h2>Last 30 days</h2>${dayChart(v.days)}<p class="muted">${e(v.days[0]?.day)} to ${e(
+    v.days[v.days.length - 1]?.day,
+  )} (today, right); a bar's tooltip gives its day and bytes.</p></div>
 <div class="card" id="limits"><h2>Limits</h2><p id="limits-now">${e(limitsText(v.limits))}</p>${
     opts.saved ? '<p class="online" id="limits-saved" role="status">Limits saved.</p>' : ''
   }${opts.error ? `<p class="disabled" id="limits-error" role="alert">Not saved: ${e(opts.error)}</p>` : ''}

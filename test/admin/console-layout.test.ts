@@ -73,7 +73,12 @@ beforeAll(async () => {
   });
   // This month's bytes with a quota bar (issue 30): the widest month cell.
   await s.addUsage(wide.uuid, {
-    generic: { bytesToHidden: 123_456_789_012, bytesToMobile: 987_654_321_098, rendezvous: 4321, connectionSeconds: 86_400 },
+    generic: {
+      bytesToHidden: 123_456_789_012,
+      bytesToMobile: 987_654_321_098,
+      rendezvous: 4321,
+      connectionSeconds: 86_400,
+    },
     http: { bytesToHidden: 1, bytesToMobile: 2, rendezvous: 3, connectionSeconds: 4 },
   });
   await s.setLimits(wide.uuid, { monthlyBytes: 1024 ** 4, bytesPerSecond: 1_000_000, maxConcurrent: 8 });

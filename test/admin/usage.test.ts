@@ -102,11 +102,15 @@ describe('usage and limits in the console', () => {
         expect(await cell(table, p, 'to-hidden', 'data-bytes')).toBe(sum((t) => t[p].bytesToHidden, when));
         expect(await cell(table, p, 'to-mobile', 'data-bytes')).toBe(sum((t) => t[p].bytesToMobile, when));
         expect(await cell(table, p, 'rendezvous', 'data-count')).toBe(sum((t) => t[p].rendezvous, when));
-        expect(await cell(table, p, 'seconds', 'data-seconds')).toBe(sum((t) => t[p].connectionSeconds, when));
+        expect(await cell(table, p, 'seconds', 'data-seconds')).toBe(
+          sum((t) => t[p].connectionSeconds, when),
+        );
       }
       // The shown text is the same figure in its unit.
       const toMobile = sum((t) => t.generic.bytesToMobile, when);
-      expect(await page.textContent(`#${table} tr[data-protocol=generic] .to-mobile`)).toBe(formatBytes(toMobile));
+      expect(await page.textContent(`#${table} tr[data-protocol=generic] .to-mobile`)).toBe(
+        formatBytes(toMobile),
+      );
       expect(Number(await page.getAttribute(`#${table} .total`, 'data-bytes'))).toBe(sum(all, when));
       expect(await page.textContent(`#${table} .total`)).toBe(formatBytes(sum(all, when)));
     }
@@ -151,9 +155,7 @@ describe('usage and limits in the console', () => {
   it('the list shows the month in bytes and sorts by use', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(`${admin.url}/`);
-    const monthBytes = Number(
-      await page.getAttribute('tr[data-uuid=metered] .month-bytes', 'data-bytes'),
-    );
+    const monthBytes = Number(await page.getAttribute('tr[data-uuid=metered] .month-bytes', 'data-bytes'));
     expect(monthBytes).toBe(sum(all, isThisMonth));
     expect(await page.textContent('tr[data-uuid=metered] .month-bytes')).toBe(formatBytes(monthBytes));
     expect(Number(await page.getAttribute('tr[data-uuid=limited] .month-bytes', 'data-bytes'))).toBe(0);
@@ -163,6 +165,11 @@ describe('usage and limits in the console', () => {
       els.map((el) => el.getAttribute('data-uuid')),
     );
     expect(order).toEqual(['metered', 'light', 'limited']);
+    // The page's refresh keeps the order: it fetches its rows with the same `sort`.
+    const refresh = await page.waitForRequest(/\/rows\?/, { timeout: 20_000 });
+    expect(new URL(refresh.url()).searchParams.get('sort')).toBe('usage');
+    const refreshed = await (await fetch(`${admin.url}/rows?q=&sort=usage`)).text();
+    expect([...refreshed.matchAll(/<tr data-uuid="([^"]+)"/g)].map((m) => m[1])).toEqual(order);
     await page.close();
   }, 60_000);
 
@@ -192,8 +199,10 @@ describe('usage and limits in the console', () => {
     await page.goto(`${admin.url}/`);
     const meter = page.locator('tr[data-uuid=metered] meter.quota');
     expect(Number(await meter.getAttribute('max'))).toBe(10_000_000);
-    const pct = Math.min(100, Math.floor((sum(all, isThisMonth) / 10_000_000) * 100));
-    expect(await page.textContent('tr[data-uuid=metered] .quota-text')).toBe(`${pct} % of ${formatBytes(10_000_000)}`);
+    // Over it (11.3 MB of 10 MB) the list says so in words.
+    expect(sum(all, isThisMonth)).toBeGreaterThan(10_000_000);
+    expect(await page.textContent('tr[data-uuid=metered] .quota-text')).toBe('over the 10 MB quota');
+    expect(await meter.getAttribute('class')).toBe('quota over');
     expect(await page.locator('tr[data-uuid=light] meter').count()).toBe(0);
 
     // Clearing them.
