@@ -43,7 +43,7 @@ import {
   usagePage,
 } from './page.js';
 import { type RowOrder, rowSource, utc } from './rows.js';
-import { limitsFromForm, usageView } from './usage-view.js';
+import { formMessage, limitsFromForm, usageView } from './usage-view.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;
@@ -207,7 +207,7 @@ export async function startAdminConsole(opts: {
           // Refused: nothing is stored; the page says why and keeps what was typed.
           const values = { quota: form.get('quota') ?? '', bandwidth: form.get('bandwidth') ?? '' };
           const page = usagePage(view, tokenFor(session), {
-            error: err.message,
+            error: formMessage(err.message),
             values: { ...values, 'max-concurrent': form.get('max-concurrent') ?? '' },
           });
           return send(res, 400, page, headers);

@@ -85,6 +85,14 @@ export function limitsFromForm(form: URLSearchParams): IdentityLimits {
   return out;
 }
 
+/** The store's range refusals name its fields (`bytesPerSecond: …`); the page names the form's. */
+export function formMessage(message: string): string {
+  return message
+    .replace(/^monthlyBytes:/, 'quota:')
+    .replace(/^bytesPerSecond:/, 'bandwidth:')
+    .replace(/^maxConcurrent:/, 'max-concurrent:');
+}
+
 /** Escapes any value for HTML text or a quoted attribute (absent: empty). */
 const e = (s: unknown): string => escapeHtml(String(s ?? ''));
 
