@@ -237,6 +237,8 @@ describe('usage and limits in the console', () => {
     );
     expect(await page.inputValue('#limit-bandwidth')).toBe('100');
     expect((await store.store.getIdentity('limited'))?.limits).toBeUndefined();
+    // Neither refusal wrote a change notice: the relays have nothing to re-read.
+    expect((await store.store.changesSince(before - 1_000)).map((c) => c.uuid)).not.toContain('limited');
     await page.close();
   }, 60_000);
 
