@@ -9,7 +9,8 @@ import escapeHtml from 'escape-html';
 import QRCode from 'qrcode';
 import type { ParkKind } from '../core/protocol.js';
 import type { ProvisionedIdentity } from '../server/identities.js';
-import { type IdentityRow, type ProtocolView, type UtcTime, utc } from './rows.js';
+import { type IdentityRow, type ProtocolView, type RowOrder, type UtcTime, utc } from './rows.js';
+import { type LimitValues, monthCell, type UsageView, usageBody } from './usage-view.js';
 
 /** How often the list page fetches its rows again. */
 export const REFRESH_MS = 5_000;
@@ -63,7 +64,10 @@ td.actions{width:7.5rem}td.actions form{display:block;margin-bottom:.3rem}td.act
 .card{border:1px solid #e3e6ec;border-radius:10px;padding:1rem 1.2rem;margin:1rem 0}.secret{font:600 1.1rem ui-monospace,monospace;background:#f4f6fa;padding:.4rem .6rem;border-radius:6px}
 pre{background:#f4f6fa;padding:.8rem;border-radius:8px;overflow-x:auto}.qr svg{width:12rem;height:12rem}.muted{color:#5b6475}
 .warn,.locked{color:#b54708;font-weight:600}.proto{margin-bottom:.3rem}.live,.lockout,.compat{font-size:.9rem}.when{font-size:.85rem}
-time{white-space:nowrap}.live,.identity code{overflow-wrap:anywhere}.identity{min-width:10rem}`;
+time{white-space:nowrap}.live,.identity code{overflow-wrap:anywhere}.identity{min-width:10rem}
+td.month{width:6.5rem;font-size:.9rem}meter.quota{width:5.5rem}th a{color:inherit}
+table.usage{width:auto;min-width:32rem}table.usage caption{text-align:left;font-weight:600;padding:.3rem 0}.chart rect.bar{fill:#3b6fd8}
+#limits label{display:inline-block;margin:0 1rem .5rem 0}h2{font-size:1.1rem;margin:.2rem 0 .6rem}`;
 
 /** A whole page: the title, the style, the body (its scripts need the response's nonce). */
 function page(title: string, body: string): string {
@@ -76,7 +80,8 @@ function page(title: string, body: string): string {
  * swaps them in (server-rendered and escaped, the same renderer as the first load).
  */
 const REFRESH_SCRIPT = `(() => {
-  const q = new URLSearchParams(location.search).get('q') || '';
+  const params = new URLSearchParams(location.search);
+  const query = new URLSearchParams({ q: params.get('q') || '', sort: params.get('sort') || '' });
   const tbody = document.querySelector('#identities tbody');
   const stamp = document.getElementById('refreshed');
   let busy = false;
@@ -85,7 +90,7 @@ const REFRESH_SCRIPT = `(() => {
     if (busy || document.hidden) return;
     busy = true;
     try {
-      const res = await fetch('/rows?q=' + encodeURIComponent(q), { cache: 'no-store', credentials: 'same-origin' });
+      const res = await fetch('/rows?' + query, { cache: 'no-store', credentials: 'same-origin' });
       if (res.ok) {
         const html = await res.text();
         // Swapped only when the figures changed, so a button under the pointer stays put.
@@ -138,21 +143,31 @@ export function rowsHtml(rows: IdentityRow[], csrf: string): string {
         r.region ? ` (${e(r.region)})` : ''
       }<br>seen ${when(r.lastSeen)}</span></td>
 <td class="live">${protocolHtml('generic', r.generic)}${protocolHtml('http', r.http)}</td>
+<td class="month">${monthCell(r.monthBytes, r.limits)}<br><a class="usage-link" href="/identities/${encodeURIComponent(
+        r.uuid,
+      )}/usage">usage, limits</a></td>
 <td class="lockout">${lockout(r)}</td>
 <td class="actions">${action(r.uuid, 'rotate', 'Rotate secret')}${
         r.disabled ? action(r.uuid, 'enable', 'Enable') : ask(r.uuid, 'disable', 'Disable…')
       }${ask(r.uuid, 'delete', 'Delete…', 'class="danger"')}</td></tr>`,
     )
     .join('\n');
-  return body || '<tr><td colspan="6" class="muted">No identities yet.</td></tr>';
+  return body || '<tr><td colspan="7" class="muted">No identities yet.</td></tr>';
 }
 
 /** The list page: the create form, the filter `q`, the rows, and the refresh script under `nonce`. */
 export function listPage(
   rows: IdentityRow[],
-  opts: { q: string; nonce: string; csrf: string; notice?: string },
+  opts: { q: string; nonce: string; csrf: string; notice?: string; order?: RowOrder },
 ): string {
-  const { q, nonce, csrf, notice = '' } = opts;
+  const { q, nonce, csrf, notice = '', order = 'default' } = opts;
+  // The month's header sorts by use, and back; the filter is kept either way.
+  const sortLink = (to: RowOrder, text: string) =>
+    `<a id="sort-${to}" href="/?${e(new URLSearchParams({ q, ...(to === 'usage' ? { sort: 'usage' } : {}) }).toString())}">${text}</a>`;
+  const monthHead =
+    order === 'usage'
+      ? `This month ↓ <span class="muted">(${sortLink('default', 'default order')})</span>`
+      : sortLink('usage', 'This month');
   const body = rowsHtml(rows, csrf);
   return page(
     'Hidden servers',
@@ -161,9 +176,11 @@ export function listPage(
 <label>Label <input name="label" maxlength="100" placeholder="Ann's laptop"></label>
 <label>UUID <input name="uuid" maxlength="128" placeholder="(random)"></label>
 <button type="submit" id="create">Create identity</button></form></div>
-<form method="get" action="/"><input name="q" value="${e(q)}" placeholder="Filter by uuid or label"> <button type="submit">Filter</button></form>
+<form method="get" action="/"><input name="q" value="${e(q)}" placeholder="Filter by uuid or label">${
+      order === 'usage' ? '<input type="hidden" name="sort" value="usage">' : ''
+    } <button type="submit">Filter</button></form>
 <p class="muted">Times in UTC. Refreshes every ${REFRESH_MS / 1000} s; last at <time id="refreshed" datetime="${utc(Date.now())}">${utc(Date.now())}</time>.</p>
-<table id="identities"><thead><tr><th>Identity</th><th>Codes</th><th>Now</th><th>Live, per protocol</th><th>Wrong codes</th><th></th></tr></thead>
+<table id="identities"><thead><tr><th>Identity</th><th>Codes</th><th>Now</th><th>Live, per protocol</th><th>${monthHead}</th><th>Wrong codes</th><th></th></tr></thead>
 <tbody>${body}</tbody></table><script nonce="${nonce}">${REFRESH_SCRIPT}</script>`,
   );
 }
@@ -191,6 +208,15 @@ export RENDEZVOUS_API=${e(api)}</pre>
 <p class="muted">Not <code>npx rendezvous</code>: outside this repository's clone that fetches an unrelated registry package of that name, which would run with the secret in its environment.</p></div>
 <p><a href="/">Back to the list</a></p>`,
   );
+}
+
+/** The usage and limits page of one identity (its form signed with `csrf`; see usageBody). */
+export function usagePage(
+  v: UsageView,
+  csrf: string,
+  opts: { error?: string; values?: LimitValues; saved?: boolean } = {},
+): string {
+  return page(`Usage of ${v.uuid}`, usageBody(v, csrf, opts));
 }
 
 /** What each confirmation page says and its button (the verbs that ask first). */

@@ -1,6 +1,7 @@
 /**
  * The console's rows: what the table shows per identity, gathered from the store (identity,
- * registration, park records of live relays, last rendezvous, wrong-code counter), with times as
+ * registration, park records of live relays, last rendezvous, wrong-code counter, this month's
+ * bytes and the limits set), with times as
  * UTC ISO 8601.
  * No secret ever appears in a row. `GET /api/servers` serves these rows as JSON.
  */
@@ -13,6 +14,7 @@ import type {
   ParkRecord,
   Store,
 } from '../server/store/index.js';
+import type { IdentityLimits } from '../server/usage-types.js';
 
 /** A UTC ISO 8601 time to the second (`2026-12-01T04:21:05Z`). */
 export type UtcTime = string;
@@ -84,6 +86,10 @@ export interface IdentityRow {
   importedFrom?: string;
   generic: ProtocolView;
   http: ProtocolView;
+  /** Bytes both ways over both protocols this UTC month, as flushed by the relays (issue 30). */
+  monthBytes: number;
+  /** The limits set on the identity (absent: none). */
+  limits?: IdentityLimits;
   lockout: LockoutView;
 }
 
@@ -161,16 +167,17 @@ export async function rowsOf(
   const gathered = await Promise.all(
     identities.map(async (id: Identity) => {
       const reg = await store.getRegistrationRecord(id.uuid);
-      const [generic, http, last, attempts] = await Promise.all([
+      const [generic, http, last, attempts, monthBytes] = await Promise.all([
         reg ? store.liveParks('generic', reg.cookie, nowMs) : ([] as LiveParkRecord[]),
         store.liveParks('http', id.uuid, nowMs),
         store.getLastRendezvous(id.uuid, nowMs),
         store.getAttempts('uuid', id.uuid),
+        store.monthBytes(id.uuid, nowMs),
       ]);
-      return { id, reg, generic, http, last, attempts };
+      return { id, reg, generic, http, last, attempts, monthBytes };
     }),
   );
-  return gathered.map(({ id, reg, last, attempts, generic, http }) => {
+  return gathered.map(({ id, reg, last, attempts, generic, http, monthBytes }) => {
     const parks = [...generic, ...http];
     // Parked on a live relay: seen at that relay's newest heartbeat.
     const seen = [reg?.registeredAt, ...parks.map((p) => Math.floor(p.relaySeenAt / 1000))].filter(
@@ -192,6 +199,8 @@ export async function rowsOf(
       importedFrom: id.compat?.importedFrom,
       generic: protocolView(generic, last.generic),
       http: protocolView(http, last.http),
+      monthBytes,
+      limits: id.limits && Object.keys(id.limits).length ? { ...id.limits } : undefined,
       lockout: {
         locked: current >= limit,
         failures: current,
@@ -211,20 +220,28 @@ export function rowMatches(r: IdentityRow, q: string): boolean {
   );
 }
 
+/** The list's orders: as the store lists them, or by this month's bytes (largest first). */
+export type RowOrder = 'default' | 'usage';
+
+/** The rows in `order` (a new array; ties keep the store's order). */
+export function sortRows(rows: IdentityRow[], order: RowOrder): IdentityRow[] {
+  return order === 'usage' ? [...rows].sort((a, b) => b.monthBytes - a.monthBytes) : rows;
+}
+
 /** How long one gathering of the rows serves every request (many tabs cost one). */
 const GATHER_CACHE_MS = 2_000;
 
 /** The rows, gathered at most once per GATHER_CACHE_MS, and forgotten after a change. */
 export interface RowSource {
-  /** The rows matching the filter `q` (all with an empty one). */
-  rows(q: string): Promise<IdentityRow[]>;
+  /** The rows matching the filter `q` (all with an empty one), in `order` (default: the store's). */
+  rows(q: string, order?: RowOrder): Promise<IdentityRow[]>;
   /** Forgets the gathered rows: whatever a POST changed shows on the very next page. */
   forget(): void;
 }
 
 /** A row source over `store`: one gathering serves every open tab for a moment. */
 export function rowSource(store: Store, failures: FailurePolicy): RowSource {
-  // Each gathering costs about five reads per identity.
+  // Each gathering costs about six reads per identity (the month's usage is one Query).
   let gathered: { at: number; rows: Promise<IdentityRow[]> } | undefined;
   const gather = () => {
     if (!gathered || Date.now() - gathered.at > GATHER_CACHE_MS) {
@@ -237,7 +254,11 @@ export function rowSource(store: Store, failures: FailurePolicy): RowSource {
     return gathered.rows;
   };
   return {
-    rows: async (q) => (await gather()).filter((r) => rowMatches(r, q)),
+    rows: async (q, order = 'default') =>
+      sortRows(
+        (await gather()).filter((r) => rowMatches(r, q)),
+        order,
+      ),
     forget: () => {
       gathered = undefined;
     },

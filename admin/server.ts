@@ -7,7 +7,10 @@
  * enables and deletes identities. A new or rotated secret is shown exactly once (with a QR code of
  * its otpauth URI) and never appears in a list, a log or a URL. Mutations need the session's CSRF
  * token and a same-origin request. The list refreshes itself every REFRESH_MS (a small script with
- * a per-response nonce); `GET /api/servers` gives the same figures as JSON. Times are UTC ISO 8601.
+ * a per-response nonce); `GET /api/servers` gives the same figures as JSON. Each identity's usage
+ * (today, this month, the last 30 days) and limits are on `GET /identities/<uuid>/usage`, whose
+ * form posts to `/identities/<uuid>/limits`, and as JSON on `GET /api/identities/<uuid>/usage`.
+ * Times are UTC ISO 8601.
  *
  * This file is the HTTP server: its routes, the Host and origin checks, sessions and tokens. The
  * rows come from admin/rows.ts, the HTML from admin/page.ts.
@@ -37,8 +40,10 @@ import {
   notFoundPage,
   rowsHtml,
   secretPage,
+  usagePage,
 } from './page.js';
-import { rowSource, utc } from './rows.js';
+import { type RowOrder, rowSource, utc } from './rows.js';
+import { formMessage, limitsFromForm, usageView } from './usage-view.js';
 
 /** Default port of the console. */
 export const ADMIN_PORT = 8893;
@@ -76,6 +81,16 @@ function send(
 }
 
 const forbidden = (res: ServerResponse, why: string) => send(res, 403, forbiddenPage(why));
+
+/** A JSON answer (the console's views for scripts). */
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(JSON.stringify(body));
+}
 
 async function readForm(req: IncomingMessage): Promise<URLSearchParams | undefined> {
   const chunks: Buffer[] = [];
@@ -118,22 +133,34 @@ export async function startAdminConsole(opts: {
         headers['set-cookie'] = `rv_session=${session}; HttpOnly; SameSite=Strict; Path=/`;
       }
       const q = url.searchParams.get('q') ?? '';
+      const order: RowOrder = url.searchParams.get('sort') === 'usage' ? 'usage' : 'default';
       if (req.method === 'GET' && url.pathname === '/') {
         const nonce = randomBytes(16).toString('base64');
-        const html = listPage(await rows.rows(q), { q, nonce, csrf: tokenFor(session) });
+        const html = listPage(await rows.rows(q, order), { q, nonce, csrf: tokenFor(session), order });
         return send(res, 200, html, headers, nonce);
       }
       if (req.method === 'GET' && url.pathname === '/rows') {
-        return send(res, 200, rowsHtml(await rows.rows(q), tokenFor(session)), headers);
+        return send(res, 200, rowsHtml(await rows.rows(q, order), tokenFor(session)), headers);
       }
       if (req.method === 'GET' && url.pathname === '/api/servers') {
-        const servers = await rows.rows(q);
-        res.writeHead(200, {
-          'content-type': 'application/json; charset=utf-8',
-          'cache-control': 'no-store',
-          'x-content-type-options': 'nosniff',
-        });
-        return res.end(JSON.stringify({ at: utc(Date.now()), servers }));
+        return sendJson(res, 200, { at: utc(Date.now()), servers: await rows.rows(q, order) });
+      }
+      // One identity's usage and limits: as JSON for scripts, and as a page with the limits form.
+      const usage = /^\/(api\/)?identities\/([^/]+)\/usage$/.exec(url.pathname);
+      if (req.method === 'GET' && usage) {
+        const json = Boolean(usage[1]);
+        let uuid: string;
+        try {
+          uuid = checkUuid(decodeURIComponent(usage[2] as string));
+        } catch (err) {
+          if (!json || !isRendezvousError(err)) throw err;
+          return sendJson(res, 400, { error: err.message });
+        }
+        const view = await usageView(opts.store, uuid);
+        if (json) return sendJson(res, view ? 200 : 404, view ?? { error: 'no such identity' });
+        if (!view) return send(res, 404, notFoundPage());
+        const saved = url.searchParams.get('saved') === '1';
+        return send(res, 200, usagePage(view, tokenFor(session), { saved }), headers);
       }
       // Delete and disable ask first: a GET shows the confirmation, whose form posts.
       const ask = /^\/identities\/([^/]+)\/(delete|disable)$/.exec(url.pathname);
@@ -163,6 +190,36 @@ export async function startAdminConsole(opts: {
         rows.forget();
         log.info('admin: identity created', { uuid: id.uuid });
         return send(res, 200, await secretPage(id, 'Created', opts.apiUrl), headers);
+      }
+      const limits = /^\/identities\/([^/]+)\/limits$/.exec(url.pathname);
+      if (limits) {
+        const uuid = checkUuid(decodeURIComponent(limits[1] as string));
+        const view = await usageView(opts.store, uuid);
+        if (!view) return send(res, 404, notFoundPage());
+        let set: ReturnType<typeof limitsFromForm>;
+        try {
+          set = limitsFromForm(form);
+          // The store writes the change notice first, then the identity: relays re-read within a
+          // round. It checks the ranges again (a refusal there stores nothing either).
+          await opts.store.setLimits(uuid, set);
+        } catch (err) {
+          if (!isRendezvousError(err)) throw err;
+          // Refused: nothing is stored; the page says why and keeps what was typed.
+          const values = { quota: form.get('quota') ?? '', bandwidth: form.get('bandwidth') ?? '' };
+          const page = usagePage(view, tokenFor(session), {
+            error: formMessage(err.message),
+            values: { ...values, 'max-concurrent': form.get('max-concurrent') ?? '' },
+          });
+          return send(res, 400, page, headers);
+        }
+        rows.forget();
+        log.info('admin: limits set', { uuid, limits: JSON.stringify(set) });
+        res.writeHead(303, {
+          location: `/identities/${encodeURIComponent(uuid)}/usage?saved=1`,
+          'cache-control': 'no-store',
+          ...headers,
+        });
+        return res.end();
       }
       const m = /^\/identities\/([^/]+)\/(rotate|disable|enable|delete|unlock)$/.exec(url.pathname);
       if (!m) return send(res, 404, notFoundPage());

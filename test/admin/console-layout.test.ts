@@ -1,7 +1,7 @@
 /**
  * The console at a laptop's width (1280 px) in headless Chromium: the table fits the window and
  * every row's action buttons are on screen, even with long uuids, labels, relay addresses,
- * imported identities and a lockout; Disable and Delete each ask before they act.
+ * imported identities, a lockout and a month's usage over its quota; Disable and Delete each ask before they act.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { type Browser, chromium } from 'playwright-core';
@@ -71,6 +71,17 @@ beforeAll(async () => {
       region: 'eu-central-1',
     },
   });
+  // This month's bytes with a quota bar (issue 30): the widest month cell.
+  await s.addUsage(wide.uuid, {
+    generic: {
+      bytesToHidden: 123_456_789_012,
+      bytesToMobile: 987_654_321_098,
+      rendezvous: 4321,
+      connectionSeconds: 86_400,
+    },
+    http: { bytesToHidden: 1, bytesToMobile: 2, rendezvous: 3, connectionSeconds: 4 },
+  });
+  await s.setLimits(wide.uuid, { monthlyBytes: 1024 ** 4, bytesPerSecond: 1_000_000, maxConcurrent: 8 });
   admin = await startAdminConsole({ store: s, port: 0 });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
