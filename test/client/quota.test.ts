@@ -79,7 +79,7 @@ describe('the agent told quota exceeded', () => {
     expect(relay.attempts.length).toBe(before);
     expect(quotaLines()).toHaveLength(1);
     expect(quotaLines()[0]?.msg).toMatch(/^quota exceeded for quota-gen: /);
-    expect(quotaLines()[0]?.level).toBe('warn');
+    expect(quotaLines()[0]?.level).toBe('WARN');
     expect(agent.status().lastError?.reason).toBe('quota exceeded');
     expect(events).toContainEqual({ event: 'error', reason: 'quota exceeded', fatal: false });
     expect(errors).toEqual([]); // not fatal: the agent waits, it does not stop
