@@ -116,9 +116,9 @@ export function rendezvousUrl(relay: string, uuid: string, path = '/'): string {
  * hidden server with any HTTP client (`rendezvousUrl`): the relay's refusals carry
  * `{"error":{"diagnostic":…}}` — QUOTA_EXCEEDED for its `429 quota exceeded` (`retryAfter` from
  * `Retry-After`), BUSY for its cap on live rendezvous, NOT_REGISTERED for `404` (nothing parked),
- * else RELAY_REFUSED with the diagnostic. Undefined for an answer that is not such a refusal (a
- * success, or the hidden server's own answer). Reads the body only of an error status, from a
- * clone: the response stays readable.
+ * else RELAY_REFUSED with the diagnostic. Undefined for a success and for an error without that
+ * body (the hidden server's own errors, unless it answers in the same shape). Reads the body only
+ * of an error status, from a clone: the response stays readable.
  */
 export async function rendezvousErrorOf(res: Response): Promise<RendezvousError | undefined> {
   if (res.status < 400) return undefined;
