@@ -122,6 +122,20 @@ describe('the agent told quota exceeded', () => {
     expect(quotaLines()).toHaveLength(2);
     expect(errors).toEqual([]);
   });
+  it('generic: a registration refused for quota is the same one line and one wait', async () => {
+    const relay = await quotaGenericRelay(cleanup);
+    const api = await quotaApi(cleanup, relay.port, { refuseRegistration: true });
+    const { quotas, quotaLines, errors } = await agentAgainst({ api: api.url, uuid: 'quota-reg', pool: 2 });
+    await waitFor(() => quotas.length === 1, 20_000, 'quota event');
+    expect(quotas[0]?.err.retryAfter).toBe(3600);
+    await sleep(QUIET_MS);
+    // One registration shared by the pool, refused once; nothing dialled the relay.
+    expect(api.calls.put).toBe(1);
+    expect(relay.attempts).toHaveLength(0);
+    expect(quotaLines()).toHaveLength(1);
+    await waitFor(() => api.calls.put === 2, 30_000, 'the registration after the wait');
+    expect(errors).toEqual([]);
+  });
 });
 
 describe('a mobile client told quota exceeded', () => {
@@ -170,7 +184,10 @@ describe('the CLI told quota exceeded', () => {
     const api = await quotaApi(cleanup, relay.port);
     const target = await restartableEcho(cleanup);
     const child = spawnCli(
-      ['expose', '--uuid', 'quota-expose', '--to', String(target.port), '--api', api.url],
+      [
+        ...['expose', '--uuid', 'quota-expose', '--to', String(target.port), '--api', api.url],
+        ...['--quota-recheck', String(RECHECK_MS / 1000)],
+      ],
       {
         RENDEZVOUS_SECRET: newTotpSecret(),
       },
@@ -178,10 +195,17 @@ describe('the CLI told quota exceeded', () => {
     cleanup.push(() => stop(child));
     const err = await waitForOutput(child, /quota exceeded for quota-expose[^\n]*\n/, 20_000, 'stderr');
     expect(err).toMatch(
-      /warn: quota exceeded for quota-expose: the operator's monthly quota is spent; parking again in 15m\d\ds/,
+      /warn: quota exceeded for quota-expose: the operator's monthly quota is spent; parking again in 3s reason=quota exceeded/,
     );
     await sleep(QUIET_MS);
     expect(child.exitCode).toBe(null);
     expect(relay.attempts).toHaveLength(1);
+    // --quota-recheck bounds the wait: the second park comes after it, and is said once more.
+    await waitForOutput(child, /quota exceeded for quota-expose/, 30_000, 'stderr');
+    expect(relay.attempts).toHaveLength(2);
+    expect((relay.attempts[1]?.at ?? 0) - (relay.attempts[0]?.at ?? 0)).toBeGreaterThanOrEqual(
+      RECHECK_MS - 50,
+    );
+    expect(child.exitCode).toBe(null);
   });
 });

@@ -85,14 +85,25 @@ export async function quotaHttpRelay(cleanup: Array<() => unknown>) {
 
 /**
  * A registration API for the scripted generic relay: a PUT (registration) answers an `R`
- * triple, a GET (look-up) an `I` triple, both naming `relayPort`. Counts each kind.
+ * triple (or, with `refuseRegistration`, `429 quota exceeded`), a GET (look-up) an `I` triple,
+ * both naming `relayPort`. Counts each kind.
  */
-export async function quotaApi(cleanup: Array<() => unknown>, relayPort: number) {
+export async function quotaApi(
+  cleanup: Array<() => unknown>,
+  relayPort: number,
+  opts: { refuseRegistration?: boolean } = {},
+) {
   const calls = { put: 0, get: 0 };
   const server = createHttpServer((req, res) => {
     const put = req.method === 'PUT';
     if (put) calls.put++;
     else calls.get++;
+    if (put && opts.refuseRegistration) {
+      // Should an API refuse the registration for quota, in the relay's words and status.
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '3600' });
+      res.end(JSON.stringify({ error: { permanent: false, diagnostic: QUOTA_EXCEEDED_MESSAGE } }));
+      return;
+    }
     const cookie = `${put ? 'R' : 'I'}quotaCookie0123456789`;
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ result: { host: '127.0.0.1', port: relayPort, cookie } }));
