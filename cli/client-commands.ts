@@ -6,7 +6,7 @@
 import { createServer, type Socket } from 'node:net';
 import { type Command, Option } from 'commander';
 import { formatUptime, healthFields, PROBE_EVERY_MS } from '../client/agent-report.js';
-import { exposeHiddenServer } from '../client/hidden-server.js';
+import { exposeHiddenServer, QUOTA_RECHECK_MS } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer, rendezvousIdOf } from '../client/mobile.js';
 import { checkConnectOptions } from '../client/options.js';
 import { isRendezvousError, secondsToNextMonth } from '../core/errors.js';
@@ -154,6 +154,12 @@ export function addExposeCommand(program: Command): void {
       integer(0, 86_400),
       PROBE_EVERY_MS / 1000,
     )
+    .option(
+      '--quota-recheck <seconds>',
+      'after a quota refusal, park again within N seconds at most (sooner when the month ends)',
+      integer(1, 86_400),
+      QUOTA_RECHECK_MS / 1000,
+    )
     .action((o) => {
       const secret = process.env.RENDEZVOUS_SECRET;
       if (!secret) usage('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
@@ -181,6 +187,7 @@ export function addExposeCommand(program: Command): void {
           codeEncoding: o.codeEncoding,
           codeDigits: o.codeDigits,
           probeEveryMs: o.probeEvery * 1000,
+          quotaRecheckMs: o.quotaRecheck * 1000,
           log,
         });
       } catch (err) {
