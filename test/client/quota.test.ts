@@ -154,6 +154,19 @@ describe('a mobile client told quota exceeded', () => {
     expect(api.calls.get).toBe(1);
   });
 
+  it("generic: the relay's cap on live rendezvous is a BUSY error, not a bare refusal", async () => {
+    const relay = await quotaGenericRelay(cleanup);
+    relay.state.diagnostic = 'too many live rendezvous for this hidden server';
+    const api = await quotaApi(cleanup, relay.port);
+    const err = await connect({ api: api.url, uuid: 'busy-mobile' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isRendezvousError(err, 'BUSY')).toBe(true);
+    expect((err as RendezvousError).message).toBe('too many live rendezvous for this hidden server');
+    expect((err as RendezvousError).permanent).toBe(false);
+  });
+
   it("http: the relay's 429 reads as QUOTA_EXCEEDED through rendezvousErrorOf", async () => {
     const relay = await quotaHttpRelay(cleanup);
     const res = await fetch(rendezvousUrl(relay.url, 'quota-web', '/status'));

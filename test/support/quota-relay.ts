@@ -49,17 +49,18 @@ async function lineServer(
 }
 
 /**
- * The generic port: `-ERR quota exceeded` to every cookie line while `refusing` is true; after
+ * The generic port: `-ERR quota exceeded` (or `state.diagnostic`) to every cookie line while `refusing` is true; after
  * that (the operator raised the quota) an `R` line stays parked and an `I` line gets `-ERR no
  * hidden server`.
  */
 export async function quotaGenericRelay(cleanup: Array<() => unknown>) {
   const attempts: QuotaAttempt[] = [];
   const parked: Socket[] = [];
-  const state = { refusing: true };
+  /** `diagnostic`: what the `-ERR` says (the concurrency cap's words, for a BUSY test). */
+  const state = { refusing: true, diagnostic: QUOTA_EXCEEDED_MESSAGE };
   const { port } = await lineServer(cleanup, (socket, line) => {
     attempts.push({ at: Date.now(), line });
-    if (state.refusing) socket.end(`-ERR ${QUOTA_EXCEEDED_MESSAGE}\n`);
+    if (state.refusing) socket.end(`-ERR ${state.diagnostic}\n`);
     else if (line.startsWith('R')) parked.push(socket);
     else socket.end('-ERR no hidden server\n');
   });
