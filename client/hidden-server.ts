@@ -51,9 +51,10 @@ const PARK_LOGS_PER_MINUTE = 20;
 /**
  * A hidden server. Events: `listening` (the whole pool parked), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
- * ms), `quota` (a QUOTA_EXCEEDED RendezvousError and the wait in ms: the identity's monthly quota
- * is spent, the pool waits — said once per wait, never fatal), `report` (an `AgentEvent`: each park and re-park, each rendezvous's end, the target going
- * down or up, each error — the same things it logs), `error` (a RendezvousError; fatal ones —
+ * ms), `quota` (a QUOTA_EXCEEDED RendezvousError and the wait in ms: the identity's monthly
+ * quota is spent, the pool waits — said once per wait, never fatal), `report` (an `AgentEvent`:
+ * each park and re-park, each rendezvous's end, the target going down or up, each error — the
+ * same things it logs), `error` (a RendezvousError; fatal ones —
  * AUTH_FAILED, BAD_REQUEST — stop it; emitted only when someone listens, otherwise logged and
  * raised as a process warning), `close` (after `close()` or a fatal error, once live connections
  * have ended). `status()` is its health at any moment.
