@@ -5,11 +5,11 @@
  */
 import { createServer, type Socket } from 'node:net';
 import { type Command, Option } from 'commander';
-import { healthFields, PROBE_EVERY_MS } from '../client/agent-report.js';
-import { exposeHiddenServer } from '../client/hidden-server.js';
+import { formatUptime, healthFields, PROBE_EVERY_MS } from '../client/agent-report.js';
+import { exposeHiddenServer, QUOTA_RECHECK_MS } from '../client/hidden-server.js';
 import { connect as connectToHiddenServer, rendezvousIdOf } from '../client/mobile.js';
 import { checkConnectOptions } from '../client/options.js';
-import { isRendezvousError } from '../core/errors.js';
+import { isRendezvousError, secondsToNextMonth } from '../core/errors.js';
 import { jsonLog, type Log, textLog } from '../core/log.js';
 import { splice } from '../core/splice.js';
 import { fail, hostPort, integer, UsageError, usage, uuidOption } from './program.js';
@@ -51,6 +51,16 @@ function optionFailure(err: unknown, atStart = false): never {
   if (name?.startsWith('target')) usage(`--to: ${what}`);
   if (name === 'uuid' || name === 'pool') usage(`--${name}: ${what}`);
   usage(err.message);
+}
+
+/**
+ * `connect`'s words for a rendezvous that failed: a spent quota says whose, what can be done and
+ * when the month ends (the relay's own words are only `quota exceeded`); anything else its message.
+ */
+function connectFailure(err: unknown, uuid: string): string {
+  if (!isRendezvousError(err, 'QUOTA_EXCEEDED')) return (err as Error).message;
+  const inMs = (err.retryAfter ?? secondsToNextMonth(Date.now())) * 1000;
+  return `quota exceeded for ${uuid}: the hidden server's monthly quota is spent; try again once its operator raises it, or after the month ends (in ${formatUptime(inMs)})`;
 }
 
 /** `--log-format`: text lines for people (default), or the JSON records of core/log.ts. */
@@ -144,6 +154,12 @@ export function addExposeCommand(program: Command): void {
       integer(0, 86_400),
       PROBE_EVERY_MS / 1000,
     )
+    .option(
+      '--quota-recheck <seconds>',
+      'after a quota refusal, park again within N seconds at most (sooner when the month ends)',
+      integer(1, 86_400),
+      QUOTA_RECHECK_MS / 1000,
+    )
     .action((o) => {
       const secret = process.env.RENDEZVOUS_SECRET;
       if (!secret) usage('RENDEZVOUS_SECRET is not set (the TOTP secret from `rendezvous provision`)');
@@ -171,6 +187,7 @@ export function addExposeCommand(program: Command): void {
           codeEncoding: o.codeEncoding,
           codeDigits: o.codeDigits,
           probeEveryMs: o.probeEvery * 1000,
+          quotaRecheckMs: o.quotaRecheck * 1000,
           log,
         });
       } catch (err) {
@@ -231,6 +248,7 @@ export function addConnectCommand(program: Command): void {
         try {
           socket = await connectToHiddenServer({ api, uuid: o.uuid });
         } catch (err) {
+          if (isRendezvousError(err, 'QUOTA_EXCEEDED')) fail(connectFailure(err, o.uuid));
           optionFailure(err);
         }
         // On stdio (an ssh ProxyCommand, whose stderr reaches the user's terminal) records are
@@ -266,7 +284,7 @@ export function addConnectCommand(program: Command): void {
             local.destroy();
             // A URL that is not a registration API (or a relay) will not get better: stop.
             if (isRendezvousError(err, 'PROTOCOL')) fail(err.message);
-            log.warn('rendezvous failed', { reason: err.message });
+            log.warn('rendezvous failed', { reason: connectFailure(err, o.uuid) });
           },
         );
       });

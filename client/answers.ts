@@ -71,6 +71,9 @@ function transientStatus(status: number): boolean {
 function codeOf(status: number, diagnostic: string, method: 'GET' | 'PUT' | 'CONNECT'): ErrorCode {
   if (/identity disabled/i.test(diagnostic)) return 'IDENTITY_DISABLED';
   if (/code length not accepted/i.test(diagnostic)) return 'CODE_LENGTH_REFUSED';
+  // The relay's 429 for an identity whose monthly quota is spent (issue 30), and its concurrency cap.
+  if (status === 429 && /^quota exceeded\b/i.test(diagnostic)) return 'QUOTA_EXCEEDED';
+  if (/^too many live rendezvous\b/i.test(diagnostic)) return 'BUSY';
   // The original answers errors as 200 {"error":…}: "invalid request" is a refused code on a PUT.
   if (status === 200 || status === 0) {
     if (/not registered/i.test(diagnostic)) return 'NOT_REGISTERED';

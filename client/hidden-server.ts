@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
 import { type Log, LogBudget, type LogFields, silentLog } from '../core/log.js';
 import type { TargetState } from '../core/relay-line.js';
-import type { AgentEvent, AgentRendezvousEnd, AgentStatus } from './agent-report.js';
+import { type AgentEvent, type AgentRendezvousEnd, type AgentStatus, formatUptime } from './agent-report.js';
 import { type ApiUrls, apiUrlList } from './api.js';
 import { BACKOFF_DEFAULTS, Backoff, type BackoffBounds, Sleeper } from './backoff.js';
 import { OneTimeCodes, secretSettingsFrom } from './codes.js';
@@ -24,11 +24,13 @@ import { checkHiddenServerOptions, type ExposeOptions, type HiddenServerOptions 
 import { GenericParker } from './park-generic.js';
 import { HttpParker } from './park-http.js';
 import type { NextPark, ParkContext, Parker } from './parking.js';
+import { QUOTA_RECHECK_MS, QuotaHold, quotaWaitMs } from './quota-hold.js';
 import { RendezvousRecords } from './rendezvous-records.js';
 
 export { BACKOFF_DEFAULTS, MAX_RETRY_AFTER_MS } from './backoff.js';
 export { AUTH_RETRY_STEPS, totpParamsFrom } from './codes.js';
 export type { ExposeOptions, HiddenServerOptions } from './options.js';
+export { QUOTA_RECHECK_MS } from './quota-hold.js';
 
 /** A socket parked at a relay, waiting for a rendezvous. */
 interface Parked {
@@ -49,8 +51,10 @@ const PARK_LOGS_PER_MINUTE = 20;
 /**
  * A hidden server. Events: `listening` (the whole pool parked), `registered` ({host, port} or {relay}),
  * `parked` (pool slot), `connection` (a `net.Socket` per rendezvous), `reconnecting` (delay in
- * ms), `report` (an `AgentEvent`: each park and re-park, each rendezvous's end, the target going
- * down or up, each error — the same things it logs), `error` (a RendezvousError; fatal ones —
+ * ms), `quota` (a QUOTA_EXCEEDED RendezvousError and the wait in ms: the identity's monthly
+ * quota is spent, the pool waits — said once per wait, never fatal), `report` (an `AgentEvent`:
+ * each park and re-park, each rendezvous's end, the target going down or up, each error — the
+ * same things it logs), `error` (a RendezvousError; fatal ones —
  * AUTH_FAILED, BAD_REQUEST — stop it; emitted only when someone listens, otherwise logged and
  * raised as a process warning), `close` (after `close()` or a fatal error, once live connections
  * have ended). `status()` is its health at any moment.
@@ -67,6 +71,8 @@ export class HiddenServer extends EventEmitter {
   private readonly idle = new Map<Socket, Parked>();
   private readonly rendezvous: RendezvousRecords;
   private readonly sleeper = new Sleeper();
+  /** The pool's one wait after a quota refusal (client/quota-hold.ts). */
+  private readonly quota: QuotaHold;
   /** Aborted by `stop()`: ends pending API calls, relay connects and status reads at once. */
   private readonly stopper = new AbortController();
 
@@ -95,6 +101,7 @@ export class HiddenServer extends EventEmitter {
     });
     const stopped = () => this.stopped;
     const sleep = (ms: number) => this.sleeper.sleep(ms);
+    this.quota = new QuotaHold(sleep, stopped);
     const fromSecret = secretSettingsFrom(opts.secret);
     this.codes = new OneTimeCodes(
       {
@@ -121,6 +128,7 @@ export class HiddenServer extends EventEmitter {
       hold: (socket, relay, recycle) => this.idle.set(socket, { relay, recycle }),
       release: (socket) => this.idle.delete(socket),
       parked: (slot, relay, target) => {
+        this.quota.passed(slot);
         this.noteParked(slot, relay, target);
         this.emit('parked', slot);
       },
@@ -128,6 +136,8 @@ export class HiddenServer extends EventEmitter {
         this.log.info('registered', { relay: 'relay' in info ? info.relay : `${info.host}:${info.port}` });
         this.emit('registered', info);
       },
+      quotaExceeded: (slot, error) => this.quotaExceeded(slot, error),
+      admit: (slot) => this.quota.admit(slot),
       retryLater: (wait, message, reason, fields) => this.retryLater(wait, message, reason, fields),
       shrinkPool: (size, why) => {
         this.poolSize = Math.min(this.poolSize, size);
@@ -260,14 +270,19 @@ export class HiddenServer extends EventEmitter {
     this.stopper.abort();
     for (const s of this.idle.keys()) s.destroy();
     this.sleeper.stop();
+    this.quota.stop();
   }
 
   /** One pool slot: park, act on how the park ended, again until stopped. */
   private async parkSlot(parker: Parker, slot: number): Promise<void> {
     const backoff = new Backoff(this.backoff);
     while (!this.stopped) {
+      // A quota wait holds every slot here (the parker checks again where a slot waits inside it).
+      await this.quota.admit(slot);
       const o = await parker.park(slot);
       if (o.fresh) backoff.reset();
+      // The prober's outcome other than quota (or a re-park) ends the pool's quota wait.
+      if (o.kind !== 'quota' && o.kind !== 'again') this.quota.passed(slot);
       switch (o.kind) {
         case 'stopped':
           return;
@@ -280,6 +295,8 @@ export class HiddenServer extends EventEmitter {
         case 'again':
           if (o.cause) this.parkCause.set(slot, o.cause);
           break;
+        case 'quota':
+          break; // the wait is the pool's: at the top of the loop
         case 'retry': {
           const wait = o.message ? backoff.next(o.retryAfter) : backoff.first();
           this.parkCause.set(slot, o.cause);
@@ -300,6 +317,24 @@ export class HiddenServer extends EventEmitter {
     this.noteError(message, reason, { ...fields, inMs: wait });
     this.emit('reconnecting', wait);
     await this.sleeper.sleep(wait);
+  }
+
+  /**
+   * A quota refusal of `slot`: the pool's wait starts (to the next UTC month, at most
+   * `quotaRecheckMs`), said in one WARN line and a `'quota'` event — once per wait, however many
+   * slots had dialled before the verdict.
+   */
+  private quotaExceeded(slot: number, error: RendezvousError): void {
+    this.parkCause.set(slot, { after: 'refusal', reason: error.message });
+    const wait = quotaWaitMs(error.retryAfter, this.opts.quotaRecheckMs ?? QUOTA_RECHECK_MS);
+    if (!this.quota.refused(slot, wait)) return;
+    this.noteError(
+      `quota exceeded for ${this.opts.uuid}: the operator's monthly quota is spent; parking again in ${formatUptime(wait)}`,
+      error.message,
+      { inMs: wait },
+    );
+    this.emit('quota', error, wait);
+    this.emit('reconnecting', wait);
   }
 
   private maybeClosed(): void {

@@ -1,7 +1,8 @@
 /** The mobile side as a library: reach a hidden server the way `net.connect` feels. */
 import type { Socket } from 'node:net';
-import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import { type ErrorCode, isRendezvousError, RendezvousError } from '../core/errors.js';
 import type { RendezvousTriple } from '../core/triple.js';
+import { errorBodyOf } from './answers.js';
 import { type ApiUrls, lookupWithApi } from './api.js';
 import { checkConnectOptions } from './options.js';
 import { type Dialled, dialRelay } from './relay-conn.js';
@@ -72,8 +73,9 @@ export const CONNECT_TIMEOUT_MS = 15_000;
 /**
  * Looks `uuid` up and resolves to a socket spliced to the hidden server, after `+OK` (it
  * carries a default 'error' listener, so a reset never goes unhandled). Rejects
- * with a RendezvousError: NOT_REGISTERED, RELAY_REFUSED (the relay's `-ERR`), UNREACHABLE,
- * TIMEOUT or ABORTED.
+ * with a RendezvousError: NOT_REGISTERED, QUOTA_EXCEEDED (the hidden server's monthly quota is
+ * spent: `retryAfter` is the seconds to the next UTC month; not retried), BUSY (its cap on live
+ * rendezvous), RELAY_REFUSED (any other `-ERR`), UNREACHABLE, TIMEOUT or ABORTED.
  */
 export async function connect(opts: ConnectOptions): Promise<Socket> {
   checkConnectOptions(opts);
@@ -107,4 +109,32 @@ export function rendezvousUrl(relay: string, uuid: string, path = '/'): string {
   const url = new URL(path, relay);
   url.searchParams.set('rendezvous', uuid);
   return url.toString();
+}
+
+/**
+ * The RendezvousError a relay's HTTP-specific answer stands for, for applications reaching a
+ * hidden server with any HTTP client (`rendezvousUrl`): the relay's refusals carry
+ * `{"error":{"diagnostic":…}}` — QUOTA_EXCEEDED for its `429 quota exceeded` (`retryAfter` from
+ * `Retry-After`), BUSY for its cap on live rendezvous, NOT_REGISTERED for `404` (nothing parked),
+ * else RELAY_REFUSED with the diagnostic. Undefined for a success and for an error without that
+ * body (the hidden server's own errors, unless it answers in the same shape). Reads the body only
+ * of an error status, from a clone: the response stays readable.
+ */
+export async function rendezvousErrorOf(res: Response): Promise<RendezvousError | undefined> {
+  if (res.status < 400) return undefined;
+  const body = errorBodyOf(await res.clone().text());
+  if (!body) return undefined;
+  const code: ErrorCode =
+    res.status === 429 && /^quota exceeded\b/i.test(body.diagnostic)
+      ? 'QUOTA_EXCEEDED'
+      : /^too many live rendezvous\b/i.test(body.diagnostic)
+        ? 'BUSY'
+        : res.status === 404
+          ? 'NOT_REGISTERED'
+          : 'RELAY_REFUSED';
+  const retryAfter = Number(res.headers.get('retry-after')) || undefined;
+  return new RendezvousError(code, body.diagnostic, {
+    permanent: body.permanent ?? (res.status < 500 && ![404, 408, 429].includes(res.status)),
+    retryAfter,
+  });
 }

@@ -53,6 +53,13 @@ export interface HiddenServerOptions {
    */
   codeDigits?: number;
   /**
+   * The longest wait, in ms, after the relay refused a park because the identity's monthly quota
+   * is spent (default QUOTA_RECHECK_MS, 15 min; the wait is shorter when the month ends sooner).
+   * The whole pool waits (one log line, one `'quota'` event), then one slot tries again: a quota
+   * the operator raised is noticed within this time. Tests shorten it.
+   */
+  quotaRecheckMs?: number;
+  /**
    * Where the agent's records go (core/log.ts schema): parks and re-parks, each rendezvous's
    * end (rid, bytes, duration, outcome), the target going down or up, errors.
    */
@@ -122,6 +129,7 @@ export function checkHiddenServerOptions(opts: unknown, withTarget = false): voi
   optionalInteger(opts, 'pool', 1, 1000);
   optionalInteger(opts, 'authRetrySteps', 0, 100);
   optionalInteger(opts, 'codeDigits', 6, 10);
+  optionalInteger(opts, 'quotaRecheckMs', 1, 2_147_483_647);
   if (opts.auth !== undefined && !['auto', 'proof', 'code'].includes(opts.auth as string))
     throw invalidOption('auth', `'auto', 'proof' or 'code' (got ${String(opts.auth)})`);
   if (opts.codeEncoding !== undefined && opts.codeEncoding !== 'rfc' && opts.codeEncoding !== 'speakeasy')

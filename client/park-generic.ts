@@ -72,7 +72,9 @@ export class GenericParker implements Parker {
     try {
       triple = await this.ensureRegistered();
     } catch (err) {
-      return ctx.stopped() ? { kind: 'stopped' } : { kind: 'fatal', error: err as RendezvousError };
+      if (ctx.stopped()) return { kind: 'stopped' };
+      if (isRendezvousError(err, 'QUOTA_EXCEEDED')) return this.quota(slot, err);
+      return { kind: 'fatal', error: err as RendezvousError };
     }
     let parkedAt = 0;
     const direct = this.direct?.triple === triple ? this.direct : undefined;
@@ -127,6 +129,11 @@ export class GenericParker implements Parker {
       if (ctx.stopped()) return { kind: 'stopped' };
       if (recycled) return { kind: 'again', cause: { after: 'target_changed' } };
       if (moved) return { kind: 'again', cause: { after: 'moved' } };
+      if (isRendezvousError(err, 'QUOTA_EXCEEDED')) {
+        // Spent for the month: the registration is dropped (it would expire during the wait).
+        if (this.triple === triple) this.triple = undefined;
+        return this.quota(slot, err);
+      }
       const reason = (err as Error).message;
       const refused = isRendezvousError(err, 'RELAY_REFUSED');
       if (refused && RELAY_LEAVING.test(reason)) {
@@ -168,6 +175,12 @@ export class GenericParker implements Parker {
         fields: { relay },
       };
     }
+  }
+
+  /** A quota refusal: told to the agent (the pool's wait starts), which ends this attempt. */
+  private quota(slot: number, err: RendezvousError): ParkOutcome {
+    this.ctx.quotaExceeded(slot, err);
+    return { kind: 'quota' };
   }
 
   /**
@@ -260,7 +273,13 @@ export class GenericParker implements Parker {
           continue;
         }
         // A malformed request, or a URL that is not a registration API: the configuration is wrong.
-        if (isRendezvousError(err, 'BAD_REQUEST') || isRendezvousError(err, 'PROTOCOL')) throw err;
+        // A spent quota (should an API say so) is the agent's long wait, not this loop's back-off.
+        if (
+          isRendezvousError(err, 'BAD_REQUEST') ||
+          isRendezvousError(err, 'PROTOCOL') ||
+          isRendezvousError(err, 'QUOTA_EXCEEDED')
+        )
+          throw err;
         // 429, 503, unreachable, an answer that is not JSON: transient.
         const wait = backoff.next(isRendezvousError(err) ? err.retryAfter : undefined);
         await ctx.retryLater(wait, 'registration failed, retrying', (err as Error).message);

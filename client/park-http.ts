@@ -41,7 +41,13 @@ export class HttpParker implements Parker {
   /** One park of `slot`: a credential, the CONNECT, its answer, then the wait for a request. */
   async park(slot: number): Promise<ParkOutcome> {
     const ctx = this.ctx;
-    while (!this.cookie && this.codeInFlight) await this.codeInFlight;
+    // A slot that waited here for another's code may find a quota wait begun meanwhile.
+    // Checked again after the wait (or the await) with nothing in between: one code in flight at a time.
+    for (;;) {
+      while (!this.cookie && this.codeInFlight) await this.codeInFlight;
+      await ctx.admit(slot);
+      if (this.cookie || !this.codeInFlight) break;
+    }
     if (ctx.stopped()) return { kind: 'stopped' };
     let release: (() => void) | undefined;
     const cookie = this.cookie;
@@ -121,16 +127,24 @@ export class HttpParker implements Parker {
     const text = await readBody(socket, head);
     ctx.release(socket);
     socket.destroy();
-    if (head.status === 401 && !sent) {
-      this.cookie = undefined; // expired or revoked: authenticate with a code again
-      return { kind: 'again', cause: { after: 'refusal', reason: 'cookie refused (401)' } };
-    }
-    release?.();
     const error = errorOfAnswer(
       { status: head.status, header: (n) => headerValue(head, n), text },
       'CONNECT',
       ctx.opts.relay as string,
     );
+    if (error.code === 'QUOTA_EXCEEDED') {
+      // Spent for the month (the relay checked the credential first): the pool's wait starts
+      // before a slot waiting for this code is let go.
+      if (sent) ctx.codes.spent(sent.step);
+      ctx.quotaExceeded(slot, error);
+      release?.();
+      return { kind: 'quota' };
+    }
+    if (head.status === 401 && !sent) {
+      this.cookie = undefined; // expired or revoked: authenticate with a code again
+      return { kind: 'again', cause: { after: 'refusal', reason: 'cookie refused (401)' } };
+    }
+    release?.();
     const refusal = sent ? refusalOf(error) : undefined;
     if (sent && refusal) {
       const verdict = ctx.codes.refused(sent, refusal);

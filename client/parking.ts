@@ -26,6 +26,8 @@ export interface NextPark {
  *   so the next attempt registers again). `message` is the warning logged; without it the pause
  *   is a quiet shortest wait (a park the relay closed);
  * - `fatal`: give up — the secret or the request is wrong;
+ * - `quota`: the identity's monthly quota is spent — the parker told `quotaExceeded` already, and
+ *   the slot waits with the pool (client/quota-hold.ts), not on its back-off;
  * - `stopped`: the agent stopped meanwhile.
  *
  * `fresh`: the attempt got far enough (parked a while, or was accepted) that the slot's back-off
@@ -42,6 +44,7 @@ export type ParkOutcome = { fresh?: boolean } & (
       retryAfter?: number;
     }
   | { kind: 'fatal'; error: RendezvousError }
+  | { kind: 'quota' }
   | { kind: 'stopped' }
 );
 
@@ -66,6 +69,13 @@ export interface ParkContext {
   registered(info: { host: string; port: number } | { relay: string }): void;
   /** The pool is to keep `size` slots only (the rest stop): `why` is warned once. */
   shrinkPool(size: number, why: string): void;
+  /**
+   * The relay (or API) refused `slot` for quota: said once per wait (a WARN line, `'quota'`
+   * emitted), and the pool's wait starts before the parker lets another slot dial.
+   */
+  quotaExceeded(slot: number, error: RendezvousError): void;
+  /** Resolves when `slot` may dial (at once, unless a quota wait is on); true when it waited. */
+  admit(slot: number): Promise<boolean>;
   /** A transient failure: logged with `fields` and the wait, `'reconnecting'` emitted, then the wait. */
   retryLater(wait: number, message: string, reason: string, fields?: LogFields): Promise<void>;
 }

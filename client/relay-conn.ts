@@ -6,7 +6,7 @@
  */
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as connectTlsSocket } from 'node:tls';
-import { RendezvousError } from '../core/errors.js';
+import { isRendezvousError, quotaExceeded, RendezvousError } from '../core/errors.js';
 import { directOfOkLine, encodeCookieLine, type TargetState } from '../core/relay-line.js';
 import { connectTcp, expectOk } from '../core/socket-reader.js';
 import type { RendezvousTriple } from '../core/triple.js';
@@ -146,6 +146,19 @@ export function connectHttpRelay(relayUrl: string, signal?: AbortSignal): Promis
   return connectRelay(url.hostname, Number(url.port) || (tls ? 443 : 80), { tls, signal });
 }
 
+/**
+ * The typed error a relay's `-ERR` diagnostic stands for when it is a limit of the identity's
+ * (issue 30): `quota exceeded` (its monthly quota is spent: QUOTA_EXCEEDED, retry after the
+ * next UTC month) or `too many live rendezvous …` (its concurrency cap: BUSY, soon over).
+ * Undefined for any other refusal, which stays RELAY_REFUSED.
+ */
+export function limitRefusal(diagnostic: string): RendezvousError | undefined {
+  if (/^quota exceeded\b/i.test(diagnostic)) return quotaExceeded();
+  if (/^too many live rendezvous\b/i.test(diagnostic))
+    return new RendezvousError('BUSY', diagnostic, { permanent: false });
+  return undefined;
+}
+
 /** `host:port` of the relay a triple points at (the TLS port when it is used): for logs. */
 export function relayAddressOf(triple: RendezvousTriple): string {
   return `${triple.host}:${tlsPortOf(triple) ?? triple.port}`;
@@ -155,7 +168,8 @@ export function relayAddressOf(triple: RendezvousTriple): string {
  * Connects to the relay of `triple` (over TLS on `tlsPort` when the triple has one, so the cookie
  * never crosses the network in clear; else plain TCP on `port`), sends its cookie line and resolves
  * on `+OK` with the socket (bytes after `+OK` unshifted, nothing read yet) and the `rid` the relay
- * sent with it. Rejects with RELAY_REFUSED (the `-ERR` diagnostic) or UNREACHABLE.
+ * sent with it. Rejects with RELAY_REFUSED (the `-ERR` diagnostic), QUOTA_EXCEEDED or BUSY (the
+ * `-ERR` of a limit: see `limitRefusal`), or UNREACHABLE.
  * `statusTimeoutMs` bounds the wait for the status line (none for a parked hidden server, which
  * may wait for days). `onConnected` sees the socket while it waits. `target` is the agent's
  * knowledge of its target, sent as `target=` where the relay understands it.
@@ -180,11 +194,16 @@ export async function dialRelay(
   });
   socket.write(encodeCookieLine(cookieLineText(triple, opts.target?.())));
   opts.onConnected?.(socket);
-  const text = await expectOk(socket, {
-    timeoutMs: opts.statusTimeoutMs,
-    signal: opts.signal,
-    what: 'status from relay',
-  });
+  let text: string;
+  try {
+    text = await expectOk(socket, {
+      timeoutMs: opts.statusTimeoutMs,
+      signal: opts.signal,
+      what: 'status from relay',
+    });
+  } catch (err) {
+    throw (isRendezvousError(err, 'RELAY_REFUSED') && limitRefusal(err.message)) || err;
+  }
   const rid = parseOkOptions(text).rid;
   const out: Dialled = rid && RID.test(rid) ? { socket, rid } : { socket };
   const direct = directOfOkLine(text);

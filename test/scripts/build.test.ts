@@ -26,7 +26,7 @@ describe('build', () => {
       "const m = await import('./dist/index.mjs'); console.log(Object.keys(m).sort().join(','));",
     ]);
     expect(stdout.trim()).toBe(
-      'HiddenServer,RendezvousError,connect,createHiddenServer,exposeHiddenServer,isRendezvousError,rendezvousUrl',
+      'HiddenServer,RendezvousError,connect,createHiddenServer,exposeHiddenServer,isRendezvousError,rendezvousErrorOf,rendezvousUrl',
     );
   });
 
