@@ -22,6 +22,7 @@ import type { ParkKind } from '../core/protocol.js';
 import { isLive } from '../server/cookies.js';
 import type { Store } from '../server/store/index.js';
 import type { CookieCache } from './cookie-cache.js';
+import type { IdentityLimitsCache } from './identity-limits.js';
 import type { Parked, ParkingLot } from './parking.js';
 import type { Splices } from './splices.js';
 
@@ -54,6 +55,8 @@ export interface RevalidationDeps {
   refuseGeneric: (p: Parked, reason: string) => void;
   /** Live rendezvous whose hidden server was parked here, by uuid (relay/splices.ts). */
   live?: Pick<Splices, 'uuids' | 'has' | 'revoke'>;
+  /** Per-identity limits: every noticed uuid is passed on (re-read only when cached here). */
+  limits?: Pick<IdentityLimitsCache, 'onNotice'>;
   periodMs?: number;
   /** How long a noticed uuid is re-checked each round (default NOTICE_WINDOW_MS; tests shorten it). */
   noticeWindowMs?: number;
@@ -229,6 +232,8 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
             young.delete(uuid);
             continue;
           }
+          // Every round while young, as for parks: the limits may land after their notice.
+          deps.limits?.onNotice(uuid);
           for (const key of lot.keysOfUuid('generic', uuid)) generic.add(key);
           if (lot.count('http', uuid) > 0 || deps.live?.has(uuid)) http.add(uuid);
         }

@@ -22,6 +22,7 @@ import { RELAY_DEFAULTS } from './defaults.js';
 import { drainRelay } from './drain.js';
 import { startHealthServer } from './health.js';
 import { startHttpSession } from './http.js';
+import { IdentityLimitsCache } from './identity-limits.js';
 import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
@@ -278,6 +279,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
+  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,
@@ -289,6 +291,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       refuse(p.socket, reason);
     },
     live: splices,
+    limits: identityLimits,
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
     noticeWindowMs: opts.noticeWindowMs,
   });
@@ -325,6 +328,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     ),
     perUuid,
     names: new KnownNames(opts.store),
+    identityLimits,
     spliceHidden: splices.spliceHidden,
     // A parked socket that got keepalive from its listener needs no call of its own.
     keepAlive: (socket) => {
