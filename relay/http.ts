@@ -169,6 +169,9 @@ async function parkConnect(
       diagnostic: 'data sent before 200',
       uuid: grant.uuid,
     });
+  // After the code (a stranger learns nothing, and costs no usage read): an agent over its quota
+  // is told so (429) rather than parked for clients that would be refused.
+  await ctx.identityLimits.checkQuota(grant.uuid);
   // Hung up while its code was checked: nothing to park (and nobody to answer).
   if (isGone(socket)) {
     socket.destroy();
@@ -248,6 +251,8 @@ async function pairHttpMobile(
     (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
+  // Its limits (after `known`, whose read of the identity they share) before the cap: the cap may be its own.
+  await ctx.identityLimits.checkQuota(id);
   ctx.perUuid.check(id, socket.remoteAddress);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();

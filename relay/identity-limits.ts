@@ -87,14 +87,27 @@ export class IdentityLimitsCache {
     return this.entries.get(uuid)?.limits;
   }
 
-  /** True when `uuid`'s limits are cached and fresh (`peek` is the answer, no read needed). */
+  /** True when `uuid`'s limits are cached, fresh and not being read again (`peek` is the answer). */
   fresh(uuid: string): boolean {
     const e = this.entries.get(uuid);
-    return e !== undefined && e.until > this.now();
+    return e !== undefined && e.until > this.now() && !this.reading.has(uuid);
   }
 
-  /** The limits of `uuid`: cached, or read once (concurrent callers share the read). */
+  /**
+   * Takes limits another reader of the identity item just read (the relay's name check), so that
+   * the same identity is not read twice; a uuid already cached fresh is left as it is.
+   */
+  prime(uuid: string, limits: IdentityLimits | undefined): void {
+    if (!this.fresh(uuid)) this.set(uuid, normalise(limits), this.maxAgeMs);
+  }
+
+  /**
+   * The limits of `uuid`: cached, or read once (concurrent callers share the read). A read in
+   * flight (a notice's) is newer than the cache, so it is the answer.
+   */
   get(uuid: string): Promise<IdentityLimits | undefined> {
+    const pending = this.reading.get(uuid);
+    if (pending) return pending;
     const e = this.entries.get(uuid);
     if (e && e.until > this.now()) return Promise.resolve(e.limits);
     return this.read(uuid);
@@ -143,15 +156,12 @@ export class IdentityLimitsCache {
   private read(uuid: string): Promise<IdentityLimits | undefined> {
     const pending = this.reading.get(uuid);
     if (pending) return pending;
-    const before = this.entries.get(uuid);
     const p = this.store
       .getIdentity(uuid)
       .then(
         (identity) => {
           const limits = normalise(identity?.limits);
           this.set(uuid, limits, this.maxAgeMs);
-          if (before !== undefined && !sameLimits(before.limits, limits))
-            for (const cb of this.listeners) cb(uuid, limits);
           return limits;
         },
         (err: Error) => {
@@ -160,8 +170,9 @@ export class IdentityLimitsCache {
           // quota is a billing bound: what an outage lets through is bounded by its length and
           // the bandwidth cap. Retried after LIMITS_RETRY_MS, not at every pairing.
           this.log?.warn('identity limits unreadable', { uuid, reason: err.message });
-          this.set(uuid, before?.limits, LIMITS_RETRY_MS);
-          return before?.limits;
+          const last = this.entries.get(uuid)?.limits;
+          this.set(uuid, last, LIMITS_RETRY_MS);
+          return last;
         },
       )
       .finally(() => this.reading.delete(uuid));
@@ -169,12 +180,16 @@ export class IdentityLimitsCache {
     return p;
   }
 
+  /** Caches `limits` for `ttlMs`; listeners hear of it when the uuid had other limits before. */
   private set(uuid: string, limits: IdentityLimits | undefined, ttlMs: number): void {
+    const before = this.entries.get(uuid);
     // Re-inserted at the end: the map's order is the order of last reads, the oldest go first.
     this.entries.delete(uuid);
     this.entries.set(uuid, { limits, until: this.now() + ttlMs });
     evict(this.entries, this.maxEntries);
     if (limits?.monthlyBytes === undefined) this.months.delete(uuid);
+    if (before !== undefined && !sameLimits(before.limits, limits))
+      for (const cb of this.listeners) cb(uuid, limits);
   }
 
   private monthTotal(uuid: string): Promise<number> {

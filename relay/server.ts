@@ -204,9 +204,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const onListenerError = listenerErrors(telemetry, log);
   const closers: Array<() => Promise<void>> = [];
   const keepAlive = new KeepAlive(opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs);
+  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   const perUuid = new SplicesPerUuid(
     opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid,
     opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
+    (uuid) => identityLimits.peek(uuid)?.maxConcurrent,
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
@@ -279,15 +281,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
-  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,
     lot,
     cookies,
     log,
-    refuseGeneric: (p, reason) => {
-      telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
+    refuseGeneric: (p, reason, why = 'revoked') => {
+      telemetry.refused(why, { protocol: 'generic', uuid: p.uuid });
       refuse(p.socket, reason);
     },
     live: splices,
@@ -327,7 +328,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
     ),
     perUuid,
-    names: new KnownNames(opts.store),
+    names: new KnownNames(opts.store, Date.now, (uuid, id) => identityLimits.prime(uuid, id?.limits)),
     identityLimits,
     spliceHidden: splices.spliceHidden,
     // A parked socket that got keepalive from its listener needs no call of its own.
