@@ -251,8 +251,10 @@ async function pairHttpMobile(
     (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
-  // Its limits (after `known`, whose read of the identity they share) before the cap: the cap may be its own.
-  await ctx.identityLimits.checkQuota(id);
+  // Its limits before the cap (the cap may be its own), read with `known`'s read of the identity.
+  // A name no identity has (or, on a lone relay, one parked nowhere here: the CONNECT that parks
+  // it checks its quota) costs no read: a flood of made-up names reads nothing.
+  if (known || ctx.lot.count('http', id) > 0) await ctx.identityLimits.checkQuota(id);
   ctx.perUuid.check(id, socket.remoteAddress);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();

@@ -9,6 +9,7 @@ import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RendezvousError } from '../../core/errors.js';
 import { IdentityLimitsCache, type LimitsStore } from '../../relay/identity-limits.js';
+import { perSourceShare } from '../../relay/limits.js';
 import { provisionIdentity } from '../../server/identities.js';
 import { identityKey } from '../../server/store/keys.js';
 import type { IdentityLimits } from '../../server/usage-types.js';
@@ -155,5 +156,16 @@ describe('IdentityLimitsCache', () => {
     state.down = true;
     expect(await cache.overQuota('capped')).toBe(true);
     expect(reads.month).toBe(2);
+  });
+});
+
+describe('perSourceShare', () => {
+  it('scales the per-source share with an identity’s own cap, never below the relay’s unless the cap is', () => {
+    // The relay's defaults: 100 live rendezvous per hidden server, 16 from one address.
+    expect(perSourceShare(100, 100, 16)).toBe(16);
+    expect(perSourceShare(1000, 100, 16)).toBe(160);
+    expect(perSourceShare(50, 100, 16)).toBe(16);
+    expect(perSourceShare(10, 100, 16)).toBe(10);
+    expect(perSourceShare(1, 100, 16)).toBe(1);
   });
 });
