@@ -51,8 +51,9 @@ interface Entry {
 
 interface MonthTotal {
   bytes: number;
-  /** YYYY-MM (UTC): a total of last month says nothing of this one. */
+  /** YYYY-MM (UTC): kept through an outage within its month only. */
   month: string;
+  /** Read again from then (at the latest when the month ends). */
   until: number;
 }
 
@@ -135,8 +136,8 @@ export class IdentityLimitsCache {
     const quota = this.peek(uuid)?.monthlyBytes;
     if (quota === undefined) return 'ok';
     const m = this.months.get(uuid);
-    const now = this.now();
-    if (!m || m.until <= now || m.month !== monthOf(now)) return undefined;
+    // `until` never passes the month's end: a total of last month says nothing of this one.
+    if (!m || m.until <= this.now()) return undefined;
     return m.bytes + this.localBytes(uuid) >= quota ? 'exceeded' : 'ok';
   }
 
@@ -192,11 +193,17 @@ export class IdentityLimitsCache {
       for (const cb of this.listeners) cb(uuid, limits);
   }
 
+  /** How long a month total read now holds: MONTH_TOTAL_TTL_MS, but never into the next month. */
+  private monthUntil(): number {
+    const now = this.now();
+    return Math.min(now + this.monthTtlMs, nextMonthStart(now));
+  }
+
   private monthTotal(uuid: string): Promise<number> {
     const now = this.now();
     const month = monthOf(now);
     const m = this.months.get(uuid);
-    if (m && m.until > now && m.month === month) return Promise.resolve(m.bytes);
+    if (m && m.until > now) return Promise.resolve(m.bytes);
     const pending = this.monthReads.get(uuid);
     if (pending) return pending;
     const read = this.store.monthBytes ? this.store.monthBytes(uuid, now) : Promise.resolve(0);
@@ -204,7 +211,7 @@ export class IdentityLimitsCache {
       .then(
         (bytes) => {
           this.months.delete(uuid);
-          this.months.set(uuid, { bytes, month, until: this.now() + this.monthTtlMs });
+          this.months.set(uuid, { bytes, month, until: this.monthUntil() });
           evict(this.months, this.maxEntries);
           return bytes;
         },
@@ -212,7 +219,7 @@ export class IdentityLimitsCache {
           // As above: an outage keeps the last known total of this month (0 when none).
           this.log?.warn('month usage unreadable', { uuid, reason: err.message });
           const last = m && m.month === month ? m.bytes : 0;
-          this.months.set(uuid, { bytes: last, month, until: this.now() + this.monthTtlMs });
+          this.months.set(uuid, { bytes: last, month, until: this.monthUntil() });
           return last;
         },
       )
@@ -220,6 +227,12 @@ export class IdentityLimitsCache {
     this.monthReads.set(uuid, p);
     return p;
   }
+}
+
+/** The first millisecond of the UTC month after `ms`'s. */
+function nextMonthStart(ms: number): number {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
 }
 
 /** YYYY-MM of `ms`, UTC. */

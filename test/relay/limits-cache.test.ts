@@ -159,6 +159,20 @@ describe('IdentityLimitsCache', () => {
   });
 });
 
+describe('month totals', () => {
+  it('a total read just before a UTC month ends is not used in the next month', async () => {
+    let now = Date.UTC(2026, 11, 31, 23, 59, 58);
+    const { store, reads } = counted(900);
+    const cache = new IdentityLimitsCache({ store, now: () => now });
+    await cache.checkQuota('capped');
+    expect(cache.quotaNow('capped')).toBe('ok');
+    now += 3_000;
+    expect(cache.quotaNow('capped')).toBeUndefined();
+    await cache.checkQuota('capped');
+    expect(reads.month).toBe(2);
+  });
+});
+
 describe('perSourceShare', () => {
   it('scales the per-source share with an identity’s own cap, never below the relay’s unless the cap is', () => {
     // The relay's defaults: 100 live rendezvous per hidden server, 16 from one address.
