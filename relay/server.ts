@@ -204,11 +204,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const onListenerError = listenerErrors(telemetry, log);
   const closers: Array<() => Promise<void>> = [];
   const keepAlive = new KeepAlive(opts.keepAliveMs ?? RELAY_DEFAULTS.keepAliveMs);
-  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   const perUuid = new SplicesPerUuid(
     opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid,
     opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
-    (uuid) => identityLimits.peek(uuid)?.maxConcurrent,
+    (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // at pairings: identityLimits exists by then
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
@@ -281,6 +280,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
+  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,
