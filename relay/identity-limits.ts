@@ -95,11 +95,12 @@ export class IdentityLimitsCache {
   }
 
   /**
-   * Takes limits another reader of the identity item just read (the relay's name check), so that
-   * the same identity is not read twice; a uuid already cached fresh is left as it is.
+   * Takes limits another reader of the identity item just read (the relay's name check, the
+   * revalidation's re-check after a notice), so the same identity is not read twice. A uuid
+   * cached fresh is left as it is unless `newer` (a read made after a change notice).
    */
-  prime(uuid: string, limits: IdentityLimits | undefined): void {
-    if (!this.fresh(uuid)) this.set(uuid, normalise(limits), this.maxAgeMs);
+  prime(uuid: string, limits: IdentityLimits | undefined, newer = false): void {
+    if (newer || !this.fresh(uuid)) this.set(uuid, normalise(limits), this.maxAgeMs);
   }
 
   /**

@@ -62,7 +62,7 @@ export interface RevalidationDeps {
    * Per-identity limits: every noticed uuid is passed on (re-read only when cached here), and the
    * quota of capped identities with rendezvous here is checked each round.
    */
-  limits?: Pick<IdentityLimitsCache, 'onNotice' | 'peek' | 'overQuota'>;
+  limits?: Pick<IdentityLimitsCache, 'onNotice' | 'peek' | 'overQuota' | 'prime'>;
   periodMs?: number;
   /** How long a noticed uuid is re-checked each round (default NOTICE_WINDOW_MS; tests shorten it). */
   noticeWindowMs?: number;
@@ -182,6 +182,8 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
     } catch {
       return;
     }
+    // The same read serves the limits (a uuid re-checked here is not read again for them).
+    deps.limits?.prime(uuid, identity?.limits, true);
     const generation = identity?.generation ?? 0;
     const gone = !identity || identity.disabled;
     const stale = gone
@@ -268,14 +270,15 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
           }
           // Limits in the first two rounds of a notice: the change lands right after its notice
           // (store.setLimits), so the second read sees it even when the first came too early, and
-          // a notice about something else (a registration) costs a cached uuid two reads, not one a round.
+          // a notice about something else (a registration) costs a cached uuid two reads, not one
+          // a round. A uuid re-checked below (checkIdentity) takes them from that read instead.
+          if (lot.count('http', uuid) > 0 || deps.live?.has(uuid)) http.add(uuid);
           const told = limitRounds.get(uuid) ?? 0;
-          if (told < LIMITS_NOTICE_ROUNDS) {
+          if (told < LIMITS_NOTICE_ROUNDS && !http.has(uuid)) {
             limitRounds.set(uuid, told + 1);
             deps.limits?.onNotice(uuid);
           }
           for (const key of lot.keysOfUuid('generic', uuid)) generic.add(key);
-          if (lot.count('http', uuid) > 0 || deps.live?.has(uuid)) http.add(uuid);
           if (lot.keysOfUuid('generic', uuid).length > 0 || http.has(uuid)) quota.add(uuid);
         }
         await eachLimited([...generic], REVALIDATE_CONCURRENCY, checkCookie);
