@@ -34,7 +34,8 @@ const reads = {
 
 beforeAll(async () => {
   // Short rounds: a change is seen within a round, and the test waits for that read.
-  c = await startCluster(1, { relay: { revalidateMs: 300, pairWaitMs: 1_500 } });
+  // Two relays: hidden servers park on relay 0; relay 1 serves a mobile client through a peer link.
+  c = await startCluster(2, { relay: { revalidateMs: 300, pairWaitMs: 1_500 } });
   const store = c.store;
   const getIdentity = store.getIdentity.bind(store);
   vi.spyOn(store, 'getIdentity').mockImplementation(async (uuid) => {
@@ -124,9 +125,9 @@ async function park(r: string, count = 1) {
   return parks;
 }
 
-/** One I line; what the relay answered (its first line). */
-async function mobile(i: string) {
-  const s = await open(relay().address.port);
+/** One I line (at relay `at`); what the relay answered (its first line). */
+async function mobile(i: string, at = 0) {
+  const s = await open(c.relays[at]?.address.port as number);
   const m = reader(s);
   s.write(`${i}\n`);
   await waitFor(() => m.text().includes('\n'), 20_000, 'an answer');
@@ -226,6 +227,41 @@ describe('monthly quota', () => {
       (c.logs[0] ?? []).filter((l) => l.msg === 'rendezvous ended' && l.fields?.uuid === uuid);
     await waitFor(() => ended().length > 0, 5_000, 'record');
     expect(ended()[0]?.fields).toMatchObject({ end: 'revoked', reason: 'quota exceeded' });
+  });
+
+  it('through two relays: the holder ends the live rendezvous, and the relay the client reached refuses the next', async () => {
+    const uuid = 'quota-peer';
+    const { r, i } = await generic(uuid);
+    await c.store.setLimits(uuid, { monthlyBytes: 1_000_000 });
+    const [hidden] = await park(r);
+    await waitFor(() => relay().lot.count('generic', i.slice(1)) > 0, 20_000, 'parked');
+    const m = await mobile(i, 1);
+    expect(m.text()).toMatch(/^\+OK/);
+    m.s.write('ping');
+    await hidden?.until('ping');
+    await c.store.addUsage(uuid, usage(2_000_000));
+    await closedWithin(m.s, 30_000);
+    await closedWithin(hidden?.s as Socket, 30_000);
+    const ended = () =>
+      (c.logs[0] ?? []).filter((l) => l.msg === 'rendezvous ended' && l.fields?.uuid === uuid);
+    await waitFor(() => ended().length > 0, 5_000, 'record');
+    expect(ended()[0]?.fields).toMatchObject({ end: 'revoked', reason: 'quota exceeded', hops: 1 });
+    // Relay 1 reads the month's total again within seconds (MONTH_TOTAL_TTL_MS) and refuses.
+    let last = '';
+    await waitFor(
+      async () => {
+        last = (await mobile(i, 1)).text();
+        return last === '-ERR quota exceeded\n';
+      },
+      30_000,
+      'relay 1 refusing',
+    );
+    expect(refusals(uuid, 'quota_exceeded')).toEqual([]);
+    expect(
+      (c.logs[1] ?? []).some(
+        (l) => l.msg === 'refused' && l.fields?.uuid === uuid && l.fields?.reason === 'quota_exceeded',
+      ),
+    ).toBe(true);
   });
 });
 
