@@ -277,6 +277,25 @@ describe('maximum concurrent rendezvous', () => {
     await setLimits(uuid, undefined);
     expect((await mobile(i)).text()).toMatch(/^\+OK/);
   });
+
+  it('HTTP: N requests live, the next answered 503 with the cap message', async () => {
+    const uuid = 'concurrent-http';
+    const id = await provisionIdentity(c.store, { uuid });
+    await c.store.setLimits(uuid, { maxConcurrent: 2 });
+    // Three parks that never answer: each request paired with one stays live.
+    const first = await connectPark(uuid, currentCode(id));
+    const cookie = /Rendezvous-Cookie: (\S+)/i.exec(first.text())?.[1] as string;
+    for (let k = 0; k < 2; k++) await connectPark(uuid, cookie, 'cookie');
+    await waitFor(() => relay().lot.count('http', uuid) >= 3, 20_000, 'parked');
+    const before = relay().splices;
+    const port = relay().httpAddress?.port as number;
+    for (let k = 0; k < 2; k++)
+      (await open(port)).write(`GET /?rendezvous=${uuid} HTTP/1.1\r\nHost: r\r\n\r\n`);
+    await waitFor(() => relay().splices - before === 2, 20_000, 'two live');
+    const answer = await curl(uuid);
+    expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answer).toContain('too many live rendezvous for this hidden server');
+  });
 });
 
 describe('store reads', () => {
