@@ -7,6 +7,7 @@ import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Store } from '../server/store/index.js';
 import type { Admitted } from './admission.js';
 import type { CookieCache } from './cookie-cache.js';
+import type { IdentityLimitsCache } from './identity-limits.js';
 import type { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import type { ClusterLink } from './pairing.js';
 import type { ParkRecords } from './park-records.js';
@@ -66,6 +67,8 @@ export interface RelayContext {
   waiting: WaitingClients;
   /** Live splices per hidden server, capped. */
   perUuid: SplicesPerUuid;
+  /** Per-identity limits (quota, bandwidth, concurrent rendezvous), kept fresh by change notices. */
+  identityLimits: IdentityLimitsCache;
   /** Which names are identities (negative answers cached briefly). */
   names: KnownNames;
   /**

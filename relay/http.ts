@@ -169,6 +169,9 @@ async function parkConnect(
       diagnostic: 'data sent before 200',
       uuid: grant.uuid,
     });
+  // After the code (a stranger learns nothing, and costs no usage read): an agent over its quota
+  // is told so (429) rather than parked for clients that would be refused.
+  await ctx.identityLimits.checkQuota(grant.uuid);
   // Hung up while its code was checked: nothing to park (and nobody to answer).
   if (isGone(socket)) {
     socket.destroy();
@@ -248,6 +251,10 @@ async function pairHttpMobile(
     (await redirectElsewhere(socket, ctx, { head, id, onlyIfNoneHere: true }))
   )
     return;
+  // Its limits before the cap (the cap may be its own), read with `known`'s read of the identity.
+  // A name no identity has (or, on a lone relay, one parked nowhere here: the CONNECT that parks
+  // it checks its quota) costs no read: a flood of made-up names reads nothing.
+  if (known || ctx.lot.count('http', id) > 0) await ctx.identityLimits.checkQuota(id);
   ctx.perUuid.check(id, socket.remoteAddress);
   const cluster = ctx.cluster && known ? ctx.cluster : undefined;
   const rid = newRid();

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { RendezvousError } from '../core/errors.js';
 import { type Log, type LogFields, RefusalLogGate } from '../core/log.js';
 import { sourceKeyOf } from '../server/limits.js';
-import type { Store } from '../server/store/index.js';
+import type { Identity, Store } from '../server/store/index.js';
 
 /** What a mobile client over the per-hidden-server cap is told (also across a peer link). */
 export const SPLICE_CAP_MESSAGE = 'too many live rendezvous for this hidden server';
@@ -118,6 +118,9 @@ export class WaitingClients {
  * public `I` cookie) can hold at most the per-source share of its cap, so clients from other
  * addresses still find room. A splice whose mobile side is a peer link has no source here (the
  * relay the mobile client reached counts it by its address).
+ *
+ * An identity's own `maxConcurrent` (issue 30, through `capOf`) replaces the relay's cap for it,
+ * and its per-source share scales with it (`perSourceShare`).
  */
 export class SplicesPerUuid {
   private readonly live = new Map<string, number>();
@@ -126,13 +129,18 @@ export class SplicesPerUuid {
   constructor(
     private readonly cap: number,
     private readonly perSource: number = cap,
+    /** An identity's own cap, when it has one (its cached limits; never a store read). */
+    private readonly capOf: (uuid: string) => number | undefined = () => undefined,
   ) {}
 
   /** Throws BUSY when `uuid` is at its cap, or at its per-source cap for `source` (checked before a mobile client is paired). */
   check(uuid: string, source?: string): void {
-    if ((this.live.get(uuid) ?? 0) >= this.cap)
+    const own = this.capOf(uuid);
+    const cap = own ?? this.cap;
+    if ((this.live.get(uuid) ?? 0) >= cap)
       throw new RendezvousError('BUSY', SPLICE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
-    if (source === undefined || (this.bySource.get(sourceSlot(uuid, source)) ?? 0) < this.perSource) return;
+    const share = own === undefined ? this.perSource : perSourceShare(own, this.cap, this.perSource);
+    if (source === undefined || (this.bySource.get(sourceSlot(uuid, source)) ?? 0) < share) return;
     throw new RendezvousError('BUSY', SPLICE_SOURCE_CAP_MESSAGE, { permanent: false, retryAfter: 5 });
   }
 
@@ -149,6 +157,16 @@ export class SplicesPerUuid {
       if (slot) bump(this.bySource, slot, -1);
     };
   }
+}
+
+/**
+ * The per-source share of an identity's own cap `own`: the relay's proportion (`perSource` of
+ * `cap`, 16 of 100 by default), but never below the relay's own share unless the cap itself is
+ * lower — one person's sessions (a browser's parallel requests, a few shells) still fit from one
+ * address, so an identity capped at 16 or fewer can be filled from one address.
+ */
+export function perSourceShare(own: number, cap: number, perSource: number): number {
+  return Math.min(own, Math.max(perSource, Math.ceil((own * perSource) / cap)));
 }
 
 /** The per-source counter's key: the uuid and the source's key (IPv6 by /64). */
@@ -173,6 +191,8 @@ export class KnownNames {
   constructor(
     private readonly store: Pick<Store, 'getIdentity'>,
     private readonly now = Date.now,
+    /** Hears each identity read (the limits cache takes its limits from it: one read, not two). */
+    private readonly onRead?: (uuid: string, identity: Identity | undefined) => void,
   ) {}
 
   /** True unless `uuid` is no (enabled) identity. */
@@ -185,6 +205,7 @@ export class KnownNames {
       .getIdentity(uuid)
       .then(
         (identity) => {
+          this.onRead?.(uuid, identity);
           const known = identity !== undefined && !identity.disabled;
           if (this.cache.size > 10_000) this.cache.clear();
           this.cache.set(uuid, {

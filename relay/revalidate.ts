@@ -16,14 +16,16 @@
  * expiry buckets refuses the key's parks at the first round after it passes.
  * Rounds are jittered so a fleet of relays does not query the store in step.
  */
-import { isRendezvousError } from '../core/errors.js';
+import { isRendezvousError, QUOTA_EXCEEDED_MESSAGE } from '../core/errors.js';
 import type { Log } from '../core/log.js';
 import type { ParkKind } from '../core/protocol.js';
 import { isLive } from '../server/cookies.js';
 import type { Store } from '../server/store/index.js';
 import type { CookieCache } from './cookie-cache.js';
+import type { IdentityLimitsCache } from './identity-limits.js';
 import type { Parked, ParkingLot } from './parking.js';
 import type { Splices } from './splices.js';
+import type { RefusalReason } from './telemetry.js';
 
 /** Default period between rounds (a revocation takes effect within about this long). */
 export const REVALIDATE_MS = 10_000;
@@ -41,6 +43,8 @@ export const CHANGES_OVERLAP_MS = 30_000;
  * notice: its change is written after the notice (or at the same time), within this window.
  */
 export const NOTICE_WINDOW_MS = 30_000;
+/** Rounds in which a noticed uuid's limits are read again (cached uuids only). */
+export const LIMITS_NOTICE_ROUNDS = 2;
 /** What an expired parked cookie is told (the store's own words for it). */
 export const COOKIE_EXPIRED_MESSAGE = 'cookie expired, register again';
 
@@ -50,10 +54,15 @@ export interface RevalidationDeps {
   lot: ParkingLot;
   cookies: Pick<CookieCache, 'forget' | 'peek'>;
   log: Log;
-  /** Ends a generic park with `-ERR <reason>`. */
-  refuseGeneric: (p: Parked, reason: string) => void;
+  /** Ends a generic park with `-ERR <reason>`, recorded as refused for `why` (default `revoked`). */
+  refuseGeneric: (p: Parked, reason: string, why?: RefusalReason) => void;
   /** Live rendezvous whose hidden server was parked here, by uuid (relay/splices.ts). */
   live?: Pick<Splices, 'uuids' | 'has' | 'revoke'>;
+  /**
+   * Per-identity limits: every noticed uuid is passed on (re-read only when cached here), and the
+   * quota of capped identities with rendezvous here is checked each round.
+   */
+  limits?: Pick<IdentityLimitsCache, 'onNotice' | 'peek' | 'overQuota' | 'prime'>;
   periodMs?: number;
   /** How long a noticed uuid is re-checked each round (default NOTICE_WINDOW_MS; tests shorten it). */
   noticeWindowMs?: number;
@@ -173,6 +182,8 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
     } catch {
       return;
     }
+    // The same read serves the limits (a uuid re-checked here is not read again for them).
+    deps.limits?.prime(uuid, identity?.limits, true);
     const generation = identity?.generation ?? 0;
     const gone = !identity || identity.disabled;
     const stale = gone
@@ -189,11 +200,33 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
     if (ended > 0) deps.log.info('live rendezvous revoked', { uuid, ended, reason });
   };
 
+  // A capped identity whose month ran out (its own traffic, or a quota lowered under it): its live
+  // rendezvous end (recorded `revoked`, reason `quota exceeded`) and its parks are told so (an
+  // HTTP park is closed: its next CONNECT is answered 429), so its agent stops parking uselessly.
+  const checkQuota = async (uuid: string) => {
+    if (!(await deps.limits?.overQuota(uuid))) return;
+    const ended = deps.live?.revoke(uuid, () => true, QUOTA_EXCEEDED_MESSAGE) ?? 0;
+    let parks = 0;
+    for (const key of lot.keysOfUuid('generic', uuid))
+      for (const p of lot.takeAll('generic', key)) {
+        deps.refuseGeneric(p, QUOTA_EXCEEDED_MESSAGE, 'quota_exceeded');
+        parks++;
+      }
+    for (const p of lot.takeAll('http', uuid)) {
+      p.socket.destroy();
+      parks++;
+    }
+    if (ended + parks > 0)
+      deps.log.info('quota exceeded: rendezvous and parks ended', { uuid, ended, parks });
+  };
+
   // Change notices: the cursor advances only after a successful read; notices already read
   // (again, inside the overlap) are skipped; each noticed uuid stays young for NOTICE_WINDOW_MS.
   let cursor = Date.now() - CHANGES_OVERLAP_MS;
   const seen = new Map<string, number>();
   const young = new Map<string, number>();
+  /** Rounds that passed a young uuid to the limits cache (LIMITS_NOTICE_ROUNDS at most per notice). */
+  const limitRounds = new Map<string, number>();
   const readNotices = async (): Promise<void> => {
     const startedAt = Date.now();
     const notices = await store.changesSince(cursor - CHANGES_OVERLAP_MS);
@@ -203,6 +236,7 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
       seen.set(n.id, n.at);
       // A later notice for a uuid already young starts its window again (another change).
       young.set(n.uuid, now);
+      limitRounds.delete(n.uuid);
     }
     cursor = startedAt;
     for (const [id, at] of seen) if (at < cursor - 2 * CHANGES_OVERLAP_MS) seen.delete(id);
@@ -224,16 +258,32 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
         const generic = new Set(unknownExpiry);
         unknownExpiry.clear();
         const http = new Set<string>();
+        // Live here with a quota (usage grows without any notice), or noticed with something here.
+        const quota = new Set<string>();
+        for (const uuid of deps.live?.uuids() ?? [])
+          if (deps.limits?.peek(uuid)?.monthlyBytes !== undefined) quota.add(uuid);
         for (const [uuid, since] of young) {
           if (now - since > noticeWindowMs) {
             young.delete(uuid);
+            limitRounds.delete(uuid);
             continue;
           }
-          for (const key of lot.keysOfUuid('generic', uuid)) generic.add(key);
+          // Limits in the first two rounds of a notice: the change lands right after its notice
+          // (store.setLimits), so the second read sees it even when the first came too early, and
+          // a notice about something else (a registration) costs a cached uuid two reads, not one
+          // a round. A uuid re-checked below (checkIdentity) takes them from that read instead.
           if (lot.count('http', uuid) > 0 || deps.live?.has(uuid)) http.add(uuid);
+          const told = limitRounds.get(uuid) ?? 0;
+          if (told < LIMITS_NOTICE_ROUNDS && !http.has(uuid)) {
+            limitRounds.set(uuid, told + 1);
+            deps.limits?.onNotice(uuid);
+          }
+          for (const key of lot.keysOfUuid('generic', uuid)) generic.add(key);
+          if (lot.keysOfUuid('generic', uuid).length > 0 || http.has(uuid)) quota.add(uuid);
         }
         await eachLimited([...generic], REVALIDATE_CONCURRENCY, checkCookie);
         await eachLimited([...http], REVALIDATE_CONCURRENCY, checkIdentity);
+        if (deps.limits) await eachLimited([...quota], REVALIDATE_CONCURRENCY, checkQuota);
       } catch (err) {
         deps.log.warn('revalidation round failed', { reason: (err as Error).message });
       } finally {

@@ -22,6 +22,7 @@ import { RELAY_DEFAULTS } from './defaults.js';
 import { drainRelay } from './drain.js';
 import { startHealthServer } from './health.js';
 import { startHttpSession } from './http.js';
+import { IdentityLimitsCache } from './identity-limits.js';
 import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
@@ -206,6 +207,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const perUuid = new SplicesPerUuid(
     opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid,
     opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
+    (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // at pairings: identityLimits exists by then
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
@@ -278,17 +280,19 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
+  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,
     lot,
     cookies,
     log,
-    refuseGeneric: (p, reason) => {
-      telemetry.refused('revoked', { protocol: 'generic', uuid: p.uuid });
+    refuseGeneric: (p, reason, why = 'revoked') => {
+      telemetry.refused(why, { protocol: 'generic', uuid: p.uuid });
       refuse(p.socket, reason);
     },
     live: splices,
+    limits: identityLimits,
     periodMs: opts.revalidateMs ?? RELAY_DEFAULTS.revalidateMs,
     noticeWindowMs: opts.noticeWindowMs,
   });
@@ -324,7 +328,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
     ),
     perUuid,
-    names: new KnownNames(opts.store),
+    names: new KnownNames(opts.store, Date.now, (uuid, id) => identityLimits.prime(uuid, id?.limits)),
+    identityLimits,
     spliceHidden: splices.spliceHidden,
     // A parked socket that got keepalive from its listener needs no call of its own.
     keepAlive: (socket) => {

@@ -4,7 +4,7 @@
  * client). Whatever goes wrong ends this connection alone with `-ERR`.
  */
 import type { Socket } from 'node:net';
-import { isRendezvousError, RendezvousError } from '../core/errors.js';
+import { isRendezvousError, quotaExceeded, RendezvousError } from '../core/errors.js';
 import { encodeOkLine, LineDecoder, MAX_COOKIE_LINE, parseCookieLine } from '../core/relay-line.js';
 import { mobileCookieFor } from '../server/cookies.js';
 import type { RelayContext } from './context.js';
@@ -126,11 +126,14 @@ function dispatch(
     fail(socket, ctx, err);
     return;
   }
-  // The fast path, with no promise in it: a cookie checked within the last second and, for a
-  // mobile client, a hidden server parked right here. Anything else takes the general path.
+  // The fast path, with no promise in it: a cookie checked within the last second, the
+  // identity's limits (and month total, when it has a quota) known and, for a mobile client, a
+  // hidden server parked right here. Anything else takes the general path.
   const binding = ctx.cookies.peek(line.cookie);
-  if (binding) {
+  const quota = binding && ctx.identityLimits.quotaNow(binding.uuid);
+  if (binding && quota) {
     try {
+      if (quota === 'exceeded') throw quotaExceeded();
       const settled: Settled = { line, uuid: binding.uuid, generation: binding.generation, early: rest };
       if (line.role === 'hidden') {
         settleHidden(socket, ctx, settled);
@@ -177,6 +180,8 @@ async function settle(socket: Socket, ctx: RelayContext, line: Line, rest: Buffe
   try {
     const binding = await ctx.cookies.resolveCookie(line.cookie);
     uuid = binding.uuid;
+    // Both sides: a mobile client is not paired, and an agent is told rather than parked uselessly.
+    await ctx.identityLimits.checkQuota(uuid);
     if (socket.destroyed) return;
     const settled: Settled = { line, uuid: binding.uuid, generation: binding.generation, early: rest };
     if (line.role === 'hidden') settleHidden(socket, ctx, settled);

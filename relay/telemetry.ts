@@ -90,6 +90,7 @@ export const REFUSAL_REASONS = [
   'too_many_waiting',
   'too_many_splices',
   'too_many_parked',
+  'quota_exceeded',
   'at_capacity',
   'store_unavailable',
   'draining',
@@ -150,6 +151,8 @@ export function refusalReason(err: unknown): RefusalReason {
       return 'store_unavailable';
     case 'TOO_MANY_PARKED':
       return 'too_many_parked';
+    case 'QUOTA_EXCEEDED':
+      return 'quota_exceeded';
     case 'BUSY':
       if (err.message.startsWith(SPLICE_CAP_MESSAGE)) return 'too_many_splices';
       if (/handshake/.test(err.message)) return 'too_many_handshakes';
