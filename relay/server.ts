@@ -9,7 +9,6 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Socket } from 'node:net';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
-import { DIRECT_ADDRESS } from '../core/relay-line.js';
 import type { ClaimsRouter } from '../server/claims.js';
 import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
@@ -25,7 +24,8 @@ import { startHttpSession } from './http.js';
 import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
-import { listen } from './listen.js';
+import { directAddress, listen } from './listen.js';
+import { Meter, type UsageSink } from './metering.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
@@ -136,6 +136,8 @@ export interface RelayOptions {
   metrics?: Metrics;
   /** The refusal log's budgets (default: 20 records a minute per reason and source address, 100 per reason). */
   refusalLog?: RefusalLogGate;
+  /** Usage per identity (relay/metering.ts): on unless false; flushed every `flushMs` (default 60 s). */
+  metering?: false | { flushMs?: number };
 }
 
 /** Relay defaults (relay/defaults.ts), named so the CLI and docs can show them. */
@@ -156,6 +158,8 @@ export interface Relay {
   metrics: Metrics;
   /** Cluster: idle links to other relays. */
   peerPool?: PeerPool;
+  /** Usage per identity (absent when metering is off). */
+  meter?: Meter;
   /** Live splices. */
   readonly splices: number;
   readonly draining: boolean;
@@ -208,7 +212,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
+  const meter =
+    opts.metering === false
+      ? undefined
+      : new Meter({ store: opts.store as unknown as UsageSink, relayId, log, ...opts.metering });
+  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
@@ -326,6 +334,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     perUuid,
     names: new KnownNames(opts.store),
     spliceHidden: splices.spliceHidden,
+    meter,
     // A parked socket that got keepalive from its listener needs no call of its own.
     keepAlive: (socket) => {
       if (perSocketOptions) keepAlive.now(socket);
@@ -368,6 +377,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       port: opts.healthPort,
       host,
       metrics: telemetry.metrics,
+      extraMetrics: meter ? () => meter.prometheus() : undefined,
       state: () => ({ draining, relayId, parked: lot.size, splices: splices.count }),
       onError: onListenerError('health'),
     });
@@ -406,8 +416,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
             clients.destroyAll();
             for (const s of peerSockets ?? []) s.destroy();
           },
-          // After the splices: the rendezvous they ended are written too.
-          flush: () => lastRendezvous.close(),
+          // After the splices: the rendezvous they ended are written too, and their usage.
+          flush: () => Promise.all([lastRendezvous.close(), meter?.close()]).then(() => {}),
         },
         graceMs,
       );
@@ -425,6 +435,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records,
     metrics: telemetry.metrics,
     peerPool: pool,
+    meter,
     get splices() {
       return splices.count;
     },
@@ -434,11 +445,4 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     drain,
     close: () => drain(0),
   };
-}
-
-/** `host:port` for park records and `+OK direct=` (IPv6 in brackets); none when `+OK` cannot carry it. */
-function directAddress(host: string, port: number, log: Log): string | undefined {
-  const direct = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  if (DIRECT_ADDRESS.test(direct)) return direct;
-  log.warn('no direct address: not a host:port the protocol can carry', { direct: direct.slice(0, 80) });
 }
