@@ -25,7 +25,7 @@ import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import { directAddress, listen } from './listen.js';
-import { Meter, type UsageSink } from './metering.js';
+import { Meter } from './metering.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
@@ -213,9 +213,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const meter =
-    opts.metering === false
-      ? undefined
-      : new Meter({ store: opts.store as unknown as UsageSink, relayId, log, ...opts.metering });
+    opts.metering === false ? undefined : new Meter({ store: opts.store, relayId, log, ...opts.metering });
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
 
   let peerAddress: AddressInfo | undefined;
