@@ -58,6 +58,8 @@ export class Meter {
   private fresh = new Map<string, UsageTotals>();
   /** Usage whose store write failed, merged per identity until a write succeeds. */
   private readonly unwritten = new Map<string, UsageTotals>();
+  /** Usage being written now (still unflushed until the store answers). */
+  private readonly writing = new Map<string, UsageTotals>();
   private readonly live = new Map<string, Set<LiveEntry>>();
   private readonly timer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
@@ -110,6 +112,8 @@ export class Meter {
     if (fresh) n += totalBytes(fresh);
     const unwritten = this.unwritten.get(uuid);
     if (unwritten) n += totalBytes(unwritten);
+    const writing = this.writing.get(uuid);
+    if (writing) n += totalBytes(writing);
     for (const e of this.live.get(uuid) ?? []) {
       const b = e.handle.bytes();
       n += b.fromA - e.fromA + b.fromB - e.fromB;
@@ -179,6 +183,7 @@ export class Meter {
     const n = this.opts.topN ?? 10;
     this.top = ranked.sort((x, y) => y.bytes - x.bytes).slice(0, n);
     const queue = [...this.unwritten.entries()];
+    for (const [uuid, delta] of queue) this.writing.set(uuid, delta);
     this.unwritten.clear();
     let failed = 0;
     let firstError = '';
@@ -188,7 +193,9 @@ export class Meter {
         try {
           this.writes++;
           await this.opts.store.addUsage(uuid, delta, now);
+          this.writing.delete(uuid);
         } catch (err) {
+          this.writing.delete(uuid);
           this.writeFailures++;
           if (failed++ === 0) firstError = String((err as Error).message ?? err).slice(0, 200);
           // Kept (merged with what accrued meanwhile) for the next flush: never lost, never doubled.
