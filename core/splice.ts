@@ -173,11 +173,15 @@ interface Counter {
   stop: () => void;
 }
 
-/** Bytes read so far by a socket (its own counter), or by a counting listener on other streams. */
+/**
+ * Bytes taken so far from a socket (its own counter, less what still waits in its readable
+ * buffer: bytes read from the kernel while no one consumed them, e.g. while a peer link was
+ * dialled, are carried by the splice, not before it), or counted by a listener on other streams.
+ */
 function readCounter(s: Duplex): Counter {
   if (typeof (s as { bytesRead?: unknown }).bytesRead === 'number') {
     const socket = s as Duplex & { bytesRead: number };
-    return { count: () => socket.bytesRead, stop: () => {} };
+    return { count: () => socket.bytesRead - socket.readableLength, stop: () => {} };
   }
   let n = 0;
   const touch = (chunk: Buffer) => {
