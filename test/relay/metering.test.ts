@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
+import { relayLimitsFromEnv } from '../../relay/main.js';
 import { type Relay, startRelay } from '../../relay/server.js';
 import { mobileCookieFor } from '../../server/cookies.js';
 import { provisionIdentity } from '../../server/identities.js';
@@ -333,6 +334,28 @@ describe('metering while a rendezvous runs, at rest, and on /metrics', () => {
       await c.close();
     }
   }, 120_000);
+});
+
+describe('switching it off', () => {
+  it('RELAY_METERING=off: no meter, and the rendezvous is neither written nor logged as usage', async () => {
+    expect(relayLimitsFromEnv({}).metering).toEqual({ flushMs: 60_000 });
+    expect(relayLimitsFromEnv({ RELAY_METER_FLUSH_MS: '5000' }).metering).toEqual({ flushMs: 5_000 });
+    expect(relayLimitsFromEnv({ RELAY_METERING: 'off' }).metering).toBe(false);
+    expect(() => relayLimitsFromEnv({ RELAY_METERING: 'maybe' })).toThrow(/RELAY_METERING must be on or off/);
+    const lines: string[] = [];
+    const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: () => {} };
+    const c = await startRelay({ store: store.store, port: 0, log, metering: false });
+    try {
+      expect(c.meter).toBeUndefined();
+      const r = await genericIdentity('meter-off');
+      await genericTransfer(r, c, c, 2000, 3000);
+    } finally {
+      await c.close();
+    }
+    expect(lines).toContain('rendezvous ended');
+    expect(lines).not.toContain('usage');
+    expect((await store.store.usageOf('meter-off')).today).toEqual(emptyTotals());
+  }, 60_000);
 });
 
 describe('the relay process', () => {
