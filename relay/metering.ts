@@ -67,10 +67,16 @@ export class Meter {
   private writeFailures = 0;
   private writes = 0;
   private stopped = false;
+  private busy = false;
 
   constructor(private readonly opts: MeterOptions) {
-    // A floor: a zero period would spin.
-    this.timer = setInterval(() => void this.flush(), Math.max(50, opts.flushMs ?? METER_FLUSH_MS));
+    // A floor (a zero period would spin). A tick while a flush still waits on the store is skipped: a slow store never queues flushes.
+    this.timer = setInterval(
+      () => {
+        if (!this.busy) void this.flush();
+      },
+      Math.max(50, opts.flushMs ?? METER_FLUSH_MS),
+    );
     this.timer.unref();
   }
 
@@ -134,8 +140,17 @@ export class Meter {
    * Flushes never overlap (a call during one runs after it).
    */
   flush(): Promise<void> {
-    this.flushing = this.flushing.then(() => this.flushOnce());
-    return this.flushing;
+    this.busy = true;
+    // Never rejects, so one failed flush cannot stop the ones chained after it.
+    const run = this.flushing
+      .then(() => this.flushOnce())
+      .catch((err) => this.opts.log.error('usage flush failed', { error: String(err).slice(0, 200) }));
+    this.flushing = run;
+    const done = () => {
+      if (this.flushing === run) this.busy = false;
+    };
+    void run.then(done);
+    return run;
   }
 
   /** Stops the timer and flushes what is left (the drain calls it after the splices ended). */
