@@ -1,7 +1,7 @@
 /**
  * The metering group of `npm run bench` (`--only metering`): what metering per identity (issue
  * 30, relay/metering.ts) costs a relay, against the same bundle with `RELAY_METERING=off`, side
- * by side and interleaved run by run:
+ * by side: both loaded at the same time, run after run, the ratio taken per run:
  *
  *   - relay CPU per pairing, 50 in flight (the pairing group's load: park, pair, re-park);
  *   - relay CPU per GiB spliced (one rendezvous carrying the bytes mobile → hidden);
@@ -12,13 +12,15 @@
  * writes fall inside every window: an upper bound on what the default costs.
  */
 import type { Socket } from 'node:net';
+import { loadavg } from 'node:os';
 import { mobileCookieFor } from '../server/cookies.js';
 import { cpuSeconds, dial, type GroupContext } from './harness.js';
-import { runPairings } from './pairing.js';
+import { type Contender, runPairings } from './pairing.js';
 import { park, type RelayProcess, registerCookie, type Service, startRelayProcess } from './service.js';
 import { delayingStoreProxy } from './store-trips.js';
 
 const SLOTS = 50;
+const loadavg1 = () => Math.round((loadavg()[0] as number) * 10) / 10;
 const FLUSH_MS = '1000';
 
 /** Registers `n` hidden servers, four at a time (the API's per-source guess limits). */
@@ -100,7 +102,7 @@ export async function benchMetering(ctx: GroupContext, service: Service): Promis
     { label: 'metering off', relay: off },
   ];
   const pairings = ctx.quick ? 600 : 2_000;
-  const contenders = [];
+  const contenders: Contender[] = [];
   for (const { label, relay } of relays) {
     const cookies = await registerN(service, SLOTS, label.replace(' ', '-'));
     contenders.push({
@@ -116,21 +118,18 @@ export async function benchMetering(ctx: GroupContext, service: Service): Promis
   for (const c of contenders) await runPairings(c, pairings, SLOTS);
   const cpu: Record<string, number[]> = { 'metering on': [], 'metering off': [] };
   const gib: Record<string, number[]> = { 'metering on': [], 'metering off': [] };
-  const loadavg: number[] = [];
-  for (let r = 0; r < ctx.runs && ctx.timeLeft(); r++) {
-    loadavg.push(Number((await import('node:os')).loadavg()[0]));
-    // Interleaved, and the order alternates, so drift in the machine's load hits both alike.
-    const order = r % 2 === 0 ? [0, 1] : [1, 0];
-    for (const k of order) {
-      const c = contenders[k] as (typeof contenders)[0];
-      const x = await runPairings(c, pairings, SLOTS);
-      cpu[c.label]?.push(x.cpuUsPerPairing);
-    }
-    for (const k of order) {
-      const { label, relay } = relays[k] as (typeof relays)[0];
-      const s = await spliceRun(relay, spliceCookies[k] as string, bytes);
-      gib[label]?.push((s * 1024 ** 3) / bytes);
-    }
+  const load: number[] = [];
+  // Both relays measured at once, each on its own pid, run after run: whatever else loads the
+  // machine (other suites, other helpers) weighs on both alike, so the ratios hold where the
+  // absolute figures drift.
+  for (let r = 0; r < ctx.runs * 2 && ctx.timeLeft(); r++) {
+    load.push(loadavg1());
+    const paired = await Promise.all(contenders.map((c) => runPairings(c, pairings, SLOTS)));
+    for (const [k, x] of paired.entries()) cpu[contenders[k]?.label as string]?.push(x.cpuUsPerPairing);
+    const spliced = await Promise.all(
+      relays.map(({ relay }, k) => spliceRun(relay, spliceCookies[k] as string, bytes)),
+    );
+    for (const [k, s] of spliced.entries()) gib[relays[k]?.label as string]?.push((s * 1024 ** 3) / bytes);
   }
   for (const { label } of relays) {
     ctx.add(`metering: ${label}, relay CPU per pairing (50 in flight)`, cpu[label] ?? [], 'µs');
@@ -139,7 +138,7 @@ export async function benchMetering(ctx: GroupContext, service: Service): Promis
   const ratio = (a: number[] = [], b: number[] = []) => a.map((x, i) => x / (b[i] as number));
   ctx.add('metering: on / off, CPU per pairing', ratio(cpu['metering on'], cpu['metering off']), '×');
   ctx.add('metering: on / off, CPU per GiB', ratio(gib['metering on'], gib['metering off']), '×');
-  ctx.add('metering: machine load (1-min load average) during the runs', loadavg, '');
+  ctx.add('metering: machine load (1-min load average) during the runs', load, '');
   for (const r of [on, off]) r.child.kill('SIGTERM');
 
   // Store requests at rest: idle parked hidden servers, metering on (flush every second) and off.
