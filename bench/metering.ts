@@ -13,7 +13,11 @@
  */
 import type { Socket } from 'node:net';
 import { loadavg } from 'node:os';
+import { silentLog } from '../core/log.js';
+import { Meter } from '../relay/metering.js';
+import type { RendezvousStart } from '../relay/telemetry.js';
 import { mobileCookieFor } from '../server/cookies.js';
+import { emptyTotals } from '../server/usage-types.js';
 import { cpuSeconds, dial, type GroupContext } from './harness.js';
 import { type Contender, runPairings } from './pairing.js';
 import { park, type RelayProcess, registerCookie, type Service, startRelayProcess } from './service.js';
@@ -93,8 +97,62 @@ async function atRestRun(
   }
 }
 
+/**
+ * The meter's own bookkeeping, in this process (no sockets, nothing else on the CPU clock):
+ * CPU µs per rendezvous (begin, a live read at a flush, end) over `n` rendezvous of 1,000
+ * identities, flushed every 10,000 into a sink that answers at once; and the CPU of one real
+ * usage write (the SDK's side of an UpdateItem to the bench's store), paid once per active
+ * identity per flush, never per rendezvous.
+ */
+async function meterMicro(service: Service, n: number): Promise<{ perRendezvous: number; perWrite: number }> {
+  const sink = { addUsage: async () => {} };
+  const meter = new Meter({ store: sink, relayId: 'bench', log: silentLog, flushMs: 3_600_000 });
+  let carried = 0;
+  const handle = { bytes: () => ({ fromA: carried, fromB: carried }) };
+  const start = (uuid: string): RendezvousStart => ({
+    rid: 'r',
+    protocol: 'generic',
+    uuid,
+    hops: 0,
+    hiddenRelayId: 'bench',
+    mobileRelayId: 'bench',
+    source: '127.0.0.1',
+    toHiddenBefore: 10,
+    startedAt: Date.now(),
+  });
+  const t0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) {
+    const end = meter.begin(start(`bench-${i % 1000}`), handle);
+    carried += 100;
+    if (i % 10_000 === 9_999) await meter.flush();
+    end?.();
+  }
+  await meter.close();
+  const used = process.cpuUsage(t0);
+  const writes = 200;
+  const delta = emptyTotals();
+  delta.generic.bytesToHidden = 1;
+  const w0 = process.cpuUsage();
+  for (let i = 0; i < writes; i++) await service.store.addUsage(`bench-meter-write-${i % 20}`, delta);
+  const w = process.cpuUsage(w0);
+  return { perRendezvous: (used.user + used.system) / n, perWrite: (w.user + w.system) / writes };
+}
+
 /** The metering group. */
 export async function benchMetering(ctx: GroupContext, service: Service): Promise<void> {
+  const micro = { rendezvous: [] as number[], write: [] as number[] };
+  await meterMicro(service, 20_000);
+  for (let r = 0; r < ctx.runs; r++) {
+    const m = await meterMicro(service, 200_000);
+    micro.rendezvous.push(m.perRendezvous);
+    micro.write.push(m.perWrite);
+  }
+  ctx.add("metering: the meter's own CPU per rendezvous (in-process)", micro.rendezvous, 'µs');
+  ctx.add(
+    'metering: CPU of one usage write (SDK side; once per active identity per flush)',
+    micro.write,
+    'µs',
+  );
   const on = await startRelayProcess(service, { env: { RELAY_METER_FLUSH_MS: FLUSH_MS } });
   const off = await startRelayProcess(service, { env: { RELAY_METERING: 'off' } });
   const relays = [
