@@ -129,9 +129,7 @@ export class Meter {
 
   /** Identities with usage not yet written (bounded by the identities that were active). */
   get pendingIdentities(): number {
-    let n = this.unwritten.size;
-    for (const uuid of this.fresh.keys()) if (!this.unwritten.has(uuid)) n++;
-    return n;
+    return new Set([...this.fresh.keys(), ...this.unwritten.keys(), ...this.writing.keys()]).size;
   }
 
   /**
@@ -166,7 +164,7 @@ export class Meter {
       '# HELP rendezvous_relay_identity_bytes Bytes (both ways) of the top identities on this relay over the last flush interval.',
       '# TYPE rendezvous_relay_identity_bytes gauge',
       ...this.top.map(
-        (t, i) => `rendezvous_relay_identity_bytes{uuid="${t.uuid}",rank="${i + 1}"} ${t.bytes}`,
+        (t, i) => `rendezvous_relay_identity_bytes{uuid="${promEscape(t.uuid)}",rank="${i + 1}"} ${t.bytes}`,
       ),
       '# HELP rendezvous_relay_usage_pending_identities Identities whose usage is not yet written to the store.',
       '# TYPE rendezvous_relay_usage_pending_identities gauge',
@@ -280,4 +278,9 @@ function add(a: UsageTotals, b: UsageTotals): void {
 function roundSeconds(t: UsageTotals): void {
   for (const p of ['generic', 'http'] as const)
     t[p].connectionSeconds = Math.round(t[p].connectionSeconds * 1000) / 1000;
+}
+
+/** A Prometheus label value: backslash, quote and newline escaped. */
+function promEscape(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
