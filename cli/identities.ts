@@ -1,16 +1,20 @@
 /**
- * `rendezvous identities list | show | rotate | disable | enable | unlock | delete`: what the
+ * `rendezvous identities list | show | rotate | disable | enable | unlock | delete | usage |
+ * limits`: what the
  * operator console does to identities, from a shell or a script (`--json` on each), against the
  * table `provision` uses (RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, or --table):
  * the local store and a deployed table alike. The work is server/identities.ts's, as the
  * console's is; the rows are the console's (admin/rows.ts). The console's safeguards hold: a
  * rotated secret is printed once and never listed; a deletion asks on the terminal unless `--yes`,
- * and without a terminal it is refused rather than done unasked.
+ * and without a terminal it is refused rather than done unasked. `usage` reads the usage records
+ * (one identity: one Query; the month's listing: a Scan of the whole table), `limits` shows or
+ * sets an identity's quota, bandwidth and concurrency (a change notice first: relays apply it
+ * within a revalidation round).
  */
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { identityRows, rowsOf } from '../admin/rows.js';
-import { RendezvousError } from '../core/errors.js';
+import { isRendezvousError, RendezvousError } from '../core/errors.js';
 import { authPolicyFromEnv, DEFAULT_TABLE } from '../server/config.js';
 import {
   deleteIdentity,
@@ -18,10 +22,14 @@ import {
   requireIdentity,
   rotateIdentitySecret,
   setIdentityDisabled,
+  setIdentityLimits,
   unlockIdentity,
 } from '../server/identities.js';
-import { Store } from '../server/store/index.js';
+import { checkMonth, Store, usageMonth } from '../server/store/index.js';
+import { applyLimits, parseLimits } from '../server/usage-format.js';
+import { totalBytes } from '../server/usage-types.js';
 import { usage } from './program.js';
+import { columns, limitsText, rankingText, usageText } from './usage-text.js';
 
 /** The row columns `list` prints, in order (uuid first: `grep`/`awk` friendly). */
 const HEADER = ['UUID', 'LABEL', 'STATE', 'WRONG CODES', 'CREATED', 'LAST SEEN'];
@@ -40,19 +48,6 @@ const cells = (r: Row) => [
   r.createdAt,
   r.lastSeen ?? '-',
 ];
-
-/** Left-aligned columns, two spaces apart. */
-function columns(rows: string[][]): string {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i] ?? 0))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
 
 /** `show`'s lines: one `name value` per fact. */
 function details(r: Row): string {
@@ -101,27 +96,63 @@ async function confirmDelete(uuid: string): Promise<boolean> {
 
 const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 
+/** The options the subcommands take (each its own few). */
+interface SubOptions {
+  json?: boolean;
+  yes?: boolean;
+  month?: string;
+  quota?: string;
+  bandwidth?: string;
+  maxConcurrent?: string;
+}
+
+/** The store's names of the limits (its refusals start with them), as the options name them. */
+const OPTION_NAMES: Record<string, string> = {
+  monthlyBytes: 'quota',
+  bytesPerSecond: 'bandwidth',
+  maxConcurrent: 'max-concurrent',
+};
+
+/**
+ * Runs `fn`; a BAD_REQUEST it throws (a bad option value, or one the store's range check refuses)
+ * is a usage error naming the option: one line, exit 2.
+ */
+async function asUsage<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isRendezvousError(err, 'BAD_REQUEST'))
+      usage(
+        `identities ${what}: ${(err as Error).message.replace(/^(\w+):/, (m, f: string) => (OPTION_NAMES[f] ? `${OPTION_NAMES[f]}:` : m))}`,
+      );
+    throw err;
+  }
+}
+
 /** Adds `identities` and its subcommands to `program`. */
 export function addIdentitiesCommand(program: Command, uuidOption: (value: string) => string): void {
   const group = program
     .command('identities')
-    .description('list, show, rotate, disable, enable, unlock and delete hidden-server identities');
+    .description(
+      'list, show, rotate, disable, enable, unlock and delete hidden-server identities; their usage and limits',
+    );
 
   /** A subcommand with the shared options; `act` gets the store and the parsed options. */
   const sub = <A extends unknown[]>(
     name: string,
     description: string,
-    act: (store: Store, o: { json?: boolean; yes?: boolean }, ...args: A) => Promise<void>,
-    withUuid = true,
+    act: (store: Store, o: SubOptions, ...args: A) => Promise<void>,
+    withUuid: boolean | 'optional' = true,
   ) => {
     const c = group.command(name).description(description);
-    if (withUuid) c.argument('<uuid>', 'the identity', uuidOption);
+    if (withUuid === 'optional') c.argument('[uuid]', 'the identity (none: every identity)', uuidOption);
+    else if (withUuid) c.argument('<uuid>', 'the identity', uuidOption);
     c.option('--json', 'print JSON (for scripts)').option(
       '--table <name>',
       'table (default: RENDEZVOUS_TABLE or rendezvous)',
     );
     c.action(async (...params: unknown[]) => {
-      const o = params[withUuid ? 1 : 0] as { json?: boolean; yes?: boolean; table?: string };
+      const o = params[withUuid ? 1 : 0] as SubOptions & { table?: string };
       const store = new Store({ table: o.table ?? process.env.RENDEZVOUS_TABLE ?? DEFAULT_TABLE });
       try {
         await act(store, o, ...((withUuid ? [params[0]] : []) as A));
@@ -205,4 +236,75 @@ export function addIdentitiesCommand(program: Command, uuidOption: (value: strin
       out(o.json ? JSON.stringify({ uuid, deleted: true }) : `${uuid} deleted`);
     },
   ).option('--yes', 'delete without asking');
+
+  sub<[string | undefined]>(
+    'usage',
+    "one identity's usage (today, this month, the last 30 days; one query), or with no uuid every identity with usage in the month, largest first (a scan of the whole table: mind its cost)",
+    async (store, o, uuid) => {
+      if (uuid) {
+        if (o.month !== undefined)
+          usage('identities usage: --month lists every identity: give no uuid with it');
+        const now = Date.now();
+        const [u, id] = await Promise.all([store.usageOf(uuid, now), store.getIdentity(uuid)]);
+        const used = u.days.some(
+          (d) => totalBytes(d.totals) > 0 || d.totals.generic.rendezvous + d.totals.http.rendezvous > 0,
+        );
+        // Usage outlives its identity (it is still billable): a deleted one with usage is shown.
+        if (!id && !used) throw new RendezvousError('NOT_FOUND', `no such identity: ${uuid}`);
+        const bytes = { today: totalBytes(u.today), month: totalBytes(u.month) };
+        out(
+          o.json
+            ? JSON.stringify({ uuid, exists: Boolean(id), limits: id?.limits ?? {}, bytes, ...u })
+            : usageText(uuid, u, id ? undefined : 'identity deleted'),
+        );
+        return;
+      }
+      const month =
+        o.month === undefined
+          ? usageMonth(Date.now())
+          : await asUsage('usage', () => checkMonth(o.month as string));
+      const ranking = await store.usageRanking(month);
+      out(
+        o.json
+          ? JSON.stringify({
+              month,
+              identities: ranking.map((r) => ({ uuid: r.uuid, bytes: totalBytes(r.month), totals: r.month })),
+            })
+          : rankingText(month, ranking),
+      );
+    },
+    'optional',
+  ).option('--month <YYYY-MM>', 'the UTC month to list (default: this one); only without a uuid');
+
+  sub<[string]>(
+    'limits',
+    'show, or set with an option, its monthly quota, bandwidth and concurrent rendezvous (none: no limit); relays apply a change within seconds',
+    async (store, o, uuid) => {
+      const change = await asUsage('limits', () =>
+        parseLimits({ quota: o.quota, bandwidth: o.bandwidth, maxConcurrent: o.maxConcurrent }),
+      );
+      const id = await store.getIdentity(uuid);
+      if (!id) throw new RendezvousError('NOT_FOUND', `no such identity: ${uuid}`);
+      let limits = id.limits;
+      const setting = Object.keys(change).length > 0;
+      if (setting) {
+        // The options given change those limits, the others stay (read, then written whole: two
+        // operators changing one identity's limits at the same moment, the last write wins).
+        limits = applyLimits(id.limits, change);
+        await asUsage('limits', () => setIdentityLimits(store, uuid, limits));
+      }
+      const monthBytes = await store.monthBytes(uuid);
+      out(
+        o.json
+          ? JSON.stringify({ uuid, limits: limits ?? {}, monthBytes })
+          : `${limitsText(uuid, limits, monthBytes)}${setting ? '\n\nset: relays apply it within a revalidation round (about 10 s)' : ''}`,
+      );
+    },
+  )
+    .option('--quota <size>', 'bytes a UTC month, both ways, both protocols: 10GB, 512GiB, or none')
+    .option(
+      '--bandwidth <rate>',
+      'bytes a second, both ways together: 1MB/s, 800KiB/s (at least 1KiB/s), or none',
+    )
+    .option('--max-concurrent <n>', 'live rendezvous at once, or none');
 }

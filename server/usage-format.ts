@@ -82,8 +82,9 @@ const CLEAR = /^(none|off)$/i;
 
 /**
  * Reads the operator's limit options: `--quota 10GB|none`, `--bandwidth 1MB/s|none`,
- * `--max-concurrent N|none`. BAD_REQUEST naming the option for a bad value; the store checks
- * the ranges again (store/identities.ts `checkLimits`: a bandwidth of at least 1 KiB/s).
+ * `--max-concurrent N|none`. BAD_REQUEST naming the option for a value it cannot read or of
+ * zero; the ranges (a bandwidth of at least 1 KiB/s) are the store's (store/identities.ts
+ * `checkLimits`), whose refusals name the stored field (`bytesPerSecond: …`).
  */
 export function parseLimits(opts: LimitOptions): LimitsChange {
   const change: LimitsChange = {};

@@ -23,9 +23,10 @@
  *                                  rotated, disabled, deleted, limits set): relays read these once
  *                                  per pass instead of re-reading every parked key (expires after
  *                                  an hour)
- *   usage#<uuid>  / day#YYYY-MM-DD one UTC day of a uuid's usage (usage.ts): that day's counters per
- *                                  protocol and each hour's, added to by the relays' flushes;
- *                                  expires USAGE_TTL_SECONDS (~400 days) after the day
+ *   usage#<uuid>  / day#YYYY-MM-DD#<region>  one UTC day of a uuid's usage metered in one region
+ *                                  (usage.ts): that day's counters per protocol and each hour's,
+ *                                  added to by that region's relays' flushes; expires
+ *                                  USAGE_TTL_SECONDS (~400 days) after the day
  *
  * <c> is always the mobile (`I`) cookie; the hidden server's `R` cookie is never stored (the relay
  * derives <c> from it, see `mobileCookieFor`).
@@ -84,11 +85,11 @@ export const changeSk = (ms: number): string => ms.toString().padStart(15, '0');
 /** The partition of a uuid's usage items (one per UTC day it had any). */
 export const usagePk = (uuid: string): string => `usage#${uuid}`;
 
-/** The sort-key prefix of usage day items: `day#` + YYYY-MM-DD (a month's are `day#YYYY-MM`). */
+/** The sort-key prefix of usage day items: `day#` + YYYY-MM-DD + `#` + region (a month's are `day#YYYY-MM`). */
 export const USAGE_DAY_PREFIX = 'day#';
 
-/** A uuid's usage item of one UTC day (`day`: YYYY-MM-DD). */
-export const usageDayKey = (uuid: string, day: string): Key => ({
+/** A uuid's usage item of one UTC day (`day`: YYYY-MM-DD) written in `region` (each region its own). */
+export const usageDayKey = (uuid: string, day: string, region: string): Key => ({
   pk: usagePk(uuid),
-  sk: `${USAGE_DAY_PREFIX}${day}`,
+  sk: `${USAGE_DAY_PREFIX}${day}#${region}`,
 });

@@ -1,19 +1,23 @@
 /**
- * Usage records (issue 30): per identity, one item per UTC day it had any use (`usage#<uuid>` /
- * `day#YYYY-MM-DD`), holding the day's counters per protocol and each hour's counters as
- * attributes of the same item. A relay flush adds to it with ONE UpdateItem (ADD): no read, no
- * condition, no transaction (dynalite has none), so any number of relays add to one item at once
- * without losing a byte, and an idle identity costs nothing (no delta, no write). A month is a
- * Query of at most 31 items of one partition; the listing of every identity is a Scan (costly:
- * see `ranking`). Items age out through the table's TTL (`expiresAt`) USAGE_TTL_SECONDS after
- * their day: a deleted identity's usage stays until then (it is still billable).
+ * Usage records (issue 30): per identity, one item per UTC day it had any use and region that
+ * wrote it (`usage#<uuid>` / `day#YYYY-MM-DD#<region>`), holding the day's counters per protocol
+ * and each hour's counters as attributes of the same item. A relay flush adds to it with ONE
+ * UpdateItem (ADD): no read, no condition, no transaction (dynalite has none), so any number of
+ * relays add to one item at once without losing a byte, and an idle identity costs nothing (no
+ * delta, no write). The region is in the key because a global table settles concurrent writes to
+ * one item in two regions by "last writer wins": two regions ADDing to one shared item within the
+ * replication lag would lose one's delta; with an item per region, each item has one writing
+ * replica and every replica holds all of them. A month is one Query of one partition (at most 31
+ * items per region with usage); the listing of every identity is a Scan (costly: see `ranking`).
+ * Items age out through the table's TTL (`expiresAt`) USAGE_TTL_SECONDS after their day: a
+ * deleted identity's usage stays until then (it is still billable).
  *
  * Attribute names are short, because every write is billed on the whole item's size: a counter is
  * `<protocol><counter>` for the day and `<protocol><counter><HH>` for hour HH (UTC), where the
  * protocol is `g` (generic) or `h` (http) and the counter `h` (bytes to the hidden server), `m`
  * (bytes to the mobile client), `r` (rendezvous begun) or `s` (connection-seconds). A counter
  * that never moved is absent (zero). A day used in every hour over both protocols holds 200
- * numbers, about 2 KB.
+ * numbers, under 2 KB (about 1.7 KB with ten-digit byte counts).
  */
 import { badRequest } from '../../core/errors.js';
 import {
@@ -100,7 +104,12 @@ function addInto(a: UsageTotals, b: UsageTotals): UsageTotals {
 
 /** The usage records of one table. */
 export class Usage {
-  constructor(private readonly table: Table) {}
+  /** The region segment of the items this store writes (its replica's region). */
+  private readonly region: string;
+
+  constructor(private readonly table: Table) {
+    this.region = table.settings.region.replace(/[^A-Za-z0-9-]/g, '_');
+  }
 
   /**
    * Adds `delta` to the uuid's day item, the day's counters and that hour's, in one UpdateItem
@@ -126,7 +135,7 @@ export class Usage {
     if (adds.length === 0) return;
     const day = usageDay(nowMs);
     await this.table.update({
-      Key: usageDayKey(uuid, day),
+      Key: usageDayKey(uuid, day, this.region),
       UpdateExpression: `SET expiresAt = :exp ADD ${adds.join(', ')}`,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: {
@@ -136,14 +145,15 @@ export class Usage {
     });
   }
 
-  /** The uuid's day items from `from` to `to` (YYYY-MM-DD, inclusive), oldest first: one Query. */
+  /** The uuid's day items (every region's) from `from` to `to` (YYYY-MM-DD, inclusive), oldest first: one Query. */
   private days(uuid: string, from: string, to: string, dayOnly = false): Promise<Item[]> {
     return this.table.queryAll({
       KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
       ExpressionAttributeValues: {
         ':pk': usagePk(uuid),
         ':from': `${USAGE_DAY_PREFIX}${from}`,
-        ':to': `${USAGE_DAY_PREFIX}${to}`,
+        // After every region's item of `to` (`day#<to>#<region>`): U+FFFF sorts after any of them.
+        ':to': `${USAGE_DAY_PREFIX}${to}#\uffff`,
       },
       ...(dayOnly
         ? {
@@ -163,32 +173,33 @@ export class Usage {
     // The month can begin a day before the 30 days do (the 31st of a 31-day month).
     const from = first < `${month}-01` ? first : `${month}-01`;
     const items = await this.days(uuid, from, today);
-    const byDay = new Map(items.map((i) => [String(i.sk).slice(USAGE_DAY_PREFIX.length), i]));
+    // Each day's items (one per region that had usage), by day.
+    const byDay = new Map<string, Item[]>();
+    for (const item of items) {
+      const day = String(item.sk).slice(USAGE_DAY_PREFIX.length, USAGE_DAY_PREFIX.length + 10);
+      byDay.set(day, [...(byDay.get(day) ?? []), item]);
+    }
+    const sum = (list: Item[] | undefined, hour?: number): UsageTotals =>
+      (list ?? []).reduce<UsageTotals>((t, item) => addInto(t, totalsOf(item, hour)), emptyTotals());
     const monthTotals = emptyTotals();
-    for (const [day, item] of byDay) if (day.startsWith(month)) addInto(monthTotals, totalsOf(item));
+    for (const [day, list] of byDay) if (day.startsWith(month)) addInto(monthTotals, sum(list));
     const days = Array.from({ length: USAGE_DAYS }, (_, k) => {
       const day = usageDay(nowMs - (USAGE_DAYS - 1 - k) * DAY_MS);
-      const item = byDay.get(day);
-      return { day, totals: item ? totalsOf(item) : emptyTotals() };
+      return { day, totals: sum(byDay.get(day)) };
     });
-    const todayItem = byDay.get(today);
+    const todayItems = byDay.get(today);
     const hours: IdentityUsage['hours'] = [];
-    if (todayItem)
-      for (let h = 0; h < 24; h++) {
-        const totals = totalsOf(todayItem, h);
-        if (protocols.some((p) => counters.some((c) => totals[p][c] !== 0))) hours.push({ hour: h, totals });
-      }
-    return {
-      today: todayItem ? totalsOf(todayItem) : emptyTotals(),
-      month: monthTotals,
-      days,
-      hours,
-    };
+    for (let h = 0; todayItems && h < 24; h++) {
+      const totals = sum(todayItems, h);
+      if (protocols.some((p) => counters.some((c) => totals[p][c] !== 0))) hours.push({ hour: h, totals });
+    }
+    return { today: sum(todayItems), month: monthTotals, days, hours };
   }
 
   /**
    * Bytes both ways over both protocols this UTC month (what a quota counts): one Query of the
-   * month's day items (at most 31, about 2 KB each at most: ≤ 16 read units at a busy month's end).
+   * month's day items (at most 31 per region with usage, under 2 KB each: ≤ 16 read
+   * units per such region at a busy month's end).
    */
   async monthBytes(uuid: string, nowMs: number = Date.now()): Promise<number> {
     const month = usageMonth(nowMs);

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type AdminConsole, startAdminConsole } from '../../admin/server.js';
-import { splitDump } from '../../cli/import/import.js';
+import { importEntries, splitDump } from '../../cli/import/import.js';
 import { registerHiddenServer } from '../../server/register.js';
 import { runCli } from '../support/cli.js';
 import { embeddedStore } from '../support/store.js';
@@ -113,6 +113,30 @@ describe('accepted dump shapes', () => {
     await importText(JSON.stringify({ 'shape-bin': originalRecord('shape-bin', secret('binary'), 8) }));
     const id = await env.store.getIdentity('shape-bin');
     expect(id?.compat).toMatchObject({ encoding: 'speakeasy', digits: 'original' });
+  });
+});
+
+describe('usage limits (issue 30)', () => {
+  it('an imported identity has no limits, even from a record that names some', async () => {
+    const record = {
+      ...JSON.parse(originalRecord('limits-import', secret())),
+      limits: { monthlyBytes: 1, bytesPerSecond: 1024, maxConcurrent: 1 },
+    };
+    const report = await importEntries(env.store, splitDump(JSON.stringify([record])));
+    expect(report.imported).toEqual(['limits-import']);
+    const id = await env.store.getIdentity('limits-import');
+    expect(id?.compat).toBeDefined();
+    expect(id && 'limits' in id).toBe(false);
+  });
+
+  it('a forced re-import replaces the secret and keeps the limits the operator set since', async () => {
+    await importEntries(env.store, splitDump(originalRecord('limits-reimport', secret())));
+    await env.store.setLimits('limits-reimport', { maxConcurrent: 2 });
+    const report = await importEntries(env.store, splitDump(originalRecord('limits-reimport', secret())), {
+      force: true,
+    });
+    expect(report.replaced).toEqual(['limits-reimport']);
+    expect((await env.store.getIdentity('limits-reimport'))?.limits).toEqual({ maxConcurrent: 2 });
   });
 });
 

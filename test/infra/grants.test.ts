@@ -26,6 +26,7 @@ import { ClaimsRouter } from '../../server/claims.js';
 import { provisionIdentity, rotateIdentitySecret } from '../../server/identities.js';
 import type { RegistrationPolicy } from '../../server/register.js';
 import { Store } from '../../server/store/index.js';
+import { emptyTotals } from '../../server/usage-types.js';
 import { apiEvent } from '../support/api-event.js';
 import { freePort, readAll, startEchoServer } from '../support/net.js';
 import { synthApp } from './cdk-app.js';
@@ -129,7 +130,7 @@ beforeAll(async () => {
   dynalite = await startStoreServer({ port: 0 });
   direct = new Store({ table: TABLE, endpoint: dynalite.endpoint, region: HERE });
   await direct.ensureTable();
-  for (const name of ['register', 'registerHome', 'lookup', 'lookupHome', 'relay', 'relayHome'])
+  for (const name of ['register', 'registerHome', 'lookup', 'lookupHome', 'relay', 'relayHome', 'relayUsage'])
     proxies[name] = await recordingProxy(dynalite.endpoint);
   echo = await startEchoServer();
 }, 300_000);
@@ -226,6 +227,20 @@ describe('the lookup function', () => {
 });
 
 describe('the relay task', () => {
+  it('is granted what metering and quota checks call on the usage records, on each replica', async () => {
+    // What a relay's meter flush (addUsage) and quota check (monthBytes) send, on either replica.
+    const usage = storeOn(p('relayUsage'), HERE);
+    const delta = emptyTotals();
+    delta.generic.bytesToMobile = 1_000;
+    delta.generic.rendezvous = 1;
+    await usage.addUsage('grants-usage', delta);
+    expect(await usage.monthBytes('grants-usage')).toBe(1_000);
+    const called = [...p('relayUsage').actions].sort();
+    expect(called).toEqual(['dynamodb:Query', 'dynamodb:UpdateItem']);
+    expect(granted(template, 'RelayTask', HERE)).toEqual(expect.arrayContaining(called));
+    expect(granted(template, 'RelayTask', HOME)).toEqual(expect.arrayContaining(called));
+  });
+
   it('is granted every action the relay calls, on each replica', async () => {
     const httpPort = await freePort();
     relay = await startRelay({

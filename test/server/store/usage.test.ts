@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RendezvousError } from '../../../core/errors.js';
 import { provisionIdentity, setIdentityLimits } from '../../../server/identities.js';
-import type { Store } from '../../../server/store/index.js';
+import { Store } from '../../../server/store/index.js';
 import { USAGE_TTL_SECONDS } from '../../../server/store/usage.js';
 import { emptyTotals, totalBytes } from '../../../server/usage-types.js';
 import { embeddedStore } from '../../support/store.js';
@@ -99,12 +99,45 @@ describe('usage records', () => {
   it('a day item expires through the TTL about 400 days after its day', async () => {
     const when = at('2026-05-20T18:00:00Z');
     await store.addUsage('usage-ttl', delta([1, 1, 1, 1]), when);
-    // Read through the ranking's scan would not show expiresAt: look at the raw item instead.
+    // No read of the store shows expiresAt: look at the raw item.
     const raw = await (
       store as unknown as { t: { get: (pk: string, sk: string) => Promise<unknown> } }
-    ).t.get('usage#usage-ttl', 'day#2026-05-20');
+    ).t.get('usage#usage-ttl', `day#2026-05-20#${store.settings.region}`);
     expect(raw).toMatchObject({ expiresAt: at('2026-05-20T00:00:00Z') / 1000 + USAGE_TTL_SECONDS });
     expect(USAGE_TTL_SECONDS / 86_400).toBe(400);
+  });
+
+  it('each region adds to an item of its own (a global table keeps the last writer of one item), and reads sum them all', async () => {
+    // Two regions' relays on two replicas of one global table: here one table, two stores.
+    const other = new Store({ table: store.table, endpoint: s.endpoint, region: 'eu-west-1' });
+    try {
+      const when = at('2026-07-04T08:00:00Z');
+      await Promise.all([
+        store.addUsage('usage-regions', delta([10, 20, 1, 5]), when),
+        other.addUsage('usage-regions', delta([1, 2, 1, 1], [100, 0, 1, 1]), when),
+      ]);
+      const raw = (store as unknown as { t: { get: (pk: string, sk: string) => Promise<unknown> } }).t;
+      expect(await raw.get('usage#usage-regions', `day#2026-07-04#${store.settings.region}`)).toMatchObject({
+        gh: 10,
+        gh08: 10,
+      });
+      expect(await raw.get('usage#usage-regions', 'day#2026-07-04#eu-west-1')).toMatchObject({
+        gh: 1,
+        hh: 100,
+      });
+      for (const reader of [store, other]) {
+        const usage = await reader.usageOf('usage-regions', when);
+        expect(usage.today).toEqual(delta([11, 22, 2, 6], [100, 0, 1, 1]));
+        expect(usage.hours).toEqual([{ hour: 8, totals: usage.today }]);
+        expect(usage.days[29]?.totals).toEqual(usage.today);
+        expect(await reader.monthBytes('usage-regions', when)).toBe(133);
+      }
+      expect((await store.usageRanking('2026-07')).find((r) => r.uuid === 'usage-regions')?.month).toEqual(
+        delta([11, 22, 2, 6], [100, 0, 1, 1]),
+      );
+    } finally {
+      other.close();
+    }
   });
 
   it('a negative or non-finite delta is refused and adds nothing', async () => {
