@@ -6,13 +6,14 @@
  * Prints a table and writes bench/results/latest.json.
  *
  * This file reads the flags, starts the service and runs the groups, one file each:
- * throughput.ts, pairing.ts, cluster.ts, at-rest.ts (memory and store, measured by parked.ts),
+ * throughput.ts, pairing.ts, cluster.ts, at-rest.ts (memory and store, measured by parked.ts), metering.ts,
  * registration.ts, client-package.ts; harness.ts holds what they share, report.ts the output.
  */
 import { benchAtRest } from './at-rest.js';
 import { benchClientPackage } from './client-package.js';
 import { benchCluster } from './cluster.js';
 import { type Figure, type GroupContext, killChildren, summary } from './harness.js';
+import { benchMetering } from './metering.js';
 import { benchPairing } from './pairing.js';
 import { benchRegistration } from './registration.js';
 import { type BenchResult, machine, printReport, ratiosOf, writeResults } from './report.js';
@@ -20,7 +21,7 @@ import { startRelayProcess, startService } from './service.js';
 import { benchThroughput, startForwarders, startSink } from './throughput.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|cluster|memory|store|registration|client`: one group, for iterating on it. */
+/** `--only throughput|pairing|cluster|memory|store|metering|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
@@ -59,6 +60,8 @@ async function main() {
   // 3. memory and store at rest: a fresh relay process per run, one socket per hidden server
   if (want('memory') || want('store'))
     await benchAtRest(ctx, service, { memory: want('memory'), store: want('store') });
+  // 3b. metering per identity: its CPU per pairing and per GiB against metering off, store requests at rest
+  if (want('metering')) await benchMetering(ctx, service);
   // 4. registration
   if (want('registration')) await benchRegistration(ctx, service);
   // 5. the client package (packed, installed into an empty folder)

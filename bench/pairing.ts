@@ -47,7 +47,7 @@ h.write('+OK\\n');s.write('+OK\\n');h.pipe(s);s.pipe(h);h.on('error',()=>s.destr
 s.on('data',onData);}).listen(0,'127.0.0.1',function(){console.log('port '+this.address().port)});`;
 
 /** Where a contender parks and pairs, and the lines a slot sends (`R…`, `I…`). */
-interface Contender {
+export interface Contender {
   label: string;
   park: { pid: number; port: number };
   pair: { pid: number; port: number };
@@ -120,7 +120,7 @@ async function parkSlot(port: number, line: string): Promise<{ socket: Socket; o
  * (the relay had not read the re-park's line yet; the original answers `-ERR not ready` at once and
  * the slot dials again, ours holds the client until it parks).
  */
-async function runPairings(c: Contender, pairings: number, slots: number) {
+export async function runPairings(c: Contender, pairings: number, slots: number) {
   if (process.env.BENCH_DEBUG) console.error(`pairing: ${c.label}, ${pairings} over ${slots} slots`);
   const parked = await Promise.all(
     Array.from({ length: slots }, (_, i) => parkSlot(c.park.port, c.lines(i).r)),

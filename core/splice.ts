@@ -37,16 +37,31 @@ export interface SpliceOptions {
   intoB?: Duplex;
 }
 
+/** A running splice: what it has carried so far (read on demand, e.g. by a periodic meter). */
+export interface SpliceHandle {
+  /**
+   * Bytes read from each side since the splice began, read now from the sockets' own counters
+   * (0 unless `countBytes`); after the end, the final figures.
+   */
+  bytes(): { fromA: number; fromB: number };
+}
+
 /** Splices `a` and `b` both ways; `onDone` runs once when both are closed. */
 export function splice(
   a: Duplex,
   b: Duplex,
   onDone?: (end: SpliceEnd) => void,
   opts: SpliceOptions = {},
-): void {
+): SpliceHandle {
   let cause: SpliceEndCause | undefined;
   const counted = opts.countBytes ? [readCounter(a), readCounter(b)] : undefined;
   const base = counted?.map((c) => c.count());
+  let final: { fromA: number; fromB: number } | undefined;
+  const bytes = () =>
+    final ?? {
+      fromA: counted ? (counted[0] as Counter).count() - (base?.[0] ?? 0) : 0,
+      fromB: counted ? (counted[1] as Counter).count() - (base?.[1] ?? 0) : 0,
+    };
   if (opts.intoB) a.pipe(opts.intoB).pipe(b);
   else a.pipe(b);
   if (opts.intoA) b.pipe(opts.intoA).pipe(a);
@@ -72,10 +87,9 @@ export function splice(
     if (finished) return;
     finished = true;
     idle?.stop();
-    const fromA = counted ? (counted[0] as Counter).count() - (base?.[0] ?? 0) : 0;
-    const fromB = counted ? (counted[1] as Counter).count() - (base?.[1] ?? 0) : 0;
+    final = bytes();
     for (const c of counted ?? []) c.stop();
-    onDone?.({ cause: cause ?? 'closed', fromA, fromB });
+    onDone?.({ cause: cause ?? 'closed', fromA: final.fromA, fromB: final.fromB });
   };
   const onClose = (self: 'a' | 'b', s: Duplex, other: Duplex) => () => {
     // Closed after both directions ended is graceful; anything else is an abort. After a graceful
@@ -101,6 +115,7 @@ export function splice(
         abort();
       })
     : undefined;
+  return { bytes };
 }
 
 /** A splice watched for idleness. */
@@ -158,11 +173,15 @@ interface Counter {
   stop: () => void;
 }
 
-/** Bytes read so far by a socket (its own counter), or by a counting listener on other streams. */
+/**
+ * Bytes taken so far from a socket (its own counter, less what still waits in its readable
+ * buffer: bytes read from the kernel while no one consumed them, e.g. while a peer link was
+ * dialled, are carried by the splice, not before it), or counted by a listener on other streams.
+ */
 function readCounter(s: Duplex): Counter {
   if (typeof (s as { bytesRead?: unknown }).bytesRead === 'number') {
     const socket = s as Duplex & { bytesRead: number };
-    return { count: () => socket.bytesRead, stop: () => {} };
+    return { count: () => socket.bytesRead - socket.readableLength, stop: () => {} };
   }
   let n = 0;
   const touch = (chunk: Buffer) => {

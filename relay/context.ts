@@ -9,6 +9,7 @@ import type { Admitted } from './admission.js';
 import type { CookieCache } from './cookie-cache.js';
 import type { IdentityLimitsCache } from './identity-limits.js';
 import type { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
+import type { Meter } from './metering.js';
 import type { ClusterLink } from './pairing.js';
 import type { ParkRecords } from './park-records.js';
 import type { ParkingLot } from './parking.js';
@@ -77,6 +78,8 @@ export interface RelayContext {
    * bytes of one direction each.
    */
   spliceHidden(hidden: Duplex, mobile: Duplex, rendezvous: RendezvousStart, filters?: SpliceFilters): void;
+  /** Usage per identity on this relay (absent when metering is off): `unflushedBytes`, `flush`. */
+  meter?: Meter;
   /** Turns TCP keepalive on for a socket about to wait idle (a parked hidden server). */
   keepAlive(socket: Socket): void;
 }

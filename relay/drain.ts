@@ -23,7 +23,7 @@ export interface DrainPlan {
   splices(): number;
   /** Ends every connection still open, once the grace is over. */
   cutConnections(): void;
-  /** Runs last: after the splices, so the rendezvous they ended are written too. */
+  /** Runs last: after the splices, so the rendezvous they ended (and their usage) are written too. */
   flush(): Promise<void>;
 }
 
@@ -49,6 +49,9 @@ export async function drainRelay(plan: DrainPlan, graceMs: number): Promise<void
   const until = Date.now() + graceMs;
   while (plan.splices() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   plan.cutConnections();
+  // The cut splices end on their sockets' close events: their records and usage come before the flush.
+  const cutUntil = Date.now() + 2_000;
+  while (plan.splices() > 0 && Date.now() < cutUntil) await new Promise((r) => setTimeout(r, 10));
   await listenersClosed;
   await plan.flush();
   log.info('drained', { cut: plan.splices() });

@@ -22,6 +22,8 @@ export interface HealthOptions {
   port: number;
   host: string;
   metrics: Metrics;
+  /** More Prometheus text after the registry's (the meter's top identities: prom only, never EMF). */
+  extraMetrics?: () => string;
   state: () => HealthState;
   /** Errors of the listener once it listens. */
   onError: (err: NodeJS.ErrnoException) => void;
@@ -40,7 +42,7 @@ export async function startHealthServer(opts: HealthOptions): Promise<HealthServ
     if (req.url === '/metrics') {
       // Prometheus text exposition, for anyone running relays outside AWS.
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', connection: 'close' });
-      res.end(opts.metrics.prometheus());
+      res.end(opts.metrics.prometheus() + (opts.extraMetrics?.() ?? ''));
       return;
     }
     const ok = req.url === '/healthz' || req.url?.startsWith('/healthz?');

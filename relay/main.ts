@@ -43,6 +43,8 @@
  *   RELAY_HTTP_SHARED_ORIGIN with RELAY_HTTP_DOMAIN: `on` lets the domain's own name serve tenants
  *                            named by ?rendezvous=, Digest or Basic (off: 403; unsafe for browsers)
  *   RELAY_DRAIN_GRACE_MS     how long live splices may run after SIGTERM (60000)
+ *   RELAY_METERING           usage per identity written to the store (on; off turns it off)
+ *   RELAY_METER_FLUSH_MS     period of the usage flush: one write per active identity (60000)
  *   RELAY_CONNECT_CODE_REUSE live-park (default) or never — see the HTTP-specific protocol
  *   RENDEZVOUS_TABLE, AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION   the store
  *   RELAY_REGION             multi-region: this relay's region, written into park records (off)
@@ -60,6 +62,7 @@ import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
 import { ecsPublicIp } from './ecs-public-ip.js';
 import { stdoutSink } from './log-sink.js';
+import { METER_FLUSH_MS } from './metering.js';
 import { MAX_PEER_HANDSHAKES } from './peer-listener.js';
 import { PEER_POOL_DEFAULTS } from './peer-pool.js';
 import { RELAY_DEFAULTS, type Relay, startRelay } from './server.js';
@@ -127,6 +130,12 @@ function onOffFromEnv(name: string, env: NodeJS.ProcessEnv): boolean {
   throw new Error(`${name} must be on or off`);
 }
 
+/** RELAY_METERING (on unless `off`) and RELAY_METER_FLUSH_MS (60000). */
+function meteringFromEnv(env: NodeJS.ProcessEnv): false | { flushMs: number } {
+  if (env.RELAY_METERING?.trim() && !onOffFromEnv('RELAY_METERING', env)) return false;
+  return { flushMs: intFromEnv('RELAY_METER_FLUSH_MS', METER_FLUSH_MS, env) };
+}
+
 /**
  * Multi-region settings: RELAY_REGION, RELAY_HTTP_PUBLIC_URL (an http(s) URL) and, when
  * RENDEZVOUS_HOME_REGION names another region than this one, a store on the home replica.
@@ -187,6 +196,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
       maxIdlePerPeer: intFromEnv('RELAY_PEER_POOL', PEER_POOL_DEFAULTS.maxIdlePerPeer, env),
     },
     connectPolicy: { ...authPolicyFromEnv(env), codeReuse: reuse as 'live-park' | 'never' },
+    metering: meteringFromEnv(env),
   };
 }
 

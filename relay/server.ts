@@ -9,7 +9,6 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Socket } from 'node:net';
 import { type Log, type RefusalLogGate, silentLog } from '../core/log.js';
-import { DIRECT_ADDRESS } from '../core/relay-line.js';
 import type { ClaimsRouter } from '../server/claims.js';
 import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
@@ -26,7 +25,8 @@ import { IdentityLimitsCache } from './identity-limits.js';
 import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
-import { listen } from './listen.js';
+import { directAddress, listen } from './listen.js';
+import { Meter } from './metering.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
@@ -137,6 +137,8 @@ export interface RelayOptions {
   metrics?: Metrics;
   /** The refusal log's budgets (default: 20 records a minute per reason and source address, 100 per reason). */
   refusalLog?: RefusalLogGate;
+  /** Usage per identity (relay/metering.ts): on unless false; flushed every `flushMs` (default 60 s). */
+  metering?: false | { flushMs?: number };
 }
 
 /** Relay defaults (relay/defaults.ts), named so the CLI and docs can show them. */
@@ -157,6 +159,8 @@ export interface Relay {
   metrics: Metrics;
   /** Cluster: idle links to other relays. */
   peerPool?: PeerPool;
+  /** Usage per identity (absent when metering is off). */
+  meter?: Meter;
   /** Live splices. */
   readonly splices: number;
   readonly draining: boolean;
@@ -210,7 +214,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // at pairings: identityLimits exists by then
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log });
+  const meter =
+    opts.metering === false ? undefined : new Meter({ store: opts.store, relayId, log, ...opts.metering });
+  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
@@ -331,6 +337,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     names: new KnownNames(opts.store, Date.now, (uuid, id) => identityLimits.prime(uuid, id?.limits)),
     identityLimits,
     spliceHidden: splices.spliceHidden,
+    meter,
     // A parked socket that got keepalive from its listener needs no call of its own.
     keepAlive: (socket) => {
       if (perSocketOptions) keepAlive.now(socket);
@@ -373,6 +380,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       port: opts.healthPort,
       host,
       metrics: telemetry.metrics,
+      extraMetrics: meter ? () => meter.prometheus() : undefined,
       state: () => ({ draining, relayId, parked: lot.size, splices: splices.count }),
       onError: onListenerError('health'),
     });
@@ -411,8 +419,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
             clients.destroyAll();
             for (const s of peerSockets ?? []) s.destroy();
           },
-          // After the splices: the rendezvous they ended are written too.
-          flush: () => lastRendezvous.close(),
+          // After the splices: the rendezvous they ended are written too, and their usage.
+          flush: () => Promise.all([lastRendezvous.close(), meter?.close()]).then(() => {}),
         },
         graceMs,
       );
@@ -430,6 +438,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     records,
     metrics: telemetry.metrics,
     peerPool: pool,
+    meter,
     get splices() {
       return splices.count;
     },
@@ -439,11 +448,4 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     drain,
     close: () => drain(0),
   };
-}
-
-/** `host:port` for park records and `+OK direct=` (IPv6 in brackets); none when `+OK` cannot carry it. */
-function directAddress(host: string, port: number, log: Log): string | undefined {
-  const direct = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  if (DIRECT_ADDRESS.test(direct)) return direct;
-  log.warn('no direct address: not a host:port the protocol can carry', { direct: direct.slice(0, 80) });
 }

@@ -11,6 +11,7 @@ import { reset, splice } from '../core/splice.js';
 import type { SpliceFilters } from './context.js';
 import type { KeepAlive } from './keepalive.js';
 import type { SplicesPerUuid } from './limits.js';
+import type { Meter } from './metering.js';
 import { parkedGeneration } from './parking.js';
 import type { RelayTelemetry, RendezvousStart } from './telemetry.js';
 
@@ -22,6 +23,8 @@ export interface SplicesOptions {
   idleTimeoutMs: number;
   telemetry: RelayTelemetry;
   log: Log;
+  /** Usage per identity (absent: metering off). */
+  meter?: Meter;
 }
 
 /** A live splice whose hidden server was parked here: what a revocation needs to end it. */
@@ -96,11 +99,13 @@ export class Splices {
             },
           };
     if (revocable) this.track(rendezvous.uuid, revocable, true);
-    splice(
+    let metered: (() => void) | undefined;
+    const handle = splice(
       hidden,
       mobile,
       (end) => {
         keepAlive.forget(mobile);
+        metered?.();
         release();
         if (revocable) this.track(rendezvous.uuid, revocable, false);
         this.live--;
@@ -115,6 +120,8 @@ export class Splices {
         intoB: filters.intoMobile,
       },
     );
+    // onDone never runs synchronously inside splice(), so the meter sees the end of what it began.
+    metered = this.opts.meter?.begin(rendezvous, handle);
   };
 
   private track(uuid: string, r: Revocable, live: boolean): void {

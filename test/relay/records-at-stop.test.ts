@@ -106,6 +106,10 @@ describe('the relay process at a clean stop', () => {
     expect(ended).toHaveLength(BURST);
     expect(new Set(ended.map((x) => x.rid)).size).toBe(BURST);
     for (const x of ended) expect(x).toMatchObject({ uuid: id.uuid, end: 'closed', hops: 0 });
-    expect(records.map((x) => x.msg).slice(-3)).toEqual(['stopping', 'draining', 'drained']);
+    // The drain flushes the usage of the burst: one record for the identity (issue 30), before `drained`.
+    const usage = records.filter((x) => x.event === 'usage');
+    expect(usage.map((x) => [x.uuid, x.genericRendezvous])).toEqual([[id.uuid, BURST]]);
+    const own = records.filter((x) => x.event !== 'usage');
+    expect(own.map((x) => x.msg).slice(-3)).toEqual(['stopping', 'draining', 'drained']);
   }, 120_000);
 });
