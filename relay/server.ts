@@ -211,16 +211,20 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const perUuid = new SplicesPerUuid(
     opts.maxSplicesPerUuid ?? RELAY_DEFAULTS.maxSplicesPerUuid,
     opts.maxSplicesPerSource ?? RELAY_DEFAULTS.maxSplicesPerSource,
-    (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // at pairings: identityLimits exists by then
+    (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // read at pairings, after it is made
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const meter =
     opts.metering === false ? undefined : new Meter({ store: opts.store, relayId, log, ...opts.metering });
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
+  // The quota check adds what this relay has counted but not yet written.
+  const localBytes = (uuid: string) => meter?.unflushedBytes(uuid) ?? 0;
+  const identityLimits = new IdentityLimitsCache({ store: opts.store, log, localBytes });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
   let peerSockets: Set<Socket> | undefined;
+  let recordedPeer = '';
   if (opts.clusterSecret) {
     const peerHost = opts.peerHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
     const peerBind = opts.peerBind || defaultPeerBind(peerHost, host);
@@ -254,26 +258,18 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     peerAddress = peer.server.address() as AddressInfo;
     peerSockets = peer.sockets;
     closers.push(() => new Promise((r) => peer.server.close(() => r())));
-    records = new ParkRecords({
-      store: opts.store,
-      relayId,
-      peer: `${peerHost}:${peer.port}`,
-      log,
-      origin,
-      heartbeatMs: opts.heartbeatMs,
-    });
-  } else {
-    // A relay alone still records its parks (the operator console shows who is online); with no
-    // peer address, no other relay will try to dial it.
-    records = new ParkRecords({
-      store: opts.store,
-      relayId,
-      peer: '',
-      log,
-      origin,
-      heartbeatMs: opts.heartbeatMs,
-    });
+    recordedPeer = `${peerHost}:${peer.port}`;
   }
+  // A relay alone still records its parks (the operator console shows who is online); with no
+  // peer address, no other relay will try to dial it.
+  records = new ParkRecords({
+    store: opts.store,
+    relayId,
+    peer: recordedPeer,
+    log,
+    origin,
+    heartbeatMs: opts.heartbeatMs,
+  });
   // The first heartbeat before any park: a relay without one counts as dead to every reader.
   await records.start(lot);
   telemetry.watch(
@@ -286,7 +282,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
-  const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,
