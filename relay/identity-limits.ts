@@ -71,6 +71,8 @@ export class IdentityLimitsCache {
   private readonly reading = new Map<string, Promise<IdentityLimits | undefined>>();
   private readonly months = new Map<string, MonthTotal>();
   private readonly monthReads = new Map<string, Promise<number>>();
+  /** Bytes this relay wrote while a month read was in flight: that read may have missed them. */
+  private readonly writtenDuringRead = new Map<string, number>();
   private readonly listeners: Array<(uuid: string, limits: IdentityLimits | undefined) => void> = [];
 
   constructor(opts: IdentityLimitsOptions) {
@@ -200,6 +202,19 @@ export class IdentityLimitsCache {
     return Math.min(now + this.monthTtlMs, nextMonthStart(now));
   }
 
+  /**
+   * The meter wrote `bytes` of `uuid` to the store just now. They leave `localBytes` at this moment,
+   * so the cached month total (read before the write) takes them, else this relay would not see
+   * its own traffic until the total is read again. A read in flight may or may not have seen the
+   * write: it is counted as not (a few bytes over, for a few seconds, on the refusing side).
+   */
+  written(uuid: string, bytes: number): void {
+    if (this.monthReads.has(uuid))
+      this.writtenDuringRead.set(uuid, (this.writtenDuringRead.get(uuid) ?? 0) + bytes);
+    const m = this.months.get(uuid);
+    if (m) m.bytes += bytes;
+  }
+
   private monthTotal(uuid: string): Promise<number> {
     const now = this.now();
     const month = monthOf(now);
@@ -210,7 +225,8 @@ export class IdentityLimitsCache {
     const read = this.store.monthBytes ? this.store.monthBytes(uuid, now) : Promise.resolve(0);
     const p = read
       .then(
-        (bytes) => {
+        (read) => {
+          const bytes = read + (this.writtenDuringRead.get(uuid) ?? 0);
           this.months.delete(uuid);
           this.months.set(uuid, { bytes, month, until: this.monthUntil() });
           evict(this.months, this.maxEntries);
@@ -224,7 +240,10 @@ export class IdentityLimitsCache {
           return last;
         },
       )
-      .finally(() => this.monthReads.delete(uuid));
+      .finally(() => {
+        this.monthReads.delete(uuid);
+        this.writtenDuringRead.delete(uuid);
+      });
     this.monthReads.set(uuid, p);
     return p;
   }

@@ -35,6 +35,8 @@ export interface MeterOptions {
   topN?: number;
   /** Store writes in flight at once during a flush (default 16). */
   concurrency?: number;
+  /** A write of `bytes` of `uuid` succeeded (the quota check's cached month total takes them). */
+  onWritten?: (uuid: string, bytes: number) => void;
 }
 
 /** Default flush period. */
@@ -207,6 +209,7 @@ export class Meter {
           this.writes++;
           await this.opts.store.addUsage(uuid, delta, now);
           this.writing.delete(uuid);
+          this.opts.onWritten?.(uuid, totalBytes(delta));
         } catch (err) {
           this.writing.delete(uuid);
           this.writeFailures++;

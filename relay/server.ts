@@ -214,8 +214,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // read at pairings, after it is made
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
+  // The quota check's cached month total takes what the meter writes (identity-limits.ts).
+  const onWritten = (uuid: string, bytes: number) => identityLimits.written(uuid, bytes);
   const meter =
-    opts.metering === false ? undefined : new Meter({ store: opts.store, relayId, log, ...opts.metering });
+    opts.metering === false
+      ? undefined
+      : new Meter({ store: opts.store, relayId, log, onWritten, ...opts.metering });
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
   // The quota check adds what this relay has counted but not yet written.
   const localBytes = (uuid: string) => meter?.unflushedBytes(uuid) ?? 0;
