@@ -1,6 +1,6 @@
 /**
  * Identities as the operator manages them: provisioning (a fresh or an existing TOTP secret),
- * rotating the secret, disabling, unlocking, deleting, and the compatibility settings of
+ * rotating the secret, disabling, unlocking, deleting, usage limits, and the compatibility settings of
  * identities imported from node-rendezvous. The console, the CLI (`rendezvous identities`) and the
  * importer call in here; the store keeps them.
  */
@@ -19,6 +19,7 @@ import {
 } from '../core/totp.js';
 import { isUuid } from '../core/uuid.js';
 import type { Store } from './store/index.js';
+import type { IdentityLimits } from './usage-types.js';
 
 export { isUuid, UUID_RULE } from '../core/uuid.js';
 
@@ -160,6 +161,20 @@ export async function setIdentityCompat(
 /** Disables (ending its registration, cookie and parks, as a rotation does) or re-enables an identity. */
 export async function setIdentityDisabled(store: Store, uuid: string, disabled: boolean): Promise<void> {
   await store.setDisabled(checkUuid(uuid), disabled);
+}
+
+/**
+ * Sets an identity's usage limits (undefined or `{}`: none), replacing the ones it had. BAD_REQUEST
+ * naming the field for a bad value (store/identities.ts `checkLimits`), NOT_FOUND for an unknown
+ * uuid. A change notice is written first: every relay applies the limits within one
+ * revalidation round.
+ */
+export async function setIdentityLimits(
+  store: Store,
+  uuid: string,
+  limits: IdentityLimits | undefined,
+): Promise<void> {
+  await store.setLimits(checkUuid(uuid), limits);
 }
 
 /** Throws NOT_FOUND naming `uuid` unless the identity exists (the CLI's commands say which one). */

@@ -5,7 +5,7 @@
  * registration (registrations.ts); a change notice (changes.ts) is written first, before anything
  * changes, so relays re-check the uuid's parks while the change lands.
  */
-import { RendezvousError } from '../../core/errors.js';
+import { badRequest, RendezvousError } from '../../core/errors.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
 import type { IdentityLimits } from '../usage-types.js';
 import type { Changes } from './changes.js';
@@ -45,6 +45,37 @@ export interface Identity extends TotpParams {
    * unreduced value): while its uuid is under attack, other lengths are refused.
    */
   codeLengths?: CodeLength[];
+}
+
+/** The lowest bandwidth limit accepted (bytes per second): below it a rendezvous barely moves. */
+export const MIN_BYTES_PER_SECOND = 1024;
+
+/**
+ * Checks limits an operator sets (BAD_REQUEST naming the field): each present one a positive
+ * integer, a bandwidth of at least MIN_BYTES_PER_SECOND, no other field. Returns the limits
+ * without absent fields, or undefined when none is left (no limits).
+ */
+export function checkLimits(limits: IdentityLimits | undefined): IdentityLimits | undefined {
+  if (limits === undefined || limits === null) return undefined;
+  if (typeof limits !== 'object') throw badRequest('limits: an object');
+  const known = ['monthlyBytes', 'bytesPerSecond', 'maxConcurrent'];
+  for (const k of Object.keys(limits))
+    if (!known.includes(k)) throw badRequest(`limits: unknown field ${k.slice(0, 40)}`);
+  const out: IdentityLimits = {};
+  const field = (k: keyof IdentityLimits, min: number, rule: string) => {
+    const v = limits[k];
+    if (v === undefined || v === null) return;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw badRequest(`${k}: ${rule}`);
+    out[k] = v;
+  };
+  field('monthlyBytes', 1, 'a positive whole number of bytes');
+  field(
+    'bytesPerSecond',
+    MIN_BYTES_PER_SECOND,
+    `a whole number of bytes per second, at least ${MIN_BYTES_PER_SECOND}`,
+  );
+  field('maxConcurrent', 1, 'a whole number, at least 1');
+  return Object.keys(out).length ? out : undefined;
 }
 
 /** A code length a compat identity accepted: its number of last digits, or `full` (the whole value). */
@@ -196,7 +227,8 @@ export class Identities {
         Key: identityKey(uuid),
         UpdateExpression: expression,
         ConditionExpression: 'attribute_exists(pk)',
-        ExpressionAttributeValues: values,
+        // DynamoDB refuses an empty map (a bare REMOVE has no values).
+        ExpressionAttributeValues: Object.keys(values).length ? values : undefined,
       });
     } catch (err) {
       if (isConditionFailed(err)) throw new RendezvousError('NOT_FOUND', 'no such identity');
@@ -259,6 +291,18 @@ export class Identities {
       compat ? 'SET compat = :c, digits = :d' : 'SET digits = :d REMOVE compat',
       compat ? { ':c': compat, ':d': digits } : { ':d': digits },
     );
+  }
+
+  /**
+   * Sets (undefined or `{}`: removes) an identity's usage limits, checked by `checkLimits`. The
+   * change notice is written FIRST, so every relay re-reads the uuid's limits in its next
+   * revalidation round once the identity item has them. NOT_FOUND for an unknown uuid (its
+   * notice costs the relays a read each, nothing more).
+   */
+  async setLimits(uuid: string, limits: IdentityLimits | undefined): Promise<void> {
+    const checked = checkLimits(limits);
+    await this.changes.note(uuid);
+    await this.update(uuid, checked ? 'SET limits = :l' : 'REMOVE limits', checked ? { ':l': checked } : {});
   }
 
   /** Deletes an identity, its registration and its last-rendezvous record. */

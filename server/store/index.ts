@@ -9,7 +9,13 @@ export type { AttemptScope, AttemptWindow, Reservation } from './attempts.js';
 export { CHANGE_TTL_SECONDS, type ChangeNotice } from './changes.js';
 export type { ClaimsRegionRecord } from './claims-region.js';
 export { failedStore, type StoreSettings } from './errors.js';
-export type { ClaimExtra, CodeLength, Identity } from './identities.js';
+export {
+  type ClaimExtra,
+  type CodeLength,
+  checkLimits,
+  type Identity,
+  MIN_BYTES_PER_SECOND,
+} from './identities.js';
 export {
   LAST_RENDEZVOUS_TTL_SECONDS,
   type LastRendezvous,
@@ -22,3 +28,12 @@ export { type CookieBinding, type Registration, SPLIT_COOKIE_SCHEME } from './re
 export { HEARTBEAT_CACHE_MS, type RelayHeartbeat, relayAlive } from './relays.js';
 export { probeStore, Store } from './store.js';
 export { STORE_REQUEST_TIMEOUT_MS, type StoreOptions } from './table.js';
+export {
+  checkMonth,
+  type IdentityUsage,
+  USAGE_DAYS,
+  USAGE_TTL_SECONDS,
+  type UsageRankEntry,
+  usageDay,
+  usageMonth,
+} from './usage.js';

@@ -20,8 +20,12 @@
  *                                  outlives the relay's park records (console: a crashed relay's
  *                                  records are not shown as live)
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
- *                                  rotated, disabled, deleted): relays read these once per pass
- *                                  instead of re-reading every parked key (expires after an hour)
+ *                                  rotated, disabled, deleted, limits set): relays read these once
+ *                                  per pass instead of re-reading every parked key (expires after
+ *                                  an hour)
+ *   usage#<uuid>  / day#YYYY-MM-DD one UTC day of a uuid's usage (usage.ts): that day's counters per
+ *                                  protocol and each hour's, added to by the relays' flushes;
+ *                                  expires USAGE_TTL_SECONDS (~400 days) after the day
  *
  * <c> is always the mobile (`I`) cookie; the hidden server's `R` cookie is never stored (the relay
  * derives <c> from it, see `mobileCookieFor`).
@@ -76,3 +80,15 @@ export const CHANGES_PK = 'CHANGES';
 
 /** Sort key of a change notice: zero-padded milliseconds, so a range read is a time range. */
 export const changeSk = (ms: number): string => ms.toString().padStart(15, '0');
+
+/** The partition of a uuid's usage items (one per UTC day it had any). */
+export const usagePk = (uuid: string): string => `usage#${uuid}`;
+
+/** The sort-key prefix of usage day items: `day#` + YYYY-MM-DD (a month's are `day#YYYY-MM`). */
+export const USAGE_DAY_PREFIX = 'day#';
+
+/** A uuid's usage item of one UTC day (`day`: YYYY-MM-DD). */
+export const usageDayKey = (uuid: string, day: string): Key => ({
+  pk: usagePk(uuid),
+  sk: `${USAGE_DAY_PREFIX}${day}`,
+});

@@ -1,12 +1,13 @@
 /**
  * The state store: one DynamoDB table (keys.ts has its layout), reached through `Store`, a facade
  * over one module per record type — identities, registrations and cookies, guess attempts, parks
- * and last rendezvous, relay heartbeats, change notices — that share one Table (table.ts, the
+ * and last rendezvous, relay heartbeats, change notices, usage — that share one Table (table.ts, the
  * only SDK caller). SDK errors leave as typed errors (errors.ts). Consumers hold a `Store` (or a
  * `Pick` of it) and call its methods; the per-record modules are its implementation.
  */
 import type { ParkKind } from '../../core/protocol.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
+import type { IdentityLimits, UsageTotals } from '../usage-types.js';
 import { type AttemptScope, Attempts, type AttemptWindow, type Reservation } from './attempts.js';
 import { type ChangeNotice, Changes } from './changes.js';
 import { type ClaimsRegionRecord, ClaimsRegions } from './claims-region.js';
@@ -22,6 +23,7 @@ import {
 import { type CookieBinding, REVOKED_FOR_GOOD, type Registration, Registrations } from './registrations.js';
 import { type RelayHeartbeat, RelayHeartbeats, relayAlive } from './relays.js';
 import { type StoreOptions, Table } from './table.js';
+import { type IdentityUsage, Usage, type UsageRankEntry } from './usage.js';
 
 /** DynamoDB-backed store. One instance (one SDK client) per process. */
 export class Store {
@@ -38,6 +40,7 @@ export class Store {
   private readonly changes: Changes;
   private readonly claimsRegions: ClaimsRegions;
   private readonly heartbeats: RelayHeartbeats;
+  private readonly usage: Usage;
 
   constructor(opts: StoreOptions) {
     this.t = new Table(opts);
@@ -51,6 +54,7 @@ export class Store {
     this.parks = new Parks(this.t);
     this.claimsRegions = new ClaimsRegions(this.t);
     this.heartbeats = new RelayHeartbeats(this.t);
+    this.usage = new Usage(this.t);
   }
 
   /** Creates the table if missing (local stacks and tests; CDK owns it on AWS). */
@@ -153,7 +157,16 @@ export class Store {
     await this.attempts.reset(uuid);
   }
 
-  /** Deletes an identity, its registration and its last-rendezvous record. */
+  /**
+   * Sets an identity's usage limits (undefined or `{}` clears them; BAD_REQUEST for a bad value,
+   * see `checkLimits`): a change notice first, then the identity item, so relays pick the new
+   * limits up in their next revalidation round. NOT_FOUND for an unknown uuid.
+   */
+  setLimits(uuid: string, limits: IdentityLimits | undefined): Promise<void> {
+    return this.identities.setLimits(uuid, limits);
+  }
+
+  /** Deletes an identity, its registration and its last-rendezvous record (its usage stays until it ages out). */
   async deleteIdentity(uuid: string): Promise<void> {
     await this.identities.delete(uuid);
     await this.registrations.fence(uuid, REVOKED_FOR_GOOD);
@@ -307,6 +320,34 @@ export class Store {
   /** The heartbeats of `relayIds`, read now (a relay without one is absent, and counts as dead). */
   relayHeartbeats(relayIds: Iterable<string>): Promise<Map<string, RelayHeartbeat>> {
     return this.heartbeats.get(relayIds);
+  }
+
+  // Usage (usage.ts)
+
+  /**
+   * Adds a relay's usage delta for `uuid` to its day item (that day's and that hour's counters):
+   * ONE UpdateItem, none for an all-zero delta. Relays call it at most once per identity per flush.
+   */
+  addUsage(uuid: string, delta: UsageTotals, nowMs: number = Date.now()): Promise<void> {
+    return this.usage.add(uuid, delta, nowMs);
+  }
+
+  /** An identity's usage today, this month, the last 30 days and today's hours (one Query). */
+  usageOf(uuid: string, nowMs: number = Date.now()): Promise<IdentityUsage> {
+    return this.usage.of(uuid, nowMs);
+  }
+
+  /** Bytes both ways over both protocols this UTC month, what a quota counts (one Query). */
+  monthBytes(uuid: string, nowMs: number = Date.now()): Promise<number> {
+    return this.usage.monthBytes(uuid, nowMs);
+  }
+
+  /**
+   * Every identity with usage in `month` (YYYY-MM, default this month), by bytes, largest first.
+   * Costly: a Scan of the whole table (Usage.ranking) — operator-triggered only.
+   */
+  usageRanking(month?: string): Promise<UsageRankEntry[]> {
+    return this.usage.ranking(month);
   }
 
   // Change notices (changes.ts)
