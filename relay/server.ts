@@ -15,6 +15,7 @@ import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
 import type { Store } from '../server/store/index.js';
 import { HandshakeAdmission } from './admission.js';
+import { Bandwidth, type BandwidthRelayOptions } from './bandwidth.js';
 import { ClientSockets, listenerErrors } from './capacity.js';
 import type { RelayContext } from './context.js';
 import { CookieCache } from './cookie-cache.js';
@@ -39,7 +40,7 @@ import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
 
 /** Relay settings; every limit has a default. */
-export interface RelayOptions {
+export interface RelayOptions extends BandwidthRelayOptions {
   store: Store;
   /** Generic-protocol port (default 8899; 0 picks one). */
   port?: number;
@@ -280,6 +281,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   );
   const cookies = new CookieCache(opts.store);
   const identityLimits = new IdentityLimitsCache({ store: opts.store, log });
+  splices.bandwidth = new Bandwidth({ ...opts, relayId, limits: identityLimits, log });
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,

@@ -8,6 +8,7 @@
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
 import { reset, splice } from '../core/splice.js';
+import type { Bandwidth } from './bandwidth.js';
 import type { SpliceFilters } from './context.js';
 import type { KeepAlive } from './keepalive.js';
 import type { SplicesPerUuid } from './limits.js';
@@ -34,6 +35,8 @@ interface Revocable {
 export class Splices {
   private live = 0;
   private readonly byUuid = new Map<string, Set<Revocable>>();
+  /** Per-identity bandwidth caps (relay/bandwidth.ts), set once at the relay's start. */
+  bandwidth: Bandwidth | undefined;
 
   constructor(private readonly opts: SplicesOptions) {}
 
@@ -96,11 +99,13 @@ export class Splices {
             },
           };
     if (revocable) this.track(rendezvous.uuid, revocable, true);
+    let unthrottle: (() => void) | undefined;
     splice(
       hidden,
       mobile,
       (end) => {
         keepAlive.forget(mobile);
+        unthrottle?.();
         release();
         if (revocable) this.track(rendezvous.uuid, revocable, false);
         this.live--;
@@ -115,6 +120,8 @@ export class Splices {
         intoB: filters.intoMobile,
       },
     );
+    // After the pipes exist: a capped identity's throttles go in front of them (relay/bandwidth.ts).
+    unthrottle = this.bandwidth?.attach(rendezvous, { hidden, mobile, ...filters });
   };
 
   private track(uuid: string, r: Revocable, live: boolean): void {
