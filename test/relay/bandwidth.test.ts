@@ -7,7 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { currentCode } from '../../core/totp.js';
+import { codeForStep, timeStep } from '../../core/totp.js';
+import { shareOf } from '../../relay/bandwidth.js';
 import type { Relay } from '../../relay/server.js';
 import { mobileCookieFor } from '../../server/cookies.js';
 import { provisionIdentity } from '../../server/identities.js';
@@ -35,18 +36,26 @@ afterAll(async () => {
   await c?.close();
 });
 
-/** A provisioned, registered identity: its hidden (`R`) and mobile (`I`) cookies. */
-async function identity(name: string): Promise<{ uuid: string; r: string; i: string }> {
+/**
+ * A provisioned, registered identity: its hidden (`R`) and mobile (`I`) cookies, and a code the
+ * registration did not use (the next step's, inside the ±1 step window) for an HTTP CONNECT.
+ */
+async function identity(name: string): Promise<{ uuid: string; r: string; i: string; nextCode: string }> {
   const id = await provisionIdentity(c.store, { uuid: `bw-${name}-${Date.now()}` });
-  const res = await fetch(`${c.apiUrl}/?uuid=${id.uuid}&response=${currentCode(id)}`, { method: 'PUT' });
+  const step = timeStep(id, Date.now());
+  const res = await fetch(`${c.apiUrl}/?uuid=${id.uuid}&response=${codeForStep(id, step)}`, {
+    method: 'PUT',
+  });
   const r = ((await res.json()) as { result: { cookie: string } }).result.cookie.slice(1);
-  return { uuid: id.uuid, r, i: mobileCookieFor(r) };
+  return { uuid: id.uuid, r, i: mobileCookieFor(r), nextCode: codeForStep(id, step + 1) };
 }
 
 /** One side of a rendezvous: bytes it received, and a switch to push bytes as fast as it can. */
 interface End {
   socket: Socket;
   received: number;
+  /** The first KiB received, as text (the handshake). */
+  head: string;
   push(): void;
 }
 
@@ -56,6 +65,7 @@ function end(socket: Socket): End {
   const e: End = {
     socket,
     received: 0,
+    head: '',
     push: () => {
       const block = Buffer.alloc(64 * KiB, 0x61);
       const more = () => {
@@ -66,6 +76,7 @@ function end(socket: Socket): End {
     },
   };
   socket.on('data', (d: Buffer) => {
+    if (e.received < KiB) e.head += d.subarray(0, KiB - e.received).toString('latin1');
     e.received += d.length;
   });
   return e;
@@ -85,6 +96,23 @@ async function pair(
   mobile.socket.write(`I${id.i}\n`);
   // Both read `+OK\n` once paired: the hidden server may write only then.
   await waitFor(() => hidden.received >= 4 && mobile.received >= 4, 10_000, 'paired');
+  return { hidden, mobile };
+}
+
+/**
+ * HTTP-specific: parks a hidden server by CONNECT on `relay`'s HTTP port, sends a mobile client's
+ * GET through it; the hidden server answers with a long body. The mobile end counts the answer.
+ */
+async function pairHttp(uuid: string, code: string, relay: Relay): Promise<{ hidden: End; mobile: End }> {
+  const port = relay.httpAddress?.port as number;
+  const hidden = end(await dial(port));
+  hidden.socket.write(`CONNECT uuid:${uuid}?response=${code} HTTP/1.1\r\n\r\n`);
+  await waitFor(() => relay.lot.count('http', uuid) >= 1, 10_000, 'parked by CONNECT');
+  const mobile = end(await dial(port));
+  mobile.socket.write(`GET /?rendezvous=${uuid} HTTP/1.1\r\nHost: r\r\n\r\n`);
+  // Only once the request arrived may the hidden server write (before it, its bytes are refused).
+  await waitFor(() => hidden.head.includes('GET /'), 10_000, 'request forwarded');
+  hidden.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${1 << 30}\r\n\r\n`);
   return { hidden, mobile };
 }
 
@@ -108,6 +136,18 @@ async function settled(ends: End[], cap: number, what: string): Promise<void> {
   throw new Error(`${what}: ${Math.round(last)} B/s against a cap of ${cap} B/s after 30 s`);
 }
 
+/** The relays holding a live bandwidth lease for `uuid` (read by writing a lease that is already over). */
+async function leases(uuid: string): Promise<string[]> {
+  const probe = 'test-probe';
+  const live = await c.store.refreshBandwidthLease(uuid, {
+    relayId: probe,
+    used: 0,
+    limited: false,
+    liveUntil: 0,
+  });
+  return live.map((l) => l.relayId).filter((r) => r !== probe);
+}
+
 /** Ends every socket of the rendezvous given (the identity's bucket goes with its last splice). */
 function close(...pairs: { hidden: End; mobile: End }[]): void {
   for (const p of pairs) {
@@ -116,42 +156,66 @@ function close(...pairs: { hidden: End; mobile: End }[]): void {
   }
 }
 
+describe('the split across relays (max-min fair share)', () => {
+  it('relays held back share what the others leave; one alone has the whole cap', () => {
+    expect(shareOf(1000, [])).toBe(1000);
+    expect(shareOf(1000, [{ used: 0, limited: true }])).toBe(500);
+    expect(shareOf(1000, [{ used: 100, limited: false }])).toBe(900);
+    expect(shareOf(1000, [{ used: 700, limited: false }])).toBe(500);
+    expect(
+      shareOf(900, [
+        { used: 100, limited: false },
+        { used: 0, limited: true },
+      ]),
+    ).toBe(400);
+  });
+});
+
 describe('bandwidth cap per identity', () => {
-  it('one relay: two rendezvous, one pushing each way, share 1 MiB/s within ±10 % over 10 s', async () => {
+  it('one relay: three rendezvous (generic each way, HTTP) share 1 MiB/s within ±10 % over 10 s', async () => {
     const relay = c.relays[0] as Relay;
     const id = await identity('one');
     const cap = MiB;
     await c.store.setLimits(id.uuid, { bytesPerSecond: cap });
     const up = await pair(id, relay);
     const down = await pair(id, relay);
+    const web = await pairHttp(id.uuid, id.nextCode, relay);
     up.mobile.push(); // mobile → hidden
     down.hidden.push(); // hidden → mobile
-    const ends = [up.hidden, down.mobile];
+    web.hidden.push(); // an HTTP answer's body
+    const ends = [up.hidden, down.mobile, web.mobile];
     await settled(ends, cap, 'warm-up');
-    const [a0, b0] = [up.hidden.received, down.mobile.received];
+    const before = ends.map((e) => e.received);
     const measured = await rate(ends, WINDOW_MS);
-    expect(Math.abs(measured - cap) / cap).toBeLessThanOrEqual(0.1);
-    // Fair enough: neither rendezvous (nor direction) starves the other.
-    const a = up.hidden.received - a0;
-    const b = down.mobile.received - b0;
-    expect(Math.min(a, b) / Math.max(a, b)).toBeGreaterThan(0.6);
-    close(up, down);
+    expect(Math.abs(measured - cap) / cap, `${Math.round(measured)} B/s`).toBeLessThanOrEqual(0.1);
+    // Fair enough: no rendezvous, direction or protocol starves another.
+    const got = ends.map((e, k) => e.received - (before[k] as number));
+    expect(Math.min(...got) / Math.max(...got), got.join(' ')).toBeGreaterThan(0.6);
+    close(up, down, web);
   }, 90_000);
 
-  it('two relays: one rendezvous local to each, 1 MiB/s in all within ±10 % over 10 s', async () => {
+  it('two relays: rendezvous local to each and one through a peer link, 1 MiB/s in all within ±10 % over 10 s', async () => {
     const [r0, r1] = c.relays as [Relay, Relay];
     const id = await identity('two');
     const cap = MiB;
     await c.store.setLimits(id.uuid, { bytesPerSecond: cap });
     const first = await pair(id, r0);
     const second = await pair(id, r1);
+    // Nothing parked on r1 now: its mobile client reaches the hidden server on r0 through a peer
+    // link, and only r1 (the relay the mobile client reached) throttles it.
+    const third = await pair(id, r0, r1);
     first.mobile.push();
     second.hidden.push();
-    const ends = [first.hidden, second.mobile];
+    third.mobile.push();
+    const ends = [first.hidden, second.mobile, third.hidden];
     await settled(ends, cap, 'warm-up across relays');
+    // Each relay holds a lease on a share of the cap while it carries the identity's traffic.
+    expect((await leases(id.uuid)).sort()).toEqual([r0.relayId, r1.relayId].sort());
     const measured = await rate(ends, WINDOW_MS);
-    expect(Math.abs(measured - cap) / cap).toBeLessThanOrEqual(0.1);
-    close(first, second);
+    expect(Math.abs(measured - cap) / cap, `${Math.round(measured)} B/s`).toBeLessThanOrEqual(0.1);
+    close(first, second, third);
+    // Idle identities cost nothing: the relays drop their leases when the traffic ends.
+    await waitFor(async () => (await leases(id.uuid)).length === 0, 10_000, 'leases dropped');
   }, 90_000);
 
   it('a cap changed on a running rendezvous takes effect; no cap is not slowed, a cap set later is', async () => {
