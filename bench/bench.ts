@@ -10,6 +10,7 @@
  * registration.ts, client-package.ts; harness.ts holds what they share, report.ts the output.
  */
 import { benchAtRest } from './at-rest.js';
+import { benchBandwidth } from './bandwidth.js';
 import { benchClientPackage } from './client-package.js';
 import { benchCluster } from './cluster.js';
 import { type Figure, type GroupContext, killChildren, summary } from './harness.js';
@@ -20,7 +21,7 @@ import { startRelayProcess, startService } from './service.js';
 import { benchThroughput, startForwarders, startSink } from './throughput.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|cluster|memory|store|registration|client`: one group, for iterating on it. */
+/** `--only throughput|pairing|cluster|memory|store|bandwidth|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
@@ -59,6 +60,8 @@ async function main() {
   // 3. memory and store at rest: a fresh relay process per run, one socket per hidden server
   if (want('memory') || want('store'))
     await benchAtRest(ctx, service, { memory: want('memory'), store: want('store') });
+  // 3c. the per-identity bandwidth cap: relay CPU per GiB with no cap, a slack one and a binding one
+  if (want('bandwidth')) await benchBandwidth(ctx, service);
   // 4. registration
   if (want('registration')) await benchRegistration(ctx, service);
   // 5. the client package (packed, installed into an empty folder)

@@ -9,7 +9,7 @@
  * already pipes into (the HTTP port's gates): it holds a chunk until its bucket grants it, so the
  * Transform's bounded buffer fills and `pipe` pauses the source — backpressure, never an unbounded
  * queue. The bucket serves its waiting throttles round robin, 16 KiB at a time, so concurrent
- * rendezvous and both directions share the rate evenly. An identity without a cap gets no
+ * rendezvous and both directions share the rate evenly (a throttle alone takes what the tokens cover). An identity without a cap gets no
  * Throttle at all; a cap set, changed or removed later reaches running rendezvous (a Throttle is
  * inserted into the live pipes, or its bucket's rate changes).
  *
@@ -224,7 +224,15 @@ class Bucket {
     while (this.queue.length > 0 && (unlimited || this.tokens > 0)) {
       const t = this.queue.shift() as Throttle;
       t.queued = false;
-      const n = t.grant(unlimited ? Number.POSITIVE_INFINITY : SLICE_BYTES);
+      // Turns of SLICE_BYTES only while others wait: alone, a throttle takes what the tokens cover
+      // (a whole socket read in one push, as without a throttle).
+      const n = t.grant(
+        unlimited
+          ? Number.POSITIVE_INFINITY
+          : this.queue.length > 0
+            ? SLICE_BYTES
+            : Math.max(SLICE_BYTES, this.tokens),
+      );
       this.used += n;
       if (!unlimited) this.tokens -= n;
       if (!this.leased && !this.refreshing && n > 0) this.wake?.();
