@@ -44,6 +44,8 @@ const LEASE_PERIODS = 3;
 /** Where limits come from: relay/identity-limits.ts's IdentityLimitsCache (`ctx.identityLimits`). */
 export interface LimitsSource {
   peek(uuid: string): IdentityLimits | undefined;
+  /** True when `peek` is the answer (read and fresh): no read needed to know there is no cap. */
+  fresh?(uuid: string): boolean;
   get(uuid: string): Promise<IdentityLimits | undefined>;
   onChange(cb: (uuid: string, limits: IdentityLimits | undefined) => void): void;
 }
@@ -284,7 +286,7 @@ export class Bandwidth {
     set.add(entry);
     const known = this.opts.limits.peek(uuid);
     if (known?.bytesPerSecond) this.throttle(uuid, entry, known.bytesPerSecond);
-    else if (known === undefined)
+    else if (known === undefined && !this.opts.limits.fresh?.(uuid))
       // Not read yet (or no limits): once read, a cap applies to this splice if it still runs.
       this.opts.limits.get(uuid).then(
         (l) => {
