@@ -406,8 +406,13 @@ export class Bandwidth {
     bucket.refreshing = true;
     try {
       const leases = await this.opts.store.refreshBandwidthLease(uuid, lease, now);
+      if (this.buckets.get(uuid) !== bucket || !bucket.cap) {
+        // Its last splice ended, or the cap went, while the write was on its way: the lease
+        // written must not outlive them (unless a newer bucket of the uuid holds it again).
+        if (!this.buckets.get(uuid)?.leased) this.drop(uuid);
+        return;
+      }
       bucket.leased = true;
-      if (this.buckets.get(uuid) !== bucket || !bucket.cap) return;
       const others = leases.filter((l) => l.relayId !== this.opts.relayId);
       bucket.setRate(shareOf(bucket.cap, others));
     } catch (err) {
