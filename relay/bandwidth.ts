@@ -34,7 +34,7 @@ import type { RendezvousStart } from './telemetry.js';
 
 /** Seconds of the rate a bucket may hold (its burst). */
 export const BURST_SECONDS = 0.2;
-/** Bytes a throttle sends per turn (round robin between an identity's streams). */
+/** Bytes a throttle sends per turn at most (round robin between an identity's streams). */
 export const SLICE_BYTES = 16 * 1024;
 /** How often a relay refreshes its lease per capped identity it carries (RELAY_BANDWIDTH_LEASE_MS). */
 export const BANDWIDTH_LEASE_MS = 5_000;
@@ -205,6 +205,11 @@ class Bucket {
     return this.rate * BURST_SECONDS;
   }
 
+  /** A turn's bytes: SLICE_BYTES, less under small caps (at most a burst, at least 1 KiB: smooth). */
+  private slice(): number {
+    return Math.min(SLICE_BYTES, Math.max(1024, this.burst()));
+  }
+
   private refill(): void {
     const now = performance.now();
     if (Number.isFinite(this.rate))
@@ -232,8 +237,8 @@ class Bucket {
         unlimited
           ? Number.POSITIVE_INFINITY
           : this.queue.length > 0
-            ? SLICE_BYTES
-            : Math.max(SLICE_BYTES, this.tokens),
+            ? this.slice()
+            : Math.max(this.slice(), this.tokens),
       );
       this.used += n;
       if (!unlimited) this.tokens -= n;
