@@ -10,6 +10,7 @@
  * registration.ts, client-package.ts; harness.ts holds what they share, report.ts the output.
  */
 import { benchAtRest } from './at-rest.js';
+import { benchBandwidth } from './bandwidth.js';
 import { benchClientPackage } from './client-package.js';
 import { benchCluster } from './cluster.js';
 import { type Figure, type GroupContext, killChildren, summary } from './harness.js';
@@ -21,7 +22,7 @@ import { startRelayProcess, startService } from './service.js';
 import { benchThroughput, startForwarders, startSink } from './throughput.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only throughput|pairing|cluster|memory|store|metering|registration|client`: one group, for iterating on it. */
+/** `--only throughput|pairing|cluster|memory|store|metering|bandwidth|registration|client`: one group, for iterating on it. */
 const ONLY = process.argv[process.argv.indexOf('--only') + 1];
 const want = (group: string) => !process.argv.includes('--only') || ONLY === group;
 const RUNS = QUICK ? 3 : 5;
@@ -62,6 +63,8 @@ async function main() {
     await benchAtRest(ctx, service, { memory: want('memory'), store: want('store') });
   // 3b. metering per identity: its CPU per pairing and per GiB against metering off, store requests at rest
   if (want('metering')) await benchMetering(ctx, service);
+  // 3c. the per-identity bandwidth cap: relay CPU per GiB with no cap, a slack one and a binding one
+  if (want('bandwidth')) await benchBandwidth(ctx, service);
   // 4. registration
   if (want('registration')) await benchRegistration(ctx, service);
   // 5. the client package (packed, installed into an empty folder)

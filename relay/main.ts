@@ -39,6 +39,8 @@
  *   RELAY_PEER_POOL          idle links kept open to each other relay, for the next cross-relay
  *                            pairing (16; 0 turns the pool off)
  *   RELAY_IDLE_TIMEOUT_MS    a rendezvous with no byte either way for this long is ended (3600000; 0 never)
+ *   RELAY_BANDWIDTH_LEASE_MS how often a relay carrying a bandwidth-capped identity's traffic
+ *                            refreshes its lease on a share of the cap (5000; relay/bandwidth.ts)
  *   RELAY_HTTP_DOMAIN        HTTP-specific: `<id>.<domain>` in Host names hidden server <id> (off)
  *   RELAY_HTTP_SHARED_ORIGIN with RELAY_HTTP_DOMAIN: `on` lets the domain's own name serve tenants
  *                            named by ?rendezvous=, Digest or Basic (off: 403; unsafe for browsers)
@@ -60,6 +62,7 @@ import { claimsRouterFromEnv } from '../server/claims.js';
 import { authPolicyFromEnv, intFromEnv, tableFromEnv } from '../server/config.js';
 import { startEmfFlush } from '../server/metrics/registry.js';
 import { Store } from '../server/store/index.js';
+import { BANDWIDTH_LEASE_MS } from './bandwidth.js';
 import { ecsPublicIp } from './ecs-public-ip.js';
 import { stdoutSink } from './log-sink.js';
 import { METER_FLUSH_MS } from './metering.js';
@@ -189,6 +192,7 @@ export function relayLimitsFromEnv(env: NodeJS.ProcessEnv = process.env) {
     maxSplicesPerUuid: intFromEnv('RELAY_MAX_SPLICES_PER_UUID', RELAY_DEFAULTS.maxSplicesPerUuid, env),
     maxSplicesPerSource: intFromEnv('RELAY_MAX_SPLICES_PER_SOURCE', RELAY_DEFAULTS.maxSplicesPerSource, env),
     idleTimeoutMs: intFromEnv('RELAY_IDLE_TIMEOUT_MS', RELAY_DEFAULTS.idleTimeoutMs, env),
+    bandwidthLeaseMs: intFromEnv('RELAY_BANDWIDTH_LEASE_MS', BANDWIDTH_LEASE_MS, env),
     httpDomain: httpDomainFromEnv(env),
     httpSharedOrigin: onOffFromEnv('RELAY_HTTP_SHARED_ORIGIN', env),
     peerPool: {

@@ -14,6 +14,7 @@ import type { ConnectPolicy } from '../server/connect-auth.js';
 import type { Metrics } from '../server/metrics/registry.js';
 import type { Store } from '../server/store/index.js';
 import { HandshakeAdmission } from './admission.js';
+import type { BandwidthRelayOptions } from './bandwidth.js';
 import { ClientSockets, listenerErrors } from './capacity.js';
 import type { RelayContext } from './context.js';
 import { CookieCache } from './cookie-cache.js';
@@ -21,12 +22,12 @@ import { RELAY_DEFAULTS } from './defaults.js';
 import { drainRelay } from './drain.js';
 import { startHealthServer } from './health.js';
 import { startHttpSession } from './http.js';
-import { IdentityLimitsCache } from './identity-limits.js';
+import { identityUsage } from './identity-usage.js';
 import { KeepAlive } from './keepalive.js';
 import { LastRendezvousWriter } from './last-rendezvous.js';
 import { KnownNames, SplicesPerUuid, WaitingClients } from './limits.js';
 import { directAddress, listen } from './listen.js';
-import { Meter } from './metering.js';
+import type { Meter } from './metering.js';
 import { type ParkOrigin, ParkRecords } from './park-records.js';
 import { ParkingLot } from './parking.js';
 import { defaultPeerBind, MAX_PEER_HANDSHAKES, startPeerListener } from './peer-listener.js';
@@ -39,7 +40,7 @@ import { Splices } from './splices.js';
 import { RelayTelemetry, type RendezvousSummary } from './telemetry.js';
 
 /** Relay settings; every limit has a default. */
-export interface RelayOptions {
+export interface RelayOptions extends BandwidthRelayOptions {
   store: Store;
   /** Generic-protocol port (default 8899; 0 picks one). */
   port?: number;
@@ -214,16 +215,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     (uuid) => identityLimits.peek(uuid)?.maxConcurrent, // read at pairings, after it is made
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
-  // The quota check's cached month total takes what the meter writes (identity-limits.ts).
-  const onWritten = (uuid: string, bytes: number) => identityLimits.written(uuid, bytes);
-  const meter =
-    opts.metering === false
-      ? undefined
-      : new Meter({ store: opts.store, relayId, log, onWritten, ...opts.metering });
+  const { meter, identityLimits, bandwidth } = identityUsage(opts, relayId, log);
   const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
-  // The quota check adds what this relay has counted but not yet written.
-  const localBytes = (uuid: string) => meter?.unflushedBytes(uuid) ?? 0;
-  const identityLimits = new IdentityLimitsCache({ store: opts.store, log, localBytes });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
@@ -286,6 +279,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
+  splices.bandwidth = bandwidth;
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,

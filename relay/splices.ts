@@ -8,6 +8,7 @@
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
 import { reset, splice } from '../core/splice.js';
+import type { Bandwidth } from './bandwidth.js';
 import type { SpliceFilters } from './context.js';
 import type { KeepAlive } from './keepalive.js';
 import type { SplicesPerUuid } from './limits.js';
@@ -37,6 +38,8 @@ interface Revocable {
 export class Splices {
   private live = 0;
   private readonly byUuid = new Map<string, Set<Revocable>>();
+  /** Per-identity bandwidth caps (relay/bandwidth.ts), set once at the relay's start. */
+  bandwidth: Bandwidth | undefined;
 
   constructor(private readonly opts: SplicesOptions) {}
 
@@ -100,12 +103,14 @@ export class Splices {
           };
     if (revocable) this.track(rendezvous.uuid, revocable, true);
     let metered: (() => void) | undefined;
+    let unthrottle: (() => void) | undefined;
     const handle = splice(
       hidden,
       mobile,
       (end) => {
         keepAlive.forget(mobile);
         metered?.();
+        unthrottle?.();
         release();
         if (revocable) this.track(rendezvous.uuid, revocable, false);
         this.live--;
@@ -122,6 +127,8 @@ export class Splices {
     );
     // onDone never runs synchronously inside splice(), so the meter sees the end of what it began.
     metered = this.opts.meter?.begin(rendezvous, handle);
+    // After the pipes exist: a capped identity's throttles go in front of them (relay/bandwidth.ts).
+    unthrottle = this.bandwidth?.attach(rendezvous, { hidden, mobile, ...filters });
   };
 
   private track(uuid: string, r: Revocable, live: boolean): void {

@@ -6,6 +6,7 @@
  */
 export type { ParkKind } from '../../core/protocol.js';
 export type { AttemptScope, AttemptWindow, Reservation } from './attempts.js';
+export type { BandwidthLease } from './bandwidth.js';
 export { CHANGE_TTL_SECONDS, type ChangeNotice } from './changes.js';
 export type { ClaimsRegionRecord } from './claims-region.js';
 export { failedStore, type StoreSettings } from './errors.js';

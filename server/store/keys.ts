@@ -19,6 +19,9 @@
  *   RELAY#<id>    / HEARTBEAT      a relay's newest heartbeat: alive until `liveUntil` (epoch ms);
  *                                  outlives the relay's park records (console: a crashed relay's
  *                                  records are not shown as live)
+ *   BANDWIDTH#<uuid> / <relay>    a relay's lease on a share of <uuid>'s bandwidth cap: bytes/s it
+ *                                  carried, whether it was held back, live until (epoch ms);
+ *                                  rewritten every few seconds only while it carries that traffic
  *   CHANGES       / <ms>#<rand>    a uuid whose cookie or identity changed (replaced, revoked,
  *                                  rotated, disabled, deleted, limits set): relays read these once
  *                                  per pass instead of re-reading every parked key (expires after
@@ -75,6 +78,12 @@ export const parkKeys = (kind: ParkKind, key: string): { pk: string; prefix: str
 
 /** A relay's heartbeat item. */
 export const relayHeartbeatKey = (relayId: string): Key => ({ pk: `RELAY#${relayId}`, sk: 'HEARTBEAT' });
+
+/** A relay's bandwidth lease for a uuid (its partition holds every relay's lease for that uuid). */
+export const bandwidthLeaseKeys = (uuid: string, relayId: string): Key => ({
+  pk: `BANDWIDTH#${uuid}`,
+  sk: relayId,
+});
 
 /** The partition every change notice is written to. */
 export const CHANGES_PK = 'CHANGES';

@@ -9,6 +9,7 @@ import type { ParkKind } from '../../core/protocol.js';
 import type { TotpCompat, TotpParams } from '../../core/totp.js';
 import type { IdentityLimits, UsageTotals } from '../usage-types.js';
 import { type AttemptScope, Attempts, type AttemptWindow, type Reservation } from './attempts.js';
+import { type BandwidthLease, BandwidthLeases } from './bandwidth.js';
 import { type ChangeNotice, Changes } from './changes.js';
 import { type ClaimsRegionRecord, ClaimsRegions } from './claims-region.js';
 import type { StoreSettings } from './errors.js';
@@ -41,6 +42,7 @@ export class Store {
   private readonly claimsRegions: ClaimsRegions;
   private readonly heartbeats: RelayHeartbeats;
   private readonly usage: Usage;
+  private readonly bandwidth: BandwidthLeases;
 
   constructor(opts: StoreOptions) {
     this.t = new Table(opts);
@@ -55,6 +57,7 @@ export class Store {
     this.claimsRegions = new ClaimsRegions(this.t);
     this.heartbeats = new RelayHeartbeats(this.t);
     this.usage = new Usage(this.t);
+    this.bandwidth = new BandwidthLeases(this.t);
   }
 
   /** Creates the table if missing (local stacks and tests; CDK owns it on AWS). */
@@ -348,6 +351,25 @@ export class Store {
    */
   usageRanking(month?: string): Promise<UsageRankEntry[]> {
     return this.usage.ranking(month);
+  }
+
+  // Bandwidth leases (bandwidth.ts)
+
+  /**
+   * Writes relay `lease.relayId`'s lease on a share of `uuid`'s bandwidth cap and reads the live
+   * leases of every relay carrying it (one write and one query; the answer may miss this write).
+   */
+  refreshBandwidthLease(
+    uuid: string,
+    lease: BandwidthLease,
+    nowMs: number = Date.now(),
+  ): Promise<BandwidthLease[]> {
+    return this.bandwidth.refresh(uuid, lease, nowMs);
+  }
+
+  /** Deletes a relay's bandwidth lease for `uuid` (it no longer carries that identity's traffic). */
+  dropBandwidthLease(uuid: string, relayId: string): Promise<void> {
+    return this.bandwidth.drop(uuid, relayId);
   }
 
   // Change notices (changes.ts)

@@ -50,7 +50,11 @@ it('a spent quota stops connect() and the agent without a re-dial loop; raised, 
   expect(sha256(await back)).toBe(sha256(payload));
 
   // The meter's flush lands it in the store; the month is now over its quota.
-  await waitFor(async () => (await stack.store.monthBytes(uuid)) >= 2 * payload.length, 20_000, 'usage flushed');
+  await waitFor(
+    async () => (await stack.store.monthBytes(uuid)) >= 2 * payload.length,
+    20_000,
+    'usage flushed',
+  );
   expect(await stack.store.monthBytes(uuid)).toBe(2 * payload.length);
 
   // The relay ends the agent's parks at its next round; the agent says so once and waits.
