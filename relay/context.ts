@@ -90,4 +90,10 @@ export interface SpliceFilters {
   intoHidden?: Duplex;
   /** Hidden server → mobile client. */
   intoMobile?: Duplex;
+  /**
+   * Bytes `intoHidden` has passed on so far (it drops some: the HTTP port's one-request gate).
+   * The meter bills these, not what was read from the mobile client: a client that goes on
+   * sending after its request spends nothing of the identity's quota.
+   */
+  carriedToHidden?: () => number;
 }

@@ -17,6 +17,8 @@ import { headForHost } from './host-origin.js';
 export class OneRequestGate extends Transform {
   private held: Buffer[] = [];
   private heldBytes = 0;
+  /** Bytes passed on towards the hidden server (what the identity is billed for; dropped bytes are not). */
+  passed = 0;
   /** Upgrades: undecided until the hidden server's status line; then pass-through or drop. */
   private upgraded: boolean | undefined;
 
@@ -32,19 +34,27 @@ export class OneRequestGate extends Transform {
   decide(switched: boolean): void {
     if (this.upgraded !== undefined) return;
     this.upgraded = switched;
-    if (switched) for (const b of this.held) this.push(b);
+    if (switched)
+      for (const b of this.held) {
+        this.passed += b.length;
+        this.push(b);
+      }
     this.held = [];
     this.heldBytes = 0;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
     if (this.upgraded) {
+      this.passed += chunk.length;
       this.push(chunk);
       done();
       return;
     }
     const body = this.framer.done ? 0 : this.framer.push(chunk);
-    if (body > 0) this.push(chunk.subarray(0, body));
+    if (body > 0) {
+      this.passed += body;
+      this.push(chunk.subarray(0, body));
+    }
     const after = chunk.subarray(body);
     if (after.length > 0 && this.upgrade && this.upgraded === undefined && this.heldBytes < MAX_HEAD) {
       this.held.push(after);

@@ -316,10 +316,15 @@ async function pairHttpMobile(
     hiddenRelayId: claimed.peerRelayId ?? ctx.relayId,
     mobileRelayId: ctx.relayId,
     source: socket.remoteAddress,
-    toHiddenBefore: forwarded.length + rest.length,
+    // What the gate passed of `rest` (its part of the request); anything after the request is dropped.
+    toHiddenBefore: forwarded.length + requests.passed,
     startedAt: Date.now(),
   };
-  ctx.spliceHidden(hidden, socket, start, { intoHidden: requests, intoMobile: responses });
+  ctx.spliceHidden(hidden, socket, start, {
+    intoHidden: requests,
+    intoMobile: responses,
+    carriedToHidden: () => requests.passed,
+  });
 }
 
 /**

@@ -125,7 +125,7 @@ export class IdentityLimitsCache {
     if (this.entries.has(uuid)) void this.read(uuid);
   }
 
-  /** Calls `cb` whenever a read finds limits different from those cached before. */
+  /** Calls `cb` whenever a read finds limits different from those cached before (or any, at a first read). */
   onChange(cb: (uuid: string, limits: IdentityLimits | undefined) => void): void {
     this.listeners.push(cb);
   }
@@ -192,7 +192,9 @@ export class IdentityLimitsCache {
     this.entries.set(uuid, { limits, until: this.now() + ttlMs });
     evict(this.entries, this.maxEntries);
     if (limits?.monthlyBytes === undefined) this.months.delete(uuid);
-    if (before !== undefined && !sameLimits(before.limits, limits))
+    // A first read with limits is news too (a uuid read again after eviction: its running
+    // rendezvous get their cap back).
+    if (before === undefined ? limits !== undefined : !sameLimits(before.limits, limits))
       for (const cb of this.listeners) cb(uuid, limits);
   }
 

@@ -41,6 +41,15 @@ export interface MeterOptions {
 
 /** Default flush period. */
 export const METER_FLUSH_MS = 60_000;
+/** The longest a stopping relay waits for its last flush. */
+export const CLOSE_FLUSH_MS = 10_000;
+
+/** A write the store refused for good (a bad value; the table's validation): retrying cannot help. */
+function refusedForGood(err: unknown): boolean {
+  if (err instanceof RangeError) return true;
+  const cause = (err as { cause?: { name?: string } } | undefined)?.cause;
+  return cause?.name === 'ValidationException';
+}
 
 /** A metered live splice: what it had carried at the last read. */
 interface LiveEntry {
@@ -156,7 +165,19 @@ export class Meter {
   /** Stops the timer and flushes what is left (the drain calls it after the splices ended). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.flush();
+    // Bounded: a store that does not answer must not hold the drain past its grace (ECS kills
+    // the task then); what it did not take is in the `usage` records already logged.
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.opts.log.error('usage not written at stop', {
+          identities: this.unwritten.size + this.writing.size,
+        });
+        resolve();
+      }, CLOSE_FLUSH_MS);
+    });
+    await Promise.race([this.flush(), limit]);
+    clearTimeout(timer);
     this.stopped = true;
   }
 
@@ -213,6 +234,16 @@ export class Meter {
         } catch (err) {
           this.writing.delete(uuid);
           this.writeFailures++;
+          if (refusedForGood(err)) {
+            // Retrying cannot help, and merging new usage into it would keep that identity unbilled
+            // for good: dropped, said once (its `usage` record, already logged, still holds it).
+            this.opts.log.error('usage write refused, delta dropped', {
+              uuid,
+              bytes: totalBytes(delta),
+              error: String((err as Error).message ?? err).slice(0, 200),
+            });
+            continue;
+          }
           if (failed++ === 0) firstError = String((err as Error).message ?? err).slice(0, 200);
           // Kept (merged with what accrued meanwhile) for the next flush: never lost, never doubled.
           const pending = this.unwritten.get(uuid);

@@ -62,7 +62,7 @@ export interface RevalidationDeps {
    * Per-identity limits: every noticed uuid is passed on (re-read only when cached here), and the
    * quota of capped identities with rendezvous here is checked each round.
    */
-  limits?: Pick<IdentityLimitsCache, 'onNotice' | 'peek' | 'overQuota' | 'prime'>;
+  limits?: Pick<IdentityLimitsCache, 'onNotice' | 'peek' | 'fresh' | 'get' | 'overQuota' | 'prime'>;
   periodMs?: number;
   /** How long a noticed uuid is re-checked each round (default NOTICE_WINDOW_MS; tests shorten it). */
   noticeWindowMs?: number;
@@ -260,8 +260,14 @@ export function startRevalidation(deps: RevalidationDeps): Revalidation {
         const http = new Set<string>();
         // Live here with a quota (usage grows without any notice), or noticed with something here.
         const quota = new Set<string>();
-        for (const uuid of deps.live?.uuids() ?? [])
-          if (deps.limits?.peek(uuid)?.monthlyBytes !== undefined) quota.add(uuid);
+        // A live uuid whose limits left the cache (evicted, or past their age) is read again: a
+        // long rendezvous must not outlive its quota, or miss a cap set while a notice was missed.
+        const limits = deps.limits;
+        if (limits)
+          await eachLimited(deps.live?.uuids() ?? [], REVALIDATE_CONCURRENCY, async (uuid) => {
+            const l = limits.fresh(uuid) ? limits.peek(uuid) : await limits.get(uuid);
+            if (l?.monthlyBytes !== undefined) quota.add(uuid);
+          });
         for (const [uuid, since] of young) {
           if (now - since > noticeWindowMs) {
             young.delete(uuid);

@@ -327,7 +327,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       opts.maxWaiting ?? RELAY_DEFAULTS.maxWaiting,
     ),
     perUuid,
-    names: new KnownNames(opts.store, Date.now, (uuid, id) => identityLimits.prime(uuid, id?.limits)),
+    // Real identities only: made-up names must not push real ones out of the limits cache.
+    names: new KnownNames(opts.store, Date.now, (uuid, id) => id && identityLimits.prime(uuid, id.limits)),
     identityLimits,
     spliceHidden: splices.spliceHidden,
     meter,

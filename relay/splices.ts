@@ -7,7 +7,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Log } from '../core/log.js';
-import { reset, splice } from '../core/splice.js';
+import { reset, type SpliceHandle, splice } from '../core/splice.js';
 import type { Bandwidth } from './bandwidth.js';
 import type { SpliceFilters } from './context.js';
 import type { KeepAlive } from './keepalive.js';
@@ -126,7 +126,7 @@ export class Splices {
       },
     );
     // onDone never runs synchronously inside splice(), so the meter sees the end of what it began.
-    metered = this.opts.meter?.begin(rendezvous, handle);
+    metered = this.opts.meter?.begin(rendezvous, billed(handle, filters.carriedToHidden));
     // After the pipes exist: a capped identity's throttles go in front of them (relay/bandwidth.ts).
     unthrottle = this.bandwidth?.attach(rendezvous, { hidden, mobile, ...filters });
   };
@@ -144,4 +144,14 @@ export class Splices {
       if (set.size === 0) this.byUuid.delete(uuid);
     }
   }
+}
+
+/**
+ * The splice's counters as the meter bills them: towards the hidden server, what the filter
+ * passed on since the splice began (when it says), else what was read from the mobile side.
+ */
+function billed(handle: SpliceHandle, carried?: () => number): SpliceHandle {
+  if (!carried) return handle;
+  const base = carried();
+  return { bytes: () => ({ fromA: handle.bytes().fromA, fromB: carried() - base }) };
 }

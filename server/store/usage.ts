@@ -161,7 +161,9 @@ export class Usage {
             ExpressionAttributeNames: Object.fromEntries(DAY_ATTRS.map((a, i) => [`#a${i}`, a])),
           }
         : {}),
-      ConsistentRead: true,
+      // The month total (the quota check) reads eventually consistent: half the cost, and the
+      // figures are a flush old anyway; the relay adds what it wrote itself (identity-limits.ts).
+      ConsistentRead: !dayOnly,
     });
   }
 
