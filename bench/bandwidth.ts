@@ -7,44 +7,15 @@
  *   - a slack cap (8 GB/s, never reached): the throttles and the bucket in the path, never waiting;
  *   - a binding cap (200 MiB/s): the bucket holds every slice back and wakes on a timer.
  */
-import type { Socket } from 'node:net';
-import { mobileCookieFor } from '../server/cookies.js';
-import { cpuSeconds, dial, type GroupContext } from './harness.js';
-import { park, type RelayProcess, registerCookie, type Service, startRelayProcess } from './service.js';
+import type { GroupContext } from './harness.js';
+import { spliceRun } from './metering.js';
+import { registerCookie, type Service, startRelayProcess } from './service.js';
 
 const CASES = [
   { label: 'no cap', bytesPerSecond: undefined },
   { label: 'slack cap (8 GB/s)', bytesPerSecond: 8e9 },
   { label: 'binding cap (200 MiB/s)', bytesPerSecond: 200 * 1024 * 1024 },
 ] as const;
-
-/** Relay CPU seconds to carry `bytes` mobile → hidden in one rendezvous on `relay`. */
-async function spliceRun(relay: RelayProcess, cookie: string, bytes: number): Promise<number> {
-  const hidden = await park(relay.port, cookie);
-  hidden.on('error', () => {});
-  await new Promise((r) => setTimeout(r, 100));
-  const mobile: Socket = await dial(relay.port);
-  mobile.on('error', () => {});
-  const ok = new Promise((r) => mobile.once('data', r));
-  mobile.write(`I${mobileCookieFor(cookie)}\n`);
-  await ok;
-  let got = -4;
-  const all = new Promise<void>((r) =>
-    hidden.on('data', (c: Buffer) => {
-      got += c.length;
-      if (got >= bytes) r();
-    }),
-  );
-  const cpu0 = cpuSeconds(relay.pid);
-  const chunk = Buffer.alloc(1024 * 1024, 7);
-  for (let sent = 0; sent < bytes; sent += chunk.length)
-    if (!mobile.write(chunk)) await new Promise((r) => mobile.once('drain', r));
-  await all;
-  const cpu = cpuSeconds(relay.pid) - cpu0;
-  mobile.destroy();
-  hidden.destroy();
-  return cpu;
-}
 
 /** The bandwidth group. */
 export async function benchBandwidth(ctx: GroupContext, service: Service): Promise<void> {

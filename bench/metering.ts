@@ -41,8 +41,8 @@ async function registerN(service: Service, n: number, tag: string): Promise<stri
   return out;
 }
 
-/** Relay CPU seconds to carry `bytes` mobile → hidden in one rendezvous on `relay`. */
-async function spliceRun(relay: RelayProcess, cookie: string, bytes: number): Promise<number> {
+/** Relay CPU seconds to carry `bytes` mobile → hidden in one rendezvous on `relay` (the bandwidth group's too). */
+export async function spliceRun(relay: RelayProcess, cookie: string, bytes: number): Promise<number> {
   const hidden = await park(relay.port, cookie);
   hidden.on('error', () => {});
   await new Promise((r) => setTimeout(r, 100));
