@@ -97,7 +97,16 @@ export function splice(
     // the other side's close that follows is no abort of its own.
     if (!(s.writableEnded && s.readableEnded)) cause ??= self;
     else cause ??= 'closed';
-    if (!(other.writableEnded && other.readableEnded)) reset(other);
+    if (!(other.writableEnded && other.readableEnded)) {
+      // `s` ended its sending cleanly, but what it sent may still be on its way to `other`
+      // through a filter (a bandwidth throttle waiting for tokens): the pipe ends `other` once it
+      // is through, and only then is the rest of `other` cut.
+      if (s.readableEnded && !other.writableEnded && !other.destroyed)
+        other.once('finish', () => {
+          if (!other.readableEnded) reset(other);
+        });
+      else reset(other);
+    }
     if (++closed === 2) finish();
   };
   // A side already closed before the splice began counts as closed now (its 'close' is gone).
