@@ -104,7 +104,7 @@ export function rankingText(month: string, ranking: UsageRankEntry[]): string {
   if (ranking.length === 0) return `no usage in ${month}`;
   const rows = ranking.map((r) => [r.uuid, ...counterCells(sumCounters(r.month))]);
   const total = ranking.reduce((n, r) => n + totalBytes(r.month), 0);
-  return `${columns([['UUID', ...COUNTER_HEADER], ...rows])}\n\n${ranking.length} identities used ${formatBytes(total)} in ${month} (UTC)`;
+  return `${columns([['UUID', ...COUNTER_HEADER], ...rows])}\n\n${ranking.length} ${ranking.length === 1 ? 'identity' : 'identities'} used ${formatBytes(total)} in ${month} (UTC)`;
 }
 
 /** `identities limits <uuid>`: each limit, or none, and the month's use against the quota. */
