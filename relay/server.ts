@@ -216,7 +216,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   );
   const idleTimeoutMs = opts.idleTimeoutMs ?? RELAY_DEFAULTS.idleTimeoutMs;
   const { meter, identityLimits, bandwidth } = identityUsage(opts, relayId, log);
-  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter });
+  const splices = new Splices({ perUuid, keepAlive, idleTimeoutMs, telemetry, log, meter, bandwidth });
 
   let peerAddress: AddressInfo | undefined;
   const pool = opts.clusterSecret ? new PeerPool(opts.clusterSecret, opts.peerPool) : undefined;
@@ -279,7 +279,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     opts.maxHandshakes ?? RELAY_DEFAULTS.maxHandshakes,
   );
   const cookies = new CookieCache(opts.store);
-  splices.bandwidth = bandwidth;
   // Revocations (rotation, disable, replacement, expiry) reach sockets parked before them.
   revalidation = startRevalidation({
     store: opts.store,

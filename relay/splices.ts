@@ -26,6 +26,8 @@ export interface SplicesOptions {
   log: Log;
   /** Usage per identity (absent: metering off). */
   meter?: Meter;
+  /** Per-identity bandwidth caps (relay/bandwidth.ts). */
+  bandwidth?: Bandwidth;
 }
 
 /** A live splice whose hidden server was parked here: what a revocation needs to end it. */
@@ -38,8 +40,6 @@ interface Revocable {
 export class Splices {
   private live = 0;
   private readonly byUuid = new Map<string, Set<Revocable>>();
-  /** Per-identity bandwidth caps (relay/bandwidth.ts), set once at the relay's start. */
-  bandwidth: Bandwidth | undefined;
 
   constructor(private readonly opts: SplicesOptions) {}
 
@@ -128,7 +128,7 @@ export class Splices {
     // onDone never runs synchronously inside splice(), so the meter sees the end of what it began.
     metered = this.opts.meter?.begin(rendezvous, billed(handle, filters.carriedToHidden));
     // After the pipes exist: a capped identity's throttles go in front of them (relay/bandwidth.ts).
-    unthrottle = this.bandwidth?.attach(rendezvous, { hidden, mobile, ...filters });
+    unthrottle = this.opts.bandwidth?.attach(rendezvous, { hidden, mobile, ...filters });
   };
 
   private track(uuid: string, r: Revocable, live: boolean): void {

@@ -6,10 +6,8 @@
  * rendezvous shows its usage before it ends; the relay process flushes at SIGTERM; `/metrics`
  * names at most the top 10 identities; an idle relay writes nothing.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentCode } from '../../core/totp.js';
 import { relayLimitsFromEnv } from '../../relay/main.js';
@@ -19,9 +17,9 @@ import { provisionIdentity } from '../../server/identities.js';
 import { registerHiddenServer } from '../../server/register.js';
 import { emptyTotals, type UsageTotals } from '../../server/usage-types.js';
 import { dial, sha256 } from '../support/net.js';
+import { spawnRelayProcess } from '../support/relay-process.js';
 import { embeddedStore } from '../support/store.js';
 
-const MAIN = fileURLToPath(new URL('../../relay/main.ts', import.meta.url));
 const SECRET = 'cluster-secret-for-metering';
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -362,31 +360,19 @@ describe('the relay process', () => {
   it('flushes at SIGTERM: an ended and a live rendezvous are in the store after a clean stop', async () => {
     const uuid = 'meter-sigterm';
     const r = await genericIdentity(uuid);
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+    const relay = await spawnRelayProcess({
+      storeEndpoint: store.endpoint,
+      table: store.store.table,
       env: {
-        ...process.env,
-        AWS_ENDPOINT_URL_DYNAMODB: store.endpoint,
-        AWS_REGION: 'local',
         AWS_ACCESS_KEY_ID: 'local',
         AWS_SECRET_ACCESS_KEY: 'local',
-        RENDEZVOUS_TABLE: store.store.table,
-        RELAY_BIND: '127.0.0.1',
-        RELAY_PORT: '0',
         RELAY_HTTP_PORT: 'off',
         RELAY_DRAIN_GRACE_MS: '0',
         // Never by the timer: only the stop can have written it.
         RELAY_METER_FLUSH_MS: '3600000',
       },
-      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    let text = '';
-    child.stdout.on('data', (c: Buffer) => {
-      text += c.toString();
-    });
-    const exit = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-    await until(() => text.includes('"relay listening"'), 60_000, 'relay start');
-    const listening = JSON.parse(text.split('\n').find((l) => l.includes('"relay listening"')) as string);
-    const port = Number(String(listening.generic).split(':').pop());
+    const { child, exit, port } = relay;
     const pair = async (up: Buffer) => {
       const hidden = await dial(port);
       const seen = collect(hidden);
@@ -410,7 +396,8 @@ describe('the relay process', () => {
     expect(await exit).toBe(0);
     const usage = (await store.store.usageOf(uuid)).today;
     expect(withoutSeconds(usage)).toEqual(expected('generic', 12_000, 300, 2));
-    const records = text
+    const records = relay
+      .output()
       .trimEnd()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
